@@ -1,0 +1,3 @@
+//! The capture file: pcapng, one interface per source, one JSON event per packet.
+pub mod reader;
+pub mod writer;

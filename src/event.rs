@@ -1,0 +1,222 @@
+//! The events that sources produce and the capture stores.
+//!
+//! An [`Event`] is what one source observed, at one instant of the recorder's monotonic
+//! clock ([`Stamped::t`]). Events are stored as they were observed (after redaction); their
+//! PM2 meaning is derived later by the timeline, identically live and on replay.
+
+use crate::wire::amp::{Arg, Message};
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use crate::sources::procwatch::event::ProcEvent;
+
+/// Nanoseconds of CLOCK_MONOTONIC: the one clock every source is ordered on (the kernel's
+/// process-connector timestamps use it too).
+pub type MonoNs = u64;
+
+/// Read CLOCK_MONOTONIC now.
+pub fn mono_now() -> MonoNs {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass and has no other effect.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Nanoseconds since the Unix epoch, from the wall clock.
+pub fn wall_now_ns() -> i128 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    d.as_nanos() as i128
+}
+
+/// Where an event comes from. Each source is one interface in the capture file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The recorder itself: start, notes, faults.
+    Recorder,
+    /// Bytes between `pm2` clients and the daemon's `rpc.sock`.
+    Rpc,
+    /// The daemon's event bus, `pub.sock`.
+    Bus,
+    /// The operating system: process events and snapshots.
+    Proc,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Recorder, Source::Rpc, Source::Bus, Source::Proc];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Recorder => "recorder",
+            Source::Rpc => "rpc",
+            Source::Bus => "bus",
+            Source::Proc => "proc",
+        }
+    }
+}
+
+/// Direction of RPC bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From a pm2 client to the daemon.
+    ToDaemon,
+    /// From the daemon to a pm2 client.
+    ToClient,
+}
+
+/// Credentials of a peer on a unix socket (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerCred {
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoteLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+/// One observation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// Something the recorder wants on the record: its mode, a fault, a decision.
+    Note { level: NoteLevel, text: String },
+    /// A pm2 client connected to the proxy and was forwarded to the daemon.
+    RpcConnect { conn: u64, peer: Option<PeerCred> },
+    /// A client was refused because the daemon's own socket would not admit it.
+    RpcRefused { peer: PeerCred, reason: String },
+    /// One whole AMP message on an RPC connection.
+    RpcMessage { conn: u64, dir: Direction, msg: WireMessage },
+    /// The RPC stream could not be decoded from `offset` on; its bytes were still forwarded.
+    RpcUndecodable { conn: u64, dir: Direction, offset: u64, error: String },
+    /// An RPC connection ended.
+    RpcClose { conn: u64, to_client_bytes: u64, to_daemon_bytes: u64 },
+    /// One message on the event bus.
+    BusMessage { msg: WireMessage },
+    /// The bus subscription connected (true) or was lost (false).
+    BusLink { up: bool, detail: String },
+    /// What the operating system showed.
+    Proc(ProcEvent),
+    /// Recording stopped here before the end of the capture (write error, disk full);
+    /// events after this instant are missing.
+    RecordingStopped { reason: String },
+}
+
+impl Event {
+    pub fn source(&self) -> Source {
+        match self {
+            Event::Note { .. } | Event::RecordingStopped { .. } => Source::Recorder,
+            Event::RpcConnect { .. }
+            | Event::RpcRefused { .. }
+            | Event::RpcMessage { .. }
+            | Event::RpcUndecodable { .. }
+            | Event::RpcClose { .. } => Source::Rpc,
+            Event::BusMessage { .. } | Event::BusLink { .. } => Source::Bus,
+            Event::Proc(_) => Source::Proc,
+        }
+    }
+}
+
+/// An event with the instant it was observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub t: MonoNs,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// An AMP message as stored: each argument tagged `j` (JSON), `s` (string) or `b64` (raw).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WireMessage(pub Message);
+
+impl Serialize for WireMessage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.0.args.len()))?;
+        for a in &self.0.args {
+            match a {
+                Arg::Json(v) => seq.serialize_element(&serde_json::json!({ "j": v }))?,
+                Arg::Str(v) => seq.serialize_element(&serde_json::json!({ "s": v }))?,
+                Arg::Raw(b) => seq.serialize_element(
+                    &serde_json::json!({ "b64": base64::engine::general_purpose::STANDARD.encode(b) }),
+                )?,
+            }
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for WireMessage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let items: Vec<serde_json::Map<String, serde_json::Value>> = Vec::deserialize(d)?;
+        let mut args = Vec::with_capacity(items.len());
+        for mut item in items {
+            let arg = if let Some(v) = item.remove("j") {
+                Arg::Json(v)
+            } else if let Some(serde_json::Value::String(s)) = item.remove("s") {
+                Arg::Str(s)
+            } else if let Some(serde_json::Value::String(b)) = item.remove("b64") {
+                Arg::Raw(base64::engine::general_purpose::STANDARD.decode(b).map_err(D::Error::custom)?)
+            } else {
+                return Err(D::Error::custom("argument is none of j, s, b64"));
+            };
+            args.push(arg);
+        }
+        Ok(WireMessage(Message { args }))
+    }
+}
+
+/// What is known about the recording as a whole; the first record of every capture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CaptureInfo {
+    pub tool: String,
+    pub tool_version: String,
+    pub host: String,
+    pub kernel: String,
+    pub pm2_version: Option<String>,
+    pub pm2_home: String,
+    pub daemon_pid: Option<i32>,
+    /// Wall clock (ns since the Unix epoch) and monotonic clock (ns) read together at start:
+    /// `wall = wall_ref_ns + (t - mono_ref_ns)`.
+    pub wall_ref_ns: i128,
+    pub mono_ref_ns: MonoNs,
+    /// How values were redacted: `values`, `all` or `none`.
+    pub redaction: String,
+    /// How the process watcher ran (`netlink`, `pidfd`, `off`) and why.
+    pub proc_mode: String,
+    pub command_line: Vec<String>,
+}
+
+impl CaptureInfo {
+    /// Wall-clock nanoseconds of monotonic instant `t`.
+    pub fn wall_ns(&self, t: MonoNs) -> i128 {
+        self.wall_ref_ns + (t as i128 - self.mono_ref_ns as i128)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamped_json_roundtrip() {
+        let msg = Message::new(vec![
+            Arg::Json(serde_json::json!({"type": "call"})),
+            Arg::Str("1:0".into()),
+            Arg::Raw(vec![0, 255]),
+        ]);
+        let ev = Stamped { t: 42, event: Event::RpcMessage { conn: 1, dir: Direction::ToDaemon, msg: WireMessage(msg) } };
+        let text = serde_json::to_string(&ev).unwrap();
+        assert!(text.contains("\"type\":\"rpc_message\""), "{text}");
+        let back: Stamped = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, ev);
+    }
+}

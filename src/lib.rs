@@ -1,0 +1,24 @@
+//! pm2-trace: why did `pm2 restart` leave the app errored?
+//!
+//! Data flows through the modules in this order:
+//!
+//! - [`sources`] observe: the RPC proxy in front of `rpc.sock`, the `pub.sock` subscriber,
+//!   the process watcher. Each produces [`event::Event`]s stamped on one monotonic clock.
+//! - [`redact`] removes secrets before anything is stored.
+//! - [`capture`] stores events in a pcapng file and reads them back.
+//! - [`wire`] and [`pm2`] give bytes their meaning: AMP framing, RPC pairing, typed PM2
+//!   calls, bus events and daemon log lines.
+//! - [`timeline`] orders events into per-app generations and requests.
+//! - [`rules`] turn orderings into findings.
+//! - [`views`] present them: text, JSON, TUI.
+//! - [`record`] wires the sources to a capture for `pm2-trace record`.
+pub mod capture;
+pub mod event;
+pub mod pm2;
+pub mod record;
+pub mod redact;
+pub mod rules;
+pub mod sources;
+pub mod timeline;
+pub mod views;
+pub mod wire;

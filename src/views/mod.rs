@@ -1,0 +1,4 @@
+//! Ways to present a timeline and its findings: text, JSON and the interactive TUI.
+pub mod json;
+pub mod text;
+pub mod tui;

@@ -1,0 +1,338 @@
+//! Axon over AMP: the framing PM2 uses on `rpc.sock` and `pub.sock`.
+//!
+//! One message is one header byte `(version << 4) | argc`, then `argc` arguments, each a
+//! 32-bit big-endian length followed by that many bytes. An argument starting `j:` is JSON,
+//! `s:` a UTF-8 string, anything else a raw buffer.
+//!
+//! [`Decoder`] is a streaming decoder: feed it chunks split anywhere, take whole messages
+//! out. It never allocates more than `max_message` bytes for one message: a larger length
+//! field, or a header with a version other than 1, marks the stream undecodable.
+
+use std::fmt;
+
+/// The AMP protocol version axon speaks.
+pub const AMP_VERSION: u8 = 1;
+/// Default upper bound for one message (all its arguments together).
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// One argument of an AMP message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    /// `j:` followed by valid JSON.
+    Json(serde_json::Value),
+    /// `s:` followed by valid UTF-8.
+    Str(String),
+    /// Anything else, kept byte for byte (also `j:`/`s:` arguments whose body is not
+    /// valid JSON or UTF-8).
+    Raw(Vec<u8>),
+}
+
+impl Arg {
+    /// Classify one argument's bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Arg {
+        if let Some(body) = bytes.strip_prefix(b"j:") {
+            if let Ok(v) = serde_json::from_slice(body) {
+                return Arg::Json(v);
+            }
+        } else if let Some(body) = bytes.strip_prefix(b"s:") {
+            if let Ok(s) = std::str::from_utf8(body) {
+                return Arg::Str(s.to_owned());
+            }
+        }
+        Arg::Raw(bytes.to_vec())
+    }
+
+    /// The bytes of this argument as they go on the wire (without the length field).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            Arg::Json(v) => {
+                let mut out = b"j:".to_vec();
+                serde_json::to_writer(&mut out, v).expect("serialising a Value cannot fail");
+                out
+            }
+            Arg::Str(s) => {
+                let mut out = Vec::with_capacity(s.len() + 2);
+                out.extend_from_slice(b"s:");
+                out.extend_from_slice(s.as_bytes());
+                out
+            }
+            Arg::Raw(b) => b.clone(),
+        }
+    }
+
+    pub fn as_json(&self) -> Option<&serde_json::Value> {
+        match self {
+            Arg::Json(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Arg::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One whole AMP message.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Message {
+    pub args: Vec<Arg>,
+}
+
+impl Message {
+    pub fn new(args: Vec<Arg>) -> Self {
+        Message { args }
+    }
+
+    /// Encode to wire bytes. Panics only if there are more than 15 arguments or an
+    /// argument exceeds 4 GiB, which no caller in this crate produces.
+    pub fn encode(&self) -> Vec<u8> {
+        assert!(self.args.len() <= 15, "AMP carries at most 15 arguments");
+        let bodies: Vec<Vec<u8>> = self.args.iter().map(Arg::to_bytes).collect();
+        let total: usize = 1 + bodies.iter().map(|b| 4 + b.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(total);
+        out.push((AMP_VERSION << 4) | self.args.len() as u8);
+        for b in bodies {
+            out.extend_from_slice(&(u32::try_from(b.len()).expect("argument over 4 GiB")).to_be_bytes());
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+}
+
+/// Why a stream cannot be decoded any further.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("byte {offset}: header 0x{header:02x} has AMP version {version}, expected 1")]
+    BadVersion { offset: u64, header: u8, version: u8 },
+    #[error("byte {offset}: argument length {len} exceeds the limit of {limit} bytes")]
+    TooLong { offset: u64, len: u64, limit: usize },
+}
+
+impl DecodeError {
+    /// Stream offset of the byte where the problem was found.
+    pub fn offset(&self) -> u64 {
+        match self {
+            DecodeError::BadVersion { offset, .. } | DecodeError::TooLong { offset, .. } => *offset,
+        }
+    }
+}
+
+/// Streaming AMP decoder.
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Read position in `buf`.
+    pos: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    /// Bytes that must be buffered (from `pos`) before parsing is worth trying again.
+    need: usize,
+    max_message: usize,
+    failed: Option<DecodeError>,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DEFAULT_MAX_MESSAGE)
+    }
+}
+
+impl fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoder")
+            .field("buffered", &(self.buf.len() - self.pos))
+            .field("offset", &self.offset())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl Decoder {
+    pub fn new(max_message: usize) -> Self {
+        Decoder { buf: Vec::new(), pos: 0, base: 0, need: 1, max_message, failed: None }
+    }
+
+    /// Stream offset of the first byte not yet consumed as part of a whole message.
+    pub fn offset(&self) -> u64 {
+        self.base + self.pos as u64
+    }
+
+    /// Bytes buffered that do not yet form a whole message.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The error that stopped this stream, if any.
+    pub fn failure(&self) -> Option<&DecodeError> {
+        self.failed.as_ref()
+    }
+
+    /// Append a chunk of the stream. After a failure the bytes are dropped: the caller
+    /// keeps the raw stream if it wants it.
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.failed.is_some() {
+            self.base += chunk.len() as u64;
+            return;
+        }
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.base += self.pos as u64;
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 64 * 1024 && self.pos * 2 > self.buf.len() {
+            self.base += self.pos as u64;
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next whole message, `None` when more bytes are needed, or the error that made
+    /// the stream undecodable (returned once; `None` afterwards).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<Result<Message, DecodeError>> {
+        if self.failed.is_some() {
+            return None;
+        }
+        let avail = self.buf.len() - self.pos;
+        if avail < self.need {
+            return None;
+        }
+        match self.scan() {
+            Scan::Incomplete(need) => {
+                self.need = need;
+                None
+            }
+            Scan::Failed(e) => {
+                self.failed = Some(e.clone());
+                self.base += self.buf.len() as u64;
+                self.buf = Vec::new();
+                self.pos = 0;
+                Some(Err(e))
+            }
+            Scan::Whole(len) => {
+                let start = self.pos;
+                let frame = &self.buf[start..start + len];
+                let argc = (frame[0] & 0x0f) as usize;
+                let mut args = Vec::with_capacity(argc);
+                let mut p = 1;
+                for _ in 0..argc {
+                    let n = u32::from_be_bytes([frame[p], frame[p + 1], frame[p + 2], frame[p + 3]]) as usize;
+                    p += 4;
+                    args.push(Arg::from_bytes(&frame[p..p + n]));
+                    p += n;
+                }
+                self.pos += len;
+                self.need = 1;
+                Some(Ok(Message { args }))
+            }
+        }
+    }
+
+    /// Find the extent of the message at `pos` without copying.
+    fn scan(&self) -> Scan {
+        let data = &self.buf[self.pos..];
+        let at = self.offset();
+        let header = data[0];
+        let version = header >> 4;
+        if version != AMP_VERSION {
+            return Scan::Failed(DecodeError::BadVersion { offset: at, header, version });
+        }
+        let argc = (header & 0x0f) as usize;
+        let mut p = 1usize;
+        for _ in 0..argc {
+            if data.len() < p + 4 {
+                return Scan::Incomplete(p + 4);
+            }
+            let n = u32::from_be_bytes([data[p], data[p + 1], data[p + 2], data[p + 3]]) as usize;
+            if p + 4 + n > self.max_message {
+                return Scan::Failed(DecodeError::TooLong {
+                    offset: at + p as u64,
+                    len: n as u64,
+                    limit: self.max_message,
+                });
+            }
+            p += 4;
+            if data.len() < p + n {
+                return Scan::Incomplete(p + n);
+            }
+            p += n;
+        }
+        Scan::Whole(p)
+    }
+}
+
+enum Scan {
+    Incomplete(usize),
+    Failed(DecodeError),
+    Whole(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The getVersion request from the field notes, byte for byte.
+    pub const GET_VERSION: &[u8] = b"\x12\x00\x00\x00\x33j:{\"type\":\"call\",\"method\":\"getVersion\",\"args\":[{}]}\x00\x00\x00\x08s:3334:0";
+
+    #[test]
+    fn decodes_field_note_vector() {
+        let mut d = Decoder::default();
+        d.push(GET_VERSION);
+        let m = d.next().unwrap().unwrap();
+        assert_eq!(m.args.len(), 2);
+        assert_eq!(m.args[0].as_json().unwrap()["method"], "getVersion");
+        assert_eq!(m.args[1].as_str(), Some("3334:0"));
+        assert!(d.next().is_none());
+        assert_eq!(m.encode(), GET_VERSION);
+    }
+
+    #[test]
+    fn every_split_point() {
+        let mut stream = GET_VERSION.to_vec();
+        stream.extend_from_slice(GET_VERSION);
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let mut d = Decoder::default();
+                let mut got = 0;
+                for chunk in [&stream[..a], &stream[a..b], &stream[b..]] {
+                    d.push(chunk);
+                    while let Some(m) = d.next() {
+                        m.unwrap();
+                        got += 1;
+                    }
+                }
+                assert_eq!(got, 2, "split at {a},{b}");
+                assert_eq!(d.pending(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_length_is_refused_without_allocating() {
+        let mut d = Decoder::new(1024);
+        d.push(&[0x11, 0xff, 0xff, 0xff, 0xff]);
+        let e = d.next().unwrap().unwrap_err();
+        assert!(matches!(e, DecodeError::TooLong { offset: 1, .. }), "{e}");
+        assert!(d.next().is_none());
+    }
+
+    #[test]
+    fn bad_version_names_offset() {
+        let mut d = Decoder::default();
+        d.push(GET_VERSION);
+        d.push(b"GET / HTTP/1.1\r\n");
+        assert!(d.next().unwrap().is_ok());
+        let e = d.next().unwrap().unwrap_err();
+        assert_eq!(e.offset(), GET_VERSION.len() as u64);
+    }
+
+    #[test]
+    fn raw_and_non_utf8_args_are_kept() {
+        let m = Message::new(vec![Arg::Raw(vec![0xff, 0xfe]), Arg::Raw(b"s:\xff".to_vec()), Arg::Raw(b"j:{".to_vec())]);
+        let mut d = Decoder::default();
+        d.push(&m.encode());
+        assert_eq!(d.next().unwrap().unwrap(), m);
+    }
+}

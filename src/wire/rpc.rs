@@ -1,0 +1,95 @@
+//! pm2-axon-rpc on top of AMP: a request is `[j:{"type":"call","method":M,"args":[...]}, s:<id>]`,
+//! a reply `[j:{"args":[...]}, s:<id>]` or `[j:{"error":..,"stack":..}, s:<id>]`.
+//! Replies are matched to requests by id; one connection may carry several in flight.
+
+use super::amp::{Arg, Message};
+use serde_json::Value;
+
+/// A decoded RPC request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub method: String,
+    pub args: Vec<Value>,
+    pub id: String,
+}
+
+/// A decoded RPC reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub id: String,
+    pub outcome: Result<Vec<Value>, RemoteError>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteError {
+    pub message: String,
+    pub stack: Option<String>,
+}
+
+/// Read a request sent by a pm2 client. `None` if the message is not shaped like one.
+pub fn parse_call(msg: &Message) -> Option<Call> {
+    let body = msg.args.first()?.as_json()?;
+    if body.get("type")?.as_str()? != "call" {
+        return None;
+    }
+    let method = body.get("method")?.as_str()?.to_owned();
+    let args = body.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+    let id = msg.args.get(1).and_then(id_of).unwrap_or_default();
+    Some(Call { method, args, id })
+}
+
+/// Read a reply sent by the daemon. `None` if the message is not shaped like one.
+pub fn parse_reply(msg: &Message) -> Option<Reply> {
+    let body = msg.args.first()?.as_json()?;
+    let id = msg.args.get(1).and_then(id_of).unwrap_or_default();
+    if let Some(err) = body.get("error") {
+        let message = match err {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let stack = body.get("stack").and_then(Value::as_str).map(str::to_owned);
+        return Some(Reply { id, outcome: Err(RemoteError { message, stack }) });
+    }
+    let args = body.get("args")?.as_array()?.clone();
+    Some(Reply { id, outcome: Ok(args) })
+}
+
+fn id_of(arg: &Arg) -> Option<String> {
+    match arg {
+        Arg::Str(s) => Some(s.clone()),
+        Arg::Json(v) => Some(v.to_string()),
+        Arg::Raw(_) => None,
+    }
+}
+
+/// Build a request, for tests and benchmarks.
+pub fn encode_call(method: &str, args: Vec<Value>, id: &str) -> Message {
+    Message::new(vec![
+        Arg::Json(serde_json::json!({"type": "call", "method": method, "args": args})),
+        Arg::Str(id.to_owned()),
+    ])
+}
+
+/// Build a reply, for tests and benchmarks.
+pub fn encode_reply(args: Vec<Value>, id: &str) -> Message {
+    Message::new(vec![Arg::Json(serde_json::json!({ "args": args })), Arg::Str(id.to_owned())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn call_and_reply_roundtrip() {
+        let c = encode_call("restartProcessId", vec![json!({"id": 0, "env": {}})], "77:2");
+        let call = parse_call(&c).unwrap();
+        assert_eq!(call.method, "restartProcessId");
+        assert_eq!(call.id, "77:2");
+        let r = parse_reply(&encode_reply(vec![json!({"pm_id": 0})], "77:2")).unwrap();
+        assert_eq!(r.id, "77:2");
+        assert!(r.outcome.is_ok());
+        let e = Message::new(vec![Arg::Json(json!({"error": "Process not found", "stack": "x"})), Arg::Str("77:3".into())]);
+        assert_eq!(parse_reply(&e).unwrap().outcome.unwrap_err().message, "Process not found");
+    }
+}
