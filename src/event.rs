@@ -220,3 +220,37 @@ mod tests {
         assert_eq!(back, ev);
     }
 }
+
+/// Where sources send their events. Never blocks: when the recorder falls behind (slow
+/// disk), events are counted as dropped instead of delaying the source, and the recorder
+/// reports the count in the capture. Cloneable; usable from threads and tasks alike.
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    tx: tokio::sync::mpsc::Sender<Stamped>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl EventSink {
+    /// A sink and the receiving end, holding at most `capacity` events in flight.
+    pub fn channel(capacity: usize) -> (EventSink, tokio::sync::mpsc::Receiver<Stamped>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (EventSink { tx, dropped: Default::default() }, rx)
+    }
+
+    /// Stamp `event` with the current monotonic time and send it.
+    pub fn emit(&self, event: Event) {
+        self.emit_at(mono_now(), event)
+    }
+
+    /// Send an event observed at `t` (for sources with their own timestamps, e.g. the kernel).
+    pub fn emit_at(&self, t: MonoNs, event: Event) {
+        if self.tx.try_send(Stamped { t, event }).is_err() {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// How many events were dropped so far because the receiver was full or gone.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
