@@ -80,12 +80,15 @@ pub enum Pm2Call {
     #[serde(rename = "restartProcessId")]
     RestartProcessId {
         target: Option<Target>,
+        /// Serialized as its keys only: values may be secrets.
+        #[serde(serialize_with = "env_keys")]
         env: Option<Map<String, Value>>,
     },
     /// `reloadProcessId`, or `softReloadProcessId` when `graceful`.
     #[serde(rename = "reloadProcessId")]
     ReloadProcessId {
         target: Option<Target>,
+        #[serde(serialize_with = "env_keys")]
         env: Option<Map<String, Value>>,
         graceful: bool,
     },
@@ -109,6 +112,14 @@ pub enum Pm2Call {
     /// Any other method, kept with its arguments.
     #[serde(rename = "other")]
     Other { method: String, args: Vec<Value> },
+}
+
+/// Serialize an environment as the list of its keys.
+fn env_keys<S: Serializer>(env: &Option<Map<String, Value>>, s: S) -> Result<S::Ok, S::Error> {
+    match env {
+        Some(m) => s.collect_seq(m.keys()),
+        None => s.serialize_none(),
+    }
 }
 
 fn first_arg(call: &Call) -> &Value {
