@@ -44,4 +44,4 @@ where
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

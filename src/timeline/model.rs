@@ -478,10 +478,11 @@ impl Timeline {
                     }
                 }
             }
-            EntryKind::ConnOpened { conn, peer } => {
-                if let Some(p) = peer {
-                    self.peers.insert(*conn, p.pid);
-                }
+            EntryKind::ConnOpened {
+                conn,
+                peer: Some(p),
+            } => {
+                self.peers.insert(*conn, p.pid);
             }
             EntryKind::ConnClosed { conn, .. } => {
                 self.peers.remove(conn);

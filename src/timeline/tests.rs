@@ -341,10 +341,7 @@ fn check_stubborn(version: &str) {
     );
     assert_eq!(g.exit.as_ref().unwrap().signal.as_deref(), Some("SIGKILL"));
     let pid = g.pid.unwrap();
-    assert!(
-        text.contains(&format!("stubborn:2 stubborn:2 stopping")),
-        "{text}"
-    );
+    assert!(text.contains("stubborn:2 stubborn:2 stopping"), "{text}");
     assert!(
         text.contains(&format!(
             "stubborn:2 pid {pid} still alive, retrying in 100 ms"
@@ -705,4 +702,63 @@ fn debug_dump() {
         println!("{}", crate::views::text::format_entry(&info, e, false));
     }
     println!("{:#?}", tl.apps);
+}
+
+/// A long capture streams: polling traffic leaves nothing behind in the model, and the
+/// interpreter's pending requests do not pile up.
+#[test]
+fn long_polling_capture_stays_small() {
+    use crate::wire::rpc::{encode_call, encode_reply};
+    let info = CaptureInfo::default();
+    let mon = serde_json::json!([{"pid": 42, "name": "web", "pm_id": 0, "pm2_env": {"status": "online", "pm_uptime": 1}}]);
+    let events = (0..50_000u64).flat_map(|i| {
+        let id = format!("{i}:0");
+        let conn = i;
+        [
+            Stamped {
+                t: i * 10,
+                event: Event::RpcConnect { conn, peer: None },
+            },
+            Stamped {
+                t: i * 10 + 1,
+                event: Event::RpcMessage {
+                    conn,
+                    dir: Direction::ToDaemon,
+                    msg: WireMessage(encode_call(
+                        "getMonitorData",
+                        vec![serde_json::json!({})],
+                        &id,
+                    )),
+                },
+            },
+            Stamped {
+                t: i * 10 + 2,
+                event: Event::RpcMessage {
+                    conn,
+                    dir: Direction::ToClient,
+                    msg: WireMessage(encode_reply(vec![mon.clone()], &id)),
+                },
+            },
+            // Every other client leaves without its reply... and without a close record.
+            Stamped {
+                t: i * 10 + 3,
+                event: Event::RpcMessage {
+                    conn,
+                    dir: Direction::ToDaemon,
+                    msg: WireMessage(encode_call("getVersion", vec![], &format!("{i}:1"))),
+                },
+            },
+        ]
+    });
+    let mut n = 0u64;
+    let tl = replay(&info, events, |_| {
+        n += 1;
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    assert_eq!(n, 200_000);
+    assert!(tl.requests.is_empty());
+    let web = tl.app(0).unwrap();
+    assert_eq!(web.generations.len(), 1);
+    assert_eq!(web.statuses.len(), 1);
 }

@@ -109,3 +109,81 @@ pub fn replay_json<W: Write>(
     view.finish(&findings)?;
     Ok((tl, findings))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::tests::load_fixture;
+    use serde_json::Value;
+
+    #[test]
+    fn one_document_with_every_entry() {
+        let (info, events) = load_fixture("pm2-7.0.4");
+        let mut n = 0usize;
+        let _ = crate::timeline::replay(&info, events.clone(), |_| {
+            n += 1;
+            Ok::<(), ()>(())
+        });
+        let mut out = Vec::new();
+        let (_, findings) = replay_json(&info, events, &mut out).unwrap();
+        assert!(findings.is_empty());
+        let doc: Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(doc["capture"]["pm2_version"], "7.0.4");
+        assert_eq!(
+            doc["capture"]["mono_ref_ns"].as_u64(),
+            Some(info.mono_ref_ns)
+        );
+        let evs = doc["events"].as_array().unwrap();
+        assert_eq!(evs.len(), n);
+        assert_eq!(doc["findings"], Value::Array(vec![]));
+        // A paired restart reply, with its words and the new process.
+        let r = evs
+            .iter()
+            .find(|e| e["type"] == "request_answered" && e["method"] == "restartProcessId")
+            .unwrap();
+        assert_eq!(r["app"]["name"], "web");
+        assert_eq!(r["source"], "rpc");
+        assert!(r["new_pid"].as_i64().unwrap() > 0);
+        assert!(r["latency_ns"].as_u64().unwrap() > 0);
+        assert!(r["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("restartProcessId web:0 -> new pid "));
+        assert!(r["wall"].as_str().unwrap().starts_with("2026-11-25T15:35:"));
+        // Requests show env keys, never values.
+        let upd = evs
+            .iter()
+            .find(|e| {
+                e["type"] == "request_asked"
+                    && e["call"]["env"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k == "FOO"))
+            })
+            .expect("the --update-env restart");
+        assert_eq!(upd["call"]["call"], "restartProcessId");
+        assert!(!upd.to_string().contains("\"bar\""), "{upd}");
+        // Bus events, daemon lines and app output keep their typed fields.
+        assert!(evs.iter().any(|e| e["type"] == "bus"
+            && e["bus"] == "process_event"
+            && e["event"] == "restart overlimit"));
+        assert!(evs
+            .iter()
+            .any(|e| e["type"] == "daemon" && e["log"]["line"] == "sigkill_after_timeout"));
+        assert!(evs
+            .iter()
+            .any(|e| e["type"] == "app_log" && e["stream"] == "err"));
+        assert!(evs
+            .iter()
+            .all(|e| e["description"].is_string() && e["t"].is_u64()));
+    }
+
+    #[test]
+    fn empty_capture_is_a_valid_document() {
+        let info = CaptureInfo::default();
+        let mut out = Vec::new();
+        replay_json(&info, Vec::new(), &mut out).unwrap();
+        let doc: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(doc["events"], Value::Array(vec![]));
+        assert_eq!(doc["findings"], Value::Array(vec![]));
+    }
+}

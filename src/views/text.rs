@@ -14,7 +14,12 @@ use std::io::{self, Write};
 
 /// Whether to colour output: `is_terminal` and the `NO_COLOR` variable unset (or empty).
 pub fn color_wanted(is_terminal: bool) -> bool {
-    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    color_wanted_with(is_terminal, std::env::var_os("NO_COLOR"))
+}
+
+/// [`color_wanted`] with the value of `NO_COLOR` given.
+pub fn color_wanted_with(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 const RESET: &str = "\x1b[0m";
@@ -225,4 +230,124 @@ pub fn replay_text<W: Write>(
     view.findings(&findings)?;
     view.out.flush()?;
     Ok((tl, findings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::Evidence;
+    use crate::timeline::tests::load_fixture;
+    use crate::timeline::EntryKind;
+
+    /// The entries of a fixture from the note `pm2 <cmd>` to the next command, as text.
+    fn render_section(fixture: &str, cmd: &str) -> String {
+        let (info, events) = load_fixture(fixture);
+        let mut out = Vec::new();
+        let mut on = false;
+        timeline::replay(&info, events, |e| {
+            if let EntryKind::Note { text, .. } = &e.kind {
+                if text.starts_with("pm2 ") {
+                    on = text == cmd;
+                }
+            }
+            if on {
+                out.push(format_entry(&info, e, false));
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        out.join("\n")
+    }
+
+    #[test]
+    fn snapshot_restart_704() {
+        insta::assert_snapshot!(render_section("pm2-7.0.4", "pm2 restart web"));
+    }
+
+    #[test]
+    fn snapshot_restart_543() {
+        insta::assert_snapshot!(render_section("pm2-5.4.3", "pm2 restart web"));
+    }
+
+    #[test]
+    fn snapshot_sigkill_704() {
+        insta::assert_snapshot!(render_section("pm2-7.0.4", "pm2 restart stubborn"));
+    }
+
+    #[test]
+    fn snapshot_errored_restart_704() {
+        insta::assert_snapshot!(render_section("pm2-7.0.4", "pm2 restart crash"));
+    }
+
+    #[test]
+    fn colour_only_when_wanted() {
+        assert!(color_wanted_with(true, None));
+        assert!(color_wanted_with(true, Some("".into())));
+        assert!(!color_wanted_with(true, Some("1".into())));
+        assert!(!color_wanted_with(false, None));
+        let (info, events) = load_fixture("pm2-7.0.4");
+        let mut plain = Vec::new();
+        let mut coloured = Vec::new();
+        timeline::replay(&info, events.into_iter().take(200), |e| {
+            plain.push(format_entry(&info, e, false));
+            coloured.push(format_entry(&info, e, true));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert!(plain.iter().all(|l| !l.contains('\x1b')));
+        assert!(coloured.iter().all(|l| l.contains("\x1b[")));
+    }
+
+    #[test]
+    fn times() {
+        let info = CaptureInfo {
+            wall_ref_ns: 1_795_620_935_753_000_000,
+            mono_ref_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        assert_eq!(rel_time(&info, 13_345_678_901), "+12.345s");
+        assert_eq!(rel_time(&info, 998_000_000), "-0.002s");
+        assert_eq!(wall_time(&info, 1_000_000_000), "15:35:35.753Z");
+        assert_eq!(
+            wall_datetime(&info, 1_000_000_000),
+            "2026-11-25 15:35:35.753 UTC"
+        );
+    }
+
+    #[test]
+    fn whole_replay_with_findings() {
+        let (info, events) = load_fixture("pm2-5.4.3");
+        let (tl, findings) = replay_text(&info, events, Vec::new(), false).unwrap();
+        assert!(findings.is_empty());
+        assert!(tl.apps.len() == 3);
+        let mut view = TextView::new(Vec::new(), &info, false);
+        let f = |sev, kind: &str| Finding {
+            kind: kind.into(),
+            severity: sev,
+            app: Some("web".into()),
+            pm_id: Some(0),
+            summary: format!("{kind} happened."),
+            chain: vec!["first this".into(), "then that".into()],
+            evidence: vec![Evidence {
+                t: info.mono_ref_ns + 1_500_000_000,
+                source: Source::Bus,
+                what: "web:0 exited".into(),
+            }],
+            remedy: "do the other thing".into(),
+        };
+        view.findings(&[
+            f(Severity::Info, "a-info"),
+            f(Severity::Error, "b-error"),
+            f(Severity::Warning, "c-warning"),
+        ])
+        .unwrap();
+        let text = String::from_utf8(view.into_inner()).unwrap();
+        insta::assert_snapshot!(text);
+        let mut empty = TextView::new(Vec::new(), &info, false);
+        empty.findings(&[]).unwrap();
+        assert_eq!(
+            String::from_utf8(empty.into_inner()).unwrap(),
+            "\nNo findings.\n"
+        );
+    }
 }
