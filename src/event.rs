@@ -223,18 +223,40 @@ mod tests {
 
 /// Where sources send their events. Never blocks: when the recorder falls behind (slow
 /// disk), events are counted as dropped instead of delaying the source, and the recorder
-/// reports the count in the capture. Cloneable; usable from threads and tasks alike.
+/// reports the count in the capture. Cloneable; usable from any thread.
 #[derive(Clone, Debug)]
 pub struct EventSink {
-    tx: tokio::sync::mpsc::Sender<Stamped>,
+    tx: std::sync::mpsc::SyncSender<Stamped>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The receiving end of an [`EventSink`].
+#[derive(Debug)]
+pub struct EventReceiver(std::sync::mpsc::Receiver<Stamped>);
+
+impl EventReceiver {
+    /// The next event; `None` once every sink is gone and the queue is empty.
+    pub fn blocking_recv(&mut self) -> Option<Stamped> {
+        self.0.recv().ok()
+    }
+
+    /// The next event within `timeout`: `Err(true)` on timeout, `Err(false)` when every
+    /// sink is gone.
+    pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Result<Stamped, bool> {
+        use std::sync::mpsc::RecvTimeoutError;
+        self.0.recv_timeout(timeout).map_err(|e| matches!(e, RecvTimeoutError::Timeout))
+    }
+
+    pub fn try_recv(&mut self) -> Option<Stamped> {
+        self.0.try_recv().ok()
+    }
 }
 
 impl EventSink {
     /// A sink and the receiving end, holding at most `capacity` events in flight.
-    pub fn channel(capacity: usize) -> (EventSink, tokio::sync::mpsc::Receiver<Stamped>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-        (EventSink { tx, dropped: Default::default() }, rx)
+    pub fn channel(capacity: usize) -> (EventSink, EventReceiver) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        (EventSink { tx, dropped: Default::default() }, EventReceiver(rx))
     }
 
     /// Stamp `event` with the current monotonic time and send it.
