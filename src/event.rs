@@ -271,6 +271,11 @@ impl EventSink {
         }
     }
 
+    /// A handle on the drop count that does not keep the channel open.
+    pub fn drop_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.dropped.clone()
+    }
+
     /// How many events were dropped so far because the receiver was full or gone.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(std::sync::atomic::Ordering::Relaxed)

@@ -188,7 +188,9 @@ pub fn record(
     }
     drop(lock);
     let mut outcome = result?;
-    outcome.restore = restore;
+    if outcome.restore.is_empty() {
+        outcome.restore = restore;
+    }
     Ok(outcome)
 }
 
@@ -215,7 +217,7 @@ fn record_interposed(
     };
     let mut proxy = Some(Proxy::start(listener, upstream, access, tap)?);
     let bus = BusSubscriber::start(opts.pub_path.clone(), sink.clone())?;
-    let sink_for_drops = sink.clone();
+    let drop_counter = sink.drop_counter();
     drop(sink);
 
     let mut writer = CaptureWriter::create(&opts.output, info, opts.overwrite)
@@ -241,7 +243,7 @@ fn record_interposed(
     let mut bus = Some(bus);
     let mut last_flush = Instant::now();
     let mut connections = 0u64;
-    let mut lost_taps_at_end = 0;
+    let mut first_restore: Option<String> = None;
 
     let mut write_out = |heap: &mut BinaryHeap<Ordered>, upto: u64, writer: &mut CaptureWriter, events: &mut u64, failed: &mut Option<String>| {
         while heap.peek().is_some_and(|o| o.0.t <= upto) {
@@ -266,7 +268,7 @@ fn record_interposed(
             stopping_since = Some(Instant::now());
             // New clients go straight to the daemon from now on.
             if let Some(ip) = interposition {
-                let _ = ip.restore();
+                first_restore = Some(ip.restore().map(str::to_owned).unwrap_or_else(|e| format!("restore failed: {e}")));
             }
             if let Some(p) = proxy.as_mut() {
                 p.stop_accepting();
@@ -285,10 +287,7 @@ fn record_interposed(
                         },
                     }));
                 }
-                if let Some(p) = proxy.take() {
-                    lost_taps_at_end = 0;
-                    drop(p);
-                }
+                drop(proxy.take());
                 if let Some(b) = bus.take() {
                     b.stop();
                 }
@@ -325,8 +324,7 @@ fn record_interposed(
         }
     }
     let _ = tap_thread.join();
-    let dropped = sink_for_drops.dropped();
-    let _ = lost_taps_at_end;
+    let dropped = drop_counter.load(std::sync::atomic::Ordering::Relaxed);
     if dropped > 0 {
         heap.push(Ordered(Stamped {
             t: event::mono_now(),
@@ -346,7 +344,7 @@ fn record_interposed(
         capture,
         events,
         stop_reason,
-        restore: String::new(),
+        restore: first_restore.unwrap_or_default(),
         dropped_events: dropped,
         lost_taps: 0,
         connections,
