@@ -353,7 +353,10 @@ impl Entry {
                     parts.push(format!("status {st}"));
                 }
                 if let Some(u) = e.unstable_restarts.filter(|u| *u > 0) {
-                    parts.push(format!("{u} unstable restarts"));
+                    parts.push(format!(
+                        "{u} unstable restart{}",
+                        if u == 1 { "" } else { "s" }
+                    ));
                 }
                 if !parts.is_empty() {
                     s.push_str(&format!(" ({})", parts.join(", ")));
