@@ -1,5 +1,6 @@
 //! One timeline entry: an observation with its PM2 meaning, in words.
 
+use super::procfacts::proc_summary;
 use crate::event::{Direction, MonoNs, NoteLevel, PeerCred, ProcEvent, Source};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::meaning::{
@@ -478,42 +479,4 @@ fn monitor_words(procs: &[MonitorProc]) -> String {
         s.push_str(&format!(", {more} more"));
     }
     s
-}
-
-/// Words for a process-watcher event, from its serialized form (so that any shape of
-/// [`ProcEvent`] reads well): `exit pid=123 detail=...`.
-pub fn proc_summary(event: &ProcEvent) -> String {
-    match serde_json::to_value(event) {
-        Ok(serde_json::Value::Object(map)) => {
-            let mut head = Vec::new();
-            let mut rest = Vec::new();
-            for (k, v) in &map {
-                let v = shorten(&json_text(v), 80);
-                if k == "kind" || k == "type" {
-                    head.push(v);
-                } else {
-                    rest.push(format!("{k}={v}"));
-                }
-            }
-            head.extend(rest);
-            head.join(" ")
-        }
-        Ok(other) => json_text(&other),
-        Err(_) => format!("{event:?}"),
-    }
-}
-
-/// A number field of a process-watcher event, read from its serialized form (`pid`, ...).
-pub fn proc_field(event: &ProcEvent, key: &str) -> Option<i64> {
-    let v = serde_json::to_value(event).ok()?;
-    v.get(key)?.as_i64()
-}
-
-/// The event's variant name (`exit`, ...), read from its serialized form.
-pub fn proc_kind(event: &ProcEvent) -> Option<String> {
-    let v = serde_json::to_value(event).ok()?;
-    v.get("kind")
-        .or_else(|| v.get("type"))
-        .and_then(|k| k.as_str())
-        .map(str::to_owned)
 }

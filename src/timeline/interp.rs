@@ -4,7 +4,8 @@
 //! connection, by id), the app names and scripts per pm_id, and which pid belongs to which
 //! app. All of it is bounded.
 
-use super::entry::{proc_field, AppRef, Entry, EntryKind, Outcome};
+use super::entry::{AppRef, Entry, EntryKind, Outcome};
+use super::procfacts::ProcFacts;
 use crate::event::{CaptureInfo, Direction, Event, MonoNs, Source, Stamped};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::meaning::{json_text, BusEvent, MonitorProc, Pm2Call};
@@ -177,9 +178,16 @@ impl Interpreter {
                 detail: detail.clone(),
             })),
             Event::Proc(p) => {
-                let app = proc_field(p, "pm_id")
-                    .and_then(|i| u64::try_from(i).ok())
-                    .or_else(|| proc_field(p, "pid").and_then(|pid| self.pids.get(&pid).copied()))
+                let f = ProcFacts::of(p);
+                if let (Some(id), Some(name)) = (f.pm_id, f.name.as_deref()) {
+                    self.learn(Some(id), Some(name));
+                }
+                if let (Some(id), Some(pid)) = (f.pm_id, f.pid) {
+                    self.learn_pid(pid, id);
+                }
+                let app = f
+                    .pm_id
+                    .or_else(|| f.pid.and_then(|pid| self.pids.get(&pid).copied()))
                     .map(|i| self.app(i));
                 out.push(Entry {
                     t,

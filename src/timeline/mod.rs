@@ -11,14 +11,16 @@
 mod entry;
 mod interp;
 mod model;
+mod procfacts;
 
-pub use entry::{proc_field, proc_kind, proc_summary, AppRef, Entry, EntryKind, Outcome, Tone};
+pub use entry::{AppRef, Entry, EntryKind, Outcome, Tone};
 pub use interp::Interpreter;
 pub use model::{
     AppConfig, AppTimeline, EnvChange, EnvChangeKind, Exit, ExitSource, Gap, Generation, Precision,
-    Request, StatusChange, Stop, TimeRef, Timeline, DEFAULT_KILL_TIMEOUT_MS, DEFAULT_MAX_RESTARTS,
-    DEFAULT_MIN_UPTIME_MS, STDERR_TAIL,
+    Request, SeenProcess, StatusChange, Stop, TimeRef, Timeline, DEFAULT_KILL_TIMEOUT_MS,
+    DEFAULT_MAX_RESTARTS, DEFAULT_MIN_UPTIME_MS, STDERR_TAIL,
 };
+pub use procfacts::{proc_summary, ProcFacts};
 
 use crate::event::{CaptureInfo, Stamped};
 

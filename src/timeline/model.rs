@@ -4,7 +4,8 @@
 //! Built by [`Timeline::apply`] from [`Entry`]s one at a time; it holds no raw events, only
 //! what the rules need (bounded per generation: the last stderr lines, never all output).
 
-use super::entry::{proc_field, proc_kind, AppRef, Entry, EntryKind, Outcome};
+use super::entry::{AppRef, Entry, EntryKind, Outcome};
+use super::procfacts::ProcFacts;
 use crate::event::{CaptureInfo, MonoNs};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::meaning::{
@@ -153,8 +154,10 @@ pub struct Generation {
     pub started_by: Option<usize>,
     pub stop: Option<Stop>,
     pub exit: Option<Exit>,
-    /// The process watcher saw the pid end (exact time).
+    /// The process watcher saw the pid end.
     pub os_exit: Option<TimeRef>,
+    /// How it ended, as the kernel says (`code 1`, `signal SIGKILL`).
+    pub os_exit_status: Option<String>,
     /// 7.x: the daemon ignored a late exit of this generation (`stale exit event ignored`).
     pub stale_exit: Option<TimeRef>,
     /// Exit within min_uptime of the start (what pm2 counts as an unstable restart).
@@ -181,6 +184,7 @@ impl Generation {
             stop: None,
             exit: None,
             os_exit: None,
+            os_exit_status: None,
             stale_exit: None,
             early_exit: None,
             unstable_restarts: None,
@@ -230,6 +234,24 @@ pub struct AppTimeline {
     #[serde(skip)]
     pub env: Option<EnvFingerprint>,
     pub deleted: Option<TimeRef>,
+    /// Processes the watcher tied to this app: main processes and descendants, also
+    /// those that left pm2's tree (at most [`MAX_PROCESSES`]).
+    pub processes: Vec<SeenProcess>,
+}
+
+/// Processes kept per app.
+pub const MAX_PROCESSES: usize = 4096;
+
+/// A process of an app, as the process watcher saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeenProcess {
+    pub pid: i64,
+    /// pm2's restart_time of the generation it belongs to (from its environment).
+    pub generation: Option<u64>,
+    pub first_seen: TimeRef,
+    pub exit: Option<TimeRef>,
+    pub exit_status: Option<String>,
+    pub cmd: Option<String>,
 }
 
 impl AppTimeline {
@@ -243,6 +265,7 @@ impl AppTimeline {
             statuses: Vec::new(),
             env: None,
             deleted: None,
+            processes: Vec::new(),
         }
     }
 
@@ -463,21 +486,7 @@ impl Timeline {
                     }
                 }
             }
-            EntryKind::Proc { event } => {
-                let (Some(pid), Some(kind)) = (proc_field(event, "pid"), proc_kind(event)) else {
-                    return;
-                };
-                if kind.contains("exit") {
-                    for a in self.apps.values_mut() {
-                        if let Some(g) = a.by_pid(pid) {
-                            if g.pid == Some(pid) && g.os_exit.is_none() {
-                                g.os_exit = Some(TimeRef::exact(e.t));
-                            }
-                            break;
-                        }
-                    }
-                }
-            }
+            EntryKind::Proc { event } => self.proc_event(e, &ProcFacts::of(event)),
             EntryKind::ConnOpened {
                 conn,
                 peer: Some(p),
@@ -498,6 +507,62 @@ impl Timeline {
                 self.gap(e.t, format!("event bus lost: {detail}"))
             }
             _ => {}
+        }
+    }
+
+    fn proc_event(&mut self, e: &Entry, f: &ProcFacts) {
+        let (Some(pid), Some(r)) = (f.pid, &e.app) else {
+            return;
+        };
+        let at = if f.exact {
+            TimeRef::exact(e.t)
+        } else {
+            TimeRef {
+                t: e.t,
+                precision: Precision::Received,
+                daemon_ms: None,
+            }
+        };
+        let a = self.app_mut(r);
+        let idx = a
+            .processes
+            .iter()
+            .rposition(|p| p.pid == pid && p.exit.is_none());
+        let seen = match idx {
+            Some(i) => Some(&mut a.processes[i]),
+            None if a.processes.len() < MAX_PROCESSES => {
+                a.processes.push(SeenProcess {
+                    pid,
+                    generation: f.generation,
+                    first_seen: at,
+                    exit: None,
+                    exit_status: None,
+                    cmd: None,
+                });
+                a.processes.last_mut()
+            }
+            None => None,
+        };
+        if let Some(p) = seen {
+            p.generation = p.generation.or(f.generation);
+            if p.cmd.is_none() {
+                p.cmd = f.cmd.clone();
+            }
+            if f.is_exit() {
+                p.exit = Some(at);
+                p.exit_status = f.exit_status.clone();
+            }
+        }
+        if f.is_exit() {
+            if let Some(g) = a
+                .generations
+                .iter_mut()
+                .rev()
+                .find(|g| g.pid == Some(pid) && g.os_exit.is_none())
+            {
+                g.os_exit = Some(at);
+                g.os_exit_status = f.exit_status.clone();
+            }
         }
     }
 

