@@ -119,10 +119,7 @@ mod tests {
 
     #[test]
     fn flat_shape() {
-        let f = ProcFacts::of(&ProcEvent::Exit {
-            pid: 7,
-            detail: "x".into(),
-        });
+        let f = ProcFacts::from_value(&json!({"kind": "exit", "pid": 7, "detail": "x"}));
         assert_eq!(
             (f.kind.as_deref(), f.pid, f.pm_id),
             (Some("exit"), Some(7), None)
