@@ -18,7 +18,8 @@ pub use interp::Interpreter;
 pub use model::{
     AppConfig, AppTimeline, EnvChange, EnvChangeKind, Exit, ExitSource, Gap, Generation, Precision,
     Request, SeenProcess, StatusChange, Stop, TimeRef, Timeline, DEFAULT_KILL_TIMEOUT_MS,
-    DEFAULT_MAX_RESTARTS, DEFAULT_MIN_UPTIME_MS, STDERR_TAIL,
+    DEFAULT_MAX_RESTARTS, DEFAULT_MIN_UPTIME_MS, MAX_GENERATIONS, MAX_PROCESSES, MAX_STATUSES,
+    STDERR_GENERATIONS, STDERR_TAIL,
 };
 pub use procfacts::{proc_summary, ProcFacts};
 

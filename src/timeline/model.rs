@@ -237,7 +237,16 @@ pub struct AppTimeline {
     /// Processes the watcher tied to this app: main processes and descendants, also
     /// those that left pm2's tree (at most [`MAX_PROCESSES`]).
     pub processes: Vec<SeenProcess>,
+    /// Oldest generations forgotten to stay within [`MAX_GENERATIONS`].
+    pub generations_dropped: u64,
 }
+
+/// Generations kept per app (the oldest half is forgotten beyond).
+pub const MAX_GENERATIONS: usize = 20_000;
+/// Status changes kept per app (the oldest half is forgotten beyond).
+pub const MAX_STATUSES: usize = 40_000;
+/// Generations (the most recent) that keep their stderr lines.
+pub const STDERR_GENERATIONS: usize = 256;
 
 /// Processes kept per app.
 pub const MAX_PROCESSES: usize = 4096;
@@ -266,6 +275,7 @@ impl AppTimeline {
             env: None,
             deleted: None,
             processes: Vec::new(),
+            generations_dropped: 0,
         }
     }
 
@@ -283,6 +293,9 @@ impl AppTimeline {
 
     fn set_status(&mut self, at: TimeRef, status: &str, via: &str) {
         if self.status() != Some(status) {
+            if self.statuses.len() >= MAX_STATUSES {
+                self.statuses.drain(..MAX_STATUSES / 2);
+            }
             self.statuses.push(StatusChange {
                 at,
                 status: status.to_owned(),
@@ -292,8 +305,20 @@ impl AppTimeline {
     }
 
     fn push_generation(&mut self) -> &mut Generation {
-        let seq = self.generations.len() as u32;
+        if self.generations.len() >= MAX_GENERATIONS {
+            // A crash loop of days: keep the recent half.
+            let n = MAX_GENERATIONS / 2;
+            self.generations.drain(..n);
+            self.generations_dropped += n as u64;
+        }
+        let seq = (self.generations_dropped + self.generations.len() as u64) as u32;
         self.generations.push(Generation::new(seq));
+        // Only the recent generations keep their stderr lines.
+        let len = self.generations.len();
+        if len > STDERR_GENERATIONS {
+            let old = &mut self.generations[len - STDERR_GENERATIONS - 1];
+            old.stderr_tail = Vec::new();
+        }
         let g = self.generations.last_mut();
         g.expect("just pushed")
     }
@@ -309,12 +334,18 @@ impl AppTimeline {
     }
 
     /// The generation a kill line is about: the last one with a stop not yet confirmed.
-    fn stopping(&mut self) -> Option<&mut Generation> {
-        self.generations.iter_mut().rev().take(4).find(|g| {
-            g.stop
-                .as_ref()
-                .is_some_and(|s| s.confirmed.is_none() && s.gave_up.is_none())
-        })
+    fn stopping_index(&self) -> Option<usize> {
+        let n = self.generations.len();
+        self.generations
+            .iter()
+            .rev()
+            .take(4)
+            .position(|g| {
+                g.stop
+                    .as_ref()
+                    .is_some_and(|s| s.confirmed.is_none() && s.gave_up.is_none())
+            })
+            .map(|back| n - 1 - back)
     }
 
     fn by_pid(&mut self, pid: i64) -> Option<&mut Generation> {
@@ -885,7 +916,9 @@ impl Timeline {
                 a.set_status(at, "errored", "daemon log: could not be stopped");
                 let s = match pid {
                     Some(p) => stop_of(a, *p),
-                    None => a.stopping().and_then(|g| g.stop.as_mut()),
+                    None => a
+                        .stopping_index()
+                        .and_then(|i| a.generations[i].stop.as_mut()),
                 };
                 if let Some(s) = s {
                     s.gave_up.get_or_insert(at);
@@ -918,10 +951,7 @@ fn stop_of(a: &mut AppTimeline, pid: i64) -> Option<&mut Stop> {
                 .iter()
                 .rposition(|g| g.pid.is_none() && g.stop.is_some())
         })
-        .or_else(|| {
-            let n = a.generations.len();
-            a.stopping().map(|g| g.seq as usize).filter(|i| *i < n)
-        })?;
+        .or_else(|| a.stopping_index())?;
     let g = &mut a.generations[idx];
     g.pid.get_or_insert(pid);
     g.stop.as_mut()

@@ -778,3 +778,41 @@ fn long_polling_capture_stays_small() {
     assert_eq!(web.generations.len(), 1);
     assert_eq!(web.statuses.len(), 1);
 }
+
+/// Days of a crash loop: the model keeps the recent generations and forgets the oldest.
+#[test]
+fn endless_crash_loop_is_bounded() {
+    let info = CaptureInfo::default();
+    let bus = |name: &str, payload: serde_json::Value| Event::BusMessage {
+        msg: WireMessage(crate::wire::amp::Message::new(vec![
+            crate::wire::amp::Arg::Str(name.into()),
+            crate::wire::amp::Arg::Json(payload),
+        ])),
+    };
+    let n = MAX_GENERATIONS as u64 + 5_000;
+    let events = (0..n).flat_map(move |i| {
+        let p = serde_json::json!({"name": "c", "pm_id": 0, "status": "online", "exit_code": 3});
+        [
+            Stamped { t: i * 100, event: bus("log:PM2", serde_json::json!({"at": 1, "data": "App [c:0] starting in -fork mode-\n"})) },
+            Stamped { t: i * 100 + 1, event: bus("process:event", serde_json::json!({"event": "online", "at": 1, "process": p.clone()})) },
+            Stamped { t: i * 100 + 2, event: bus("log:err", serde_json::json!({"at": 1, "process": {"pm_id": 0, "name": "c"}, "data": "boom\n"})) },
+            Stamped { t: i * 100 + 3, event: bus("process:event", serde_json::json!({"event": "exit", "at": 1, "process": p})) },
+        ]
+    });
+    let tl = replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
+    let a = tl.app(0).unwrap();
+    assert!(a.generations.len() <= MAX_GENERATIONS);
+    assert_eq!(a.generations_dropped + a.generations.len() as u64, n);
+    assert_eq!(a.generations.last().unwrap().seq as u64, n - 1);
+    let with_stderr = a
+        .generations
+        .iter()
+        .filter(|g| !g.stderr_tail.is_empty())
+        .count();
+    assert_eq!(with_stderr, STDERR_GENERATIONS);
+    assert!(a.statuses.len() <= MAX_STATUSES);
+    assert!(a
+        .generations
+        .iter()
+        .all(|g| g.exit.is_some() && g.early_exit.is_some()));
+}
