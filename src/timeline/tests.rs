@@ -709,17 +709,6 @@ fn daemon_line_kinds_get_apps() {
     assert!(all.iter().any(|e| matches!(&e.kind, EntryKind::Bus(BusEvent::ProcessEvent(p)) if p.event == ProcessEventKind::RestartOverlimit)));
 }
 
-#[test]
-#[ignore]
-fn debug_dump() {
-    let v = std::env::var("FIX").unwrap_or("pm2-7.0.4".into());
-    let (info, all, tl) = entries(&v);
-    for e in &all {
-        println!("{}", crate::views::text::format_entry(&info, e, false));
-    }
-    println!("{:#?}", tl.apps);
-}
-
 /// A long capture streams: polling traffic leaves nothing behind in the model, and the
 /// interpreter's pending requests do not pile up.
 #[test]
