@@ -414,7 +414,7 @@ impl Interpreter {
                         kind: EntryKind::AppLog { stream, at, line },
                     });
                 }
-                if n == 0 && !data.is_empty() {
+                if n == 0 {
                     out.push(Entry {
                         t,
                         source,
