@@ -116,9 +116,13 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Where `install-pm2.sh` puts a version.
+/// Where `install-pm2.sh` puts a version: `<repo>/target/pm2/<VERSION>`, or
+/// `$PM2_TRACE_PM2_ROOT/<VERSION>` when that variable is set (the script honours it too).
 pub fn install_dir(version: &str) -> PathBuf {
-    repo_root().join("target").join("pm2").join(version)
+    match std::env::var_os("PM2_TRACE_PM2_ROOT") {
+        Some(root) if !root.is_empty() => PathBuf::from(root).join(version),
+        _ => repo_root().join("target").join("pm2").join(version),
+    }
 }
 
 /// The pm2 CLI script of `version` (a node script).
