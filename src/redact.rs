@@ -65,6 +65,14 @@ const PM2_ENV_SAFE: &[&str] = &[
     "vizion_running",
 ];
 
+/// Keys whose values are free text (app output, arguments, paths, error texts): hashed in
+/// mode `all`, while the protocol's own words (methods, events, statuses, names) stay.
+const FREE_TEXT_KEYS: &[&str] = &[
+    "data", "args", "node_args", "script", "pm_exec_path", "pm_cwd", "cwd", "pm_out_log_path",
+    "pm_err_log_path", "pm_pid_path", "pm_log_path", "out_file", "error_file", "log_file", "pid_file",
+    "exec_interpreter", "stack", "error", "message", "axm_options",
+];
+
 /// Keys of a `pm2_env` object that are PM2's own configuration or state, not environment
 /// variables (lib/API/schema.json plus the fields the daemon sets at run time).
 const PM2_CONFIG_KEYS: &[&str] = &[
@@ -142,9 +150,21 @@ impl Redactor {
         }
         match ev {
             Event::RpcMessage { msg, .. } | Event::BusMessage { msg } => {
+                // The daemon's own log lines are kept: they are how the daemon explains itself.
+                let daemon_log = msg.0.args.first().and_then(|a| a.as_str()) == Some("log:PM2");
                 for arg in &mut msg.0.args {
                     if let crate::wire::amp::Arg::Json(v) = arg {
-                        self.json(v, false);
+                        if daemon_log {
+                            if let Some(Value::Object(m)) = Some(&mut *v) {
+                                for (k, child) in m.iter_mut() {
+                                    if k != "data" {
+                                        self.json(child, false);
+                                    }
+                                }
+                            }
+                        } else {
+                            self.json(v, false);
+                        }
                     }
                 }
             }
@@ -162,15 +182,24 @@ impl Redactor {
                     let env_like = inside_env || k == "env" || k.starts_with("env_");
                     if env_like || (pm2_env && !PM2_CONFIG_KEYS.contains(&k.as_str())) {
                         self.env_tree(k, child);
+                    } else if self.mode == RedactMode::All && FREE_TEXT_KEYS.contains(&k.as_str()) {
+                        self.all_strings(child);
                     } else {
                         self.json(child, false);
                     }
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|i| self.json(i, inside_env)),
-            Value::String(s) if self.mode == RedactMode::All && !s.starts_with(REDACTED_PREFIX) => {
-                *s = self.hash(s)
-            }
+            _ => {}
+        }
+    }
+
+    /// Every string below a free-text key (mode `all`).
+    fn all_strings(&self, v: &mut Value) {
+        match v {
+            Value::String(s) if !s.starts_with(REDACTED_PREFIX) => *s = self.hash(s),
+            Value::Array(items) => items.iter_mut().for_each(|i| self.all_strings(i)),
+            Value::Object(m) => m.values_mut().for_each(|i| self.all_strings(i)),
             _ => {}
         }
     }
@@ -247,9 +276,14 @@ mod tests {
     }
 
     #[test]
-    fn all_mode_hashes_free_text() {
-        let mut v = json!({"data": "password=1", "process": {"pm_id": 0}});
+    fn all_mode_hashes_free_text_but_keeps_protocol_words() {
+        let mut v = json!({"data": "password=1", "process": {"pm_id": 0, "name": "web"}, "type": "call",
+            "method": "restartProcessId", "event": "exit", "status": "errored"});
         r(RedactMode::All).json(&mut v, false);
         assert!(v["data"].as_str().unwrap().starts_with(REDACTED_PREFIX));
+        assert_eq!(v["method"], "restartProcessId");
+        assert_eq!(v["event"], "exit");
+        assert_eq!(v["status"], "errored");
+        assert_eq!(v["process"]["name"], "web");
     }
 }
