@@ -46,7 +46,6 @@ pub(crate) mod tag {
     pub const END_OF_OPT: u16 = 0;
     pub const DISSECTOR_NAME: u16 = 12;
     pub const COL_PROT_TEXT: u16 = 33;
-    pub const COL_INFO_TEXT: u16 = 36;
 }
 
 /// Marker at the start of a fragment's body (after the exported-PDU tags); see the format doc.

@@ -130,18 +130,13 @@ fn push_tlv(out: &mut Vec<u8>, tag: u16, value: &[u8]) {
     out.resize(out.len() + (padded - value.len()), 0);
 }
 
-/// The exported-PDU tags in front of every packet.
-fn push_tags(out: &mut Vec<u8>, dissector: &str, info_text: &str) {
+/// The exported-PDU tags in front of every packet: the dissector for the body and the text
+/// for Wireshark's Protocol column. (`COL_INFO_TEXT`, tag 36, is not used: Wireshark 4.0
+/// shows it as an unknown tag, and the JSON dissector overwrites the Info column anyway;
+/// the human-readable text is the packet comment.)
+fn push_tags(out: &mut Vec<u8>, dissector: &str) {
     push_tlv(out, tag::DISSECTOR_NAME, dissector.as_bytes());
     push_tlv(out, tag::COL_PROT_TEXT, b"pm2-trace");
-    if !info_text.is_empty() {
-        // A tag value is at most 65535 bytes; comments are clipped well below that.
-        let mut end = info_text.len().min(MAX_COMMENT_LEN + 64);
-        while !info_text.is_char_boundary(end) {
-            end -= 1;
-        }
-        push_tlv(out, tag::COL_INFO_TEXT, info_text[..end].as_bytes());
-    }
     push_tlv(out, tag::END_OF_OPT, b"");
 }
 
@@ -407,7 +402,7 @@ impl CaptureWriter {
         let comment = clip_comment(comment);
         let mut payload = std::mem::take(&mut self.payload);
         payload.clear();
-        push_tags(&mut payload, "json", &comment);
+        push_tags(&mut payload, "json");
         let tags_len = payload.len();
         let result = self.encode_payload(&mut payload, tags_len, source, ts, flags, &comment, body);
         if payload.capacity() > 4 * MAX_PACKET_LEN {
@@ -452,14 +447,14 @@ impl CaptureWriter {
         // Fragments: each packet carries a "data" dissector tag (Wireshark shows raw bytes),
         // a fragment header and a slice of the JSON.
         let json = &payload[tags_len..];
-        let chunk = MAX_PACKET_LEN - FRAGMENT_HEADER_LEN - (MAX_COMMENT_LEN + 256);
+        let chunk = MAX_PACKET_LEN - FRAGMENT_HEADER_LEN - 256;
         let count = json.len().div_ceil(chunk);
         let mut frag = std::mem::take(&mut self.frag);
         let mut result = Ok(());
         for (i, piece) in json.chunks(chunk).enumerate() {
             let part_comment = format!("{comment} [record part {}/{count}]", i + 1);
             frag.clear();
-            push_tags(&mut frag, "data", &part_comment);
+            push_tags(&mut frag, "data");
             frag.extend_from_slice(FRAGMENT_MAGIC);
             frag.extend_from_slice(&(i as u32).to_be_bytes());
             frag.extend_from_slice(&(count as u32).to_be_bytes());
