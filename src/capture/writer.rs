@@ -510,18 +510,29 @@ impl CaptureWriter {
         if self.committed + upcoming + MARKER_RESERVE <= self.reserved_end {
             return;
         }
-        let len = upcoming + RESERVE_STEP;
-        // SAFETY: fallocate on a descriptor we own; failure (unsupported, no space) is fine.
-        let rc = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_KEEP_SIZE,
-                self.committed as libc::off_t,
-                len as libc::off_t,
-            )
-        };
-        if rc == 0 {
-            self.reserved_end = self.committed + len;
+        // Generous first; when space is short, at least room for what comes plus the marker;
+        // failing that, room for the marker right after the last whole record.
+        for len in [
+            upcoming + RESERVE_STEP,
+            upcoming + MARKER_RESERVE,
+            MARKER_RESERVE,
+        ] {
+            // SAFETY: fallocate on a descriptor we own; failure (unsupported, no space) is fine.
+            let rc = unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    self.committed as libc::off_t,
+                    len as libc::off_t,
+                )
+            };
+            if rc == 0 {
+                self.reserved_end = self.reserved_end.max(self.committed + len);
+                return;
+            }
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
+                return;
+            }
         }
     }
 
