@@ -76,6 +76,8 @@ pub struct CaptureReader {
     records: u64,
     skipped: u64,
     frag: Option<Reassembly>,
+    /// The last reassembled fragmented record.
+    assembled: Vec<u8>,
     truncated: Option<Truncation>,
     done: bool,
 }
@@ -94,10 +96,20 @@ impl std::fmt::Debug for CaptureReader {
 
 /// What one step of reading produced.
 enum Step {
-    Event(Stamped),
-    Info(CaptureInfo),
+    /// A whole JSON record at `offset`: in `buf[at]`, or in `assembled` when `at` is None.
+    Json {
+        offset: u64,
+        at: Option<std::ops::Range<usize>>,
+    },
     Nothing,
     End,
+}
+
+/// What one JSON record turned out to be.
+enum Decoded {
+    Info(CaptureInfo),
+    Event(Stamped),
+    Skip,
 }
 
 #[derive(serde::Deserialize)]
@@ -154,18 +166,28 @@ impl CaptureReader {
             records: 0,
             skipped: 0,
             frag: None,
+            assembled: Vec::new(),
             truncated: None,
             done: false,
         };
         r.read_first_section_header()?;
         loop {
             match r.step() {
-                Ok(Step::Info(info)) => {
-                    r.info = Some(info);
-                    return Ok(r);
+                Ok(Step::Json { offset, at }) => {
+                    let json = match at {
+                        Some(range) => &r.buf[range],
+                        None => &r.assembled[..],
+                    };
+                    match decode_json(&r.path, offset, json, false, &mut r.skipped) {
+                        Ok(Decoded::Info(info)) => {
+                            r.info = Some(info);
+                            return Ok(r);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-                // Events only come after the capture-info record.
-                Ok(Step::Nothing) | Ok(Step::Event(_)) => {}
+                Ok(Step::Nothing) => {}
                 Ok(Step::End) => {
                     let (offset, what) = match r.truncated {
                         Some(t) => (t.offset, "the capture ends inside a block before its capture-info record (truncated)"),
@@ -216,6 +238,34 @@ impl CaptureReader {
     /// Event records read so far.
     pub fn records(&self) -> u64 {
         self.records
+    }
+
+    /// The next record's JSON text, undecoded and uncopied (fragmented records are
+    /// reassembled first), with the offset of its first block; an alternative to iterating
+    /// for consumers that decode lazily or pass records through. Unlike the iterator, it
+    /// does not look at the record's `type`: records of unknown types come out too. Errors
+    /// and the end of the file behave as for the iterator.
+    pub fn next_json(&mut self) -> Option<Result<(u64, &[u8]), CaptureError>> {
+        while !self.done {
+            match self.step() {
+                Ok(Step::Json { offset, at }) => {
+                    self.records += 1;
+                    let json = match at {
+                        Some(range) => &self.buf[range],
+                        None => &self.assembled[..],
+                    };
+                    return Some(Ok((offset, json)));
+                }
+                Ok(Step::Nothing) => {}
+                Ok(Step::End) => self.done = true,
+                Err(Fail::Record(e)) => return Some(Err(e)),
+                Err(Fail::Fatal(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
     }
 
     fn corrupt(&self, offset: u64, what: impl Into<String>) -> CaptureError {
@@ -546,14 +596,11 @@ impl CaptureReader {
                 );
                 return Err(self.rec(offset, what));
             }
-            return decode_json(
-                &self.path,
+            let data_start = range.start + 8 + 20;
+            return Ok(Step::Json {
                 offset,
-                payload,
-                self.info.is_some(),
-                &mut self.skipped,
-            )
-            .map_err(Fail::Record);
+                at: Some(data_start + at..data_start + caplen),
+            });
         }
         if dissector == b"data" && payload.starts_with(FRAGMENT_MAGIC) {
             let data_start = range.start + 8 + 20;
@@ -635,14 +682,11 @@ impl CaptureReader {
         if f.data.len() != f.total as usize {
             return Err(self.rec(f.offset, "fragmented record shorter than its stated length"));
         }
-        decode_json(
-            &self.path,
-            f.offset,
-            &f.data,
-            self.info.is_some(),
-            &mut self.skipped,
-        )
-        .map_err(Fail::Record)
+        self.assembled = f.data;
+        Ok(Step::Json {
+            offset: f.offset,
+            at: None,
+        })
     }
 }
 
@@ -673,7 +717,7 @@ fn decode_json(
     json: &[u8],
     have_info: bool,
     skipped: &mut u64,
-) -> Result<Step, CaptureError> {
+) -> Result<Decoded, CaptureError> {
     let corrupt = |what: String| CaptureError::Corrupt {
         path: path.to_owned(),
         offset,
@@ -681,14 +725,14 @@ fn decode_json(
     };
     if !have_info {
         return match serde_json::from_slice::<InfoRecord>(json) {
-            Ok(r) => Ok(Step::Info(r.capture_info)),
+            Ok(r) => Ok(Decoded::Info(r.capture_info)),
             Err(e) => Err(corrupt(format!(
                 "the first record is not a valid capture-info record: {e}"
             ))),
         };
     }
     match serde_json::from_slice::<Stamped>(json) {
-        Ok(ev) => Ok(Step::Event(ev)),
+        Ok(ev) => Ok(Decoded::Event(ev)),
         Err(err) => {
             let probe: Probe = match serde_json::from_slice(json) {
                 Ok(p) => p,
@@ -704,7 +748,7 @@ fn decode_json(
             };
             if skip {
                 *skipped += 1;
-                Ok(Step::Nothing)
+                Ok(Decoded::Skip)
             } else {
                 Err(corrupt(format!(
                     "record does not match the event schema: {msg}"
@@ -723,11 +767,22 @@ impl Iterator for CaptureReader {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
             match self.step() {
-                Ok(Step::Event(ev)) => {
-                    self.records += 1;
-                    return Some(Ok(ev));
+                Ok(Step::Json { offset, at }) => {
+                    let json = match at {
+                        Some(range) => &self.buf[range],
+                        None => &self.assembled[..],
+                    };
+                    match decode_json(&self.path, offset, json, true, &mut self.skipped) {
+                        Ok(Decoded::Event(ev)) => {
+                            self.records += 1;
+                            return Some(Ok(ev));
+                        }
+                        Ok(_) => {}
+                        // A record that failed to decode: go on after it.
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
-                Ok(Step::Info(_)) | Ok(Step::Nothing) => {}
+                Ok(Step::Nothing) => {}
                 Ok(Step::End) => self.done = true,
                 // A record that failed to decode leaves the framing intact: go on after it.
                 Err(Fail::Record(e)) => return Some(Err(e)),
