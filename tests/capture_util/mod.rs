@@ -51,7 +51,7 @@ pub fn kind(e: &Event) -> &'static str {
 pub fn restart_call() -> WireMessage {
     WireMessage(Message::new(vec![
         Arg::Json(json!({"type": "call", "method": "restartProcessId"})),
-        Arg::Json(json!({"id": 0, "env": {"NODE_ENV": "h:1f2e3d"}})),
+        Arg::Json(json!({"id": 0, "env": {"NODE_ENV": "<redacted:1f2e3d4c5b6a>"}})),
         Arg::Str("1:7".into()),
     ]))
 }
