@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(mut r) = CaptureReader::open(path) {
             for item in r.by_ref() {
                 if let Err(e) = item {
-                    assert!(e.to_string().contains("at byte"), "error without offset: {e}");
+                    assert!(
+                        e.to_string().contains("at byte"),
+                        "error without offset: {e}"
+                    );
                 }
             }
             let _ = r.truncated();

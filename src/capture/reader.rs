@@ -72,7 +72,9 @@ pub struct CaptureReader {
     /// Per interface of the current section: the source, or None for one we don't know.
     interfaces: Vec<Option<Source>>,
     header: SectionHeader,
-    info: Option<CaptureInfo>,
+    /// The capture-info record (set before `open` returns).
+    info: CaptureInfo,
+    have_info: bool,
     records: u64,
     skipped: u64,
     frag: Option<Reassembly>,
@@ -162,7 +164,8 @@ impl CaptureReader {
             parser: None,
             interfaces: Vec::new(),
             header: SectionHeader::default(),
-            info: None,
+            info: CaptureInfo::default(),
+            have_info: false,
             records: 0,
             skipped: 0,
             frag: None,
@@ -180,7 +183,8 @@ impl CaptureReader {
                     };
                     match decode_json(&r.path, offset, json, false, &mut r.skipped) {
                         Ok(Decoded::Info(info)) => {
-                            r.info = Some(info);
+                            r.info = info;
+                            r.have_info = true;
                             return Ok(r);
                         }
                         Ok(_) => {}
@@ -202,11 +206,7 @@ impl CaptureReader {
 
     /// The capture's metadata (its first record).
     pub fn info(&self) -> &CaptureInfo {
-        // Always set once `open` returned.
-        static EMPTY: std::sync::OnceLock<CaptureInfo> = std::sync::OnceLock::new();
-        self.info
-            .as_ref()
-            .unwrap_or_else(|| EMPTY.get_or_init(CaptureInfo::default))
+        &self.info
     }
 
     /// What the section header says about the writer.
@@ -369,9 +369,8 @@ impl CaptureReader {
     fn next_block(&mut self) -> Result<Option<(u32, u64, std::ops::Range<usize>)>, CaptureError> {
         let offset = self.pos;
         if !self.fill(8)? {
-            if self.end > self.start {
-                self.set_truncated(offset);
-            } else if self.frag.is_some() {
+            // Ends inside a block header, or between the fragments of a record.
+            if self.end > self.start || self.frag.is_some() {
                 self.set_truncated(offset);
             }
             return Ok(None);
