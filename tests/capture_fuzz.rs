@@ -17,12 +17,27 @@ struct Tracking;
 thread_local! {
     static TRACK: Cell<bool> = const { Cell::new(false) };
     static MAX: Cell<usize> = const { Cell::new(0) };
+    /// Bytes allocated minus freed on this thread while tracking, and its high-water mark.
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
 }
 
 fn note(size: usize) {
     let _ = TRACK.try_with(|t| {
         if t.get() {
             let _ = MAX.try_with(|m| m.set(m.get().max(size)));
+        }
+    });
+    live(size as isize);
+}
+
+fn live(delta: isize) {
+    let _ = TRACK.try_with(|t| {
+        if t.get() {
+            let _ = LIVE.try_with(|l| {
+                l.set(l.get() + delta);
+                let _ = PEAK.try_with(|p| p.set(p.get().max(l.get())));
+            });
         }
     });
 }
@@ -38,9 +53,11 @@ unsafe impl GlobalAlloc for Tracking {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         note(new);
+        live(-(l.size() as isize));
         unsafe { System.realloc(p, l, new) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        live(-(l.size() as isize));
         unsafe { System.dealloc(p, l) }
     }
 }
@@ -264,5 +281,56 @@ fn lying_fragment_header_does_not_allocate() {
         r.truncated().map(|t| t.offset),
         Some(v.len() as u64),
         "incomplete record reported as truncation"
+    );
+}
+
+/// Peak bytes held on this thread while opening and reading all of `path`.
+fn peak_while_reading(path: &Path) -> (u64, isize) {
+    LIVE.with(|l| l.set(0));
+    PEAK.with(|p| p.set(0));
+    TRACK.with(|t| t.set(true));
+    let mut n = 0u64;
+    {
+        let r = CaptureReader::open(path).unwrap();
+        for ev in r {
+            // Events are handed over, not kept: drop each one.
+            drop(ev.unwrap());
+            n += 1;
+        }
+    }
+    TRACK.with(|t| t.set(false));
+    (n, PEAK.with(|p| p.get()))
+}
+
+#[test]
+fn memory_does_not_grow_with_file_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peaks = Vec::new();
+    for n in [2_000usize, 100_000] {
+        let path = dir.path().join(format!("{n}.pcapng"));
+        let events = all_events();
+        let mut w =
+            pm2_trace::capture::CaptureWriter::create(&path, &sample_info(), false).unwrap();
+        for i in 0..n {
+            w.write(&events[i % events.len()], "c").unwrap();
+        }
+        let size = w.finish().unwrap().bytes;
+        let (read, peak) = peak_while_reading(&path);
+        assert_eq!(read, n as u64);
+        eprintln!("{n} events, {size} bytes: peak {peak} bytes held while reading");
+        peaks.push((size, peak));
+    }
+    let (small, big) = (peaks[0], peaks[1]);
+    assert!(big.0 > 10 * small.0, "the big capture is much bigger");
+    // One read buffer (at most 1 MiB for files this size) plus one event at a time.
+    assert!(
+        big.1 < 2 * 1024 * 1024,
+        "peak {} bytes for a {}-byte capture",
+        big.1,
+        big.0
+    );
+    assert!(
+        big.1 <= small.1 + 1024 * 1024,
+        "memory grew with file size: {small:?} -> {big:?}"
     );
 }

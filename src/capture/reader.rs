@@ -26,6 +26,13 @@ const SHB_TYPE: u32 = 0x0A0D_0D0A;
 const IDB_TYPE: u32 = 1;
 const EPB_TYPE: u32 = 6;
 const INITIAL_BUFFER: usize = 1024 * 1024;
+/// More interfaces than this in one section is corruption (pm2-trace writes four).
+const MAX_INTERFACES: usize = 1 << 16;
+/// A little-endian section header without options, to set up pcap-file's block parser.
+const MINIMAL_SHB: [u8; 28] = [
+    0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 28, 0, 0, 0,
+];
 
 /// Where a capture ends inside a block or a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +77,8 @@ pub struct CaptureReader {
     end: usize,
     pos: u64,
     eof: bool,
-    parser: Option<PcapNgParser>,
+    /// A section header was read (interfaces and packets may follow).
+    in_section: bool,
     /// Per interface of the current section: the source, or None for one we don't know.
     interfaces: Vec<Option<Source>>,
     header: SectionHeader,
@@ -163,7 +171,7 @@ impl CaptureReader {
             end: 0,
             pos: 0,
             eof: false,
-            parser: None,
+            in_section: false,
             interfaces: Vec::new(),
             header: SectionHeader::default(),
             info: CaptureInfo::default(),
@@ -477,7 +485,7 @@ impl CaptureReader {
                 format!("pcapng major version {major} is not supported (only 1)"),
             ));
         }
-        let (header, parser) = match PcapNgParser::new(block) {
+        let header = match PcapNgParser::new(block) {
             Ok((_, parser)) => {
                 let mut h = SectionHeader::default();
                 for opt in &parser.section().options {
@@ -490,12 +498,12 @@ impl CaptureReader {
                         _ => {}
                     }
                 }
-                (h, parser)
+                h
             }
             Err(e) => return Err(self.corrupt(offset, format!("bad section header block: {e}"))),
         };
         self.header = header;
-        self.parser = Some(parser);
+        self.in_section = true;
         self.interfaces.clear();
         Ok(())
     }
@@ -505,8 +513,19 @@ impl CaptureReader {
         offset: u64,
         range: std::ops::Range<usize>,
     ) -> Result<(), CaptureError> {
-        let Some(parser) = self.parser.as_mut() else {
+        if !self.in_section {
             return Err(self.corrupt(offset, "interface description before any section header"));
+        }
+        if self.interfaces.len() >= MAX_INTERFACES {
+            return Err(self.corrupt(
+                offset,
+                format!("more than {MAX_INTERFACES} interfaces in one section"),
+            ));
+        }
+        // A fresh parser for each block: pcap-file's parser keeps a copy of every interface
+        // it sees, which would grow with the file.
+        let Ok((_, mut parser)) = PcapNgParser::new(&MINIMAL_SHB) else {
+            return Err(self.corrupt(offset, "internal: cannot set up the block parser"));
         };
         let source = match parser.next_block(&self.buf[range]) {
             Ok((_, Block::InterfaceDescription(idb))) => {
