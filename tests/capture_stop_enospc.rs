@@ -114,3 +114,79 @@ fn disk_full_with_little_room_still_gets_a_marker() {
     let _fs = Tmpfs::mount(dir.path(), "80k");
     fill_until_full(&dir.path().join("tiny.pcapng"), 80 * 1024);
 }
+
+/// Fill the buffer with about `bytes` of events without triggering a write.
+fn buffer_events(w: &mut CaptureWriter, bytes: usize) -> Vec<Stamped> {
+    let mut sent = Vec::new();
+    let mut total = 0;
+    let mut i = 0u64;
+    while total < bytes {
+        let ev = Stamped {
+            t: MONO_REF + i,
+            event: Event::Note {
+                level: NoteLevel::Info,
+                text: format!("buffered {i} {}", "z".repeat(200)),
+            },
+        };
+        w.write(&ev, "buffered").unwrap();
+        total += 300;
+        i += 1;
+        sent.push(ev);
+    }
+    sent
+}
+
+/// The capture holds a prefix of `sent` (the whole records that reached the disk), then
+/// the stop marker; returns how many events it kept.
+fn assert_prefix_then_marker(path: &Path, sent: &[Stamped]) -> usize {
+    let (r, back) = read_all(path);
+    assert_eq!(r.truncated(), None);
+    let (marker, before) = back.split_last().expect("at least the marker");
+    assert!(
+        matches!(&marker.event, Event::RecordingStopped { reason } if reason.contains("No space left")),
+        "last record is not the stop marker"
+    );
+    assert!(before.len() < sent.len(), "some events were lost");
+    assert!(
+        before == &sent[..before.len()],
+        "kept events are the first ones, in order"
+    );
+    before.len()
+}
+
+#[test]
+fn a_failed_flush_is_reported_by_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let _fs = Tmpfs::mount(dir.path(), "64k");
+    let path = dir.path().join("flush.pcapng");
+    let mut w = CaptureWriter::create(&path, &sample_info(), false).unwrap();
+    let sent = buffer_events(&mut w, 150 * 1024); // below the automatic flush size
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        w.committed(),
+        "nothing written yet"
+    );
+    w.flush();
+    assert!(w.stopped().is_some(), "flush hit the full disk");
+    let err = w.write(&sent[0], "next").unwrap_err();
+    assert!(matches!(err, CaptureError::WriteFailed { .. }), "{err}");
+    let err = w.write(&sent[0], "next").unwrap_err();
+    assert!(matches!(err, CaptureError::Stopped { .. }), "{err}");
+    let summary = w.finish().expect("failure already reported");
+    assert!(summary.stopped.is_some());
+    let kept = assert_prefix_then_marker(&path, &sent);
+    assert_eq!(kept as u64, summary.records);
+}
+
+#[test]
+fn a_failure_in_finish_is_returned_by_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let _fs = Tmpfs::mount(dir.path(), "64k");
+    let path = dir.path().join("finish.pcapng");
+    let mut w = CaptureWriter::create(&path, &sample_info(), false).unwrap();
+    let sent = buffer_events(&mut w, 150 * 1024);
+    let err = w.finish().unwrap_err();
+    assert!(matches!(err, CaptureError::WriteFailed { .. }), "{err}");
+    assert!(err.to_string().contains(&path.display().to_string()));
+    assert_prefix_then_marker(&path, &sent);
+}

@@ -42,7 +42,7 @@ const EPB_FLAG_INBOUND: u32 = 0b01;
 const EPB_FLAG_OUTBOUND: u32 = 0b10;
 
 /// What [`CaptureWriter::finish`] reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaptureSummary {
     /// Events written (whole records on disk, the capture-info record and the stop marker
     /// not counted).
@@ -73,6 +73,8 @@ pub struct CaptureWriter {
     reserved_end: u64,
     too_large: u64,
     stopped: Option<String>,
+    /// A write failure from `flush`, not yet returned to the caller.
+    unreported: Option<CaptureError>,
     finished: bool,
     /// Scratch buffers, reused for every record.
     payload: Vec<u8>,
@@ -269,6 +271,7 @@ impl CaptureWriter {
             reserved_end: 0,
             too_large: 0,
             stopped: None,
+            unreported: None,
             finished: false,
             payload: Vec::new(),
             frag: Vec::new(),
@@ -291,7 +294,7 @@ impl CaptureWriter {
             serde_json::to_writer(out, &InfoRecord { capture_info: info })
         })?;
         w.ends.push((w.pw.get_ref().len(), false));
-        w.flush()?;
+        w.write_out()?;
         Ok(w)
     }
 
@@ -315,10 +318,14 @@ impl CaptureWriter {
     /// The record goes to a buffer of whole blocks that is written once it is large enough,
     /// on [`flush`](Self::flush) and on [`finish`](Self::finish). An event whose JSON exceeds
     /// [`MAX_RECORD_LEN`](super::MAX_RECORD_LEN) is refused with
-    /// [`CaptureError::TooLarge`] and the capture goes on. After a write failure
-    /// ([`CaptureError::WriteFailed`], returned once) every call returns
+    /// [`CaptureError::TooLarge`] and the capture goes on. A write failure is returned
+    /// once as [`CaptureError::WriteFailed`] (by this call, or by the next one when it
+    /// happened in [`flush`](Self::flush)); after it every call returns
     /// [`CaptureError::Stopped`].
     pub fn write(&mut self, ev: &Stamped, comment: &str) -> Result<(), CaptureError> {
+        if let Some(e) = self.unreported.take() {
+            return Err(e);
+        }
         self.check_stopped()?;
         let flags = match &ev.event {
             Event::RpcMessage { dir, .. } | Event::RpcUndecodable { dir, .. } => Some(match dir {
@@ -333,13 +340,26 @@ impl CaptureWriter {
         })?;
         self.ends.push((self.pw.get_ref().len(), true));
         if self.pw.get_ref().len() >= FLUSH_AT {
-            self.flush()?;
+            self.write_out()?;
         }
         Ok(())
     }
 
-    /// Write all buffered records to the file (not fsync).
-    pub fn flush(&mut self) -> Result<(), CaptureError> {
+    /// Write all buffered records to the file (no fsync); call it periodically so that a
+    /// crash loses little. A failure here (disk full, …) closes the capture with the stop
+    /// marker like any write failure, and is returned by the next
+    /// [`write`](Self::write) or by [`finish`](Self::finish).
+    pub fn flush(&mut self) {
+        if self.stopped.is_some() {
+            return;
+        }
+        if let Err(e) = self.write_out() {
+            self.unreported = Some(e);
+        }
+    }
+
+    /// Write the buffer out now.
+    fn write_out(&mut self) -> Result<(), CaptureError> {
         self.check_stopped()?;
         let buf = std::mem::take(self.pw.get_mut());
         let ends = std::mem::take(&mut self.ends);
@@ -354,12 +374,20 @@ impl CaptureWriter {
         result
     }
 
-    /// Flush, fsync and close. Returns what was written; an error only if this last flush or
-    /// the fsync failed (a failure reported earlier shows in [`CaptureSummary::stopped`]).
+    /// Flush, fsync and close. Returns what was written; an error if a write failure has not
+    /// been returned yet (it happened in this last flush or in [`flush`](Self::flush)), or
+    /// if the fsync failed. A failure returned earlier shows in [`CaptureSummary::stopped`].
     pub fn finish(mut self) -> Result<CaptureSummary, CaptureError> {
         self.finished = true;
+        if let Some(e) = self.unreported.take() {
+            let _ = self.file.sync_all();
+            return Err(e);
+        }
         if self.stopped.is_none() {
-            self.flush()?;
+            if let Err(e) = self.write_out() {
+                let _ = self.file.sync_all();
+                return Err(e);
+            }
         }
         // Drop space reserved past the end of the data (truncating to the same length frees
         // preallocated blocks beyond it).
@@ -676,7 +704,7 @@ impl Drop for CaptureWriter {
     /// Best effort: write what is buffered when the writer is dropped without `finish`.
     fn drop(&mut self) {
         if !self.finished && self.stopped.is_none() {
-            let _ = self.flush();
+            let _ = self.write_out();
             let _ = self.file.set_len(self.committed);
         }
     }

@@ -226,7 +226,16 @@ impl Guardian {
         // SAFETY: only async-signal-safe calls (dup2, setsid) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                for (from, to) in [(r, 3), (l, 4), (k, 5)] {
+                // Move the three out of the way first, so that placing one on 3..5 cannot
+                // overwrite another; dup2 then leaves the targets without FD_CLOEXEC.
+                let mut high = [0; 3];
+                for (i, from) in [r, l, k].into_iter().enumerate() {
+                    high[i] = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, 10);
+                    if high[i] < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                for (from, to) in high.into_iter().zip(3..) {
                     if libc::dup2(from, to) < 0 {
                         return Err(io::Error::last_os_error());
                     }

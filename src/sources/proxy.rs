@@ -142,14 +142,14 @@ impl TapSender {
         }
     }
 
-    fn data(&self, conn: u64, dir: Direction, bytes: &[u8]) -> bool {
+    fn data(&self, t: MonoNs, conn: u64, dir: Direction, bytes: &[u8]) -> bool {
         let n = bytes.len();
         if self.in_flight.fetch_add(n, Ordering::Relaxed) + n > self.max_in_flight {
             self.in_flight.fetch_sub(n, Ordering::Relaxed);
             self.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let ok = self.send(Tap::Data { t: mono_now(), conn, dir, bytes: bytes.to_vec() });
+        let ok = self.send(Tap::Data { t, conn, dir, bytes: bytes.to_vec() });
         if !ok {
             self.in_flight.fetch_sub(n, Ordering::Relaxed);
         }
@@ -300,13 +300,14 @@ fn pump(mut from: UnixStream, mut to: UnixStream, conn: u64, dir: Direction, tap
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        // Forward first.
+        // The instant the bytes were seen; then forward them, and only then record.
+        let t = mono_now();
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
         total += n as u64;
         // Record after.
-        if tapping && !tap.data(conn, dir, &buf[..n]) {
+        if tapping && !tap.data(t, conn, dir, &buf[..n]) {
             tapping = false;
             tap.send(Tap::Gap { t: mono_now(), conn, dir });
         }
