@@ -1,1 +1,963 @@
-//! TODO
+//! Reading a capture back: streaming, bounded, never panicking on hostile bytes.
+//!
+//! The block framing (type, length, trailing length) is parsed here and checked before any
+//! buffer grows: a length that is not a multiple of 4, below 12 or above
+//! [`MAX_BLOCK_LEN`] is [`CaptureError::Corrupt`]. The read buffer grows only as bytes
+//! actually arrive from the file, so a lying length field in a short file costs nothing.
+//! Section headers and interface descriptions are decoded with `pcap-file`; Enhanced
+//! Packet Blocks (the hot path) are decoded here, in place, without copying the record.
+
+use super::{
+    tag, CaptureError, FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, LINKTYPE_WIRESHARK_UPPER_PDU,
+    MAX_BLOCK_LEN, MAX_RECORD_LEN,
+};
+use crate::event::{
+    CaptureInfo, Direction, Event, NoteLevel, PeerCred, Source, Stamped, WireMessage,
+};
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
+use pcap_file::pcapng::{Block, PcapNgParser};
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+const SHB_TYPE: u32 = 0x0A0D_0D0A;
+const IDB_TYPE: u32 = 1;
+const EPB_TYPE: u32 = 6;
+const INITIAL_BUFFER: usize = 1024 * 1024;
+/// More interfaces than this in one section is corruption (pm2-trace writes four).
+const MAX_INTERFACES: usize = 1 << 16;
+/// A little-endian section header without options, to set up pcap-file's block parser.
+const MINIMAL_SHB: [u8; 28] = [
+    0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0, 0xff, 0xff, 0xff,
+    0xff, 0xff, 0xff, 0xff, 0xff, 28, 0, 0, 0,
+];
+
+/// Where a capture ends inside a block or a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncation {
+    /// Offset of the incomplete block (or of the first fragment of an incomplete record):
+    /// everything before it was read.
+    pub offset: u64,
+    /// Length of the file as read.
+    pub file_len: u64,
+    /// Whole event records read before it.
+    pub records: u64,
+}
+
+/// What the section header says about the program that wrote the capture.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SectionHeader {
+    /// `shb_userappl`, e.g. `pm2-trace 0.1.0`.
+    pub user_appl: Option<String>,
+    /// `shb_os`: the kernel.
+    pub os: Option<String>,
+    /// `shb_hardware`: the host.
+    pub hardware: Option<String>,
+}
+
+struct Reassembly {
+    offset: u64,
+    interface: u32,
+    count: u32,
+    total: u32,
+    next: u32,
+    data: Vec<u8>,
+}
+
+/// Reads a capture written by [`CaptureWriter`](super::CaptureWriter). Iterate it for the
+/// events; see the module documentation for the guarantees.
+pub struct CaptureReader {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`; `pos` is the file offset of `buf[start]`.
+    start: usize,
+    end: usize,
+    pos: u64,
+    eof: bool,
+    /// A section header was read (interfaces and packets may follow).
+    in_section: bool,
+    /// Per interface of the current section: the source, or None for one we don't know.
+    interfaces: Vec<Option<Source>>,
+    header: SectionHeader,
+    /// The capture-info record (set before `open` returns).
+    info: CaptureInfo,
+    have_info: bool,
+    records: u64,
+    skipped: u64,
+    frag: Option<Reassembly>,
+    /// The last reassembled fragmented record.
+    assembled: Vec<u8>,
+    truncated: Option<Truncation>,
+    done: bool,
+}
+
+impl std::fmt::Debug for CaptureReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureReader")
+            .field("path", &self.path)
+            .field("offset", &self.pos)
+            .field("records", &self.records)
+            .field("skipped", &self.skipped)
+            .field("truncated", &self.truncated)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one step of reading produced.
+enum Step {
+    /// A whole JSON record at `offset`: in `buf[at]`, or in `assembled` when `at` is None.
+    Json {
+        offset: u64,
+        at: Option<std::ops::Range<usize>>,
+    },
+    Nothing,
+    End,
+}
+
+/// What one JSON record turned out to be.
+enum Decoded {
+    Info(CaptureInfo),
+    Event(Stamped),
+    Skip,
+}
+
+#[derive(serde::Deserialize)]
+struct InfoRecord {
+    capture_info: CaptureInfo,
+}
+
+/// Just enough of a record to tell why it did not parse.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(rename = "type", borrow, default)]
+    ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    capture_info: Option<serde::de::IgnoredAny>,
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+impl CaptureReader {
+    /// Open a capture: read its section header, interfaces and the capture-info record.
+    pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
+        let file = File::open(path).map_err(|error| CaptureError::Io {
+            path: path.to_owned(),
+            offset: 0,
+            op: "cannot open capture",
+            error,
+        })?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let initial = (len as usize).clamp(4096, INITIAL_BUFFER);
+        let mut r = CaptureReader {
+            path: path.to_owned(),
+            file,
+            buf: vec![0; initial],
+            start: 0,
+            end: 0,
+            pos: 0,
+            eof: false,
+            in_section: false,
+            interfaces: Vec::new(),
+            header: SectionHeader::default(),
+            info: CaptureInfo::default(),
+            have_info: false,
+            records: 0,
+            skipped: 0,
+            frag: None,
+            assembled: Vec::new(),
+            truncated: None,
+            done: false,
+        };
+        r.read_first_section_header()?;
+        loop {
+            match r.step() {
+                Ok(Step::Json { offset, at }) => {
+                    let json = match at {
+                        Some(range) => &r.buf[range],
+                        None => &r.assembled[..],
+                    };
+                    match decode_json(&r.path, offset, json, false, &mut r.skipped) {
+                        Ok(Decoded::Info(info)) => {
+                            r.info = info;
+                            r.have_info = true;
+                            return Ok(r);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Step::Nothing) => {}
+                Ok(Step::End) => {
+                    let (offset, what) = match r.truncated {
+                        Some(t) => (t.offset, "the capture ends inside a block before its capture-info record (truncated)"),
+                        None => (r.pos, "the capture ends before its capture-info record"),
+                    };
+                    return Err(r.corrupt(offset, what));
+                }
+                Err(e) => return Err(e.into_inner()),
+            }
+        }
+    }
+
+    /// The capture's metadata (its first record).
+    pub fn info(&self) -> &CaptureInfo {
+        &self.info
+    }
+
+    /// What the section header says about the writer.
+    pub fn section_header(&self) -> &SectionHeader {
+        &self.header
+    }
+
+    /// The path being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Set when the file ended inside a block (or inside a fragmented record): where, and
+    /// how many whole records were read before. Known once iteration has ended.
+    pub fn truncated(&self) -> Option<Truncation> {
+        self.truncated
+    }
+
+    /// File offset of the next block to read (the end of everything read so far).
+    pub fn offset(&self) -> u64 {
+        self.pos
+    }
+
+    /// Records, blocks and interfaces skipped because this version does not know them.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Event records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The next record's JSON text, undecoded and uncopied (fragmented records are
+    /// reassembled first), with the offset of its first block; an alternative to iterating
+    /// for consumers that decode lazily or pass records through. Unlike the iterator, it
+    /// does not look at the record's `type`: records of unknown types come out too. Errors
+    /// and the end of the file behave as for the iterator.
+    pub fn next_json(&mut self) -> Option<Result<(u64, &[u8]), CaptureError>> {
+        while !self.done {
+            match self.step() {
+                Ok(Step::Json { offset, at }) => {
+                    self.records += 1;
+                    let json = match at {
+                        Some(range) => &self.buf[range],
+                        None => &self.assembled[..],
+                    };
+                    return Some(Ok((offset, json)));
+                }
+                Ok(Step::Nothing) => {}
+                Ok(Step::End) => self.done = true,
+                Err(Fail::Record(e)) => return Some(Err(e)),
+                Err(Fail::Fatal(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+
+    fn corrupt(&self, offset: u64, what: impl Into<String>) -> CaptureError {
+        CaptureError::Corrupt {
+            path: self.path.clone(),
+            offset,
+            what: what.into(),
+        }
+    }
+
+    /// A corrupt record inside intact block framing: reading can go on after it.
+    fn rec(&self, offset: u64, what: impl Into<String>) -> Fail {
+        Fail::Record(self.corrupt(offset, what))
+    }
+
+    /// Make at least `n` unconsumed bytes available; false when the file ends first.
+    /// Grows the buffer only as bytes arrive, and never beyond `n` (checked by callers).
+    fn fill(&mut self, n: usize) -> Result<bool, CaptureError> {
+        while self.end - self.start < n {
+            if self.eof {
+                return Ok(false);
+            }
+            if self.end == self.buf.len() {
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                } else {
+                    let grown = (self.buf.len() * 2).min(n).max(self.buf.len() + 1);
+                    self.buf.resize(grown, 0);
+                }
+                if self.end == self.buf.len() {
+                    continue;
+                }
+            }
+            match self.file.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(k) => self.end += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    return Err(CaptureError::Io {
+                        path: self.path.clone(),
+                        offset: self.pos + (self.end - self.start) as u64,
+                        op: "cannot read capture",
+                        error,
+                    })
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn file_len_so_far(&self) -> u64 {
+        self.pos + (self.end - self.start) as u64
+    }
+
+    fn set_truncated(&mut self, offset: u64) {
+        let offset = self.frag.as_ref().map_or(offset, |f| f.offset);
+        self.truncated = Some(Truncation {
+            offset,
+            file_len: self.file_len_so_far(),
+            records: self.records,
+        });
+    }
+
+    /// Read the section header that must open the file.
+    fn read_first_section_header(&mut self) -> Result<(), CaptureError> {
+        let have = self.fill(12)?;
+        let avail = self.end - self.start;
+        if !have {
+            return Err(if avail == 0 {
+                self.corrupt(0, "the file is empty, not a pcapng capture")
+            } else {
+                self.corrupt(
+                    0,
+                    format!(
+                        "the file is only {avail} bytes long, not a pcapng capture (truncated?)"
+                    ),
+                )
+            });
+        }
+        let b = &self.buf[self.start..self.start + 12];
+        if le32(b, 0) != SHB_TYPE {
+            let magic = [b[0], b[1], b[2], b[3]];
+            let what = match magic {
+                [0xd4, 0xc3, 0xb2, 0xa1] | [0xa1, 0xb2, 0xc3, 0xd4] | [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d] => {
+                    "this is a classic pcap file, not pcapng: not a pm2-trace capture".to_owned()
+                }
+                _ => format!(
+                    "not a pcapng capture: it does not start with a section header block (first bytes {:02x} {:02x} {:02x} {:02x})",
+                    magic[0], magic[1], magic[2], magic[3]
+                ),
+            };
+            return Err(self.corrupt(0, what));
+        }
+        Ok(())
+    }
+
+    /// Read the next block's framing; returns (type, offset, range of the whole block in buf).
+    /// None at the end of the file (with `truncated` set when it ended inside a block).
+    fn next_block(&mut self) -> Result<Option<(u32, u64, std::ops::Range<usize>)>, CaptureError> {
+        let offset = self.pos;
+        if !self.fill(8)? {
+            // Ends inside a block header, or between the fragments of a record.
+            if self.end > self.start || self.frag.is_some() {
+                self.set_truncated(offset);
+            }
+            return Ok(None);
+        }
+        let s = self.start;
+        let ty = le32(&self.buf, s);
+        if ty == SHB_TYPE {
+            if !self.fill(12)? {
+                self.set_truncated(offset);
+                return Ok(None);
+            }
+            let s = self.start;
+            match &self.buf[s + 8..s + 12] {
+                [0x4d, 0x3c, 0x2b, 0x1a] => {}
+                [0x1a, 0x2b, 0x3c, 0x4d] => {
+                    return Err(self.corrupt(
+                        offset,
+                        "big-endian pcapng section: not supported (pm2-trace writes little-endian captures)",
+                    ))
+                }
+                m => {
+                    return Err(self.corrupt(
+                        offset,
+                        format!(
+                            "section header with a bad byte-order magic {:02x}{:02x}{:02x}{:02x}: not a pcapng capture",
+                            m[0], m[1], m[2], m[3]
+                        ),
+                    ))
+                }
+            }
+        }
+        let s = self.start;
+        let len = le32(&self.buf, s + 4) as usize;
+        if len < 12 || len % 4 != 0 || len > MAX_BLOCK_LEN {
+            return Err(self.corrupt(
+                offset,
+                format!(
+                    "block of type {ty:#x} has an impossible length {len} (must be a multiple of 4, at least 12 and at most {MAX_BLOCK_LEN})"
+                ),
+            ));
+        }
+        if !self.fill(len)? {
+            self.set_truncated(offset);
+            return Ok(None);
+        }
+        let s = self.start;
+        let trailer = le32(&self.buf, s + len - 4) as usize;
+        if trailer != len {
+            return Err(self.corrupt(
+                offset,
+                format!(
+                    "block of type {ty:#x}: length {len} at its start but {trailer} at its end"
+                ),
+            ));
+        }
+        self.start += len;
+        self.pos += len as u64;
+        Ok(Some((ty, offset, s..s + len)))
+    }
+
+    /// Read one block and interpret it.
+    fn step(&mut self) -> Result<Step, Fail> {
+        let Some((ty, offset, range)) = self.next_block()? else {
+            return Ok(Step::End);
+        };
+        match ty {
+            SHB_TYPE => {
+                self.read_section_header(offset, range)?;
+                Ok(Step::Nothing)
+            }
+            IDB_TYPE => {
+                self.interface(offset, range)?;
+                Ok(Step::Nothing)
+            }
+            EPB_TYPE => self.packet(offset, range),
+            _ => {
+                // Interface statistics, name resolution, custom and future blocks.
+                if ty != 4 && ty != 5 {
+                    self.skipped += 1;
+                }
+                Ok(Step::Nothing)
+            }
+        }
+    }
+
+    fn read_section_header(
+        &mut self,
+        offset: u64,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), CaptureError> {
+        if self.frag.is_some() {
+            return Err(self.corrupt(offset, "a new section starts inside a fragmented record"));
+        }
+        let block = &self.buf[range];
+        if block.len() < 28 {
+            return Err(self.corrupt(offset, "section header block too short"));
+        }
+        let major = u16::from_le_bytes([block[12], block[13]]);
+        if major != 1 {
+            return Err(self.corrupt(
+                offset,
+                format!("pcapng major version {major} is not supported (only 1)"),
+            ));
+        }
+        let header = match PcapNgParser::new(block) {
+            Ok((_, parser)) => {
+                let mut h = SectionHeader::default();
+                for opt in &parser.section().options {
+                    match opt {
+                        SectionHeaderOption::UserApplication(s) => {
+                            h.user_appl = Some(s.to_string())
+                        }
+                        SectionHeaderOption::OS(s) => h.os = Some(s.to_string()),
+                        SectionHeaderOption::Hardware(s) => h.hardware = Some(s.to_string()),
+                        _ => {}
+                    }
+                }
+                h
+            }
+            Err(e) => return Err(self.corrupt(offset, format!("bad section header block: {e}"))),
+        };
+        self.header = header;
+        self.in_section = true;
+        self.interfaces.clear();
+        Ok(())
+    }
+
+    fn interface(
+        &mut self,
+        offset: u64,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), CaptureError> {
+        if !self.in_section {
+            return Err(self.corrupt(offset, "interface description before any section header"));
+        }
+        if self.interfaces.len() >= MAX_INTERFACES {
+            return Err(self.corrupt(
+                offset,
+                format!("more than {MAX_INTERFACES} interfaces in one section"),
+            ));
+        }
+        // A fresh parser for each block: pcap-file's parser keeps a copy of every interface
+        // it sees, which would grow with the file.
+        let Ok((_, mut parser)) = PcapNgParser::new(&MINIMAL_SHB) else {
+            return Err(self.corrupt(offset, "internal: cannot set up the block parser"));
+        };
+        let source = match parser.next_block(&self.buf[range]) {
+            Ok((_, Block::InterfaceDescription(idb))) => {
+                let name = idb.options.iter().find_map(|o| match o {
+                    InterfaceDescriptionOption::IfName(n) => Some(n.as_ref()),
+                    _ => None,
+                });
+                let ours = u32::from(idb.linktype) == LINKTYPE_WIRESHARK_UPPER_PDU;
+                name.and_then(|n| Source::ALL.into_iter().find(|s| s.name() == n))
+                    .filter(|_| ours)
+            }
+            Ok(_) => return Err(self.corrupt(offset, "bad interface description block")),
+            Err(e) => {
+                return Err(self.corrupt(offset, format!("bad interface description block: {e}")))
+            }
+        };
+        if source.is_none() {
+            self.skipped += 1;
+        }
+        self.interfaces.push(source);
+        Ok(())
+    }
+
+    fn packet(&mut self, offset: u64, range: std::ops::Range<usize>) -> Result<Step, Fail> {
+        let body = &self.buf[range.start + 8..range.end - 4];
+        if body.len() < 20 {
+            return Err(self.rec(offset, "enhanced packet block too short"));
+        }
+        let interface = le32(body, 0);
+        let caplen = le32(body, 12) as usize;
+        if caplen > body.len() - 20 {
+            return Err(self.rec(
+                offset,
+                format!(
+                    "packet's captured length {caplen} exceeds its block ({} bytes of body)",
+                    body.len() - 20
+                ),
+            ));
+        }
+        let data = &body[20..20 + caplen];
+        match self.interfaces.get(interface as usize) {
+            None => {
+                return Err(self.rec(
+                    offset,
+                    format!("packet on interface {interface}, which was never described"),
+                ))
+            }
+            Some(None) => {
+                self.skipped += 1;
+                return Ok(Step::Nothing);
+            }
+            Some(Some(_)) => {}
+        }
+        // Exported-PDU tags: big-endian (tag, length, value), up to the end-of-options tag.
+        let mut at = 0usize;
+        let mut dissector: &[u8] = b"";
+        loop {
+            if data.len() - at < 4 {
+                return Err(self.rec(offset, "packet's exported-PDU tags are not terminated"));
+            }
+            let t = be16(data, at);
+            let l = be16(data, at + 2) as usize;
+            at += 4;
+            if data.len() - at < l {
+                return Err(self.rec(
+                    offset,
+                    format!("exported-PDU tag {t} of {l} bytes runs past the packet"),
+                ));
+            }
+            if t == tag::END_OF_OPT {
+                at += l;
+                break;
+            }
+            if t == tag::DISSECTOR_NAME {
+                dissector = &data[at..at + l];
+                while let [rest @ .., 0] = dissector {
+                    dissector = rest;
+                }
+            }
+            at += l;
+        }
+        let payload = &data[at..];
+        if dissector == b"json" {
+            if let Some(f) = &self.frag {
+                let what = format!(
+                    "a record starts inside the fragmented record that began at byte {}",
+                    f.offset
+                );
+                return Err(self.rec(offset, what));
+            }
+            let data_start = range.start + 8 + 20;
+            return Ok(Step::Json {
+                offset,
+                at: Some(data_start + at..data_start + caplen),
+            });
+        }
+        if dissector == b"data" && payload.starts_with(FRAGMENT_MAGIC) {
+            let data_start = range.start + 8 + 20;
+            let result = self.fragment(offset, interface, data_start + at..data_start + caplen);
+            if result.is_err() {
+                self.frag = None;
+            }
+            return result;
+        }
+        self.skipped += 1;
+        Ok(Step::Nothing)
+    }
+
+    /// One fragment of a record too big for one packet; `payload` is its range in `buf`.
+    fn fragment(
+        &mut self,
+        offset: u64,
+        interface: u32,
+        payload: std::ops::Range<usize>,
+    ) -> Result<Step, Fail> {
+        let p = &self.buf[payload];
+        if p.len() < FRAGMENT_HEADER_LEN {
+            return Err(self.rec(offset, "fragment header too short"));
+        }
+        let index = be32(p, 8);
+        let count = be32(p, 12);
+        let total = be32(p, 16);
+        let piece = &p[FRAGMENT_HEADER_LEN..];
+        if index == 0 {
+            if let Some(f) = &self.frag {
+                let what = format!(
+                    "a record starts inside the fragmented record that began at byte {}",
+                    f.offset
+                );
+                return Err(self.rec(offset, what));
+            }
+            if count < 2 || total as usize > MAX_RECORD_LEN || (piece.len() as u64) > total as u64 {
+                return Err(self.rec(
+                    offset,
+                    format!("bad first fragment: {count} parts, {total} bytes in all (limit {MAX_RECORD_LEN})"),
+                ));
+            }
+            let mut data = Vec::with_capacity(piece.len() * 2);
+            data.extend_from_slice(piece);
+            self.frag = Some(Reassembly {
+                offset,
+                interface,
+                count,
+                total,
+                next: 1,
+                data,
+            });
+            return Ok(Step::Nothing);
+        }
+        let Some(f) = self.frag.as_mut() else {
+            return Err(self.rec(
+                offset,
+                format!("fragment {index} of a record whose first part is missing"),
+            ));
+        };
+        if f.interface != interface || f.count != count || f.total != total || f.next != index {
+            let what = format!(
+                "fragment {index}/{count} ({total} bytes) does not continue the record that began at byte {} (expected part {} of {}, {} bytes)",
+                f.offset, f.next, f.count, f.total
+            );
+            return Err(self.rec(offset, what));
+        }
+        if f.data.len() + piece.len() > f.total as usize {
+            return Err(self.rec(offset, "fragments exceed their record's stated length"));
+        }
+        f.data.extend_from_slice(piece);
+        f.next += 1;
+        if f.next < f.count {
+            return Ok(Step::Nothing);
+        }
+        let Some(f) = self.frag.take() else {
+            return Ok(Step::Nothing);
+        };
+        if f.data.len() != f.total as usize {
+            return Err(self.rec(f.offset, "fragmented record shorter than its stated length"));
+        }
+        self.assembled = f.data;
+        Ok(Step::Json {
+            offset: f.offset,
+            at: None,
+        })
+    }
+}
+
+/// Why a step failed: one record (reading can go on) or the file's framing (it cannot).
+enum Fail {
+    Record(CaptureError),
+    Fatal(CaptureError),
+}
+
+impl From<CaptureError> for Fail {
+    fn from(e: CaptureError) -> Fail {
+        Fail::Fatal(e)
+    }
+}
+
+impl Fail {
+    fn into_inner(self) -> CaptureError {
+        match self {
+            Fail::Record(e) | Fail::Fatal(e) => e,
+        }
+    }
+}
+
+/// The event types [`fast_decode`] handles; anything else takes the general path.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FastType {
+    Note,
+    RpcConnect,
+    RpcRefused,
+    RpcMessage,
+    RpcUndecodable,
+    RpcClose,
+    BusMessage,
+    BusLink,
+    RecordingStopped,
+    #[serde(other)]
+    Other,
+}
+
+/// All fields of the events [`fast_decode`] handles, flat.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastRecord {
+    t: u64,
+    #[serde(rename = "type")]
+    ty: FastType,
+    level: Option<NoteLevel>,
+    text: Option<String>,
+    conn: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    peer: Option<Option<PeerCred>>,
+    reason: Option<String>,
+    dir: Option<Direction>,
+    msg: Option<WireMessage>,
+    offset: Option<u64>,
+    error: Option<String>,
+    to_client_bytes: Option<u64>,
+    to_daemon_bytes: Option<u64>,
+    up: Option<bool>,
+    detail: Option<String>,
+}
+
+/// `Some(value)` for a present field, even when the value is null.
+fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// Decode the common event types without the buffering that serde's flattened, internally
+/// tagged `Stamped` needs (about twice as fast). Returns None for anything it does not
+/// handle exactly — other types, unknown or missing fields — which then takes the general
+/// path, so the result is always what `Stamped`'s own `Deserialize` would give. The
+/// variants are built with struct literals: a field added to or removed from `Event` fails
+/// to compile here rather than being lost.
+fn fast_decode(json: &[u8]) -> Option<Stamped> {
+    let r: FastRecord = serde_json::from_slice(json).ok()?;
+    let event = match r.ty {
+        FastType::Note => Event::Note {
+            level: r.level?,
+            text: r.text?,
+        },
+        FastType::RpcConnect => Event::RpcConnect {
+            conn: r.conn?,
+            peer: r.peer.unwrap_or(None),
+        },
+        FastType::RpcRefused => Event::RpcRefused {
+            peer: r.peer??,
+            reason: r.reason?,
+        },
+        FastType::RpcMessage => Event::RpcMessage {
+            conn: r.conn?,
+            dir: r.dir?,
+            msg: r.msg?,
+        },
+        FastType::RpcUndecodable => Event::RpcUndecodable {
+            conn: r.conn?,
+            dir: r.dir?,
+            offset: r.offset?,
+            error: r.error?,
+        },
+        FastType::RpcClose => Event::RpcClose {
+            conn: r.conn?,
+            to_client_bytes: r.to_client_bytes?,
+            to_daemon_bytes: r.to_daemon_bytes?,
+        },
+        FastType::BusMessage => Event::BusMessage { msg: r.msg? },
+        FastType::BusLink => Event::BusLink {
+            up: r.up?,
+            detail: r.detail?,
+        },
+        FastType::RecordingStopped => Event::RecordingStopped { reason: r.reason? },
+        FastType::Other => return None,
+    };
+    Some(Stamped { t: r.t, event })
+}
+
+/// Decode one JSON record: the capture info (first), an event, or something to skip.
+fn decode_json(
+    path: &Path,
+    offset: u64,
+    json: &[u8],
+    have_info: bool,
+    skipped: &mut u64,
+) -> Result<Decoded, CaptureError> {
+    let corrupt = |what: String| CaptureError::Corrupt {
+        path: path.to_owned(),
+        offset,
+        what,
+    };
+    if !have_info {
+        return match serde_json::from_slice::<InfoRecord>(json) {
+            Ok(r) => Ok(Decoded::Info(r.capture_info)),
+            Err(e) => Err(corrupt(format!(
+                "the first record is not a valid capture-info record: {e}"
+            ))),
+        };
+    }
+    if let Some(ev) = fast_decode(json) {
+        return Ok(Decoded::Event(ev));
+    }
+    match serde_json::from_slice::<Stamped>(json) {
+        Ok(ev) => Ok(Decoded::Event(ev)),
+        Err(err) => {
+            let probe: Probe = match serde_json::from_slice(json) {
+                Ok(p) => p,
+                Err(e) => return Err(corrupt(format!("record is not a JSON object: {e}"))),
+            };
+            let msg = err.to_string();
+            let unknown = |name: &str| msg.starts_with(&format!("unknown variant `{name}`"));
+            let skip = match (&probe.ty, &probe.kind) {
+                (None, _) if probe.capture_info.is_some() => true,
+                (Some(ty), _) if unknown(ty) => true,
+                (Some(ty), Some(kind)) if ty == "proc" && unknown(kind) => true,
+                _ => false,
+            };
+            if skip {
+                *skipped += 1;
+                Ok(Decoded::Skip)
+            } else {
+                Err(corrupt(format!(
+                    "record does not match the event schema: {msg}"
+                )))
+            }
+        }
+    }
+}
+
+impl Iterator for CaptureReader {
+    type Item = Result<Stamped, CaptureError>;
+
+    /// The next event. A record that cannot be decoded yields an error and reading goes on
+    /// with the next one; broken block framing yields an error and ends the iteration. The
+    /// iteration also ends at the end of the file; see [`CaptureReader::truncated`].
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            match self.step() {
+                Ok(Step::Json { offset, at }) => {
+                    let json = match at {
+                        Some(range) => &self.buf[range],
+                        None => &self.assembled[..],
+                    };
+                    match decode_json(&self.path, offset, json, true, &mut self.skipped) {
+                        Ok(Decoded::Event(ev)) => {
+                            self.records += 1;
+                            return Some(Ok(ev));
+                        }
+                        Ok(_) => {}
+                        // A record that failed to decode: go on after it.
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Ok(Step::Nothing) => {}
+                Ok(Step::End) => self.done = true,
+                // A record that failed to decode leaves the framing intact: go on after it.
+                Err(Fail::Record(e)) => return Some(Err(e)),
+                // Broken framing or I/O: nothing after it can be trusted.
+                Err(Fail::Fatal(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path gives exactly what serde's derived decoding gives, or falls back.
+    #[test]
+    fn fast_decode_agrees_with_derived_decoding() {
+        let records = [
+            r#"{"t":1,"type":"note","level":"info","text":"hi"}"#,
+            r#"{"t":1,"type":"note","level":"info","text":"hi","conn":3}"#,
+            r#"{"t":1,"type":"note","level":"info","text":"hi","future_field":[1]}"#,
+            r#"{"type":"note","text":"hi","level":"warning","t":2}"#,
+            r#"{"t":1,"type":"note","level":"info"}"#,
+            r#"{"t":1,"type":"note","level":"loud","text":"x"}"#,
+            r#"{"t":1,"type":"rpc_connect","conn":1,"peer":{"pid":1,"uid":2,"gid":3}}"#,
+            r#"{"t":1,"type":"rpc_connect","conn":1,"peer":null}"#,
+            r#"{"t":1,"type":"rpc_connect","conn":1}"#,
+            r#"{"t":1,"type":"rpc_refused","peer":{"pid":1,"uid":2,"gid":3},"reason":"r"}"#,
+            r#"{"t":1,"type":"rpc_refused","peer":null,"reason":"r"}"#,
+            r#"{"t":1,"type":"rpc_message","conn":1,"dir":"to_daemon","msg":[{"j":{"a":1}},{"s":"x"},{"b64":"AAE="}]}"#,
+            r#"{"t":1,"type":"rpc_message","conn":1,"dir":"to_client","msg":[{"q":1}]}"#,
+            r#"{"t":1,"type":"rpc_undecodable","conn":1,"dir":"to_client","offset":9,"error":"e"}"#,
+            r#"{"t":1,"type":"rpc_close","conn":1,"to_client_bytes":1,"to_daemon_bytes":2}"#,
+            r#"{"t":1,"type":"bus_message","msg":[]}"#,
+            r#"{"t":1,"type":"bus_link","up":false,"detail":"d"}"#,
+            r#"{"t":1,"type":"proc","kind":"exit","pid":3,"detail":"d"}"#,
+            r#"{"t":1,"type":"recording_stopped","reason":"full"}"#,
+            r#"{"t":1,"type":"from_the_future","reason":"x"}"#,
+            r#"{"t":-1,"type":"note","level":"info","text":"hi"}"#,
+            r#"{"t":1,"type":"note","level":"info","text":"a","text":"b"}"#,
+        ];
+        for json in records {
+            let derived = serde_json::from_slice::<Stamped>(json.as_bytes()).ok();
+            if let Some(fast) = fast_decode(json.as_bytes()) {
+                assert_eq!(Some(fast), derived, "{json}");
+            }
+        }
+        // And the fast path is taken for the common, well-formed records.
+        assert!(fast_decode(records[0].as_bytes()).is_some());
+        assert!(fast_decode(records[11].as_bytes()).is_some());
+        assert!(
+            fast_decode(records[17].as_bytes()).is_none(),
+            "proc takes the general path"
+        );
+    }
+}

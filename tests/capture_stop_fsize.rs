@@ -1,0 +1,106 @@
+//! A write error (here EFBIG from a file size limit) cuts the capture back to its last whole
+//! record and closes it with a `recording_stopped` marker; replay reads everything before
+//! the marker and the marker itself.
+//!
+//! RLIMIT_FSIZE is per process, so this binary holds this one test only.
+
+mod capture_util;
+
+use capture_util::*;
+use pm2_trace::capture::{ignore_sigxfsz, CaptureError, CaptureReader, CaptureWriter};
+use pm2_trace::event::{Event, NoteLevel, Stamped};
+
+fn set_fsize(limit: libc::rlim_t) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut old) }, 0);
+    let new = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: old.rlim_max,
+    };
+    assert_eq!(
+        unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &new) },
+        0,
+        "setrlimit(RLIMIT_FSIZE)"
+    );
+    old
+}
+
+#[test]
+fn file_size_limit_stops_recording_with_a_marker() {
+    ignore_sigxfsz();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("limited.pcapng");
+    const LIMIT: u64 = 150_000;
+    let mut w = CaptureWriter::create(&path, &sample_info(), false).unwrap();
+    let old = set_fsize(LIMIT as libc::rlim_t);
+
+    let mut sent = Vec::new();
+    let mut failure = None;
+    let mut refused = 0;
+    for i in 0..5_000u64 {
+        let ev = Stamped {
+            t: MONO_REF + i * 1000,
+            event: Event::Note {
+                level: NoteLevel::Info,
+                text: format!("event {i} {}", "x".repeat(i as usize % 300)),
+            },
+        };
+        match w.write(&ev, &format!("note {i}")) {
+            Ok(()) => sent.push(ev),
+            Err(e @ CaptureError::WriteFailed { .. }) => {
+                assert!(failure.is_none(), "WriteFailed reported twice");
+                failure = Some(e);
+            }
+            Err(CaptureError::Stopped { .. }) => refused += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    let summary = w.finish();
+    set_fsize(old.rlim_cur);
+
+    let failure = failure.expect("the file size limit was never hit");
+    let msg = failure.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("File too large") && msg.contains("recording_stopped marker"),
+        "{msg}"
+    );
+    assert!(refused > 0, "writes after the failure must be refused");
+    let summary = summary.expect("finish after a reported failure");
+    let reason = summary
+        .stopped
+        .clone()
+        .expect("summary says recording stopped");
+
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size <= LIMIT, "file of {size} bytes beyond the limit");
+    assert_eq!(summary.bytes, size);
+
+    let mut r = CaptureReader::open(&path).unwrap();
+    let back: Vec<Stamped> = r.by_ref().map(|e| e.unwrap()).collect();
+    assert_eq!(r.truncated(), None, "file must end on a whole record");
+    let (marker, before) = back.split_last().expect("some events");
+    match &marker.event {
+        Event::RecordingStopped { reason: r } => assert_eq!(r, &reason),
+        other => panic!("last event is not the stop marker: {other:?}"),
+    }
+    assert!(reason.contains("File too large"), "{reason}");
+    assert_eq!(before.len() as u64, summary.records);
+    assert!(
+        before.len() > 100,
+        "only {} events before the marker",
+        before.len()
+    );
+    assert_eq!(
+        before,
+        &sent[..before.len()],
+        "events before the marker are the first ones written, in order"
+    );
+    eprintln!(
+        "limit {LIMIT}: {} events kept, marker: {reason}",
+        before.len()
+    );
+}
