@@ -25,7 +25,12 @@ fn round_trips(path: &Path, n: usize) -> Vec<f64> {
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let req = rpc::encode_call("getVersion", vec![serde_json::json!({})], &format!("bench:{i}")).encode();
+        let req = rpc::encode_call(
+            "getVersion",
+            vec![serde_json::json!({})],
+            &format!("bench:{i}"),
+        )
+        .encode();
         let t0 = Instant::now();
         s.write_all(&req).unwrap();
         loop {
@@ -122,6 +127,9 @@ fn main() {
     println!("figure,target,measured,reference");
     println!("added median latency (pm2-trace),< 20 µs,{t_med:.1} µs,socat {s_med:.1} µs / socat -x -v {v_med:.1} µs");
     println!("added p99 latency (pm2-trace),< 100 µs,{t_p99:.1} µs,");
-    println!("ratio to socat -x -v added median,< 0.33,{:.2},", t_med / v_med);
+    println!(
+        "ratio to socat -x -v added median,< 0.33,{:.2},",
+        t_med / v_med
+    );
     println!("capture written,,{cap_len} bytes,");
 }

@@ -16,7 +16,10 @@ pub type MonoNs = u64;
 
 /// Read CLOCK_MONOTONIC now.
 pub fn mono_now() -> MonoNs {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we pass and has no other effect.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -24,7 +27,9 @@ pub fn mono_now() -> MonoNs {
 
 /// Nanoseconds since the Unix epoch, from the wall clock.
 pub fn wall_now_ns() -> i128 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     d.as_nanos() as i128
 }
 
@@ -92,11 +97,24 @@ pub enum Event {
     /// A client was refused because the daemon's own socket would not admit it.
     RpcRefused { peer: PeerCred, reason: String },
     /// One whole AMP message on an RPC connection.
-    RpcMessage { conn: u64, dir: Direction, msg: WireMessage },
+    RpcMessage {
+        conn: u64,
+        dir: Direction,
+        msg: WireMessage,
+    },
     /// The RPC stream could not be decoded from `offset` on; its bytes were still forwarded.
-    RpcUndecodable { conn: u64, dir: Direction, offset: u64, error: String },
+    RpcUndecodable {
+        conn: u64,
+        dir: Direction,
+        offset: u64,
+        error: String,
+    },
     /// An RPC connection ended.
-    RpcClose { conn: u64, to_client_bytes: u64, to_daemon_bytes: u64 },
+    RpcClose {
+        conn: u64,
+        to_client_bytes: u64,
+        to_daemon_bytes: u64,
+    },
     /// One message on the event bus.
     BusMessage { msg: WireMessage },
     /// The bus subscription connected (true) or was lost (false).
@@ -164,7 +182,11 @@ impl<'de> Deserialize<'de> for WireMessage {
             } else if let Some(serde_json::Value::String(s)) = item.remove("s") {
                 Arg::Str(s)
             } else if let Some(serde_json::Value::String(b)) = item.remove("b64") {
-                Arg::Raw(base64::engine::general_purpose::STANDARD.decode(b).map_err(D::Error::custom)?)
+                Arg::Raw(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .map_err(D::Error::custom)?,
+                )
             } else {
                 return Err(D::Error::custom("argument is none of j, s, b64"));
             };
@@ -213,7 +235,14 @@ mod tests {
             Arg::Str("1:0".into()),
             Arg::Raw(vec![0, 255]),
         ]);
-        let ev = Stamped { t: 42, event: Event::RpcMessage { conn: 1, dir: Direction::ToDaemon, msg: WireMessage(msg) } };
+        let ev = Stamped {
+            t: 42,
+            event: Event::RpcMessage {
+                conn: 1,
+                dir: Direction::ToDaemon,
+                msg: WireMessage(msg),
+            },
+        };
         let text = serde_json::to_string(&ev).unwrap();
         assert!(text.contains("\"type\":\"rpc_message\""), "{text}");
         let back: Stamped = serde_json::from_str(&text).unwrap();
@@ -244,7 +273,9 @@ impl EventReceiver {
     /// sink is gone.
     pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Result<Stamped, bool> {
         use std::sync::mpsc::RecvTimeoutError;
-        self.0.recv_timeout(timeout).map_err(|e| matches!(e, RecvTimeoutError::Timeout))
+        self.0
+            .recv_timeout(timeout)
+            .map_err(|e| matches!(e, RecvTimeoutError::Timeout))
     }
 
     pub fn try_recv(&mut self) -> Option<Stamped> {
@@ -256,7 +287,13 @@ impl EventSink {
     /// A sink and the receiving end, holding at most `capacity` events in flight.
     pub fn channel(capacity: usize) -> (EventSink, EventReceiver) {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
-        (EventSink { tx, dropped: Default::default() }, EventReceiver(rx))
+        (
+            EventSink {
+                tx,
+                dropped: Default::default(),
+            },
+            EventReceiver(rx),
+        )
     }
 
     /// Stamp `event` with the current monotonic time and send it.
@@ -267,7 +304,8 @@ impl EventSink {
     /// Send an event observed at `t` (for sources with their own timestamps, e.g. the kernel).
     pub fn emit_at(&self, t: MonoNs, event: Event) {
         if self.tx.try_send(Stamped { t, event }).is_err() {
-            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -17,6 +17,7 @@ pub mod event;
 pub mod pm2;
 pub mod record;
 pub mod redact;
+pub mod replay;
 pub mod rules;
 pub mod sources;
 pub mod timeline;

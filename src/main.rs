@@ -36,7 +36,11 @@ enum Command {
         pm2_home: Option<PathBuf>,
     },
     #[command(name = "__guard", hide = true)]
-    Guard { rpc: PathBuf, aside: PathBuf, proxy_ino: u64 },
+    Guard {
+        rpc: PathBuf,
+        aside: PathBuf,
+        proxy_ino: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -74,12 +78,54 @@ struct ReplayArgs {
     /// Print one JSON document {"capture", "events", "findings"} instead of text
     #[arg(long)]
     json: bool,
+    /// Exit with status 1 when a finding is at least this severe (for scripts)
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    fail_on: Option<FailOn>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum FailOn {
+    Warning,
+    Error,
+}
+
+fn run_replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
+    use pm2_trace::rules::Severity;
+    let out = pm2_trace::replay::replay(&a.file, a.json)?;
+    if let Some((offset, records)) = out.truncated {
+        eprintln!(
+            "pm2-trace: {} ends inside a record at byte {offset} (truncated): replayed the {records} whole records before it",
+            a.file.display()
+        );
+    }
+    if let Some(e) = &out.error {
+        eprintln!(
+            "pm2-trace: error: {e}; replayed the {} records before it",
+            out.records
+        );
+    }
+    if out.skipped > 0 {
+        eprintln!(
+            "pm2-trace: skipped {} records of kinds this version does not know",
+            out.skipped
+        );
+    }
+    let level = a.fail_on.map(|f| match f {
+        FailOn::Warning => Severity::Warning,
+        FailOn::Error => Severity::Error,
+    });
+    Ok(ExitCode::from(pm2_trace::replay::exit_code(&out, level)))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 1h"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 1h"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -93,18 +139,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn pm2_home(arg: Option<PathBuf>) -> PathBuf {
-    arg.or_else(|| std::env::var_os("PM2_HOME").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".pm2"))
-}
-
-fn daemon_of(home: &std::path::Path) -> (Option<i32>, Option<String>) {
-    let pid = std::fs::read_to_string(home.join("pm2.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
-    let version = pid.and_then(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok()).and_then(|c| {
-        let c = String::from_utf8_lossy(&c).into_owned();
-        c.strip_prefix("PM2 v").and_then(|r| r.split(':').next()).map(str::to_owned)
-    });
-    (pid, version)
+fn pm2_home(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(pm2_trace::pm2::home::resolve_home(arg.as_deref(), |k| std::env::var_os(k))?.dir)
 }
 
 /// Block the stop signals in every thread and turn them into stop requests.
@@ -136,16 +172,21 @@ fn install_signal_thread(stop: Stopper) {
 }
 
 fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    let home = pm2_home(args.pm2_home);
-    let (daemon_pid, pm2_version) = daemon_of(&home);
+    use pm2_trace::pm2::home;
+    let located = home::locate(
+        args.pm2_home.as_deref(),
+        |k| std::env::var_os(k),
+        &home::list_daemons(),
+    )?;
     let stop = Stopper::new();
     install_signal_thread(stop.clone());
+    pm2_trace::capture::ignore_sigxfsz();
     let opts = RecordOptions {
-        rpc_path: std::env::var_os("PM2_DAEMON_RPC_PORT").map(PathBuf::from).unwrap_or_else(|| home.join("rpc.sock")),
-        pub_path: std::env::var_os("PM2_DAEMON_PUB_PORT").map(PathBuf::from).unwrap_or_else(|| home.join("pub.sock")),
-        pm2_home: home,
-        daemon_pid,
-        pm2_version,
+        rpc_path: located.sockets.rpc.clone(),
+        pub_path: located.sockets.pub_.clone(),
+        pm2_home: located.home.dir.clone(),
+        daemon_pid: Some(located.pid),
+        pm2_version: located.version.clone(),
         output: args.output,
         overwrite: args.force,
         duration: args.duration,
@@ -163,13 +204,19 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         opts.pm2_home.display(),
         opts.output.display()
     );
-    let quiet = args.quiet;
-    let mut on_event = |_info: &pm2_trace::event::CaptureInfo, ev: &pm2_trace::event::Stamped| {
-        if !quiet {
-            println!("{}", record::comment(&ev.event));
+    let mut live = (!args.quiet).then(|| record::LiveText::new(std::io::stdout()));
+    let mut on_event = |info: &pm2_trace::event::CaptureInfo, ev: &pm2_trace::event::Stamped| {
+        if let Some(l) = live.as_mut() {
+            l.event(info, ev);
         }
     };
     let out = record::record(&opts, stop, &mut on_event)?;
+    if let Some(l) = live.take() {
+        l.finish();
+    }
+    if let Some(why) = &out.capture.stopped {
+        eprintln!("pm2-trace: warning: the capture stopped early ({why}); pm2 traffic was forwarded throughout");
+    }
     eprintln!(
         "pm2-trace: {}; {} events from {} pm2 connection(s) written to {}; daemon socket: {}",
         out.stop_reason,
@@ -185,19 +232,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(a) => run_record(a),
-        Command::Replay(a) => pm2_trace::views::replay(&a.file, a.json),
-        Command::Repair { pm2_home: h } => {
-            let home = pm2_home(h);
+        Command::Replay(a) => run_replay(a),
+        Command::Repair { pm2_home: h } => pm2_home(h).and_then(|home| {
             pm2_trace::sources::guardian::RecorderLock::acquire(&home)
                 .map_err(anyhow::Error::from)
-                .and_then(|_lock| Ok(pm2_trace::sources::guardian::repair_stale(&home.join("rpc.sock"))?))
+                .and_then(|_lock| {
+                    Ok(pm2_trace::sources::guardian::repair_stale(
+                        &home.join("rpc.sock"),
+                    )?)
+                })
                 .map(|s| {
                     println!("{s:?}");
                     ExitCode::SUCCESS
                 })
-        }
-        Command::Guard { rpc, aside, proxy_ino } => {
-            return ExitCode::from(pm2_trace::sources::guardian::guardian_main(rpc, aside, proxy_ino) as u8)
+        }),
+        Command::Guard {
+            rpc,
+            aside,
+            proxy_ino,
+        } => {
+            return ExitCode::from(
+                pm2_trace::sources::guardian::guardian_main(rpc, aside, proxy_ino) as u8,
+            )
         }
     };
     match result {

@@ -5,7 +5,9 @@
 //! the process watcher, and the caller's thread, which redacts, orders and writes events.
 
 use crate::capture::writer::{CaptureSummary, CaptureWriter};
-use crate::event::{self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage};
+use crate::event::{
+    self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage,
+};
 use crate::redact::{RedactMode, Redactor};
 use crate::sources::bus::BusSubscriber;
 use crate::sources::guardian::{self, Guardian, Interposition, RecorderLock, StaleState};
@@ -98,11 +100,15 @@ impl Ord for Ordered {
 }
 
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| format!("Linux {}", s.trim())).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| format!("Linux {}", s.trim()))
+        .unwrap_or_default()
 }
 
 /// Record until `stop` is asked, the duration ends, or the daemon goes away. `on_event`
@@ -131,39 +137,51 @@ pub fn record(
     let redactor = Redactor::new(opts.redact);
     let mut early_notes: Vec<Stamped> = Vec::new();
     let note = |notes: &mut Vec<Stamped>, level, text: String| {
-        notes.push(Stamped { t: event::mono_now(), event: Event::Note { level, text } })
+        notes.push(Stamped {
+            t: event::mono_now(),
+            event: Event::Note { level, text },
+        })
     };
 
     // 1. Take the place in front of the daemon (or beside it, with --listen).
     let lock = RecorderLock::acquire(&opts.pm2_home)?;
-    let (listener, interposition, upstream): (UnixListener, Option<Interposition>, PathBuf) = match &opts.listen {
-        None => {
-            if let StaleState::Repaired(what) = guardian::repair_stale(&opts.rpc_path)? {
-                note(&mut early_notes, NoteLevel::Warning, format!("stale interposition from an earlier crash repaired: {what}"));
+    let (listener, interposition, upstream): (UnixListener, Option<Interposition>, PathBuf) =
+        match &opts.listen {
+            None => {
+                if let StaleState::Repaired(what) = guardian::repair_stale(&opts.rpc_path)? {
+                    note(
+                        &mut early_notes,
+                        NoteLevel::Warning,
+                        format!("stale interposition from an earlier crash repaired: {what}"),
+                    );
+                }
+                let (l, ip) = guardian::interpose(&opts.rpc_path)?;
+                let up = ip.aside_path.clone();
+                (l, Some(ip), up)
             }
-            let (l, ip) = guardian::interpose(&opts.rpc_path)?;
-            let up = ip.aside_path.clone();
-            (l, Some(ip), up)
-        }
-        Some(path) => {
-            std::os::unix::net::UnixStream::connect(&opts.rpc_path).with_context(|| {
+            Some(path) => {
+                std::os::unix::net::UnixStream::connect(&opts.rpc_path).with_context(|| {
                 format!(
                     "no PM2 daemon answers on {}; refusing to listen on {}, since a pm2 command sent there would start a second daemon",
                     opts.rpc_path.display(),
                     path.display()
                 )
             })?;
-            if path.exists() {
-                anyhow::bail!("{} already exists; remove it or choose another --listen path", path.display());
+                if path.exists() {
+                    anyhow::bail!(
+                        "{} already exists; remove it or choose another --listen path",
+                        path.display()
+                    );
+                }
+                let l = UnixListener::bind(path)
+                    .with_context(|| format!("cannot listen on {}", path.display()))?;
+                let a = Access::of(&opts.rpc_path)?;
+                use std::os::unix::fs::PermissionsExt;
+                std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(a.mode))?;
+                (l, None, opts.rpc_path.clone())
             }
-            let l = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-            let a = Access::of(&opts.rpc_path)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid))?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(a.mode))?;
-            (l, None, opts.rpc_path.clone())
-        }
-    };
+        };
     // From here on the daemon's name must be given back whatever happens.
     let guard = match &interposition {
         Some(ip) => match Guardian::spawn(ip, &listener, &lock) {
@@ -175,9 +193,22 @@ pub fn record(
         },
         None => None,
     };
-    let result = record_interposed(opts, &stop, on_event, &mut info, &redactor, early_notes, listener, upstream, interposition.as_ref());
+    let result = record_interposed(
+        opts,
+        &stop,
+        on_event,
+        &mut info,
+        &redactor,
+        early_notes,
+        listener,
+        upstream,
+        interposition.as_ref(),
+    );
     let restore = match &interposition {
-        Some(ip) => ip.restore().map(str::to_owned).unwrap_or_else(|e| format!("restore failed: {e}")),
+        Some(ip) => ip
+            .restore()
+            .map(str::to_owned)
+            .unwrap_or_else(|e| format!("restore failed: {e}")),
         None => {
             let _ = std::fs::remove_file(opts.listen.as_ref().expect("listen mode"));
             "listen socket removed".into()
@@ -213,7 +244,9 @@ fn record_interposed(
     let tap_thread = {
         let (sink, tap) = (sink.clone(), tap.clone());
         let max = opts.max_message;
-        std::thread::Builder::new().name("tap-decoder".into()).spawn(move || decode_taps(tap_rx, tap, sink, max))?
+        std::thread::Builder::new()
+            .name("tap-decoder".into())
+            .spawn(move || decode_taps(tap_rx, tap, sink, max))?
     };
     let mut proxy = Some(Proxy::start(listener, upstream, access, tap)?);
     let bus = BusSubscriber::start(opts.pub_path.clone(), sink.clone())?;
@@ -228,8 +261,18 @@ fn record_interposed(
         event: Event::Note {
             level: NoteLevel::Info,
             text: match interposition {
-                Some(ip) => format!("recording: proxy on {}, daemon reached at {}", ip.rpc_path.display(), ip.aside_path.display()),
-                None => format!("recording: proxy listening on {}", opts.listen.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+                Some(ip) => format!(
+                    "recording: proxy on {}, daemon reached at {}",
+                    ip.rpc_path.display(),
+                    ip.aside_path.display()
+                ),
+                None => format!(
+                    "recording: proxy listening on {}",
+                    opts.listen
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
             },
         },
     }));
@@ -245,13 +288,27 @@ fn record_interposed(
     let mut connections = 0u64;
     let mut first_restore: Option<String> = None;
 
-    let mut write_out = |heap: &mut BinaryHeap<Ordered>, upto: u64, writer: &mut CaptureWriter, events: &mut u64, failed: &mut Option<String>| {
+    let mut write_out = |heap: &mut BinaryHeap<Ordered>,
+                         upto: u64,
+                         writer: &mut CaptureWriter,
+                         events: &mut u64,
+                         failed: &mut Option<String>| {
         while heap.peek().is_some_and(|o| o.0.t <= upto) {
-            let Some(Ordered(mut ev)) = heap.pop() else { break };
+            let Some(Ordered(mut ev)) = heap.pop() else {
+                break;
+            };
             redactor.event(&mut ev.event);
             if failed.is_none() {
-                if let Err(e) = writer.write(&ev, &comment(&ev.event)) {
-                    *failed = Some(e.to_string());
+                match writer.write(&ev, &comment(&ev.event)) {
+                    Ok(()) => {}
+                    // One oversized event is skipped (and counted); the recording goes on.
+                    Err(crate::capture::CaptureError::TooLarge { .. }) => {}
+                    Err(e) => {
+                        eprintln!(
+                            "pm2-trace: {e}; recording stopped, pm2 traffic is still forwarded"
+                        );
+                        *failed = Some(e.to_string());
+                    }
                 }
             }
             *events += 1;
@@ -268,7 +325,11 @@ fn record_interposed(
             stopping_since = Some(Instant::now());
             // New clients go straight to the daemon from now on.
             if let Some(ip) = interposition {
-                first_restore = Some(ip.restore().map(str::to_owned).unwrap_or_else(|e| format!("restore failed: {e}")));
+                first_restore = Some(
+                    ip.restore()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|e| format!("restore failed: {e}")),
+                );
             }
             if let Some(p) = proxy.as_mut() {
                 p.stop_accepting();
@@ -302,7 +363,9 @@ fn record_interposed(
                 if let Event::BusLink { up: false, .. } = ev.event {
                     if let Some(pid) = opts.daemon_pid {
                         // SAFETY: kill with signal 0 only checks for existence.
-                        if unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+                        if unsafe { libc::kill(pid, 0) } != 0
+                            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                        {
                             stop.stop(format!("the PM2 daemon (pid {pid}) exited"));
                         }
                     }
@@ -317,7 +380,13 @@ fn record_interposed(
             Err(false) => break, // every source is gone
         }
         let now = event::mono_now();
-        write_out(&mut heap, now.saturating_sub(REORDER_WINDOW_NS), &mut writer, &mut events, &mut write_failed);
+        write_out(
+            &mut heap,
+            now.saturating_sub(REORDER_WINDOW_NS),
+            &mut writer,
+            &mut events,
+            &mut write_failed,
+        );
         if last_flush.elapsed() > Duration::from_millis(500) {
             writer.flush();
             last_flush = Instant::now();
@@ -328,18 +397,38 @@ fn record_interposed(
     if dropped > 0 {
         heap.push(Ordered(Stamped {
             t: event::mono_now(),
-            event: Event::Note { level: NoteLevel::Warning, text: format!("{dropped} events were dropped because the recorder fell behind") },
+            event: Event::Note {
+                level: NoteLevel::Warning,
+                text: format!("{dropped} events were dropped because the recorder fell behind"),
+            },
         }));
     }
     heap.push(Ordered(Stamped {
         t: event::mono_now(),
-        event: Event::Note { level: NoteLevel::Info, text: format!("recording stopped: {stop_reason}") },
+        event: Event::Note {
+            level: NoteLevel::Info,
+            text: format!("recording stopped: {stop_reason}"),
+        },
     }));
-    write_out(&mut heap, u64::MAX, &mut writer, &mut events, &mut write_failed);
-    let capture = writer.finish().map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(e) = write_failed {
-        eprintln!("pm2-trace: writing the capture failed, recording stopped early: {e}");
-    }
+    write_out(
+        &mut heap,
+        u64::MAX,
+        &mut writer,
+        &mut events,
+        &mut write_failed,
+    );
+    let capture = match writer.finish() {
+        Ok(c) => c,
+        // The failure surfaced only now (at the last flush): the file holds everything up to
+        // the stop marker; report it like any other early stop.
+        Err(e) => CaptureSummary {
+            records: events,
+            bytes: 0,
+            too_large: 0,
+            stopped: Some(e.to_string()),
+        },
+    };
+    let _ = write_failed;
     Ok(RecordOutcome {
         capture,
         events,
@@ -353,7 +442,12 @@ fn record_interposed(
 }
 
 /// Turn tapped copies into whole RPC messages, per connection and direction.
-fn decode_taps(rx: std::sync::mpsc::Receiver<Tap>, tap: TapSender, sink: EventSink, max_message: usize) {
+fn decode_taps(
+    rx: std::sync::mpsc::Receiver<Tap>,
+    tap: TapSender,
+    sink: EventSink,
+    max_message: usize,
+) {
     drop(tap.clone());
     let mut streams: HashMap<(u64, Direction), Decoder> = HashMap::new();
     // The proxy holds the other senders; once it and its threads are gone, recv ends.
@@ -362,14 +456,36 @@ fn decode_taps(rx: std::sync::mpsc::Receiver<Tap>, tap: TapSender, sink: EventSi
     for item in rx {
         match item {
             Tap::Open { t, conn, peer } => sink.emit_at(t, Event::RpcConnect { conn, peer }),
-            Tap::Data { t, conn, dir, bytes } => {
+            Tap::Data {
+                t,
+                conn,
+                dir,
+                bytes,
+            } => {
                 in_flight.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
-                let dec = streams.entry((conn, dir)).or_insert_with(|| Decoder::new(max_message));
+                let dec = streams
+                    .entry((conn, dir))
+                    .or_insert_with(|| Decoder::new(max_message));
                 dec.push(&bytes);
                 while let Some(m) = dec.next() {
                     match m {
-                        Ok(msg) => sink.emit_at(t, Event::RpcMessage { conn, dir, msg: WireMessage(msg) }),
-                        Err(e) => sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset: e.offset(), error: e.to_string() }),
+                        Ok(msg) => sink.emit_at(
+                            t,
+                            Event::RpcMessage {
+                                conn,
+                                dir,
+                                msg: WireMessage(msg),
+                            },
+                        ),
+                        Err(e) => sink.emit_at(
+                            t,
+                            Event::RpcUndecodable {
+                                conn,
+                                dir,
+                                offset: e.offset(),
+                                error: e.to_string(),
+                            },
+                        ),
                     }
                 }
             }
@@ -378,15 +494,30 @@ fn decode_taps(rx: std::sync::mpsc::Receiver<Tap>, tap: TapSender, sink: EventSi
                 streams.remove(&(conn, dir));
                 sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
             }
-            Tap::Close { t, conn, to_client_bytes, to_daemon_bytes } => {
+            Tap::Close {
+                t,
+                conn,
+                to_client_bytes,
+                to_daemon_bytes,
+            } => {
                 streams.remove(&(conn, Direction::ToDaemon));
                 streams.remove(&(conn, Direction::ToClient));
-                sink.emit_at(t, Event::RpcClose { conn, to_client_bytes, to_daemon_bytes });
+                sink.emit_at(
+                    t,
+                    Event::RpcClose {
+                        conn,
+                        to_client_bytes,
+                        to_daemon_bytes,
+                    },
+                );
             }
             Tap::Refused { t, peer, reason } => sink.emit_at(t, Event::RpcRefused { peer, reason }),
             Tap::UpstreamFailed { t, conn, error } => sink.emit_at(
                 t,
-                Event::Note { level: NoteLevel::Error, text: format!("connection {conn}: cannot reach the daemon: {error}") },
+                Event::Note {
+                    level: NoteLevel::Error,
+                    text: format!("connection {conn}: cannot reach the daemon: {error}"),
+                },
             ),
         }
     }
@@ -402,21 +533,86 @@ pub fn comment(ev: &Event) -> String {
                 None => format!("conn {conn} client->daemon message"),
             },
             Direction::ToClient => match rpc::parse_reply(&msg.0) {
-                Some(r) => format!("conn {conn} daemon->client reply id {}{}", r.id, if r.outcome.is_err() { " (error)" } else { "" }),
+                Some(r) => format!(
+                    "conn {conn} daemon->client reply id {}{}",
+                    r.id,
+                    if r.outcome.is_err() { " (error)" } else { "" }
+                ),
                 None => format!("conn {conn} daemon->client message"),
             },
         },
-        Event::BusMessage { msg } => format!("bus {}", msg.0.args.first().and_then(|a| a.as_str()).unwrap_or("?")),
+        Event::BusMessage { msg } => format!(
+            "bus {}",
+            msg.0.args.first().and_then(|a| a.as_str()).unwrap_or("?")
+        ),
         Event::RpcConnect { conn, peer } => match peer {
             Some(p) => format!("conn {conn} opened by pid {} uid {}", p.pid, p.uid),
             None => format!("conn {conn} opened"),
         },
         Event::RpcClose { conn, .. } => format!("conn {conn} closed"),
         Event::RpcRefused { peer, .. } => format!("refused pid {} uid {}", peer.pid, peer.uid),
-        Event::RpcUndecodable { conn, offset, .. } => format!("conn {conn} undecodable from byte {offset}"),
-        Event::BusLink { up, detail } => format!("bus {}: {detail}", if *up { "up" } else { "down" }),
+        Event::RpcUndecodable { conn, offset, .. } => {
+            format!("conn {conn} undecodable from byte {offset}")
+        }
+        Event::BusLink { up, detail } => {
+            format!("bus {}: {detail}", if *up { "up" } else { "down" })
+        }
         Event::Note { text, .. } => text.clone(),
         Event::RecordingStopped { reason } => format!("recording stopped: {reason}"),
         Event::Proc(p) => format!("{p:?}"),
+    }
+}
+
+/// Prints the timeline while recording, through the same interpreter and text view as replay.
+pub struct LiveText<W: std::io::Write> {
+    out: W,
+    state: Option<(
+        crate::timeline::Interpreter,
+        crate::views::text::TextView<Vec<u8>>,
+        crate::timeline::Timeline,
+    )>,
+    buf: Vec<crate::timeline::Entry>,
+}
+
+impl<W: std::io::Write> LiveText<W> {
+    pub fn new(out: W) -> Self {
+        LiveText {
+            out,
+            state: None,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn event(&mut self, info: &CaptureInfo, ev: &Stamped) {
+        use std::io::IsTerminal;
+        let (interp, view, tl) = self.state.get_or_insert_with(|| {
+            let color = crate::views::text::color_wanted(std::io::stdout().is_terminal());
+            let mut view = crate::views::text::TextView::new(Vec::new(), info, color);
+            let _ = view.header();
+            (
+                crate::timeline::Interpreter::new(info),
+                view,
+                crate::timeline::Timeline::new(info),
+            )
+        });
+        self.buf.clear();
+        interp.push_into(ev, &mut self.buf);
+        for e in &self.buf {
+            tl.apply(e);
+            let _ = view.entry(e);
+        }
+        let bytes = view.out_mut();
+        let _ = self.out.write_all(bytes);
+        bytes.clear();
+        let _ = self.out.flush();
+    }
+
+    /// Print the findings of what was recorded.
+    pub fn finish(mut self) {
+        if let Some((_, mut view, tl)) = self.state.take() {
+            let _ = view.findings(&crate::rules::analyze(&tl));
+            let _ = self.out.write_all(view.out_mut());
+        }
+        let _ = self.out.flush();
     }
 }

@@ -68,28 +68,120 @@ const PM2_ENV_SAFE: &[&str] = &[
 /// Keys whose values are free text (app output, arguments, paths, error texts): hashed in
 /// mode `all`, while the protocol's own words (methods, events, statuses, names) stay.
 const FREE_TEXT_KEYS: &[&str] = &[
-    "data", "args", "node_args", "script", "pm_exec_path", "pm_cwd", "cwd", "pm_out_log_path",
-    "pm_err_log_path", "pm_pid_path", "pm_log_path", "out_file", "error_file", "log_file", "pid_file",
-    "exec_interpreter", "stack", "error", "message", "axm_options",
+    "data",
+    "args",
+    "node_args",
+    "script",
+    "pm_exec_path",
+    "pm_cwd",
+    "cwd",
+    "pm_out_log_path",
+    "pm_err_log_path",
+    "pm_pid_path",
+    "pm_log_path",
+    "out_file",
+    "error_file",
+    "log_file",
+    "pid_file",
+    "exec_interpreter",
+    "stack",
+    "error",
+    "message",
+    "axm_options",
 ];
 
 /// Keys of a `pm2_env` object that are PM2's own configuration or state, not environment
 /// variables (lib/API/schema.json plus the fields the daemon sets at run time).
 const PM2_CONFIG_KEYS: &[&str] = &[
-    "script", "name", "name_prefix", "filter_env", "namespace", "cwd", "args", "exec_interpreter",
-    "node_args", "out_file", "error_file", "log_file", "disable_logs", "log_type", "log_date_format",
-    "time", "max_memory_restart", "pid_file", "restart_delay", "exp_backoff_restart_delay",
-    "source_map_support", "disable_source_map_support", "wait_ready", "instances", "kill_timeout",
-    "shutdown_with_message", "listen_timeout", "cron_restart", "merge_logs", "vizion", "autostart",
-    "autorestart", "stop_exit_codes", "watch_delay", "watch", "ignore_watch", "min_uptime",
-    "max_restarts", "execute_command", "exec_mode", "force", "append_env_to_name", "trace",
-    "disable_trace", "instance_var", "pmx", "automation", "treekill", "port", "username", "uid",
-    "gid", "windowsHide", "kill_retry_time", "pm_id", "status", "restart_time", "unstable_restarts",
-    "pm_uptime", "created_at", "pm_exec_path", "pm_cwd", "pm_out_log_path", "pm_err_log_path",
-    "pm_pid_path", "km_link", "vizion_running", "NODE_APP_INSTANCE", "unique_id", "version",
-    "node_version", "exit_code", "axm_actions", "axm_monitor", "axm_options", "axm_dynamic",
-    "_pm2_version", "prev_restart_delay", "restart_task", "versioning", "username", "windowsHide",
-    "PM2_HOME", "pm2_home", "_km_monitored", "_tree_pids", "env", "merge_logs", "increment_var",
+    "script",
+    "name",
+    "name_prefix",
+    "filter_env",
+    "namespace",
+    "cwd",
+    "args",
+    "exec_interpreter",
+    "node_args",
+    "out_file",
+    "error_file",
+    "log_file",
+    "disable_logs",
+    "log_type",
+    "log_date_format",
+    "time",
+    "max_memory_restart",
+    "pid_file",
+    "restart_delay",
+    "exp_backoff_restart_delay",
+    "source_map_support",
+    "disable_source_map_support",
+    "wait_ready",
+    "instances",
+    "kill_timeout",
+    "shutdown_with_message",
+    "listen_timeout",
+    "cron_restart",
+    "merge_logs",
+    "vizion",
+    "autostart",
+    "autorestart",
+    "stop_exit_codes",
+    "watch_delay",
+    "watch",
+    "ignore_watch",
+    "min_uptime",
+    "max_restarts",
+    "execute_command",
+    "exec_mode",
+    "force",
+    "append_env_to_name",
+    "trace",
+    "disable_trace",
+    "instance_var",
+    "pmx",
+    "automation",
+    "treekill",
+    "port",
+    "username",
+    "uid",
+    "gid",
+    "windowsHide",
+    "kill_retry_time",
+    "pm_id",
+    "status",
+    "restart_time",
+    "unstable_restarts",
+    "pm_uptime",
+    "created_at",
+    "pm_exec_path",
+    "pm_cwd",
+    "pm_out_log_path",
+    "pm_err_log_path",
+    "pm_pid_path",
+    "km_link",
+    "vizion_running",
+    "NODE_APP_INSTANCE",
+    "unique_id",
+    "version",
+    "node_version",
+    "exit_code",
+    "axm_actions",
+    "axm_monitor",
+    "axm_options",
+    "axm_dynamic",
+    "_pm2_version",
+    "prev_restart_delay",
+    "restart_task",
+    "versioning",
+    "username",
+    "windowsHide",
+    "PM2_HOME",
+    "pm2_home",
+    "_km_monitored",
+    "_tree_pids",
+    "env",
+    "merge_logs",
+    "increment_var",
 ];
 
 pub struct Redactor {
@@ -99,7 +191,9 @@ pub struct Redactor {
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redactor").field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("Redactor")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -231,7 +325,8 @@ impl Redactor {
 }
 
 fn is_pm2_env(map: &Map<String, Value>) -> bool {
-    map.contains_key("pm_id") && (map.contains_key("pm_exec_path") || map.contains_key("exec_interpreter"))
+    map.contains_key("pm_id")
+        && (map.contains_key("pm_exec_path") || map.contains_key("exec_interpreter"))
 }
 
 #[cfg(test)]
@@ -249,7 +344,10 @@ mod tests {
             "DB_PASSWORD":"hunter2","name":"web","current_conf":{"env":{"API_KEY":"sk-123"}}}}]});
         r(RedactMode::Values).json(&mut v, false);
         let text = v.to_string();
-        assert!(!text.contains("hunter2") && !text.contains("sk-123"), "{text}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("sk-123"),
+            "{text}"
+        );
         assert!(text.contains("DB_PASSWORD") && text.contains("API_KEY"));
         assert_eq!(v["args"][0]["env"]["name"], "web");
         assert_eq!(v["method"], "restartProcessId");
@@ -271,7 +369,10 @@ mod tests {
         let red = r(RedactMode::Values);
         assert_eq!(red.hash("a"), red.hash("a"));
         assert_ne!(red.hash("a"), red.hash("b"));
-        assert_ne!(red.hash("a"), Redactor::with_key(RedactMode::Values, [8; 32]).hash("a"));
+        assert_ne!(
+            red.hash("a"),
+            Redactor::with_key(RedactMode::Values, [8; 32]).hash("a")
+        );
         assert_eq!(r(RedactMode::None).env_value("K", "v"), "v");
     }
 

@@ -17,9 +17,11 @@ use std::time::Duration;
 
 /// One RPC call on its own connection, the way a pm2 CLI makes it.
 fn call(path: &Path, method: &str, id: &str) -> serde_json::Value {
-    let mut s = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    let mut s =
+        UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(&rpc::encode_call(method, vec![serde_json::json!({})], id).encode()).unwrap();
+    s.write_all(&rpc::encode_call(method, vec![serde_json::json!({})], id).encode())
+        .unwrap();
     let mut dec = Decoder::default();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -35,16 +37,26 @@ fn call(path: &Path, method: &str, id: &str) -> serde_json::Value {
 }
 
 fn names(monitor: &serde_json::Value) -> Vec<String> {
-    monitor[0].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap_or("").to_owned()).collect()
+    monitor[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or("").to_owned())
+        .collect()
 }
 
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 fn rss_kb(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -64,7 +76,10 @@ fn concurrent_and_sequential_load() {
         .map(|i| {
             let p = rpc_sock.clone();
             std::thread::spawn(move || {
-                (call(&p, "getVersion", &format!("c{i}:0")), names(&call(&p, "getMonitorData", &format!("c{i}:1"))))
+                (
+                    call(&p, "getVersion", &format!("c{i}:0")),
+                    names(&call(&p, "getMonitorData", &format!("c{i}:1"))),
+                )
             })
         })
         .collect();
@@ -88,7 +103,10 @@ fn concurrent_and_sequential_load() {
     let (fd1, rss1) = (fd_count(pid), rss_kb(pid));
     eprintln!("recorder after 10,000 connections: fds {fd0} -> {fd1}, RSS {rss0} kB -> {rss1} kB");
     assert!(fd1 <= fd0 + 2, "fd growth: {fd0} -> {fd1}");
-    assert!(rss1 < rss0 + 16 * 1024, "memory growth: {rss0} kB -> {rss1} kB");
+    assert!(
+        rss1 < rss0 + 16 * 1024,
+        "memory growth: {rss0} kB -> {rss1} kB"
+    );
     assert!(rec.stop().success());
     assert!(pm2.cmd(&["ls"]).status.success());
 }
@@ -109,13 +127,29 @@ fn a_peer_the_daemon_refuses_is_refused_by_the_proxy_too() {
             path.to_str().unwrap()
         );
         use std::os::unix::process::CommandExt;
-        std::process::Command::new("python3").arg("-c").arg(script).uid(65534).gid(65534).status().expect("python3 is missing").success()
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .uid(65534)
+            .gid(65534)
+            .status()
+            .expect("python3 is missing")
+            .success()
     };
-    assert!(!try_as_nobody(&pm2.rpc_sock()), "precondition: nobody cannot reach the daemon directly");
+    assert!(
+        !try_as_nobody(&pm2.rpc_sock()),
+        "precondition: nobody cannot reach the daemon directly"
+    );
     let cap = pm2.home().join("cap.bin");
     let rec = Recorder::start(pm2.home(), &cap, &["--quiet"]);
-    assert!(!try_as_nobody(&pm2.rpc_sock()), "nobody must not reach the daemon through the proxy");
-    assert!(call(&pm2.rpc_sock(), "getVersion", "root:1").is_array(), "root still can");
+    assert!(
+        !try_as_nobody(&pm2.rpc_sock()),
+        "nobody must not reach the daemon through the proxy"
+    );
+    assert!(
+        call(&pm2.rpc_sock(), "getVersion", "root:1").is_array(),
+        "root still can"
+    );
     assert!(rec.stop().success());
 }
 
@@ -123,7 +157,14 @@ fn a_peer_the_daemon_refuses_is_refused_by_the_proxy_too() {
 fn every_stop_signal_leaves_pm2_working() {
     let pm2 = Pm2::start("7.0.4");
     pm2.start_app("web", "well-behaved.js", pm2::free_port(), &[]);
-    for (n, sigs) in [vec![libc::SIGTERM], vec![libc::SIGHUP], vec![libc::SIGINT, libc::SIGINT]].into_iter().enumerate() {
+    for (n, sigs) in [
+        vec![libc::SIGTERM],
+        vec![libc::SIGHUP],
+        vec![libc::SIGINT, libc::SIGINT],
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let cap = pm2.home().join(format!("cap{n}.bin"));
         let mut rec = Recorder::start(pm2.home(), &cap, &["--quiet"]);
         assert!(call(&pm2.rpc_sock(), "getVersion", "x:1").is_array());
@@ -132,9 +173,16 @@ fn every_stop_signal_leaves_pm2_working() {
             std::thread::sleep(Duration::from_millis(5));
         }
         let status = rec.wait(Duration::from_secs(20));
-        assert!(status.success(), "signals {sigs:?}: {status}: {}", rec.stderr());
+        assert!(
+            status.success(),
+            "signals {sigs:?}: {status}: {}",
+            rec.stderr()
+        );
         assert!(!recorder::aside(pm2.home()).exists());
-        assert!(pm2.cmd(&["ls"]).status.success(), "pm2 works after {sigs:?}");
+        assert!(
+            pm2.cmd(&["ls"]).status.success(),
+            "pm2 works after {sigs:?}"
+        );
         assert_eq!(pm2.god_daemons_for_home().len(), 1);
         let replay = recorder::run(&["replay", cap.to_str().unwrap()]);
         assert!(replay.status.success(), "capture readable after {sigs:?}");

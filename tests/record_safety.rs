@@ -14,7 +14,8 @@ fn sigkill_leaves_working_pm2(version: &str) {
     let pm2 = Pm2::start(version);
     let port = pm2::free_port();
     pm2.start_app("web", "well-behaved.js", port, &[]);
-    pm2.wait_for_status("web", "online", Duration::from_secs(15)).unwrap();
+    pm2.wait_for_status("web", "online", Duration::from_secs(15))
+        .unwrap();
     let cap = pm2.home().join("cap.bin");
     let rec = Recorder::start(pm2.home(), &cap, &["--quiet"]);
     pm2.cmd_ok(&["restart", "web"]);
@@ -26,14 +27,30 @@ fn sigkill_leaves_working_pm2(version: &str) {
     while recorder::aside(pm2.home()).exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(!recorder::aside(pm2.home()).exists(), "daemon socket not restored within 1 s");
+    assert!(
+        !recorder::aside(pm2.home()).exists(),
+        "daemon socket not restored within 1 s"
+    );
     let out = pm2.cmd(&["ls"]);
-    assert!(out.status.success(), "pm2 ls failed after SIGKILL: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(pm2.god_daemons_for_home().len(), 1, "exactly one God daemon for this home");
-    pm2.wait_for_status("web", "online", Duration::from_secs(15)).unwrap();
+    assert!(
+        out.status.success(),
+        "pm2 ls failed after SIGKILL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        pm2.god_daemons_for_home().len(),
+        1,
+        "exactly one God daemon for this home"
+    );
+    pm2.wait_for_status("web", "online", Duration::from_secs(15))
+        .unwrap();
     // The capture is readable up to its last whole record.
     let replay = recorder::run(&["replay", cap.to_str().unwrap()]);
-    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
 }
 
 #[test]
@@ -56,8 +73,15 @@ fn proxy_socket_has_daemon_sockets_owner_group_and_mode() {
     let cap = pm2.home().join("cap.bin");
     let rec = Recorder::start(pm2.home(), &cap, &["--quiet"]);
     let during = std::fs::metadata(&rpc).unwrap();
-    assert_ne!(during.ino(), before.ino(), "rpc.sock is the proxy while recording");
-    assert_eq!((during.uid(), during.gid(), during.mode() & 0o7777), (0, 65534, 0o660));
+    assert_ne!(
+        during.ino(),
+        before.ino(),
+        "rpc.sock is the proxy while recording"
+    );
+    assert_eq!(
+        (during.uid(), during.gid(), during.mode() & 0o7777),
+        (0, 65534, 0o660)
+    );
     let cap_mode = std::fs::metadata(&cap).unwrap().mode() & 0o777;
     assert_eq!(cap_mode, 0o600, "captures are private");
     assert!(rec.stop().success());
@@ -89,10 +113,22 @@ fn stale_interposition_is_repaired_at_start() {
 
 #[test]
 fn refuses_to_start_without_a_daemon() {
-    let dir = tempfile::Builder::new().prefix("p2t-").tempdir_in("/tmp").unwrap();
-    let out = recorder::run(&["record", "--pm2-home", dir.path().to_str().unwrap(), "-o", dir.path().join("c.bin").to_str().unwrap()]);
+    let dir = tempfile::Builder::new()
+        .prefix("p2t-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let out = recorder::run(&[
+        "record",
+        "--pm2-home",
+        dir.path().to_str().unwrap(),
+        "-o",
+        dir.path().join("c.bin").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rpc.sock"), "{err}");
-    assert!(!dir.path().join("rpc.sock").exists(), "no socket may be left for a second daemon");
+    assert!(
+        !dir.path().join("rpc.sock").exists(),
+        "no socket may be left for a second daemon"
+    );
 }

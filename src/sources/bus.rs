@@ -32,7 +32,11 @@ impl BusSubscriber {
                 .name("bus".into())
                 .spawn(move || run(pub_path, first, sink, &stop, &stream))?
         };
-        Ok(BusSubscriber { stop, stream, thread: Some(thread) })
+        Ok(BusSubscriber {
+            stop,
+            stream,
+            thread: Some(thread),
+        })
     }
 
     pub fn stop(mut self) {
@@ -41,7 +45,12 @@ impl BusSubscriber {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(s) = self.stream.lock().ok().and_then(|g| g.as_ref().and_then(|s| s.try_clone().ok())) {
+        if let Some(s) = self
+            .stream
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().and_then(|s| s.try_clone().ok()))
+        {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         if let Some(t) = self.thread.take() {
@@ -71,19 +80,28 @@ fn run(
                 if let Ok(mut g) = shared.lock() {
                     *g = s.try_clone().ok();
                 }
-                sink.emit(Event::BusLink { up: true, detail: format!("subscribed to {}", path.display()) });
+                sink.emit(Event::BusLink {
+                    up: true,
+                    detail: format!("subscribed to {}", path.display()),
+                });
                 was_up = true;
                 reported_down = false;
                 let why = pump(&mut s, &sink);
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                sink.emit(Event::BusLink { up: false, detail: why });
+                sink.emit(Event::BusLink {
+                    up: false,
+                    detail: why,
+                });
             }
             Err(e) => {
                 if !reported_down {
                     let what = if was_up { "lost" } else { "cannot subscribe" };
-                    sink.emit(Event::BusLink { up: false, detail: format!("{what}: {}: {e}", path.display()) });
+                    sink.emit(Event::BusLink {
+                        up: false,
+                        detail: format!("{what}: {}: {e}", path.display()),
+                    });
                     reported_down = true;
                 }
             }
@@ -106,7 +124,9 @@ fn pump(s: &mut UnixStream, sink: &EventSink) -> String {
         dec.push(&buf[..n]);
         while let Some(m) = dec.next() {
             match m {
-                Ok(msg) => sink.emit(Event::BusMessage { msg: WireMessage(msg) }),
+                Ok(msg) => sink.emit(Event::BusMessage {
+                    msg: WireMessage(msg),
+                }),
                 Err(e) => {
                     sink.emit(Event::Note {
                         level: crate::event::NoteLevel::Warning,

@@ -40,7 +40,11 @@ const DONE: u8 = b'D';
 #[derive(Debug, thiserror::Error)]
 pub enum InterposeError {
     #[error("{path}: {what}: {source}")]
-    Io { path: PathBuf, what: &'static str, source: io::Error },
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("{0} is not a unix socket")]
     NotASocket(PathBuf),
     #[error("no PM2 daemon answers on {path} ({source}); refusing to interpose, since a pm2 command would then start a second daemon. Start pm2 first (e.g. `pm2 ping`).")]
@@ -50,7 +54,11 @@ pub enum InterposeError {
 }
 
 fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> InterposeError + 'a {
-    move |source| InterposeError::Io { path: path.to_owned(), what, source }
+    move |source| InterposeError::Io {
+        path: path.to_owned(),
+        what,
+        source,
+    }
 }
 
 /// The paths and identities of one interposition.
@@ -119,11 +127,15 @@ pub fn repair_stale(rpc_path: &Path) -> Result<StaleState, InterposeError> {
     let rpc_meta = std::fs::symlink_metadata(rpc_path).ok();
     if rpc_meta.as_ref().map(|m| m.ino()) == Some(aside_meta.ino()) {
         std::fs::remove_file(&aside).map_err(io_err(&aside, "cannot remove leftover link"))?;
-        return Ok(StaleState::Repaired(format!("removed leftover second name {}", aside.display())));
+        return Ok(StaleState::Repaired(format!(
+            "removed leftover second name {}",
+            aside.display()
+        )));
     }
     if UnixStream::connect(&aside).is_ok() {
         // The daemon still listens under the second name: give it its name back.
-        std::fs::rename(&aside, rpc_path).map_err(io_err(rpc_path, "cannot restore daemon socket"))?;
+        std::fs::rename(&aside, rpc_path)
+            .map_err(io_err(rpc_path, "cannot restore daemon socket"))?;
         return Ok(StaleState::Repaired(format!(
             "{} pointed at a dead proxy; gave it back to the daemon",
             rpc_path.display()
@@ -131,7 +143,10 @@ pub fn repair_stale(rpc_path: &Path) -> Result<StaleState, InterposeError> {
     }
     // The daemon behind the leftover is gone too; whatever rpc.sock is now, keep it.
     std::fs::remove_file(&aside).map_err(io_err(&aside, "cannot remove leftover link"))?;
-    Ok(StaleState::Repaired(format!("removed {} (its daemon is gone)", aside.display())))
+    Ok(StaleState::Repaired(format!(
+        "removed {} (its daemon is gone)",
+        aside.display()
+    )))
 }
 
 /// Put a proxy listener in front of the daemon listening on `rpc_path`.
@@ -141,8 +156,10 @@ pub fn interpose(rpc_path: &Path) -> Result<(UnixListener, Interposition), Inter
     if !meta.file_type().is_socket() {
         return Err(InterposeError::NotASocket(rpc_path.to_owned()));
     }
-    UnixStream::connect(rpc_path)
-        .map_err(|source| InterposeError::DaemonNotListening { path: rpc_path.to_owned(), source })?;
+    UnixStream::connect(rpc_path).map_err(|source| InterposeError::DaemonNotListening {
+        path: rpc_path.to_owned(),
+        source,
+    })?;
 
     let aside = aside_path_of(rpc_path);
     let mut tmp_name: OsString = rpc_path.file_name().unwrap_or_default().to_owned();
@@ -155,21 +172,41 @@ pub fn interpose(rpc_path: &Path) -> Result<(UnixListener, Interposition), Inter
         e
     };
     std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
-        .map_err(io_err(&tmp, "cannot give the proxy socket the daemon socket's owner"))
+        .map_err(io_err(
+            &tmp,
+            "cannot give the proxy socket the daemon socket's owner",
+        ))
         .map_err(cleanup)?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-        .map_err(io_err(&tmp, "cannot give the proxy socket the daemon socket's mode"))
+        .map_err(io_err(
+            &tmp,
+            "cannot give the proxy socket the daemon socket's mode",
+        ))
         .map_err(cleanup)?;
-    let proxy_ino = std::fs::metadata(&tmp).map_err(io_err(&tmp, "cannot stat")).map_err(cleanup)?.ino();
+    let proxy_ino = std::fs::metadata(&tmp)
+        .map_err(io_err(&tmp, "cannot stat"))
+        .map_err(cleanup)?
+        .ino();
     std::fs::hard_link(rpc_path, &aside)
-        .map_err(io_err(&aside, "cannot give the daemon socket a second name"))
+        .map_err(io_err(
+            &aside,
+            "cannot give the daemon socket a second name",
+        ))
         .map_err(cleanup)?;
     if let Err(e) = std::fs::rename(&tmp, rpc_path) {
         let _ = std::fs::remove_file(&aside);
         let _ = std::fs::remove_file(&tmp);
         return Err(io_err(rpc_path, "cannot put the proxy in place")(e));
     }
-    Ok((listener, Interposition { rpc_path: rpc_path.to_owned(), aside_path: aside, proxy_ino, daemon_ino: meta.ino() }))
+    Ok((
+        listener,
+        Interposition {
+            rpc_path: rpc_path.to_owned(),
+            aside_path: aside,
+            proxy_ino,
+            daemon_ino: meta.ino(),
+        },
+    ))
 }
 
 impl Interposition {
@@ -177,8 +214,12 @@ impl Interposition {
     /// daemon went away meanwhile (then the leftover second name is removed and whatever
     /// now holds `rpc.sock`, e.g. a new daemon, is left alone). Returns what was done.
     pub fn restore(&self) -> io::Result<&'static str> {
-        let current = std::fs::symlink_metadata(&self.rpc_path).ok().map(|m| m.ino());
-        let aside = std::fs::symlink_metadata(&self.aside_path).ok().map(|m| m.ino());
+        let current = std::fs::symlink_metadata(&self.rpc_path)
+            .ok()
+            .map(|m| m.ino());
+        let aside = std::fs::symlink_metadata(&self.aside_path)
+            .ok()
+            .map(|m| m.ino());
         match (current, aside) {
             (_, None) => Ok("nothing to restore"),
             (Some(c), Some(_)) if c == self.proxy_ino => {
@@ -206,14 +247,19 @@ pub struct Guardian {
 
 impl Guardian {
     /// Start the guardian process (this same binary, hidden subcommand `__guard`).
-    pub fn spawn(ip: &Interposition, listener: &UnixListener, lock: &RecorderLock) -> io::Result<Guardian> {
+    pub fn spawn(
+        ip: &Interposition,
+        listener: &UnixListener,
+        lock: &RecorderLock,
+    ) -> io::Result<Guardian> {
         let mut fds = [0 as RawFd; 2];
         // SAFETY: pipe2 fills the two-element array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: both fds were just created and are owned here.
-        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
         let (r, l, k) = (read_end.as_raw_fd(), listener.as_raw_fd(), lock.fd());
         let exe = std::env::current_exe()?;
         let mut cmd = std::process::Command::new(exe);
@@ -246,7 +292,10 @@ impl Guardian {
         }
         let child = cmd.spawn()?;
         drop(read_end);
-        Ok(Guardian { pipe_write: write_end, child })
+        Ok(Guardian {
+            pipe_write: write_end,
+            child,
+        })
     }
 
     /// The recorder restored the socket itself: the guardian exits without acting.
@@ -289,9 +338,17 @@ pub fn guardian_main(rpc_path: PathBuf, aside_path: PathBuf, proxy_ino: u64) -> 
     if done {
         return 0;
     }
-    let ip = Interposition { rpc_path, aside_path: aside_path.clone(), proxy_ino, daemon_ino: 0 };
+    let ip = Interposition {
+        rpc_path,
+        aside_path: aside_path.clone(),
+        proxy_ino,
+        daemon_ino: 0,
+    };
     let restored = ip.restore();
-    eprintln!("pm2-trace guardian: recorder gone; {}", restored.as_ref().map(|s| *s).unwrap_or("restore failed"));
+    eprintln!(
+        "pm2-trace guardian: recorder gone; {}",
+        restored.as_ref().map(|s| *s).unwrap_or("restore failed")
+    );
     // Clients that queued on the proxy before the rename: relay them to the daemon.
     let _ = listener.set_nonblocking(true);
     let target = ip.rpc_path.clone();
@@ -317,7 +374,10 @@ pub fn guardian_main(rpc_path: PathBuf, aside_path: PathBuf, proxy_ino: u64) -> 
 
 fn relay(client: UnixStream, daemon: UnixStream) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let (mut c_r, mut d_w) = (client.try_clone().expect("clone"), daemon.try_clone().expect("clone"));
+        let (mut c_r, mut d_w) = (
+            client.try_clone().expect("clone"),
+            daemon.try_clone().expect("clone"),
+        );
         let t = std::thread::spawn(move || {
             let _ = io::copy(&mut c_r, &mut d_w);
             let _ = d_w.shutdown(std::net::Shutdown::Write);
@@ -357,7 +417,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rpc = dir.path().join("rpc.sock");
         drop(UnixListener::bind(&rpc).unwrap());
-        assert!(matches!(interpose(&rpc), Err(InterposeError::DaemonNotListening { .. })));
+        assert!(matches!(
+            interpose(&rpc),
+            Err(InterposeError::DaemonNotListening { .. })
+        ));
     }
 
     #[test]
@@ -368,7 +431,10 @@ mod tests {
         let (proxy, _ip) = interpose(&rpc).unwrap();
         drop(proxy); // the recorder died: rpc.sock is a dead socket now
         assert!(UnixStream::connect(&rpc).is_err());
-        assert!(matches!(repair_stale(&rpc).unwrap(), StaleState::Repaired(_)));
+        assert!(matches!(
+            repair_stale(&rpc).unwrap(),
+            StaleState::Repaired(_)
+        ));
         assert!(UnixStream::connect(&rpc).is_ok());
         assert_eq!(repair_stale(&rpc).unwrap(), StaleState::Clean);
     }

@@ -22,12 +22,34 @@ const CHUNK: usize = 64 * 1024;
 /// What the proxy tells the recorder.
 #[derive(Debug)]
 pub enum Tap {
-    Open { t: MonoNs, conn: u64, peer: Option<PeerCred> },
-    Data { t: MonoNs, conn: u64, dir: Direction, bytes: Vec<u8> },
+    Open {
+        t: MonoNs,
+        conn: u64,
+        peer: Option<PeerCred>,
+    },
+    Data {
+        t: MonoNs,
+        conn: u64,
+        dir: Direction,
+        bytes: Vec<u8>,
+    },
     /// Copies of this stream were lost from here on because the recorder fell behind.
-    Gap { t: MonoNs, conn: u64, dir: Direction },
-    Close { t: MonoNs, conn: u64, to_client_bytes: u64, to_daemon_bytes: u64 },
-    Refused { t: MonoNs, peer: PeerCred, reason: String },
+    Gap {
+        t: MonoNs,
+        conn: u64,
+        dir: Direction,
+    },
+    Close {
+        t: MonoNs,
+        conn: u64,
+        to_client_bytes: u64,
+        to_daemon_bytes: u64,
+    },
+    Refused {
+        t: MonoNs,
+        peer: PeerCred,
+        reason: String,
+    },
     /// The daemon's socket could not be reached for this client.
     UpstreamFailed { t: MonoNs, conn: u64, error: String },
 }
@@ -43,7 +65,11 @@ pub struct Access {
 impl Access {
     pub fn of(path: &Path) -> io::Result<Access> {
         let m = std::fs::metadata(path)?;
-        Ok(Access { uid: m.uid(), gid: m.gid(), mode: m.mode() & 0o7777 })
+        Ok(Access {
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+        })
     }
 
     /// Whether the kernel would let `peer` connect to a socket file with these rights
@@ -72,7 +98,11 @@ impl Access {
 
 /// SO_PEERCRED of a connected unix socket.
 pub fn peer_cred(s: &UnixStream) -> io::Result<PeerCred> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
     let rc = unsafe {
@@ -87,7 +117,11 @@ pub fn peer_cred(s: &UnixStream) -> io::Result<PeerCred> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(PeerCred { pid: cred.pid, uid: cred.uid, gid: cred.gid })
+    Ok(PeerCred {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
 }
 
 /// Supplementary groups of a process, from /proc/<pid>/status.
@@ -95,9 +129,13 @@ pub fn groups_of(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("Groups:").map(|g| {
-                g.split_whitespace().filter_map(|x| x.parse().ok()).collect()
-            }))
+            s.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+            })
         })
         .unwrap_or_default()
 }
@@ -114,7 +152,12 @@ pub struct TapSender {
 
 impl TapSender {
     pub fn new(tx: SyncSender<Tap>, max_in_flight: usize) -> Self {
-        TapSender { tx, in_flight: Default::default(), max_in_flight, lost: Default::default() }
+        TapSender {
+            tx,
+            in_flight: Default::default(),
+            max_in_flight,
+            lost: Default::default(),
+        }
     }
 
     /// Call when the recorder has taken a `Data` tap of `n` bytes.
@@ -149,7 +192,12 @@ impl TapSender {
             self.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let ok = self.send(Tap::Data { t, conn, dir, bytes: bytes.to_vec() });
+        let ok = self.send(Tap::Data {
+            t,
+            conn,
+            dir,
+            bytes: bytes.to_vec(),
+        });
         if !ok {
             self.in_flight.fetch_sub(n, Ordering::Relaxed);
         }
@@ -167,7 +215,12 @@ pub struct Proxy {
 
 impl Proxy {
     /// Accept clients on `listener` and forward each to the socket at `upstream`.
-    pub fn start(listener: UnixListener, upstream: PathBuf, access: Access, tap: TapSender) -> io::Result<Proxy> {
+    pub fn start(
+        listener: UnixListener,
+        upstream: PathBuf,
+        access: Access,
+        tap: TapSender,
+    ) -> io::Result<Proxy> {
         let listener = Arc::new(listener);
         let stopping = Arc::new(AtomicBool::new(false));
         let active = Arc::new(AtomicUsize::new(0));
@@ -175,9 +228,16 @@ impl Proxy {
             let (listener, stopping, active) = (listener.clone(), stopping.clone(), active.clone());
             std::thread::Builder::new()
                 .name("proxy-accept".into())
-                .spawn(move || accept_loop(&listener, &upstream, access, &tap, &stopping, &active))?
+                .spawn(move || {
+                    accept_loop(&listener, &upstream, access, &tap, &stopping, &active)
+                })?
         };
-        Ok(Proxy { listener, stopping, active, accept_thread: Some(accept_thread) })
+        Ok(Proxy {
+            listener,
+            stopping,
+            active,
+            accept_thread: Some(accept_thread),
+        })
     }
 
     /// Connections being forwarded now.
@@ -249,7 +309,11 @@ fn accept_loop(
         let peer = peer_cred(&client).ok();
         if let Some(p) = peer {
             if let Err(reason) = access.admits(&p, || groups_of(p.pid)) {
-                tap.send(Tap::Refused { t: mono_now(), peer: p, reason });
+                tap.send(Tap::Refused {
+                    t: mono_now(),
+                    peer: p,
+                    reason,
+                });
                 drop(client);
                 continue;
             }
@@ -259,37 +323,68 @@ fn accept_loop(
         let daemon = match UnixStream::connect(upstream) {
             Ok(d) => d,
             Err(e) => {
-                tap.send(Tap::UpstreamFailed { t: mono_now(), conn, error: e.to_string() });
+                tap.send(Tap::UpstreamFailed {
+                    t: mono_now(),
+                    conn,
+                    error: e.to_string(),
+                });
                 drop(client);
                 continue;
             }
         };
-        tap.send(Tap::Open { t: mono_now(), conn, peer });
+        tap.send(Tap::Open {
+            t: mono_now(),
+            conn,
+            peer,
+        });
         active.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = spawn_pair(conn, client, daemon, tap.clone(), active.clone()) {
             active.fetch_sub(1, Ordering::SeqCst);
-            tap.send(Tap::UpstreamFailed { t: mono_now(), conn, error: format!("cannot start forwarding: {e}") });
+            tap.send(Tap::UpstreamFailed {
+                t: mono_now(),
+                conn,
+                error: format!("cannot start forwarding: {e}"),
+            });
         }
     }
 }
 
-fn spawn_pair(conn: u64, client: UnixStream, daemon: UnixStream, tap: TapSender, active: Arc<AtomicUsize>) -> io::Result<()> {
+fn spawn_pair(
+    conn: u64,
+    client: UnixStream,
+    daemon: UnixStream,
+    tap: TapSender,
+    active: Arc<AtomicUsize>,
+) -> io::Result<()> {
     let (c2, d2) = (client.try_clone()?, daemon.try_clone()?);
     let tap2 = tap.clone();
     let up = std::thread::Builder::new()
         .name(format!("proxy-{conn}-up"))
         .spawn(move || pump(client, daemon, conn, Direction::ToDaemon, &tap2))?;
-    std::thread::Builder::new().name(format!("proxy-{conn}-down")).spawn(move || {
-        let down = pump(d2, c2, conn, Direction::ToClient, &tap);
-        let up = up.join().unwrap_or(0);
-        tap.send(Tap::Close { t: mono_now(), conn, to_client_bytes: down, to_daemon_bytes: up });
-        active.fetch_sub(1, Ordering::SeqCst);
-    })?;
+    std::thread::Builder::new()
+        .name(format!("proxy-{conn}-down"))
+        .spawn(move || {
+            let down = pump(d2, c2, conn, Direction::ToClient, &tap);
+            let up = up.join().unwrap_or(0);
+            tap.send(Tap::Close {
+                t: mono_now(),
+                conn,
+                to_client_bytes: down,
+                to_daemon_bytes: up,
+            });
+            active.fetch_sub(1, Ordering::SeqCst);
+        })?;
     Ok(())
 }
 
 /// Copy `from` to `to` until EOF or error; returns the bytes forwarded.
-fn pump(mut from: UnixStream, mut to: UnixStream, conn: u64, dir: Direction, tap: &TapSender) -> u64 {
+fn pump(
+    mut from: UnixStream,
+    mut to: UnixStream,
+    conn: u64,
+    dir: Direction,
+    tap: &TapSender,
+) -> u64 {
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     let mut tapping = true;
@@ -309,7 +404,11 @@ fn pump(mut from: UnixStream, mut to: UnixStream, conn: u64, dir: Direction, tap
         // Record after.
         if tapping && !tap.data(t, conn, dir, &buf[..n]) {
             tapping = false;
-            tap.send(Tap::Gap { t: mono_now(), conn, dir });
+            tap.send(Tap::Gap {
+                t: mono_now(),
+                conn,
+                dir,
+            });
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
@@ -323,14 +422,22 @@ mod tests {
 
     #[test]
     fn access_mirrors_unix_write_permission() {
-        let a = Access { uid: 1000, gid: 1000, mode: 0o660 };
+        let a = Access {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o660,
+        };
         let p = |uid, gid| PeerCred { pid: 1, uid, gid };
         assert!(a.admits(&p(0, 0), Vec::new).is_ok());
         assert!(a.admits(&p(1000, 5), Vec::new).is_ok());
         assert!(a.admits(&p(1001, 1000), Vec::new).is_ok());
         assert!(a.admits(&p(1001, 5), || vec![1000]).is_ok());
         assert!(a.admits(&p(1001, 5), || vec![7]).is_err());
-        let private = Access { uid: 1000, gid: 1000, mode: 0o600 };
+        let private = Access {
+            uid: 1000,
+            gid: 1000,
+            mode: 0o600,
+        };
         assert!(private.admits(&p(1001, 1000), Vec::new).is_err());
     }
 }

@@ -115,6 +115,11 @@ impl<W: Write> TextView<W> {
     }
 
     /// A few lines about the capture, and what the columns mean.
+    /// The writer underneath (live views drain it after each entry).
+    pub fn out_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     pub fn header(&mut self) -> io::Result<()> {
         let i = &self.info;
         let pm2 = i.pm2_version.as_deref().unwrap_or("unknown");

@@ -95,7 +95,9 @@ impl Message {
         let mut out = Vec::with_capacity(total);
         out.push((AMP_VERSION << 4) | self.args.len() as u8);
         for b in bodies {
-            out.extend_from_slice(&(u32::try_from(b.len()).expect("argument over 4 GiB")).to_be_bytes());
+            out.extend_from_slice(
+                &(u32::try_from(b.len()).expect("argument over 4 GiB")).to_be_bytes(),
+            );
             out.extend_from_slice(&b);
         }
         out
@@ -106,7 +108,11 @@ impl Message {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("byte {offset}: header 0x{header:02x} has AMP version {version}, expected 1")]
-    BadVersion { offset: u64, header: u8, version: u8 },
+    BadVersion {
+        offset: u64,
+        header: u8,
+        version: u8,
+    },
     #[error("byte {offset}: argument length {len} exceeds the limit of {limit} bytes")]
     TooLong { offset: u64, len: u64, limit: usize },
 }
@@ -151,7 +157,14 @@ impl fmt::Debug for Decoder {
 
 impl Decoder {
     pub fn new(max_message: usize) -> Self {
-        Decoder { buf: Vec::new(), pos: 0, base: 0, need: 1, max_message, failed: None }
+        Decoder {
+            buf: Vec::new(),
+            pos: 0,
+            base: 0,
+            need: 1,
+            max_message,
+            failed: None,
+        }
     }
 
     /// Stream offset of the first byte not yet consumed as part of a whole message.
@@ -218,7 +231,8 @@ impl Decoder {
                 let mut args = Vec::with_capacity(argc);
                 let mut p = 1;
                 for _ in 0..argc {
-                    let n = u32::from_be_bytes([frame[p], frame[p + 1], frame[p + 2], frame[p + 3]]) as usize;
+                    let n = u32::from_be_bytes([frame[p], frame[p + 1], frame[p + 2], frame[p + 3]])
+                        as usize;
                     p += 4;
                     args.push(Arg::from_bytes(&frame[p..p + n]));
                     p += n;
@@ -237,7 +251,11 @@ impl Decoder {
         let header = data[0];
         let version = header >> 4;
         if version != AMP_VERSION {
-            return Scan::Failed(DecodeError::BadVersion { offset: at, header, version });
+            return Scan::Failed(DecodeError::BadVersion {
+                offset: at,
+                header,
+                version,
+            });
         }
         let argc = (header & 0x0f) as usize;
         let mut p = 1usize;
@@ -330,7 +348,11 @@ mod tests {
 
     #[test]
     fn raw_and_non_utf8_args_are_kept() {
-        let m = Message::new(vec![Arg::Raw(vec![0xff, 0xfe]), Arg::Raw(b"s:\xff".to_vec()), Arg::Raw(b"j:{".to_vec())]);
+        let m = Message::new(vec![
+            Arg::Raw(vec![0xff, 0xfe]),
+            Arg::Raw(b"s:\xff".to_vec()),
+            Arg::Raw(b"j:{".to_vec()),
+        ]);
         let mut d = Decoder::default();
         d.push(&m.encode());
         assert_eq!(d.next().unwrap().unwrap(), m);

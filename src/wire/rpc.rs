@@ -33,7 +33,11 @@ pub fn parse_call(msg: &Message) -> Option<Call> {
         return None;
     }
     let method = body.get("method")?.as_str()?.to_owned();
-    let args = body.get("args").and_then(Value::as_array).cloned().unwrap_or_default();
+    let args = body
+        .get("args")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let id = msg.args.get(1).and_then(id_of).unwrap_or_default();
     Some(Call { method, args, id })
 }
@@ -48,10 +52,16 @@ pub fn parse_reply(msg: &Message) -> Option<Reply> {
             other => other.to_string(),
         };
         let stack = body.get("stack").and_then(Value::as_str).map(str::to_owned);
-        return Some(Reply { id, outcome: Err(RemoteError { message, stack }) });
+        return Some(Reply {
+            id,
+            outcome: Err(RemoteError { message, stack }),
+        });
     }
     let args = body.get("args")?.as_array()?.clone();
-    Some(Reply { id, outcome: Ok(args) })
+    Some(Reply {
+        id,
+        outcome: Ok(args),
+    })
 }
 
 fn id_of(arg: &Arg) -> Option<String> {
@@ -72,7 +82,10 @@ pub fn encode_call(method: &str, args: Vec<Value>, id: &str) -> Message {
 
 /// Build a reply, for tests and benchmarks.
 pub fn encode_reply(args: Vec<Value>, id: &str) -> Message {
-    Message::new(vec![Arg::Json(serde_json::json!({ "args": args })), Arg::Str(id.to_owned())])
+    Message::new(vec![
+        Arg::Json(serde_json::json!({ "args": args })),
+        Arg::Str(id.to_owned()),
+    ])
 }
 
 #[cfg(test)]
@@ -82,14 +95,24 @@ mod tests {
 
     #[test]
     fn call_and_reply_roundtrip() {
-        let c = encode_call("restartProcessId", vec![json!({"id": 0, "env": {}})], "77:2");
+        let c = encode_call(
+            "restartProcessId",
+            vec![json!({"id": 0, "env": {}})],
+            "77:2",
+        );
         let call = parse_call(&c).unwrap();
         assert_eq!(call.method, "restartProcessId");
         assert_eq!(call.id, "77:2");
         let r = parse_reply(&encode_reply(vec![json!({"pm_id": 0})], "77:2")).unwrap();
         assert_eq!(r.id, "77:2");
         assert!(r.outcome.is_ok());
-        let e = Message::new(vec![Arg::Json(json!({"error": "Process not found", "stack": "x"})), Arg::Str("77:3".into())]);
-        assert_eq!(parse_reply(&e).unwrap().outcome.unwrap_err().message, "Process not found");
+        let e = Message::new(vec![
+            Arg::Json(json!({"error": "Process not found", "stack": "x"})),
+            Arg::Str("77:3".into()),
+        ]);
+        assert_eq!(
+            parse_reply(&e).unwrap().outcome.unwrap_err().message,
+            "Process not found"
+        );
     }
 }

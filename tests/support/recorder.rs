@@ -51,8 +51,17 @@ impl Recorder {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .expect("cannot start pm2-trace record");
-        let mut r = Recorder { child, output: output.to_owned(), home: home.to_owned(), stderr_path, stdout_path };
-        let listen = extra.iter().position(|a| *a == "--listen").map(|i| PathBuf::from(extra[i + 1]));
+        let mut r = Recorder {
+            child,
+            output: output.to_owned(),
+            home: home.to_owned(),
+            stderr_path,
+            stdout_path,
+        };
+        let listen = extra
+            .iter()
+            .position(|a| *a == "--listen")
+            .map(|i| PathBuf::from(extra[i + 1]));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let ready = match &listen {
@@ -65,7 +74,11 @@ impl Recorder {
             if let Ok(Some(status)) = r.child.try_wait() {
                 panic!("pm2-trace record exited early ({status}): {}", r.stderr());
             }
-            assert!(Instant::now() < deadline, "recorder did not interpose within 10 s: {}", r.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "recorder did not interpose within 10 s: {}",
+                r.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // Let the bus subscription settle.
@@ -100,7 +113,10 @@ impl Recorder {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("pm2-trace record did not stop within {timeout:?}: {}", self.stderr());
+                panic!(
+                    "pm2-trace record did not stop within {timeout:?}: {}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -118,19 +134,31 @@ impl Drop for Recorder {
 
 /// Run `pm2-trace` with arguments and return its output.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).env("NO_COLOR", "1").output().expect("cannot run pm2-trace")
+    Command::new(bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("cannot run pm2-trace")
 }
 
 /// `pm2-trace replay FILE --json`, parsed.
 pub fn replay_json(file: &Path) -> serde_json::Value {
     let out = run(&["replay", file.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("replay --json prints one JSON document")
 }
 
 /// `pm2-trace replay FILE` as text.
 pub fn replay_text(file: &Path) -> String {
     let out = run(&["replay", file.to_str().unwrap()]);
-    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
