@@ -56,7 +56,7 @@ impl Source {
 }
 
 /// Direction of RPC bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// From a pm2 client to the daemon.
@@ -223,18 +223,40 @@ mod tests {
 
 /// Where sources send their events. Never blocks: when the recorder falls behind (slow
 /// disk), events are counted as dropped instead of delaying the source, and the recorder
-/// reports the count in the capture. Cloneable; usable from threads and tasks alike.
+/// reports the count in the capture. Cloneable; usable from any thread.
 #[derive(Clone, Debug)]
 pub struct EventSink {
-    tx: tokio::sync::mpsc::Sender<Stamped>,
+    tx: std::sync::mpsc::SyncSender<Stamped>,
     dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The receiving end of an [`EventSink`].
+#[derive(Debug)]
+pub struct EventReceiver(std::sync::mpsc::Receiver<Stamped>);
+
+impl EventReceiver {
+    /// The next event; `None` once every sink is gone and the queue is empty.
+    pub fn blocking_recv(&mut self) -> Option<Stamped> {
+        self.0.recv().ok()
+    }
+
+    /// The next event within `timeout`: `Err(true)` on timeout, `Err(false)` when every
+    /// sink is gone.
+    pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Result<Stamped, bool> {
+        use std::sync::mpsc::RecvTimeoutError;
+        self.0.recv_timeout(timeout).map_err(|e| matches!(e, RecvTimeoutError::Timeout))
+    }
+
+    pub fn try_recv(&mut self) -> Option<Stamped> {
+        self.0.try_recv().ok()
+    }
 }
 
 impl EventSink {
     /// A sink and the receiving end, holding at most `capacity` events in flight.
-    pub fn channel(capacity: usize) -> (EventSink, tokio::sync::mpsc::Receiver<Stamped>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-        (EventSink { tx, dropped: Default::default() }, rx)
+    pub fn channel(capacity: usize) -> (EventSink, EventReceiver) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+        (EventSink { tx, dropped: Default::default() }, EventReceiver(rx))
     }
 
     /// Stamp `event` with the current monotonic time and send it.
@@ -247,6 +269,11 @@ impl EventSink {
         if self.tx.try_send(Stamped { t, event }).is_err() {
             self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// A handle on the drop count that does not keep the channel open.
+    pub fn drop_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.dropped.clone()
     }
 
     /// How many events were dropped so far because the receiver was full or gone.

@@ -1,1 +1,422 @@
-//! TODO
+//! `pm2-trace record`: wire the sources to a capture file.
+//!
+//! Threads: the proxy's accept and forwarding threads (which only forward and tap), a tap
+//! decoder (AMP framing of the tapped copies, off the forwarding path), the bus subscriber,
+//! the process watcher, and the caller's thread, which redacts, orders and writes events.
+
+use crate::capture::writer::{CaptureSummary, CaptureWriter};
+use crate::event::{self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage};
+use crate::redact::{RedactMode, Redactor};
+use crate::sources::bus::BusSubscriber;
+use crate::sources::guardian::{self, Guardian, Interposition, RecorderLock, StaleState};
+use crate::sources::proxy::{Access, Proxy, Tap, TapSender};
+use crate::wire::amp::Decoder;
+use anyhow::Context;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Events are written in time order once they are this old: sources deliver with small,
+/// different delays (the tap decoder, the kernel), and this window puts them back in order.
+const REORDER_WINDOW_NS: u64 = 200_000_000;
+/// How long a stopping recorder lets commands in progress finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub pm2_home: PathBuf,
+    pub rpc_path: PathBuf,
+    pub pub_path: PathBuf,
+    pub daemon_pid: Option<i32>,
+    pub pm2_version: Option<String>,
+    pub output: PathBuf,
+    pub overwrite: bool,
+    pub duration: Option<Duration>,
+    /// Listen on this path instead of interposing on `rpc.sock`.
+    pub listen: Option<PathBuf>,
+    pub redact: RedactMode,
+    pub max_message: usize,
+    pub command_line: Vec<String>,
+}
+
+/// Asks a recording to stop, from a signal handler thread, a timer or a view.
+#[derive(Clone, Default)]
+pub struct Stopper(Arc<(Mutex<Vec<String>>, Condvar)>);
+
+impl Stopper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask to stop, saying why. A second request (a second Ctrl-C) hurries the shutdown.
+    pub fn stop(&self, why: impl Into<String>) {
+        let (m, c) = &*self.0;
+        if let Ok(mut g) = m.lock() {
+            g.push(why.into());
+        }
+        c.notify_all();
+    }
+
+    /// How many stop requests arrived, and the first reason.
+    pub fn requested(&self) -> (usize, Option<String>) {
+        let g = self.0 .0.lock().map(|g| g.clone()).unwrap_or_default();
+        (g.len(), g.first().cloned())
+    }
+}
+
+/// What a finished recording reports.
+#[derive(Debug)]
+pub struct RecordOutcome {
+    pub capture: CaptureSummary,
+    pub events: u64,
+    pub stop_reason: String,
+    pub restore: String,
+    pub dropped_events: u64,
+    pub lost_taps: u64,
+    pub connections: u64,
+    pub info: CaptureInfo,
+}
+
+struct Ordered(Stamped);
+impl PartialEq for Ordered {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.t == o.0.t
+    }
+}
+impl Eq for Ordered {}
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ordered {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.t.cmp(&self.0.t) // min-heap on t
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| format!("Linux {}", s.trim())).unwrap_or_default()
+}
+
+/// Record until `stop` is asked, the duration ends, or the daemon goes away. `on_event`
+/// sees every event as it is written (for live views).
+pub fn record(
+    opts: &RecordOptions,
+    stop: Stopper,
+    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped),
+) -> anyhow::Result<RecordOutcome> {
+    let wall = event::wall_now_ns();
+    let mono = event::mono_now();
+    let mut info = CaptureInfo {
+        tool: "pm2-trace".into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        host: host_name(),
+        kernel: kernel(),
+        pm2_version: opts.pm2_version.clone(),
+        pm2_home: opts.pm2_home.display().to_string(),
+        daemon_pid: opts.daemon_pid,
+        wall_ref_ns: wall,
+        mono_ref_ns: mono,
+        redaction: opts.redact.name().into(),
+        proc_mode: "off".into(),
+        command_line: opts.command_line.clone(),
+    };
+    let redactor = Redactor::new(opts.redact);
+    let mut early_notes: Vec<Stamped> = Vec::new();
+    let note = |notes: &mut Vec<Stamped>, level, text: String| {
+        notes.push(Stamped { t: event::mono_now(), event: Event::Note { level, text } })
+    };
+
+    // 1. Take the place in front of the daemon (or beside it, with --listen).
+    let lock = RecorderLock::acquire(&opts.pm2_home)?;
+    let (listener, interposition, upstream): (UnixListener, Option<Interposition>, PathBuf) = match &opts.listen {
+        None => {
+            if let StaleState::Repaired(what) = guardian::repair_stale(&opts.rpc_path)? {
+                note(&mut early_notes, NoteLevel::Warning, format!("stale interposition from an earlier crash repaired: {what}"));
+            }
+            let (l, ip) = guardian::interpose(&opts.rpc_path)?;
+            let up = ip.aside_path.clone();
+            (l, Some(ip), up)
+        }
+        Some(path) => {
+            std::os::unix::net::UnixStream::connect(&opts.rpc_path).with_context(|| {
+                format!(
+                    "no PM2 daemon answers on {}; refusing to listen on {}, since a pm2 command sent there would start a second daemon",
+                    opts.rpc_path.display(),
+                    path.display()
+                )
+            })?;
+            if path.exists() {
+                anyhow::bail!("{} already exists; remove it or choose another --listen path", path.display());
+            }
+            let l = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+            let a = Access::of(&opts.rpc_path)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(a.mode))?;
+            (l, None, opts.rpc_path.clone())
+        }
+    };
+    // From here on the daemon's name must be given back whatever happens.
+    let guard = match &interposition {
+        Some(ip) => match Guardian::spawn(ip, &listener, &lock) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                let _ = ip.restore();
+                return Err(anyhow::anyhow!("cannot start the guardian process: {e}"));
+            }
+        },
+        None => None,
+    };
+    let result = record_interposed(opts, &stop, on_event, &mut info, &redactor, early_notes, listener, upstream, interposition.as_ref());
+    let restore = match &interposition {
+        Some(ip) => ip.restore().map(str::to_owned).unwrap_or_else(|e| format!("restore failed: {e}")),
+        None => {
+            let _ = std::fs::remove_file(opts.listen.as_ref().expect("listen mode"));
+            "listen socket removed".into()
+        }
+    };
+    if let Some(g) = guard {
+        g.release();
+    }
+    drop(lock);
+    let mut outcome = result?;
+    if outcome.restore.is_empty() {
+        outcome.restore = restore;
+    }
+    Ok(outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_interposed(
+    opts: &RecordOptions,
+    stop: &Stopper,
+    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped),
+    info: &mut CaptureInfo,
+    redactor: &Redactor,
+    early_notes: Vec<Stamped>,
+    listener: UnixListener,
+    upstream: PathBuf,
+    interposition: Option<&Interposition>,
+) -> anyhow::Result<RecordOutcome> {
+    let (sink, mut rx) = event::EventSink::channel(1 << 16);
+    let access = Access::of(&opts.rpc_path).or_else(|_| Access::of(&upstream))?;
+    let (tap_tx, tap_rx) = std::sync::mpsc::sync_channel::<Tap>(1 << 14);
+    let tap = TapSender::new(tap_tx, 256 << 20);
+    let tap_thread = {
+        let (sink, tap) = (sink.clone(), tap.clone());
+        let max = opts.max_message;
+        std::thread::Builder::new().name("tap-decoder".into()).spawn(move || decode_taps(tap_rx, tap, sink, max))?
+    };
+    let mut proxy = Some(Proxy::start(listener, upstream, access, tap)?);
+    let bus = BusSubscriber::start(opts.pub_path.clone(), sink.clone())?;
+    let drop_counter = sink.drop_counter();
+    drop(sink);
+
+    let mut writer = CaptureWriter::create(&opts.output, info, opts.overwrite)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut heap: BinaryHeap<Ordered> = early_notes.into_iter().map(Ordered).collect();
+    heap.push(Ordered(Stamped {
+        t: event::mono_now(),
+        event: Event::Note {
+            level: NoteLevel::Info,
+            text: match interposition {
+                Some(ip) => format!("recording: proxy on {}, daemon reached at {}", ip.rpc_path.display(), ip.aside_path.display()),
+                None => format!("recording: proxy listening on {}", opts.listen.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+            },
+        },
+    }));
+
+    let started = Instant::now();
+    let mut events = 0u64;
+    let mut write_failed: Option<String> = None;
+    let mut stopping_since: Option<Instant> = None;
+    let mut stop_reason = String::new();
+    let mut bus_stopped = false;
+    let mut bus = Some(bus);
+    let mut last_flush = Instant::now();
+    let mut connections = 0u64;
+    let mut first_restore: Option<String> = None;
+
+    let mut write_out = |heap: &mut BinaryHeap<Ordered>, upto: u64, writer: &mut CaptureWriter, events: &mut u64, failed: &mut Option<String>| {
+        while heap.peek().is_some_and(|o| o.0.t <= upto) {
+            let Some(Ordered(mut ev)) = heap.pop() else { break };
+            redactor.event(&mut ev.event);
+            if failed.is_none() {
+                if let Err(e) = writer.write(&ev, &comment(&ev.event)) {
+                    *failed = Some(e.to_string());
+                }
+            }
+            *events += 1;
+            on_event(info, &ev);
+        }
+    };
+
+    loop {
+        // Stop conditions.
+        let (n_stops, why) = stop.requested();
+        let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
+        if stopping_since.is_none() && (n_stops > 0 || timed_out) {
+            stop_reason = why.unwrap_or_else(|| "duration elapsed".into());
+            stopping_since = Some(Instant::now());
+            // New clients go straight to the daemon from now on.
+            if let Some(ip) = interposition {
+                first_restore = Some(ip.restore().map(str::to_owned).unwrap_or_else(|e| format!("restore failed: {e}")));
+            }
+            if let Some(p) = proxy.as_mut() {
+                p.stop_accepting();
+            }
+        }
+        if let Some(since) = stopping_since {
+            let idle = proxy.as_ref().is_none_or(|p| p.active() == 0);
+            let hurry = stop.requested().0 > 1 || since.elapsed() > DRAIN_TIMEOUT;
+            if (idle || hurry) && !bus_stopped {
+                if !idle {
+                    heap.push(Ordered(Stamped {
+                        t: event::mono_now(),
+                        event: Event::Note {
+                            level: NoteLevel::Warning,
+                            text: format!("stopped with {} pm2 command(s) still in progress through the proxy", proxy.as_ref().map_or(0, |p| p.active())),
+                        },
+                    }));
+                }
+                drop(proxy.take());
+                if let Some(b) = bus.take() {
+                    b.stop();
+                }
+                bus_stopped = true;
+            }
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(ev) => {
+                if let Event::RpcConnect { .. } = ev.event {
+                    connections += 1;
+                }
+                if let Event::BusLink { up: false, .. } = ev.event {
+                    if let Some(pid) = opts.daemon_pid {
+                        // SAFETY: kill with signal 0 only checks for existence.
+                        if unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+                            stop.stop(format!("the PM2 daemon (pid {pid}) exited"));
+                        }
+                    }
+                }
+                heap.push(Ordered(ev));
+                // Take whatever else is queued before writing.
+                while let Some(ev) = rx.try_recv() {
+                    heap.push(Ordered(ev));
+                }
+            }
+            Err(true) => {}
+            Err(false) => break, // every source is gone
+        }
+        let now = event::mono_now();
+        write_out(&mut heap, now.saturating_sub(REORDER_WINDOW_NS), &mut writer, &mut events, &mut write_failed);
+        if last_flush.elapsed() > Duration::from_millis(500) {
+            writer.flush();
+            last_flush = Instant::now();
+        }
+    }
+    let _ = tap_thread.join();
+    let dropped = drop_counter.load(std::sync::atomic::Ordering::Relaxed);
+    if dropped > 0 {
+        heap.push(Ordered(Stamped {
+            t: event::mono_now(),
+            event: Event::Note { level: NoteLevel::Warning, text: format!("{dropped} events were dropped because the recorder fell behind") },
+        }));
+    }
+    heap.push(Ordered(Stamped {
+        t: event::mono_now(),
+        event: Event::Note { level: NoteLevel::Info, text: format!("recording stopped: {stop_reason}") },
+    }));
+    write_out(&mut heap, u64::MAX, &mut writer, &mut events, &mut write_failed);
+    let capture = writer.finish().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(e) = write_failed {
+        eprintln!("pm2-trace: writing the capture failed, recording stopped early: {e}");
+    }
+    Ok(RecordOutcome {
+        capture,
+        events,
+        stop_reason,
+        restore: first_restore.unwrap_or_default(),
+        dropped_events: dropped,
+        lost_taps: 0,
+        connections,
+        info: info.clone(),
+    })
+}
+
+/// Turn tapped copies into whole RPC messages, per connection and direction.
+fn decode_taps(rx: std::sync::mpsc::Receiver<Tap>, tap: TapSender, sink: EventSink, max_message: usize) {
+    drop(tap.clone());
+    let mut streams: HashMap<(u64, Direction), Decoder> = HashMap::new();
+    // The proxy holds the other senders; once it and its threads are gone, recv ends.
+    let in_flight = tap.in_flight();
+    drop(tap);
+    for item in rx {
+        match item {
+            Tap::Open { t, conn, peer } => sink.emit_at(t, Event::RpcConnect { conn, peer }),
+            Tap::Data { t, conn, dir, bytes } => {
+                in_flight.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+                let dec = streams.entry((conn, dir)).or_insert_with(|| Decoder::new(max_message));
+                dec.push(&bytes);
+                while let Some(m) = dec.next() {
+                    match m {
+                        Ok(msg) => sink.emit_at(t, Event::RpcMessage { conn, dir, msg: WireMessage(msg) }),
+                        Err(e) => sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset: e.offset(), error: e.to_string() }),
+                    }
+                }
+            }
+            Tap::Gap { t, conn, dir } => {
+                let offset = streams.get(&(conn, dir)).map_or(0, |d| d.offset());
+                streams.remove(&(conn, dir));
+                sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
+            }
+            Tap::Close { t, conn, to_client_bytes, to_daemon_bytes } => {
+                streams.remove(&(conn, Direction::ToDaemon));
+                streams.remove(&(conn, Direction::ToClient));
+                sink.emit_at(t, Event::RpcClose { conn, to_client_bytes, to_daemon_bytes });
+            }
+            Tap::Refused { t, peer, reason } => sink.emit_at(t, Event::RpcRefused { peer, reason }),
+            Tap::UpstreamFailed { t, conn, error } => sink.emit_at(
+                t,
+                Event::Note { level: NoteLevel::Error, text: format!("connection {conn}: cannot reach the daemon: {error}") },
+            ),
+        }
+    }
+}
+
+/// A short human-readable comment for the capture's packet.
+pub fn comment(ev: &Event) -> String {
+    use crate::wire::rpc;
+    match ev {
+        Event::RpcMessage { conn, dir, msg } => match dir {
+            Direction::ToDaemon => match rpc::parse_call(&msg.0) {
+                Some(c) => format!("conn {conn} client->daemon call {} id {}", c.method, c.id),
+                None => format!("conn {conn} client->daemon message"),
+            },
+            Direction::ToClient => match rpc::parse_reply(&msg.0) {
+                Some(r) => format!("conn {conn} daemon->client reply id {}{}", r.id, if r.outcome.is_err() { " (error)" } else { "" }),
+                None => format!("conn {conn} daemon->client message"),
+            },
+        },
+        Event::BusMessage { msg } => format!("bus {}", msg.0.args.first().and_then(|a| a.as_str()).unwrap_or("?")),
+        Event::RpcConnect { conn, peer } => match peer {
+            Some(p) => format!("conn {conn} opened by pid {} uid {}", p.pid, p.uid),
+            None => format!("conn {conn} opened"),
+        },
+        Event::RpcClose { conn, .. } => format!("conn {conn} closed"),
+        Event::RpcRefused { peer, .. } => format!("refused pid {} uid {}", peer.pid, peer.uid),
+        Event::RpcUndecodable { conn, offset, .. } => format!("conn {conn} undecodable from byte {offset}"),
+        Event::BusLink { up, detail } => format!("bus {}: {detail}", if *up { "up" } else { "down" }),
+        Event::Note { text, .. } => text.clone(),
+        Event::RecordingStopped { reason } => format!("recording stopped: {reason}"),
+        Event::Proc(p) => format!("{p:?}"),
+    }
+}

@@ -1,1 +1,120 @@
-//! TODO
+//! An ordinary subscriber on the daemon's event bus (`pub.sock`).
+//!
+//! The bus is not on any client's path, so messages are decoded here, on arrival, and
+//! stamped with the instant their last byte was read. When the daemon goes away the
+//! subscriber says so and keeps trying to reconnect until it is stopped.
+
+use crate::event::{Event, EventSink, WireMessage};
+use crate::wire::amp::Decoder;
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct BusSubscriber {
+    stop: Arc<AtomicBool>,
+    stream: Arc<std::sync::Mutex<Option<UnixStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BusSubscriber {
+    /// Subscribe to `pub_path` and emit every message into `sink`. Returns once the first
+    /// connection attempt was made (so events from right after start are not missed).
+    pub fn start(pub_path: PathBuf, sink: EventSink) -> std::io::Result<BusSubscriber> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stream: Arc<std::sync::Mutex<Option<UnixStream>>> = Default::default();
+        let first = UnixStream::connect(&pub_path);
+        let thread = {
+            let (stop, stream) = (stop.clone(), stream.clone());
+            std::thread::Builder::new()
+                .name("bus".into())
+                .spawn(move || run(pub_path, first, sink, &stop, &stream))?
+        };
+        Ok(BusSubscriber { stop, stream, thread: Some(thread) })
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(s) = self.stream.lock().ok().and_then(|g| g.as_ref().and_then(|s| s.try_clone().ok())) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BusSubscriber {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(
+    path: PathBuf,
+    mut attempt: std::io::Result<UnixStream>,
+    sink: EventSink,
+    stop: &AtomicBool,
+    shared: &std::sync::Mutex<Option<UnixStream>>,
+) {
+    let mut was_up = false;
+    let mut reported_down = false;
+    while !stop.load(Ordering::SeqCst) {
+        match attempt {
+            Ok(mut s) => {
+                if let Ok(mut g) = shared.lock() {
+                    *g = s.try_clone().ok();
+                }
+                sink.emit(Event::BusLink { up: true, detail: format!("subscribed to {}", path.display()) });
+                was_up = true;
+                reported_down = false;
+                let why = pump(&mut s, &sink);
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                sink.emit(Event::BusLink { up: false, detail: why });
+            }
+            Err(e) => {
+                if !reported_down {
+                    let what = if was_up { "lost" } else { "cannot subscribe" };
+                    sink.emit(Event::BusLink { up: false, detail: format!("{what}: {}: {e}", path.display()) });
+                    reported_down = true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        attempt = UnixStream::connect(&path);
+    }
+}
+
+fn pump(s: &mut UnixStream, sink: &EventSink) -> String {
+    let mut dec = Decoder::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) => return "the daemon closed the bus".into(),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return format!("bus read failed: {e}"),
+        };
+        dec.push(&buf[..n]);
+        while let Some(m) = dec.next() {
+            match m {
+                Ok(msg) => sink.emit(Event::BusMessage { msg: WireMessage(msg) }),
+                Err(e) => {
+                    sink.emit(Event::Note {
+                        level: crate::event::NoteLevel::Warning,
+                        text: format!("bus stream undecodable: {e}; resubscribing"),
+                    });
+                    return format!("undecodable bus stream at {}", e.offset());
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,336 @@
-//! TODO
+//! The transparent RPC proxy in front of the daemon's `rpc.sock`.
+//!
+//! Each accepted client gets its own connection to the daemon and two forwarding threads.
+//! A thread reads a chunk, writes it on at once, and only then offers a copy to the
+//! recorder through a bounded, non-blocking tap: a slow recorder loses copies (and says
+//! so), never delays or alters the traffic. Nothing is decoded here.
+
+use crate::event::{mono_now, Direction, MonoNs, PeerCred};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Size of one forwarding read.
+const CHUNK: usize = 64 * 1024;
+
+/// What the proxy tells the recorder.
+#[derive(Debug)]
+pub enum Tap {
+    Open { t: MonoNs, conn: u64, peer: Option<PeerCred> },
+    Data { t: MonoNs, conn: u64, dir: Direction, bytes: Vec<u8> },
+    /// Copies of this stream were lost from here on because the recorder fell behind.
+    Gap { t: MonoNs, conn: u64, dir: Direction },
+    Close { t: MonoNs, conn: u64, to_client_bytes: u64, to_daemon_bytes: u64 },
+    Refused { t: MonoNs, peer: PeerCred, reason: String },
+    /// The daemon's socket could not be reached for this client.
+    UpstreamFailed { t: MonoNs, conn: u64, error: String },
+}
+
+/// Who may connect: the owner, group and mode of the daemon's own socket file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Access {
+    pub fn of(path: &Path) -> io::Result<Access> {
+        let m = std::fs::metadata(path)?;
+        Ok(Access { uid: m.uid(), gid: m.gid(), mode: m.mode() & 0o7777 })
+    }
+
+    /// Whether the kernel would let `peer` connect to a socket file with these rights
+    /// (connecting needs write permission on the file). `groups` lists the peer's
+    /// supplementary groups; it is only asked for when it matters.
+    pub fn admits(&self, peer: &PeerCred, groups: impl FnOnce() -> Vec<u32>) -> Result<(), String> {
+        let ok = if peer.uid == 0 {
+            true
+        } else if peer.uid == self.uid {
+            self.mode & 0o200 != 0
+        } else if peer.gid == self.gid || groups().contains(&self.gid) {
+            self.mode & 0o020 != 0
+        } else {
+            self.mode & 0o002 != 0
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "uid {} gid {} may not write a socket owned by {}:{} with mode {:o}",
+                peer.uid, peer.gid, self.uid, self.gid, self.mode
+            ))
+        }
+    }
+}
+
+/// SO_PEERCRED of a connected unix socket.
+pub fn peer_cred(s: &UnixStream) -> io::Result<PeerCred> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(PeerCred { pid: cred.pid, uid: cred.uid, gid: cred.gid })
+}
+
+/// Supplementary groups of a process, from /proc/<pid>/status.
+pub fn groups_of(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:").map(|g| {
+                g.split_whitespace().filter_map(|x| x.parse().ok()).collect()
+            }))
+        })
+        .unwrap_or_default()
+}
+
+/// Bounded, non-blocking path from the forwarding threads to the recorder.
+#[derive(Clone)]
+pub struct TapSender {
+    tx: SyncSender<Tap>,
+    /// Bytes of `Data` taps sent and not yet taken by the recorder.
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: usize,
+    lost: Arc<AtomicU64>,
+}
+
+impl TapSender {
+    pub fn new(tx: SyncSender<Tap>, max_in_flight: usize) -> Self {
+        TapSender { tx, in_flight: Default::default(), max_in_flight, lost: Default::default() }
+    }
+
+    /// Call when the recorder has taken a `Data` tap of `n` bytes.
+    pub fn taken(&self, n: usize) {
+        self.in_flight.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The counter the recorder decrements (share it with the receiving side).
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
+    }
+
+    /// Taps lost so far.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, tap: Tap) -> bool {
+        match self.tx.try_send(tap) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    fn data(&self, t: MonoNs, conn: u64, dir: Direction, bytes: &[u8]) -> bool {
+        let n = bytes.len();
+        if self.in_flight.fetch_add(n, Ordering::Relaxed) + n > self.max_in_flight {
+            self.in_flight.fetch_sub(n, Ordering::Relaxed);
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let ok = self.send(Tap::Data { t, conn, dir, bytes: bytes.to_vec() });
+        if !ok {
+            self.in_flight.fetch_sub(n, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+/// A running proxy.
+pub struct Proxy {
+    listener: Arc<UnixListener>,
+    stopping: Arc<AtomicBool>,
+    active: Arc<AtomicUsize>,
+    accept_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Accept clients on `listener` and forward each to the socket at `upstream`.
+    pub fn start(listener: UnixListener, upstream: PathBuf, access: Access, tap: TapSender) -> io::Result<Proxy> {
+        let listener = Arc::new(listener);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let active = Arc::new(AtomicUsize::new(0));
+        let accept_thread = {
+            let (listener, stopping, active) = (listener.clone(), stopping.clone(), active.clone());
+            std::thread::Builder::new()
+                .name("proxy-accept".into())
+                .spawn(move || accept_loop(&listener, &upstream, access, &tap, &stopping, &active))?
+        };
+        Ok(Proxy { listener, stopping, active, accept_thread: Some(accept_thread) })
+    }
+
+    /// Connections being forwarded now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// The listening socket (the guardian keeps a duplicate of it).
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
+    /// Stop accepting; connections in progress go on. Returns once the accept loop ended.
+    pub fn stop_accepting(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // SAFETY: shutdown on our own listening fd; on Linux it wakes a blocked accept().
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(t) = self.accept_thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Wait until no connection is being forwarded, or `timeout`. True when idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while self.active() > 0 {
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop_accepting();
+    }
+}
+
+fn accept_loop(
+    listener: &UnixListener,
+    upstream: &Path,
+    access: Access,
+    tap: &TapSender,
+    stopping: &AtomicBool,
+    active: &Arc<AtomicUsize>,
+) {
+    let mut next_conn = 1u64;
+    loop {
+        let client = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) => {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // EMFILE and the like: back off rather than spin.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let peer = peer_cred(&client).ok();
+        if let Some(p) = peer {
+            if let Err(reason) = access.admits(&p, || groups_of(p.pid)) {
+                tap.send(Tap::Refused { t: mono_now(), peer: p, reason });
+                drop(client);
+                continue;
+            }
+        }
+        let conn = next_conn;
+        next_conn += 1;
+        let daemon = match UnixStream::connect(upstream) {
+            Ok(d) => d,
+            Err(e) => {
+                tap.send(Tap::UpstreamFailed { t: mono_now(), conn, error: e.to_string() });
+                drop(client);
+                continue;
+            }
+        };
+        tap.send(Tap::Open { t: mono_now(), conn, peer });
+        active.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = spawn_pair(conn, client, daemon, tap.clone(), active.clone()) {
+            active.fetch_sub(1, Ordering::SeqCst);
+            tap.send(Tap::UpstreamFailed { t: mono_now(), conn, error: format!("cannot start forwarding: {e}") });
+        }
+    }
+}
+
+fn spawn_pair(conn: u64, client: UnixStream, daemon: UnixStream, tap: TapSender, active: Arc<AtomicUsize>) -> io::Result<()> {
+    let (c2, d2) = (client.try_clone()?, daemon.try_clone()?);
+    let tap2 = tap.clone();
+    let up = std::thread::Builder::new()
+        .name(format!("proxy-{conn}-up"))
+        .spawn(move || pump(client, daemon, conn, Direction::ToDaemon, &tap2))?;
+    std::thread::Builder::new().name(format!("proxy-{conn}-down")).spawn(move || {
+        let down = pump(d2, c2, conn, Direction::ToClient, &tap);
+        let up = up.join().unwrap_or(0);
+        tap.send(Tap::Close { t: mono_now(), conn, to_client_bytes: down, to_daemon_bytes: up });
+        active.fetch_sub(1, Ordering::SeqCst);
+    })?;
+    Ok(())
+}
+
+/// Copy `from` to `to` until EOF or error; returns the bytes forwarded.
+fn pump(mut from: UnixStream, mut to: UnixStream, conn: u64, dir: Direction, tap: &TapSender) -> u64 {
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    let mut tapping = true;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        // The instant the bytes were seen; then forward them, and only then record.
+        let t = mono_now();
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        total += n as u64;
+        // Record after.
+        if tapping && !tap.data(t, conn, dir, &buf[..n]) {
+            tapping = false;
+            tap.send(Tap::Gap { t: mono_now(), conn, dir });
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+    let _ = from.shutdown(std::net::Shutdown::Read);
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_mirrors_unix_write_permission() {
+        let a = Access { uid: 1000, gid: 1000, mode: 0o660 };
+        let p = |uid, gid| PeerCred { pid: 1, uid, gid };
+        assert!(a.admits(&p(0, 0), Vec::new).is_ok());
+        assert!(a.admits(&p(1000, 5), Vec::new).is_ok());
+        assert!(a.admits(&p(1001, 1000), Vec::new).is_ok());
+        assert!(a.admits(&p(1001, 5), || vec![1000]).is_ok());
+        assert!(a.admits(&p(1001, 5), || vec![7]).is_err());
+        let private = Access { uid: 1000, gid: 1000, mode: 0o600 };
+        assert!(private.admits(&p(1001, 1000), Vec::new).is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! Running the real `pm2-trace` binary against a test daemon.
+//!
+//! Include next to the pm2 harness:
+//! ```ignore
+//! #[path = "support/pm2.rs"] mod pm2;
+//! #[path = "support/recorder.rs"] mod recorder;
+//! ```
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pm2-trace"))
+}
+
+/// A `pm2-trace record` child process. Killed (SIGKILL) on drop if still running.
+pub struct Recorder {
+    pub child: Child,
+    pub output: PathBuf,
+    pub home: PathBuf,
+    pub stderr_path: PathBuf,
+    pub stdout_path: PathBuf,
+}
+
+/// `rpc.sock.pm2-trace-daemon`: present while a recorder is interposed.
+pub fn aside(home: &Path) -> PathBuf {
+    home.join("rpc.sock.pm2-trace-daemon")
+}
+
+impl Recorder {
+    /// Start recording the daemon of `home` into `output`, with extra arguments, and wait
+    /// until the proxy is in place.
+    pub fn start(home: &Path, output: &Path, extra: &[&str]) -> Recorder {
+        let dir = output.parent().expect("output has a parent");
+        let stem = output.file_name().unwrap().to_string_lossy().into_owned();
+        let stderr_path = dir.join(format!("{stem}.stderr"));
+        let stdout_path = dir.join(format!("{stem}.stdout"));
+        let child = Command::new(bin())
+            .arg("record")
+            .arg("--pm2-home")
+            .arg(home)
+            .arg("-o")
+            .arg(output)
+            .arg("--force")
+            .args(extra)
+            .env_remove("PM2_HOME")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("cannot start pm2-trace record");
+        let mut r = Recorder { child, output: output.to_owned(), home: home.to_owned(), stderr_path, stdout_path };
+        let listen = extra.iter().position(|a| *a == "--listen").map(|i| PathBuf::from(extra[i + 1]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = match &listen {
+                Some(p) => p.exists(),
+                None => aside(home).exists(),
+            };
+            if ready && r.stderr().contains("recording") {
+                break;
+            }
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!("pm2-trace record exited early ({status}): {}", r.stderr());
+            }
+            assert!(Instant::now() < deadline, "recorder did not interpose within 10 s: {}", r.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Let the bus subscription settle.
+        std::thread::sleep(Duration::from_millis(200));
+        r
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGINT, then wait (at most 20 s) for a clean exit; returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGINT);
+        self.wait(Duration::from_secs(20))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("pm2-trace record did not stop within {timeout:?}: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run `pm2-trace` with arguments and return its output.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(bin()).args(args).env("NO_COLOR", "1").output().expect("cannot run pm2-trace")
+}
+
+/// `pm2-trace replay FILE --json`, parsed.
+pub fn replay_json(file: &Path) -> serde_json::Value {
+    let out = run(&["replay", file.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("replay --json prints one JSON document")
+}
+
+/// `pm2-trace replay FILE` as text.
+pub fn replay_text(file: &Path) -> String {
+    let out = run(&["replay", file.to_str().unwrap()]);
+    assert!(out.status.success(), "replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
