@@ -766,8 +766,13 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
-/// Cut `s` to at most `max` bytes on a char boundary, marking the cut.
+/// Cut `s` to at most `max` bytes on a char boundary, marking the cut; control characters
+/// (newlines in a shell script's command line) become spaces so the result is one line.
 pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().any(char::is_control) {
+        let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        return shorten(&clean, max);
+    }
     if s.len() <= max {
         return s.to_string();
     }

@@ -80,6 +80,9 @@ pub(crate) struct Core {
     daemon_note: Option<String>,
     pending: Vec<PendingExit>,
     foreign: HashSet<i32>,
+    /// Processes whose exit was recorded (pid -> start), so that a scan that still finds
+    /// them (zombies not yet reaped) does not take them for new ones.
+    dead: HashMap<i32, Option<u64>>,
     last_scan: MonoNs,
     flux_until: MonoNs,
     newest_gen: HashMap<u64, u64>,
@@ -418,6 +421,7 @@ impl Core {
             daemon_note,
             pending: Vec::new(),
             foreign: HashSet::new(),
+            dead: HashMap::new(),
             last_scan: 0,
             flux_until: 0,
             newest_gen: HashMap::new(),
@@ -755,6 +759,11 @@ impl Core {
                 continue;
             }
             if let Some(s) = procfs::read_stat(&self.proc_root, p) {
+                if let Some(start) = self.dead.get(&p) {
+                    if start.is_none() || *start == Some(s.starttime) {
+                        continue;
+                    }
+                }
                 cands.push(s);
             }
         }
@@ -787,6 +796,7 @@ impl Core {
             }
         }
         self.foreign = foreign;
+        self.dead.retain(|p, _| listed.contains(p));
         for (p, parent, start_ticks, zombie) in new_pids {
             let Some(t) = self.table.get(&p) else {
                 continue;
@@ -983,6 +993,15 @@ impl Core {
         }
         if let Some(fd) = &t.pidfd {
             self.epoll.del(fd.as_raw_fd());
+        }
+        self.dead.insert(t.pid, t.start);
+        if self.dead.len() > 4096 {
+            // Netlink mode scans rarely: prune here.
+            let mut pids = Vec::new();
+            if procfs::list_pids(&self.proc_root, &mut pids).is_ok() {
+                let listed: HashSet<i32> = pids.into_iter().collect();
+                self.dead.retain(|p, _| listed.contains(p));
+            }
         }
         self.emit(
             at,
@@ -1280,9 +1299,8 @@ impl Core {
                 let Some(t) = self.table.get_mut(&tgid) else {
                     return;
                 };
-                if cmd.is_some() {
-                    t.cmd = cmd;
-                }
+                // After an exec the parent's command line is wrong; unknown is better.
+                t.cmd = cmd;
                 let changed = app.is_some() && app != t.app;
                 if app.is_some() {
                     t.app = app;
