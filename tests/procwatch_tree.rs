@@ -11,8 +11,8 @@
 
 use pm2_trace::event::{mono_now, Event, EventReceiver, EventSink, Stamped};
 use pm2_trace::sources::procwatch::{
-    no_redaction, ActiveMode, ExitStatus, ProcEvent, ProcWatcher, Proto, SnapshotReason, StatusFrom, Timing,
-    Tuning, Via, WatchConfig, WatchMode,
+    no_redaction, ActiveMode, ExitStatus, ProcEvent, ProcWatcher, Proto, SnapshotReason,
+    StatusFrom, Timing, Tuning, Via, WatchConfig, WatchMode,
 };
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -33,7 +33,11 @@ read done
 "#;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Daemon {
@@ -113,18 +117,46 @@ fn proc_events(v: &[Stamped]) -> Vec<(u64, &ProcEvent)> {
 }
 
 /// pid -> (t, status, status_from, timing, cmd, in_tree, held)
-type Exits = HashMap<i32, (u64, ExitStatus, Option<StatusFrom>, Timing, String, Option<bool>, Vec<String>)>;
+type Exits = HashMap<
+    i32,
+    (
+        u64,
+        ExitStatus,
+        Option<StatusFrom>,
+        Timing,
+        String,
+        Option<bool>,
+        Vec<String>,
+    ),
+>;
 
 fn exits(v: &[Stamped]) -> Exits {
     let mut m = HashMap::new();
     for (t, e) in proc_events(v) {
-        if let ProcEvent::Exit { who, status, status_from, timing, in_tree, held, .. } = e {
+        if let ProcEvent::Exit {
+            who,
+            status,
+            status_from,
+            timing,
+            in_tree,
+            held,
+            ..
+        } = e
+        {
             if who.daemon {
                 continue;
             }
             let prev = m.insert(
                 who.pid,
-                (t, status.clone(), *status_from, *timing, who.cmd.clone().unwrap_or_default(), *in_tree, held.clone()),
+                (
+                    t,
+                    status.clone(),
+                    *status_from,
+                    *timing,
+                    who.cmd.clone().unwrap_or_default(),
+                    *in_tree,
+                    held.clone(),
+                ),
             );
             assert!(prev.is_none(), "two exits for pid {}", who.pid);
         }
@@ -132,9 +164,28 @@ fn exits(v: &[Stamped]) -> Exits {
     m
 }
 
-fn find<'a>(ex: &'a Exits, cmd_has: &str) -> (i32, &'a (u64, ExitStatus, Option<StatusFrom>, Timing, String, Option<bool>, Vec<String>)) {
+fn find<'a>(
+    ex: &'a Exits,
+    cmd_has: &str,
+) -> (
+    i32,
+    &'a (
+        u64,
+        ExitStatus,
+        Option<StatusFrom>,
+        Timing,
+        String,
+        Option<bool>,
+        Vec<String>,
+    ),
+) {
     let hits: Vec<_> = ex.iter().filter(|(_, v)| v.4.contains(cmd_has)).collect();
-    assert_eq!(hits.len(), 1, "exactly one exit whose command contains {cmd_has:?}: {:#?}", ex);
+    assert_eq!(
+        hits.len(),
+        1,
+        "exactly one exit whose command contains {cmd_has:?}: {:#?}",
+        ex
+    );
     (*hits[0].0, hits[0].1)
 }
 
@@ -158,7 +209,8 @@ fn run(pidfd_tuning: Tuning) -> Run {
     let mut cfg = WatchConfig::new(&home);
     cfg.daemon_pid = Some(daemon_pid);
     cfg.mode = WatchMode::Netlink;
-    let nl = ProcWatcher::start(cfg.clone(), nl_sink, no_redaction()).expect("netlink mode works as root here");
+    let nl = ProcWatcher::start(cfg.clone(), nl_sink, no_redaction())
+        .expect("netlink mode works as root here");
     assert_eq!(nl.mode().mode, ActiveMode::Netlink, "{}", nl.mode());
     cfg.mode = WatchMode::Pidfd;
     cfg.tuning = pidfd_tuning;
@@ -170,7 +222,10 @@ fn run(pidfd_tuning: Tuning) -> Run {
     let mut pf_ev = Vec::new();
     // What a restart request does in the recorder: snapshot (and, in pidfd mode, scan fast).
     for w in [&nl, &pf] {
-        w.request_snapshot(SnapshotReason::Requested { why: "scenario start".into(), pm_id: None });
+        w.request_snapshot(SnapshotReason::Requested {
+            why: "scenario start".into(),
+            pm_id: None,
+        });
     }
     collect(&mut nl_rx, &mut nl_ev, Duration::from_millis(200));
     collect(&mut pf_rx, &mut pf_ev, Duration::from_millis(10));
@@ -196,7 +251,12 @@ fn run(pidfd_tuning: Tuning) -> Run {
     pf.stop();
     collect(&mut nl_rx, &mut nl_ev, Duration::from_millis(10));
     collect(&mut pf_rx, &mut pf_ev, Duration::from_millis(10));
-    Run { nl: nl_ev, pf: pf_ev, daemon_pid, port }
+    Run {
+        nl: nl_ev,
+        pf: pf_ev,
+        daemon_pid,
+        port,
+    }
 }
 
 fn code(c: i32) -> ExitStatus {
@@ -210,7 +270,18 @@ fn check_netlink(r: &Run) -> Exits {
         eprintln!("nl {t} {}", e.summary());
     }
     let (_, k) = find(&ex, "kill -9");
-    assert!(matches!(&k.1, ExitStatus::Signal { sig: 9, core: false, .. }), "{:?}", k.1);
+    assert!(
+        matches!(
+            &k.1,
+            ExitStatus::Signal {
+                sig: 9,
+                core: false,
+                ..
+            }
+        ),
+        "{:?}",
+        k.1
+    );
     assert_eq!(k.2, Some(StatusFrom::Netlink));
     assert!(matches!(k.3, Timing::Kernel { .. }));
     let (_, e3) = find(&ex, "exit 3");
@@ -222,12 +293,24 @@ fn check_netlink(r: &Run) -> Exits {
     // The double-forked process: its parent exited first, it ends outside the tree.
     let (_, df) = find(&ex, "-c sleep 0.5; exit 5");
     assert_eq!(df.1, code(5));
-    assert_eq!(df.5, Some(false), "double-forked process exits outside the daemon's tree");
-    assert_eq!(k.5, Some(true), "the SIGKILLed shell is a child of the daemon");
+    assert_eq!(
+        df.5,
+        Some(false),
+        "double-forked process exits outside the daemon's tree"
+    );
+    assert_eq!(
+        k.5,
+        Some(true),
+        "the SIGKILLed shell is a child of the daemon"
+    );
     let (_, node) = find(&ex, "node -e");
     assert_eq!(node.1, code(0));
     let addr = format!("127.0.0.1:{}", r.port);
-    assert!(node.6.contains(&addr), "node held {addr} at its last snapshot: {:?}", node.6);
+    assert!(
+        node.6.contains(&addr),
+        "node held {addr} at its last snapshot: {:?}",
+        node.6
+    );
     // Kernel instants are ordered as the scenario: sleep 0.25 before sleep 0.4.
     assert!(s25.0 < s4.0);
     ex
@@ -238,25 +321,43 @@ fn check_snapshots(v: &[Stamped], port: u16, daemon_pid: i32) {
     let mut saw_env = false;
     for (_, e) in proc_events(v) {
         if let ProcEvent::Snapshot(s) = e {
-            assert!(s.processes.iter().any(|p| p.pid == daemon_pid && p.daemon), "daemon in every snapshot");
+            assert!(
+                s.processes.iter().any(|p| p.pid == daemon_pid && p.daemon),
+                "daemon in every snapshot"
+            );
             if let Some(h) = s.sockets.iter().find(|h| h.port == Some(port)) {
                 assert_eq!(h.proto, Proto::Tcp);
                 assert_eq!(h.addr, format!("127.0.0.1:{port}"));
                 let app = h.app.as_ref().expect("listener attributed");
-                assert_eq!((app.pm_id, app.name.as_str(), app.generation), (0, "web", Some(1)));
+                assert_eq!(
+                    (app.pm_id, app.name.as_str(), app.generation),
+                    (0, "web", Some(1))
+                );
                 assert!(h.in_tree);
-                assert!(e.summary().contains(&format!("port 127.0.0.1:{port} held by pid {}", h.pid)), "{}", e.summary());
+                assert!(
+                    e.summary()
+                        .contains(&format!("port 127.0.0.1:{port} held by pid {}", h.pid)),
+                    "{}",
+                    e.summary()
+                );
                 saw_listener = true;
             }
             for env in &s.env {
-                if env.vars.iter().any(|v| v.key == "SECRET_TOKEN" && v.value == "hunter2") {
+                if env
+                    .vars
+                    .iter()
+                    .any(|v| v.key == "SECRET_TOKEN" && v.value == "hunter2")
+                {
                     saw_env = true;
                 }
             }
         }
     }
     assert!(saw_listener, "a snapshot shows the TCP listener on {port}");
-    assert!(saw_env, "the restart-requested snapshot records the environment (identity redaction)");
+    assert!(
+        saw_env,
+        "the restart-requested snapshot records the environment (identity redaction)"
+    );
 }
 
 #[test]
@@ -270,18 +371,47 @@ fn netlink_and_pidfd_see_the_same_exits() {
     }
     let pf = exits(&r.pf);
     // Everything that lived long enough for a scan: each exit seen by both.
-    for needle in ["kill -9", "exit 3", "sleep 0.25", "sleep 0.4", "-c sleep 0.5; exit 5", "node -e"] {
+    for needle in [
+        "kill -9",
+        "exit 3",
+        "sleep 0.25",
+        "sleep 0.4",
+        "-c sleep 0.5; exit 5",
+        "node -e",
+    ] {
         let (pid, k) = find(&nl, needle);
-        let p = pf.get(&pid).unwrap_or_else(|| panic!("pidfd watcher saw the exit of pid {pid} ({needle})"));
-        let Timing::Kernel { kernel_ns, .. } = k.3 else { panic!() };
-        let Timing::Wakeup { observed_ns } = p.3 else { panic!("pidfd exit timing {:?}", p.3) };
-        assert!(observed_ns >= kernel_ns, "{needle}: pidfd saw the exit before the kernel stamped it");
+        let p = pf
+            .get(&pid)
+            .unwrap_or_else(|| panic!("pidfd watcher saw the exit of pid {pid} ({needle})"));
+        let Timing::Kernel { kernel_ns, .. } = k.3 else {
+            panic!()
+        };
+        let Timing::Wakeup { observed_ns } = p.3 else {
+            panic!("pidfd exit timing {:?}", p.3)
+        };
+        assert!(
+            observed_ns >= kernel_ns,
+            "{needle}: pidfd saw the exit before the kernel stamped it"
+        );
         let lag = observed_ns - kernel_ns;
-        eprintln!("{needle}: pidfd wake-up {} µs after the kernel's exit", lag / 1000);
-        assert!(lag < 250_000_000, "{needle}: pidfd exit {lag} ns after the kernel's");
+        eprintln!(
+            "{needle}: pidfd wake-up {} µs after the kernel's exit",
+            lag / 1000
+        );
+        assert!(
+            lag < 250_000_000,
+            "{needle}: pidfd exit {lag} ns after the kernel's"
+        );
         // With PIDFD_INFO_EXIT (6.15+) or a readable zombie, the status is known and equal.
         assert_eq!(p.1, k.1, "{needle}: pidfd status {:?} ({:?})", p.1, p.2);
-        assert!(matches!(p.2, Some(StatusFrom::PidfdInfo) | Some(StatusFrom::ZombieStat)), "{:?}", p.2);
+        assert!(
+            matches!(
+                p.2,
+                Some(StatusFrom::PidfdInfo) | Some(StatusFrom::ZombieStat)
+            ),
+            "{:?}",
+            p.2
+        );
         assert_eq!(p.5, k.5, "{needle}: in_tree");
     }
     // The orphaned zombie (`sleep 0.25` under a parent that exec'd and never waits) is
@@ -308,12 +438,28 @@ fn pidfd_without_exit_info_says_unknown() {
         eprintln!("pf {t} {}", e.summary());
     }
     let pf = exits(&r.pf);
-    for needle in ["kill -9", "exit 3", "sleep 0.25", "sleep 0.4", "-c sleep 0.5; exit 5", "node -e"] {
+    for needle in [
+        "kill -9",
+        "exit 3",
+        "sleep 0.25",
+        "sleep 0.4",
+        "-c sleep 0.5; exit 5",
+        "node -e",
+    ] {
         let (pid, k) = find(&nl, needle);
-        let p = pf.get(&pid).unwrap_or_else(|| panic!("pidfd watcher saw the exit of pid {pid} ({needle})"));
-        let Timing::Kernel { kernel_ns, .. } = k.3 else { panic!() };
-        let Timing::Wakeup { observed_ns } = p.3 else { panic!("pidfd exit timing {:?}", p.3) };
-        assert!(observed_ns >= kernel_ns && observed_ns - kernel_ns < 250_000_000, "{needle}");
+        let p = pf
+            .get(&pid)
+            .unwrap_or_else(|| panic!("pidfd watcher saw the exit of pid {pid} ({needle})"));
+        let Timing::Kernel { kernel_ns, .. } = k.3 else {
+            panic!()
+        };
+        let Timing::Wakeup { observed_ns } = p.3 else {
+            panic!("pidfd exit timing {:?}", p.3)
+        };
+        assert!(
+            observed_ns >= kernel_ns && observed_ns - kernel_ns < 250_000_000,
+            "{needle}"
+        );
         match &p.1 {
             ExitStatus::Unknown { why } => assert!(why.contains("not its parent"), "{why}"),
             other => panic!("{needle}: status must be unknown without PIDFD_INFO_EXIT and zombie reads, got {other:?}"),
@@ -323,7 +469,10 @@ fn pidfd_without_exit_info_says_unknown() {
     let summary = proc_events(&r.pf)
         .iter()
         .find_map(|(_, e)| match e {
-            ProcEvent::Exit { status: ExitStatus::Unknown { .. }, .. } => Some(e.summary()),
+            ProcEvent::Exit {
+                status: ExitStatus::Unknown { .. },
+                ..
+            } => Some(e.summary()),
             _ => None,
         })
         .unwrap();

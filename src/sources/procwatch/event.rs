@@ -726,12 +726,14 @@ impl ProcEvent {
                     snap.reason.words(),
                     snap.processes.len()
                 );
-                if snap.sockets.is_empty() {
-                    s.push_str(", no listening sockets");
+                // The daemon's own sockets (rpc.sock, pub.sock) are in the data, not the line.
+                let apps: Vec<&SocketHold> = snap.sockets.iter().filter(|h| !h.daemon).collect();
+                if apps.is_empty() {
+                    s.push_str(", no app holds a listening socket");
                 } else {
-                    for l in snap.socket_lines() {
+                    for h in apps {
                         s.push_str("; ");
-                        s.push_str(&l);
+                        s.push_str(&h.summary());
                     }
                 }
                 s
@@ -770,7 +772,10 @@ pub fn fmt_ns(ns: u64) -> String {
 /// (newlines in a shell script's command line) become spaces so the result is one line.
 pub fn shorten(s: &str, max: usize) -> String {
     if s.chars().any(char::is_control) {
-        let clean: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let clean: String = s
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         return shorten(&clean, max);
     }
     if s.len() <= max {

@@ -254,7 +254,9 @@ fn join_cmd(args: &[String]) -> Option<String> {
     if args.is_empty() {
         None
     } else {
-        Some(shorten(&args.join(" "), 300))
+        let joined = args.join(" ");
+        // Process titles (the God daemon's) are padded with spaces.
+        Some(shorten(joined.trim_end(), 300))
     }
 }
 
@@ -981,6 +983,8 @@ impl Core {
     ) {
         let at = timing.at();
         let lived_ns = t.start_mono.map(|s| at.saturating_sub(s));
+        let failed = matches!(status, ExitStatus::Signal { .. })
+            || matches!(status, ExitStatus::Code { code } if code != 0);
         let in_tree = if t.daemon {
             Some(true)
         } else {
@@ -1036,8 +1040,11 @@ impl Core {
         }
         self.flux();
         // Early exit of the newest generation?
+        // Only the generation's main process (a child of the daemon), or a process of it that
+        // failed: helpers that exit 0 by design (a double fork's intermediate) are not it.
         if let (Some(app), Some(lived)) = (&t.app, lived_ns) {
-            if let Some(g) = app.generation {
+            let main = Some(parent_at_exit.unwrap_or(t.ppid)) == self.daemon;
+            if let (Some(g), true) = (app.generation, main || failed) {
                 let newest = self.newest_gen.get(&app.pm_id).copied().unwrap_or(g);
                 if g >= newest && lived < self.tuning.early_exit.as_nanos() as u64 {
                     let last = self.last_early_snap.get(&app.pm_id).copied().unwrap_or(0);
