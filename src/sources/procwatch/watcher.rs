@@ -725,6 +725,16 @@ impl Core {
                     "daemon pid {d} is not running; tracking apps by environment only"
                 ));
                 self.daemon = None;
+            } else if let Some(t) = self.table.get(&d) {
+                let now = mono_now();
+                self.emit(
+                    now,
+                    ProcEvent::Tracked {
+                        who: who_of(t),
+                        via: Via::ProcScan,
+                        timing: Timing::BeforeStart { observed_ns: now },
+                    },
+                );
             }
         }
         self.scan();
