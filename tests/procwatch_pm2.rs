@@ -198,7 +198,7 @@ fn main_of<'a>(w: &'a Watch, g: u64, daemon: i32) -> Exit<'a> {
 }
 
 /// The first snapshot with this reason kind whose generation is at least `min_gen`.
-fn snapshot_of<'a>(w: &'a Watch, min_gen: u64, early: bool) -> Option<(u64, &'a Snapshot)> {
+fn snapshot_of(w: &Watch, min_gen: u64, early: bool) -> Option<(u64, &Snapshot)> {
     w.snapshots().into_iter().find(|(_, s)| match &s.reason {
         SnapshotReason::NewGeneration {
             generation: Some(g),

@@ -116,19 +116,18 @@ fn proc_events(v: &[Stamped]) -> Vec<(u64, &ProcEvent)> {
         .collect()
 }
 
-/// pid -> (t, status, status_from, timing, cmd, in_tree, held)
-type Exits = HashMap<
-    i32,
-    (
-        u64,
-        ExitStatus,
-        Option<StatusFrom>,
-        Timing,
-        String,
-        Option<bool>,
-        Vec<String>,
-    ),
->;
+/// (t, status, status_from, timing, cmd, in_tree, held)
+type ExitRec = (
+    u64,
+    ExitStatus,
+    Option<StatusFrom>,
+    Timing,
+    String,
+    Option<bool>,
+    Vec<String>,
+);
+/// pid -> its exit
+type Exits = HashMap<i32, ExitRec>;
 
 fn exits(v: &[Stamped]) -> Exits {
     let mut m = HashMap::new();
@@ -164,21 +163,7 @@ fn exits(v: &[Stamped]) -> Exits {
     m
 }
 
-fn find<'a>(
-    ex: &'a Exits,
-    cmd_has: &str,
-) -> (
-    i32,
-    &'a (
-        u64,
-        ExitStatus,
-        Option<StatusFrom>,
-        Timing,
-        String,
-        Option<bool>,
-        Vec<String>,
-    ),
-) {
+fn find<'a>(ex: &'a Exits, cmd_has: &str) -> (i32, &'a ExitRec) {
     let hits: Vec<_> = ex.iter().filter(|(_, v)| v.4.contains(cmd_has)).collect();
     assert_eq!(
         hits.len(),
@@ -429,10 +414,11 @@ fn netlink_and_pidfd_see_the_same_exits() {
 
 #[test]
 fn pidfd_without_exit_info_says_unknown() {
-    let mut t = Tuning::default();
-    t.pidfd_exit_info = false;
-    t.zombie_stat = false;
-    let r = run(t);
+    let r = run(Tuning {
+        pidfd_exit_info: false,
+        zombie_stat: false,
+        ..Tuning::default()
+    });
     let nl = check_netlink(&r);
     for (t, e) in proc_events(&r.pf) {
         eprintln!("pf {t} {}", e.summary());

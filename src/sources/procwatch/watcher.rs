@@ -651,8 +651,7 @@ impl Core {
                 return;
             }
             let now = mono_now();
-            for i in 0..ready.len() {
-                let tok = ready[i];
+            for &tok in ready.iter() {
                 if tok == TOKEN_WAKE {
                     self.wake.drain();
                     while let Ok(c) = rx.try_recv() {
@@ -694,7 +693,7 @@ impl Core {
         match due {
             None => -1,
             Some(d) if d <= now => 0,
-            Some(d) => (((d - now) + 999_999) / 1_000_000).min(i32::MAX as u64) as i32,
+            Some(d) => (d - now).div_ceil(1_000_000).min(i32::MAX as u64) as i32,
         }
     }
 
@@ -1418,7 +1417,7 @@ impl Core {
         let Some(t) = self.table.get_mut(&pid) else {
             return;
         };
-        if !t.app.as_ref().is_some_and(|a| a.pm_id == pm_id) {
+        if t.app.as_ref().is_none_or(|a| a.pm_id != pm_id) {
             t.app = Some(hinted(env, &home));
             t.how = Some(AttrHow::Hint {
                 source: "recorder".into(),
