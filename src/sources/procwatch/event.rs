@@ -146,6 +146,8 @@ pub enum Timing {
     },
     /// It already was so when the watcher started; no instant is known.
     BeforeStart { observed_ns: MonoNs },
+    /// Learned at `observed_ns` (e.g. from a hint); when it began is not known.
+    Observed { observed_ns: MonoNs },
 }
 
 impl Timing {
@@ -161,6 +163,7 @@ impl Timing {
             } => not_before_ns + resolution_ns / 2,
             Timing::Between { observed_ns, .. } => observed_ns,
             Timing::BeforeStart { observed_ns } => observed_ns,
+            Timing::Observed { observed_ns } => observed_ns,
         }
     }
 
@@ -171,7 +174,8 @@ impl Timing {
             | Timing::Wakeup { observed_ns }
             | Timing::StartTime { observed_ns, .. }
             | Timing::Between { observed_ns, .. }
-            | Timing::BeforeStart { observed_ns } => observed_ns,
+            | Timing::BeforeStart { observed_ns }
+            | Timing::Observed { observed_ns } => observed_ns,
         }
     }
 
@@ -186,7 +190,7 @@ impl Timing {
                 not_before_ns,
                 observed_ns,
             } => Some(observed_ns.saturating_sub(not_before_ns)),
-            Timing::BeforeStart { .. } => None,
+            Timing::BeforeStart { .. } | Timing::Observed { .. } => None,
         }
     }
 
@@ -204,6 +208,7 @@ impl Timing {
                 fmt_ns(observed_ns.saturating_sub(not_before_ns))
             )),
             Timing::BeforeStart { .. } => Some("before the watcher started".into()),
+            Timing::Observed { .. } => None,
         }
     }
 }

@@ -88,7 +88,7 @@ impl Default for Tuning {
             fast_scan: Duration::from_millis(50),
             idle_scan: Duration::from_secs(2),
             flux_window: Duration::from_secs(5),
-            reap_grace: Duration::from_millis(250),
+            reap_grace: Duration::from_millis(150),
             early_exit: Duration::from_millis(1000),
             pidfd_exit_info: true,
             zombie_stat: true,

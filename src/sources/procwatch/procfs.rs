@@ -216,6 +216,9 @@ impl InetSock {
 /// network-order address printed in host order (`%08X` each), the port plain hex.
 fn parse_hex_addr(s: &str, v6: bool) -> Option<(std::net::IpAddr, u16)> {
     let (a, p) = s.split_once(':')?;
+    if !a.is_ascii() {
+        return None;
+    }
     let port = u16::from_str_radix(p, 16).ok()?;
     if v6 {
         if a.len() != 32 {

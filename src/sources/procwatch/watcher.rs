@@ -42,6 +42,9 @@ struct Tracked {
     pidfd: Option<OwnedFd>,
     /// When the watcher last knew it alive (scan modes).
     seen_ns: MonoNs,
+    /// It had already exited when the watcher started watching it (pidfd readable at once,
+    /// or gone before pidfd_open): its exit instant is only known to an interval.
+    born_dead: bool,
 }
 
 /// An exit seen on a pidfd whose status is not known yet (waiting for the parent to reap).
@@ -585,6 +588,7 @@ impl Core {
             held: Vec::new(),
             pidfd: None,
             seen_ns: now,
+            born_dead: false,
         };
         if self.mode == ActiveMode::Pidfd {
             match sys::pidfd_open(pid) {
@@ -596,6 +600,15 @@ impl Core {
                             return false;
                         }
                     }
+                    let mut pfd = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd, no wait.
+                    if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
+                        t.born_dead = true;
+                    }
                     if self
                         .epoll
                         .add(fd.as_raw_fd(), TOKEN_PIDFD | pid as u32 as u64)
@@ -604,6 +617,9 @@ impl Core {
                         t.pidfd = Some(fd);
                     }
                 }
+                // Gone (reaped) between the scan's stat read and pidfd_open: the next scan
+                // records its exit, with the interval it is known to.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => t.born_dead = true,
                 Err(_) => return false,
             }
         }
@@ -1078,6 +1094,8 @@ impl Core {
         if let Some(fd) = &t.pidfd {
             self.epoll.del(fd.as_raw_fd());
         }
+        // A scan must not take the zombie for a new process while its status is pending.
+        self.dead.insert(t.pid, t.start);
         let deadline = observed + self.tuning.reap_grace.as_nanos() as u64;
         let p = PendingExit {
             t,
@@ -1092,8 +1110,15 @@ impl Core {
     /// Try to learn the status of a pidfd exit; keep it pending until the grace period ends.
     fn try_resolve(&mut self, mut p: PendingExit) {
         let now = mono_now();
-        let timing = Timing::Wakeup {
-            observed_ns: p.observed,
+        let timing = if p.t.born_dead {
+            Timing::Between {
+                not_before_ns: p.t.start_mono.unwrap_or(p.t.seen_ns),
+                observed_ns: p.t.seen_ns,
+            }
+        } else {
+            Timing::Wakeup {
+                observed_ns: p.observed,
+            }
         };
         if self.pidfd_status == StatusSupport::Yes {
             if let Some(fd) = &p.t.pidfd {
@@ -1286,6 +1311,7 @@ impl Core {
                     held: Vec::new(),
                     pidfd: None,
                     seen_ns: observed,
+                    born_dead: false,
                 };
                 let who = self.who(&t);
                 self.table.insert(child_tgid, t);
@@ -1372,6 +1398,14 @@ impl Core {
     // ----- commands ---------------------------------------------------------------------
 
     fn on_hint(&mut self, pid: i32, pm_id: u64, name: &str) {
+        // Already known as this app: nothing to do (the recorder may hint on every reply).
+        if self
+            .table
+            .get(&pid)
+            .is_some_and(|t| t.app.as_ref().is_some_and(|a| a.pm_id == pm_id))
+        {
+            return;
+        }
         self.flux();
         let now = mono_now();
         let hinted = |env: Option<AppRef>, home: &str| -> AppRef {
@@ -1408,7 +1442,6 @@ impl Core {
             self.lost(format!("hint: pid {pid} ({name}:{pm_id}) is not running"));
             return;
         };
-        let start_ticks = stat.starttime;
         if !self.add(pid, Some(stat), None, None) {
             return;
         }
@@ -1424,13 +1457,9 @@ impl Core {
             });
         }
         let who = who_of(t);
-        let timing = Timing::StartTime {
-            not_before_ns: self.ticks_to_mono(start_ticks),
-            resolution_ns: self.tick_ns,
-            observed_ns: now,
-        };
+        let timing = Timing::Observed { observed_ns: now };
         self.emit(
-            timing.at(),
+            now,
             ProcEvent::Tracked {
                 who,
                 via: Via::Hint,
