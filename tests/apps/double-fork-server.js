@@ -8,21 +8,21 @@
 // `listening <port> <pid>` or `error <CODE>`. The owner exits 1 when the
 // server could not listen (e.g. EADDRINUSE), and exits at once on SIGINT/
 // SIGTERM after forwarding SIGTERM to the server. The server keeps the port
-// for DRAIN_MS (default 8000 ms) after SIGINT/SIGTERM or after its owner is
+// for DRAIN_MS (default 12000 ms) after SIGINT/SIGTERM or after its owner is
 // gone (fd 3 closed or owner pid dead), then exits; HARD_CAP_MS (default
 // 20000) bounds the drain, so nothing leaks even if a harness fails.
 //
-// pm2 7.0.4 `pm2 restart`: the owner dies, pm2 sees its tree dead and starts
+// pm2 7.0.4 (and 5.4.3) `pm2 restart`: the owner dies, pm2 sees its tree dead and starts
 // the next generation while the old server still holds the port; the new
 // server fails with EADDRINUSE, its owner exits 1 within milliseconds, and the
-// app crash-loops into `errored`. `pm2 stop; sleep 9; pm2 start` works.
+// app crash-loops into `errored`. `pm2 stop; sleep 13; pm2 start` works.
 const http = require('http');
 const net = require('net');
 const { spawn } = require('child_process');
 
 const role = process.argv[2] || '--owner';
 const port = Number(process.env.PORT || 0);
-const drainMs = Number(process.env.DRAIN_MS || 8000);
+const drainMs = Number(process.env.DRAIN_MS || 12000);
 const hardCapMs = Number(process.env.HARD_CAP_MS || 20000);
 const tag = `double-fork-server[${role.replace(/^--/, '')} pid=${process.pid}]`;
 

@@ -1,7 +1,7 @@
 'use strict';
 // The pm2 process (parent) forks a child with child_process.fork; the child
 // owns the HTTP server on $PORT. On SIGINT/SIGTERM the parent exits at once,
-// while the child keeps the listening socket for DRAIN_MS (default 8000 ms)
+// while the child keeps the listening socket for DRAIN_MS (default 12000 ms)
 // to drain in-flight requests, then exits.
 //
 // pm2 5.4.3 waits only for the parent pid, starts the next generation at once,
@@ -16,7 +16,7 @@ const http = require('http');
 const { fork } = require('child_process');
 
 const port = Number(process.env.PORT || 0);
-const drainMs = Number(process.env.DRAIN_MS || 8000);
+const drainMs = Number(process.env.DRAIN_MS || 12000);
 const hardCapMs = Number(process.env.HARD_CAP_MS || 20000);
 const tag = `slow-drain-child[${process.argv[2] === '--child' ? 'child' : 'parent'} pid=${process.pid}]`;
 

@@ -116,9 +116,13 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Where `install-pm2.sh` puts a version.
+/// Where `install-pm2.sh` puts a version: `<repo>/target/pm2/<VERSION>`, or
+/// `$PM2_TRACE_PM2_ROOT/<VERSION>` when that variable is set (the script honours it too).
 pub fn install_dir(version: &str) -> PathBuf {
-    repo_root().join("target").join("pm2").join(version)
+    match std::env::var_os("PM2_TRACE_PM2_ROOT") {
+        Some(root) if !root.is_empty() => PathBuf::from(root).join(version),
+        _ => repo_root().join("target").join("pm2").join(version),
+    }
 }
 
 /// The pm2 CLI script of `version` (a node script).
@@ -205,7 +209,9 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
             unsafe {
                 libc::kill(-pgid, libc::SIGKILL);
             }
-            break child.wait().unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
+            break child
+                .wait()
+                .unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL));
         }
         thread::sleep(Duration::from_millis(10));
     };
@@ -220,7 +226,11 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
             timeout, cmd
         );
     }
-    Output { status, stdout, stderr }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 fn join_bounded(h: thread::JoinHandle<Vec<u8>>, limit: Duration) -> Vec<u8> {
@@ -296,12 +306,21 @@ pub fn read_cmdline(pid: i32) -> Option<String> {
     Some(s.trim_end().to_string())
 }
 
+/// Parent pid of `pid` from /proc/<pid>/stat.
+pub fn ppid(pid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Is `pid` alive and not a zombie?
 pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => {
             // state is the first field after the ")" that closes comm
-            let state = s.rfind(')').and_then(|i| s[i + 1..].trim_start().chars().next());
+            let state = s
+                .rfind(')')
+                .and_then(|i| s[i + 1..].trim_start().chars().next());
             !matches!(state, Some('Z') | Some('X') | None)
         }
         Err(_) => false,
@@ -501,6 +520,27 @@ impl Pm2 {
         self.reaper.as_ref().map(|c| c.id() as i32)
     }
 
+    /// SIGSTOP the subreaper: orphans of this home that die stay zombies (pm2's
+    /// `kill(pid, 0)` still finds them) until [`Pm2::thaw_reaper`]. With pm2 7.x this
+    /// makes a SIGKILLed, reparented tree member look unkillable, which is the
+    /// deterministic way to get `Process with pid N could not be killed` /
+    /// `app=web id=0 pid=0 could not be stopped` (the stop-timeout path; in
+    /// production: a process stuck in D state). Returns false without a reaper.
+    pub fn freeze_reaper(&self) -> bool {
+        match self.reaper_pid() {
+            Some(pid) => unsafe { libc::kill(pid, libc::SIGSTOP) == 0 },
+            None => false,
+        }
+    }
+
+    /// SIGCONT the subreaper (undoes [`Pm2::freeze_reaper`]).
+    pub fn thaw_reaper(&self) -> bool {
+        match self.reaper_pid() {
+            Some(pid) => unsafe { libc::kill(pid, libc::SIGCONT) == 0 },
+            None => false,
+        }
+    }
+
     /// The daemon's pid from `$PM2_HOME/pm2.pid`, if that process is alive.
     pub fn daemon_pid(&self) -> Option<i32> {
         let s = std::fs::read_to_string(self.home.join("pm2.pid")).ok()?;
@@ -629,7 +669,12 @@ impl Pm2 {
 
     /// Poll (every 50 ms, over the socket) until app `name` has `pm2_env.status ==
     /// status`; Ok(entry) or Err(description of the last state seen).
-    pub fn wait_for_status(&self, name: &str, status: &str, timeout: Duration) -> Result<Value, String> {
+    pub fn wait_for_status(
+        &self,
+        name: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<Value, String> {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         loop {
@@ -673,10 +718,12 @@ impl Pm2 {
 
     /// `$PM2_HOME/logs/<name>-out.log` and `-error.log`.
     pub fn app_out_log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.home.join("logs").join(format!("{name}-out.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.home.join("logs").join(format!("{name}-out.log")))
+            .unwrap_or_default()
     }
     pub fn app_err_log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.home.join("logs").join(format!("{name}-error.log"))).unwrap_or_default()
+        std::fs::read_to_string(self.home.join("logs").join(format!("{name}-error.log")))
+            .unwrap_or_default()
     }
 
     /// Stop the daemon and everything of this home now (what Drop does).
@@ -692,6 +739,8 @@ impl Pm2 {
                 self.log_tail(40)
             );
         }
+        // 0. a frozen reaper could not reap what we are about to kill
+        self.thaw_reaper();
         // 1. ask the daemon to go (it stops its apps first)
         if self.home.join("rpc.sock").exists() && self.daemon_pid().is_some() {
             let _ = self.cmd_full(&[], &["kill"], Duration::from_secs(15));
@@ -726,7 +775,9 @@ impl Pm2 {
             loop {
                 match r.try_wait() {
                     Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                    Ok(None) if Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(10))
+                    }
                     _ => {
                         let _ = r.kill();
                         let _ = r.wait();
@@ -792,9 +843,15 @@ fn read_msg(r: &mut impl Read) -> std::io::Result<Vec<Vec<u8>>> {
 }
 
 /// One request/reply on a pm2 rpc.sock. Returns the reply's `args` array.
-pub fn rpc_call(sock: &Path, method: &str, args: Value, timeout: Duration) -> Result<Value, String> {
+pub fn rpc_call(
+    sock: &Path,
+    method: &str,
+    args: Value,
+    timeout: Duration,
+) -> Result<Value, String> {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut s = UnixStream::connect(sock).map_err(|e| format!("connect {}: {e}", sock.display()))?;
+    let mut s =
+        UnixStream::connect(sock).map_err(|e| format!("connect {}: {e}", sock.display()))?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();
     let id = format!(
@@ -810,7 +867,10 @@ pub fn rpc_call(sock: &Path, method: &str, args: Value, timeout: Duration) -> Re
     s.write_all(&msg).map_err(|e| format!("write: {e}"))?;
     loop {
         let m = read_msg(&mut s).map_err(|e| format!("read reply to {method}: {e}"))?;
-        let is_ours = m.get(1).map(|a| a.as_slice() == format!("s:{id}").as_bytes()).unwrap_or(false);
+        let is_ours = m
+            .get(1)
+            .map(|a| a.as_slice() == format!("s:{id}").as_bytes())
+            .unwrap_or(false);
         if !is_ours {
             continue;
         }
