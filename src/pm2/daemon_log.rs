@@ -1,1 +1,547 @@
-//! TODO
+//! The PM2 daemon's own log lines (`pm2.log`, and the `log:PM2` bus event) as typed events.
+//!
+//! The format strings come from pm2's source (5.4.3 and 7.0.4), `lib/God.js`,
+//! `lib/God/ActionMethods.js`, `lib/God/Methods.js`, `lib/God/ForkMode.js` and
+//! `lib/God/ClusterMode.js`:
+//!
+//! ```text
+//! Stopping app:%s id:%s
+//! pid=%d msg=failed to kill - retrying in %dms
+//! pid=%d msg=process tree killed (%d pids)                                        7.x
+//! pid=%d msg=process killed                                                       5.x
+//! Process with pid %d still alive after %sms, sending SIGKILL to %d remaining pids...   7.x
+//! Process with pid %d still alive after %sms, sending it SIGKILL now...                 5.x
+//! Process with pid %d could not be killed
+//! App [name:id] exited with code [code] via signal [signal]     (signal defaults to SIGINT)
+//! App [name:id] starting in -fork mode-        (or -cluster mode-)
+//! App [name:id] online
+//! App [name:id] stale exit event ignored (pid %s)                                 7.x
+//! Script %s had too many unstable restarts (%d). Stopped. "errored"
+//! app=%s id=%d pid=%s could not be stopped
+//! ```
+//!
+//! In `pm2.log` each line carries a prefix `<date>: PM2 <level>: ` (date format
+//! `PM2_LOG_DATE_FORMAT`, default `YYYY-MM-DDTHH:mm:ss`); `log:PM2` bus payloads do not.
+//! [`parse`] accepts both. It never panics: anything it does not recognise is
+//! [`DaemonLogLine::Other`].
+
+use serde::{Deserialize, Serialize};
+
+/// One line of the daemon's log, with its meaning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "line", rename_all = "snake_case")]
+pub enum DaemonLogLine {
+    /// `Stopping app:web id:0`: a stop began; pm2 sends the kill signal (SIGINT by default)
+    /// to the process (tree) right after.
+    Stopping { app: String, id: u64 },
+    /// `pid=3456 msg=failed to kill - retrying in 100ms`: still alive at a poll.
+    KillRetry { pid: i64, ms: u64 },
+    /// `pid=3456 msg=process tree killed (1 pids)` (7.x): every pid of the tree is gone.
+    TreeKilled { pid: i64, pids: u64 },
+    /// `pid=3456 msg=process killed` (5.x): the main pid is gone (descendants not checked).
+    ProcessKilled { pid: i64 },
+    /// `Process with pid 5308 still alive after 1600ms, sending SIGKILL ...`: the stop timed
+    /// out. `remaining` is the number of tree pids still alive (7.x only).
+    SigkillAfterTimeout {
+        pid: i64,
+        ms: u64,
+        remaining: Option<u64>,
+    },
+    /// `Process with pid %d could not be killed`: even SIGKILL did not end it in time.
+    CouldNotBeKilled { pid: i64 },
+    /// `App [web:0] exited with code [1] via signal [SIGINT]`. The daemon prints SIGINT when
+    /// there was no signal, so `signal` is what pm2 says, not necessarily what happened.
+    Exited {
+        app: String,
+        id: u64,
+        code: i64,
+        signal: String,
+    },
+    /// `App [web:0] starting in -fork mode-`: a new generation is being spawned.
+    Starting { app: String, id: u64, mode: String },
+    /// `App [web:0] online`.
+    Online { app: String, id: u64 },
+    /// `App [web:0] stale exit event ignored (pid 123)` (7.x): an exit of an earlier
+    /// generation arrived after its slot was taken over.
+    StaleExitIgnored {
+        app: String,
+        id: u64,
+        pid: Option<i64>,
+    },
+    /// `Script /srv/app.js had too many unstable restarts (16). Stopped. "errored"`.
+    TooManyUnstableRestarts { script: String, count: u64 },
+    /// `app=web id=0 pid=123 could not be stopped`: the daemon marks the app errored.
+    CouldNotBeStopped {
+        app: String,
+        id: u64,
+        pid: Option<i64>,
+    },
+    /// Anything else, kept as it was (without the pm2.log prefix).
+    Other { text: String },
+}
+
+/// The `pm2.log` prefix of a line: `2026-11-25T15:34:44: PM2 log: `.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPrefix {
+    /// The date as the daemon printed it (format `PM2_LOG_DATE_FORMAT`).
+    pub stamp: String,
+    /// `log`, `error`, `warn` or `info`.
+    pub level: String,
+}
+
+/// Longest date prefix accepted before `: PM2 <level>: `.
+const MAX_STAMP: usize = 64;
+
+/// Split a `pm2.log` line into its prefix (if it has one) and its message.
+pub fn split_prefix(line: &str) -> (Option<LogPrefix>, &str) {
+    for level in ["log", "error", "warn", "info"] {
+        let marker = format!(": PM2 {level}: ");
+        if let Some(pos) = line.find(&marker) {
+            if pos > 0 && pos <= MAX_STAMP && !line[..pos].contains(['\n', '\r']) {
+                let stamp = line[..pos].to_owned();
+                let rest = &line[pos + marker.len()..];
+                return (
+                    Some(LogPrefix {
+                        stamp,
+                        level: level.to_owned(),
+                    }),
+                    rest,
+                );
+            }
+        }
+    }
+    (None, line)
+}
+
+/// Parse one daemon log line, with or without its `pm2.log` prefix.
+pub fn parse(line: &str) -> DaemonLogLine {
+    let (_, msg) = split_prefix(line);
+    parse_message(msg)
+}
+
+/// Parse one daemon log message (no prefix; a trailing newline is ignored).
+pub fn parse_message(msg: &str) -> DaemonLogLine {
+    let msg = msg.trim_end_matches(['\n', '\r']);
+    let other = || DaemonLogLine::Other {
+        text: msg.to_owned(),
+    };
+    if let Some(rest) = msg.strip_prefix("Stopping app:") {
+        return stopping(rest).unwrap_or_else(other);
+    }
+    if let Some(rest) = msg.strip_prefix("pid=") {
+        return pid_msg(rest).unwrap_or_else(other);
+    }
+    if let Some(rest) = msg.strip_prefix("Process with pid ") {
+        return process_with_pid(rest).unwrap_or_else(other);
+    }
+    if let Some(rest) = msg.strip_prefix("App [") {
+        return app_line(rest).unwrap_or_else(other);
+    }
+    if let Some(rest) = msg.strip_prefix("Script ") {
+        return too_many(rest).unwrap_or_else(other);
+    }
+    if let Some(rest) = msg.strip_prefix("app=") {
+        return could_not_be_stopped(rest).unwrap_or_else(other);
+    }
+    other()
+}
+
+fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 24 {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `web id:0`
+fn stopping(rest: &str) -> Option<DaemonLogLine> {
+    let (app, id) = rest.rsplit_once(" id:")?;
+    Some(DaemonLogLine::Stopping {
+        app: app.to_owned(),
+        id: num(id)?,
+    })
+}
+
+/// `3456 msg=...`
+fn pid_msg(rest: &str) -> Option<DaemonLogLine> {
+    let (pid, m) = rest.split_once(" msg=")?;
+    let pid: i64 = num(pid)?;
+    if let Some(ms) = m.strip_prefix("failed to kill - retrying in ") {
+        return Some(DaemonLogLine::KillRetry {
+            pid,
+            ms: num(ms.strip_suffix("ms")?)?,
+        });
+    }
+    if let Some(n) = m.strip_prefix("process tree killed (") {
+        return Some(DaemonLogLine::TreeKilled {
+            pid,
+            pids: num(n.strip_suffix(" pids)")?)?,
+        });
+    }
+    if m == "process killed" {
+        return Some(DaemonLogLine::ProcessKilled { pid });
+    }
+    None
+}
+
+/// `5308 still alive after 1600ms, sending ...` or `5308 could not be killed`
+fn process_with_pid(rest: &str) -> Option<DaemonLogLine> {
+    if let Some(pid) = rest.strip_suffix(" could not be killed") {
+        return Some(DaemonLogLine::CouldNotBeKilled { pid: num(pid)? });
+    }
+    let (pid, after) = rest.split_once(" still alive after ")?;
+    let pid: i64 = num(pid)?;
+    let (ms, tail) = after.split_once("ms, sending ")?;
+    let ms: u64 = num(ms)?;
+    if tail == "it SIGKILL now..." {
+        return Some(DaemonLogLine::SigkillAfterTimeout {
+            pid,
+            ms,
+            remaining: None,
+        });
+    }
+    let n = tail
+        .strip_prefix("SIGKILL to ")?
+        .strip_suffix(" remaining pids...")?;
+    Some(DaemonLogLine::SigkillAfterTimeout {
+        pid,
+        ms,
+        remaining: Some(num(n)?),
+    })
+}
+
+/// `web:0] exited with code [1] via signal [SIGINT]`, `web:0] online`, ...
+fn app_line(rest: &str) -> Option<DaemonLogLine> {
+    // The name may itself contain `]` or `:`; the suffixes are fixed, so match them first.
+    if let Some(head) = rest.strip_suffix("] online") {
+        let (app, id) = name_id(head)?;
+        return Some(DaemonLogLine::Online { app, id });
+    }
+    if let Some(pos) = rest.rfind("] starting in -") {
+        let (app, id) = name_id(&rest[..pos])?;
+        let mode = rest[pos + "] starting in -".len()..].strip_suffix(" mode-")?;
+        return Some(DaemonLogLine::Starting {
+            app,
+            id,
+            mode: mode.to_owned(),
+        });
+    }
+    if let Some(pos) = rest.rfind("] exited with code [") {
+        let (app, id) = name_id(&rest[..pos])?;
+        let tail = &rest[pos + "] exited with code [".len()..];
+        let (code, sig) = tail.split_once("] via signal [")?;
+        let signal = sig.strip_suffix(']')?;
+        return Some(DaemonLogLine::Exited {
+            app,
+            id,
+            code: num(code)?,
+            signal: signal.to_owned(),
+        });
+    }
+    if let Some(pos) = rest.rfind("] stale exit event ignored (pid ") {
+        let (app, id) = name_id(&rest[..pos])?;
+        let pid = rest[pos + "] stale exit event ignored (pid ".len()..].strip_suffix(')')?;
+        return Some(DaemonLogLine::StaleExitIgnored {
+            app,
+            id,
+            pid: num(pid),
+        });
+    }
+    None
+}
+
+/// `web:0` -> ("web", 0); the id is after the last colon.
+fn name_id(s: &str) -> Option<(String, u64)> {
+    let (name, id) = s.rsplit_once(':')?;
+    Some((name.to_owned(), num(id)?))
+}
+
+/// `/srv/app.js had too many unstable restarts (16). Stopped. "errored"`
+fn too_many(rest: &str) -> Option<DaemonLogLine> {
+    let pos = rest.rfind(" had too many unstable restarts (")?;
+    let script = &rest[..pos];
+    let tail = &rest[pos + " had too many unstable restarts (".len()..];
+    let (count, _) = tail.split_once(")")?;
+    Some(DaemonLogLine::TooManyUnstableRestarts {
+        script: script.to_owned(),
+        count: num(count)?,
+    })
+}
+
+/// `web id=0 pid=123 could not be stopped`
+fn could_not_be_stopped(rest: &str) -> Option<DaemonLogLine> {
+    let head = rest.strip_suffix(" could not be stopped")?;
+    let (head, pid) = head.rsplit_once(" pid=")?;
+    let (app, id) = head.rsplit_once(" id=")?;
+    Some(DaemonLogLine::CouldNotBeStopped {
+        app: app.to_owned(),
+        id: num(id)?,
+        pid: num(pid),
+    })
+}
+
+impl DaemonLogLine {
+    /// The app (name, pm_id) the line is about, when it names one.
+    pub fn app(&self) -> Option<(&str, u64)> {
+        match self {
+            DaemonLogLine::Stopping { app, id }
+            | DaemonLogLine::Exited { app, id, .. }
+            | DaemonLogLine::Starting { app, id, .. }
+            | DaemonLogLine::Online { app, id }
+            | DaemonLogLine::StaleExitIgnored { app, id, .. }
+            | DaemonLogLine::CouldNotBeStopped { app, id, .. } => Some((app, *id)),
+            _ => None,
+        }
+    }
+
+    /// The OS pid the line is about, when it names one.
+    pub fn pid(&self) -> Option<i64> {
+        match self {
+            DaemonLogLine::KillRetry { pid, .. }
+            | DaemonLogLine::TreeKilled { pid, .. }
+            | DaemonLogLine::ProcessKilled { pid }
+            | DaemonLogLine::SigkillAfterTimeout { pid, .. }
+            | DaemonLogLine::CouldNotBeKilled { pid } => Some(*pid),
+            DaemonLogLine::StaleExitIgnored { pid, .. }
+            | DaemonLogLine::CouldNotBeStopped { pid, .. } => *pid,
+            _ => None,
+        }
+    }
+
+    /// What the line says, in words (without the app, which the caller shows).
+    pub fn describe(&self) -> String {
+        match self {
+            DaemonLogLine::Stopping { .. } => "stopping (daemon sends the kill signal)".into(),
+            DaemonLogLine::KillRetry { pid, ms } => {
+                format!("pid {pid} still alive, retrying in {ms} ms")
+            }
+            DaemonLogLine::TreeKilled { pid, pids } => {
+                format!(
+                    "pid {pid}: process tree killed ({pids} pid{})",
+                    if *pids == 1 { "" } else { "s" }
+                )
+            }
+            DaemonLogLine::ProcessKilled { pid } => {
+                format!("pid {pid}: process killed (main pid only)")
+            }
+            DaemonLogLine::SigkillAfterTimeout { pid, ms, remaining } => match remaining {
+                Some(n) => {
+                    format!("pid {pid} still alive after {ms} ms: SIGKILL to {n} remaining pid(s)")
+                }
+                None => format!("pid {pid} still alive after {ms} ms: SIGKILL"),
+            },
+            DaemonLogLine::CouldNotBeKilled { pid } => {
+                format!("pid {pid} could not be killed, even with SIGKILL")
+            }
+            DaemonLogLine::Exited { code, signal, .. } => {
+                format!("exited code {code} via {signal} (daemon says)")
+            }
+            DaemonLogLine::Starting { mode, .. } => format!("starting ({mode} mode)"),
+            DaemonLogLine::Online { .. } => "online (daemon log)".into(),
+            DaemonLogLine::StaleExitIgnored { pid, .. } => match pid {
+                Some(p) => format!("stale exit of earlier pid {p} ignored"),
+                None => "stale exit of an earlier generation ignored".into(),
+            },
+            DaemonLogLine::TooManyUnstableRestarts { script, count } => {
+                format!("errored: too many unstable restarts ({count}) of {script}")
+            }
+            DaemonLogLine::CouldNotBeStopped { pid, .. } => match pid {
+                Some(p) => format!("pid {p} could not be stopped: errored"),
+                None => "could not be stopped: errored".into(),
+            },
+            DaemonLogLine::Other { text } => format!("daemon: {text}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn every_line_from_the_field_notes() {
+        use DaemonLogLine::*;
+        let cases: Vec<(&str, DaemonLogLine)> = vec![
+            ("Stopping app:web id:0", Stopping { app: "web".into(), id: 0 }),
+            ("pid=3456 msg=failed to kill - retrying in 100ms", KillRetry { pid: 3456, ms: 100 }),
+            ("pid=3456 msg=process tree killed (1 pids)", TreeKilled { pid: 3456, pids: 1 }),
+            ("pid=3456 msg=process killed", ProcessKilled { pid: 3456 }),
+            (
+                "Process with pid 5308 still alive after 1600ms, sending SIGKILL to 1 remaining pids...",
+                SigkillAfterTimeout { pid: 5308, ms: 1600, remaining: Some(1) },
+            ),
+            (
+                "Process with pid 26808 still alive after 1600ms, sending it SIGKILL now...",
+                SigkillAfterTimeout { pid: 26808, ms: 1600, remaining: None },
+            ),
+            ("Process with pid 9 could not be killed", CouldNotBeKilled { pid: 9 }),
+            (
+                "App [web:0] exited with code [1] via signal [SIGINT]",
+                Exited { app: "web".into(), id: 0, code: 1, signal: "SIGINT".into() },
+            ),
+            ("App [web:0] starting in -fork mode-", Starting { app: "web".into(), id: 0, mode: "fork".into() }),
+            ("App [api:3] starting in -cluster mode-", Starting { app: "api".into(), id: 3, mode: "cluster".into() }),
+            ("App [web:0] online", Online { app: "web".into(), id: 0 }),
+            (
+                "App [web:0] stale exit event ignored (pid 77)",
+                StaleExitIgnored { app: "web".into(), id: 0, pid: Some(77) },
+            ),
+            (
+                "Script /path/app.js had too many unstable restarts (16). Stopped. \"errored\"",
+                TooManyUnstableRestarts { script: "/path/app.js".into(), count: 16 },
+            ),
+            (
+                "app=web id=0 pid=123 could not be stopped",
+                CouldNotBeStopped { app: "web".into(), id: 0, pid: Some(123) },
+            ),
+            ("PM2 successfully stopped", Other { text: "PM2 successfully stopped".into() }),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), want, "{line}");
+            let prefixed = format!("2026-11-25T15:34:44: PM2 log: {line}");
+            assert_eq!(parse(&prefixed), want, "{prefixed}");
+            assert_eq!(parse(&format!("{line}\n")), want, "with newline: {line}");
+        }
+    }
+
+    #[test]
+    fn names_with_colons_and_brackets() {
+        assert_eq!(
+            parse("App [my:app]:12] online"),
+            DaemonLogLine::Online {
+                app: "my:app]".into(),
+                id: 12
+            }
+        );
+        assert_eq!(
+            parse("Stopping app:a id:b id:4"),
+            DaemonLogLine::Stopping {
+                app: "a id:b".into(),
+                id: 4
+            }
+        );
+        assert_eq!(
+            parse("app=x y id=2 pid=undefined could not be stopped"),
+            DaemonLogLine::CouldNotBeStopped {
+                app: "x y".into(),
+                id: 2,
+                pid: None
+            }
+        );
+    }
+
+    #[test]
+    fn prefix_levels_and_custom_date_formats() {
+        let (p, m) =
+            split_prefix("2026-11-25T15:35:25: PM2 error: Error [ERR_STREAM_DESTROYED]: x");
+        assert_eq!(p.unwrap().level, "error");
+        assert_eq!(m, "Error [ERR_STREAM_DESTROYED]: x");
+        let (p, m) = split_prefix("25/11/2026 15:35 +00:00: PM2 log: App [web:0] online");
+        assert_eq!(p.unwrap().stamp, "25/11/2026 15:35 +00:00");
+        assert_eq!(
+            parse_message(m),
+            DaemonLogLine::Online {
+                app: "web".into(),
+                id: 0
+            }
+        );
+        // A bus payload that merely mentions the marker far into the text is not a prefix.
+        let long = format!("{}: PM2 log: App [web:0] online", "x".repeat(100));
+        assert!(matches!(parse(&long), DaemonLogLine::Other { .. }));
+    }
+
+    #[test]
+    fn near_misses_are_other() {
+        for line in [
+            "",
+            "Stopping app:web id:",
+            "Stopping app:web id:x",
+            "pid=abc msg=process killed",
+            "pid=1 msg=failed to kill - retrying in xms",
+            "pid=1 msg=process tree killed (",
+            "Process with pid 1 still alive after ms, sending it SIGKILL now...",
+            "App [web] online",
+            "App [web:0] exited with code [] via signal [SIGINT]",
+            "App [web:0] starting in -fork",
+            "Script x had too many unstable restarts (",
+            "app=web could not be stopped",
+            "pid=99999999999999999999999999 msg=process killed",
+        ] {
+            assert!(
+                matches!(parse(line), DaemonLogLine::Other { .. }),
+                "{line:?} -> {:?}",
+                parse(line)
+            );
+        }
+    }
+
+    /// Every line of the real pm2.log files recorded for the fixtures parses, and the
+    /// interesting ones are recognised.
+    #[test]
+    fn real_pm2_logs() {
+        for (file, want_sigkill) in [("pm2-7.0.4.pm2.log", Some(1)), ("pm2-5.4.3.pm2.log", None)] {
+            let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            let lines: Vec<DaemonLogLine> = text.lines().map(parse).collect();
+            let count = |f: &dyn Fn(&DaemonLogLine) -> bool| lines.iter().filter(|l| f(l)).count();
+            assert!(
+                count(&|l| matches!(l, DaemonLogLine::Stopping { .. })) >= 4,
+                "{file}"
+            );
+            assert!(
+                count(&|l| matches!(l, DaemonLogLine::Exited { .. })) >= 16,
+                "{file}"
+            );
+            assert!(
+                count(&|l| matches!(l, DaemonLogLine::Starting { .. })) >= 16,
+                "{file}"
+            );
+            assert!(
+                count(&|l| matches!(l, DaemonLogLine::Online { .. })) >= 16,
+                "{file}"
+            );
+            assert!(
+                count(&|l| matches!(l, DaemonLogLine::KillRetry { ms: 100, .. })) >= 10,
+                "{file}"
+            );
+            assert_eq!(
+                count(&|l| matches!(l, DaemonLogLine::TooManyUnstableRestarts { count: 16, .. })),
+                1
+            );
+            assert!(
+                count(
+                    &|l| matches!(l, DaemonLogLine::SigkillAfterTimeout { ms: 1600, remaining, .. } if *remaining == want_sigkill)
+                ) >= 1,
+                "{file}"
+            );
+            if want_sigkill.is_some() {
+                assert!(count(&|l| matches!(l, DaemonLogLine::TreeKilled { pids: 1, .. })) >= 3);
+            } else {
+                assert!(count(&|l| matches!(l, DaemonLogLine::ProcessKilled { .. })) >= 3);
+            }
+            // Nothing from a known line is left with its prefix in Other.
+            for l in &lines {
+                if let DaemonLogLine::Other { text } = l {
+                    assert!(!text.contains(": PM2 log: "), "{text}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn never_panics_near_known_shapes(
+            head in prop::sample::select(vec!["Stopping app:", "pid=", "Process with pid ", "App [", "Script ", "app=", "2026: PM2 log: App ["]),
+            tail in "[a-z0-9 :=\\[\\]().\\-\"é]{0,40}",
+        ) {
+            let _ = parse(&format!("{head}{tail}"));
+        }
+    }
+}

@@ -1,1 +1,750 @@
-//! TODO
+//! Typed PM2 meaning of RPC calls, replies and bus messages.
+//!
+//! Shapes were read from pm2 5.4.3 and 7.0.4 (`lib/API.js`, `lib/Client.js`,
+//! `lib/Daemon.js`, `lib/God/ActionMethods.js`, `lib/Event.js`, `lib/Utility.js`) and checked
+//! against real traffic (tests/fixtures/pm2-*.jsonl):
+//!
+//! - `restartProcessId` / `reloadProcessId` / `softReloadProcessId`: `[{"id": <pm_id>, "env": {...}}]`.
+//!   `env` is the CLI's env sections (`current_conf`, `<app name>`, ...); with `--update-env`
+//!   also the caller's whole environment. The daemon merges only non-object values into the
+//!   app's environment (`Utility.extend` skips values that stringify to `[object Object]`).
+//! - `stopProcessId`, `deleteProcessId`, `startProcessId`: `[<pm_id>]` (a bare number; the
+//!   daemon's stopProcessId also accepts `{"id": n}`). The CLI never sends startProcessId:
+//!   `pm2 start <existing app>` sends restartProcessId; the daemon calls startProcessId itself.
+//! - `notifyByProcessId`: `[{"id": <pm_id>, "action_name": "restart", "manually": true}]`.
+//! - `getMonitorData` reply: `[[{"pid", "name", "pm_id", "monit", "pm2_env": {...}}]]`; status,
+//!   restart_time, unstable_restarts, pm_uptime, created_at, exec_mode, treekill, and (only when
+//!   configured) kill_timeout, min_uptime, max_restarts live in `pm2_env`.
+//! - `restartProcessId` reply: the new ChildProcess, cloned: `pid` at top level and at
+//!   `_handle.pid` (both 5.4.3 and 7.0.4), also `process.pid`; `pm2_env` as above.
+//! - bus: `[s:<event>, j:<payload>]`; `process:event` payload `{event, manually, at, process}`
+//!   where `process` is the pm2_env without `env` (7.x adds `_tree_pids`); `log:out` /
+//!   `log:err` / `log:PM2` payload `{process: {pm_id, name}, at, data}`.
+
+use super::daemon_log::{self, DaemonLogLine};
+use crate::wire::amp::Message;
+use crate::wire::rpc::Call;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// What a request names as its target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Target {
+    /// A pm_id (what the CLI sends after resolving names).
+    Id(u64),
+    /// Anything else (a name, `all`, ...), as text.
+    Name(String),
+}
+
+impl Target {
+    fn from_value(v: &Value) -> Option<Target> {
+        match v {
+            Value::Number(n) => n
+                .as_u64()
+                .map(Target::Id)
+                .or_else(|| Some(Target::Name(n.to_string()))),
+            Value::String(s) => Some(
+                s.trim()
+                    .parse()
+                    .map(Target::Id)
+                    .unwrap_or_else(|_| Target::Name(s.clone())),
+            ),
+            Value::Object(o) => o.get("id").and_then(Target::from_value),
+            _ => None,
+        }
+    }
+
+    pub fn pm_id(&self) -> Option<u64> {
+        match self {
+            Target::Id(n) => Some(*n),
+            Target::Name(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Id(n) => write!(f, "{n}"),
+            Target::Name(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// A pm2 client's request, with its PM2 meaning.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "call")]
+pub enum Pm2Call {
+    #[serde(rename = "restartProcessId")]
+    RestartProcessId {
+        target: Option<Target>,
+        /// Serialized as its keys only: values may be secrets.
+        #[serde(serialize_with = "env_keys")]
+        env: Option<Map<String, Value>>,
+    },
+    /// `reloadProcessId`, or `softReloadProcessId` when `graceful`.
+    #[serde(rename = "reloadProcessId")]
+    ReloadProcessId {
+        target: Option<Target>,
+        #[serde(serialize_with = "env_keys")]
+        env: Option<Map<String, Value>>,
+        graceful: bool,
+    },
+    #[serde(rename = "stopProcessId")]
+    StopProcessId { target: Option<Target> },
+    #[serde(rename = "startProcessId")]
+    StartProcessId { target: Option<Target> },
+    #[serde(rename = "deleteProcessId")]
+    DeleteProcessId { target: Option<Target> },
+    #[serde(rename = "notifyByProcessId")]
+    NotifyByProcessId {
+        id: Option<Target>,
+        action_name: String,
+        manually: bool,
+    },
+    #[serde(rename = "getMonitorData")]
+    GetMonitorData,
+    /// `prepare`: start apps from a configuration (`pm2 start app.js`); the app names.
+    #[serde(rename = "prepare")]
+    Prepare { names: Vec<String> },
+    /// Any other method, kept with its arguments.
+    #[serde(rename = "other")]
+    Other { method: String, args: Vec<Value> },
+}
+
+/// Serialize an environment as the list of its keys.
+fn env_keys<S: Serializer>(env: &Option<Map<String, Value>>, s: S) -> Result<S::Ok, S::Error> {
+    match env {
+        Some(m) => s.collect_seq(m.keys()),
+        None => s.serialize_none(),
+    }
+}
+
+fn first_arg(call: &Call) -> &Value {
+    call.args.first().unwrap_or(&Value::Null)
+}
+
+fn env_of(v: &Value) -> Option<Map<String, Value>> {
+    v.get("env").and_then(Value::as_object).cloned()
+}
+
+impl Pm2Call {
+    /// The meaning of a decoded request.
+    pub fn from_call(call: &Call) -> Pm2Call {
+        let a = first_arg(call);
+        match call.method.as_str() {
+            "restartProcessId" => Pm2Call::RestartProcessId {
+                target: Target::from_value(a),
+                env: env_of(a),
+            },
+            "reloadProcessId" | "softReloadProcessId" => Pm2Call::ReloadProcessId {
+                target: Target::from_value(a),
+                env: env_of(a),
+                graceful: call.method == "softReloadProcessId",
+            },
+            "stopProcessId" => Pm2Call::StopProcessId {
+                target: Target::from_value(a),
+            },
+            "startProcessId" => Pm2Call::StartProcessId {
+                target: Target::from_value(a),
+            },
+            "deleteProcessId" => Pm2Call::DeleteProcessId {
+                target: Target::from_value(a),
+            },
+            "notifyByProcessId" => Pm2Call::NotifyByProcessId {
+                id: a.get("id").and_then(Target::from_value),
+                action_name: a.get("action_name").map(json_text).unwrap_or_default(),
+                // pm2 checks only that `manually` is defined.
+                manually: a.get("manually").is_some_and(|m| !m.is_null()),
+            },
+            "getMonitorData" => Pm2Call::GetMonitorData,
+            "prepare" => {
+                let confs: Vec<&Value> = match a {
+                    Value::Array(v) => v.iter().collect(),
+                    v => vec![v],
+                };
+                let names = confs
+                    .iter()
+                    .filter_map(|c| c.get("name").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect();
+                Pm2Call::Prepare { names }
+            }
+            _ => Pm2Call::Other {
+                method: call.method.clone(),
+                args: call.args.clone(),
+            },
+        }
+    }
+
+    /// The RPC method name.
+    pub fn method(&self) -> &str {
+        match self {
+            Pm2Call::RestartProcessId { .. } => "restartProcessId",
+            Pm2Call::ReloadProcessId {
+                graceful: false, ..
+            } => "reloadProcessId",
+            Pm2Call::ReloadProcessId { graceful: true, .. } => "softReloadProcessId",
+            Pm2Call::StopProcessId { .. } => "stopProcessId",
+            Pm2Call::StartProcessId { .. } => "startProcessId",
+            Pm2Call::DeleteProcessId { .. } => "deleteProcessId",
+            Pm2Call::NotifyByProcessId { .. } => "notifyByProcessId",
+            Pm2Call::GetMonitorData => "getMonitorData",
+            Pm2Call::Prepare { .. } => "prepare",
+            Pm2Call::Other { method, .. } => method,
+        }
+    }
+
+    /// The app the call acts on, if it names one pm_id.
+    pub fn target_id(&self) -> Option<u64> {
+        match self {
+            Pm2Call::RestartProcessId { target, .. }
+            | Pm2Call::ReloadProcessId { target, .. }
+            | Pm2Call::StopProcessId { target }
+            | Pm2Call::StartProcessId { target }
+            | Pm2Call::DeleteProcessId { target } => target.as_ref().and_then(Target::pm_id),
+            Pm2Call::NotifyByProcessId { id, .. } => id.as_ref().and_then(Target::pm_id),
+            _ => None,
+        }
+    }
+
+    /// Whether the call changes an app's processes (restart, reload, stop, start, delete).
+    pub fn is_action(&self) -> bool {
+        matches!(
+            self,
+            Pm2Call::RestartProcessId { .. }
+                | Pm2Call::ReloadProcessId { .. }
+                | Pm2Call::StopProcessId { .. }
+                | Pm2Call::StartProcessId { .. }
+                | Pm2Call::DeleteProcessId { .. }
+        )
+    }
+
+    /// The environment values the daemon would merge into the app's environment: the
+    /// non-object entries of `env` (pm2's `Utility.extend` skips objects).
+    pub fn env_vars(&self) -> Vec<(&str, &Value)> {
+        match self {
+            Pm2Call::RestartProcessId { env: Some(env), .. }
+            | Pm2Call::ReloadProcessId { env: Some(env), .. } => env
+                .iter()
+                .filter(|(_, v)| !v.is_object())
+                .map(|(k, v)| (k.as_str(), v))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// JSON value as plain text: strings without quotes.
+pub fn json_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Hashes of environment values, by key: enough to tell which keys changed without keeping
+/// (or ever showing) the values.
+pub type EnvFingerprint = BTreeMap<String, u64>;
+
+/// Fingerprint the non-object values of an environment object.
+pub fn env_fingerprint(env: &Map<String, Value>) -> EnvFingerprint {
+    env.iter()
+        .filter(|(_, v)| !v.is_object())
+        .map(|(k, v)| (k.clone(), value_hash(v)))
+        .collect()
+}
+
+/// A stable 64-bit hash of a JSON value as pm2 would stringify it into the environment.
+pub fn value_hash(v: &Value) -> u64 {
+    use sha2::Digest;
+    let text = json_text(v);
+    let d = sha2::Sha256::digest(text.as_bytes());
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
+/// One app as the daemon describes it: a `getMonitorData` entry, or the process in a
+/// `restartProcessId` / `stopProcessId` reply. Fields the daemon did not send are `None`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MonitorProc {
+    pub pm_id: Option<u64>,
+    pub name: Option<String>,
+    /// OS pid; 0 when pm2 has no process for the app (stopped, errored).
+    pub pid: Option<i64>,
+    pub status: Option<String>,
+    pub restart_time: Option<u64>,
+    pub unstable_restarts: Option<u64>,
+    /// Start of the current process, ms since the epoch (daemon clock).
+    pub pm_uptime: Option<i64>,
+    /// ms since the epoch (daemon clock); reset by restart, null after `errored`.
+    pub created_at: Option<i64>,
+    pub exec_mode: Option<String>,
+    /// ms; pm2's default (1600, or PM2_KILL_TIMEOUT) applies when `None`.
+    pub kill_timeout: Option<u64>,
+    pub treekill: Option<bool>,
+    /// ms; pm2's default 1000 applies when `None`.
+    pub min_uptime: Option<u64>,
+    /// pm2's default 16 applies when `None`.
+    pub max_restarts: Option<u64>,
+    /// `pm_exec_path`: the script, as the daemon names it in "too many unstable restarts".
+    pub exec_path: Option<String>,
+    /// Fingerprint of `pm2_env.env` (values hashed).
+    #[serde(skip)]
+    pub env: Option<EnvFingerprint>,
+}
+
+fn u64_of(v: Option<&Value>) -> Option<u64> {
+    match v? {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.is_finite())
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn i64_of(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn str_of(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::to_owned)
+}
+
+fn bool_of(v: Option<&Value>) -> Option<bool> {
+    match v? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s == "true" => Some(true),
+        Value::String(s) if s == "false" => Some(false),
+        _ => None,
+    }
+}
+
+impl MonitorProc {
+    /// Read one process object (top level `pid`/`name`/`pm_id` plus `pm2_env`).
+    pub fn from_value(v: &Value) -> MonitorProc {
+        let env = v.get("pm2_env").unwrap_or(&Value::Null);
+        let get = |k: &str| v.get(k).or_else(|| env.get(k));
+        let pid = i64_of(v.get("pid"))
+            .or_else(|| i64_of(v.get("_handle").and_then(|h| h.get("pid"))))
+            .or_else(|| i64_of(v.get("process").and_then(|p| p.get("pid"))));
+        MonitorProc {
+            pm_id: u64_of(get("pm_id")),
+            name: str_of(get("name")),
+            pid,
+            status: str_of(env.get("status")),
+            restart_time: u64_of(env.get("restart_time")),
+            unstable_restarts: u64_of(env.get("unstable_restarts")),
+            pm_uptime: i64_of(env.get("pm_uptime")),
+            created_at: i64_of(env.get("created_at")),
+            exec_mode: str_of(env.get("exec_mode")),
+            kill_timeout: u64_of(env.get("kill_timeout")),
+            treekill: bool_of(env.get("treekill")),
+            min_uptime: u64_of(env.get("min_uptime")),
+            max_restarts: u64_of(env.get("max_restarts")),
+            exec_path: str_of(env.get("pm_exec_path")),
+            env: env
+                .get("env")
+                .and_then(Value::as_object)
+                .map(env_fingerprint),
+        }
+    }
+
+    /// Read a `getMonitorData` reply's arguments (`[[proc, ...]]`).
+    pub fn list_from_reply(args: &[Value]) -> Vec<MonitorProc> {
+        match args.first() {
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter(|p| p.is_object())
+                .map(MonitorProc::from_value)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Read the process in a reply that returns one (restartProcessId, startProcessId,
+    /// stopProcessId, reloadProcessId, prepare): the first object argument, or the first
+    /// object of a first array argument.
+    pub fn from_reply(args: &[Value]) -> Option<MonitorProc> {
+        let v = match args.first()? {
+            Value::Array(a) => a.first()?,
+            v => v,
+        };
+        if !v.is_object() || (v.get("pm2_env").is_none() && v.get("pid").is_none()) {
+            return None;
+        }
+        Some(MonitorProc::from_value(v))
+    }
+}
+
+/// `process:event`'s `event` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessEventKind {
+    Exit,
+    Online,
+    Restart,
+    Stop,
+    RestartOverlimit,
+    Start,
+    Delete,
+    Reload,
+    Other(String),
+}
+
+impl ProcessEventKind {
+    pub fn parse(s: &str) -> ProcessEventKind {
+        match s {
+            "exit" => ProcessEventKind::Exit,
+            "online" => ProcessEventKind::Online,
+            "restart" => ProcessEventKind::Restart,
+            "stop" => ProcessEventKind::Stop,
+            "restart overlimit" => ProcessEventKind::RestartOverlimit,
+            "start" => ProcessEventKind::Start,
+            "delete" => ProcessEventKind::Delete,
+            "reload" => ProcessEventKind::Reload,
+            other => ProcessEventKind::Other(other.to_owned()),
+        }
+    }
+
+    /// The name pm2 uses.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ProcessEventKind::Exit => "exit",
+            ProcessEventKind::Online => "online",
+            ProcessEventKind::Restart => "restart",
+            ProcessEventKind::Stop => "stop",
+            ProcessEventKind::RestartOverlimit => "restart overlimit",
+            ProcessEventKind::Start => "start",
+            ProcessEventKind::Delete => "delete",
+            ProcessEventKind::Reload => "reload",
+            ProcessEventKind::Other(s) => s,
+        }
+    }
+}
+
+impl Serialize for ProcessEventKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A `process:event` from the bus.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProcessEvent {
+    pub event: ProcessEventKind,
+    /// True when a client asked for it (notifyByProcessId, or a start).
+    pub manually: bool,
+    /// ms since the epoch, daemon clock.
+    pub at: Option<i64>,
+    pub pm_id: Option<u64>,
+    pub name: Option<String>,
+    /// The app's status when the event was emitted (e.g. `launching` for online in 7.x,
+    /// `stopping` for the exit during a stop).
+    pub status: Option<String>,
+    /// The last exit code the daemon recorded for the app.
+    pub exit_code: Option<i64>,
+    /// Not sent by pm2 5.4.3 or 7.0.4; kept in case a version does.
+    pub signal: Option<String>,
+    pub restart_time: Option<u64>,
+    pub unstable_restarts: Option<u64>,
+    /// ms since the epoch: start of the process at the time of the event.
+    pub pm_uptime: Option<i64>,
+    /// 7.x: the process tree pids pm2 found at the last kill.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tree_pids: Vec<i64>,
+    /// `pm_exec_path`.
+    pub exec_path: Option<String>,
+}
+
+/// Which output of an app a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+/// One message from the event bus, with its meaning.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "bus", rename_all = "snake_case")]
+pub enum BusEvent {
+    ProcessEvent(ProcessEvent),
+    /// `log:out` / `log:err`: a chunk of an app's output (may hold several lines).
+    Log {
+        stream: Stream,
+        pm_id: Option<u64>,
+        name: Option<String>,
+        at: Option<i64>,
+        data: String,
+    },
+    /// `log:PM2`: what the daemon wrote to pm2.log, one entry per line.
+    DaemonLog {
+        at: Option<i64>,
+        lines: Vec<DaemonLogLine>,
+    },
+    /// Any other event, kept raw.
+    Other {
+        name: String,
+        payload: Value,
+    },
+}
+
+impl BusEvent {
+    /// Read a bus message `[s:<event name>, j:<payload>]`. `None` if it is not shaped so.
+    pub fn from_message(msg: &Message) -> Option<BusEvent> {
+        let name = msg.args.first()?.as_str()?;
+        let payload = msg
+            .args
+            .get(1)
+            .and_then(|a| a.as_json())
+            .cloned()
+            .unwrap_or(Value::Null);
+        Some(BusEvent::from_parts(name, payload))
+    }
+
+    /// Interpret an event name and its payload.
+    pub fn from_parts(name: &str, payload: Value) -> BusEvent {
+        let at = i64_of(payload.get("at"));
+        let proc_ = payload.get("process").unwrap_or(&Value::Null);
+        match name {
+            "process:event" => {
+                let Some(ev) = payload.get("event").map(json_text) else {
+                    return BusEvent::Other {
+                        name: name.to_owned(),
+                        payload,
+                    };
+                };
+                let tree_pids = proc_
+                    .get("_tree_pids")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .take(4096)
+                            .filter_map(|p| i64_of(Some(p)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                BusEvent::ProcessEvent(ProcessEvent {
+                    event: ProcessEventKind::parse(&ev),
+                    manually: matches!(payload.get("manually"), Some(Value::Bool(true))),
+                    at,
+                    pm_id: u64_of(proc_.get("pm_id")),
+                    name: str_of(proc_.get("name")),
+                    status: str_of(proc_.get("status")),
+                    exit_code: i64_of(proc_.get("exit_code")),
+                    signal: str_of(proc_.get("signal"))
+                        .or_else(|| str_of(proc_.get("exit_signal"))),
+                    restart_time: u64_of(proc_.get("restart_time")),
+                    unstable_restarts: u64_of(proc_.get("unstable_restarts")),
+                    pm_uptime: i64_of(proc_.get("pm_uptime")),
+                    tree_pids,
+                    exec_path: str_of(proc_.get("pm_exec_path")),
+                })
+            }
+            "log:out" | "log:err" => BusEvent::Log {
+                stream: if name == "log:out" {
+                    Stream::Out
+                } else {
+                    Stream::Err
+                },
+                pm_id: u64_of(proc_.get("pm_id")),
+                name: str_of(proc_.get("name")),
+                at,
+                data: payload.get("data").map(json_text).unwrap_or_default(),
+            },
+            "log:PM2" => {
+                let data = payload.get("data").map(json_text).unwrap_or_default();
+                let lines = data
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(daemon_log::parse)
+                    .collect();
+                BusEvent::DaemonLog { at, lines }
+            }
+            _ => BusEvent::Other {
+                name: name.to_owned(),
+                payload,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::amp::Arg;
+    use crate::wire::rpc::parse_call;
+    use serde_json::json;
+
+    fn call(method: &str, args: Value) -> Pm2Call {
+        let msg = crate::wire::rpc::encode_call(
+            method,
+            args.as_array().cloned().unwrap_or_default(),
+            "1:0",
+        );
+        Pm2Call::from_call(&parse_call(&msg).unwrap())
+    }
+
+    #[test]
+    fn calls_as_the_cli_sends_them() {
+        let c = call(
+            "restartProcessId",
+            json!([{"id": 0, "env": {"current_conf": {"a": 1}, "web": {}, "FOO": "bar"}}]),
+        );
+        assert_eq!(c.target_id(), Some(0));
+        assert_eq!(c.env_vars(), vec![("FOO", &json!("bar"))]);
+        assert!(c.is_action());
+        assert_eq!(
+            call("stopProcessId", json!([3])),
+            Pm2Call::StopProcessId {
+                target: Some(Target::Id(3))
+            }
+        );
+        assert_eq!(
+            call("stopProcessId", json!([{"id": 3}])).target_id(),
+            Some(3)
+        );
+        assert_eq!(
+            call("deleteProcessId", json!(["web"])),
+            Pm2Call::DeleteProcessId {
+                target: Some(Target::Name("web".into()))
+            }
+        );
+        assert_eq!(call("startProcessId", json!(["4"])).target_id(), Some(4));
+        assert_eq!(
+            call(
+                "notifyByProcessId",
+                json!([{"id": 0, "action_name": "restart", "manually": true}])
+            ),
+            Pm2Call::NotifyByProcessId {
+                id: Some(Target::Id(0)),
+                action_name: "restart".into(),
+                manually: true
+            }
+        );
+        assert_eq!(call("getMonitorData", json!([{}])), Pm2Call::GetMonitorData);
+        assert_eq!(
+            call("prepare", json!([{"name": "web", "script": "x"}])),
+            Pm2Call::Prepare {
+                names: vec!["web".into()]
+            }
+        );
+        let g = call("softReloadProcessId", json!([{"id": 1, "env": {}}]));
+        assert_eq!(g.method(), "softReloadProcessId");
+        let o = call("stopWatch", json!(["stopProcessId", 0]));
+        assert_eq!(
+            o,
+            Pm2Call::Other {
+                method: "stopWatch".into(),
+                args: vec![json!("stopProcessId"), json!(0)]
+            }
+        );
+        assert_eq!(o.method(), "stopWatch");
+        // Garbage arguments are kept, not dropped.
+        assert_eq!(
+            call("restartProcessId", json!([])),
+            Pm2Call::RestartProcessId {
+                target: None,
+                env: None
+            }
+        );
+        assert_eq!(call("restartProcessId", json!([null, 5])).target_id(), None);
+    }
+
+    #[test]
+    fn monitor_entry_fields_and_defaults() {
+        let v = json!({"pid": 42, "name": "web", "pm_id": 0, "monit": {},
+            "pm2_env": {"status": "online", "restart_time": 2, "unstable_restarts": 0, "pm_uptime": 1000,
+                "created_at": 900, "exec_mode": "fork_mode", "treekill": true, "min_uptime": "2000",
+                "pm_exec_path": "/srv/web.js", "env": {"A": "1", "web": {}}}});
+        let p = MonitorProc::from_value(&v);
+        assert_eq!(p.pid, Some(42));
+        assert_eq!(p.status.as_deref(), Some("online"));
+        assert_eq!(p.min_uptime, Some(2000));
+        assert_eq!(p.kill_timeout, None);
+        assert_eq!(p.env.as_ref().map(|e| e.len()), Some(1));
+        // restartProcessId reply: a cloned ChildProcess with the pid in `_handle`.
+        let r = json!({"_handle": {"pid": 4242}, "pm2_env": {"pm_id": 0, "name": "web", "restart_time": 3}});
+        let p = MonitorProc::from_reply(&[r]).unwrap();
+        assert_eq!(
+            (p.pid, p.pm_id, p.restart_time),
+            (Some(4242), Some(0), Some(3))
+        );
+        assert_eq!(MonitorProc::from_reply(&[json!({"success": true})]), None);
+        assert_eq!(MonitorProc::from_reply(&[]), None);
+    }
+
+    #[test]
+    fn bus_messages() {
+        let m = Message::new(vec![
+            Arg::Str("process:event".into()),
+            Arg::Json(
+                json!({"event": "restart overlimit", "manually": false, "at": 5,
+                "process": {"pm_id": 1, "name": "crash", "status": "errored", "unstable_restarts": 16, "_tree_pids": [7, 8]}}),
+            ),
+        ]);
+        let BusEvent::ProcessEvent(e) = BusEvent::from_message(&m).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.event, ProcessEventKind::RestartOverlimit);
+        assert_eq!(
+            (e.pm_id, e.unstable_restarts, e.at),
+            (Some(1), Some(16), Some(5))
+        );
+        assert_eq!(e.tree_pids, vec![7, 8]);
+        let l = BusEvent::from_parts(
+            "log:PM2",
+            json!({"process": {"pm_id": "PM2"}, "at": 9, "data": "App [web:0] online\nStopping app:web id:0\n"}),
+        );
+        assert_eq!(
+            l,
+            BusEvent::DaemonLog {
+                at: Some(9),
+                lines: vec![
+                    DaemonLogLine::Online {
+                        app: "web".into(),
+                        id: 0
+                    },
+                    DaemonLogLine::Stopping {
+                        app: "web".into(),
+                        id: 0
+                    }
+                ]
+            }
+        );
+        let o = BusEvent::from_parts(
+            "log:err",
+            json!({"process": {"pm_id": 1, "name": "crash"}, "at": 3, "data": "boom\n"}),
+        );
+        assert!(matches!(
+            o,
+            BusEvent::Log {
+                stream: Stream::Err,
+                pm_id: Some(1),
+                ..
+            }
+        ));
+        assert!(matches!(
+            BusEvent::from_parts("pm2:kill", json!({})),
+            BusEvent::Other { .. }
+        ));
+        assert!(matches!(
+            BusEvent::from_parts("process:event", json!(7)),
+            BusEvent::Other { .. }
+        ));
+        assert_eq!(
+            BusEvent::from_message(&Message::new(vec![Arg::Raw(vec![1])])),
+            None
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! One timeline entry: an observation with its PM2 meaning, in words.
+
+use super::procfacts::proc_summary;
+use crate::event::{Direction, MonoNs, NoteLevel, PeerCred, ProcEvent, Source};
+use crate::pm2::daemon_log::DaemonLogLine;
+use crate::pm2::meaning::{
+    json_text, BusEvent, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind, Stream, Target,
+};
+use serde::{Deserialize, Serialize};
+
+/// The app an entry is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AppRef {
+    pub pm_id: u64,
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for AppRef {
+    /// `web:0` as pm2 writes it; `#0` while the name is unknown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{n}:{}", self.pm_id),
+            None => write!(f, "#{}", self.pm_id),
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error { message: String },
+}
+
+/// One line of the timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// When the recorder observed it (CLOCK_MONOTONIC ns).
+    pub t: MonoNs,
+    pub source: Source,
+    pub app: Option<AppRef>,
+    pub kind: EntryKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A pm2 client sent a request to the daemon.
+    RequestAsked {
+        conn: u64,
+        id: String,
+        call: Pm2Call,
+    },
+    /// The daemon answered a request (`method` is `None` when the request was not seen,
+    /// e.g. it was sent before the capture began).
+    RequestAnswered {
+        conn: u64,
+        id: String,
+        method: Option<String>,
+        latency_ns: Option<u64>,
+        outcome: Outcome,
+        /// The process a restart/start/reload/prepare answered with, if it has a pid.
+        new_pid: Option<i64>,
+        /// The apps in the reply: every entry of getMonitorData, or the one process of a
+        /// restart/stop/... reply.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        procs: Vec<MonitorProc>,
+        /// Short words about any other result (`7.0.4` for getVersion).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
+    },
+    /// An RPC message that is neither a request nor a reply.
+    RpcOther {
+        conn: u64,
+        dir: Direction,
+        raw: String,
+    },
+    /// A bus event: `process:event` or one this tool does not know (logs are split out).
+    Bus(BusEvent),
+    /// A line the daemon wrote to pm2.log (seen as `log:PM2` on the bus).
+    Daemon {
+        at: Option<i64>,
+        log: DaemonLogLine,
+    },
+    /// A line of an app's stdout/stderr (seen as `log:out`/`log:err` on the bus).
+    AppLog {
+        stream: Stream,
+        at: Option<i64>,
+        line: String,
+    },
+    /// The bus subscription came up or went down.
+    BusLink {
+        up: bool,
+        detail: String,
+    },
+    /// What the operating system showed.
+    Proc {
+        event: ProcEvent,
+    },
+    ConnOpened {
+        conn: u64,
+        peer: Option<PeerCred>,
+    },
+    /// A connection ended; `unanswered` lists the methods still waiting for a reply.
+    ConnClosed {
+        conn: u64,
+        to_client_bytes: u64,
+        to_daemon_bytes: u64,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        unanswered: Vec<String>,
+    },
+    Refused {
+        peer: PeerCred,
+        reason: String,
+    },
+    Undecodable {
+        conn: u64,
+        dir: Direction,
+        offset: u64,
+        error: String,
+    },
+    Note {
+        level: NoteLevel,
+        text: String,
+    },
+    RecordingStopped {
+        reason: String,
+    },
+}
+
+/// How serious an entry looks on its own, for colouring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tone {
+    Plain,
+    Quiet,
+    Good,
+    Warn,
+    Bad,
+}
+
+fn ms(ns: u64) -> String {
+    let ms = ns as f64 / 1e6;
+    if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 10_000.0 {
+        format!("{} ms", ms.round() as u64)
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}
+
+impl Entry {
+    fn app_words(&self, target: Option<&Target>) -> String {
+        match (&self.app, target) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(t)) => t.to_string(),
+            (None, None) => "?".into(),
+        }
+    }
+
+    /// What happened, in words: `restartProcessId web:0 -> new pid 4242 after 412 ms`.
+    pub fn describe(&self) -> String {
+        let app = || self.app.as_ref().map(|a| a.to_string());
+        match &self.kind {
+            EntryKind::RequestAsked { call, .. } => self.describe_call(call),
+            EntryKind::RequestAnswered {
+                method,
+                latency_ns,
+                outcome,
+                new_pid,
+                procs,
+                result,
+                ..
+            } => {
+                let mut s = method
+                    .clone()
+                    .unwrap_or_else(|| "reply to a request sent before the capture".into());
+                if let Some(a) = app() {
+                    s.push(' ');
+                    s.push_str(&a);
+                }
+                s.push_str(" -> ");
+                match outcome {
+                    Outcome::Error { message } => {
+                        s.push_str(&format!("error \"{}\"", shorten(message, 120)))
+                    }
+                    Outcome::Ok => match (method.as_deref(), new_pid) {
+                        (Some("getMonitorData"), _) => s.push_str(&monitor_words(procs)),
+                        (_, Some(pid)) => s.push_str(&format!("new pid {pid}")),
+                        _ => match (procs.first(), result) {
+                            (Some(p), _) => s.push_str(p.status.as_deref().unwrap_or("done")),
+                            (None, Some(r)) => s.push_str(r),
+                            (None, None) => s.push_str("ok"),
+                        },
+                    },
+                }
+                if let Some(l) = latency_ns {
+                    s.push_str(&format!(" after {}", ms(*l)));
+                }
+                s
+            }
+            EntryKind::RpcOther { dir, raw, .. } => {
+                let d = if *dir == Direction::ToDaemon {
+                    "to daemon"
+                } else {
+                    "to client"
+                };
+                format!(
+                    "message {d}, neither request nor reply: {}",
+                    shorten(raw, 120)
+                )
+            }
+            EntryKind::Bus(BusEvent::ProcessEvent(e)) => self.describe_process_event(e),
+            EntryKind::Bus(BusEvent::Other { name, payload }) => {
+                format!("bus {name} {}", shorten(&payload.to_string(), 100))
+            }
+            EntryKind::Bus(BusEvent::Log { data, .. }) => shorten(data.trim_end(), 200),
+            EntryKind::Bus(BusEvent::DaemonLog { lines, .. }) => lines
+                .iter()
+                .map(|l| l.describe())
+                .collect::<Vec<_>>()
+                .join("; "),
+            EntryKind::Daemon { log, .. } => {
+                let who = match log {
+                    DaemonLogLine::Other { .. } => None,
+                    _ => app(),
+                };
+                match who {
+                    Some(a) => format!("{a} {}", log.describe()),
+                    None => log.describe(),
+                }
+            }
+            EntryKind::AppLog { stream, line, .. } => {
+                let s = if *stream == Stream::Err {
+                    "stderr"
+                } else {
+                    "stdout"
+                };
+                format!("{} {s}: {line}", self.app_words(None))
+            }
+            EntryKind::BusLink { up: true, detail } => {
+                format!("subscribed to the event bus ({detail})")
+            }
+            EntryKind::BusLink { up: false, detail } => format!("event bus lost: {detail}"),
+            EntryKind::Proc { event } => proc_summary(event),
+            EntryKind::ConnOpened { conn, peer } => match peer {
+                Some(p) => format!(
+                    "client connected (conn {conn}, pid {} uid {})",
+                    p.pid, p.uid
+                ),
+                None => format!("client connected (conn {conn})"),
+            },
+            EntryKind::ConnClosed {
+                conn, unanswered, ..
+            } => {
+                if unanswered.is_empty() {
+                    format!("client disconnected (conn {conn})")
+                } else {
+                    format!(
+                        "client disconnected (conn {conn}) without replies to {}",
+                        unanswered.join(", ")
+                    )
+                }
+            }
+            EntryKind::Refused { peer, reason } => {
+                format!("client pid {} uid {} refused: {reason}", peer.pid, peer.uid)
+            }
+            EntryKind::Undecodable {
+                conn,
+                dir,
+                offset,
+                error,
+            } => {
+                let d = if *dir == Direction::ToDaemon {
+                    "to daemon"
+                } else {
+                    "to client"
+                };
+                format!("conn {conn} {d}: undecodable from byte {offset} on ({error}); bytes still forwarded")
+            }
+            EntryKind::Note { text, .. } => text.clone(),
+            EntryKind::RecordingStopped { reason } => {
+                format!("recording stopped: {reason}; later events are missing")
+            }
+        }
+    }
+
+    fn describe_call(&self, call: &Pm2Call) -> String {
+        match call {
+            Pm2Call::RestartProcessId { target, .. } | Pm2Call::ReloadProcessId { target, .. } => {
+                let mut s = format!("{} {}", call.method(), self.app_words(target.as_ref()));
+                let n = call.env_vars().len();
+                if n > 0 {
+                    s.push_str(&format!(
+                        " with {n} env value{}",
+                        if n == 1 { "" } else { "s" }
+                    ));
+                }
+                s
+            }
+            Pm2Call::StopProcessId { target }
+            | Pm2Call::StartProcessId { target }
+            | Pm2Call::DeleteProcessId { target } => {
+                format!("{} {}", call.method(), self.app_words(target.as_ref()))
+            }
+            Pm2Call::NotifyByProcessId {
+                id,
+                action_name,
+                manually,
+            } => format!(
+                "notifyByProcessId {} {action_name}{}",
+                self.app_words(id.as_ref()),
+                if *manually { " (manually)" } else { "" }
+            ),
+            Pm2Call::GetMonitorData => "getMonitorData".into(),
+            Pm2Call::Prepare { names } => format!("prepare (start) {}", names.join(", ")),
+            Pm2Call::Other { method, args } => {
+                let a: Vec<String> = args.iter().map(|v| shorten(&json_text(v), 60)).collect();
+                if a.iter().all(|s| s == "{}") {
+                    method.clone()
+                } else {
+                    format!("{method} {}", a.join(" "))
+                }
+            }
+        }
+    }
+
+    fn describe_process_event(&self, e: &ProcessEvent) -> String {
+        let who = self.app_words(None);
+        let manually = if e.manually { " (manually)" } else { "" };
+        match &e.event {
+            ProcessEventKind::Exit => {
+                let mut s = format!("{who} exit event");
+                let mut parts = Vec::new();
+                if let Some(c) = e.exit_code {
+                    parts.push(format!("code {c}"));
+                }
+                if let Some(sig) = &e.signal {
+                    parts.push(format!("signal {sig}"));
+                }
+                if let Some(st) = &e.status {
+                    parts.push(format!("status {st}"));
+                }
+                if let Some(u) = e.unstable_restarts.filter(|u| *u > 0) {
+                    parts.push(format!(
+                        "{u} unstable restart{}",
+                        if u == 1 { "" } else { "s" }
+                    ));
+                }
+                if !parts.is_empty() {
+                    s.push_str(&format!(" ({})", parts.join(", ")));
+                }
+                s
+            }
+            ProcessEventKind::Online => format!("{who} online{manually}"),
+            ProcessEventKind::RestartOverlimit => {
+                let n = e
+                    .unstable_restarts
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default();
+                format!("{who} errored: restart overlimit, too many unstable restarts{n}")
+            }
+            other => {
+                let st = e
+                    .status
+                    .as_deref()
+                    .map(|s| format!(", status {s}"))
+                    .unwrap_or_default();
+                format!("{who} {}{manually}{st}", other.as_str())
+            }
+        }
+    }
+
+    /// The tone of the entry on its own, for colouring.
+    pub fn tone(&self) -> Tone {
+        match &self.kind {
+            EntryKind::RequestAnswered {
+                outcome: Outcome::Error { .. },
+                ..
+            } => Tone::Bad,
+            EntryKind::RequestAsked {
+                call: Pm2Call::GetMonitorData,
+                ..
+            }
+            | EntryKind::RequestAnswered {
+                method: Some(_),
+                new_pid: None,
+                ..
+            } => Tone::Quiet,
+            EntryKind::RequestAnswered { .. } | EntryKind::RequestAsked { .. } => Tone::Plain,
+            EntryKind::Bus(BusEvent::ProcessEvent(e)) => match e.event {
+                ProcessEventKind::RestartOverlimit => Tone::Bad,
+                ProcessEventKind::Online => Tone::Good,
+                ProcessEventKind::Exit if e.exit_code.unwrap_or(0) != 0 => Tone::Warn,
+                _ => Tone::Plain,
+            },
+            EntryKind::Daemon { log, .. } => match log {
+                DaemonLogLine::TooManyUnstableRestarts { .. }
+                | DaemonLogLine::CouldNotBeStopped { .. }
+                | DaemonLogLine::CouldNotBeKilled { .. } => Tone::Bad,
+                DaemonLogLine::SigkillAfterTimeout { .. } => Tone::Warn,
+                DaemonLogLine::Exited { code, signal, .. } if *code != 0 || signal == "SIGKILL" => {
+                    Tone::Warn
+                }
+                DaemonLogLine::Online { .. } => Tone::Good,
+                DaemonLogLine::KillRetry { .. } => Tone::Quiet,
+                _ => Tone::Plain,
+            },
+            EntryKind::AppLog {
+                stream: Stream::Err,
+                ..
+            } => Tone::Warn,
+            EntryKind::AppLog { .. } | EntryKind::ConnOpened { .. } => Tone::Quiet,
+            EntryKind::ConnClosed { unanswered, .. } => {
+                if unanswered.is_empty() {
+                    Tone::Quiet
+                } else {
+                    Tone::Warn
+                }
+            }
+            EntryKind::Refused { .. }
+            | EntryKind::Undecodable { .. }
+            | EntryKind::RecordingStopped { .. }
+            | EntryKind::BusLink { up: false, .. } => Tone::Bad,
+            EntryKind::Note {
+                level: NoteLevel::Error,
+                ..
+            } => Tone::Bad,
+            EntryKind::Note {
+                level: NoteLevel::Warning,
+                ..
+            } => Tone::Warn,
+            _ => Tone::Plain,
+        }
+    }
+}
+
+fn monitor_words(procs: &[MonitorProc]) -> String {
+    if procs.is_empty() {
+        return "no apps".into();
+    }
+    let shown: Vec<String> = procs
+        .iter()
+        .take(6)
+        .map(|p| {
+            let who = match (&p.name, p.pm_id) {
+                (Some(n), Some(i)) => format!("{n}:{i}"),
+                (Some(n), None) => n.clone(),
+                (None, Some(i)) => format!("#{i}"),
+                (None, None) => "?".into(),
+            };
+            let st = p.status.as_deref().unwrap_or("?");
+            match p.pid.filter(|p| *p > 0) {
+                Some(pid) => format!("{who} {st} pid {pid}"),
+                None => format!("{who} {st}"),
+            }
+        })
+        .collect();
+    let more = procs.len().saturating_sub(6);
+    let n = procs.len();
+    let mut s = format!(
+        "{n} app{}: {}",
+        if n == 1 { "" } else { "s" },
+        shown.join(", ")
+    );
+    if more > 0 {
+        s.push_str(&format!(", {more} more"));
+    }
+    s
+}

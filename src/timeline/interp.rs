@@ -1,0 +1,536 @@
+//! The interpreter: stored events in, timeline entries out, one event at a time.
+//!
+//! It keeps only what pairing and naming need: the requests still waiting for a reply (per
+//! connection, by id), the app names and scripts per pm_id, and which pid belongs to which
+//! app. All of it is bounded.
+
+use super::entry::{AppRef, Entry, EntryKind, Outcome};
+use super::procfacts::ProcFacts;
+use crate::event::{CaptureInfo, Direction, Event, MonoNs, Source, Stamped};
+use crate::pm2::daemon_log::DaemonLogLine;
+use crate::pm2::meaning::{json_text, BusEvent, MonitorProc, Pm2Call};
+use crate::wire::amp::{Arg, Message};
+use crate::wire::rpc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Requests kept waiting per connection; older ones are forgotten beyond this.
+const MAX_PENDING: usize = 1024;
+/// Connections tracked at once.
+const MAX_CONNS: usize = 4096;
+/// pid -> pm_id associations kept.
+const MAX_PIDS: usize = 65_536;
+/// Apps (pm_ids) named at once.
+const MAX_APPS: usize = 65_536;
+/// Lines taken from one log message; the rest are summarised.
+const MAX_LINES_PER_MESSAGE: usize = 1000;
+/// Longest log line shown, in characters.
+const MAX_LINE_CHARS: usize = 2000;
+
+struct Pending {
+    t: MonoNs,
+    method: String,
+    target: Option<u64>,
+}
+
+#[derive(Default)]
+struct Conn {
+    pending: HashMap<String, Pending>,
+    last_t: MonoNs,
+}
+
+/// Turns stored events into timeline entries.
+pub struct Interpreter {
+    conns: HashMap<u64, Conn>,
+    names: BTreeMap<u64, String>,
+    scripts: HashMap<String, u64>,
+    pids: HashMap<i64, u64>,
+    /// Apps with a `Stopping` line whose kill is not yet confirmed.
+    stopping: BTreeSet<u64>,
+}
+
+impl Interpreter {
+    pub fn new(_info: &CaptureInfo) -> Interpreter {
+        Interpreter {
+            conns: HashMap::new(),
+            names: BTreeMap::new(),
+            scripts: HashMap::new(),
+            pids: HashMap::new(),
+            stopping: BTreeSet::new(),
+        }
+    }
+
+    /// The entries one event produces.
+    pub fn push(&mut self, ev: &Stamped) -> Vec<Entry> {
+        let mut out = Vec::new();
+        self.push_into(ev, &mut out);
+        out
+    }
+
+    /// The name learnt for `pm_id`.
+    pub fn name_of(&self, pm_id: u64) -> Option<&str> {
+        self.names.get(&pm_id).map(String::as_str)
+    }
+
+    fn app(&self, pm_id: u64) -> AppRef {
+        AppRef {
+            pm_id,
+            name: self.names.get(&pm_id).cloned(),
+        }
+    }
+
+    fn learn(&mut self, pm_id: Option<u64>, name: Option<&str>) {
+        let (Some(id), Some(n)) = (pm_id, name) else {
+            return;
+        };
+        if self.names.get(&id).map(String::as_str) != Some(n)
+            && (self.names.len() < MAX_APPS || self.names.contains_key(&id))
+        {
+            self.names.insert(id, n.to_owned());
+        }
+    }
+
+    fn learn_pid(&mut self, pid: i64, pm_id: u64) {
+        if pid <= 0 {
+            return;
+        }
+        if self.pids.len() >= MAX_PIDS {
+            self.pids.clear();
+        }
+        self.pids.insert(pid, pm_id);
+    }
+
+    fn learn_proc(&mut self, p: &MonitorProc) {
+        self.learn(p.pm_id, p.name.as_deref());
+        if let Some(id) = p.pm_id {
+            if let Some(pid) = p.pid {
+                self.learn_pid(pid, id);
+            }
+            if let Some(s) = &p.exec_path {
+                if self.scripts.len() < MAX_APPS || self.scripts.contains_key(s) {
+                    self.scripts.insert(s.clone(), id);
+                }
+            }
+        }
+    }
+
+    /// Add the entries one event produces to `out`.
+    pub fn push_into(&mut self, ev: &Stamped, out: &mut Vec<Entry>) {
+        let t = ev.t;
+        let source = ev.event.source();
+        let plain = |kind: EntryKind| Entry {
+            t,
+            source,
+            app: None,
+            kind,
+        };
+        match &ev.event {
+            Event::Note { level, text } => out.push(plain(EntryKind::Note {
+                level: *level,
+                text: text.clone(),
+            })),
+            Event::RecordingStopped { reason } => out.push(plain(EntryKind::RecordingStopped {
+                reason: reason.clone(),
+            })),
+            Event::RpcConnect { conn, peer } => {
+                self.conn(*conn, t);
+                out.push(plain(EntryKind::ConnOpened {
+                    conn: *conn,
+                    peer: *peer,
+                }));
+            }
+            Event::RpcRefused { peer, reason } => out.push(plain(EntryKind::Refused {
+                peer: *peer,
+                reason: reason.clone(),
+            })),
+            Event::RpcUndecodable {
+                conn,
+                dir,
+                offset,
+                error,
+            } => out.push(plain(EntryKind::Undecodable {
+                conn: *conn,
+                dir: *dir,
+                offset: *offset,
+                error: error.clone(),
+            })),
+            Event::RpcClose {
+                conn,
+                to_client_bytes,
+                to_daemon_bytes,
+            } => {
+                let mut unanswered: Vec<(MonoNs, String)> = self
+                    .conns
+                    .remove(conn)
+                    .map(|c| c.pending.into_values().map(|p| (p.t, p.method)).collect())
+                    .unwrap_or_default();
+                unanswered.sort();
+                out.push(plain(EntryKind::ConnClosed {
+                    conn: *conn,
+                    to_client_bytes: *to_client_bytes,
+                    to_daemon_bytes: *to_daemon_bytes,
+                    unanswered: unanswered.into_iter().map(|(_, m)| m).collect(),
+                }));
+            }
+            Event::RpcMessage { conn, dir, msg } => self.rpc(t, *conn, *dir, &msg.0, out),
+            Event::BusMessage { msg } => self.bus(t, &msg.0, out),
+            Event::BusLink { up, detail } => out.push(plain(EntryKind::BusLink {
+                up: *up,
+                detail: detail.clone(),
+            })),
+            Event::Proc(p) => {
+                let f = ProcFacts::of(p);
+                if let (Some(id), Some(name)) = (f.pm_id, f.name.as_deref()) {
+                    self.learn(Some(id), Some(name));
+                }
+                if let (Some(id), Some(pid)) = (f.pm_id, f.pid) {
+                    self.learn_pid(pid, id);
+                }
+                let app = f
+                    .pm_id
+                    .or_else(|| f.pid.and_then(|pid| self.pids.get(&pid).copied()))
+                    .map(|i| self.app(i));
+                out.push(Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::Proc { event: p.clone() },
+                });
+            }
+        }
+    }
+
+    fn conn(&mut self, conn: u64, t: MonoNs) -> &mut Conn {
+        if !self.conns.contains_key(&conn) && self.conns.len() >= MAX_CONNS {
+            // Forget the connection idle the longest (its close was never recorded).
+            if let Some(old) = self
+                .conns
+                .iter()
+                .min_by_key(|(_, c)| c.last_t)
+                .map(|(k, _)| *k)
+            {
+                self.conns.remove(&old);
+            }
+        }
+        let c = self.conns.entry(conn).or_default();
+        c.last_t = c.last_t.max(t);
+        c
+    }
+
+    fn rpc(&mut self, t: MonoNs, conn: u64, dir: Direction, msg: &Message, out: &mut Vec<Entry>) {
+        let source = Source::Rpc;
+        match dir {
+            Direction::ToDaemon => {
+                let Some(call) = rpc::parse_call(msg) else {
+                    out.push(Entry {
+                        t,
+                        source,
+                        app: None,
+                        kind: EntryKind::RpcOther {
+                            conn,
+                            dir,
+                            raw: raw_words(msg),
+                        },
+                    });
+                    return;
+                };
+                let meaning = Pm2Call::from_call(&call);
+                let target = meaning.target_id();
+                let c = self.conn(conn, t);
+                if c.pending.len() >= MAX_PENDING {
+                    if let Some(old) = c
+                        .pending
+                        .iter()
+                        .min_by_key(|(_, p)| p.t)
+                        .map(|(k, _)| k.clone())
+                    {
+                        c.pending.remove(&old);
+                    }
+                }
+                c.pending.insert(
+                    call.id.clone(),
+                    Pending {
+                        t,
+                        method: call.method.clone(),
+                        target,
+                    },
+                );
+                let app = target.map(|i| self.app(i));
+                out.push(Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::RequestAsked {
+                        conn,
+                        id: call.id,
+                        call: meaning,
+                    },
+                });
+            }
+            Direction::ToClient => {
+                let Some(reply) = rpc::parse_reply(msg) else {
+                    out.push(Entry {
+                        t,
+                        source,
+                        app: None,
+                        kind: EntryKind::RpcOther {
+                            conn,
+                            dir,
+                            raw: raw_words(msg),
+                        },
+                    });
+                    return;
+                };
+                let pending = self.conn(conn, t).pending.remove(&reply.id);
+                let method = pending.as_ref().map(|p| p.method.clone());
+                let latency_ns = pending.as_ref().map(|p| t.saturating_sub(p.t));
+                let (outcome, procs, result) = match &reply.outcome {
+                    Err(e) => (
+                        Outcome::Error {
+                            message: e.message.clone(),
+                        },
+                        Vec::new(),
+                        None,
+                    ),
+                    Ok(args) => {
+                        let procs = match method.as_deref() {
+                            Some("getMonitorData") => MonitorProc::list_from_reply(args),
+                            _ => MonitorProc::from_reply(args).into_iter().collect(),
+                        };
+                        let result = if procs.is_empty() {
+                            result_words(args)
+                        } else {
+                            None
+                        };
+                        (Outcome::Ok, procs, result)
+                    }
+                };
+                for p in &procs {
+                    self.learn_proc(p);
+                }
+                let starts = matches!(
+                    method.as_deref(),
+                    Some(
+                        "restartProcessId"
+                            | "startProcessId"
+                            | "reloadProcessId"
+                            | "softReloadProcessId"
+                            | "prepare"
+                    )
+                );
+                let new_pid = if starts {
+                    procs.first().and_then(|p| p.pid).filter(|p| *p > 0)
+                } else {
+                    None
+                };
+                let pm_id = pending.as_ref().and_then(|p| p.target).or_else(|| {
+                    (method.as_deref() != Some("getMonitorData"))
+                        .then(|| procs.first().and_then(|p| p.pm_id))
+                        .flatten()
+                });
+                let app = pm_id.map(|i| self.app(i));
+                out.push(Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::RequestAnswered {
+                        conn,
+                        id: reply.id,
+                        method,
+                        latency_ns,
+                        outcome,
+                        new_pid,
+                        procs,
+                        result,
+                    },
+                });
+            }
+        }
+    }
+
+    fn bus(&mut self, t: MonoNs, msg: &Message, out: &mut Vec<Entry>) {
+        let source = Source::Bus;
+        let Some(ev) = BusEvent::from_message(msg) else {
+            let kind = EntryKind::Bus(BusEvent::Other {
+                name: "(not an event)".into(),
+                payload: raw_words(msg).into(),
+            });
+            out.push(Entry {
+                t,
+                source,
+                app: None,
+                kind,
+            });
+            return;
+        };
+        match ev {
+            BusEvent::ProcessEvent(pe) => {
+                self.learn(pe.pm_id, pe.name.as_deref());
+                if let (Some(id), Some(s)) = (pe.pm_id, &pe.exec_path) {
+                    if self.scripts.len() < MAX_APPS || self.scripts.contains_key(s) {
+                        self.scripts.insert(s.clone(), id);
+                    }
+                }
+                if let Some(id) = pe.pm_id {
+                    for p in &pe.tree_pids {
+                        self.learn_pid(*p, id);
+                    }
+                }
+                let app = pe.pm_id.map(|i| self.app(i));
+                out.push(Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::Bus(BusEvent::ProcessEvent(pe)),
+                });
+            }
+            BusEvent::Log {
+                stream,
+                pm_id,
+                name,
+                at,
+                data,
+            } => {
+                self.learn(pm_id, name.as_deref());
+                let app = pm_id.map(|i| self.app(i));
+                let mut n = 0usize;
+                let mut lines = data.lines();
+                for line in lines.by_ref().take(MAX_LINES_PER_MESSAGE) {
+                    n += 1;
+                    let line = cap_line(line);
+                    out.push(Entry {
+                        t,
+                        source,
+                        app: app.clone(),
+                        kind: EntryKind::AppLog { stream, at, line },
+                    });
+                }
+                let rest = lines.count();
+                if rest > 0 {
+                    let line = format!("[{rest} more lines in this chunk not shown]");
+                    out.push(Entry {
+                        t,
+                        source,
+                        app: app.clone(),
+                        kind: EntryKind::AppLog { stream, at, line },
+                    });
+                }
+                if n == 0 {
+                    out.push(Entry {
+                        t,
+                        source,
+                        app,
+                        kind: EntryKind::AppLog {
+                            stream,
+                            at,
+                            line: String::new(),
+                        },
+                    });
+                }
+            }
+            BusEvent::DaemonLog { at, lines } => {
+                for log in lines.into_iter().take(MAX_LINES_PER_MESSAGE) {
+                    let app = self.daemon_app(&log);
+                    let log = match log {
+                        DaemonLogLine::Other { text } => DaemonLogLine::Other {
+                            text: cap_line(&text),
+                        },
+                        l => l,
+                    };
+                    out.push(Entry {
+                        t,
+                        source,
+                        app,
+                        kind: EntryKind::Daemon { at, log },
+                    });
+                }
+            }
+            other => out.push(Entry {
+                t,
+                source,
+                app: None,
+                kind: EntryKind::Bus(other),
+            }),
+        }
+    }
+
+    /// The app a daemon log line is about; learns names and pids from it.
+    fn daemon_app(&mut self, log: &DaemonLogLine) -> Option<AppRef> {
+        if let Some((name, id)) = log.app() {
+            self.learn(Some(id), Some(name));
+            match log {
+                DaemonLogLine::Stopping { .. } => {
+                    self.stopping.insert(id);
+                }
+                DaemonLogLine::CouldNotBeStopped { .. } => {
+                    self.stopping.remove(&id);
+                }
+                _ => {}
+            }
+            if let Some(pid) = log.pid() {
+                if !matches!(log, DaemonLogLine::StaleExitIgnored { .. }) {
+                    self.learn_pid(pid, id);
+                }
+            }
+            return Some(self.app(id));
+        }
+        if let DaemonLogLine::TooManyUnstableRestarts { script, .. } = log {
+            return self.scripts.get(script).map(|i| self.app(*i));
+        }
+        let pid = log.pid()?;
+        let id = match self.pids.get(&pid) {
+            Some(id) => *id,
+            // A kill line for a pid not seen before: the app being stopped, if only one is.
+            None if self.stopping.len() == 1 => {
+                let id = *self.stopping.iter().next()?;
+                self.learn_pid(pid, id);
+                id
+            }
+            None => return None,
+        };
+        if matches!(
+            log,
+            DaemonLogLine::TreeKilled { .. }
+                | DaemonLogLine::ProcessKilled { .. }
+                | DaemonLogLine::CouldNotBeKilled { .. }
+        ) {
+            self.stopping.remove(&id);
+        }
+        Some(self.app(id))
+    }
+}
+
+fn cap_line(line: &str) -> String {
+    if line.len() <= MAX_LINE_CHARS {
+        return line.to_owned();
+    }
+    let mut s: String = line.chars().take(MAX_LINE_CHARS).collect();
+    s.push('…');
+    s
+}
+
+/// A message as short text, for ones that fit no known shape.
+fn raw_words(msg: &Message) -> String {
+    let parts: Vec<String> = msg
+        .args
+        .iter()
+        .map(|a| match a {
+            Arg::Json(v) => cap_line(&format!("j:{v}")),
+            Arg::Str(s) => cap_line(&format!("s:{s}")),
+            Arg::Raw(b) => format!("<{} raw bytes>", b.len()),
+        })
+        .collect();
+    cap_line(&parts.join(" "))
+}
+
+/// Words for a reply that carries no process: `7.0.4`, `{"success":true}`.
+fn result_words(args: &[serde_json::Value]) -> Option<String> {
+    match args {
+        [] => None,
+        [v] if v.is_string() || v.is_number() || v.is_boolean() => Some(json_text(v)),
+        [v] => {
+            let s = v.to_string();
+            (s.len() <= 80).then_some(s)
+        }
+        _ => None,
+    }
+}

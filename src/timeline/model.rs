@@ -1,0 +1,964 @@
+//! The timeline model the rules read: per app, its generations (one per spawn) and the
+//! requests that acted on them, each instant with how precisely it is known.
+//!
+//! Built by [`Timeline::apply`] from [`Entry`]s one at a time; it holds no raw events, only
+//! what the rules need (bounded per generation: the last stderr lines, never all output).
+
+use super::entry::{AppRef, Entry, EntryKind, Outcome};
+use super::procfacts::ProcFacts;
+use crate::event::{CaptureInfo, MonoNs};
+use crate::pm2::daemon_log::DaemonLogLine;
+use crate::pm2::meaning::{
+    value_hash, BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
+    Stream,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// pm2's defaults when an app does not set them (lib/God.js, constants.js).
+pub const DEFAULT_MIN_UPTIME_MS: u64 = 1000;
+pub const DEFAULT_MAX_RESTARTS: u64 = 16;
+pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
+
+/// Lines of stderr kept per generation (the last ones).
+pub const STDERR_TAIL: usize = 20;
+/// Longest stderr line kept, in characters.
+const MAX_LINE: usize = 500;
+
+/// How precisely an instant is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// `t` is when it happened: a kernel timestamp, or bytes the proxy forwarded.
+    Exact,
+    /// `t` is when the recorder received the report (bus, daemon log): it happened a little
+    /// earlier; `daemon_ms` is the daemon's own millisecond timestamp when it sent one.
+    Received,
+    /// Only the daemon's millisecond clock tells (e.g. a start before the capture);
+    /// `t` is converted through the capture's wall/monotonic pair.
+    DaemonMs,
+    /// Not known; `t` is when the recorder learnt of it.
+    Unknown,
+}
+
+/// An instant on the capture's monotonic clock, with its precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TimeRef {
+    pub t: MonoNs,
+    pub precision: Precision,
+    /// The daemon's timestamp (ms since the epoch, its wall clock), when it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon_ms: Option<i64>,
+}
+
+impl TimeRef {
+    pub fn exact(t: MonoNs) -> TimeRef {
+        TimeRef {
+            t,
+            precision: Precision::Exact,
+            daemon_ms: None,
+        }
+    }
+    pub fn received(t: MonoNs, daemon_ms: Option<i64>) -> TimeRef {
+        TimeRef {
+            t,
+            precision: Precision::Received,
+            daemon_ms,
+        }
+    }
+}
+
+/// App settings that decide restarts and kills (`None`: pm2's default applies).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AppConfig {
+    pub min_uptime: Option<u64>,
+    pub max_restarts: Option<u64>,
+    pub kill_timeout: Option<u64>,
+    pub treekill: Option<bool>,
+    pub exec_mode: Option<String>,
+}
+
+impl AppConfig {
+    pub fn min_uptime_ms(&self) -> u64 {
+        self.min_uptime.unwrap_or(DEFAULT_MIN_UPTIME_MS)
+    }
+    pub fn max_restarts(&self) -> u64 {
+        self.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS)
+    }
+    pub fn kill_timeout_ms(&self) -> u64 {
+        self.kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT_MS)
+    }
+}
+
+/// Where an exit was learnt from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitSource {
+    /// `App [..] exited with code [..] via signal [..]`.
+    DaemonLog,
+    /// A `process:event` exit.
+    Bus,
+    /// The process watcher.
+    Os,
+}
+
+/// The end of a generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Exit {
+    pub at: TimeRef,
+    pub code: Option<i64>,
+    /// The signal the daemon names (it says SIGINT when there was none).
+    pub signal: Option<String>,
+    pub source: ExitSource,
+}
+
+/// A stop the daemon carried out on a generation (restart, stop, delete, reload).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stop {
+    /// `Stopping app:..`: the kill signal (SIGINT unless configured) goes out right after.
+    pub requested: TimeRef,
+    /// Index into [`Timeline::requests`] of the request in progress when it began.
+    pub by_request: Option<usize>,
+    /// `failed to kill - retrying` polls.
+    pub kill_retries: u32,
+    /// SIGKILL after kill_timeout.
+    pub sigkill: Option<TimeRef>,
+    pub sigkill_after_ms: Option<u64>,
+    /// 7.x: how many tree pids were still alive at SIGKILL.
+    pub sigkill_remaining: Option<u64>,
+    /// `process tree killed (n pids)` (7.x, `n` in `tree_pids`) or `process killed` (5.x).
+    pub confirmed: Option<TimeRef>,
+    pub tree_pids: Option<u64>,
+    /// `could not be killed` / `could not be stopped`: the daemon gave up and set errored.
+    pub gave_up: Option<TimeRef>,
+}
+
+/// One spawn of an app: from start to exit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    /// 0, 1, ... within this app in this capture.
+    pub seq: u32,
+    /// pm2's `restart_time` counter, when known.
+    pub restart_time: Option<u64>,
+    /// The process pm2 spawned.
+    pub pid: Option<i64>,
+    /// Pids pm2 found in its tree at the last kill (7.x).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tree_pids: Vec<i64>,
+    /// Already running when the capture began.
+    pub before_capture: bool,
+    /// `App [..] starting in -fork mode-`.
+    pub starting: Option<TimeRef>,
+    pub online: Option<TimeRef>,
+    /// Index into [`Timeline::requests`] of the request that was in progress when it started.
+    pub started_by: Option<usize>,
+    pub stop: Option<Stop>,
+    pub exit: Option<Exit>,
+    /// The process watcher saw the pid end.
+    pub os_exit: Option<TimeRef>,
+    /// How it ended, as the kernel says (`code 1`, `signal SIGKILL`).
+    pub os_exit_status: Option<String>,
+    /// 7.x: the daemon ignored a late exit of this generation (`stale exit event ignored`).
+    pub stale_exit: Option<TimeRef>,
+    /// Exit within min_uptime of the start (what pm2 counts as an unstable restart).
+    pub early_exit: Option<bool>,
+    /// The daemon's unstable restart counter as of the exit.
+    pub unstable_restarts: Option<u64>,
+    /// The last [`STDERR_TAIL`] lines of stderr.
+    pub stderr_tail: Vec<String>,
+    pub stderr_lines: u64,
+    pub stdout_lines: u64,
+}
+
+impl Generation {
+    fn new(seq: u32) -> Generation {
+        Generation {
+            seq,
+            restart_time: None,
+            pid: None,
+            tree_pids: Vec::new(),
+            before_capture: false,
+            starting: None,
+            online: None,
+            started_by: None,
+            stop: None,
+            exit: None,
+            os_exit: None,
+            os_exit_status: None,
+            stale_exit: None,
+            early_exit: None,
+            unstable_restarts: None,
+            stderr_tail: Vec::new(),
+            stderr_lines: 0,
+            stdout_lines: 0,
+        }
+    }
+
+    /// When it started, as well as known.
+    pub fn started(&self) -> Option<TimeRef> {
+        self.starting.or(self.online)
+    }
+
+    /// How long it ran, when start and exit are both known.
+    pub fn uptime_ns(&self) -> Option<u64> {
+        let end = self.os_exit.or(self.exit.as_ref().map(|e| e.at))?;
+        Some(end.t.saturating_sub(self.started()?.t))
+    }
+
+    /// Whether `pid` is this generation's process or one of its tree.
+    pub fn has_pid(&self, pid: i64) -> bool {
+        self.pid == Some(pid) || self.tree_pids.contains(&pid)
+    }
+}
+
+/// A status the app took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusChange {
+    pub at: TimeRef,
+    pub status: String,
+    /// What said so: `bus exit`, `daemon log`, `getMonitorData`, ...
+    pub via: String,
+}
+
+/// One app (pm_id) over the capture.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppTimeline {
+    pub pm_id: u64,
+    pub name: Option<String>,
+    /// `pm_exec_path`.
+    pub exec_path: Option<String>,
+    pub config: AppConfig,
+    pub generations: Vec<Generation>,
+    pub statuses: Vec<StatusChange>,
+    /// Fingerprint of the app's environment as last reported by the daemon.
+    #[serde(skip)]
+    pub env: Option<EnvFingerprint>,
+    pub deleted: Option<TimeRef>,
+    /// Processes the watcher tied to this app: main processes and descendants, also
+    /// those that left pm2's tree (at most [`MAX_PROCESSES`]).
+    pub processes: Vec<SeenProcess>,
+    /// Oldest generations forgotten to stay within [`MAX_GENERATIONS`].
+    pub generations_dropped: u64,
+}
+
+/// Generations kept per app (the oldest half is forgotten beyond).
+pub const MAX_GENERATIONS: usize = 20_000;
+/// Status changes kept per app (the oldest half is forgotten beyond).
+pub const MAX_STATUSES: usize = 40_000;
+/// Generations (the most recent) that keep their stderr lines.
+pub const STDERR_GENERATIONS: usize = 256;
+
+/// Processes kept per app.
+pub const MAX_PROCESSES: usize = 4096;
+
+/// A process of an app, as the process watcher saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeenProcess {
+    pub pid: i64,
+    /// pm2's restart_time of the generation it belongs to (from its environment).
+    pub generation: Option<u64>,
+    pub first_seen: TimeRef,
+    pub exit: Option<TimeRef>,
+    pub exit_status: Option<String>,
+    pub cmd: Option<String>,
+}
+
+impl AppTimeline {
+    fn new(pm_id: u64) -> AppTimeline {
+        AppTimeline {
+            pm_id,
+            name: None,
+            exec_path: None,
+            config: AppConfig::default(),
+            generations: Vec::new(),
+            statuses: Vec::new(),
+            env: None,
+            deleted: None,
+            processes: Vec::new(),
+            generations_dropped: 0,
+        }
+    }
+
+    pub fn app_ref(&self) -> AppRef {
+        AppRef {
+            pm_id: self.pm_id,
+            name: self.name.clone(),
+        }
+    }
+
+    /// The last status seen.
+    pub fn status(&self) -> Option<&str> {
+        self.statuses.last().map(|s| s.status.as_str())
+    }
+
+    fn set_status(&mut self, at: TimeRef, status: &str, via: &str) {
+        if self.status() != Some(status) {
+            if self.statuses.len() >= MAX_STATUSES {
+                self.statuses.drain(..MAX_STATUSES / 2);
+            }
+            self.statuses.push(StatusChange {
+                at,
+                status: status.to_owned(),
+                via: via.to_owned(),
+            });
+        }
+    }
+
+    fn push_generation(&mut self) -> &mut Generation {
+        if self.generations.len() >= MAX_GENERATIONS {
+            // A crash loop of days: keep the recent half.
+            let n = MAX_GENERATIONS / 2;
+            self.generations.drain(..n);
+            self.generations_dropped += n as u64;
+        }
+        let seq = (self.generations_dropped + self.generations.len() as u64) as u32;
+        self.generations.push(Generation::new(seq));
+        // Only the recent generations keep their stderr lines.
+        let len = self.generations.len();
+        if len > STDERR_GENERATIONS {
+            let old = &mut self.generations[len - STDERR_GENERATIONS - 1];
+            old.stderr_tail = Vec::new();
+        }
+        let g = self.generations.last_mut();
+        g.expect("just pushed")
+    }
+
+    /// The current generation, creating one (running since before the capture, or of
+    /// unknown start) when there is none.
+    fn current(&mut self) -> &mut Generation {
+        if self.generations.is_empty() {
+            self.push_generation().before_capture = true;
+        }
+        let g = self.generations.last_mut();
+        g.expect("not empty")
+    }
+
+    /// The generation a kill line is about: the last one with a stop not yet confirmed.
+    fn stopping_index(&self) -> Option<usize> {
+        let n = self.generations.len();
+        self.generations
+            .iter()
+            .rev()
+            .take(4)
+            .position(|g| {
+                g.stop
+                    .as_ref()
+                    .is_some_and(|s| s.confirmed.is_none() && s.gave_up.is_none())
+            })
+            .map(|back| n - 1 - back)
+    }
+
+    fn by_pid(&mut self, pid: i64) -> Option<&mut Generation> {
+        self.generations.iter_mut().rev().find(|g| g.has_pid(pid))
+    }
+}
+
+/// Whether an environment key was added or changed by a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvChangeKind {
+    Added,
+    Changed,
+}
+
+/// One environment key a request changes (never its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvChange {
+    pub key: String,
+    pub change: EnvChangeKind,
+}
+
+/// A request that acted on an app (restart, reload, stop, start, delete, prepare).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Request {
+    pub conn: u64,
+    pub id: String,
+    /// The client's pid (SO_PEERCRED), when known.
+    pub peer_pid: Option<i32>,
+    pub method: String,
+    pub pm_id: Option<u64>,
+    /// For `prepare`: the app names it starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    pub asked: MonoNs,
+    pub answered: Option<MonoNs>,
+    pub error: Option<String>,
+    pub new_pid: Option<i64>,
+    /// Keys whose values differ from the app's environment as last reported.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env_changes: Vec<EnvChange>,
+    /// The client sent `notifyByProcessId` for it afterwards (what the CLI does on success).
+    pub notified: Option<MonoNs>,
+}
+
+impl Request {
+    pub fn in_progress_at(&self, t: MonoNs) -> bool {
+        self.asked <= t && self.answered.is_none_or(|a| t <= a)
+    }
+}
+
+/// Something that limits what the capture can tell.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gap {
+    pub t: MonoNs,
+    pub what: String,
+}
+
+/// The whole capture as apps, generations and requests.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Timeline {
+    pub apps: BTreeMap<u64, AppTimeline>,
+    pub requests: Vec<Request>,
+    pub gaps: Vec<Gap>,
+    pub first_t: Option<MonoNs>,
+    pub last_t: Option<MonoNs>,
+    /// Wall/monotonic pair, to place the daemon's millisecond timestamps.
+    #[serde(skip)]
+    wall_ref_ns: i128,
+    #[serde(skip)]
+    mono_ref_ns: MonoNs,
+    #[serde(skip)]
+    open: HashMap<(u64, String), usize>,
+    #[serde(skip)]
+    peers: HashMap<u64, i32>,
+}
+
+/// Most gaps kept (a broken stream can repeat).
+const MAX_GAPS: usize = 1000;
+
+impl Timeline {
+    pub fn new(info: &CaptureInfo) -> Timeline {
+        Timeline {
+            apps: BTreeMap::new(),
+            requests: Vec::new(),
+            gaps: Vec::new(),
+            first_t: None,
+            last_t: None,
+            wall_ref_ns: info.wall_ref_ns,
+            mono_ref_ns: info.mono_ref_ns,
+            open: HashMap::new(),
+            peers: HashMap::new(),
+        }
+    }
+
+    /// The app with `pm_id`, if seen.
+    pub fn app(&self, pm_id: u64) -> Option<&AppTimeline> {
+        self.apps.get(&pm_id)
+    }
+
+    /// An instant given only by the daemon's millisecond clock.
+    pub fn daemon_time(&self, ms: i64) -> TimeRef {
+        let t = self.mono_ref_ns as i128 + (ms as i128 * 1_000_000 - self.wall_ref_ns);
+        TimeRef {
+            t: t.clamp(0, u64::MAX as i128) as u64,
+            precision: Precision::DaemonMs,
+            daemon_ms: Some(ms),
+        }
+    }
+
+    fn app_mut(&mut self, r: &AppRef) -> &mut AppTimeline {
+        let a = self
+            .apps
+            .entry(r.pm_id)
+            .or_insert_with(|| AppTimeline::new(r.pm_id));
+        if r.name.is_some() && a.name != r.name {
+            a.name = r.name.clone();
+        }
+        a
+    }
+
+    /// Requests still in progress for `pm_id` at `t` (latest first).
+    fn in_flight(&self, pm_id: u64, name: Option<&str>, t: MonoNs) -> Option<usize> {
+        self.requests
+            .iter()
+            .enumerate()
+            .rev()
+            .take(64)
+            .find_map(|(i, r)| {
+                let ours = r.pm_id == Some(pm_id)
+                    || (r.pm_id.is_none() && name.is_some_and(|n| r.names.iter().any(|m| m == n)));
+                (ours
+                    && r.error.is_none()
+                    && r.in_progress_at(t)
+                    && r.method != "notifyByProcessId")
+                    .then_some(i)
+            })
+    }
+
+    /// Fold one entry into the model.
+    pub fn apply(&mut self, e: &Entry) {
+        self.first_t = Some(self.first_t.map_or(e.t, |f| f.min(e.t)));
+        self.last_t = Some(self.last_t.map_or(e.t, |l| l.max(e.t)));
+        match &e.kind {
+            EntryKind::RequestAsked { conn, id, call } => self.asked(e, *conn, id, call),
+            EntryKind::RequestAnswered {
+                conn,
+                id,
+                outcome,
+                new_pid,
+                procs,
+                method,
+                ..
+            } => self.answered(e, *conn, id, method.as_deref(), outcome, *new_pid, procs),
+            EntryKind::Bus(BusEvent::ProcessEvent(pe)) => self.process_event(e, pe),
+            EntryKind::Daemon { at, log } => self.daemon_line(e, *at, log),
+            EntryKind::AppLog { stream, line, .. } => {
+                if let Some(r) = &e.app {
+                    let g = self.app_mut(r).current();
+                    match stream {
+                        Stream::Out => g.stdout_lines += 1,
+                        Stream::Err => {
+                            g.stderr_lines += 1;
+                            if g.stderr_tail.len() >= STDERR_TAIL {
+                                g.stderr_tail.remove(0);
+                            }
+                            g.stderr_tail.push(line.chars().take(MAX_LINE).collect());
+                        }
+                    }
+                }
+            }
+            EntryKind::Proc { event } => self.proc_event(e, &ProcFacts::of(event)),
+            EntryKind::ConnOpened {
+                conn,
+                peer: Some(p),
+            } => {
+                self.peers.insert(*conn, p.pid);
+            }
+            EntryKind::ConnClosed { conn, .. } => {
+                self.peers.remove(conn);
+                self.open.retain(|(c, _), _| c != conn);
+            }
+            EntryKind::Undecodable { conn, error, .. } => {
+                self.gap(e.t, format!("RPC connection {conn} undecodable: {error}"));
+            }
+            EntryKind::RecordingStopped { reason } => {
+                self.gap(e.t, format!("recording stopped: {reason}"))
+            }
+            EntryKind::BusLink { up: false, detail } => {
+                self.gap(e.t, format!("event bus lost: {detail}"))
+            }
+            _ => {}
+        }
+    }
+
+    fn proc_event(&mut self, e: &Entry, f: &ProcFacts) {
+        let (Some(pid), Some(r)) = (f.pid, &e.app) else {
+            return;
+        };
+        let at = if f.exact {
+            TimeRef::exact(e.t)
+        } else {
+            TimeRef {
+                t: e.t,
+                precision: Precision::Received,
+                daemon_ms: None,
+            }
+        };
+        let a = self.app_mut(r);
+        let idx = a
+            .processes
+            .iter()
+            .rposition(|p| p.pid == pid && p.exit.is_none());
+        let seen = match idx {
+            Some(i) => Some(&mut a.processes[i]),
+            None if a.processes.len() < MAX_PROCESSES => {
+                a.processes.push(SeenProcess {
+                    pid,
+                    generation: f.generation,
+                    first_seen: at,
+                    exit: None,
+                    exit_status: None,
+                    cmd: None,
+                });
+                a.processes.last_mut()
+            }
+            None => None,
+        };
+        if let Some(p) = seen {
+            p.generation = p.generation.or(f.generation);
+            if p.cmd.is_none() {
+                p.cmd = f.cmd.clone();
+            }
+            if f.is_exit() {
+                p.exit = Some(at);
+                p.exit_status = f.exit_status.clone();
+            }
+        }
+        if f.is_exit() {
+            if let Some(g) = a
+                .generations
+                .iter_mut()
+                .rev()
+                .find(|g| g.pid == Some(pid) && g.os_exit.is_none())
+            {
+                g.os_exit = Some(at);
+                g.os_exit_status = f.exit_status.clone();
+            }
+        }
+    }
+
+    fn gap(&mut self, t: MonoNs, what: String) {
+        if self.gaps.len() < MAX_GAPS {
+            self.gaps.push(Gap { t, what });
+        }
+    }
+
+    fn asked(&mut self, e: &Entry, conn: u64, id: &str, call: &Pm2Call) {
+        if let Pm2Call::NotifyByProcessId { .. } = call {
+            // Mark the latest answered action of this connection for the same app.
+            let target = call.target_id();
+            if let Some(r) = self
+                .requests
+                .iter_mut()
+                .rev()
+                .take(16)
+                .find(|r| r.conn == conn && r.pm_id == target)
+            {
+                r.notified.get_or_insert(e.t);
+            }
+            return;
+        }
+        if !call.is_action() && !matches!(call, Pm2Call::Prepare { .. }) {
+            return;
+        }
+        let pm_id = call.target_id();
+        let env_changes = match pm_id
+            .and_then(|i| self.apps.get(&i))
+            .and_then(|a| a.env.as_ref())
+        {
+            Some(env) => call
+                .env_vars()
+                .into_iter()
+                .filter_map(|(k, v)| match env.get(k) {
+                    None => Some(EnvChange {
+                        key: k.to_owned(),
+                        change: EnvChangeKind::Added,
+                    }),
+                    Some(h) if *h != value_hash(v) => Some(EnvChange {
+                        key: k.to_owned(),
+                        change: EnvChangeKind::Changed,
+                    }),
+                    Some(_) => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if let Some(r) = &e.app {
+            self.app_mut(r);
+        }
+        let names = match call {
+            Pm2Call::Prepare { names } => names.clone(),
+            _ => Vec::new(),
+        };
+        self.requests.push(Request {
+            conn,
+            id: id.to_owned(),
+            peer_pid: self.peers.get(&conn).copied(),
+            method: call.method().to_owned(),
+            pm_id,
+            names,
+            asked: e.t,
+            answered: None,
+            error: None,
+            new_pid: None,
+            env_changes,
+            notified: None,
+        });
+        self.open
+            .insert((conn, id.to_owned()), self.requests.len() - 1);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn answered(
+        &mut self,
+        e: &Entry,
+        conn: u64,
+        id: &str,
+        method: Option<&str>,
+        outcome: &Outcome,
+        new_pid: Option<i64>,
+        procs: &[MonitorProc],
+    ) {
+        let req = self.open.remove(&(conn, id.to_owned()));
+        if let Some(i) = req {
+            let r = &mut self.requests[i];
+            r.answered = Some(e.t);
+            r.new_pid = new_pid;
+            if let Outcome::Error { message } = outcome {
+                r.error = Some(message.clone());
+            }
+            if r.pm_id.is_none() {
+                r.pm_id = procs.first().and_then(|p| p.pm_id);
+            }
+        }
+        if method == Some("getMonitorData") {
+            for p in procs {
+                self.learn_proc(e.t, p, "getMonitorData", None);
+            }
+        } else if let Some(p) = procs.first() {
+            let via = method.unwrap_or("reply").to_owned();
+            self.learn_proc(e.t, p, &via, req);
+            if method == Some("deleteProcessId") && matches!(outcome, Outcome::Ok) {
+                if let Some(a) = p.pm_id.and_then(|i| self.apps.get_mut(&i)) {
+                    a.deleted.get_or_insert(TimeRef::exact(e.t));
+                }
+            }
+        }
+    }
+
+    /// What the daemon says about one app (monitor data or a reply's process).
+    fn learn_proc(&mut self, t: MonoNs, p: &MonitorProc, via: &str, req: Option<usize>) {
+        let Some(pm_id) = p.pm_id else { return };
+        let started = p.pm_uptime.map(|ms| self.daemon_time(ms));
+        let a = self.app_mut(&AppRef {
+            pm_id,
+            name: p.name.clone(),
+        });
+        if p.exec_path.is_some() {
+            a.exec_path = p.exec_path.clone();
+        }
+        let c = &mut a.config;
+        c.min_uptime = p.min_uptime.or(c.min_uptime);
+        c.max_restarts = p.max_restarts.or(c.max_restarts);
+        c.kill_timeout = p.kill_timeout.or(c.kill_timeout);
+        c.treekill = p.treekill.or(c.treekill);
+        c.exec_mode = p.exec_mode.clone().or(c.exec_mode.take());
+        if let Some(env) = &p.env {
+            a.env = Some(env.clone());
+        }
+        let at = TimeRef::exact(t);
+        if let Some(st) = &p.status {
+            a.set_status(at, st, via);
+        }
+        let Some(pid) = p.pid.filter(|p| *p > 0) else {
+            return;
+        };
+        // The generation this process belongs to: the one the request started, the
+        // current one if it has no pid yet, or a new one (its start was not seen).
+        let idx = req
+            .and_then(|r| {
+                a.generations
+                    .iter()
+                    .rposition(|g| g.started_by == Some(r) && g.pid.is_none_or(|x| x == pid))
+            })
+            .or_else(|| a.generations.iter().rposition(|g| g.pid == Some(pid)))
+            .or_else(|| {
+                a.generations
+                    .last()
+                    .filter(|g| g.pid.is_none() && g.exit.is_none())
+                    .map(|_| a.generations.len() - 1)
+            });
+        let g = match idx {
+            Some(i) => &mut a.generations[i],
+            None => {
+                let first = a.generations.is_empty();
+                let g = a.push_generation();
+                g.before_capture = first;
+                g.online = started.filter(|_| p.status.as_deref() == Some("online"));
+                g.starting = started;
+                g
+            }
+        };
+        g.pid = Some(pid);
+        if p.restart_time.is_some() {
+            g.restart_time = p.restart_time;
+        }
+    }
+
+    fn process_event(&mut self, e: &Entry, pe: &ProcessEvent) {
+        let Some(r) = &e.app else { return };
+        let at = TimeRef::received(e.t, pe.at);
+        let a = self.app_mut(r);
+        if pe.exec_path.is_some() {
+            a.exec_path = pe.exec_path.clone();
+        }
+        let via = format!("bus {}", pe.event.as_str());
+        match &pe.event {
+            ProcessEventKind::Online => {
+                a.set_status(at, "online", &via);
+                // The bus event and the daemon log line both say online: one generation.
+                if a.generations.last().is_none_or(|g| g.exit.is_some()) {
+                    a.push_generation();
+                }
+                let g = a.current();
+                g.online.get_or_insert(at);
+                if pe.restart_time.is_some() {
+                    g.restart_time = pe.restart_time;
+                }
+            }
+            ProcessEventKind::Exit => {
+                if let Some(st) = &pe.status {
+                    a.set_status(at, st, &via);
+                }
+                let min_uptime = a.config.min_uptime_ms();
+                let g = a.current();
+                if g.exit.is_none() {
+                    g.exit = Some(Exit {
+                        at,
+                        code: pe.exit_code,
+                        signal: pe.signal.clone(),
+                        source: ExitSource::Bus,
+                    });
+                    set_early(g, min_uptime);
+                }
+                // The daemon resets the counter to 0 once errored, before this event.
+                if let Some(u) = pe.unstable_restarts {
+                    g.unstable_restarts = Some(g.unstable_restarts.map_or(u, |x| x.max(u)));
+                }
+                if !pe.tree_pids.is_empty() && g.stop.is_some() {
+                    g.tree_pids = pe.tree_pids.iter().copied().take(1024).collect();
+                }
+            }
+            ProcessEventKind::RestartOverlimit => {
+                a.set_status(at, "errored", &via);
+                if let Some(u) = pe.unstable_restarts {
+                    a.current().unstable_restarts = Some(u);
+                }
+            }
+            ProcessEventKind::Stop => {
+                a.set_status(at, pe.status.as_deref().unwrap_or("stopped"), &via)
+            }
+            ProcessEventKind::Delete => {
+                a.deleted.get_or_insert(at);
+            }
+            _ => {
+                if let Some(st) = &pe.status {
+                    a.set_status(at, st, &via);
+                }
+            }
+        }
+    }
+
+    fn daemon_line(&mut self, e: &Entry, at_ms: Option<i64>, line: &DaemonLogLine) {
+        let at = TimeRef::received(e.t, at_ms);
+        let Some(r) = &e.app else { return };
+        let t = e.t;
+        let in_flight = self.in_flight(r.pm_id, r.name.as_deref(), t);
+        let a = self.app_mut(r);
+        match line {
+            DaemonLogLine::Starting { .. } => {
+                let g = a.push_generation();
+                g.starting = Some(at);
+                g.started_by = in_flight;
+            }
+            DaemonLogLine::Online { .. } => {
+                a.set_status(at, "online", "daemon log");
+                if a.generations.last().is_none_or(|g| g.exit.is_some()) {
+                    a.push_generation();
+                }
+                a.current().online.get_or_insert(at);
+            }
+            DaemonLogLine::Stopping { .. } => {
+                a.set_status(at, "stopping", "daemon log");
+                let g = a.current();
+                if g.stop.is_none() {
+                    g.stop = Some(Stop {
+                        requested: at,
+                        by_request: in_flight,
+                        kill_retries: 0,
+                        sigkill: None,
+                        sigkill_after_ms: None,
+                        sigkill_remaining: None,
+                        confirmed: None,
+                        tree_pids: None,
+                        gave_up: None,
+                    });
+                }
+            }
+            DaemonLogLine::Exited { code, signal, .. } => {
+                let min_uptime = a.config.min_uptime_ms();
+                let g = a.current();
+                match &mut g.exit {
+                    Some(x) => {
+                        x.signal.get_or_insert_with(|| signal.clone());
+                        x.code.get_or_insert(*code);
+                    }
+                    None => {
+                        g.exit = Some(Exit {
+                            at,
+                            code: Some(*code),
+                            signal: Some(signal.clone()),
+                            source: ExitSource::DaemonLog,
+                        });
+                        set_early(g, min_uptime);
+                    }
+                }
+            }
+            DaemonLogLine::KillRetry { pid, .. } => {
+                if let Some(s) = stop_of(a, *pid) {
+                    s.kill_retries += 1;
+                }
+            }
+            DaemonLogLine::SigkillAfterTimeout { pid, ms, remaining } => {
+                if let Some(s) = stop_of(a, *pid) {
+                    s.sigkill = Some(at);
+                    s.sigkill_after_ms = Some(*ms);
+                    s.sigkill_remaining = *remaining;
+                }
+            }
+            DaemonLogLine::TreeKilled { pid, pids } => {
+                if let Some(s) = stop_of(a, *pid) {
+                    s.confirmed = Some(at);
+                    s.tree_pids = Some(*pids);
+                }
+            }
+            DaemonLogLine::ProcessKilled { pid } => {
+                if let Some(s) = stop_of(a, *pid) {
+                    s.confirmed = Some(at);
+                }
+            }
+            DaemonLogLine::CouldNotBeKilled { pid } => {
+                if let Some(s) = stop_of(a, *pid) {
+                    s.gave_up.get_or_insert(at);
+                }
+            }
+            DaemonLogLine::CouldNotBeStopped { pid, .. } => {
+                a.set_status(at, "errored", "daemon log: could not be stopped");
+                let s = match pid {
+                    Some(p) => stop_of(a, *p),
+                    None => a
+                        .stopping_index()
+                        .and_then(|i| a.generations[i].stop.as_mut()),
+                };
+                if let Some(s) = s {
+                    s.gave_up.get_or_insert(at);
+                }
+            }
+            DaemonLogLine::TooManyUnstableRestarts { count, .. } => {
+                a.set_status(at, "errored", "daemon log: too many unstable restarts");
+                if let Some(g) = a.generations.last_mut() {
+                    g.unstable_restarts = Some(*count);
+                }
+            }
+            DaemonLogLine::StaleExitIgnored { pid, .. } => {
+                if let Some(g) = pid.and_then(|p| a.by_pid(p)) {
+                    g.stale_exit = Some(at);
+                }
+            }
+            DaemonLogLine::Other { .. } => {}
+        }
+    }
+}
+
+/// The stop in progress that a kill line about `pid` belongs to; learns the pid.
+fn stop_of(a: &mut AppTimeline, pid: i64) -> Option<&mut Stop> {
+    let idx = a
+        .generations
+        .iter()
+        .rposition(|g| g.has_pid(pid) && g.stop.is_some())
+        .or_else(|| {
+            a.generations
+                .iter()
+                .rposition(|g| g.pid.is_none() && g.stop.is_some())
+        })
+        .or_else(|| a.stopping_index())?;
+    let g = &mut a.generations[idx];
+    g.pid.get_or_insert(pid);
+    g.stop.as_mut()
+}
+
+fn set_early(g: &mut Generation, min_uptime_ms: u64) {
+    if let Some(up) = g.uptime_ns() {
+        g.early_exit = Some(up < min_uptime_ms * 1_000_000);
+    }
+}

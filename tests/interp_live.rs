@@ -1,0 +1,183 @@
+//! The interpretation layer on live recordings of real pm2 daemons (5.4.3 and 7.0.4):
+//! finds the daemon (pm2::home), records a `pm2 restart` with the in-process recorder, and
+//! checks that the timeline shows the request and its reply with the new pid, the notify,
+//! the bus events and the daemon log lines of that restart, and models the generations.
+
+#[path = "support/pm2.rs"]
+mod pm2;
+
+use pm2_trace::event::{CaptureInfo, Stamped};
+use pm2_trace::pm2::home;
+use pm2_trace::record::{record, RecordOptions, Stopper};
+use pm2_trace::redact::RedactMode;
+use pm2_trace::timeline::{self, Entry, EntryKind};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn live_restart(version: &str) {
+    let pm2 = pm2::Pm2::start(version);
+    let port = pm2::free_port();
+    pm2.start_app("web", "well-behaved.js", port, &[]);
+    pm2.wait_for_status("web", "online", Duration::from_secs(10))
+        .expect("web online");
+    // Past min_uptime (1 s): a stop of a younger process counts as an unstable restart.
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // Finding the daemon.
+    let daemons = home::list_daemons();
+    let d = daemons
+        .iter()
+        .find(|d| d.home == pm2.home())
+        .unwrap_or_else(|| panic!("{daemons:?}"));
+    assert_eq!(d.version, version);
+    assert_eq!(Some(d.pid), pm2.daemon_pid());
+    let loc = home::locate(Some(pm2.home()), |k| std::env::var_os(k), &daemons).expect("locate");
+    assert_eq!((loc.pid, loc.version.as_deref()), (d.pid, Some(version)));
+    assert_eq!(
+        (loc.sockets.rpc.clone(), loc.sockets.origin),
+        (pm2.rpc_sock(), "default")
+    );
+    assert_eq!(loc.sockets.pub_, pm2.pub_sock());
+    assert!(home::is_alive(loc.pid));
+
+    // Recording a restart.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = RecordOptions {
+        pm2_home: pm2.home().to_owned(),
+        rpc_path: loc.sockets.rpc.clone(),
+        pub_path: loc.sockets.pub_.clone(),
+        daemon_pid: Some(loc.pid),
+        pm2_version: loc.version.clone(),
+        output: dir.path().join("capture.bin"),
+        overwrite: true,
+        duration: None,
+        listen: None,
+        redact: RedactMode::Values,
+        max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
+        command_line: vec!["interp_live".into()],
+    };
+    let stop = Stopper::new();
+    let (tx, rx) = mpsc::channel::<Stamped>();
+    let recorder = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut on_event = |_: &CaptureInfo, ev: &Stamped| {
+                let _ = tx.send(ev.clone());
+            };
+            record(&opts, stop, &mut on_event)
+        }
+    });
+    let aside = pm2.home().join("rpc.sock.pm2-trace-daemon");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !aside.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the recorder did not interpose within 10 s"
+        );
+        assert!(!recorder.is_finished(), "the recorder ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = pm2.app("web").expect("web")["pid"].as_i64().expect("pid");
+    pm2.cmd_ok(&["restart", "web"]);
+    pm2.wait_for_status("web", "online", Duration::from_secs(10))
+        .expect("web online again");
+    std::thread::sleep(Duration::from_millis(800));
+    let after = pm2.app("web").expect("web")["pid"].as_i64().expect("pid");
+    assert_ne!(before, after);
+    stop.stop("test done");
+    let outcome = recorder
+        .join()
+        .expect("recorder thread")
+        .expect("recording");
+    let events: Vec<Stamped> = rx.try_iter().collect();
+
+    // Interpreting it.
+    let mut all: Vec<Entry> = Vec::new();
+    let tl = timeline::replay(&outcome.info, events, |e| {
+        all.push(e.clone());
+        Ok::<(), ()>(())
+    })
+    .unwrap();
+    let text: Vec<String> = all
+        .iter()
+        .map(|e| {
+            format!(
+                "{} | {}",
+                e.app.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+                e.describe()
+            )
+        })
+        .collect();
+    let text = text.join("\n");
+    for want in [
+        "web:0 | restartProcessId web:0".to_string(),
+        format!("web:0 | restartProcessId web:0 -> new pid {after} after "),
+        "web:0 | notifyByProcessId web:0 restart (manually)".into(),
+        "web:0 | web:0 stopping (daemon sends the kill signal)".into(),
+        "web:0 | web:0 exited code 0 via SIGINT (daemon says)".into(),
+        "web:0 | web:0 exit event (code 0, status stopping)".into(),
+        "web:0 | web:0 starting (fork mode)".into(),
+        "web:0 | web:0 online".into(),
+        "web:0 | web:0 online (daemon log)".into(),
+        "web:0 | web:0 restart (manually), status online".into(),
+        format!("getMonitorData -> 1 app: web:0 online pid {before} after"),
+        format!("getMonitorData -> 1 app: web:0 online pid {after} after"),
+    ] {
+        assert!(text.contains(&want), "{version}: {want:?} not in\n{text}");
+    }
+    let killed = if version.starts_with('7') {
+        format!("web:0 | web:0 pid {before}: process tree killed")
+    } else {
+        format!("web:0 | web:0 pid {before}: process killed (main pid only)")
+    };
+    assert!(
+        text.contains(&killed),
+        "{version}: {killed:?} not in\n{text}"
+    );
+    assert!(
+        !all.iter().any(|e| matches!(
+            e.kind,
+            EntryKind::RpcOther { .. } | EntryKind::Undecodable { .. }
+        )),
+        "{text}"
+    );
+
+    let web = tl.app(0).expect("web in the model");
+    assert_eq!(web.name.as_deref(), Some("web"));
+    let old = web
+        .generations
+        .iter()
+        .find(|g| g.pid == Some(before))
+        .expect("old generation");
+    let new = web
+        .generations
+        .iter()
+        .find(|g| g.pid == Some(after))
+        .expect("new generation");
+    assert!(old.before_capture);
+    let r = &tl.requests[new.started_by.expect("started by the restart")];
+    assert_eq!(
+        (r.method.as_str(), r.new_pid, r.error.as_deref()),
+        ("restartProcessId", Some(after), None)
+    );
+    assert!(r.notified.is_some());
+    assert!(r.env_changes.is_empty(), "{:?}", r.env_changes);
+    let stop = old.stop.as_ref().expect("stop of the old generation");
+    assert_eq!(stop.by_request, new.started_by);
+    assert!(stop.confirmed.is_some() && stop.sigkill.is_none());
+    assert_eq!(old.exit.as_ref().and_then(|x| x.code), Some(0));
+    assert_eq!(old.early_exit, Some(false));
+    assert!(new.starting.is_some() && new.online.is_some() && new.exit.is_none());
+    assert_eq!(web.status(), Some("online"));
+}
+
+#[test]
+fn live_restart_704() {
+    live_restart("7.0.4");
+}
+
+#[test]
+fn live_restart_543() {
+    live_restart("5.4.3");
+}
