@@ -22,6 +22,30 @@
 //! spawned or exits early) record the process tree, the listening sockets of every
 //! attributed process and, for stop/restart requests, the environment of the generation
 //! being replaced, with values passed through the recorder's redaction.
+//!
+//! # How the recorder uses it
+//!
+//! ```ignore
+//! let mut cfg = WatchConfig::new(&pm2_home);      // Auto mode, daemon from pm2.pid
+//! cfg.daemon_pid = opts.daemon_pid;
+//! let r = Arc::new(redactor);                      // the capture's Redactor
+//! let redact: RedactFn = { let r = r.clone(); Box::new(move |k, v| r.env_value(k, v)) };
+//! let w = ProcWatcher::start(cfg, sink.clone(), redact)?;   // blocks ≤ 2 × verify_timeout
+//! info.proc_mode = w.mode().to_string();            // and print it
+//! // request seen on rpc.sock (before or as it is forwarded):
+//! w.request_snapshot(SnapshotReason::RestartRequested { pm_id: Some(id) }); // restart, reload
+//! w.request_snapshot(SnapshotReason::StopRequested { pm_id: None });       // stop/delete "all"
+//! // replies: restartProcessId (new pid), getMonitorData (every pid): cheap when known
+//! w.hint_pid(pid, pm_id, &name);
+//! // a new daemon took over the home
+//! w.hint_daemon(pid);
+//! w.stop();                                         // before finalising the capture
+//! ```
+//!
+//! Event stamps: netlink events carry the kernel's time and arrive within milliseconds;
+//! pidfd exits are stamped at the wake-up (a status still pending arrives up to
+//! `reap_grace` later); pidfd/procscan forks are stamped at the process's start time and
+//! arrive with the next scan (up to `idle_scan` later while nothing is in flux).
 
 pub mod event;
 pub mod netlink;
