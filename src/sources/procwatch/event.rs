@@ -460,7 +460,7 @@ pub struct ProcSnap {
     pub pgid: i32,
     pub sid: i32,
     pub start: u64,
-    /// One-letter state from /proc/<pid>/stat (R, S, D, Z, T, ...).
+    /// One-letter state from `/proc/<pid>/stat` (R, S, D, Z, T, ...).
     pub state: String,
     pub cmdline: Vec<String>,
     pub app: Option<AppRef>,

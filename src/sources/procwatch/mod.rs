@@ -99,7 +99,7 @@ pub struct Tuning {
     pub early_exit: Duration,
     /// Use PIDFD_INFO_EXIT for exit statuses (pidfd mode). Off: as on a kernel before 6.15.
     pub pidfd_exit_info: bool,
-    /// Read the exit status of zombies from /proc/<pid>/stat (pidfd and procscan modes).
+    /// Read the exit status of zombies from `/proc/<pid>/stat` (pidfd and procscan modes).
     pub zombie_stat: bool,
     /// Where procfs is mounted.
     pub proc_root: PathBuf,
