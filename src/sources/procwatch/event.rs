@@ -1,11 +1,961 @@
-//! What the process watcher records. (Filled in by the process-watcher work.)
+//! What the process watcher records.
+//!
+//! Every [`ProcEvent`] is self-contained: it names the process (pid and start time, so a
+//! reused pid is never confused with its predecessor), what pm2 app and generation it
+//! belongs to and how that was established, how the event was seen (kernel, pidfd, /proc
+//! scan) and how precisely its instant is known. Nothing here claims more precision than
+//! the source had: an exit status the watcher could not learn is [`ExitStatus::Unknown`]
+//! with the reason, an instant found by a scan is a [`Timing::Between`] interval.
 
+use crate::event::MonoNs;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A process, identified across pid reuse by its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProcRef {
+    pub pid: i32,
+    /// Start time from `/proc/<pid>/stat` field 22 (clock ticks since boot); `None` when the
+    /// process was gone before it could be read.
+    pub start: Option<u64>,
+}
+
+/// The pm2 app (and generation) a process belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppRef {
+    /// The daemon's home (`PM2_HOME`).
+    pub pm2_home: String,
+    pub pm_id: u64,
+    pub name: String,
+    /// pm2's `restart_time` when this generation was spawned: each spawn of the app is one
+    /// generation. `None` when not known (e.g. attributed from a pid hint only).
+    pub generation: Option<u64>,
+    /// pm2's `unique_id` of the app, when known.
+    pub unique_id: Option<String>,
+}
+
+impl AppRef {
+    /// `web:0 gen 3`, or `web:0` when the generation is not known.
+    pub fn label(&self) -> String {
+        match self.generation {
+            Some(g) => format!("{}:{} gen {}", self.name, self.pm_id, g),
+            None => format!("{}:{}", self.name, self.pm_id),
+        }
+    }
+}
+
+/// How a process came to be attributed to its app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum AttrHow {
+    /// `/proc/<pid>/environ` holds pm2's `pm_id`, `name`, `PM2_HOME`, `restart_time`.
+    Environ,
+    /// Forked by a process that was already attributed.
+    Ancestry { parent: i32 },
+    /// The recorder said so (a pid in a getMonitorData or restartProcessId reply).
+    Hint { source: String },
+}
+
+impl AttrHow {
+    fn words(&self) -> String {
+        match self {
+            AttrHow::Environ => "from its environment".into(),
+            AttrHow::Ancestry { parent } => format!("forked by pid {parent}"),
+            AttrHow::Hint { source } => format!("from {source}"),
+        }
+    }
+}
+
+/// A process as an event names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Who {
+    pub pid: i32,
+    pub start: Option<u64>,
+    /// Parent pid when the event was recorded (0 when unknown).
+    pub ppid: i32,
+    pub app: Option<AppRef>,
+    pub how: Option<AttrHow>,
+    /// This is the PM2 God daemon itself.
+    #[serde(default)]
+    pub daemon: bool,
+    /// The command line, arguments joined by spaces, shortened to a few hundred bytes.
+    pub cmd: Option<String>,
+}
+
+impl Who {
+    pub fn proc_ref(&self) -> ProcRef {
+        ProcRef {
+            pid: self.pid,
+            start: self.start,
+        }
+    }
+
+    /// `pid 4242 web:0 gen 3`, `pid 17 (pm2 daemon)`, `pid 99`.
+    pub fn label(&self) -> String {
+        let mut s = format!("pid {}", self.pid);
+        if self.daemon {
+            s.push_str(" (pm2 daemon)");
+        }
+        if let Some(app) = &self.app {
+            s.push(' ');
+            s.push_str(&app.label());
+        }
+        s
+    }
+}
+
+/// Which mechanism saw an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// The kernel's netlink process connector.
+    Netlink,
+    /// A pidfd became readable.
+    Pidfd,
+    /// A scan of /proc.
+    ProcScan,
+    /// A pid given by the recorder.
+    Hint,
+}
+
+/// When something happened, and how precisely that is known. The event is stamped with
+/// [`Timing::at`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum Timing {
+    /// The kernel's own timestamp of the event (CLOCK_MONOTONIC): exact.
+    Kernel {
+        kernel_ns: MonoNs,
+        observed_ns: MonoNs,
+    },
+    /// The watcher was woken by the event itself (a pidfd became readable at exit): the
+    /// event happened at most a scheduling latency before `observed_ns`.
+    Wakeup { observed_ns: MonoNs },
+    /// Derived from the process start time in /proc (clock ticks since boot): within
+    /// `resolution_ns` after `not_before_ns`.
+    StartTime {
+        not_before_ns: MonoNs,
+        resolution_ns: u64,
+        observed_ns: MonoNs,
+    },
+    /// Found by comparing two /proc scans: it happened after `not_before_ns` (the process
+    /// was last seen in its earlier state then) and before `observed_ns`.
+    Between {
+        not_before_ns: MonoNs,
+        observed_ns: MonoNs,
+    },
+    /// It already was so when the watcher started; no instant is known.
+    BeforeStart { observed_ns: MonoNs },
+    /// Learned at `observed_ns` (e.g. from a hint); when it began is not known.
+    Observed { observed_ns: MonoNs },
+}
+
+impl Timing {
+    /// The instant to put the event on the timeline at.
+    pub fn at(&self) -> MonoNs {
+        match *self {
+            Timing::Kernel { kernel_ns, .. } => kernel_ns,
+            Timing::Wakeup { observed_ns } => observed_ns,
+            Timing::StartTime {
+                not_before_ns,
+                resolution_ns,
+                ..
+            } => not_before_ns + resolution_ns / 2,
+            Timing::Between { observed_ns, .. } => observed_ns,
+            Timing::BeforeStart { observed_ns } => observed_ns,
+            Timing::Observed { observed_ns } => observed_ns,
+        }
+    }
+
+    /// When the watcher learned of it.
+    pub fn observed(&self) -> MonoNs {
+        match *self {
+            Timing::Kernel { observed_ns, .. }
+            | Timing::Wakeup { observed_ns }
+            | Timing::StartTime { observed_ns, .. }
+            | Timing::Between { observed_ns, .. }
+            | Timing::BeforeStart { observed_ns }
+            | Timing::Observed { observed_ns } => observed_ns,
+        }
+    }
+
+    /// Width of the interval the true instant lies in (0 = exact; `None` = unbounded).
+    pub fn uncertainty_ns(&self) -> Option<u64> {
+        match *self {
+            Timing::Kernel { .. } => Some(0),
+            // Bounded by scheduling latency; the watcher does not know it, but it is small.
+            Timing::Wakeup { .. } => Some(0),
+            Timing::StartTime { resolution_ns, .. } => Some(resolution_ns),
+            Timing::Between {
+                not_before_ns,
+                observed_ns,
+            } => Some(observed_ns.saturating_sub(not_before_ns)),
+            Timing::BeforeStart { .. } | Timing::Observed { .. } => None,
+        }
+    }
+
+    fn words(&self) -> Option<String> {
+        match *self {
+            Timing::Kernel { .. } | Timing::Wakeup { .. } => None,
+            Timing::StartTime { resolution_ns, .. } => {
+                Some(format!("start time ±{}", fmt_ns(resolution_ns)))
+            }
+            Timing::Between {
+                not_before_ns,
+                observed_ns,
+            } => Some(format!(
+                "sometime in the {} before it was noticed",
+                fmt_ns(observed_ns.saturating_sub(not_before_ns))
+            )),
+            Timing::BeforeStart { .. } => Some("before the watcher started".into()),
+            Timing::Observed { .. } => None,
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// It exited (called exit) with this code.
+    Code { code: i32 },
+    /// A signal terminated it.
+    Signal { sig: i32, name: String, core: bool },
+    /// The watcher could not learn the status; `why` says why.
+    Unknown { why: String },
+}
+
+impl ExitStatus {
+    /// Decode a wait status (`(code << 8)`, or the signal number with 0x80 for a core dump),
+    /// as found in the connector's `exit_code`, PIDFD_INFO_EXIT and /proc stat field 52.
+    pub fn from_wait_status(status: i32) -> ExitStatus {
+        let sig = status & 0x7f;
+        if sig == 0 {
+            ExitStatus::Code {
+                code: (status >> 8) & 0xff,
+            }
+        } else {
+            ExitStatus::Signal {
+                sig,
+                name: signal_name(sig),
+                core: status & 0x80 != 0,
+            }
+        }
+    }
+
+    pub fn is_known(&self) -> bool {
+        !matches!(self, ExitStatus::Unknown { .. })
+    }
+
+    /// `code 3`, `signal SIGKILL`, `signal SIGSEGV (core dumped)`, `status unknown (...)`.
+    pub fn words(&self) -> String {
+        match self {
+            ExitStatus::Code { code } => format!("code {code}"),
+            ExitStatus::Signal {
+                name, core: true, ..
+            } => format!("signal {name} (core dumped)"),
+            ExitStatus::Signal { name, .. } => format!("signal {name}"),
+            ExitStatus::Unknown { why } => format!("status unknown ({why})"),
+        }
+    }
+}
+
+/// Where a known exit status came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFrom {
+    /// The connector's exit event (the wait status the kernel reported).
+    Netlink,
+    /// `PIDFD_GET_INFO` with `PIDFD_INFO_EXIT` after the parent reaped it.
+    PidfdInfo,
+    /// `/proc/<pid>/stat` field 52 while it was a zombie.
+    ZombieStat,
+}
+
+/// `SIGKILL` for 9; `SIG42` for numbers without a name.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        16 => "SIGSTKFLT",
+        17 => "SIGCHLD",
+        18 => "SIGCONT",
+        19 => "SIGSTOP",
+        20 => "SIGTSTP",
+        21 => "SIGTTIN",
+        22 => "SIGTTOU",
+        23 => "SIGURG",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        26 => "SIGVTALRM",
+        27 => "SIGPROF",
+        28 => "SIGWINCH",
+        29 => "SIGIO",
+        30 => "SIGPWR",
+        31 => "SIGSYS",
+        _ => return format!("SIG{sig}"),
+    };
+    name.to_string()
+}
+
+/// Which mechanism the watcher runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActiveMode {
+    /// Kernel process events (fork, exec, exit with kernel timestamps and wait status).
+    Netlink,
+    /// pidfd per tracked process for exit instants, /proc scans for new processes.
+    Pidfd,
+    /// Only /proc scans (no pidfd_open on this kernel): exits known to a scan interval.
+    ProcScan,
+    /// Not watching.
+    Off,
+}
+
+impl ActiveMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActiveMode::Netlink => "netlink",
+            ActiveMode::Pidfd => "pidfd",
+            ActiveMode::ProcScan => "procscan",
+            ActiveMode::Off => "off",
+        }
+    }
+}
+
+/// Which mode runs and why, and what it can and cannot know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchModeReport {
+    pub mode: ActiveMode,
+    /// Why this mode: what was asked, what was tried and what happened.
+    pub why: String,
+    /// What this mode cannot know (e.g. exit status of processes the kernel keeps to their
+    /// parent); empty when nothing is lost.
+    pub limits: Vec<String>,
+}
+
+impl fmt::Display for WatchModeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.mode.name(), self.why)?;
+        for l in &self.limits {
+            write!(f, "; {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a snapshot was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SnapshotReason {
+    /// The watcher started.
+    Start,
+    /// A stop (or delete) was requested for `pm_id` (`None`: all apps).
+    StopRequested { pm_id: Option<u64> },
+    /// A restart (or reload) was requested for `pm_id` (`None`: all apps).
+    RestartRequested { pm_id: Option<u64> },
+    /// A new generation of the app was spawned.
+    NewGeneration {
+        pm_id: u64,
+        pid: Option<i32>,
+        generation: Option<u64>,
+    },
+    /// A process of the newest generation exited within the early-exit window.
+    EarlyExit {
+        pm_id: u64,
+        pid: i32,
+        generation: Option<u64>,
+        lived_ms: Option<u64>,
+    },
+    /// Anything else the recorder wants a snapshot for.
+    Requested { why: String, pm_id: Option<u64> },
+}
+
+impl SnapshotReason {
+    /// The app the snapshot is about (`None`: all apps).
+    pub fn pm_id(&self) -> Option<u64> {
+        match self {
+            SnapshotReason::Start => None,
+            SnapshotReason::StopRequested { pm_id }
+            | SnapshotReason::RestartRequested { pm_id } => *pm_id,
+            SnapshotReason::NewGeneration { pm_id, .. }
+            | SnapshotReason::EarlyExit { pm_id, .. } => Some(*pm_id),
+            SnapshotReason::Requested { pm_id, .. } => *pm_id,
+        }
+    }
+
+    /// Whether the snapshot records the environment of the generation being replaced.
+    pub fn wants_env(&self) -> bool {
+        matches!(
+            self,
+            SnapshotReason::StopRequested { .. } | SnapshotReason::RestartRequested { .. }
+        )
+    }
+
+    pub fn words(&self) -> String {
+        fn app(p: &Option<u64>) -> String {
+            match p {
+                Some(id) => format!("pm_id {id}"),
+                None => "all apps".into(),
+            }
+        }
+        match self {
+            SnapshotReason::Start => "watcher start".into(),
+            SnapshotReason::StopRequested { pm_id } => format!("stop requested for {}", app(pm_id)),
+            SnapshotReason::RestartRequested { pm_id } => {
+                format!("restart requested for {}", app(pm_id))
+            }
+            SnapshotReason::NewGeneration {
+                pm_id,
+                pid,
+                generation,
+            } => {
+                let mut s = format!("new generation of pm_id {pm_id}");
+                if let Some(g) = generation {
+                    s.push_str(&format!(" gen {g}"));
+                }
+                if let Some(p) = pid {
+                    s.push_str(&format!(" pid {p}"));
+                }
+                s
+            }
+            SnapshotReason::EarlyExit {
+                pm_id,
+                pid,
+                generation,
+                lived_ms,
+            } => {
+                let mut s = format!("early exit of pid {pid} pm_id {pm_id}");
+                if let Some(g) = generation {
+                    s.push_str(&format!(" gen {g}"));
+                }
+                if let Some(ms) = lived_ms {
+                    s.push_str(&format!(" after {ms} ms"));
+                }
+                s
+            }
+            SnapshotReason::Requested { why, pm_id } => format!("{why} ({})", app(pm_id)),
+        }
+    }
+}
+
+/// One process in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcSnap {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub start: u64,
+    /// One-letter state from `/proc/<pid>/stat` (R, S, D, Z, T, ...).
+    pub state: String,
+    pub cmdline: Vec<String>,
+    pub app: Option<AppRef>,
+    pub how: Option<AttrHow>,
+    pub daemon: bool,
+    /// Whether its ancestry leads to the pm2 daemon (pm2 kills and waits for these).
+    pub in_tree: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    Tcp,
+    Tcp6,
+    Udp,
+    Udp6,
+    Unix,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Tcp6 => "tcp6",
+            Proto::Udp => "udp",
+            Proto::Udp6 => "udp6",
+            Proto::Unix => "unix",
+        }
+    }
+}
+
+/// A listening (TCP), bound (UDP) or bound-path (unix) socket and the process holding it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketHold {
+    pub proto: Proto,
+    /// `127.0.0.1:4211`, `[::]:80`, `0.0.0.0:53`, `/run/app.sock`, `@abstract`.
+    pub addr: String,
+    /// Port number for TCP/UDP.
+    pub port: Option<u16>,
+    pub inode: u64,
+    pub pid: i32,
+    pub start: u64,
+    pub app: Option<AppRef>,
+    pub daemon: bool,
+    pub in_tree: bool,
+}
+
+impl SocketHold {
+    /// `port 127.0.0.1:4211 held by pid 4100 web:0 gen 2 (outside pm2's tree)`.
+    pub fn summary(&self) -> String {
+        let what = match self.proto {
+            Proto::Unix => "unix socket",
+            Proto::Udp | Proto::Udp6 => "udp port",
+            _ => "port",
+        };
+        let mut s = format!("{what} {} held by pid {}", self.addr, self.pid);
+        if self.daemon {
+            s.push_str(" (pm2 daemon)");
+        }
+        if let Some(app) = &self.app {
+            s.push(' ');
+            s.push_str(&app.label());
+        }
+        if !self.in_tree && !self.daemon {
+            s.push_str(" (outside pm2's tree)");
+        }
+        s
+    }
+}
+
+/// One environment variable as recorded (value passed through the recorder's redaction).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub key: String,
+    pub value: String,
+}
+
+/// The environment of a process of the generation being replaced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvSnap {
+    pub pid: i32,
+    pub start: u64,
+    pub app: Option<AppRef>,
+    pub vars: Vec<EnvVar>,
+    /// The environment was larger than the watcher reads and was cut.
+    pub truncated: bool,
+}
+
+/// The state of an app's (or every app's) processes at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub reason: SnapshotReason,
+    /// The pm2 daemon and every process attributed to the app in scope (all apps when the
+    /// reason names none), plus unattributed descendants of the daemon.
+    pub processes: Vec<ProcSnap>,
+    /// Listening/bound sockets of every attributed process of this PM2_HOME (all apps: a
+    /// port needed by one app may be held by another) and of the daemon.
+    pub sockets: Vec<SocketHold>,
+    /// For stop/restart requests: the environment of the generation being replaced.
+    pub env: Vec<EnvSnap>,
+    /// What could not be read (permissions, processes gone mid-snapshot).
+    pub notes: Vec<String>,
+    /// How long taking the snapshot took, in microseconds.
+    pub cost_us: u64,
+}
+
+impl Snapshot {
+    /// One line per held socket.
+    pub fn socket_lines(&self) -> Vec<String> {
+        self.sockets.iter().map(SocketHold::summary).collect()
+    }
+
+    /// One line per process.
+    pub fn process_lines(&self) -> Vec<String> {
+        self.processes
+            .iter()
+            .map(|p| {
+                let mut s = format!(
+                    "pid {} ppid {} pgid {} sid {} {}",
+                    p.pid, p.ppid, p.pgid, p.sid, p.state
+                );
+                if p.daemon {
+                    s.push_str(" pm2 daemon");
+                }
+                if let Some(app) = &p.app {
+                    s.push(' ');
+                    s.push_str(&app.label());
+                }
+                if !p.in_tree && !p.daemon {
+                    s.push_str(" (outside pm2's tree)");
+                }
+                s.push_str(": ");
+                s.push_str(&shorten(&p.cmdline.join(" "), 120));
+                s
+            })
+            .collect()
+    }
+}
 
 /// An observation of the operating system's processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProcEvent {
-    /// A process exited.
-    Exit { pid: i32, detail: String },
+    /// How the watcher runs (first event of the watcher).
+    Mode { report: WatchModeReport },
+    /// A process is tracked from now on without its birth being seen (it existed when the
+    /// watcher started, or was named by a hint).
+    Tracked { who: Who, via: Via, timing: Timing },
+    /// A tracked process created a process (which is tracked from now on).
+    Fork {
+        parent: i32,
+        who: Who,
+        via: Via,
+        timing: Timing,
+    },
+    /// A tracked process executed a new program.
+    Exec { who: Who, via: Via, timing: Timing },
+    /// A tracked process was attributed to an app (or to a different one than before).
+    Attributed { who: Who },
+    /// A tracked process exited.
+    Exit {
+        who: Who,
+        status: ExitStatus,
+        /// Where the status came from (`None` when unknown).
+        status_from: Option<StatusFrom>,
+        via: Via,
+        timing: Timing,
+        /// How long it lived, when its start is known.
+        lived_ns: Option<u64>,
+        /// Listening addresses it held at its last snapshot.
+        held: Vec<String>,
+        /// Whether its ancestry led to the pm2 daemon when it exited (`None`: unknown).
+        in_tree: Option<bool>,
+    },
+    /// The state of an app's processes at a moment that matters.
+    Snapshot(Snapshot),
+    /// Events were lost (socket buffer overrun) or something could not be watched.
+    Lost { why: String },
+}
+
+impl ProcEvent {
+    /// One human line.
+    pub fn summary(&self) -> String {
+        match self {
+            ProcEvent::Mode { report } => format!("process watcher: {report}"),
+            ProcEvent::Tracked {
+                who,
+                via: _,
+                timing,
+            } => {
+                let mut s = format!("tracking {}", who.label());
+                if let Some(h) = &who.how {
+                    s.push_str(&format!(" ({})", h.words()));
+                }
+                if let Some(c) = &who.cmd {
+                    s.push_str(&format!(": {}", shorten(c, 100)));
+                }
+                if let Some(w) = timing.words() {
+                    if !matches!(timing, Timing::BeforeStart { .. }) {
+                        s.push_str(&format!(" [{w}]"));
+                    }
+                }
+                s
+            }
+            ProcEvent::Fork {
+                parent,
+                who,
+                via: _,
+                timing,
+            } => {
+                let mut s = format!("fork pid {parent} -> {}", who.label());
+                if let Some(c) = &who.cmd {
+                    s.push_str(&format!(": {}", shorten(c, 100)));
+                }
+                if let Some(w) = timing.words() {
+                    s.push_str(&format!(" [{w}]"));
+                }
+                s
+            }
+            ProcEvent::Exec { who, .. } => {
+                format!(
+                    "exec {}: {}",
+                    who.label(),
+                    shorten(who.cmd.as_deref().unwrap_or("?"), 120)
+                )
+            }
+            ProcEvent::Attributed { who } => {
+                let mut s = format!(
+                    "{} is",
+                    who.label().split(' ').take(2).collect::<Vec<_>>().join(" ")
+                );
+                match &who.app {
+                    Some(app) => s.push_str(&format!(" {}", app.label())),
+                    None => s.push_str(" no pm2 app"),
+                }
+                if let Some(h) = &who.how {
+                    s.push_str(&format!(" ({})", h.words()));
+                }
+                s
+            }
+            ProcEvent::Exit {
+                who,
+                status,
+                timing,
+                lived_ns,
+                held,
+                in_tree,
+                ..
+            } => {
+                let mut s = format!("exit {} {}", who.label(), status.words());
+                if let Some(l) = lived_ns {
+                    s.push_str(&format!(" after {}", fmt_ns(*l)));
+                }
+                if !held.is_empty() {
+                    s.push_str(&format!(", held {}", held.join(", ")));
+                }
+                if *in_tree == Some(false) && !who.daemon {
+                    s.push_str(" (outside pm2's tree)");
+                }
+                if let Some(w) = timing.words() {
+                    s.push_str(&format!(" [{w}]"));
+                }
+                s
+            }
+            ProcEvent::Snapshot(snap) => {
+                let mut s = format!(
+                    "snapshot ({}): {} processes",
+                    snap.reason.words(),
+                    snap.processes.len()
+                );
+                // The daemon's own sockets (rpc.sock, pub.sock) are in the data, not the line.
+                let apps: Vec<&SocketHold> = snap.sockets.iter().filter(|h| !h.daemon).collect();
+                if apps.is_empty() {
+                    s.push_str(", no app holds a listening socket");
+                } else {
+                    for h in apps {
+                        s.push_str("; ");
+                        s.push_str(&h.summary());
+                    }
+                }
+                s
+            }
+            ProcEvent::Lost { why } => format!("process events lost: {why}"),
+        }
+    }
+
+    /// The process the event is about, if it is about one.
+    pub fn who(&self) -> Option<&Who> {
+        match self {
+            ProcEvent::Tracked { who, .. }
+            | ProcEvent::Fork { who, .. }
+            | ProcEvent::Exec { who, .. }
+            | ProcEvent::Attributed { who }
+            | ProcEvent::Exit { who, .. } => Some(who),
+            _ => None,
+        }
+    }
+}
+
+/// `1.234 s`, `12 ms`, `340 µs`.
+pub fn fmt_ns(ns: u64) -> String {
+    if ns >= 10_000_000_000 {
+        format!("{} s", ns / 1_000_000_000)
+    } else if ns >= 1_000_000_000 {
+        format!("{:.3} s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{} ms", ns / 1_000_000)
+    } else {
+        format!("{} µs", ns / 1000)
+    }
+}
+
+/// Cut `s` to at most `max` bytes on a char boundary, marking the cut; control characters
+/// (newlines in a shell script's command line) become spaces so the result is one line.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.chars().any(char::is_control) {
+        let clean: String = s
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        return shorten(&clean, max);
+    }
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Stamped};
+
+    fn app(gen: u64) -> AppRef {
+        AppRef {
+            pm2_home: "/h".into(),
+            pm_id: 0,
+            name: "web".into(),
+            generation: Some(gen),
+            unique_id: None,
+        }
+    }
+
+    #[test]
+    fn wait_status_decoding() {
+        assert_eq!(
+            ExitStatus::from_wait_status(0x300),
+            ExitStatus::Code { code: 3 }
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(0),
+            ExitStatus::Code { code: 0 }
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(9),
+            ExitStatus::Signal {
+                sig: 9,
+                name: "SIGKILL".into(),
+                core: false
+            }
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(0x8b),
+            ExitStatus::Signal {
+                sig: 11,
+                name: "SIGSEGV".into(),
+                core: true
+            }
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(0xff00),
+            ExitStatus::Code { code: 255 }
+        );
+    }
+
+    #[test]
+    fn summaries() {
+        let who = Who {
+            pid: 4242,
+            start: Some(1),
+            ppid: 1,
+            app: Some(app(3)),
+            how: Some(AttrHow::Environ),
+            daemon: false,
+            cmd: None,
+        };
+        let ev = ProcEvent::Exit {
+            who,
+            status: ExitStatus::from_wait_status(9),
+            status_from: Some(StatusFrom::Netlink),
+            via: Via::Netlink,
+            timing: Timing::Kernel {
+                kernel_ns: 5,
+                observed_ns: 6,
+            },
+            lived_ns: None,
+            held: vec![],
+            in_tree: Some(true),
+        };
+        assert_eq!(ev.summary(), "exit pid 4242 web:0 gen 3 signal SIGKILL");
+        let hold = SocketHold {
+            proto: Proto::Tcp,
+            addr: "127.0.0.1:4211".into(),
+            port: Some(4211),
+            inode: 1,
+            pid: 4100,
+            start: 1,
+            app: Some(app(2)),
+            daemon: false,
+            in_tree: false,
+        };
+        assert_eq!(
+            hold.summary(),
+            "port 127.0.0.1:4211 held by pid 4100 web:0 gen 2 (outside pm2's tree)"
+        );
+    }
+
+    #[test]
+    fn serde_roundtrip_inside_event() {
+        let snap = Snapshot {
+            reason: SnapshotReason::EarlyExit {
+                pm_id: 0,
+                pid: 7,
+                generation: Some(4),
+                lived_ms: Some(30),
+            },
+            processes: vec![ProcSnap {
+                pid: 7,
+                ppid: 1,
+                pgid: 7,
+                sid: 7,
+                start: 99,
+                state: "S".into(),
+                cmdline: vec!["node".into(), "a b.js".into()],
+                app: Some(app(4)),
+                how: Some(AttrHow::Ancestry { parent: 3 }),
+                daemon: false,
+                in_tree: true,
+            }],
+            sockets: vec![],
+            env: vec![EnvSnap {
+                pid: 7,
+                start: 99,
+                app: None,
+                vars: vec![EnvVar {
+                    key: "A".into(),
+                    value: "b".into(),
+                }],
+                truncated: false,
+            }],
+            notes: vec![],
+            cost_us: 12,
+        };
+        for pe in [
+            ProcEvent::Snapshot(snap),
+            ProcEvent::Exit {
+                who: Who {
+                    pid: 1,
+                    start: None,
+                    ppid: 0,
+                    app: None,
+                    how: None,
+                    daemon: true,
+                    cmd: Some("x".into()),
+                },
+                status: ExitStatus::Unknown { why: "no".into() },
+                status_from: None,
+                via: Via::Pidfd,
+                timing: Timing::Between {
+                    not_before_ns: 1,
+                    observed_ns: 2,
+                },
+                lived_ns: Some(u64::MAX),
+                held: vec!["127.0.0.1:1".into()],
+                in_tree: None,
+            },
+            ProcEvent::Mode {
+                report: WatchModeReport {
+                    mode: ActiveMode::Pidfd,
+                    why: "x".into(),
+                    limits: vec!["y".into()],
+                },
+            },
+        ] {
+            let st = Stamped {
+                t: 77,
+                event: Event::Proc(pe),
+            };
+            let text = serde_json::to_string(&st).unwrap();
+            let back: Stamped = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, st, "{text}");
+        }
+    }
 }
