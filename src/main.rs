@@ -66,9 +66,34 @@ struct RecordArgs {
     /// and arguments, `none` nothing (the capture then holds secrets in clear)
     #[arg(long, value_enum, default_value_t = RedactMode::Values)]
     redact: RedactMode,
+    /// How to watch the app processes: `auto` uses the kernel's process connector when it
+    /// delivers (root or CAP_NET_ADMIN, initial namespaces) and falls back to pidfd + /proc
+    /// scans, which know less (said in the capture); `off` records RPC and bus only
+    #[arg(long, value_enum, default_value_t = WatchModeArg::Auto, value_name = "MODE")]
+    proc: WatchModeArg,
     /// Do not print events while recording
     #[arg(short, long)]
     quiet: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum WatchModeArg {
+    Auto,
+    Netlink,
+    Pidfd,
+    Off,
+}
+
+impl From<WatchModeArg> for pm2_trace::sources::procwatch::WatchMode {
+    fn from(m: WatchModeArg) -> Self {
+        use pm2_trace::sources::procwatch::WatchMode;
+        match m {
+            WatchModeArg::Auto => WatchMode::Auto,
+            WatchModeArg::Netlink => WatchMode::Netlink,
+            WatchModeArg::Pidfd => WatchMode::Pidfd,
+            WatchModeArg::Off => WatchMode::Off,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -192,6 +217,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration,
         listen: args.listen,
         redact: args.redact,
+        proc_mode: args.proc.into(),
         max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
         command_line: std::env::args().collect(),
     };
@@ -205,9 +231,11 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         opts.output.display()
     );
     let mut live = (!args.quiet).then(|| record::LiveText::new(std::io::stdout()));
-    let mut on_event = |info: &pm2_trace::event::CaptureInfo, ev: &pm2_trace::event::Stamped| {
+    let mut on_event = |info: &pm2_trace::event::CaptureInfo,
+                        _ev: &pm2_trace::event::Stamped,
+                        entries: &[pm2_trace::timeline::Entry]| {
         if let Some(l) = live.as_mut() {
-            l.event(info, ev);
+            l.event(info, entries);
         }
     };
     let out = record::record(&opts, stop, &mut on_event)?;

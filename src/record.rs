@@ -11,6 +11,9 @@ use crate::event::{
 use crate::redact::{RedactMode, Redactor};
 use crate::sources::bus::BusSubscriber;
 use crate::sources::guardian::{self, Guardian, Interposition, RecorderLock, StaleState};
+use crate::sources::procwatch::{
+    ProcWatcher, SnapshotReason, WatchConfig, WatchMode, WatcherHandle,
+};
 use crate::sources::proxy::{Access, Proxy, Tap, TapSender};
 use crate::wire::amp::Decoder;
 use anyhow::Context;
@@ -23,6 +26,7 @@ use std::time::{Duration, Instant};
 /// Events are written in time order once they are this old: sources deliver with small,
 /// different delays (the tap decoder, the kernel), and this window puts them back in order.
 const REORDER_WINDOW_NS: u64 = 200_000_000;
+const PIDFD_REORDER_WINDOW_NS: u64 = 2_500_000_000;
 /// How long a stopping recorder lets commands in progress finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,6 +43,8 @@ pub struct RecordOptions {
     /// Listen on this path instead of interposing on `rpc.sock`.
     pub listen: Option<PathBuf>,
     pub redact: RedactMode,
+    /// How to watch processes (kernel connector, pidfd fallback, off).
+    pub proc_mode: crate::sources::procwatch::WatchMode,
     pub max_message: usize,
     pub command_line: Vec<String>,
 }
@@ -116,7 +122,7 @@ fn kernel() -> String {
 pub fn record(
     opts: &RecordOptions,
     stop: Stopper,
-    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped),
+    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
 ) -> anyhow::Result<RecordOutcome> {
     let wall = event::wall_now_ns();
     let mono = event::mono_now();
@@ -134,7 +140,7 @@ pub fn record(
         proc_mode: "off".into(),
         command_line: opts.command_line.clone(),
     };
-    let redactor = Redactor::new(opts.redact);
+    let redactor = Arc::new(Redactor::new(opts.redact));
     let mut early_notes: Vec<Stamped> = Vec::new();
     let note = |notes: &mut Vec<Stamped>, level, text: String| {
         notes.push(Stamped {
@@ -229,9 +235,9 @@ pub fn record(
 fn record_interposed(
     opts: &RecordOptions,
     stop: &Stopper,
-    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped),
+    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
     info: &mut CaptureInfo,
-    redactor: &Redactor,
+    redactor: &Arc<Redactor>,
     early_notes: Vec<Stamped>,
     listener: UnixListener,
     upstream: PathBuf,
@@ -241,15 +247,46 @@ fn record_interposed(
     let access = Access::of(&opts.rpc_path).or_else(|_| Access::of(&upstream))?;
     let (tap_tx, tap_rx) = std::sync::mpsc::sync_channel::<Tap>(1 << 14);
     let tap = TapSender::new(tap_tx, 256 << 20);
+    let watcher = if opts.proc_mode == WatchMode::Off {
+        info.proc_mode = "off (--proc off)".into();
+        None
+    } else {
+        let mut cfg = WatchConfig::new(opts.pm2_home.clone());
+        cfg.mode = opts.proc_mode;
+        cfg.daemon_pid = opts.daemon_pid;
+        let r = redactor.clone();
+        match ProcWatcher::start(cfg, sink.clone(), Box::new(move |k, v| r.env_value(k, v))) {
+            Ok(w) => {
+                info.proc_mode = w.mode().to_string();
+                Some(w)
+            }
+            Err(e) => {
+                info.proc_mode = format!("off: the process watcher could not start: {e}");
+                None
+            }
+        }
+    };
     let tap_thread = {
         let (sink, tap) = (sink.clone(), tap.clone());
         let max = opts.max_message;
+        let hints = watcher.as_ref().map(ProcWatcher::handle);
         std::thread::Builder::new()
             .name("tap-decoder".into())
-            .spawn(move || decode_taps(tap_rx, tap, sink, max))?
+            .spawn(move || decode_taps(tap_rx, tap, sink, max, hints))?
     };
     let mut proxy = Some(Proxy::start(listener, upstream, access, tap)?);
     let bus = BusSubscriber::start(opts.pub_path.clone(), sink.clone())?;
+    eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
+    // Sources deliver with different delays; the pidfd fallback finds new processes only at
+    // its next /proc scan, so it needs a wider window to put events back in order.
+    let reorder_window = if info.proc_mode.starts_with("netlink") || watcher.is_none() {
+        REORDER_WINDOW_NS
+    } else {
+        PIDFD_REORDER_WINDOW_NS
+    };
+    let watcher = std::cell::RefCell::new(watcher);
+    let mut interp = crate::timeline::Interpreter::new(info);
+    let mut entries = Vec::new();
     let drop_counter = sink.drop_counter();
     drop(sink);
 
@@ -312,7 +349,9 @@ fn record_interposed(
                 }
             }
             *events += 1;
-            on_event(info, &ev);
+            entries.clear();
+            interp.push_into(&ev, &mut entries);
+            on_event(info, &ev, &entries);
         }
     };
 
@@ -352,6 +391,10 @@ fn record_interposed(
                 if let Some(b) = bus.take() {
                     b.stop();
                 }
+                let w = watcher.borrow_mut().take();
+                if let Some(w) = w {
+                    w.stop();
+                }
                 bus_stopped = true;
             }
         }
@@ -382,7 +425,7 @@ fn record_interposed(
         let now = event::mono_now();
         write_out(
             &mut heap,
-            now.saturating_sub(REORDER_WINDOW_NS),
+            now.saturating_sub(reorder_window),
             &mut writer,
             &mut events,
             &mut write_failed,
@@ -441,14 +484,89 @@ fn record_interposed(
     })
 }
 
+/// Tells the process watcher what the RPC traffic says, as soon as the tap decoder sees it:
+/// a snapshot when a stop or restart is asked (before the daemon acts), and the pids the
+/// daemon reports.
+struct Hinter {
+    watcher: WatcherHandle,
+    /// Method of each request still waiting for its reply, by (connection, id).
+    pending: HashMap<(u64, String), String>,
+}
+
+impl Hinter {
+    fn message(&mut self, conn: u64, dir: Direction, msg: &crate::wire::amp::Message) {
+        use crate::pm2::meaning::{MonitorProc, Pm2Call};
+        use crate::wire::rpc;
+        match dir {
+            Direction::ToDaemon => {
+                let Some(call) = rpc::parse_call(msg) else {
+                    return;
+                };
+                let typed = Pm2Call::from_call(&call);
+                match typed {
+                    Pm2Call::RestartProcessId { .. } | Pm2Call::ReloadProcessId { .. } => self
+                        .watcher
+                        .request_snapshot(SnapshotReason::RestartRequested {
+                            pm_id: typed.target_id(),
+                        }),
+                    Pm2Call::StopProcessId { .. } | Pm2Call::DeleteProcessId { .. } => self
+                        .watcher
+                        .request_snapshot(SnapshotReason::StopRequested {
+                            pm_id: typed.target_id(),
+                        }),
+                    _ => {}
+                }
+                if self.pending.len() < 10_000 {
+                    self.pending.insert((conn, call.id), call.method);
+                }
+            }
+            Direction::ToClient => {
+                let Some(reply) = rpc::parse_reply(msg) else {
+                    return;
+                };
+                let Some(method) = self.pending.remove(&(conn, reply.id)) else {
+                    return;
+                };
+                let Ok(args) = reply.outcome else { return };
+                let procs = match method.as_str() {
+                    "getMonitorData" => MonitorProc::list_from_reply(&args),
+                    "restartProcessId" | "reloadProcessId" | "startProcessId" => {
+                        MonitorProc::from_reply(&args).into_iter().collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for p in procs {
+                    if let (Some(pid), Some(pm_id)) = (p.pid, p.pm_id) {
+                        if pid > 0 {
+                            self.watcher.hint_pid(
+                                pid as i32,
+                                pm_id,
+                                p.name.as_deref().unwrap_or(""),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn closed(&mut self, conn: u64) {
+        self.pending.retain(|(c, _), _| *c != conn);
+    }
+}
+
 /// Turn tapped copies into whole RPC messages, per connection and direction.
 fn decode_taps(
     rx: std::sync::mpsc::Receiver<Tap>,
     tap: TapSender,
     sink: EventSink,
     max_message: usize,
+    watcher: Option<WatcherHandle>,
 ) {
-    drop(tap.clone());
+    let mut hinter = watcher.map(|watcher| Hinter {
+        watcher,
+        pending: HashMap::new(),
+    });
     let mut streams: HashMap<(u64, Direction), Decoder> = HashMap::new();
     // The proxy holds the other senders; once it and its threads are gone, recv ends.
     let in_flight = tap.in_flight();
@@ -469,14 +587,19 @@ fn decode_taps(
                 dec.push(&bytes);
                 while let Some(m) = dec.next() {
                     match m {
-                        Ok(msg) => sink.emit_at(
-                            t,
-                            Event::RpcMessage {
-                                conn,
-                                dir,
-                                msg: WireMessage(msg),
-                            },
-                        ),
+                        Ok(msg) => {
+                            if let Some(h) = hinter.as_mut() {
+                                h.message(conn, dir, &msg);
+                            }
+                            sink.emit_at(
+                                t,
+                                Event::RpcMessage {
+                                    conn,
+                                    dir,
+                                    msg: WireMessage(msg),
+                                },
+                            )
+                        }
                         Err(e) => sink.emit_at(
                             t,
                             Event::RpcUndecodable {
@@ -502,6 +625,9 @@ fn decode_taps(
             } => {
                 streams.remove(&(conn, Direction::ToDaemon));
                 streams.remove(&(conn, Direction::ToClient));
+                if let Some(h) = hinter.as_mut() {
+                    h.closed(conn);
+                }
                 sink.emit_at(
                     t,
                     Event::RpcClose {
@@ -563,41 +689,30 @@ pub fn comment(ev: &Event) -> String {
     }
 }
 
-/// Prints the timeline while recording, through the same interpreter and text view as replay.
+/// Prints the timeline while recording, with the same text view as replay, and the
+/// findings at the end.
 pub struct LiveText<W: std::io::Write> {
     out: W,
     state: Option<(
-        crate::timeline::Interpreter,
         crate::views::text::TextView<Vec<u8>>,
         crate::timeline::Timeline,
     )>,
-    buf: Vec<crate::timeline::Entry>,
 }
 
 impl<W: std::io::Write> LiveText<W> {
     pub fn new(out: W) -> Self {
-        LiveText {
-            out,
-            state: None,
-            buf: Vec::new(),
-        }
+        LiveText { out, state: None }
     }
 
-    pub fn event(&mut self, info: &CaptureInfo, ev: &Stamped) {
+    pub fn event(&mut self, info: &CaptureInfo, entries: &[crate::timeline::Entry]) {
         use std::io::IsTerminal;
-        let (interp, view, tl) = self.state.get_or_insert_with(|| {
+        let (view, tl) = self.state.get_or_insert_with(|| {
             let color = crate::views::text::color_wanted(std::io::stdout().is_terminal());
             let mut view = crate::views::text::TextView::new(Vec::new(), info, color);
             let _ = view.header();
-            (
-                crate::timeline::Interpreter::new(info),
-                view,
-                crate::timeline::Timeline::new(info),
-            )
+            (view, crate::timeline::Timeline::new(info))
         });
-        self.buf.clear();
-        interp.push_into(ev, &mut self.buf);
-        for e in &self.buf {
+        for e in entries {
             tl.apply(e);
             let _ = view.entry(e);
         }
@@ -609,7 +724,7 @@ impl<W: std::io::Write> LiveText<W> {
 
     /// Print the findings of what was recorded.
     pub fn finish(mut self) {
-        if let Some((_, mut view, tl)) = self.state.take() {
+        if let Some((mut view, tl)) = self.state.take() {
             let _ = view.findings(&crate::rules::analyze(&tl));
             let _ = self.out.write_all(view.out_mut());
         }

@@ -89,27 +89,7 @@ impl ProcFacts {
 
 /// Words for a process-watcher event, from its serialized form: `exit pid=123 detail=...`.
 pub fn proc_summary(event: &ProcEvent) -> String {
-    match serde_json::to_value(event) {
-        Ok(Value::Object(map)) => {
-            let mut head = Vec::new();
-            let mut rest = Vec::new();
-            for (k, v) in &map {
-                let mut v = json_text(v);
-                if v.chars().count() > 80 {
-                    v = v.chars().take(79).collect::<String>() + "…";
-                }
-                if k == "kind" || k == "type" {
-                    head.push(v);
-                } else {
-                    rest.push(format!("{k}={v}"));
-                }
-            }
-            head.extend(rest);
-            head.join(" ")
-        }
-        Ok(other) => json_text(&other),
-        Err(_) => format!("{event:?}"),
-    }
+    event.summary()
 }
 
 #[cfg(test)]

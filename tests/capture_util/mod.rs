@@ -130,9 +130,8 @@ pub fn all_events() -> Vec<Stamped> {
             up: false,
             detail: "EOF".into(),
         },
-        Event::Proc(ProcEvent::Exit {
-            pid: 4243,
-            detail: "exit code 1".into(),
+        Event::Proc(ProcEvent::Lost {
+            why: "test: netlink buffer overrun".into(),
         }),
         Event::RecordingStopped {
             reason: "test marker".into(),

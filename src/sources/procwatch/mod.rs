@@ -191,6 +191,55 @@ impl ProcWatcher {
         &self.report
     }
 
+    /// A cloneable handle for giving the watcher hints from other threads.
+    pub fn handle(&self) -> WatcherHandle {
+        WatcherHandle {
+            tx: self.tx.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
+    /// See [`WatcherHandle::hint_pid`].
+    pub fn hint_pid(&self, pid: i32, pm_id: u64, name: &str) {
+        self.handle().hint_pid(pid, pm_id, name)
+    }
+
+    /// See [`WatcherHandle::hint_daemon`].
+    pub fn hint_daemon(&self, pid: i32) {
+        self.handle().hint_daemon(pid)
+    }
+
+    /// See [`WatcherHandle::request_snapshot`].
+    pub fn request_snapshot(&self, reason: SnapshotReason) {
+        self.handle().request_snapshot(reason)
+    }
+
+    /// Stop the thread and wait for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn send(&self, c: Cmd) {
+        self.handle().send(c)
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.send(Cmd::Stop);
+            let _ = t.join();
+        }
+    }
+}
+
+/// Gives a running [`ProcWatcher`] hints; cheap to clone, usable from any thread. Hints
+/// sent after the watcher stopped are ignored.
+#[derive(Clone)]
+pub struct WatcherHandle {
+    tx: mpsc::Sender<Cmd>,
+    wake: Arc<sys::EventFd>,
+}
+
+impl WatcherHandle {
     /// The recorder learned that `pid` is app `pm_id` (`name`), e.g. from a getMonitorData
     /// or restartProcessId reply. The process is tracked (if it was not) and attributed.
     pub fn hint_pid(&self, pid: i32, pm_id: u64, name: &str) {
@@ -211,21 +260,9 @@ impl ProcWatcher {
         self.send(Cmd::Snapshot(reason));
     }
 
-    /// Stop the thread and wait for it.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
     fn send(&self, c: Cmd) {
         if self.tx.send(c).is_ok() {
             self.wake.wake();
-        }
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(t) = self.thread.take() {
-            self.send(Cmd::Stop);
-            let _ = t.join();
         }
     }
 }
