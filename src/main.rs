@@ -28,6 +28,11 @@ enum Command {
     Record(RecordArgs),
     /// Print the timeline and findings of a capture file.
     Replay(ReplayArgs),
+    /// Explore a capture file in an interactive timeline (? lists the keys).
+    Tui {
+        /// Capture file written by `pm2-trace record`
+        file: PathBuf,
+    },
     /// Restore a daemon socket left interposed by a crashed recorder (also done
     /// automatically when `record` starts).
     Repair {
@@ -74,6 +79,9 @@ struct RecordArgs {
     /// Do not print events while recording
     #[arg(short, long)]
     quiet: bool,
+    /// Watch the events in the interactive timeline while recording; q stops the recording
+    #[arg(long, conflicts_with = "quiet")]
+    tui: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -230,6 +238,10 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         opts.pm2_home.display(),
         opts.output.display()
     );
+    if args.tui {
+        let out = pm2_trace::views::tui::record_tui(&opts, stop)?;
+        return Ok(record_summary(&opts, &out));
+    }
     let mut live = (!args.quiet).then(|| record::LiveText::new(std::io::stdout()));
     let mut on_event = |info: &pm2_trace::event::CaptureInfo,
                         _ev: &pm2_trace::event::Stamped,
@@ -256,11 +268,28 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `record --tui` prints once the terminal is back.
+fn record_summary(opts: &RecordOptions, out: &record::RecordOutcome) -> ExitCode {
+    if let Some(why) = &out.capture.stopped {
+        eprintln!("pm2-trace: warning: the capture stopped early ({why}); pm2 traffic was forwarded throughout");
+    }
+    eprintln!(
+        "pm2-trace: {}; {} events from {} pm2 connection(s) written to {}; daemon socket: {}",
+        out.stop_reason,
+        out.events,
+        out.connections,
+        opts.output.display(),
+        out.restore
+    );
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Record(a) => run_record(a),
         Command::Replay(a) => run_replay(a),
+        Command::Tui { file } => pm2_trace::views::tui::run_file(&file).map(|()| ExitCode::SUCCESS),
         Command::Repair { pm2_home: h } => pm2_home(h).and_then(|home| {
             pm2_trace::sources::guardian::RecorderLock::acquire(&home)
                 .map_err(anyhow::Error::from)

@@ -915,6 +915,32 @@ impl Iterator for CaptureReader {
     }
 }
 
+/// Random access, for viewers that re-read an event they saw before.
+impl CaptureReader {
+    /// Continue reading at `offset`, a value [`CaptureReader::offset`] returned before an
+    /// event was read: the next event read is that one again. The interfaces read so far
+    /// stay in force (pm2-trace writes one section).
+    pub fn seek(&mut self, offset: u64) -> Result<(), CaptureError> {
+        use std::io::Seek;
+        self.file
+            .seek(io::SeekFrom::Start(offset))
+            .map_err(|error| CaptureError::Io {
+                path: self.path.clone(),
+                offset,
+                op: "cannot seek in capture",
+                error,
+            })?;
+        self.start = 0;
+        self.end = 0;
+        self.pos = offset;
+        self.eof = false;
+        self.frag = None;
+        self.truncated = None;
+        self.done = false;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,1 +1,242 @@
-//! TODO
+//! The interactive timeline: `pm2-trace tui FILE` and `pm2-trace record --tui`.
+//!
+//! ```text
+//! ┌ Timeline ─────────────────────────── 1 col = 20 ms · +0.30s → +4.10s ┐
+//! │time         |+0.5s          |+1.0s          |+1.5s                    │
+//! │pm2 requests ├restartProcessId┤                                        │
+//! │daemon        i x  S o   x S o   x S o   x E                           │
+//! │web:0 #0 3038━━i╍╍xcode 0                                              │
+//! │web:0 #1 3045       S━o━━xcode 1                                       │
+//! └ S spawn o online i SIGINT K SIGKILL x exit E errored ─────────────────┘
+//! ┌ Findings ────────────────┐┌ Detail · event ───────────────────────────┐
+//! ┌ Events ──────────────────┐│ restartProcessId web:0 -> new pid 3045    │
+//! │◆ +0.339s rpc  restartPr… ││ ▾ request (conn 2, to daemon) [ …         │
+//! ```
+//!
+//! - [`model::Model`]: the rows (one per timeline entry, compact, in time order), the
+//!   [`Timeline`](crate::timeline::Timeline) for the lanes, the findings; raw events stay
+//!   in the file and are re-read for the detail pane.
+//! - [`app::App`]: the view state and what keys and the mouse do.
+//! - [`draw::draw`]: one frame; only what is visible is looked at.
+//! - [`run_file`] / [`record_tui`]: the terminal loop, for a file and for a live recording.
+
+pub mod app;
+mod detail;
+pub mod doc;
+pub mod draw;
+pub mod model;
+mod raw;
+mod search;
+mod term;
+mod util;
+
+pub use app::{App, Pane};
+pub use model::Model;
+
+use crate::event::{CaptureInfo, Stamped};
+use crate::record::{RecordOptions, RecordOutcome, Stopper};
+use crate::timeline::Entry;
+use crossterm::event::{self, Event as TermEvent};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Whether to use colour: `NO_COLOR` unset (or empty).
+pub fn color_wanted() -> bool {
+    crate::views::text::color_wanted(std::io::stdout().is_terminal())
+}
+
+/// Apply one terminal event to the app.
+pub fn handle_event(app: &mut App, ev: TermEvent) {
+    match ev {
+        TermEvent::Key(k) => app.key(k),
+        TermEvent::Mouse(m) => app.mouse(m),
+        _ => {}
+    }
+}
+
+/// Run the loop: `tick` feeds the model (returns true when it changed something) and says
+/// when to end (`Some(())`); keys and mouse go to the app; a frame is drawn after changes.
+fn run_loop(
+    term: &mut term::Term,
+    app: &mut App,
+    mut tick: impl FnMut(&mut App) -> (bool, bool),
+) -> anyhow::Result<()> {
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - Duration::from_secs(1);
+    loop {
+        let (changed, end) = tick(app);
+        if end {
+            return Ok(());
+        }
+        dirty |= changed;
+        // While data streams in, redraw at most ~20 times a second.
+        if dirty && (!changed || last_draw.elapsed() >= Duration::from_millis(50)) {
+            term.terminal.draw(|f| draw::draw(f, app))?;
+            last_draw = Instant::now();
+            dirty = false;
+        }
+        let busy = app.loader.is_some() || app.live.is_some();
+        let wait = if busy {
+            Duration::from_millis(40)
+        } else {
+            Duration::from_millis(500)
+        };
+        if event::poll(wait)? {
+            // Take every pending event before drawing again (key repeat, wheel bursts).
+            loop {
+                handle_event(app, event::read()?);
+                dirty = true;
+                if !event::poll(Duration::ZERO)? {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `pm2-trace tui FILE`: explore a capture.
+pub fn run_file(path: &Path) -> anyhow::Result<()> {
+    // A file that is no capture fails here, before the terminal is touched.
+    let (model, loader) = Model::open(path)?;
+    let mut app = App::new(model, color_wanted());
+    app.loader = Some(loader);
+    let mut term = term::Term::enter()?;
+    run_loop(&mut term, &mut app, |app| {
+        if app.quit {
+            return (false, true);
+        }
+        let Some(loader) = app.loader.as_mut() else {
+            return (false, false);
+        };
+        let done = app.model.pump(loader, Duration::from_millis(30));
+        if done {
+            app.loader = None;
+            app.loaded();
+        }
+        (true, false)
+    })?;
+    drop(term);
+    Ok(())
+}
+
+enum LiveMsg {
+    Event {
+        info: Option<Box<CaptureInfo>>,
+        ev: Stamped,
+        entries: Vec<Entry>,
+    },
+}
+
+/// `pm2-trace record --tui`: record (on a thread of its own) while the view follows the
+/// events as they are written. `q` stops the recording; the view ends once the recorder
+/// has restored the daemon's socket and closed the capture. Stop requests from signals
+/// (through `stop`) end the view too.
+pub fn record_tui(opts: &RecordOptions, stop: Stopper) -> anyhow::Result<RecordOutcome> {
+    let mut term = term::Term::enter()?;
+    let diverted = term::divert_stderr().ok();
+    let (tx, rx) = std::sync::mpsc::channel::<LiveMsg>();
+    let recorder = {
+        let opts = opts.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || {
+                let mut sent_info = false;
+                let mut on_event = |info: &CaptureInfo, ev: &Stamped, entries: &[Entry]| {
+                    let info = (!sent_info).then(|| Box::new(info.clone()));
+                    sent_info = true;
+                    let _ = tx.send(LiveMsg::Event {
+                        info,
+                        ev: ev.clone(),
+                        entries: entries.to_vec(),
+                    });
+                };
+                crate::record::record(&opts, stop, &mut on_event)
+            })?
+    };
+    let name = opts.output.display().to_string();
+    let mut app = App::new(Model::live(CaptureInfo::default(), name), color_wanted());
+    app.live = Some(app::LiveState::Recording);
+    app.follow = true;
+    let mut recorder = Some(recorder);
+    let mut outcome: Option<anyhow::Result<RecordOutcome>> = None;
+    let mut we_stopped = false;
+    let mut last_rules = Instant::now();
+    let result = run_loop(&mut term, &mut app, |app| {
+        let mut changed = false;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(30) {
+            match rx.try_recv() {
+                Ok(LiveMsg::Event { info, ev, entries }) => {
+                    if let Some(i) = info {
+                        app.model.set_info(*i);
+                    }
+                    app.model.push_live(ev, &entries);
+                    changed = true;
+                }
+                Err(_) => break,
+            }
+        }
+        if app.model.findings_stale() && last_rules.elapsed() >= Duration::from_millis(500) {
+            app.model.refresh_findings();
+            last_rules = Instant::now();
+            changed = true;
+        }
+        if app.quit && !we_stopped && recorder.is_some() {
+            we_stopped = true;
+            app.quit = false;
+            stop.stop("q pressed in the TUI");
+            app.live = Some(app::LiveState::Stopping);
+            changed = true;
+        }
+        if recorder.as_ref().is_some_and(|h| h.is_finished()) {
+            let h = recorder.take().expect("checked");
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the recorder thread panicked")));
+            // Take the last events written before it ended.
+            while let Ok(LiveMsg::Event { info, ev, entries }) = rx.try_recv() {
+                if let Some(i) = info {
+                    app.model.set_info(*i);
+                }
+                app.model.push_live(ev, &entries);
+            }
+            app.model.refresh_findings();
+            let end = match &r {
+                Ok(o) => o.stop_reason.clone(),
+                Err(e) => format!("{e:#}"),
+            };
+            let failed = r.is_err();
+            outcome = Some(r);
+            app.live = Some(app::LiveState::Ended(end));
+            changed = true;
+            // Quit when asked (q, a signal) or when recording could not even start.
+            if we_stopped || stop.requested().0 > 0 || failed {
+                return (changed, true);
+            }
+        }
+        if recorder.is_none() && app.quit {
+            return (changed, true);
+        }
+        (changed, false)
+    });
+    if result.is_err() && recorder.is_some() {
+        // The terminal failed: still stop the recording cleanly.
+        stop.stop("the TUI failed");
+    }
+    if let Some(h) = recorder.take() {
+        outcome = Some(
+            h.join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the recorder thread panicked"))),
+        );
+    }
+    drop(term);
+    if let Some(d) = diverted {
+        for l in d.lines() {
+            eprintln!("{l}");
+        }
+    }
+    result?;
+    outcome.unwrap_or_else(|| Err(anyhow::anyhow!("the recording did not run")))
+}

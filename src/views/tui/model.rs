@@ -1,0 +1,565 @@
+//! What the TUI shows, kept compact so that a million events stay cheap: one small [`Row`]
+//! per timeline entry in time order, their words in one text arena, the raw events left in
+//! the capture file (re-read by offset when the detail pane asks), the [`Timeline`] model
+//! for the lanes and the findings of the rules.
+
+use super::raw::RawStore;
+use crate::capture::{CaptureError, CaptureReader};
+use crate::event::{CaptureInfo, MonoNs, Source, Stamped};
+use crate::pm2::daemon_log::DaemonLogLine;
+use crate::pm2::meaning::{BusEvent, ProcessEventKind};
+use crate::rules::{self, Finding};
+use crate::timeline::{AppRef, Entry, EntryKind, Interpreter, Timeline, Tone};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::time::{Duration, Instant};
+
+/// No index (pair, app).
+pub const NONE: u32 = u32::MAX;
+/// Longest description kept per row, in bytes.
+const MAX_TEXT: usize = 512;
+/// Events per batch from the loader thread.
+const BATCH: usize = 4096;
+/// Read problems kept for the status line.
+const MAX_PROBLEMS: usize = 100;
+
+/// What a row is, for the lanes and the detail pane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RowKind {
+    Ask,
+    Answer,
+    /// A daemon event: bus process event or other bus event, daemon log line, bus link.
+    Daemon,
+    AppLog,
+    Proc,
+    Other,
+}
+
+/// A marker drawn on a lane. Ordered by how much it matters when several share a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Mark {
+    None,
+    Plain,
+    Online,
+    Spawn,
+    Stop,
+    Exit,
+    Kill,
+    Errored,
+}
+
+impl Mark {
+    /// The glyph on a lane.
+    pub fn glyph(self) -> char {
+        match self {
+            Mark::None => ' ',
+            Mark::Plain => '·',
+            Mark::Online => 'o',
+            Mark::Spawn => 'S',
+            Mark::Stop => 'i',
+            Mark::Exit => 'x',
+            Mark::Kill => 'K',
+            Mark::Errored => 'E',
+        }
+    }
+}
+
+/// One timeline entry, compact.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// When it was observed.
+    pub t: MonoNs,
+    /// `t`, made non-decreasing over the rows (sources deliver with small delays): the key
+    /// rows are searched by.
+    pub tk: MonoNs,
+    /// Index of the raw event in the [`RawStore`].
+    pub raw: u32,
+    text_at: u32,
+    text_len: u32,
+    /// The other half of a request: the answer of an ask, the ask of an answer.
+    pub pair: u32,
+    /// Index into [`Model::apps`], or [`NONE`].
+    pub app: u32,
+    pub source: Source,
+    pub tone: Tone,
+    pub kind: RowKind,
+    pub mark: Mark,
+}
+
+/// Reading a capture in the background.
+pub struct Loader {
+    rx: Receiver<LoadMsg>,
+    /// File length, for the progress shown while loading.
+    pub total: u64,
+    /// Bytes read so far.
+    pub read: u64,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+enum LoadMsg {
+    Batch {
+        items: Vec<(u64, Vec<Entry>)>,
+        read: u64,
+    },
+    Problem(String),
+    Done,
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Unblock and end the thread: it stops at its next send.
+        let (_tx, rx) = std::sync::mpsc::channel();
+        let _ = std::mem::replace(&mut self.rx, rx);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Everything the views show.
+pub struct Model {
+    pub info: CaptureInfo,
+    /// What is shown: the file name, or `live`.
+    pub name: String,
+    pub path: Option<PathBuf>,
+    rows: Vec<Row>,
+    text: String,
+    /// Apps by index (rows refer to them); names learnt late are filled in.
+    pub apps: Vec<AppRef>,
+    app_ix: HashMap<u64, u32>,
+    /// Rows of the daemon lane, in order.
+    pub daemon: Vec<u32>,
+    open_asks: HashMap<(u64, String), u32>,
+    pub timeline: Timeline,
+    pub findings: Vec<Finding>,
+    raw: RawStore,
+    /// Problems met while reading (damaged records, truncation).
+    pub problems: Vec<String>,
+    /// Bumped on every change, for caches.
+    pub version: u64,
+    /// Rows added since the findings were computed.
+    stale_findings: bool,
+}
+
+impl Model {
+    fn new(info: CaptureInfo, name: String, path: Option<PathBuf>, raw: RawStore) -> Model {
+        Model {
+            timeline: Timeline::new(&info),
+            info,
+            name,
+            path,
+            rows: Vec::new(),
+            text: String::new(),
+            apps: Vec::new(),
+            app_ix: HashMap::new(),
+            daemon: Vec::new(),
+            open_asks: HashMap::new(),
+            findings: Vec::new(),
+            raw,
+            problems: Vec::new(),
+            version: 0,
+            stale_findings: false,
+        }
+    }
+
+    /// An empty model for a live recording; events arrive through [`Model::push_live`].
+    pub fn live(info: CaptureInfo, name: impl Into<String>) -> Model {
+        Model::new(info, name.into(), None, RawStore::memory())
+    }
+
+    /// The capture's metadata, once the recorder knows it (before any row arrived).
+    pub fn set_info(&mut self, info: CaptureInfo) {
+        if self.rows.is_empty() {
+            self.timeline = Timeline::new(&info);
+        }
+        self.info = info;
+        self.version += 1;
+    }
+
+    /// Open a capture and start reading it in the background: feed the model with
+    /// [`Model::pump`] until it says it is done.
+    pub fn open(path: &Path) -> Result<(Model, Loader), CaptureError> {
+        let reader = CaptureReader::open(path)?;
+        let info = reader.info().clone();
+        let total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let raw = RawStore::file(path);
+        let model = Model::new(info.clone(), name, Some(path.to_owned()), raw);
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let handle = std::thread::Builder::new()
+            .name("tui-loader".into())
+            .spawn(move || load_thread(reader, info, tx))
+            .map_err(|error| CaptureError::Io {
+                path: path.to_owned(),
+                offset: 0,
+                op: "cannot start the loader thread",
+                error,
+            })?;
+        Ok((
+            model,
+            Loader {
+                rx,
+                total,
+                read: 0,
+                handle: Some(handle),
+            },
+        ))
+    }
+
+    /// Open and read a whole capture (with its findings) before returning.
+    pub fn load(path: &Path) -> Result<Model, CaptureError> {
+        let (mut m, mut l) = Model::open(path)?;
+        while !m.pump(&mut l, Duration::from_secs(3600)) {}
+        Ok(m)
+    }
+
+    /// Take what the loader read so far, for at most `budget`; true once everything is read
+    /// (the findings are then computed).
+    pub fn pump(&mut self, loader: &mut Loader, budget: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            let msg = if start.elapsed() >= budget {
+                return false;
+            } else {
+                match loader
+                    .rx
+                    .recv_timeout(budget.saturating_sub(start.elapsed()))
+                {
+                    Ok(m) => m,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => return false,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => LoadMsg::Done,
+                }
+            };
+            match msg {
+                LoadMsg::Batch { items, read } => {
+                    loader.read = read;
+                    for (offset, entries) in items {
+                        let raw = self.raw.add_offset(offset);
+                        self.push_entries(raw, &entries);
+                    }
+                }
+                LoadMsg::Problem(p) => self.problem(p),
+                LoadMsg::Done => {
+                    loader.read = loader.total;
+                    self.refresh_findings();
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Take what the loader read so far without waiting; true once everything is read.
+    pub fn pump_now(&mut self, loader: &mut Loader) -> bool {
+        loop {
+            match loader.rx.try_recv() {
+                Ok(LoadMsg::Batch { items, read }) => {
+                    loader.read = read;
+                    for (offset, entries) in items {
+                        let raw = self.raw.add_offset(offset);
+                        self.push_entries(raw, &entries);
+                    }
+                }
+                Ok(LoadMsg::Problem(p)) => self.problem(p),
+                Ok(LoadMsg::Done) | Err(TryRecvError::Disconnected) => {
+                    loader.read = loader.total;
+                    self.refresh_findings();
+                    return true;
+                }
+                Err(TryRecvError::Empty) => return false,
+            }
+        }
+    }
+
+    pub fn problem(&mut self, p: String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p);
+        }
+        self.version += 1;
+    }
+
+    /// One live event and the entries the recorder's interpreter made of it.
+    pub fn push_live(&mut self, ev: Stamped, entries: &[Entry]) {
+        if entries.is_empty() {
+            return;
+        }
+        let raw = self.raw.add_event(ev);
+        self.push_entries(raw, entries);
+    }
+
+    /// Run the rules again if rows arrived since the last time.
+    pub fn refresh_findings(&mut self) {
+        if self.stale_findings || self.rows.is_empty() {
+            self.findings = rules::analyze(&self.timeline);
+            self.stale_findings = false;
+            self.version += 1;
+        }
+    }
+
+    /// Whether rows arrived since the findings were computed.
+    pub fn findings_stale(&self) -> bool {
+        self.stale_findings
+    }
+
+    fn app_index(&mut self, a: &AppRef) -> u32 {
+        match self.app_ix.get(&a.pm_id) {
+            Some(&i) => {
+                if a.name.is_some() && self.apps[i as usize].name != a.name {
+                    self.apps[i as usize].name = a.name.clone();
+                }
+                i
+            }
+            None => {
+                let i = self.apps.len() as u32;
+                self.apps.push(a.clone());
+                self.app_ix.insert(a.pm_id, i);
+                i
+            }
+        }
+    }
+
+    fn push_entries(&mut self, raw: u32, entries: &[Entry]) {
+        for e in entries {
+            self.timeline.apply(e);
+            let idx = self.rows.len() as u32;
+            let app = match &e.app {
+                Some(a) => self.app_index(a),
+                None => NONE,
+            };
+            let (kind, mark) = classify(e);
+            let mut pair = NONE;
+            match &e.kind {
+                EntryKind::RequestAsked { conn, id, .. } => {
+                    if self.open_asks.len() < 1 << 16 {
+                        self.open_asks.insert((*conn, id.clone()), idx);
+                    }
+                }
+                EntryKind::RequestAnswered { conn, id, .. } => {
+                    if let Some(ask) = self.open_asks.remove(&(*conn, id.clone())) {
+                        pair = ask;
+                        self.rows[ask as usize].pair = idx;
+                    }
+                }
+                EntryKind::ConnClosed { conn, .. } => {
+                    self.open_asks.retain(|(c, _), _| c != conn);
+                }
+                _ => {}
+            }
+            let text = e.describe();
+            let mut cut = text.len().min(MAX_TEXT);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let (text_at, text_len) = if self.text.len() + cut <= u32::MAX as usize {
+                let at = self.text.len() as u32;
+                self.text.push_str(&text[..cut]);
+                (at, cut as u32)
+            } else {
+                (self.text.len() as u32, 0)
+            };
+            let tk = self.rows.last().map_or(e.t, |r| r.tk.max(e.t));
+            if kind == RowKind::Daemon {
+                self.daemon.push(idx);
+            }
+            self.rows.push(Row {
+                t: e.t,
+                tk,
+                raw,
+                text_at,
+                text_len,
+                pair,
+                app,
+                source: e.source,
+                tone: e.tone(),
+                kind,
+                mark,
+            });
+        }
+        self.stale_findings = true;
+        self.version += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &Row {
+        &self.rows[i]
+    }
+
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// The words of row `i`.
+    pub fn text(&self, i: usize) -> &str {
+        let r = &self.rows[i];
+        &self.text[r.text_at as usize..(r.text_at + r.text_len) as usize]
+    }
+
+    /// The app of a row, as `web:0`.
+    pub fn app_label(&self, app: u32) -> Option<String> {
+        self.apps.get(app as usize).map(|a| a.to_string())
+    }
+
+    pub fn app_index_of(&self, pm_id: u64) -> Option<u32> {
+        self.app_ix.get(&pm_id).copied()
+    }
+
+    /// First row with `tk >= t`.
+    pub fn lower_bound(&self, t: MonoNs) -> usize {
+        self.rows.partition_point(|r| r.tk < t)
+    }
+
+    /// First and last instant.
+    pub fn span(&self) -> Option<(MonoNs, MonoNs)> {
+        Some((self.rows.first()?.tk, self.rows.last()?.tk))
+    }
+
+    /// The raw event of row `i`, read back from the capture (or memory).
+    pub fn raw_event(&mut self, i: usize) -> Result<Stamped, String> {
+        let raw = self.rows[i].raw;
+        self.raw.get(raw)
+    }
+
+    /// The row an evidence item refers to: same instant and source, preferably same words.
+    pub fn find_evidence(&self, t: MonoNs, source: Source, what: &str) -> Option<usize> {
+        let mut i = self.lower_bound(t).saturating_sub(64);
+        let mut best = None;
+        let end = self.lower_bound(t.saturating_add(1)).saturating_add(64);
+        while i < self.rows.len().min(end) {
+            let r = &self.rows[i];
+            if r.t == t && r.source == source {
+                if self.text(i) == what {
+                    return Some(i);
+                }
+                best.get_or_insert(i);
+            }
+            i += 1;
+        }
+        best.or_else(|| {
+            // The nearest row of that source in time.
+            let i = self.lower_bound(t);
+            let after = (i..self.rows.len().min(i + 256)).find(|&j| self.rows[j].source == source);
+            let before = (i.saturating_sub(256)..i)
+                .rev()
+                .find(|&j| self.rows[j].source == source);
+            match (before, after) {
+                (Some(b), Some(a)) => {
+                    if t - self.rows[b].t.min(t) <= self.rows[a].t.saturating_sub(t) {
+                        Some(b)
+                    } else {
+                        Some(a)
+                    }
+                }
+                (b, a) => a.or(b),
+            }
+        })
+    }
+}
+
+/// What kind of row an entry makes and its marker on the daemon lane.
+fn classify(e: &Entry) -> (RowKind, Mark) {
+    match &e.kind {
+        EntryKind::RequestAsked { .. } => (RowKind::Ask, Mark::None),
+        EntryKind::RequestAnswered { .. } => (RowKind::Answer, Mark::None),
+        EntryKind::Bus(BusEvent::ProcessEvent(pe)) => {
+            let m = match pe.event {
+                ProcessEventKind::Exit => Mark::Exit,
+                ProcessEventKind::Online => Mark::Online,
+                ProcessEventKind::RestartOverlimit => Mark::Errored,
+                _ if pe.status.as_deref() == Some("errored") => Mark::Errored,
+                _ => Mark::Plain,
+            };
+            (RowKind::Daemon, m)
+        }
+        EntryKind::Bus(BusEvent::Log { .. }) | EntryKind::AppLog { .. } => {
+            (RowKind::AppLog, Mark::None)
+        }
+        EntryKind::Bus(_) | EntryKind::BusLink { .. } => (RowKind::Daemon, Mark::Plain),
+        EntryKind::Daemon { log, .. } => {
+            let m = match log {
+                DaemonLogLine::Starting { .. } => Mark::Spawn,
+                DaemonLogLine::Online { .. } => Mark::Online,
+                DaemonLogLine::Stopping { .. } => Mark::Stop,
+                DaemonLogLine::SigkillAfterTimeout { .. } => Mark::Kill,
+                DaemonLogLine::Exited { .. } => Mark::Exit,
+                DaemonLogLine::TooManyUnstableRestarts { .. }
+                | DaemonLogLine::CouldNotBeStopped { .. } => Mark::Errored,
+                _ => Mark::Plain,
+            };
+            (RowKind::Daemon, m)
+        }
+        EntryKind::Proc { .. } => (RowKind::Proc, Mark::None),
+        _ => (RowKind::Other, Mark::None),
+    }
+}
+
+fn load_thread(mut reader: CaptureReader, info: CaptureInfo, tx: SyncSender<LoadMsg>) {
+    let mut interp = Interpreter::new(&info);
+    let mut items: Vec<(u64, Vec<Entry>)> = Vec::with_capacity(BATCH);
+    let mut buf = Vec::new();
+    loop {
+        let offset = reader.offset();
+        let Some(next) = reader.next() else { break };
+        match next {
+            Ok(ev) => {
+                interp.push_into(&ev, &mut buf);
+                if !buf.is_empty() {
+                    items.push((offset, std::mem::take(&mut buf)));
+                }
+            }
+            Err(e) => {
+                if tx.send(LoadMsg::Problem(e.to_string())).is_err() {
+                    return;
+                }
+            }
+        }
+        if items.len() >= BATCH {
+            let batch = std::mem::replace(&mut items, Vec::with_capacity(BATCH));
+            if tx
+                .send(LoadMsg::Batch {
+                    items: batch,
+                    read: reader.offset(),
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    if !items.is_empty()
+        && tx
+            .send(LoadMsg::Batch {
+                items,
+                read: reader.offset(),
+            })
+            .is_err()
+    {
+        return;
+    }
+    if let Some(t) = reader.truncated() {
+        let _ = tx.send(LoadMsg::Problem(format!(
+            "{} ends inside a record at byte {} (truncated): the {} whole records before it are shown",
+            reader.path().display(),
+            t.offset,
+            t.records
+        )));
+    }
+    if reader.skipped() > 0 {
+        let _ = tx.send(LoadMsg::Problem(format!(
+            "skipped {} records of kinds this version does not know",
+            reader.skipped()
+        )));
+    }
+    let _ = tx.send(LoadMsg::Done);
+}
