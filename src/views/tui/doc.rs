@@ -107,12 +107,9 @@ impl Doc {
         for i in root..self.nodes.len() as u32 {
             let n = &self.nodes[i as usize];
             let container = !matches!(n.kind, NodeKind::Scalar(..));
-            let only = n.parent != NO_PARENT
-                && matches!(
-                    self.nodes[n.parent as usize].kind,
-                    NodeKind::Object(1) | NodeKind::Array(1)
-                );
-            if container && n.depth >= 2 && n.end - i > FOLD_ABOVE && !only {
+            let single = |k: &NodeKind| matches!(k, NodeKind::Object(1) | NodeKind::Array(1));
+            let only = n.parent != NO_PARENT && single(&self.nodes[n.parent as usize].kind);
+            if container && n.depth >= 2 && n.end - i > FOLD_ABOVE && !only && !single(&n.kind) {
                 self.folded.insert(i);
             }
         }

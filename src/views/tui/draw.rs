@@ -104,11 +104,14 @@ pub struct Areas {
     pub status: Rect,
 }
 
-/// Where the panes go for a screen of `area` with `findings` findings.
-pub fn layout(area: Rect, findings: usize) -> Areas {
+/// Where the panes go for a screen of `area` with `findings` findings and at most `lanes`
+/// timeline lanes.
+pub fn layout(area: Rect, findings: usize, lanes: usize) -> Areas {
     let status = Rect::new(area.x, area.y + area.height - 1, area.width, 1);
     let main_h = area.height - 1;
-    let th = (main_h * 2 / 5).clamp(7, 22);
+    let th = (main_h * 2 / 5)
+        .clamp(7, 22)
+        .min((lanes as u16).saturating_add(3).max(7));
     let timeline = Rect::new(area.x, area.y, area.width, th);
     let bh = main_h - th;
     let by = area.y + th;
@@ -154,7 +157,14 @@ pub fn draw(f: &mut Frame, app: &mut App) {
         );
         return;
     }
-    let a = layout(area, app.model.findings.len());
+    let gens: usize = app
+        .model
+        .timeline
+        .apps
+        .values()
+        .map(|a| a.generations.len())
+        .sum();
+    let a = layout(area, app.model.findings.len(), gens + 2);
     // Dimensions the state depends on.
     let label_w = label_width(a.timeline.width.saturating_sub(2));
     let plot_w = a.timeline.width.saturating_sub(2 + label_w + 1).max(1);
@@ -368,6 +378,10 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
         style(color, Role::Dim),
     );
     let sel_col = (!app.model.is_empty()).then(|| col(app.model.row(app.sel).t as f64));
+    for &r in &app.evidence {
+        let c = col(app.model.row(r as usize).t as f64);
+        scale_cells.put(c, '◆', style(color, Role::Evidence), u8::MAX - 1);
+    }
     if let Some(c) = sel_col {
         scale_cells.put(c, '▼', style(color, Role::Head), u8::MAX);
     }

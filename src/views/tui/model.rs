@@ -301,6 +301,13 @@ impl Model {
         }
     }
 
+    /// Replace the findings (e.g. from another set of rules).
+    pub fn set_findings(&mut self, findings: Vec<Finding>) {
+        self.findings = findings;
+        self.stale_findings = false;
+        self.version += 1;
+    }
+
     /// Whether rows arrived since the findings were computed.
     pub fn findings_stale(&self) -> bool {
         self.stale_findings
