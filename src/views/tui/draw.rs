@@ -485,18 +485,14 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
         None
     };
 
-    // App generations that overlap the window.
-    let mut gen_lanes: Vec<(String, LaneRef, LaneCells)> = Vec::new();
+    // App generations that overlap the window: listed cheaply, drawn only if shown.
     let span_end = model.span().map_or(t1, |(_, b)| b as f64);
+    let mut overlapping: Vec<(u64, usize, f64, f64)> = Vec::new();
     for (pm_id, at) in &model.timeline.apps {
         if !app_ok(Some(*pm_id)) {
             continue;
         }
         let gens = &at.generations;
-        let who = match &at.name {
-            Some(n) => format!("{n}:{pm_id}"),
-            None => format!("#{pm_id}"),
-        };
         let first_visible = gens.partition_point(|g| {
             // Generations are in time order: skip those that ended before the window.
             g.exit
@@ -505,18 +501,40 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 .or(g.os_exit.map(|r| r.t))
                 .is_some_and(|e| (e as f64) < t0)
         });
-        let first_visible = first_visible.saturating_sub(1);
-        for gi in first_visible..gens.len() {
-            let g = &gens[gi];
+        for gi in first_visible.saturating_sub(1)..gens.len() {
             let (s, e) = gen_bounds(gens, gi);
             let sv = s.unwrap_or(f64::MIN);
             let ev = e.unwrap_or(span_end.max(sv));
             if sv > t1 {
                 break;
             }
-            if ev < t0 {
-                continue;
+            if ev >= t0 {
+                overlapping.push((*pm_id, gi, sv, ev));
             }
+        }
+    }
+    let avail = inner.height as usize - 1;
+    let fixed_n = fixed.len().min(avail);
+    let room = avail - fixed_n;
+    let total = overlapping.len();
+    let more = total > room;
+    let shown_n = if more { room.saturating_sub(1) } else { room };
+    let max_top = total.saturating_sub(shown_n);
+    if app.lane_top > max_top {
+        app.lane_top = max_top;
+    }
+    let top = app.lane_top;
+    let mut gen_lanes: Vec<(String, LaneRef, LaneCells)> = Vec::new();
+    for &(pm_id, gi, sv, ev) in overlapping.iter().skip(top).take(shown_n) {
+        let at = &model.timeline.apps[&pm_id];
+        let pm_id = &pm_id;
+        let gens = &at.generations;
+        let who = match &at.name {
+            Some(n) => format!("{n}:{pm_id}"),
+            None => format!("#{pm_id}"),
+        };
+        {
+            let g = &gens[gi];
             let mut lane = LaneCells::new(w);
             let stop_t = g.stop.as_ref().map(|s| s.requested.t as f64);
             let (ca, cb) = (col(sv.max(t0 - scale)), col(ev.min(t1 + scale)));
@@ -568,9 +586,14 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 .get(gi + 1)
                 .and_then(|n| n.started())
                 .map_or(f64::MAX, |r| r.t as f64);
-            for st in &at.statuses {
+            let lo = sv.max(t0);
+            let from = at.statuses.partition_point(|st| (st.at.t as f64) < lo);
+            for st in &at.statuses[from..] {
                 let t = st.at.t as f64;
-                if st.status == "errored" && t >= sv && t < next_start && t >= t0 && t <= t1 {
+                if t >= next_start || t > t1 {
+                    break;
+                }
+                if st.status == "errored" {
                     marks.push((t, Mark::Errored, Role::Bad, Some("errored".into())));
                 }
             }
@@ -639,17 +662,6 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
     }
 
     // Lay the lanes out: fixed ones first, then the generations from lane_top.
-    let avail = inner.height as usize - 1;
-    let fixed_n = fixed.len().min(avail);
-    let room = avail - fixed_n;
-    let total = gen_lanes.len();
-    let more = total > room;
-    let shown_n = if more { room.saturating_sub(1) } else { room };
-    let max_top = total.saturating_sub(shown_n);
-    if app.lane_top > max_top {
-        app.lane_top = max_top;
-    }
-    let top = app.lane_top;
     let cursor_s = style(color, Role::Cursor);
     let mut y = inner.y + 1;
     let mut put_lane =
@@ -674,7 +686,7 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
         put_lane(buf, &label, lref, cells, y);
         y += 1;
     }
-    for (label, lref, cells) in gen_lanes.into_iter().skip(top).take(shown_n) {
+    for (label, lref, cells) in gen_lanes {
         put_lane(buf, &label, lref, cells, y);
         y += 1;
     }

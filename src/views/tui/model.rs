@@ -20,7 +20,7 @@ pub const NONE: u32 = u32::MAX;
 /// Longest description kept per row, in bytes.
 const MAX_TEXT: usize = 512;
 /// Events per batch from the loader thread.
-const BATCH: usize = 4096;
+const BATCH: usize = 1024;
 /// Read problems kept for the status line.
 const MAX_PROBLEMS: usize = 100;
 
@@ -92,6 +92,9 @@ pub struct Row {
 /// Reading a capture in the background.
 pub struct Loader {
     rx: Receiver<LoadMsg>,
+    /// Used batches go back to the reading thread to be freed there: freeing memory
+    /// another thread allocated is slow with the system allocator.
+    recycle: std::sync::mpsc::Sender<Vec<(u64, Stamped)>>,
     /// File length, for the progress shown while loading.
     pub total: u64,
     /// Bytes read so far.
@@ -101,7 +104,7 @@ pub struct Loader {
 
 enum LoadMsg {
     Batch {
-        items: Vec<(u64, Vec<Entry>)>,
+        items: Vec<(u64, Stamped)>,
         read: u64,
     },
     Problem(String),
@@ -142,12 +145,17 @@ pub struct Model {
     pub version: u64,
     /// Rows added since the findings were computed.
     stale_findings: bool,
+    /// Interprets the events a [`Loader`] reads (the reading thread only decodes).
+    interp: Interpreter,
+    entries: Vec<Entry>,
 }
 
 impl Model {
     fn new(info: CaptureInfo, name: String, path: Option<PathBuf>, raw: RawStore) -> Model {
         Model {
             timeline: Timeline::new(&info),
+            interp: Interpreter::new(&info),
+            entries: Vec::new(),
             info,
             name,
             path,
@@ -174,6 +182,7 @@ impl Model {
     pub fn set_info(&mut self, info: CaptureInfo) {
         if self.rows.is_empty() {
             self.timeline = Timeline::new(&info);
+            self.interp = Interpreter::new(&info);
         }
         self.info = info;
         self.version += 1;
@@ -192,9 +201,10 @@ impl Model {
         let raw = RawStore::file(path);
         let model = Model::new(info.clone(), name, Some(path.to_owned()), raw);
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let (recycle, used) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("tui-loader".into())
-            .spawn(move || load_thread(reader, info, tx))
+            .spawn(move || load_thread(reader, tx, used))
             .map_err(|error| CaptureError::Io {
                 path: path.to_owned(),
                 offset: 0,
@@ -205,6 +215,7 @@ impl Model {
             model,
             Loader {
                 rx,
+                recycle,
                 total,
                 read: 0,
                 handle: Some(handle),
@@ -239,10 +250,8 @@ impl Model {
             match msg {
                 LoadMsg::Batch { items, read } => {
                     loader.read = read;
-                    for (offset, entries) in items {
-                        let raw = self.raw.add_offset(offset);
-                        self.push_entries(raw, &entries);
-                    }
+                    let used = self.take_batch(items);
+                    let _ = loader.recycle.send(used);
                 }
                 LoadMsg::Problem(p) => self.problem(p),
                 LoadMsg::Done => {
@@ -260,10 +269,8 @@ impl Model {
             match loader.rx.try_recv() {
                 Ok(LoadMsg::Batch { items, read }) => {
                     loader.read = read;
-                    for (offset, entries) in items {
-                        let raw = self.raw.add_offset(offset);
-                        self.push_entries(raw, &entries);
-                    }
+                    let used = self.take_batch(items);
+                    let _ = loader.recycle.send(used);
                 }
                 Ok(LoadMsg::Problem(p)) => self.problem(p),
                 Ok(LoadMsg::Done) | Err(TryRecvError::Disconnected) => {
@@ -274,6 +281,22 @@ impl Model {
                 Err(TryRecvError::Empty) => return false,
             }
         }
+    }
+
+    fn take_batch(&mut self, items: Vec<(u64, Stamped)>) -> Vec<(u64, Stamped)> {
+        let mut buf = std::mem::take(&mut self.entries);
+        for (offset, ev) in &items {
+            let offset = *offset;
+            buf.clear();
+            self.interp.push_into(ev, &mut buf);
+            if !buf.is_empty() {
+                let raw = self.raw.add_offset(offset);
+                self.push_entries(raw, &buf);
+            }
+        }
+        buf.clear();
+        self.entries = buf;
+        items
     }
 
     pub fn problem(&mut self, p: String) {
@@ -511,20 +534,21 @@ fn classify(e: &Entry) -> (RowKind, Mark) {
     }
 }
 
-fn load_thread(mut reader: CaptureReader, info: CaptureInfo, tx: SyncSender<LoadMsg>) {
-    let mut interp = Interpreter::new(&info);
-    let mut items: Vec<(u64, Vec<Entry>)> = Vec::with_capacity(BATCH);
-    let mut buf = Vec::new();
+fn load_thread(
+    mut reader: CaptureReader,
+    tx: SyncSender<LoadMsg>,
+    used: Receiver<Vec<(u64, Stamped)>>,
+) {
+    let mut items: Vec<(u64, Stamped)> = Vec::with_capacity(BATCH);
     loop {
+        // Free what the view is done with, here where it was allocated.
+        while let Ok(v) = used.try_recv() {
+            drop(v);
+        }
         let offset = reader.offset();
         let Some(next) = reader.next() else { break };
         match next {
-            Ok(ev) => {
-                interp.push_into(&ev, &mut buf);
-                if !buf.is_empty() {
-                    items.push((offset, std::mem::take(&mut buf)));
-                }
-            }
+            Ok(ev) => items.push((offset, ev)),
             Err(e) => {
                 if tx.send(LoadMsg::Problem(e.to_string())).is_err() {
                     return;

@@ -1,0 +1,283 @@
+//! How fast the TUI opens a capture of a million events and answers a key.
+//!
+//! The capture is generated with `CaptureWriter` from real events: the recording of a
+//! real crash loop (`tests/tui_captures/crash-loop-5.4.3.bin`: a restart, its RPC
+//! exchange, daemon log lines, bus events, process events) repeated with shifted times and
+//! connection ids, between bursts of app output lines, as a long recording of a busy app
+//! would be. Then it measures:
+//!
+//! - open: reading and indexing the whole capture, the rules, and the first frame;
+//! - per key: the key's work plus one redraw (120x40), for moves, zoom, pan, findings,
+//!   filters, a detail pane that re-reads its event from the file;
+//! - search: a `/` search that has to scan every row.
+//!
+//! Run: `cargo bench --bench tui_open [-- EVENTS [LOG_LINES_PER_RESTART]]` (default 1,000,000
+//! and 2000: 22% of the events are the restart story, 62% of the bytes; prints, asserts
+//! nothing).
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use pm2_trace::capture::{CaptureReader, CaptureWriter};
+use pm2_trace::event::{Event, Stamped, WireMessage};
+use pm2_trace::views::tui::{draw, App, Model};
+use pm2_trace::wire::amp::{Arg, Message};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn template() -> (pm2_trace::event::CaptureInfo, Vec<Stamped>) {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tui_captures/crash-loop-5.4.3.bin");
+    let mut r = CaptureReader::open(&path).expect("read the template capture");
+    let info = r.info().clone();
+    let events: Vec<Stamped> = r.by_ref().map(|e| e.expect("template event")).collect();
+    (info, events)
+}
+
+fn shift(ev: &Stamped, dt: u64, conn_base: u64) -> Stamped {
+    let mut e = ev.clone();
+    e.t += dt;
+    match &mut e.event {
+        Event::RpcConnect { conn, .. }
+        | Event::RpcMessage { conn, .. }
+        | Event::RpcClose { conn, .. }
+        | Event::RpcUndecodable { conn, .. } => *conn += conn_base,
+        _ => {}
+    }
+    e
+}
+
+fn generate(path: &Path, n: u64, per_cycle_logs: u64) -> u64 {
+    let (info, story) = template();
+    let t_first = story.first().map_or(0, |e| e.t);
+    let story_span = story.last().map_or(0, |e| e.t) - t_first + 1;
+    // App output between the restarts, shaped like the real log:out messages.
+    let log = |i: u64| -> Event {
+        Event::BusMessage {
+            msg: WireMessage(Message::new(vec![
+                Arg::Str("log:out".into()),
+                Arg::Json(serde_json::json!({
+                    "process": {"pm_id": 0, "name": "web", "rev": null, "namespace": "default"},
+                    "data": format!("GET /api/items/{} 200 {} ms\n", i % 9973, i % 97),
+                    "at": 1_764_086_502_000i64 + (i / 10) as i64
+                })),
+            ])),
+        }
+    };
+    let cycle_span = story_span + per_cycle_logs * 20_000_000; // logs every 20 ms
+    let mut w = CaptureWriter::create(path, &info, true).expect("create capture");
+    let mut written = 0u64;
+    let mut cycle = 0u64;
+    while written < n {
+        let base = cycle * cycle_span;
+        for ev in &story {
+            if written >= n {
+                break;
+            }
+            w.write(&shift(ev, base, cycle * 1000), "").expect("write");
+            written += 1;
+        }
+        let t_logs = t_first + base + story_span;
+        for k in 0..per_cycle_logs {
+            if written >= n {
+                break;
+            }
+            let ev = Stamped {
+                t: t_logs + k * 20_000_000,
+                event: log(written),
+            };
+            w.write(&ev, "").expect("write");
+            written += 1;
+        }
+        cycle += 1;
+    }
+    w.finish().expect("finish");
+    written
+}
+
+fn rss_mb() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map_or(0.0, |k| k / 1024.0)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let nums: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter(|a| a.chars().all(|c| c.is_ascii_digit()) && !a.is_empty())
+        .map(|a| a.parse().expect("a number"))
+        .collect();
+    let n = nums.first().copied().unwrap_or(1_000_000);
+    let logs = nums.get(1).copied().unwrap_or(2000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("million.bin");
+    let t = Instant::now();
+    let written = generate(&path, n, logs);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "generated {written} events ({:.0} MB; {logs} app output lines per restart) in {:.1} s",
+        size as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    // Where the time goes: reading alone, reading and interpreting.
+    let t = Instant::now();
+    let mut r = CaptureReader::open(&path).expect("open");
+    let info = r.info().clone();
+    let mut k = 0u64;
+    for e in r.by_ref() {
+        e.expect("event");
+        k += 1;
+    }
+    println!(
+        "  read + decode only: {:.0} ms ({k} events)",
+        ms(t.elapsed())
+    );
+    let t = Instant::now();
+    let r = CaptureReader::open(&path).expect("open");
+    let mut interp = pm2_trace::timeline::Interpreter::new(&info);
+    let mut buf = Vec::new();
+    let mut entries = 0;
+    for e in r {
+        buf.clear();
+        interp.push_into(&e.expect("event"), &mut buf);
+        entries += buf.len();
+    }
+    println!(
+        "  read + decode + interpret: {:.0} ms ({entries} entries)",
+        ms(t.elapsed())
+    );
+    let t = Instant::now();
+    let r = CaptureReader::open(&path).expect("open");
+    let mut interp = pm2_trace::timeline::Interpreter::new(&info);
+    let mut tl = pm2_trace::timeline::Timeline::new(&info);
+    let mut describe = Duration::ZERO;
+    let mut apply = Duration::ZERO;
+    for e in r {
+        buf.clear();
+        interp.push_into(&e.expect("event"), &mut buf);
+        for en in &buf {
+            let t = Instant::now();
+            tl.apply(en);
+            apply += t.elapsed();
+            let t = Instant::now();
+            std::hint::black_box(en.describe());
+            describe += t.elapsed();
+        }
+    }
+    println!(
+        "  read + decode + interpret + timeline + describe: {:.0} ms (timeline {:.0} ms, describe {:.0} ms)",
+        ms(t.elapsed()),
+        ms(apply),
+        ms(describe)
+    );
+
+    // Open: read + index + rules + first frame.
+    let t = Instant::now();
+    let (mut model, mut loader) = Model::open(&path).expect("open");
+    let mut first_rows = None;
+    let mut frames_while_loading = 0;
+    let mut term = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
+    // As the real loop does: pump for 30 ms, draw, again.
+    let mut app_model = None;
+    while app_model.is_none() {
+        let done = model.pump(&mut loader, Duration::from_millis(30));
+        if first_rows.is_none() && model.len() > 0 {
+            first_rows = Some(t.elapsed());
+        }
+        if done {
+            app_model = Some(std::mem::replace(
+                &mut model,
+                Model::live(Default::default(), "x"),
+            ));
+        } else {
+            frames_while_loading += 1;
+        }
+    }
+    let model = app_model.expect("loaded");
+    let rows = model.len();
+    let findings = model.findings.len();
+    let mut app = App::new(model, true);
+    app.loaded();
+    term.draw(|f| draw::draw(f, &mut app)).expect("draw");
+    let open = t.elapsed();
+    println!(
+        "open: {:.0} ms for {rows} rows ({findings} findings; first rows after {:.0} ms, {frames_while_loading} loading frames); peak RSS {:.0} MB",
+        ms(open),
+        first_rows.map_or(0.0, ms),
+        rss_mb()
+    );
+
+    // Keys: each one's work and a redraw.
+    let mut key_times: Vec<(String, f64)> = Vec::new();
+    let t = Instant::now();
+    for _ in 0..20 {
+        term.draw(|f| draw::draw(f, &mut app)).expect("draw");
+    }
+    key_times.push((
+        "redraw (whole capture in view)".into(),
+        ms(t.elapsed()) / 20.0,
+    ));
+    let mut press = |app: &mut App, term: &mut Terminal<TestBackend>, name: &str, k: KeyCode| {
+        let reps = 20;
+        let t = Instant::now();
+        for _ in 0..reps {
+            app.key(KeyEvent::new(k, KeyModifiers::NONE));
+            term.draw(|f| draw::draw(f, app)).expect("draw");
+        }
+        key_times.push((name.to_owned(), ms(t.elapsed()) / reps as f64));
+    };
+    press(
+        &mut app,
+        &mut term,
+        "j (next event, detail re-read)",
+        KeyCode::Char('j'),
+    );
+    press(&mut app, &mut term, "PgDn", KeyCode::PageDown);
+    press(&mut app, &mut term, "G (last event)", KeyCode::Char('G'));
+    press(&mut app, &mut term, "+ (zoom in)", KeyCode::Char('+'));
+    press(&mut app, &mut term, "- (zoom out)", KeyCode::Char('-'));
+    press(&mut app, &mut term, "l (pan)", KeyCode::Char('l'));
+    press(&mut app, &mut term, "0 (whole capture)", KeyCode::Char('0'));
+    press(&mut app, &mut term, "n (next finding)", KeyCode::Char('n'));
+    press(&mut app, &mut term, "t (wall clock)", KeyCode::Char('t'));
+    press(
+        &mut app,
+        &mut term,
+        "2 (toggle bus: refilter)",
+        KeyCode::Char('2'),
+    );
+    press(
+        &mut app,
+        &mut term,
+        "a (cycle app: refilter)",
+        KeyCode::Char('a'),
+    );
+    press(&mut app, &mut term, "Tab", KeyCode::Tab);
+    for (name, t) in &key_times {
+        println!("key {name:<34} {t:>8.2} ms");
+    }
+    let worst = key_times.iter().map(|(_, t)| *t).fold(0.0, f64::max);
+    println!("worst key + redraw: {worst:.2} ms (a frame at 60 Hz is 16.7 ms)");
+
+    // A search that scans every row.
+    app.key(KeyEvent::new(KeyCode::Char('x'), KeyModifiers::NONE));
+    app.key(KeyEvent::new(KeyCode::Char('g'), KeyModifiers::NONE));
+    let t = Instant::now();
+    for c in "/no such words".chars() {
+        app.key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+    }
+    app.key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE));
+    term.draw(|f| draw::draw(f, &mut app)).expect("draw");
+    println!(
+        "search through {rows} rows (no match): {:.0} ms",
+        ms(t.elapsed())
+    );
+}
