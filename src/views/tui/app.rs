@@ -257,6 +257,9 @@ impl App {
                 }
             }
         }
+        if len == 0 {
+            self.t0 = self.model.info.mono_ref_ns as f64;
+        }
         if !self.fitted && len > 0 {
             self.fit_all();
             self.fitted = self.loader.is_none() && self.live.is_none();

@@ -1,0 +1,113 @@
+//! The real binary in a real terminal (tmux): open a capture, navigate to its finding and
+//! into an event's details, and quit with the terminal given back.
+
+#[path = "tui_support/tmux.rs"]
+mod tmux;
+
+use std::path::PathBuf;
+use std::time::Duration;
+use tmux::Tmux;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pm2-trace"))
+}
+
+/// The capture the end-to-end test explores.
+fn capture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tui_captures/crash-loop-5.4.3.bin")
+}
+
+fn shell_quote(p: &std::path::Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+#[test]
+fn navigate_to_a_finding_in_a_real_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("exit-status");
+    let cmd = format!(
+        "NO_COLOR=1 {} tui {}; echo $? > {}; sleep 30",
+        shell_quote(&bin()),
+        shell_quote(&capture()),
+        shell_quote(&done)
+    );
+    let t = Tmux::start(&cmd, 120, 40);
+    let s = t.wait_for("the capture to load", Duration::from_secs(20), |s| {
+        s.contains("events ·") && !s.contains("reading ")
+    });
+    assert!(s.contains("Timeline"), "{s}");
+    assert!(s.contains("web:0 #1"), "a lane per generation: {s}");
+
+    // n: the first finding; the timeline jumps to its evidence.
+    t.keys(&["n"]);
+    let s = t.wait_for("a finding to be selected", Duration::from_secs(5), |s| {
+        s.contains("Findings 1/")
+    });
+    assert!(s.contains('◆'), "the evidence is marked: {s}");
+    // Its details.
+    t.keys(&["Tab", "Tab", "Tab", "Enter"]);
+    let s = t.wait_for("the finding's details", Duration::from_secs(5), |s| {
+        s.contains("Detail · finding") && s.contains("Evidence")
+    });
+    assert!(s.contains("Why") || s.contains("Evidence"), "{s}");
+
+    // Search for the restart and open its details: the decoded request.
+    t.keys(&["Escape", "/"]);
+    t.type_text("restartProcessId web:0");
+    t.keys(&["Enter", "Enter"]);
+    let s = t.wait_for("the restart's details", Duration::from_secs(5), |s| {
+        s.contains("\"method\": \"restartProcessId\"")
+    });
+    assert!(s.contains("▾ request (conn"), "{s}");
+
+    // The help overlay, then quit: the shell sees the exit status.
+    t.keys(&["?"]);
+    t.wait_for("the help overlay", Duration::from_secs(5), |s| {
+        s.contains("Keys (")
+    });
+    t.keys(&["Escape", "q"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pm2-trace tui did not exit on q: {}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let status = std::fs::read_to_string(&done).unwrap();
+    assert_eq!(status.trim(), "0", "exit status");
+    // The terminal is back to the shell: no alternate screen left, no TUI on it.
+    let s = t.screen();
+    assert!(!s.contains("Timeline"), "the TUI is gone after q: {s}");
+}
+
+#[test]
+fn a_file_that_is_no_capture_fails_before_touching_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("not-a-capture.bin");
+    std::fs::write(&bad, b"hello, not pcapng").unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("tui")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a pcapng capture"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing drawn: {:?}", out.stdout);
+}
+
+#[test]
+fn no_terminal_is_a_clear_error() {
+    let out = std::process::Command::new(bin())
+        .arg("tui")
+        .arg(capture())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a terminal"), "{err}");
+}
