@@ -202,3 +202,75 @@ fn resize_redraws_and_small_terminals_are_told() {
     let tiny = screen(&mut app, 40, 10);
     assert!(tiny.contains("at least"), "{tiny}");
 }
+
+fn mouse(app: &mut App, kind: crossterm::event::MouseEventKind, column: u16, row: u16) {
+    app.mouse(crossterm::event::MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    });
+}
+
+#[test]
+fn mouse_wheel_scrolls_and_click_selects() {
+    use crossterm::event::{MouseButton, MouseEventKind};
+    let m = load("crash-loop-5.4.3.bin");
+    let mut app = App::new(m, false);
+    screen(&mut app, 120, 40);
+    // Click the third row of the event list.
+    let ev = app.hits.events;
+    mouse(
+        &mut app,
+        MouseEventKind::Down(MouseButton::Left),
+        ev.x + 5,
+        ev.y + 3,
+    );
+    assert_eq!(app.focus, Pane::Events);
+    assert_eq!(app.sel, app.list_top + 2);
+    // The wheel over the list moves by three.
+    let before = app.sel;
+    mouse(&mut app, MouseEventKind::ScrollDown, ev.x + 5, ev.y + 3);
+    assert_eq!(app.sel, before + 3);
+    // The wheel over the detail pane moves its cursor.
+    screen(&mut app, 120, 40);
+    let d = app.hits.detail;
+    mouse(
+        &mut app,
+        MouseEventKind::Down(MouseButton::Left),
+        d.x + 3,
+        d.y + 2,
+    );
+    assert_eq!(app.focus, Pane::Detail);
+    let c = app.detail.cursor;
+    mouse(&mut app, MouseEventKind::ScrollDown, d.x + 3, d.y + 2);
+    assert!(app.detail.cursor > c, "wheel moves the detail cursor");
+    // A click on an app lane selects an event of that app near that time.
+    screen(&mut app, 120, 40);
+    let (y, _) = *app
+        .hits
+        .lanes
+        .iter()
+        .find(|(_, l)| matches!(l, pm2_trace::views::tui::app::LaneRef::Gen { gi: 3, .. }))
+        .expect("lane of generation 3");
+    let plot = app.hits.plot;
+    // Find the spawn marker of that lane on screen and click it.
+    let s = screen(&mut app, 120, 40);
+    let line: Vec<char> = s.lines().nth(y as usize).unwrap().chars().collect();
+    let x = (plot.x as usize..(plot.x + plot.width) as usize)
+        .find(|&x| line.get(x + 1) == Some(&'S'))
+        .expect("a spawn marker on the lane") as u16;
+    mouse(&mut app, MouseEventKind::Down(MouseButton::Left), x, y);
+    assert_eq!(app.focus, Pane::Timeline);
+    let r = app.model.row(app.sel);
+    assert_eq!(
+        app.model.app_label(r.app).as_deref(),
+        Some("web:0"),
+        "{}",
+        app.model.text(app.sel)
+    );
+    // The wheel over the timeline scrolls its lanes.
+    let top = app.lane_top;
+    mouse(&mut app, MouseEventKind::ScrollDown, plot.x + 2, y);
+    assert_eq!(app.lane_top, top + 1);
+}

@@ -111,3 +111,47 @@ fn no_terminal_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs a terminal"), "{err}");
 }
+
+#[test]
+fn the_terminal_is_restored_after_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("stderr");
+    let stty = dir.path().join("stty");
+    let cmd = format!(
+        "PM2_TRACE_TEST_PANIC=1 {} tui {} 2>{}; echo \"exit=$?\" > {}.status; stty -a > {}; sleep 30",
+        shell_quote(&bin()),
+        shell_quote(&capture()),
+        shell_quote(&err),
+        shell_quote(&stty),
+        shell_quote(&stty)
+    );
+    let t = Tmux::start(&cmd, 100, 30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !stty.exists()
+        || std::fs::read_to_string(&stty)
+            .unwrap_or_default()
+            .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after the panic: {}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let status = std::fs::read_to_string(format!("{}.status", stty.display())).unwrap();
+    assert_eq!(status.trim(), "exit=101", "a panic exits with 101");
+    let e = std::fs::read_to_string(&err).unwrap();
+    assert!(
+        e.contains("test panic"),
+        "the panic message is printed: {e}"
+    );
+    let modes = std::fs::read_to_string(&stty).unwrap();
+    let words: Vec<&str> = modes.split_whitespace().collect();
+    for m in ["icanon", "echo", "isig", "opost"] {
+        assert!(words.contains(&m), "terminal mode {m} restored: {modes}");
+    }
+    let s = t.screen();
+    assert!(!s.contains("Timeline"), "the alternate screen is left: {s}");
+}

@@ -75,6 +75,10 @@ fn run_loop(
             term.terminal.draw(|f| draw::draw(f, app))?;
             last_draw = Instant::now();
             dirty = false;
+            // For the tests: a panic with the terminal taken over must give it back.
+            if std::env::var_os("PM2_TRACE_TEST_PANIC").is_some() {
+                panic!("test panic (PM2_TRACE_TEST_PANIC is set)");
+            }
         }
         let busy = app.loader.is_some() || app.live.is_some();
         let wait = if busy {
