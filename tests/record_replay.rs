@@ -18,14 +18,16 @@ fn of_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
 fn record_and_replay_a_restart(version: &str) {
     let pm2 = Pm2::start(version);
     pm2.start_app("web", "well-behaved.js", pm2::free_port(), &[]);
-    pm2.wait_for_status("web", "online", Duration::from_secs(15)).unwrap();
+    pm2.wait_for_status("web", "online", Duration::from_secs(15))
+        .unwrap();
     // A restart within min_uptime of the start counts as unstable; let the app settle.
     std::thread::sleep(Duration::from_millis(1200));
     let cap = pm2.home().join("restart.bin");
     let rec = Recorder::start(pm2.home(), &cap, &[]);
     let out = pm2.cmd_ok(&["restart", "web"]);
     assert!(out.status.success());
-    pm2.wait_for_status("web", "online", Duration::from_secs(15)).unwrap();
+    pm2.wait_for_status("web", "online", Duration::from_secs(15))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let live = {
         let r = rec;
@@ -33,34 +35,74 @@ fn record_and_replay_a_restart(version: &str) {
         assert!(r.stop().success());
         std::fs::read_to_string(path).unwrap()
     };
-    let new_pid = pm2.jlist().as_array().unwrap().iter().find(|p| p["name"] == "web").unwrap()["pid"].as_i64().unwrap();
+    let new_pid = pm2
+        .jlist()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "web")
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap();
 
     let doc = recorder::replay_json(&cap);
     assert_eq!(doc["capture"]["pm2_version"], version);
-    assert_eq!(doc["findings"].as_array().map(Vec::len), Some(0), "a clean restart has no findings: {}", doc["findings"]);
+    assert_eq!(
+        doc["findings"].as_array().map(Vec::len),
+        Some(0),
+        "a clean restart has no findings: {}",
+        doc["findings"]
+    );
     let events = doc["events"].as_array().unwrap();
     let asked = of_type(events, "request_asked");
     let answered = of_type(events, "request_answered");
-    let restart = asked.iter().find(|e| e["call"]["call"] == "restartProcessId").expect("restartProcessId asked");
+    let restart = asked
+        .iter()
+        .find(|e| e["call"]["call"] == "restartProcessId")
+        .expect("restartProcessId asked");
     assert_eq!(restart["app"]["name"], "web");
     let reply = answered
         .iter()
         .find(|e| e["method"] == "restartProcessId" && e["id"] == restart["id"])
         .expect("restartProcessId answered");
-    assert_eq!(reply["new_pid"].as_i64(), Some(new_pid), "the reply names the new pid");
+    assert_eq!(
+        reply["new_pid"].as_i64(),
+        Some(new_pid),
+        "the reply names the new pid"
+    );
     assert!(reply["latency_ns"].as_u64().unwrap() > 0);
     assert!(
-        asked.iter().any(|e| e["call"]["call"] == "notifyByProcessId"),
+        asked
+            .iter()
+            .any(|e| e["call"]["call"] == "notifyByProcessId"),
         "notifyByProcessId asked"
     );
     let bus: Vec<_> = of_type(events, "bus");
-    assert!(bus.iter().any(|e| e["description"].as_str().unwrap().contains("online")), "bus online event");
-    let daemon: Vec<String> = of_type(events, "daemon").iter().map(|e| e["log"]["line"].as_str().unwrap_or("").to_owned()).collect();
+    assert!(
+        bus.iter()
+            .any(|e| e["description"].as_str().unwrap().contains("online")),
+        "bus online event"
+    );
+    let daemon: Vec<String> = of_type(events, "daemon")
+        .iter()
+        .map(|e| e["log"]["line"].as_str().unwrap_or("").to_owned())
+        .collect();
     for line in ["stopping", "exited", "starting", "online"] {
-        assert!(daemon.iter().any(|l| l == line), "daemon log line {line} in {daemon:?}");
+        assert!(
+            daemon.iter().any(|l| l == line),
+            "daemon log line {line} in {daemon:?}"
+        );
     }
-    let procs: Vec<&str> = of_type(events, "proc").iter().map(|e| e["description"].as_str().unwrap()).collect();
-    assert!(procs.iter().any(|d| d.starts_with("exit pid") && d.contains("web:0")), "the old process's exit from the OS: {procs:?}");
+    let procs: Vec<&str> = of_type(events, "proc")
+        .iter()
+        .map(|e| e["description"].as_str().unwrap())
+        .collect();
+    assert!(
+        procs
+            .iter()
+            .any(|d| d.starts_with("exit pid") && d.contains("web:0")),
+        "the old process's exit from the OS: {procs:?}"
+    );
 
     // The live run and the replay print the same timeline and findings.
     let replayed = recorder::replay_text(&cap);
@@ -80,19 +122,39 @@ fn record_and_replay_a_restart_5() {
 #[test]
 fn listen_mode_leaves_the_daemon_socket_alone() {
     let pm2 = Pm2::start("7.0.4");
-    let before = std::fs::metadata(pm2.rpc_sock()).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let before = std::fs::metadata(pm2.rpc_sock())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
     let listen = pm2.home().join("trace.sock");
     let cap = pm2.home().join("listen.bin");
-    let rec = Recorder::start(pm2.home(), &cap, &["--quiet", "--listen", listen.to_str().unwrap()]);
-    assert!(!recorder::aside(pm2.home()).exists(), "rpc.sock is not touched in --listen mode");
-    let out = pm2.cmd_env(&[("PM2_DAEMON_RPC_PORT", listen.to_str().unwrap())], &["ls"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rec = Recorder::start(
+        pm2.home(),
+        &cap,
+        &["--quiet", "--listen", listen.to_str().unwrap()],
+    );
+    assert!(
+        !recorder::aside(pm2.home()).exists(),
+        "rpc.sock is not touched in --listen mode"
+    );
+    let out = pm2.cmd_env(
+        &[("PM2_DAEMON_RPC_PORT", listen.to_str().unwrap())],
+        &["ls"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(rec.stop().success());
     assert!(!listen.exists(), "the listen socket is removed");
-    let after = std::fs::metadata(pm2.rpc_sock()).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let after = std::fs::metadata(pm2.rpc_sock())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
     assert_eq!(before, after);
     let doc = recorder::replay_json(&cap);
     let events = doc["events"].as_array().unwrap();
-    assert!(of_type(events, "request_asked").iter().any(|e| e["call"]["call"] == "getMonitorData"));
+    assert!(of_type(events, "request_asked")
+        .iter()
+        .any(|e| e["call"]["call"] == "getMonitorData"));
     assert_eq!(pm2.god_daemons_for_home().len(), 1);
 }

@@ -366,7 +366,8 @@ mod tests {
             prop_oneof![
                 any::<String>().prop_map(Arg::Str),
                 proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| Arg::from_bytes(&b)),
-                (any::<i64>(), "[a-z]{0,8}").prop_map(|(n, k)| Arg::Json(serde_json::json!({ k: n }))),
+                (any::<i64>(), "[a-z]{0,8}")
+                    .prop_map(|(n, k)| Arg::Json(serde_json::json!({ k: n }))),
             ]
         }
 

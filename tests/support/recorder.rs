@@ -38,7 +38,12 @@ impl Recorder {
 
     /// Like `start`, with a file size limit (RLIMIT_FSIZE, bytes) on the recorder process:
     /// how a full disk looks to a writer.
-    pub fn start_limited(home: &Path, output: &Path, extra: &[&str], fsize: Option<u64>) -> Recorder {
+    pub fn start_limited(
+        home: &Path,
+        output: &Path,
+        extra: &[&str],
+        fsize: Option<u64>,
+    ) -> Recorder {
         let dir = output.parent().expect("output has a parent");
         let stem = output.file_name().unwrap().to_string_lossy().into_owned();
         let stderr_path = dir.join(format!("{stem}.stderr"));
@@ -49,7 +54,10 @@ impl Recorder {
             // SAFETY: setrlimit is async-signal-safe.
             unsafe {
                 cmd.pre_exec(move || {
-                    let l = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
                     if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
