@@ -274,6 +274,9 @@ fn record_interposed(
             .spawn(move || decode_taps(tap_rx, sink, max, hints))?
     };
     let mut proxy = Some(Proxy::start(listener, upstream, access, tap)?);
+    // Everything but forwarding yields the CPU to the forwarding threads (spawned above, at
+    // normal priority): threads started from here on inherit the lower priority.
+    lower_thread_priority();
     let bus = BusSubscriber::start(opts.pub_path.clone(), sink.clone())?;
     eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
     // Sources deliver with different delays; the pidfd fallback finds new processes only at
@@ -563,6 +566,7 @@ fn decode_taps(
     max_message: usize,
     watcher: Option<WatcherHandle>,
 ) {
+    lower_thread_priority();
     let mut hinter = watcher.map(|watcher| Hinter {
         watcher,
         pending: HashMap::new(),
@@ -648,6 +652,15 @@ fn decode_taps(
                 ),
             }
         }
+    }
+}
+
+/// Nice the calling thread to 10 (Linux nice values are per thread).
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
 
