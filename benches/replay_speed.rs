@@ -54,7 +54,8 @@ fn main() {
     let span = events.last().unwrap().t - first + 1_000_000;
     let target_mb: u64 = std::env::var("PM2_TRACE_BENCH_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
     let dir = tempfile::Builder::new().prefix("p2t-replay-").tempdir().unwrap();
-    let big = dir.path().join("big.bin");
+    // PM2_TRACE_BENCH_KEEP=FILE keeps the generated capture there (for profiling).
+    let big = std::env::var_os("PM2_TRACE_BENCH_KEEP").map(PathBuf::from).unwrap_or_else(|| dir.path().join("big.bin"));
     let t0 = Instant::now();
     let mut w = CaptureWriter::create(&big, &info, true).unwrap();
     let mut round = 0u64;
