@@ -260,11 +260,16 @@ impl App {
         if len == 0 {
             self.t0 = self.model.info.mono_ref_ns as f64;
         }
-        if !self.fitted && len > 0 {
-            self.fit_all();
-            self.fitted = self.loader.is_none() && self.live.is_none();
-        } else if self.follow && len > 0 {
-            self.show_time(self.model.row(self.sel).t, true);
+        if len > 0 {
+            if self.live.is_some() {
+                if self.follow {
+                    self.follow_window();
+                }
+            } else if !self.fitted {
+                // While a file loads, show all of what is read (until the user moves).
+                self.fit_all();
+                self.fitted = self.loader.is_none();
+            }
         }
         if self.fsel >= self.model.findings.len() {
             self.fsel = self.model.findings.len().saturating_sub(1);
@@ -370,12 +375,34 @@ impl App {
         self.t0 = a as f64 - (self.scale * w - (b - a.min(b)) as f64) / 2.0;
     }
 
+    /// Following a live recording: all of it, or its last five minutes.
+    fn follow_window(&mut self) {
+        let Some((a, b)) = self.model.span() else {
+            return;
+        };
+        const LAST: u64 = 300_000_000_000;
+        if b - a <= LAST {
+            self.fit(a, b, 0.02);
+        } else {
+            let w = self.plot_w.max(2) as f64;
+            self.scale = LAST as f64 / w;
+            self.t0 = b as f64 - self.scale * w * 0.97;
+        }
+    }
+
+    /// The user moved the window: stop fitting and following.
+    fn moved(&mut self) {
+        self.fitted = true;
+        self.follow = false;
+    }
+
     /// Make sure `t` is in the window (recentre if not; with `end`, put it near the right).
     fn show_time(&mut self, t: MonoNs, end: bool) {
         let t = t as f64;
         let w = self.scale * self.plot_w.max(1) as f64;
         if t < self.t0 || t > self.t0 + w {
             self.t0 = if end { t - w * 0.9 } else { t - w / 2.0 };
+            self.fitted = true;
         }
     }
 
@@ -398,12 +425,13 @@ impl App {
         });
         self.scale = (self.scale * factor).clamp(MIN_SCALE, max_scale);
         self.t0 = anchor - col * self.scale;
+        self.moved();
     }
 
     /// Pan by a fraction of the window.
     pub fn pan(&mut self, frac: f64) {
         self.t0 += self.scale * self.plot_w.max(1) as f64 * frac;
-        self.follow = false;
+        self.moved();
     }
 
     // ---- selection ----
@@ -465,6 +493,7 @@ impl App {
             let total = span.max(min_span) * 1.3;
             self.scale = (total / w).max(MIN_SCALE);
             self.t0 = (a as f64 + b as f64) / 2.0 - total / 2.0;
+            self.moved();
         }
         if let Some(&r) = self.evidence.first() {
             if !self.row_shown(self.model.row(r as usize)) {
@@ -613,7 +642,10 @@ impl App {
             KeyCode::Char('N') => self.next_finding(-1),
             KeyCode::Char('+') | KeyCode::Char('=') => self.zoom(0.5),
             KeyCode::Char('-') | KeyCode::Char('_') => self.zoom(2.0),
-            KeyCode::Char('0') => self.fit_all(),
+            KeyCode::Char('0') => {
+                self.fit_all();
+                self.moved();
+            }
             KeyCode::Char('t') => self.wall = !self.wall,
             KeyCode::Char('a') => self.cycle_app(),
             KeyCode::Char(c @ '1'..='4') => self.toggle_source(c as usize - '1' as usize),

@@ -205,9 +205,10 @@ struct LaneCells {
 }
 
 const P_CURSOR: u8 = 1;
-const P_BODY: u8 = 2;
-const P_LABEL: u8 = 3;
-const P_MARK: u8 = 4;
+const P_CHILD: u8 = 2;
+const P_BODY: u8 = 3;
+const P_LABEL: u8 = 4;
+const P_MARK: u8 = 5;
 
 impl LaneCells {
     fn new(w: usize) -> LaneCells {
@@ -226,27 +227,31 @@ impl LaneCells {
         }
     }
     fn span(&mut self, a: i64, b: i64, c: char, s: Style) {
+        self.span_at(a, b, c, s, P_BODY);
+    }
+    fn span_at(&mut self, a: i64, b: i64, c: char, s: Style, p: u8) {
         let w = self.cells.len() as i64;
         for col in a.max(0)..=b.min(w - 1) {
-            self.put(col, c, s, P_BODY);
+            self.put(col, c, s, p);
         }
     }
     /// Write `text` from `col` on, only over body or empty cells, stopping before a marker
     /// and leaving one free cell before the next marker.
-    fn label(&mut self, col: i64, text: &str, s: Style) {
+    fn label(&mut self, col: i64, text: &str, s: Style) -> bool {
         let w = self.cells.len() as i64;
         let n = text.chars().count() as i64;
         if col < 0 || col + n > w {
-            return;
+            return false;
         }
         for k in col..(col + n + 1).min(w) {
             if self.cells[k as usize].2 > P_BODY {
-                return;
+                return false;
             }
         }
         for (k, ch) in text.chars().enumerate() {
             self.cells[(col + k as i64) as usize] = (ch, s, P_LABEL);
         }
+        true
     }
     fn highlight(&mut self, col: i64, s: Style) {
         if col < 0 {
@@ -547,6 +552,28 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 }
                 _ => lane.span(ca, cb, '━', run_s),
             }
+            // Processes the watcher saw start during this generation besides its main one
+            // (children) that outlived it: they keep what they held (a port) after pm2 has
+            // moved on. Drawn from the generation's end to theirs.
+            let mut tails: Vec<(i64, i64)> = Vec::new();
+            if gen_bounds(gens, gi).1.is_some() {
+                let child_s = style(color, Role::Warn);
+                for p in &at.processes {
+                    let a = p.first_seen.t as f64;
+                    let b = p.exit.map_or(span_end, |x| x.t as f64);
+                    if b <= ev || a < sv || a > ev || b < t0 || ev > t1 {
+                        continue;
+                    }
+                    if gens.iter().any(|x| x.pid == Some(p.pid)) {
+                        continue;
+                    }
+                    lane.span_at(col(ev), col(b.min(t1 + scale)), '┈', child_s, P_CHILD);
+                    if let Some(x) = p.exit {
+                        lane.put(col(x.t as f64), '×', child_s, P_MARK);
+                    }
+                    tails.push((col(ev), p.pid));
+                }
+            }
             let mut marks: Vec<(f64, Mark, Role, Option<String>)> = Vec::new();
             if let Some(r) = g.starting {
                 marks.push((r.t as f64, Mark::Spawn, Role::Spawn, None));
@@ -607,6 +634,11 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 if let (Some(l), true) = (label, shown) {
                     lane.label(c + 1, l, style(color, *role));
                 }
+            }
+            for (c, pid) in tails {
+                let text = format!(" child {pid} lives on");
+                let warn = style(color, Role::Warn);
+                (c + 1..c + 24).any(|k| lane.label(k, &text, warn));
             }
             let pid = g.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
             let label = format!("{who} #{} {pid}", g.seq);
