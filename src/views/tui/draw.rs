@@ -521,7 +521,29 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
     let avail = inner.height as usize - 1;
     let fixed_n = fixed.len().min(avail);
     let room = avail - fixed_n;
-    let total = overlapping.len();
+    // One lane per generation; when they do not fit, generations of an app that follow
+    // each other share a lane (zoom in to separate them).
+    let mut groups: Vec<Vec<(u64, usize, f64, f64)>> = Vec::new();
+    if overlapping.len() <= room || room == 0 {
+        groups = overlapping.iter().map(|x| vec![*x]).collect();
+    } else {
+        // Take turns: generation j of an app goes to its lane j mod (its lanes), so that
+        // the generations sharing a lane are far apart.
+        let per_lane = overlapping.len().div_ceil(room);
+        let mut k = 0;
+        while k < overlapping.len() {
+            let app = overlapping[k].0;
+            let n = overlapping[k..].iter().take_while(|x| x.0 == app).count();
+            let lanes = n.div_ceil(per_lane);
+            let base = groups.len();
+            groups.extend((0..lanes).map(|_| Vec::new()));
+            for (j, x) in overlapping[k..k + n].iter().enumerate() {
+                groups[base + j % lanes].push(*x);
+            }
+            k += n;
+        }
+    }
+    let total = groups.len();
     let more = total > room;
     let shown_n = if more { room.saturating_sub(1) } else { room };
     let max_top = total.saturating_sub(shown_n);
@@ -529,18 +551,21 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
         app.lane_top = max_top;
     }
     let top = app.lane_top;
-    let mut gen_lanes: Vec<(String, LaneRef, LaneCells)> = Vec::new();
-    for &(pm_id, gi, sv, ev) in overlapping.iter().skip(top).take(shown_n) {
-        let at = &model.timeline.apps[&pm_id];
-        let pm_id = &pm_id;
+    let mut gen_lanes: Vec<(String, LaneRef, LaneCells, Vec<usize>)> = Vec::new();
+    for group in groups.iter().skip(top).take(shown_n) {
+        let pm_id = &group[0].0;
+        let at = &model.timeline.apps[pm_id];
         let gens = &at.generations;
         let who = match &at.name {
             Some(n) => format!("{n}:{pm_id}"),
             None => format!("#{pm_id}"),
         };
-        {
+        let mut lane = LaneCells::new(w);
+        // Labels go last, into the cells no generation of the lane uses.
+        let mut labels: Vec<(i64, String, Role)> = Vec::new();
+        let mut tail_labels: Vec<(i64, String)> = Vec::new();
+        for &(_, gi, sv, ev) in group {
             let g = &gens[gi];
-            let mut lane = LaneCells::new(w);
             let stop_t = g.stop.as_ref().map(|s| s.requested.t as f64);
             let (ca, cb) = (col(sv.max(t0 - scale)), col(ev.min(t1 + scale)));
             let run_s = style(color, Role::Good);
@@ -632,18 +657,37 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 let c = col(*t);
                 let shown = c >= 0 && lane.cells.get(c as usize).is_some_and(|x| x.0 == m.glyph());
                 if let (Some(l), true) = (label, shown) {
-                    lane.label(c + 1, l, style(color, *role));
+                    labels.push((c + 1, l.clone(), *role));
                 }
             }
             for (c, pid) in tails {
-                let text = format!(" child {pid} lives on");
-                let warn = style(color, Role::Warn);
-                (c + 1..c + 24).any(|k| lane.label(k, &text, warn));
+                tail_labels.push((c, format!(" child {pid} lives on")));
             }
-            let pid = g.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-            let label = format!("{who} #{} {pid}", g.seq);
-            gen_lanes.push((label, LaneRef::Gen { pm_id: *pm_id, gi }, lane));
         }
+        for (c, l, role) in labels {
+            lane.label(c, &l, style(color, role));
+        }
+        for (c, text) in tail_labels {
+            let warn = style(color, Role::Warn);
+            (c + 1..c + 24).any(|k| lane.label(k, &text, warn));
+        }
+        let first = &gens[group[0].1];
+        let label = if group.len() == 1 {
+            let pid = first
+                .pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "?".into());
+            format!("{who} #{} {pid}", first.seq)
+        } else {
+            let seqs: Vec<String> = group.iter().map(|x| gens[x.1].seq.to_string()).collect();
+            format!("{who} #{}", seqs.join(","))
+        };
+        let members = group.iter().map(|x| x.1).collect();
+        let lref = LaneRef::Gen {
+            pm_id: *pm_id,
+            gi: group[0].1,
+        };
+        gen_lanes.push((label, lref, lane, members));
     }
 
     // Evidence of the selected finding, on the lane it belongs to.
@@ -671,12 +715,14 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                     .then(|| model.apps.get(row.app as usize).map(|a| a.pm_id))
                     .flatten()
                     .and_then(|pm_id| {
-                        gen_lanes.iter().position(|(_, l, _)| match l {
-                            LaneRef::Gen { pm_id: p, gi } if *p == pm_id => {
+                        gen_lanes.iter().position(|(_, l, _, members)| match l {
+                            LaneRef::Gen { pm_id: p, .. } if *p == pm_id => {
                                 let gens = &model.timeline.apps[p].generations;
-                                let (s, e) = gen_bounds(gens, *gi);
-                                let t = row.t as f64;
-                                s.is_none_or(|s| s <= t) && e.is_none_or(|e| t <= e)
+                                members.iter().any(|gi| {
+                                    let (s, e) = gen_bounds(gens, *gi);
+                                    let t = row.t as f64;
+                                    s.is_none_or(|s| s <= t) && e.is_none_or(|e| t <= e)
+                                })
                             }
                             _ => false,
                         })
@@ -718,14 +764,14 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
         put_lane(buf, &label, lref, cells, y);
         y += 1;
     }
-    for (label, lref, cells) in gen_lanes {
+    for (label, lref, cells, _) in gen_lanes {
         put_lane(buf, &label, lref, cells, y);
         y += 1;
     }
     if more && room > 0 {
         let hidden = total - shown_n;
         let text = format!(
-            "{hidden} more lane{} ({} above, {} below): Tab to the timeline, j/k",
+            "{hidden} more lane{} ({} above, {} below): Tab to the timeline, j/k, or zoom",
             if hidden == 1 { "" } else { "s" },
             top,
             total - top - shown_n
