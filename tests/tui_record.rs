@@ -110,3 +110,74 @@ fn record_tui_shows_a_restart_live_and_q_stops_cleanly() {
     let s = t.screen();
     assert!(!s.contains("● REC"), "the TUI is gone: {s}");
 }
+
+/// The pid of our `pm2-trace record` writing to `cap` (found through /proc).
+fn recorder_pid(cap: &Path) -> Option<i32> {
+    let want = cap.display().to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "record")
+            && args.iter().any(|a| a == &want)
+            && args.iter().any(|a| a == "--tui")
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn sigterm_ends_record_tui_with_the_terminal_and_socket_restored() {
+    let pm2 = Pm2::start("7.0.4");
+    pm2.start_app("web", "well-behaved.js", pm2::free_port(), &[]);
+    pm2.wait_for_status("web", "online", Duration::from_secs(15))
+        .unwrap();
+    let cap = pm2.home().join("term.bin");
+    let status = pm2.home().join("term.status");
+    let stty = pm2.home().join("term.stty");
+    let cmd = format!(
+        "env -u PM2_HOME {} record --pm2-home {} -o {} --force --tui 2>/dev/null; echo $? > {}; stty -a > {}; sleep 60",
+        q(&recorder::bin()),
+        q(pm2.home()),
+        q(&cap),
+        q(&status),
+        q(&stty)
+    );
+    let t = Tmux::start(&cmd, 100, 30);
+    t.wait_for("the recording to start", Duration::from_secs(15), |s| {
+        s.contains("● REC")
+    });
+    let pid = recorder_pid(&cap).expect("the recorder's pid");
+    // SAFETY: a signal to the recorder this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&stty)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "record --tui did not end on SIGTERM: {}",
+            t.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read_to_string(&status).unwrap().trim(), "0");
+    let modes = std::fs::read_to_string(&stty).unwrap();
+    let words: Vec<&str> = modes.split_whitespace().collect();
+    for m in ["icanon", "echo", "isig"] {
+        assert!(words.contains(&m), "terminal mode {m} restored: {modes}");
+    }
+    assert!(!recorder::aside(pm2.home()).exists(), "socket restored");
+    assert!(pm2.cmd(&["ls"]).status.success());
+    recorder::replay_text(&cap);
+}
