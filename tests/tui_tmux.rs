@@ -155,3 +155,43 @@ fn the_terminal_is_restored_after_a_panic() {
     let s = t.screen();
     assert!(!s.contains("Timeline"), "the alternate screen is left: {s}");
 }
+
+/// SGR parameter lists in `s` (the part between `ESC [` and `m`).
+fn sgr_params(s: &str) -> Vec<String> {
+    s.split("\x1b[")
+        .skip(1)
+        .filter_map(|p| p.split_once('m').map(|(a, _)| a.to_owned()))
+        .collect()
+}
+
+fn has_colour(params: &[String]) -> bool {
+    params.iter().any(|p| {
+        p.split(';').any(|n| {
+            n.parse::<u32>().is_ok_and(|n| {
+                (30..=38).contains(&n) || (40..=48).contains(&n) || (90..=107).contains(&n)
+            })
+        })
+    })
+}
+
+#[test]
+fn no_color_is_honoured() {
+    for (env, want_colour) in [("NO_COLOR=1", false), ("", true)] {
+        let cmd = format!(
+            "env -u NO_COLOR {env} {} tui {}; sleep 30",
+            shell_quote(&bin()),
+            shell_quote(&capture())
+        );
+        let t = Tmux::start(&cmd, 120, 40);
+        t.wait_for("the capture to load", Duration::from_secs(20), |s| {
+            s.contains("events ·") && !s.contains("reading ")
+        });
+        let params = sgr_params(&t.screen_escaped());
+        assert_eq!(
+            has_colour(&params),
+            want_colour,
+            "{env}: colours {params:?}"
+        );
+        t.keys(&["q"]);
+    }
+}

@@ -62,6 +62,12 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// What the terminal shows now, with its colour and attribute escapes.
+    pub fn screen_escaped(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-e", "-t", "0"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Send keys (tmux key names: `Enter`, `Tab`, `q`, ...). Each argument is one key
     /// or a literal string.
     pub fn keys(&self, keys: &[&str]) {
