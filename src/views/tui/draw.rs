@@ -15,6 +15,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Clear, Paragraph};
 use ratatui::Frame;
+use std::borrow::Cow;
 
 /// The smallest terminal drawn normally.
 pub const MIN_W: u16 = 60;
@@ -552,6 +553,9 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
     }
     let top = app.lane_top;
     let mut gen_lanes: Vec<(String, LaneRef, LaneCells, Vec<usize>)> = Vec::new();
+    // Main pids of each app's generations, made when a child needs telling apart.
+    let mut main_pids: std::collections::HashMap<u64, std::collections::HashSet<i64>> =
+        std::collections::HashMap::new();
     for group in groups.iter().skip(top).take(shown_n) {
         let pm_id = &group[0].0;
         let at = &model.timeline.apps[pm_id];
@@ -564,6 +568,8 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
         // Labels go last, into the cells no generation of the lane uses.
         let mut labels: Vec<(i64, String, Role)> = Vec::new();
         let mut tail_labels: Vec<(i64, String)> = Vec::new();
+        // A lane with more generations than room for words gets none.
+        let dense = group.len() * 8 > w;
         for &(_, gi, sv, ev) in group {
             let g = &gens[gi];
             let stop_t = g.stop.as_ref().map(|s| s.requested.t as f64);
@@ -581,15 +587,25 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
             // (children) that outlived it: they keep what they held (a port) after pm2 has
             // moved on. Drawn from the generation's end to theirs.
             let mut tails: Vec<(i64, i64)> = Vec::new();
-            if gen_bounds(gens, gi).1.is_some() {
+            if gen_bounds(gens, gi).1.is_some() && ev <= t1 {
                 let child_s = style(color, Role::Warn);
-                for p in &at.processes {
+                // Processes are kept in the order they were first seen.
+                let from = at
+                    .processes
+                    .partition_point(|p| (p.first_seen.t as f64) < sv);
+                for p in &at.processes[from..] {
                     let a = p.first_seen.t as f64;
+                    if a > ev {
+                        break;
+                    }
                     let b = p.exit.map_or(span_end, |x| x.t as f64);
-                    if b <= ev || a < sv || a > ev || b < t0 || ev > t1 {
+                    if b <= ev || b < t0 {
                         continue;
                     }
-                    if gens.iter().any(|x| x.pid == Some(p.pid)) {
+                    let mains = main_pids
+                        .entry(*pm_id)
+                        .or_insert_with(|| gens.iter().filter_map(|g| g.pid).collect());
+                    if mains.contains(&p.pid) {
                         continue;
                     }
                     lane.span_at(col(ev), col(b.min(t1 + scale)), '┈', child_s, P_CHILD);
@@ -599,7 +615,7 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                     tails.push((col(ev), p.pid));
                 }
             }
-            let mut marks: Vec<(f64, Mark, Role, Option<String>)> = Vec::new();
+            let mut marks: Vec<(f64, Mark, Role, Option<Cow<'static, str>>)> = Vec::new();
             if let Some(r) = g.starting {
                 marks.push((r.t as f64, Mark::Spawn, Role::Spawn, None));
             }
@@ -611,10 +627,15 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                     s.requested.t as f64,
                     Mark::Stop,
                     Role::Warn,
-                    Some("SIGINT".into()),
+                    Some(Cow::Borrowed("SIGINT")),
                 ));
                 if let Some(k) = s.sigkill {
-                    marks.push((k.t as f64, Mark::Kill, Role::Bad, Some("SIGKILL".into())));
+                    marks.push((
+                        k.t as f64,
+                        Mark::Kill,
+                        Role::Bad,
+                        Some(Cow::Borrowed("SIGKILL")),
+                    ));
                 }
             }
             let exit_at = g.exit.as_ref().map(|x| x.at.t).or(g.os_exit.map(|r| r.t));
@@ -631,7 +652,7 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                     ),
                 };
                 let role = if bad { Role::Bad } else { Role::Warn };
-                marks.push((xt as f64, Mark::Exit, role, Some(label)));
+                marks.push((xt as f64, Mark::Exit, role, Some(Cow::Owned(label))));
             }
             // Errored while this generation was the current one.
             let next_start = gens
@@ -646,7 +667,7 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                     break;
                 }
                 if st.status == "errored" {
-                    marks.push((t, Mark::Errored, Role::Bad, Some("errored".into())));
+                    marks.push((t, Mark::Errored, Role::Bad, Some(Cow::Borrowed("errored"))));
                 }
             }
             marks.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -656,8 +677,8 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
             for (t, m, role, label) in &marks {
                 let c = col(*t);
                 let shown = c >= 0 && lane.cells.get(c as usize).is_some_and(|x| x.0 == m.glyph());
-                if let (Some(l), true) = (label, shown) {
-                    labels.push((c + 1, l.clone(), *role));
+                if let (Some(l), true, false) = (label, shown, dense) {
+                    labels.push((c + 1, l.to_string(), *role));
                 }
             }
             for (c, pid) in tails {
