@@ -1,17 +1,34 @@
 //! The interactive timeline: `pm2-trace tui FILE` and `pm2-trace record --tui`.
 //!
 //! ```text
-//! ┌ Timeline ─────────────────────────── 1 col = 20 ms · +0.30s → +4.10s ┐
-//! │time         |+0.5s          |+1.0s          |+1.5s                    │
-//! │pm2 requests ├restartProcessId┤                                        │
-//! │daemon        i x  S o   x S o   x S o   x E                           │
-//! │web:0 #0 3038━━i╍╍xcode 0                                              │
-//! │web:0 #1 3045       S━o━━xcode 1                                       │
-//! └ S spawn o online i SIGINT K SIGKILL x exit E errored ─────────────────┘
-//! ┌ Findings ────────────────┐┌ Detail · event ───────────────────────────┐
-//! ┌ Events ──────────────────┐│ restartProcessId web:0 -> new pid 3045    │
-//! │◆ +0.339s rpc  restartPr… ││ ▾ request (conn 2, to daemon) [ …         │
+//! ┌ Timeline ───────────────────────────────── 1 col = 66.8 ms · -0.07s → +4.08s ┐
+//! │time             ▼+0s          |+1s           |+2s           |+3s           | │
+//! │pm2 requests     │    ├┤                                                      │
+//! │daemon           ·    xxo·x ·x ·x·x ·x xo·x ·x·xo·x ·x·x ·xo·x ·xo ·E         │
+//! │web:0 #0,4,8,1… ━━━━━━xcode 0┈┈┈S━xcode 1┈S━━xcode 1┈S━xcode 1┈┈So━━Eerrored┈ │
+//! │web:0 #1,5,9,13  │     S━━xcode 1 S━━xcode 1 S━xcode 1 S━━xcode 1             │
+//! │web:0 #2,6,10,…  │        S━━xcode 1 S━xcode 1 So━xcode 1 S━━xcode 1          │
+//! │web:0 #3,7,11,…  │           S━━x      So━xcode 1 S━━xcode 1 S━━xcode 1       │
+//! └ S spawn o online i SIGINT K SIGKILL x exit E errored ────────────────────────┘
+//! ┌ Findings ────────────────────────────────┐┌ Detail · event ──────────────────┐
+//! │no findings: nothing the rules recognise …││process watcher: netlink: kernel  │
+//! └──────────────────────────────────────────┘│process connector, fork/exec/exit │
+//! ┏ Events 1/564 ━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓│filter; verified: a test child's  │
+//! ┃  +0.013s proc process watcher: netlink: …┃│exit arrived after 1 ms           │
+//! ┃  +0.013s rec  recording: proxy on /tmp/p…┃│+0.012807s  proc                  │
+//! ┃  +0.013s bus  subscribed to the event bu…┃│                                  │
+//! ┃  +0.014s proc tracking pid 30369 (pm2 da…┃│▾ event {                         │
+//! ┃  +0.014s proc tracking pid 30404 web:0 g…┃│    "type": "proc",               │
+//! ┃  +0.014s proc tracking pid 30389 web:0 g…┃│    "kind": "mode",               │
+//! ┃  +0.015s proc snapshot (watcher start): …┃│  ▾ "report": {                   │
+//! ┃  +0.327s rpc  client connected (conn 1, …┃│      "mode": "netlink",          │
+//! ┃  +0.330s rpc  client connected (conn 2, …┃│      "why": "kernel process conn…│
+//! ┗━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┛└──────────────────────────── 1/15 ┘
+//!  crash-loop-5.4.3.bin · 564 events · time since start            ? help  q quit
 //! ```
+//!
+//! (80x24, a crash loop: the old generation's child keeps the port while every new
+//! generation exits with code 1; `?` lists the keys.)
 //!
 //! - [`model::Model`]: the rows (one per timeline entry, compact, in time order), the
 //!   [`Timeline`](crate::timeline::Timeline) for the lanes, the findings; raw events stay
