@@ -109,6 +109,26 @@ fn crash_loop_with_its_finding_selected() {
     let s = screen(&mut app, 120, 40);
     assert!(s.contains("Evidence"), "{s}");
     snap("crash_loop_finding_detail", &s);
+    // Enter on an evidence line goes to that event.
+    let want = app.evidence.clone();
+    while app.detail.cursor + 1 < app.detail.len() && !s.is_empty() {
+        key(&mut app, KeyCode::Down);
+        let line = app.detail.plain_lines()[app.detail.cursor].clone();
+        if line.starts_with('◆') && line.contains("stderr") {
+            break;
+        }
+    }
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.focus, Pane::Events);
+    assert!(
+        want.contains(&(app.sel as u32)),
+        "an evidence row is selected"
+    );
+    assert!(
+        app.model.text(app.sel).contains("EADDRINUSE"),
+        "{}",
+        app.model.text(app.sel)
+    );
 }
 
 #[test]
@@ -294,6 +314,10 @@ fn events_reread_by_offset_are_identical() {
     for k in (0..all.len()).rev().step_by(7).chain([0, all.len() / 2]) {
         let (off, ev) = &all[k];
         again.seek(*off).unwrap();
-        assert_eq!(again.next().unwrap().unwrap(), *ev, "event {k} at byte {off}");
+        assert_eq!(
+            again.next().unwrap().unwrap(),
+            *ev,
+            "event {k} at byte {off}"
+        );
     }
 }

@@ -718,7 +718,17 @@ impl App {
                         KeyCode::PageUp => self.detail.move_by(-page(h)),
                         KeyCode::Home | KeyCode::Char('g') => self.detail.cursor = 0,
                         KeyCode::End | KeyCode::Char('G') => self.detail.move_by(isize::MAX / 2),
-                        KeyCode::Enter | KeyCode::Char(' ') => self.detail.toggle(),
+                        KeyCode::Enter => match self.detail.link_at_cursor() {
+                            // An evidence line: go to its event.
+                            Some(r) => {
+                                self.select_row(r);
+                                self.set_focus(Pane::Events);
+                                self.sync();
+                                return;
+                            }
+                            None => self.detail.toggle(),
+                        },
+                        KeyCode::Char(' ') => self.detail.toggle(),
                         KeyCode::Left | KeyCode::Char('h') => self.detail.fold(),
                         KeyCode::Right | KeyCode::Char('l') => self.detail.unfold(),
                         KeyCode::Char('e') => self.detail.expand_all(),
@@ -846,7 +856,13 @@ impl App {
                                 let was = self.detail.cursor == line;
                                 self.detail.cursor = line;
                                 if was {
-                                    self.detail.toggle();
+                                    match self.detail.link_at_cursor() {
+                                        Some(r) => {
+                                            self.select_row(r);
+                                            self.set_focus(Pane::Events);
+                                        }
+                                        None => self.detail.toggle(),
+                                    }
                                 }
                             }
                         }

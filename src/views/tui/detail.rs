@@ -207,22 +207,28 @@ pub fn finding_doc(model: &Model, f: &Finding, width: usize, wall: bool) -> Doc 
             let t = fmt_time(&model.info, e.t, wall, 3);
             let lead = format!("{t} {:<5}", e.source.name());
             let lead_w = lead.chars().count() + 1;
+            let row = model.find_evidence(e.t, e.source, &e.what);
             for (j, l) in wrap(&e.what, width.saturating_sub(lead_w + 2))
                 .into_iter()
                 .enumerate()
             {
-                if j == 0 {
-                    d.text(vec![
+                let spans = if j == 0 {
+                    vec![
                         ("◆ ".into(), Cls::Mark),
                         (lead.clone(), Cls::Dim),
                         (" ".into(), Cls::Plain),
                         (l, Cls::Plain),
-                    ]);
+                    ]
                 } else {
-                    d.text(vec![(" ".repeat(lead_w + 2), Cls::Plain), (l, Cls::Plain)]);
+                    vec![(" ".repeat(lead_w + 2), Cls::Plain), (l, Cls::Plain)]
+                };
+                match row {
+                    Some(r) => d.link(spans, r),
+                    None => d.text(spans),
                 }
             }
         }
+        d.line("(Enter on an evidence line shows that event)", Cls::Dim);
     }
     if !f.remedy.is_empty() {
         d.line("", Cls::Plain);

@@ -68,6 +68,8 @@ enum Line {
 #[derive(Debug, Default)]
 pub struct Doc {
     texts: Vec<Spans>,
+    /// Text lines that stand for a timeline row (Enter goes there).
+    links: std::collections::HashMap<u32, usize>,
     nodes: Vec<Node>,
     folded: HashSet<u32>,
     lines: Vec<Line>,
@@ -90,6 +92,20 @@ impl Doc {
         self.items.push(Line::Text(self.texts.len() as u32));
         self.texts.push(spans);
         self.relayout();
+    }
+
+    /// Add a line of text that stands for timeline row `row`.
+    pub fn link(&mut self, spans: Spans, row: usize) {
+        self.links.insert(self.texts.len() as u32, row);
+        self.text(spans);
+    }
+
+    /// The row the line at the cursor stands for.
+    pub fn link_at_cursor(&self) -> Option<usize> {
+        match self.lines.get(self.cursor)? {
+            Line::Text(t) => self.links.get(t).copied(),
+            _ => None,
+        }
     }
 
     /// Add a plain line.

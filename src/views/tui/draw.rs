@@ -1096,7 +1096,10 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("+ -  0", "zoom in / out; whole capture"),
     ("t", "time since start / wall clock (UTC)"),
-    ("Enter  Esc", "details of the selection; back"),
+    (
+        "Enter  Esc",
+        "details (on an evidence line: its event); back",
+    ),
     ("n N", "next / previous finding (the timeline jumps to it)"),
     ("/  . ,", "search the events; next / previous match"),
     (
