@@ -164,10 +164,12 @@ impl App {
         a
     }
 
-    /// The whole capture is read: show all of it.
+    /// The whole capture is read: show all of it (unless the user moved meanwhile).
     pub fn loaded(&mut self) {
+        if !self.fitted {
+            self.fit_all();
+        }
         self.fitted = true;
-        self.fit_all();
         self.sync();
     }
 
