@@ -199,7 +199,7 @@ fn main() {
     let mut app_model = None;
     while app_model.is_none() {
         let done = model.pump(&mut loader, Duration::from_millis(30));
-        if first_rows.is_none() && model.len() > 0 {
+        if first_rows.is_none() && !model.is_empty() {
             first_rows = Some(t.elapsed());
         }
         if done {

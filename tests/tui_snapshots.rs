@@ -2,7 +2,6 @@
 //! real daemons (`tests/tui_captures/`, made by `tests/tui_fixtures.rs`).
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use pm2_trace::event::Source;
 use pm2_trace::rules::{Evidence, Finding, Severity};
 use pm2_trace::views::tui::{draw, App, Model, Pane};
 use ratatui::backend::TestBackend;

@@ -432,9 +432,9 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 } else {
                     r.method.clone()
                 };
-                if cb - ca - 1 >= name.chars().count() as i64 {
+                if cb - ca > name.chars().count() as i64 {
                     lane.label(ca + 1, &name, s);
-                } else if cb - ca - 1 >= 2 {
+                } else if cb - ca > 2 {
                     let short = fit(&r.method, (cb - ca - 1) as usize);
                     lane.label(ca + 1, &short, s);
                 }
@@ -1043,11 +1043,7 @@ fn draw_status(f: &mut Frame, app: &mut App, area: Rect) {
     let right = " ? help  q quit ";
     let mut left = String::from(" ");
     if let Some(l) = &app.loader {
-        let pct = if l.total > 0 {
-            l.read * 100 / l.total
-        } else {
-            0
-        };
+        let pct = (l.read * 100).checked_div(l.total).unwrap_or(0);
         left.push_str(&format!("reading {}% · ", pct));
     }
     match &app.live {

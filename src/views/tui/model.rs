@@ -364,10 +364,8 @@ impl Model {
             let (kind, mark) = classify(e);
             let mut pair = NONE;
             match &e.kind {
-                EntryKind::RequestAsked { conn, id, .. } => {
-                    if self.open_asks.len() < 1 << 16 {
-                        self.open_asks.insert((*conn, id.clone()), idx);
-                    }
+                EntryKind::RequestAsked { conn, id, .. } if self.open_asks.len() < 1 << 16 => {
+                    self.open_asks.insert((*conn, id.clone()), idx);
                 }
                 EntryKind::RequestAnswered { conn, id, .. } => {
                     if let Some(ask) = self.open_asks.remove(&(*conn, id.clone())) {

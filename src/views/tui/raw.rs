@@ -12,7 +12,7 @@ pub const LIVE_KEEP: usize = 200_000;
 pub enum RawStore {
     File {
         path: PathBuf,
-        reader: Option<CaptureReader>,
+        reader: Option<Box<CaptureReader>>,
         offsets: Vec<u64>,
     },
     Memory {
@@ -83,7 +83,9 @@ impl RawStore {
                     .get(i as usize)
                     .ok_or_else(|| "no raw event for this entry".to_owned())?;
                 if reader.is_none() {
-                    *reader = Some(CaptureReader::open(path).map_err(|e| e.to_string())?);
+                    *reader = Some(Box::new(
+                        CaptureReader::open(path).map_err(|e| e.to_string())?,
+                    ));
                 }
                 let r = reader.as_mut().ok_or("no reader")?;
                 r.seek(offset).map_err(|e| e.to_string())?;
