@@ -6,9 +6,17 @@
 //! (`{"kind": "exit", "who": {"pid": 5, "app": {"pm_id": 0, "generation": 3}},
 //! "status": {"kind": "code", "code": 1}, "timing": {"how": "kernel"}}`).
 
-use crate::event::ProcEvent;
+use super::model::{AppSnapshot, SnapProcess, SnapSocket, SnapWhy};
+use crate::event::{MonoNs, ProcEvent};
 use crate::pm2::meaning::json_text;
+use crate::sources::procwatch::{shorten, Snapshot, SnapshotReason};
 use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Processes kept per app and snapshot.
+pub const SNAP_PROCESSES: usize = 64;
+/// Sockets kept per app and snapshot.
+pub const SNAP_SOCKETS: usize = 64;
 
 /// The facts of one process-watcher event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +34,14 @@ pub struct ProcFacts {
     pub cmd: Option<String>,
     /// The time is the kernel's (or a wakeup at the instant), not a later observation.
     pub exact: bool,
+    /// The parent: the forking process of a `fork`, else the parent pid the event names.
+    pub parent: Option<i64>,
+    /// For exits: listening addresses it held at its last snapshot.
+    pub held: Vec<String>,
+    /// For exits: whether its ancestry still led to the pm2 daemon.
+    pub in_tree: Option<bool>,
+    /// The process is the pm2 daemon.
+    pub daemon: bool,
 }
 
 impl ProcFacts {
@@ -79,12 +95,117 @@ impl ProcFacts {
             exit_status,
             cmd: who.get("cmd").and_then(Value::as_str).map(str::to_owned),
             exact: matches!(how, Some("kernel" | "wakeup")),
+            parent: num(v.get("parent"))
+                .or_else(|| num(who.get("ppid")))
+                .filter(|p| *p > 0),
+            held: v
+                .get("held")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .take(SNAP_SOCKETS)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            in_tree: v.get("in_tree").and_then(Value::as_bool),
+            daemon: who.get("daemon").and_then(Value::as_bool).unwrap_or(false),
         }
     }
 
     pub fn is_exit(&self) -> bool {
         self.kind.as_deref() == Some("exit")
     }
+}
+
+/// A snapshot as the model keeps it: one view per app it shows (the app it was taken for,
+/// or every app with a process in it when it names none), each holding that app's
+/// processes and the sockets they hold (bounded by [`SNAP_PROCESSES`], [`SNAP_SOCKETS`]).
+pub fn snapshot_views(t: MonoNs, snap: &Snapshot) -> Vec<(u64, AppSnapshot)> {
+    let why = match &snap.reason {
+        SnapshotReason::Start => SnapWhy::Start,
+        SnapshotReason::StopRequested { .. } => SnapWhy::StopRequested,
+        SnapshotReason::RestartRequested { .. } => SnapWhy::RestartRequested,
+        SnapshotReason::NewGeneration {
+            pid, generation, ..
+        } => SnapWhy::NewGeneration {
+            pid: pid.map(i64::from),
+            generation: *generation,
+        },
+        SnapshotReason::EarlyExit {
+            pid,
+            generation,
+            lived_ms,
+            ..
+        } => SnapWhy::EarlyExit {
+            pid: i64::from(*pid),
+            generation: *generation,
+            lived_ms: *lived_ms,
+        },
+        SnapshotReason::Requested { why, .. } => SnapWhy::Other {
+            why: shorten(why, 200),
+        },
+    };
+    let scope = snap.reason.pm_id();
+    let mut views: BTreeMap<u64, AppSnapshot> = BTreeMap::new();
+    fn view<'a>(
+        views: &'a mut BTreeMap<u64, AppSnapshot>,
+        scope: Option<u64>,
+        t: MonoNs,
+        why: &SnapWhy,
+        pm_id: u64,
+    ) -> Option<&'a mut AppSnapshot> {
+        if scope.is_some_and(|s| s != pm_id) {
+            return None;
+        }
+        if !views.contains_key(&pm_id) && views.len() >= 256 {
+            return None;
+        }
+        Some(views.entry(pm_id).or_insert_with(|| AppSnapshot {
+            t,
+            why: why.clone(),
+            processes: Vec::new(),
+            sockets: Vec::new(),
+        }))
+    }
+    if let Some(id) = scope {
+        view(&mut views, scope, t, &why, id);
+    }
+    for p in &snap.processes {
+        let Some(app) = &p.app else { continue };
+        if let Some(v) = view(&mut views, scope, t, &why, app.pm_id) {
+            if v.processes.len() < SNAP_PROCESSES {
+                v.processes.push(SnapProcess {
+                    pid: i64::from(p.pid),
+                    ppid: i64::from(p.ppid),
+                    generation: app.generation,
+                    in_tree: p.in_tree,
+                    state: p.state.clone(),
+                    cmd: shorten(&p.cmdline.join(" "), 200),
+                });
+            }
+        }
+    }
+    for h in &snap.sockets {
+        let Some(app) = &h.app else { continue };
+        if h.daemon {
+            continue;
+        }
+        if let Some(v) = view(&mut views, scope, t, &why, app.pm_id) {
+            if v.sockets.len() < SNAP_SOCKETS {
+                v.sockets.push(SnapSocket {
+                    proto: h.proto.name().to_owned(),
+                    addr: h.addr.clone(),
+                    port: h.port,
+                    pid: i64::from(h.pid),
+                    generation: app.generation,
+                    in_tree: h.in_tree,
+                });
+            }
+        }
+    }
+    views.into_iter().collect()
 }
 
 /// Words for a process-watcher event, from its serialized form: `exit pid=123 detail=...`.
