@@ -14,6 +14,9 @@ use crate::timeline::SeenProcess;
 
 pub const KIND: &str = "stop-timeout-errored";
 
+/// How much earlier than its log line the SIGKILL may have gone out.
+const SLACK_NS: u64 = 100_000_000;
+
 pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
@@ -24,8 +27,9 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
         };
         let t_int = stop.requested.t;
         let t_kill = stop.sigkill.map(|s| s.t);
-        // Processes pm2 could still see at the SIGKILL: not exited before it.
-        let cut = t_kill.unwrap_or(t_int);
+        // Processes pm2 could still see at the SIGKILL: not exited before it. The daemon's
+        // line is received a little after the SIGKILL went out, the kernel's exit is exact.
+        let cut = t_kill.map_or(t_int, |t| t.saturating_sub(SLACK_NS).max(t_int));
         let stuck: Vec<&SeenProcess> = c
             .processes_of(g)
             .into_iter()

@@ -180,6 +180,24 @@ impl Run {
         );
     }
 
+    /// Panic unless every finding of severity warning or error is of one of `kinds`.
+    pub fn expect_quiet_except(&self, kinds: &[&str]) {
+        let loud: Vec<&Value> = self
+            .findings()
+            .iter()
+            .filter(|f| f["severity"] == "warning" || f["severity"] == "error")
+            .filter(|f| !kinds.iter().any(|k| f["kind"] == *k))
+            .collect();
+        assert!(
+            loud.is_empty(),
+            "{} on pm2 {}: unexpected findings:\n{}\ntimeline:\n{}",
+            self.name,
+            self.version,
+            self.lines(),
+            recorder::replay_text(&self.capture)
+        );
+    }
+
     /// Kinds of findings must come most severe first.
     pub fn expect_sorted(&self) {
         let rank = |f: &Value| match f["severity"].as_str() {
