@@ -1,4 +1,5 @@
-//! Rules on the recorded fixtures (tests/fixtures) and on small synthetic timelines.
+//! Rules on the recorded fixtures (tests/fixtures: real pm2 traffic without process events).
+//! The captures with process events are tested in tests/findings_captures.rs.
 
 use super::*;
 use crate::timeline::tests::load_fixture;
@@ -9,19 +10,93 @@ fn fixture_findings(name: &str) -> Vec<Finding> {
     analyze(&tl)
 }
 
+fn kinds(f: &[Finding]) -> Vec<(&str, &str, Severity)> {
+    f.iter()
+        .map(|x| (x.kind.as_str(), x.app.as_deref().unwrap_or("?"), x.severity))
+        .collect()
+}
+
+/// The fixtures' scenario: `crash` loops into errored after `pm2 start`, is restarted and
+/// deleted mid-loop; `stubborn` ignores SIGINT and is SIGKILLed on restart and on delete;
+/// `FOO=bar pm2 restart web --update-env` adds a key and web comes up.
 #[test]
-fn print_fixtures() {
-    for f in ["pm2-5.4.3", "pm2-7.0.4"] {
-        for x in fixture_findings(f) {
-            println!(
-                "{f}: {} {} {:?}: {}\n  {:#?}\n  {}",
-                x.severity.name(),
-                x.kind,
-                x.app,
-                x.summary,
-                x.chain,
-                x.remedy
-            );
+fn fixtures() {
+    for name in ["pm2-5.4.3", "pm2-7.0.4"] {
+        let f = fixture_findings(name);
+        assert_eq!(
+            kinds(&f),
+            [
+                ("crash-loop-errored", "crash", Severity::Error),
+                ("graceful-shutdown-killed", "stubborn", Severity::Warning),
+                ("graceful-shutdown-killed", "stubborn", Severity::Warning),
+                ("early-exit-after-restart", "crash", Severity::Warning),
+                ("restart-env-changed", "web", Severity::Info),
+            ],
+            "{name}: {f:#?}"
+        );
+        let crash = &f[0];
+        assert!(
+            crash.summary.starts_with("crash:1 went errored at ")
+                && crash
+                    .summary
+                    .contains("16 starts in a row died within min_uptime (1000 ms)")
+                && crash.summary.contains("reaching max_restarts (16)")
+                && crash.summary.contains("exited with code 3")
+                && crash.summary.contains("\"boom: EADDRINUSE (simulated)\""),
+            "{}",
+            crash.summary
+        );
+        // No process watcher in the fixtures: the EADDRINUSE line alone names no holder.
+        assert!(!f.iter().any(|x| x.kind == address_held::KIND));
+        let env = &f[4];
+        assert!(
+            env.summary.contains("(added FOO)") && !env.summary.contains("bar"),
+            "{}",
+            env.summary
+        );
+        assert!(env.remedy.is_empty());
+        let kill = &f[1];
+        assert!(
+            kill.summary.contains("of stubborn:2")
+                && kill.summary.contains("kill_timeout 1600 ms, the default"),
+            "{}",
+            kill.summary
+        );
+        let early = &f[3];
+        assert!(
+            early.summary.contains("failed before `pm2 delete` at"),
+            "{}",
+            early.summary
+        );
+        for x in &f {
+            assert!(x.summary.ends_with('.'), "{}", x.summary);
+            assert!(!x.evidence.is_empty() && !x.chain.is_empty(), "{x:#?}");
+            assert!(x.evidence.windows(2).all(|w| w[0].t <= w[1].t), "{x:#?}");
         }
     }
+}
+
+#[test]
+fn an_empty_timeline_has_no_findings() {
+    let tl = crate::timeline::Timeline::new(&crate::event::CaptureInfo::default());
+    assert!(analyze(&tl).is_empty());
+}
+
+#[test]
+fn kinds_are_the_issue_names() {
+    let mut k = KINDS.to_vec();
+    k.sort();
+    assert_eq!(
+        k,
+        [
+            "address-held-by-previous-generation",
+            "crash-loop-errored",
+            "descendant-outlived-stop",
+            "early-exit-after-restart",
+            "graceful-shutdown-killed",
+            "overlapping-restart",
+            "restart-env-changed",
+            "stop-timeout-errored",
+        ]
+    );
 }

@@ -254,5 +254,108 @@ mod tests {
         assert_eq!(c.exit_status.as_deref(), Some("code 3"));
         assert!(!c.exact);
         assert_eq!(ProcFacts::from_value(&json!(null)), ProcFacts::default());
+        // Exit facts the rules read: what it held, whether it was in pm2's tree, its parent.
+        assert_eq!(f.held, Vec::<String>::new());
+        assert_eq!(f.in_tree, Some(false));
+        assert_eq!(f.parent, Some(1));
+        let fork = ProcFacts::from_value(&json!({"kind": "fork", "parent": 10,
+            "who": {"pid": 11, "ppid": 10}}));
+        assert_eq!(fork.parent, Some(10));
+        let held = ProcFacts::from_value(&json!({"kind": "exit", "who": {"pid": 11, "ppid": 1},
+            "held": ["127.0.0.1:80"], "in_tree": true}));
+        assert_eq!(held.held, ["127.0.0.1:80"]);
+        assert_eq!(held.in_tree, Some(true));
+    }
+
+    fn snap(reason: SnapshotReason) -> Snapshot {
+        use crate::sources::procwatch::{AppRef, ProcSnap, Proto, SocketHold};
+        let app = |pm_id: u64, gen: u64| AppRef {
+            pm2_home: "/h".into(),
+            pm_id,
+            name: format!("app{pm_id}"),
+            generation: Some(gen),
+            unique_id: None,
+        };
+        let proc_ = |pid: i32, a: Option<AppRef>, in_tree: bool| ProcSnap {
+            pid,
+            ppid: 1,
+            pgid: pid,
+            sid: pid,
+            start: 1,
+            state: "S".into(),
+            cmdline: vec!["node".into(), "/srv/a.js".into()],
+            app: a,
+            how: None,
+            daemon: false,
+            in_tree,
+        };
+        let hold = |pid: i32, a: Option<AppRef>, daemon: bool| SocketHold {
+            proto: Proto::Tcp,
+            addr: format!("127.0.0.1:{}", 3000 + pid),
+            port: Some(3000 + pid as u16),
+            inode: 1,
+            pid,
+            start: 1,
+            app: a,
+            daemon,
+            in_tree: false,
+        };
+        Snapshot {
+            reason,
+            processes: vec![
+                proc_(5, Some(app(0, 0)), false),
+                proc_(6, Some(app(0, 1)), true),
+                proc_(7, Some(app(1, 4)), true),
+                proc_(8, None, true),
+            ],
+            sockets: vec![
+                hold(5, Some(app(0, 0)), false),
+                hold(7, Some(app(1, 4)), false),
+                hold(9, None, true),
+            ],
+            env: vec![],
+            notes: vec![],
+            cost_us: 1,
+        }
+    }
+
+    #[test]
+    fn snapshots_become_one_view_per_app() {
+        let s = snap(SnapshotReason::NewGeneration {
+            pm_id: 0,
+            pid: Some(6),
+            generation: Some(1),
+        });
+        let v = snapshot_views(42, &s);
+        assert_eq!(v.len(), 1, "only the app it was taken for: {v:?}");
+        let (id, view) = &v[0];
+        assert_eq!(*id, 0);
+        assert_eq!(view.t, 42);
+        assert_eq!(
+            view.why,
+            SnapWhy::NewGeneration {
+                pid: Some(6),
+                generation: Some(1)
+            }
+        );
+        assert_eq!(view.processes.len(), 2);
+        assert_eq!(view.processes[0].generation, Some(0));
+        assert!(!view.processes[0].in_tree);
+        assert_eq!(view.processes[0].cmd, "node /srv/a.js");
+        assert_eq!(view.sockets.len(), 1);
+        assert_eq!(
+            (
+                view.sockets[0].pid,
+                view.sockets[0].port,
+                view.sockets[0].generation
+            ),
+            (5, Some(3005), Some(0))
+        );
+        // A snapshot for every app: one view per app seen, the daemon's sockets left out.
+        let all = snapshot_views(1, &snap(SnapshotReason::Start));
+        let ids: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, [0, 1]);
+        assert!(all.iter().all(|(_, v)| v.why == SnapWhy::Start));
+        assert_eq!(all[1].1.sockets.len(), 1);
     }
 }

@@ -438,7 +438,7 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         end["pm2_env"]["restart_time"],
         t0.elapsed().as_millis()
     ));
-    if status == "errored" && !crash_app && name != "env-broken-restart" {
+    if status == "errored" && !crash_app && name != "env-broken-restart" && name != "stop-timeout" {
         // An old generation's process still holds the port: record until it lets go.
         let held = wait_port_free(port, Duration::from_millis(drain_ms + 15_000));
         notes.push(format!(
