@@ -19,44 +19,41 @@ use std::time::{Duration, Instant};
 const WARMUP: usize = 300;
 const ROUNDS: usize = 3000;
 
-fn round_trips(path: &Path, n: usize) -> Vec<f64> {
-    let mut s = UnixStream::connect(path).expect("connect");
-    let mut dec = Decoder::default();
-    let mut buf = vec![0u8; 65536];
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let req = rpc::encode_call(
-            "getVersion",
-            vec![serde_json::json!({})],
-            &format!("bench:{i}"),
-        )
-        .encode();
+/// One client connection doing getVersion round trips.
+struct Client {
+    s: UnixStream,
+    dec: Decoder,
+    buf: Vec<u8>,
+    n: u64,
+}
+
+impl Client {
+    fn connect(path: &Path) -> Client {
+        Client { s: UnixStream::connect(path).expect("connect"), dec: Decoder::default(), buf: vec![0u8; 65536], n: 0 }
+    }
+
+    /// One round trip, in microseconds.
+    fn round_trip(&mut self) -> f64 {
+        self.n += 1;
+        let req = rpc::encode_call("getVersion", vec![serde_json::json!({})], &format!("bench:{}", self.n)).encode();
         let t0 = Instant::now();
-        s.write_all(&req).unwrap();
+        self.s.write_all(&req).unwrap();
         loop {
-            if let Some(m) = dec.next() {
+            if let Some(m) = self.dec.next() {
                 m.unwrap();
                 break;
             }
-            let k = s.read(&mut buf).unwrap();
+            let k = self.s.read(&mut self.buf).unwrap();
             assert!(k > 0, "connection closed");
-            dec.push(&buf[..k]);
+            self.dec.push(&self.buf[..k]);
         }
-        out.push(t0.elapsed().as_secs_f64() * 1e6);
+        t0.elapsed().as_secs_f64() * 1e6
     }
-    out
 }
 
-fn stats(mut v: Vec<f64>) -> (f64, f64) {
+fn pct(v: &mut [f64], p: usize) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[v.len() * 99 / 100])
-}
-
-fn measure(name: &str, path: &Path) -> (f64, f64) {
-    round_trips(path, WARMUP);
-    let (med, p99) = stats(round_trips(path, ROUNDS));
-    eprintln!("  {name:<22} median {med:8.1} µs   p99 {p99:8.1} µs");
-    (med, p99)
+    v[(v.len() * p / 100).min(v.len() - 1)]
 }
 
 fn wait_for(path: &Path) {
@@ -67,38 +64,24 @@ fn wait_for(path: &Path) {
     }
 }
 
+fn socat(args: &[&str], listen: &Path, target: &Path) -> std::process::Child {
+    let c = Command::new("socat")
+        .args(args)
+        .arg(format!("UNIX-LISTEN:{},fork", listen.display()))
+        .arg(format!("UNIX-CONNECT:{}", target.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat is missing: apt-get install socat");
+    wait_for(listen);
+    c
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let pm2 = pm2::Pm2::start("7.0.4");
     let rpc_sock = pm2.rpc_sock();
-    eprintln!("rpc round trip (getVersion), pm2 7.0.4, {ROUNDS} rounds after {WARMUP} warm-up, one connection each:");
-    let direct = measure("direct", &rpc_sock);
-
-    let socat_path = pm2.home().join("socat.sock");
-    let mut socat = Command::new("socat")
-        .arg(format!("UNIX-LISTEN:{},fork", socat_path.display()))
-        .arg(format!("UNIX-CONNECT:{}", rpc_sock.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("socat is missing: apt-get install socat");
-    wait_for(&socat_path);
-    let socat_plain = measure("socat", &socat_path);
-    let _ = socat.kill();
-    let _ = std::fs::remove_file(&socat_path);
-
-    let mut socat_v = Command::new("socat")
-        .args(["-x", "-v"])
-        .arg(format!("UNIX-LISTEN:{},fork", socat_path.display()))
-        .arg(format!("UNIX-CONNECT:{}", rpc_sock.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("socat is missing");
-    wait_for(&socat_path);
-    let socat_xv = measure("socat -x -v", &socat_path);
-    let _ = socat_v.kill();
-
     let cap = pm2.home().join("bench.bin");
     let mut rec = Command::new(env!("CARGO_BIN_EXE_pm2-trace"))
         .args(["record", "--quiet", "--force", "--pm2-home"])
@@ -109,27 +92,62 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let aside = pm2.home().join("rpc.sock.pm2-trace-daemon");
+    // While recording, the daemon itself answers on its second name.
+    let daemon = pm2.home().join("rpc.sock.pm2-trace-daemon");
     let end = Instant::now() + Duration::from_secs(10);
-    while !aside.exists() {
+    while !daemon.exists() {
         assert!(Instant::now() < end, "recorder did not interpose");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let traced = measure("pm2-trace record", &rpc_sock);
+    wait_for(&rpc_sock);
+    let plain_path = pm2.home().join("socat.sock");
+    let verbose_path = pm2.home().join("socat-v.sock");
+    let mut s1 = socat(&[], &plain_path, &daemon);
+    let mut s2 = socat(&["-x", "-v"], &verbose_path, &daemon);
+
+    let names = ["direct", "pm2-trace record", "socat", "socat -x -v"];
+    let mut clients = [Client::connect(&daemon), Client::connect(&rpc_sock), Client::connect(&plain_path), Client::connect(&verbose_path)];
+    for c in clients.iter_mut() {
+        for _ in 0..WARMUP {
+            c.round_trip();
+        }
+    }
+    // Interleaved: each round measures every path once, in a rotating order, so that load on
+    // the machine falls on all paths alike; added latency is the per-round difference.
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    for i in 0..ROUNDS {
+        for k in 0..4 {
+            let p = (i + k) % 4;
+            samples[p].push(clients[p].round_trip());
+        }
+    }
+    drop(clients);
+    eprintln!("getVersion round trips against a real pm2 7.0.4 daemon, {ROUNDS} interleaved rounds after {WARMUP} warm-up:");
+    let added = |p: usize| -> (f64, f64) {
+        let mut d: Vec<f64> = samples[p].iter().zip(&samples[0]).map(|(x, y)| x - y).collect();
+        (pct(&mut d, 50), pct(&mut d, 99))
+    };
+    for (p, name) in names.iter().enumerate() {
+        let mut v = samples[p].clone();
+        let (a_med, a_p99) = if p == 0 { (0.0, 0.0) } else { added(p) };
+        eprintln!(
+            "  {name:<18} median {:7.1} µs  p99 {:8.1} µs   added: median {a_med:6.1} µs  p99 {a_p99:7.1} µs",
+            pct(&mut v, 50),
+            pct(&mut v, 99)
+        );
+    }
+    let _ = s1.kill();
+    let _ = s2.kill();
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     let _ = rec.wait();
     let cap_len = std::fs::metadata(&cap).map(|m| m.len()).unwrap_or(0);
-
-    let added = |x: (f64, f64)| (x.0 - direct.0, x.1 - direct.1);
-    let (t_med, t_p99) = added(traced);
-    let (s_med, _) = added(socat_plain);
-    let (v_med, _) = added(socat_xv);
-    println!("figure,target,measured,reference");
-    println!("added median latency (pm2-trace),< 20 µs,{t_med:.1} µs,socat {s_med:.1} µs / socat -x -v {v_med:.1} µs");
-    println!("added p99 latency (pm2-trace),< 100 µs,{t_p99:.1} µs,");
-    println!(
-        "ratio to socat -x -v added median,< 0.33,{:.2},",
-        t_med / v_med
-    );
-    println!("capture written,,{cap_len} bytes,");
+    let (t_med, t_p99) = added(1);
+    let (s_med, _) = added(2);
+    let (v_med, _) = added(3);
+    println!("| figure | target | measured | reference |");
+    println!("|---|---|---|---|");
+    println!("| added median latency per RPC round trip | < 20 µs | {t_med:.1} µs | socat {s_med:.1} µs, socat -x -v {v_med:.1} µs |");
+    println!("| added p99 latency per RPC round trip | < 100 µs | {t_p99:.1} µs | |");
+    println!("| added median, ratio to socat -x -v | < 0.33 | {:.2} | |", t_med / v_med);
+    println!("| capture written during the run | | {cap_len} bytes | {} round trips recorded |", ROUNDS + WARMUP);
 }

@@ -14,7 +14,7 @@ use crate::sources::guardian::{self, Guardian, Interposition, RecorderLock, Stal
 use crate::sources::procwatch::{
     ProcWatcher, SnapshotReason, WatchConfig, WatchMode, WatcherHandle,
 };
-use crate::sources::proxy::{Access, Proxy, Tap, TapSender};
+use crate::sources::proxy::{Access, Proxy, Tap};
 use crate::wire::amp::Decoder;
 use anyhow::Context;
 use std::collections::{BinaryHeap, HashMap};
@@ -245,8 +245,7 @@ fn record_interposed(
 ) -> anyhow::Result<RecordOutcome> {
     let (sink, mut rx) = event::EventSink::channel(1 << 16);
     let access = Access::of(&opts.rpc_path).or_else(|_| Access::of(&upstream))?;
-    let (tap_tx, tap_rx) = std::sync::mpsc::sync_channel::<Tap>(1 << 14);
-    let tap = TapSender::new(tap_tx, 256 << 20);
+    let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
     let watcher = if opts.proc_mode == WatchMode::Off {
         info.proc_mode = "off (--proc off)".into();
         None
@@ -267,14 +266,17 @@ fn record_interposed(
         }
     };
     let tap_thread = {
-        let (sink, tap) = (sink.clone(), tap.clone());
+        let sink = sink.clone();
         let max = opts.max_message;
         let hints = watcher.as_ref().map(ProcWatcher::handle);
         std::thread::Builder::new()
             .name("tap-decoder".into())
-            .spawn(move || decode_taps(tap_rx, tap, sink, max, hints))?
+            .spawn(move || decode_taps(tap_rx, sink, max, hints))?
     };
     let mut proxy = Some(Proxy::start(listener, upstream, access, tap)?);
+    // Everything but forwarding yields the CPU to the forwarding threads (spawned above, at
+    // normal priority): threads started from here on inherit the lower priority.
+    lower_thread_priority();
     let bus = BusSubscriber::start(opts.pub_path.clone(), sink.clone())?;
     eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
     // Sources deliver with different delays; the pidfd fallback finds new processes only at
@@ -414,7 +416,9 @@ fn record_interposed(
                     }
                 }
                 heap.push(Ordered(ev));
-                // Take whatever else is queued before writing.
+                // Let a burst arrive, then take all of it at once: one wake-up per burst
+                // keeps the writer's work beside the traffic instead of inside each round trip.
+                std::thread::sleep(Duration::from_millis(2));
                 while let Some(ev) = rx.try_recv() {
                     heap.push(Ordered(ev));
                 }
@@ -557,95 +561,106 @@ impl Hinter {
 
 /// Turn tapped copies into whole RPC messages, per connection and direction.
 fn decode_taps(
-    rx: std::sync::mpsc::Receiver<Tap>,
-    tap: TapSender,
+    rx: crate::sources::proxy::TapReceiver,
     sink: EventSink,
     max_message: usize,
     watcher: Option<WatcherHandle>,
 ) {
+    lower_thread_priority();
     let mut hinter = watcher.map(|watcher| Hinter {
         watcher,
         pending: HashMap::new(),
     });
     let mut streams: HashMap<(u64, Direction), Decoder> = HashMap::new();
-    // The proxy holds the other senders; once it and its threads are gone, recv ends.
-    let in_flight = tap.in_flight();
-    drop(tap);
-    for item in rx {
-        match item {
-            Tap::Open { t, conn, peer } => sink.emit_at(t, Event::RpcConnect { conn, peer }),
-            Tap::Data {
-                t,
-                conn,
-                dir,
-                bytes,
-            } => {
-                in_flight.fetch_sub(bytes.len(), std::sync::atomic::Ordering::Relaxed);
-                let dec = streams
-                    .entry((conn, dir))
-                    .or_insert_with(|| Decoder::new(max_message));
-                dec.push(&bytes);
-                while let Some(m) = dec.next() {
-                    match m {
-                        Ok(msg) => {
-                            if let Some(h) = hinter.as_mut() {
-                                h.message(conn, dir, &msg);
+    let mut batch = Vec::new();
+    // Ends once the proxy and all its forwarding threads are gone.
+    while rx.recv_batch(&mut batch) {
+        for item in batch.drain(..) {
+            match item {
+                Tap::Open { t, conn, peer } => sink.emit_at(t, Event::RpcConnect { conn, peer }),
+                Tap::Data {
+                    t,
+                    conn,
+                    dir,
+                    bytes,
+                } => {
+                    let dec = streams
+                        .entry((conn, dir))
+                        .or_insert_with(|| Decoder::new(max_message));
+                    dec.push(&bytes);
+                    while let Some(m) = dec.next() {
+                        match m {
+                            Ok(msg) => {
+                                if let Some(h) = hinter.as_mut() {
+                                    h.message(conn, dir, &msg);
+                                }
+                                sink.emit_at(
+                                    t,
+                                    Event::RpcMessage {
+                                        conn,
+                                        dir,
+                                        msg: WireMessage(msg),
+                                    },
+                                )
                             }
-                            sink.emit_at(
+                            Err(e) => sink.emit_at(
                                 t,
-                                Event::RpcMessage {
+                                Event::RpcUndecodable {
                                     conn,
                                     dir,
-                                    msg: WireMessage(msg),
+                                    offset: e.offset(),
+                                    error: e.to_string(),
                                 },
-                            )
+                            ),
                         }
-                        Err(e) => sink.emit_at(
-                            t,
-                            Event::RpcUndecodable {
-                                conn,
-                                dir,
-                                offset: e.offset(),
-                                error: e.to_string(),
-                            },
-                        ),
                     }
                 }
-            }
-            Tap::Gap { t, conn, dir } => {
-                let offset = streams.get(&(conn, dir)).map_or(0, |d| d.offset());
-                streams.remove(&(conn, dir));
-                sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
-            }
-            Tap::Close {
-                t,
-                conn,
-                to_client_bytes,
-                to_daemon_bytes,
-            } => {
-                streams.remove(&(conn, Direction::ToDaemon));
-                streams.remove(&(conn, Direction::ToClient));
-                if let Some(h) = hinter.as_mut() {
-                    h.closed(conn);
+                Tap::Gap { t, conn, dir } => {
+                    let offset = streams.get(&(conn, dir)).map_or(0, |d| d.offset());
+                    streams.remove(&(conn, dir));
+                    sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
                 }
-                sink.emit_at(
+                Tap::Close {
                     t,
-                    Event::RpcClose {
-                        conn,
-                        to_client_bytes,
-                        to_daemon_bytes,
+                    conn,
+                    to_client_bytes,
+                    to_daemon_bytes,
+                } => {
+                    streams.remove(&(conn, Direction::ToDaemon));
+                    streams.remove(&(conn, Direction::ToClient));
+                    if let Some(h) = hinter.as_mut() {
+                        h.closed(conn);
+                    }
+                    sink.emit_at(
+                        t,
+                        Event::RpcClose {
+                            conn,
+                            to_client_bytes,
+                            to_daemon_bytes,
+                        },
+                    );
+                }
+                Tap::Refused { t, peer, reason } => {
+                    sink.emit_at(t, Event::RpcRefused { peer, reason })
+                }
+                Tap::UpstreamFailed { t, conn, error } => sink.emit_at(
+                    t,
+                    Event::Note {
+                        level: NoteLevel::Error,
+                        text: format!("connection {conn}: cannot reach the daemon: {error}"),
                     },
-                );
+                ),
             }
-            Tap::Refused { t, peer, reason } => sink.emit_at(t, Event::RpcRefused { peer, reason }),
-            Tap::UpstreamFailed { t, conn, error } => sink.emit_at(
-                t,
-                Event::Note {
-                    level: NoteLevel::Error,
-                    text: format!("connection {conn}: cannot reach the daemon: {error}"),
-                },
-            ),
         }
+    }
+}
+
+/// Nice the calling thread to 10 (Linux nice values are per thread).
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
 

@@ -53,6 +53,7 @@ fn live_restart(version: &str) {
         duration: None,
         listen: None,
         redact: RedactMode::Values,
+        proc_mode: pm2_trace::sources::procwatch::WatchMode::Auto,
         max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
         command_line: vec!["interp_live".into()],
     };
@@ -61,7 +62,7 @@ fn live_restart(version: &str) {
     let recorder = std::thread::spawn({
         let stop = stop.clone();
         move || {
-            let mut on_event = |_: &CaptureInfo, ev: &Stamped| {
+            let mut on_event = |_: &CaptureInfo, ev: &Stamped, _: &[pm2_trace::timeline::Entry]| {
                 let _ = tx.send(ev.clone());
             };
             record(&opts, stop, &mut on_event)

@@ -12,7 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,55 +140,104 @@ pub fn groups_of(pid: i32) -> Vec<u32> {
 }
 
 /// Bounded, non-blocking path from the forwarding threads to the recorder.
-#[derive(Clone)]
+///
+/// Sending is a push under an uncontended mutex; it wakes the receiver only when the receiver
+/// is parked (the queue was drained and found empty). A woken receiver waits a moment before
+/// draining, so a burst of traffic costs one wake-up, not one per chunk: the forwarding
+/// threads never pay for a futex wake while traffic flows, and the recorder's work happens in
+/// batches beside the traffic rather than between a request and its reply.
 pub struct TapSender {
-    tx: SyncSender<Tap>,
+    queue: Arc<TapQueue>,
+}
+
+struct TapQueue {
+    items: std::sync::Mutex<std::collections::VecDeque<Tap>>,
+    cv: std::sync::Condvar,
+    parked: AtomicBool,
+    senders: AtomicUsize,
     /// Bytes of `Data` taps sent and not yet taken by the recorder.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: AtomicUsize,
     max_in_flight: usize,
-    lost: Arc<AtomicU64>,
+    max_items: usize,
+    lost: AtomicU64,
+}
+
+/// The recorder's end of the tap.
+pub struct TapReceiver {
+    queue: Arc<TapQueue>,
+}
+
+/// How long a woken receiver lets a burst accumulate before draining it.
+const TAP_BATCH: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A tap holding at most `max_items` taps and `max_in_flight` bytes of copies.
+pub fn tap_channel(max_items: usize, max_in_flight: usize) -> (TapSender, TapReceiver) {
+    let queue = Arc::new(TapQueue {
+        items: Default::default(),
+        cv: Default::default(),
+        parked: AtomicBool::new(false),
+        senders: AtomicUsize::new(1),
+        in_flight: AtomicUsize::new(0),
+        max_in_flight,
+        max_items,
+        lost: AtomicU64::new(0),
+    });
+    (
+        TapSender {
+            queue: queue.clone(),
+        },
+        TapReceiver { queue },
+    )
+}
+
+impl Clone for TapSender {
+    fn clone(&self) -> Self {
+        self.queue.senders.fetch_add(1, Ordering::SeqCst);
+        TapSender {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl Drop for TapSender {
+    fn drop(&mut self) {
+        if self.queue.senders.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let _g = self.queue.items.lock();
+            self.queue.cv.notify_all();
+        }
+    }
 }
 
 impl TapSender {
-    pub fn new(tx: SyncSender<Tap>, max_in_flight: usize) -> Self {
-        TapSender {
-            tx,
-            in_flight: Default::default(),
-            max_in_flight,
-            lost: Default::default(),
-        }
-    }
-
-    /// Call when the recorder has taken a `Data` tap of `n` bytes.
-    pub fn taken(&self, n: usize) {
-        self.in_flight.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    /// The counter the recorder decrements (share it with the receiving side).
-    pub fn in_flight(&self) -> Arc<AtomicUsize> {
-        self.in_flight.clone()
-    }
-
-    /// Taps lost so far.
+    /// Taps lost so far (recorder behind, or its queue full).
     pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
+        self.queue.lost.load(Ordering::Relaxed)
     }
 
     fn send(&self, tap: Tap) -> bool {
-        match self.tx.try_send(tap) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.lost.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        let q = &self.queue;
+        let Ok(mut items) = q.items.lock() else {
+            return false;
+        };
+        if items.len() >= q.max_items {
+            q.lost.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        items.push_back(tap);
+        let wake = q.parked.load(Ordering::Relaxed);
+        drop(items);
+        if wake {
+            q.cv.notify_one();
+        }
+        true
     }
 
     fn data(&self, t: MonoNs, conn: u64, dir: Direction, bytes: &[u8]) -> bool {
+        let q = &self.queue;
         let n = bytes.len();
-        if self.in_flight.fetch_add(n, Ordering::Relaxed) + n > self.max_in_flight {
-            self.in_flight.fetch_sub(n, Ordering::Relaxed);
-            self.lost.fetch_add(1, Ordering::Relaxed);
+        if q.in_flight.fetch_add(n, Ordering::Relaxed) + n > q.max_in_flight {
+            q.in_flight.fetch_sub(n, Ordering::Relaxed);
+            q.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let ok = self.send(Tap::Data {
@@ -199,9 +247,44 @@ impl TapSender {
             bytes: bytes.to_vec(),
         });
         if !ok {
-            self.in_flight.fetch_sub(n, Ordering::Relaxed);
+            q.in_flight.fetch_sub(n, Ordering::Relaxed);
         }
         ok
+    }
+}
+
+impl TapReceiver {
+    /// Move every queued tap into `out`, waiting for some if there are none. False once every
+    /// sender is gone and nothing is left.
+    pub fn recv_batch(&self, out: &mut Vec<Tap>) -> bool {
+        let q = &self.queue;
+        loop {
+            let Ok(mut items) = q.items.lock() else {
+                return false;
+            };
+            if !items.is_empty() {
+                for tap in items.drain(..) {
+                    if let Tap::Data { bytes, .. } = &tap {
+                        q.in_flight.fetch_sub(bytes.len(), Ordering::Relaxed);
+                    }
+                    out.push(tap);
+                }
+                return true;
+            }
+            if q.senders.load(Ordering::SeqCst) == 0 {
+                return false;
+            }
+            q.parked.store(true, Ordering::Relaxed);
+            let items = q.cv.wait(items);
+            q.parked.store(false, Ordering::Relaxed);
+            drop(items);
+            std::thread::sleep(TAP_BATCH);
+        }
+    }
+
+    /// Taps lost so far.
+    pub fn lost(&self) -> u64 {
+        self.queue.lost.load(Ordering::Relaxed)
     }
 }
 

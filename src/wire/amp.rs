@@ -357,4 +357,55 @@ mod tests {
         d.push(&m.encode());
         assert_eq!(d.next().unwrap().unwrap(), m);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn arg() -> impl Strategy<Value = Arg> {
+            prop_oneof![
+                any::<String>().prop_map(Arg::Str),
+                proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| Arg::from_bytes(&b)),
+                (any::<i64>(), "[a-z]{0,8}")
+                    .prop_map(|(n, k)| Arg::Json(serde_json::json!({ k: n }))),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Random bytes, split anywhere: never a panic, never more than the limit held.
+            #[test]
+            fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..512) {
+                let mut d = Decoder::new(256);
+                let cut = cut.min(data.len());
+                for chunk in [&data[..cut], &data[cut..]] {
+                    d.push(chunk);
+                    while let Some(r) = d.next() {
+                        if let Err(e) = r {
+                            prop_assert!(e.offset() <= data.len() as u64);
+                        }
+                    }
+                    prop_assert!(d.pending() <= 512);
+                }
+            }
+
+            /// Any messages, encoded back to back and fed in random chunk sizes, come back.
+            #[test]
+            fn roundtrip_in_any_chunking(msgs in proptest::collection::vec(proptest::collection::vec(arg(), 0..4), 1..6),
+                                         step in 1usize..40) {
+                let msgs: Vec<Message> = msgs.into_iter().map(Message::new).collect();
+                let stream: Vec<u8> = msgs.iter().flat_map(Message::encode).collect();
+                let mut d = Decoder::default();
+                let mut got = Vec::new();
+                for chunk in stream.chunks(step) {
+                    d.push(chunk);
+                    while let Some(m) = d.next() {
+                        got.push(m.unwrap());
+                    }
+                }
+                prop_assert_eq!(got, msgs);
+            }
+        }
+    }
 }

@@ -33,11 +33,39 @@ impl Recorder {
     /// Start recording the daemon of `home` into `output`, with extra arguments, and wait
     /// until the proxy is in place.
     pub fn start(home: &Path, output: &Path, extra: &[&str]) -> Recorder {
+        Self::start_limited(home, output, extra, None)
+    }
+
+    /// Like `start`, with a file size limit (RLIMIT_FSIZE, bytes) on the recorder process:
+    /// how a full disk looks to a writer.
+    pub fn start_limited(
+        home: &Path,
+        output: &Path,
+        extra: &[&str],
+        fsize: Option<u64>,
+    ) -> Recorder {
         let dir = output.parent().expect("output has a parent");
         let stem = output.file_name().unwrap().to_string_lossy().into_owned();
         let stderr_path = dir.join(format!("{stem}.stderr"));
         let stdout_path = dir.join(format!("{stem}.stdout"));
-        let child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        if let Some(limit) = fsize {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("record")
             .arg("--pm2-home")
             .arg(home)
