@@ -67,10 +67,11 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
             })
             .map(|(i, _)| i)
             .collect();
+        let cfg_min_up = a.config.min_uptime_ms();
         let early: Vec<usize> = gens
             .iter()
             .copied()
-            .filter(|i| failed_early(&a.generations[*i]))
+            .filter(|i| failed_early(&a.generations[*i], cfg_min_up))
             .collect();
         let Some(&first_i) = early.first().or(gens.first()) else {
             continue;

@@ -269,8 +269,10 @@ pub fn crashed(g: &Generation) -> bool {
 }
 
 /// It ended on its own within min_uptime: what pm2 counts as an unstable restart.
-pub fn failed_early(g: &Generation) -> bool {
-    crashed(g) && g.early_exit == Some(true)
+pub fn failed_early(g: &Generation, min_uptime_ms: u64) -> bool {
+    crashed(g)
+        && g.early_exit == Some(true)
+        && g.uptime_ns().is_none_or(|u| u < min_uptime_ms * 1_000_000)
 }
 
 /// `exited with code 1`, `was killed by SIGSEGV`.

@@ -34,7 +34,9 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
             continue;
         };
         let g = &a.generations[i];
-        if !failed_early(g) || holders.iter().any(|h| h.victims.contains(&i)) {
+        if !failed_early(g, a.config.min_uptime_ms())
+            || holders.iter().any(|h| h.victims.contains(&i))
+        {
             continue;
         }
         if super::address_held::errored_after(c, r.asked).is_some() {
@@ -56,7 +58,7 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
         let tries = a.generations[i..]
             .iter()
             .filter(in_episode)
-            .take_while(|n| failed_early(n))
+            .take_while(|n| failed_early(n, a.config.min_uptime_ms()))
             .count();
         let after = match later {
             Some(n) => format!(

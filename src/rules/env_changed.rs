@@ -75,7 +75,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             .map(|q| format!(": {q}"))
             .unwrap_or_default();
         let summary = if failed {
-            let early = if failed_early(g) {
+            let early = if failed_early(g, a.config.min_uptime_ms()) {
                 format!(" (within min_uptime, {} ms)", a.config.min_uptime_ms())
             } else {
                 String::new()

@@ -169,6 +169,11 @@ pub struct Generation {
     pub stderr_tail: Vec<String>,
     pub stderr_lines: u64,
     pub stdout_lines: u64,
+    /// Made from a reply or a snapshot that named the new pid before the daemon's
+    /// `starting` line arrived (they come on different sockets): that line then completes
+    /// this generation instead of making another.
+    #[serde(skip)]
+    provisional: bool,
 }
 
 impl Generation {
@@ -192,6 +197,7 @@ impl Generation {
             stderr_tail: Vec::new(),
             stderr_lines: 0,
             stdout_lines: 0,
+            provisional: false,
         }
     }
 
@@ -418,6 +424,17 @@ impl AppTimeline {
         }
         let g = self.generations.last_mut();
         g.expect("not empty")
+    }
+
+    /// The current generation for what the daemon says on its bus (exits, stops, output):
+    /// not one made from a reply ahead of its `starting` line (the daemon logs that line
+    /// before it can say anything else about the new process, on the same socket).
+    fn confirmed(&mut self) -> &mut Generation {
+        let n = self.generations.len();
+        if n >= 2 && self.generations[n - 1].provisional {
+            return &mut self.generations[n - 2];
+        }
+        self.current()
     }
 
     /// The generation a kill line is about: the last one with a stop not yet confirmed.
@@ -691,7 +708,7 @@ impl Timeline {
             EntryKind::Daemon { at, log } => self.daemon_line(e, *at, log),
             EntryKind::AppLog { stream, line, .. } => {
                 if let Some(r) = &e.app {
-                    let g = self.app_mut(r).current();
+                    let g = self.app_mut(r).confirmed();
                     match stream {
                         Stream::Out => g.stdout_lines += 1,
                         Stream::Err => {
@@ -987,8 +1004,12 @@ impl Timeline {
                 let first = a.generations.is_empty();
                 let g = a.push_generation();
                 g.before_capture = first;
+                g.provisional = !first;
                 g.online = started.filter(|_| p.status.as_deref() == Some("online"));
                 g.starting = started;
+                if !first {
+                    g.started_by = req;
+                }
                 g
             }
         };
@@ -1026,7 +1047,7 @@ impl Timeline {
                     a.set_status(at, st, &via);
                 }
                 let min_uptime = a.config.min_uptime_ms();
-                let g = a.current();
+                let g = a.confirmed();
                 if g.exit.is_none() {
                     g.exit = Some(Exit {
                         at,
@@ -1047,7 +1068,7 @@ impl Timeline {
             ProcessEventKind::RestartOverlimit => {
                 a.set_status(at, "errored", &via);
                 if let Some(u) = pe.unstable_restarts {
-                    a.current().unstable_restarts = Some(u);
+                    a.confirmed().unstable_restarts = Some(u);
                 }
             }
             ProcessEventKind::Stop => {
@@ -1072,9 +1093,20 @@ impl Timeline {
         let a = self.app_mut(r);
         match line {
             DaemonLogLine::Starting { .. } => {
-                let g = a.push_generation();
+                let early = a
+                    .generations
+                    .last()
+                    .is_some_and(|g| g.provisional && g.exit.is_none() && g.stop.is_none());
+                let g = if early {
+                    a.current()
+                } else {
+                    a.push_generation()
+                };
+                g.provisional = false;
                 g.starting = Some(at);
-                g.started_by = in_flight;
+                if g.started_by.is_none() {
+                    g.started_by = in_flight;
+                }
             }
             DaemonLogLine::Online { .. } => {
                 a.set_status(at, "online", "daemon log");
@@ -1085,7 +1117,7 @@ impl Timeline {
             }
             DaemonLogLine::Stopping { .. } => {
                 a.set_status(at, "stopping", "daemon log");
-                let g = a.current();
+                let g = a.confirmed();
                 if g.stop.is_none() {
                     g.stop = Some(Stop {
                         requested: at,
@@ -1102,7 +1134,7 @@ impl Timeline {
             }
             DaemonLogLine::Exited { code, signal, .. } => {
                 let min_uptime = a.config.min_uptime_ms();
-                let g = a.current();
+                let g = a.confirmed();
                 match &mut g.exit {
                     Some(x) => {
                         x.signal.get_or_insert_with(|| signal.clone());
