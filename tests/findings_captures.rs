@@ -77,6 +77,14 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("crash-once-restart-7.0.4", &["early-exit-after-restart"]),
     ("stop-timeout-5.4.3", &["descendant-outlived-stop"]),
     ("stop-timeout-7.0.4", &["stop-timeout-errored"]),
+    (
+        "restart-while-waiting-5.4.3",
+        &["overlapping-restart", "early-exit-after-restart"],
+    ),
+    (
+        "restart-while-waiting-7.0.4",
+        &["overlapping-restart", "early-exit-after-restart"],
+    ),
     ("well-behaved-restarts-5.4.3", &[]),
     ("well-behaved-restarts-7.0.4", &[]),
 ];

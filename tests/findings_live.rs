@@ -317,6 +317,32 @@ fn stop_timeout_543_child_outlives_stop_instead() {
     );
 }
 
+fn while_waiting(version: &str) {
+    let (_d, r) = run("restart-while-waiting", version);
+    assert_eq!(r.status, "online");
+    r.expect_kinds(&["overlapping-restart", "early-exit-after-restart"]);
+    let f = r.finding("overlapping-restart");
+    assert!(
+        summary(f).contains("while pm2 was waiting to restart it after a crash")
+            && summary(f).contains("already exists")
+            && summary(f).contains("pm2 started the app itself at"),
+        "{}",
+        summary(f)
+    );
+}
+
+/// `pm2 restart` while pm2 waits out restart_delay after a crash: refused (the dead pid is
+/// still on record), then the delayed restart goes ahead.
+#[test]
+fn restart_while_waiting_543() {
+    while_waiting(V5);
+}
+
+#[test]
+fn restart_while_waiting_704() {
+    while_waiting(V7);
+}
+
 #[test]
 fn well_behaved_restarted_many_times_543_no_findings() {
     let (_d, r) = run("well-behaved-restarts", V5);

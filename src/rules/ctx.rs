@@ -104,12 +104,13 @@ impl<'a> AppCtx<'a> {
             .collect()
     }
 
-    /// The next request acting on this app after `t`.
+    /// The next request acting on this app after `t` (one the daemon refused did nothing and
+    /// does not count).
     pub fn next_request_after(&self, t: MonoNs) -> Option<&'a Request> {
         self.requests()
             .into_iter()
             .map(|(_, r)| r)
-            .find(|r| r.asked > t)
+            .find(|r| r.asked > t && r.error.is_none())
     }
 
     /// The main pid of generation `g`: as the model knows it, or the watcher's earliest

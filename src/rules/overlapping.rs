@@ -27,6 +27,103 @@ fn answered_words(c: &AppCtx, r: &Request) -> String {
     }
 }
 
+/// A request that arrived while pm2 was waiting to restart the app (restart_delay).
+fn while_waiting(c: &AppCtx, b: &Request) -> Finding {
+    let a = c.a;
+    // The generation that had exited (pm2 reports `waiting restart` only in its process
+    // list, so the crash is when the waiting began).
+    let dead = a
+        .generations
+        .iter()
+        .rev()
+        .find(|g| super::ctx::end_t(g).is_some_and(|t| t <= b.asked));
+    let waiting_since = dead.and_then(super::ctx::end_t).unwrap_or(b.asked);
+    let dead_pid = dead.and_then(|g| c.main_pid(g));
+    let later = a
+        .generations
+        .iter()
+        .find(|g| start_t(g).is_some_and(|t| t > b.asked) && g.started_by.is_none());
+    let stale = match (&b.error, dead_pid) {
+        (Some(e), Some(p)) if e.contains(&format!("pid {p} ")) => format!(
+            " (pid {p} is the process that had exited: pm2 keeps its pid on record while it \
+             waits)"
+        ),
+        _ => String::new(),
+    };
+    let then = match later.and_then(start_t) {
+        Some(t) => format!(
+            "; pm2 started the app itself at {} when the delay ran out{}",
+            c.at(t),
+            later
+                .and_then(|g| c.main_pid(g))
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default()
+        ),
+        None => String::new(),
+    };
+    let summary = format!(
+        "`{}` of {} arrived at {} while pm2 was waiting to restart it after a crash \
+         (it had exited at {} and restart_delay was running); {}{stale}{then}.",
+        cli_words(&b.method),
+        c.label(),
+        c.at(b.asked),
+        c.at(waiting_since),
+        answered_words(c, b)
+    );
+    let mut chain = vec![
+        format!(
+            "{} exited at {} and pm2 set it to `waiting restart`: it restarts it by itself when \
+             restart_delay runs out.",
+            c.label(),
+            c.at(waiting_since)
+        ),
+        format!(
+            "{} arrived at {}; {}{stale}.",
+            request_words(b),
+            c.at(b.asked),
+            answered_words(c, b)
+        ),
+    ];
+    if !then.is_empty() {
+        chain.push(format!("The pending automatic restart went ahead{then}."));
+    }
+    let mut evidence = vec![
+        ev(
+            waiting_since,
+            Source::Proc,
+            format!("{} exited; waiting restart", c.label()),
+        ),
+        ev(
+            b.asked,
+            Source::Rpc,
+            format!("{} {} asked", b.method, c.label()),
+        ),
+    ];
+    if let (Some(t), Some(e)) = (b.answered, &b.error) {
+        evidence.push(ev(
+            t,
+            Source::Rpc,
+            format!("{} -> error \"{}\"", b.method, super::ctx::cut(e, 80)),
+        ));
+    }
+    if let Some(g) = later {
+        super::ctx::generation_evidence(c, g, &mut evidence);
+    }
+    let name = c.cli_name();
+    c.finding(
+        KIND,
+        Severity::Warning,
+        summary,
+        chain,
+        evidence,
+        format!(
+            "Let the pending automatic restart happen, or `pm2 stop {name}` first and then \
+             `pm2 start {name}`: a restart while pm2 waits to restart the app is refused and the \
+             CLI exits 1."
+        ),
+    )
+}
+
 pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
@@ -44,39 +141,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             .is_some_and(|s| s.status == "waiting restart");
         let Some((ia, x)) = first.copied() else {
             if waiting && b.method != "stopProcessId" && b.method != "deleteProcessId" {
-                let summary = format!(
-                    "`{}` of {} arrived at {} while pm2 was waiting to restart it after a crash \
-                     (restart_delay); {}.",
-                    cli_words(&b.method),
-                    c.label(),
-                    c.at(b.asked),
-                    answered_words(c, b)
-                );
-                let chain = vec![
-                    format!(
-                        "{} was in `waiting restart` (a crash, then restart_delay).",
-                        c.label()
-                    ),
-                    format!("{} arrived at {}.", request_words(b), c.at(b.asked)),
-                ];
-                let evidence = vec![ev(
-                    b.asked,
-                    Source::Rpc,
-                    format!("{} {} asked", b.method, c.label()),
-                )];
-                out.push((
-                    b.asked,
-                    c.finding(
-                        KIND,
-                        Severity::Warning,
-                        summary,
-                        chain,
-                        evidence,
-                        "Let the pending automatic restart happen, or stop the app first; do not \
-                         restart an app that pm2 is about to restart."
-                            .into(),
-                    ),
-                ));
+                out.push((b.asked, while_waiting(c, b)));
             }
             continue;
         };

@@ -33,6 +33,7 @@ pub const ALL: &[&str] = &[
     "crash-once-restart",
     "stop-timeout",
     "well-behaved-restarts",
+    "restart-while-waiting",
 ];
 
 /// What a scenario does, in words (for captures/README.md).
@@ -353,6 +354,15 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
                 &[],
             );
         }
+        "restart-while-waiting" => {
+            p.start_app_env(
+                "web",
+                "crash-once.js",
+                port,
+                &[("CRASH_MARKER", &marker_s)],
+                &["--restart-delay", "3000"],
+            );
+        }
         "well-behaved-restarts" => {
             p.start_app("web", "well-behaved.js", port, &[]);
         }
@@ -403,6 +413,27 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         "crash-once-restart" => {
             std::fs::write(&marker, b"stale\n").expect("marker");
             p.cmd(&["restart", "web"]);
+        }
+        "restart-while-waiting" => {
+            std::fs::write(&marker, b"stale\n").expect("marker");
+            p.cmd(&["restart", "web"]);
+            wait_app(&p, "waiting restart", Duration::from_secs(10), |a| {
+                status_of(a) == "waiting restart"
+            });
+            std::thread::sleep(Duration::from_millis(1000));
+            let out = p.cmd(&["restart", "web"]);
+            notes.push(format!(
+                "second restart exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&out.stdout).lines())
+                    .find(|l| l.contains("ERROR"))
+                    .unwrap_or("")
+                    .trim()
+            ));
+            // Past the pending delayed restart.
+            std::thread::sleep(Duration::from_millis(2500));
         }
         "stop-timeout" => {
             assert!(p.freeze_reaper(), "the harness has no subreaper to freeze");
