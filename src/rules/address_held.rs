@@ -64,6 +64,9 @@ fn port_of(addr: &str) -> Option<u16> {
 pub fn find(c: &AppCtx) -> Vec<Holder> {
     let a = c.a;
     let mut out: Vec<Holder> = Vec::new();
+    // Processes whose exit said they held an address.
+    let holding: Vec<&crate::timeline::SeenProcess> =
+        a.processes.iter().filter(|p| !p.held.is_empty()).collect();
     for (i, g) in a.generations.iter().enumerate() {
         if g.before_capture || !crashed(g) {
             continue;
@@ -105,8 +108,14 @@ pub fn find(c: &AppCtx) -> Vec<Holder> {
             Option<MonoNs>,
         );
         let mut cands: Vec<Cand> = Vec::new();
-        for s in &a.snapshots {
-            if s.t + BEFORE_NS < t0 || s.t > t1 + AFTER_NS {
+        // Snapshots are kept in the order they were taken.
+        let from = a.snapshots.partition_point(|s| s.t + BEFORE_NS < t0);
+        for s in &a.snapshots[from..] {
+            if s.t > t1 + AFTER_NS {
+                // (with a second of slack for snapshots stored slightly out of order)
+                if s.t > t1 + AFTER_NS + 1_000_000_000 {
+                    break;
+                }
                 continue;
             }
             for h in &s.sockets {
@@ -123,8 +132,8 @@ pub fn find(c: &AppCtx) -> Vec<Holder> {
                 ));
             }
         }
-        for p in &a.processes {
-            if p.held.is_empty() || p.first_seen.t > t1 || p.exit.is_some_and(|e| e.t <= t0) {
+        for p in &holding {
+            if p.first_seen.t > t1 || p.exit.is_some_and(|e| e.t <= t0) {
                 continue;
             }
             if mine(p.pid, p.generation) || !older(p.generation) {

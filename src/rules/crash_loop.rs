@@ -56,10 +56,12 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
         {
             continue;
         }
-        let gens: Vec<usize> = a
-            .generations
+        let lo = c.first_generation_from(from);
+        let hi = c.first_generation_from(t_err + 100_000_000).max(lo);
+        let gens: Vec<usize> = a.generations[lo..hi]
             .iter()
             .enumerate()
+            .map(|(k, g)| (lo + k, g))
             .filter(|(_, g)| {
                 crashed(g)
                     && start_t(g).is_some_and(|t| t >= from && t < t_err)
@@ -78,8 +80,7 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
         };
         let first = &a.generations[first_i];
         // The daemon's own count, from its events and its `too many unstable restarts` line.
-        let daemon_count = a
-            .generations
+        let daemon_count = a.generations[lo..hi]
             .iter()
             .filter(|g| start_t(g).is_some_and(|t| t >= from && t <= t_err + 100_000_000))
             .filter_map(|g| g.unstable_restarts)

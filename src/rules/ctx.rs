@@ -4,6 +4,7 @@
 use super::{Evidence, Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::{AppTimeline, Generation, Request, SeenProcess, Timeline};
+use std::collections::HashMap;
 
 /// Stderr lines quoted per generation.
 pub const QUOTE_LINES: usize = 2;
@@ -14,11 +15,52 @@ const QUOTE_CHARS: usize = 160;
 pub struct AppCtx<'a> {
     pub tl: &'a Timeline,
     pub a: &'a AppTimeline,
+    /// The watcher's processes by generation (restart_time), and by parent pid.
+    by_gen: HashMap<u64, Vec<&'a SeenProcess>>,
+    by_parent: HashMap<i64, Vec<&'a SeenProcess>>,
+    /// Generation index by restart_time (the last one with it).
+    gen_by_rt: HashMap<u64, usize>,
+    /// The requests acting on this app, by time.
+    reqs: Vec<(usize, &'a Request)>,
 }
 
 impl<'a> AppCtx<'a> {
     pub fn new(tl: &'a Timeline, a: &'a AppTimeline) -> AppCtx<'a> {
-        AppCtx { tl, a }
+        let mut by_gen: HashMap<u64, Vec<&SeenProcess>> = HashMap::new();
+        let mut by_parent: HashMap<i64, Vec<&SeenProcess>> = HashMap::new();
+        for p in &a.processes {
+            if let Some(g) = p.generation {
+                by_gen.entry(g).or_default().push(p);
+            }
+            if let Some(pp) = p.parent {
+                by_parent.entry(pp).or_default().push(p);
+            }
+        }
+        let gen_by_rt = a
+            .generations
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.restart_time.map(|rt| (rt, i)))
+            .collect();
+        let name = a.name.as_deref();
+        let mut reqs: Vec<(usize, &Request)> = tl
+            .requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.pm_id == Some(a.pm_id)
+                    || (r.pm_id.is_none() && name.is_some_and(|n| r.names.iter().any(|m| m == n)))
+            })
+            .collect();
+        reqs.sort_by_key(|(i, r)| (r.asked, *i));
+        AppCtx {
+            tl,
+            a,
+            by_gen,
+            by_parent,
+            gen_by_rt,
+            reqs,
+        }
     }
 
     /// `web:0` (or `#0` when the name is not known).
@@ -83,23 +125,15 @@ impl<'a> AppCtx<'a> {
 
     /// The requests that acted on this app (restart, reload, stop, start, delete, and
     /// `prepare` naming it), as (index into the timeline's requests, request), by time.
-    pub fn requests(&self) -> Vec<(usize, &'a Request)> {
-        let name = self.a.name.as_deref();
-        self.tl
-            .requests
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| {
-                r.pm_id == Some(self.a.pm_id)
-                    || (r.pm_id.is_none() && name.is_some_and(|n| r.names.iter().any(|m| m == n)))
-            })
-            .collect()
+    pub fn requests(&self) -> &[(usize, &'a Request)] {
+        &self.reqs
     }
 
     /// The requests that start a generation (restart, reload, start).
     pub fn starting_requests(&self) -> Vec<(usize, &'a Request)> {
-        self.requests()
-            .into_iter()
+        self.reqs
+            .iter()
+            .copied()
             .filter(|(_, r)| starts(&r.method))
             .collect()
     }
@@ -107,10 +141,19 @@ impl<'a> AppCtx<'a> {
     /// The next request acting on this app after `t` (one the daemon refused did nothing and
     /// does not count).
     pub fn next_request_after(&self, t: MonoNs) -> Option<&'a Request> {
-        self.requests()
-            .into_iter()
-            .map(|(_, r)| r)
+        let from = self.reqs.partition_point(|(_, r)| r.asked <= t);
+        self.reqs[from..]
+            .iter()
+            .map(|(_, r)| *r)
             .find(|r| r.asked > t && r.error.is_none())
+    }
+
+    /// Index of the first generation that started at or after `t` (generations are kept in
+    /// the order they started).
+    pub fn first_generation_from(&self, t: MonoNs) -> usize {
+        self.a
+            .generations
+            .partition_point(|g| start_t(g).is_none_or(|s| s < t))
     }
 
     /// The main pid of generation `g`: as the model knows it, or the watcher's earliest
@@ -118,8 +161,9 @@ impl<'a> AppCtx<'a> {
     pub fn main_pid(&self, g: &Generation) -> Option<i64> {
         g.pid.or_else(|| {
             let rt = g.restart_time?;
-            self.a
-                .processes_of(rt)
+            self.by_gen
+                .get(&rt)?
+                .iter()
                 .min_by_key(|p| p.first_seen.t)
                 .map(|p| p.pid)
         })
@@ -129,10 +173,11 @@ impl<'a> AppCtx<'a> {
     /// its main pid.
     pub fn processes_of(&self, g: &Generation) -> Vec<&'a SeenProcess> {
         let main = self.main_pid(g);
-        let mut out: Vec<&SeenProcess> = match g.restart_time {
-            Some(rt) => self.a.processes_of(rt).collect(),
-            None => Vec::new(),
-        };
+        let mut out: Vec<&SeenProcess> = g
+            .restart_time
+            .and_then(|rt| self.by_gen.get(&rt))
+            .cloned()
+            .unwrap_or_default();
         if let Some(m) = main {
             // Descendants the watcher could not tie to a generation by their environment.
             let mut frontier = vec![m];
@@ -142,8 +187,8 @@ impl<'a> AppCtx<'a> {
                 if rounds > 256 {
                     break;
                 }
-                for p in self.a.processes.iter().filter(|p| p.parent == Some(pid)) {
-                    if p.generation.is_none() && !out.iter().any(|q| std::ptr::eq(*q, p)) {
+                for p in self.by_parent.get(&pid).into_iter().flatten() {
+                    if p.generation.is_none() && !out.iter().any(|q| std::ptr::eq(*q, *p)) {
                         out.push(p);
                         frontier.push(p.pid);
                     }
@@ -160,15 +205,8 @@ impl<'a> AppCtx<'a> {
 
     /// The index of the generation the watcher's process `p` belongs to.
     pub fn generation_of(&self, p: &SeenProcess) -> Option<usize> {
-        if let Some(rt) = p.generation {
-            if let Some(i) = self
-                .a
-                .generations
-                .iter()
-                .rposition(|g| g.restart_time == Some(rt))
-            {
-                return Some(i);
-            }
+        if let Some(i) = p.generation.and_then(|rt| self.gen_by_rt.get(&rt)) {
+            return Some(*i);
         }
         self.a
             .generations

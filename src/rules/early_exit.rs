@@ -26,13 +26,14 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
             .next_request_after(r.asked)
             .map(|n| n.asked)
             .unwrap_or(u64::MAX);
-        let Some(i) = a
-            .generations
-            .iter()
-            .position(|g| start_t(g).is_some_and(|t| t >= r.asked && t < next_req))
-        else {
+        let i = c.first_generation_from(r.asked);
+        if a.generations
+            .get(i)
+            .and_then(start_t)
+            .is_none_or(|t| t >= next_req)
+        {
             continue;
-        };
+        }
         let g = &a.generations[i];
         if !failed_early(g, a.config.min_uptime_ms())
             || holders.iter().any(|h| h.victims.contains(&i))

@@ -31,8 +31,8 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             .unwrap_or(u64::MAX);
         let Some(g) = a
             .generations
-            .iter()
-            .find(|g| start_t(g).is_some_and(|t| t >= r.asked && t < next_req))
+            .get(c.first_generation_from(r.asked))
+            .filter(|g| start_t(g).is_some_and(|t| t < next_req))
         else {
             continue;
         };

@@ -13,6 +13,9 @@ use crate::timeline::Request;
 
 pub const KIND: &str = "overlapping-restart";
 
+/// Earlier requests compared with each one (a request unanswered for longer is forgotten).
+const LOOK_BACK: usize = 64;
+
 fn answered_words(c: &AppCtx, r: &Request) -> String {
     match (&r.error, r.answered, r.new_pid) {
         (Some(e), Some(t), _) => format!(
@@ -130,7 +133,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let reqs = c.requests();
     for (k, (ib, b)) in reqs.iter().enumerate() {
         // The earliest request still in progress when b arrived.
-        let first = reqs[..k].iter().find(|(_, x)| {
+        let first = reqs[k.saturating_sub(LOOK_BACK)..k].iter().find(|(_, x)| {
             x.asked <= b.asked && x.answered.is_none_or(|t| b.asked < t) && x.conn != b.conn
         });
         let waiting = a

@@ -100,3 +100,100 @@ fn kinds_are_the_issue_names() {
         ]
     );
 }
+
+/// A capture of days: 20 000 generations in crash loops of 16, each ended by errored and a
+/// restart. The rules stay linear enough to answer at once (and report a bounded number).
+#[test]
+fn a_long_crash_looping_capture_is_analyzed_quickly() {
+    use crate::event::Source;
+    use crate::pm2::daemon_log::DaemonLogLine;
+    use crate::pm2::meaning::Stream;
+    use crate::timeline::{AppRef, Entry, EntryKind, Timeline};
+    let mut tl = Timeline::new(&crate::event::CaptureInfo::default());
+    let app = Some(AppRef {
+        pm_id: 0,
+        name: Some("web".into()),
+    });
+    let mut t = 1_000_000_000u64;
+    let push = |tl: &mut Timeline, t: u64, kind: EntryKind| {
+        tl.apply(&Entry {
+            t,
+            source: Source::Bus,
+            app: app.clone(),
+            kind,
+        })
+    };
+    let daemon = |log: DaemonLogLine| EntryKind::Daemon { at: None, log };
+    for i in 0..20_000u64 {
+        t += 50_000_000;
+        push(
+            &mut tl,
+            t,
+            daemon(DaemonLogLine::Starting {
+                app: "web".into(),
+                id: 0,
+                mode: "fork".into(),
+            }),
+        );
+        push(
+            &mut tl,
+            t + 1_000_000,
+            daemon(DaemonLogLine::Online {
+                app: "web".into(),
+                id: 0,
+            }),
+        );
+        push(
+            &mut tl,
+            t + 20_000_000,
+            EntryKind::AppLog {
+                stream: Stream::Err,
+                at: None,
+                line: format!("boom {i}"),
+            },
+        );
+        push(
+            &mut tl,
+            t + 30_000_000,
+            daemon(DaemonLogLine::Exited {
+                app: "web".into(),
+                id: 0,
+                code: 1,
+                signal: "SIGINT".into(),
+            }),
+        );
+        if i % 16 == 15 {
+            push(
+                &mut tl,
+                t + 31_000_000,
+                daemon(DaemonLogLine::TooManyUnstableRestarts {
+                    script: "/srv/web.js".into(),
+                    count: 16,
+                }),
+            );
+            // Something brings it back online (the status moves on).
+            push(
+                &mut tl,
+                t + 40_000_000,
+                daemon(DaemonLogLine::Online {
+                    app: "web".into(),
+                    id: 0,
+                }),
+            );
+        }
+    }
+    let started = std::time::Instant::now();
+    let found = analyze(&tl);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "analyze took {took:?}"
+    );
+    let loops = found.iter().filter(|f| f.kind == crash_loop::KIND).count();
+    assert_eq!(loops, MAX_PER_RULE, "{}", found.len());
+    assert!(
+        found[0].summary.contains("16 starts in a row died"),
+        "{}",
+        found[0].summary
+    );
+}
