@@ -320,9 +320,14 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
                 c.at(c.end())
             ),
         };
+        let tree = match (h.in_tree_first, h.in_tree_last) {
+            (Some(false), _) => " (outside pm2's process tree)",
+            (Some(true), Some(false)) => " (a child orphaned when its parent exited)",
+            _ => "",
+        };
         let summary = format!(
-            "pid {} from {} of {} still held {what} {} when pm2 started the new generation at \
-             {}, so {failed}{errored_w}{freed}.",
+            "pid {}{tree} from {} of {} still held {what} {} when pm2 started the new \
+             generation at {}, so {failed}{errored_w}{freed}.",
             h.pid,
             holder_gen_words(h, first),
             c.label(),
