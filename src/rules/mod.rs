@@ -1,7 +1,34 @@
 //! Rules turn orderings in the timeline into findings: why a restart ended `errored` (or
 //! went wrong another way), with the evidence and a remedy.
 //!
-//! Only the types exist so far; [`analyze`] finds nothing yet.
+//! One file per rule; each reads the [`Timeline`] (apps → generations, requests, the process
+//! watcher's processes and snapshots) and says what it finds in words an on-call engineer
+//! can act on: the app, the pids, the ports, the times (as `+s.mmm` from the start of the
+//! capture, as in the timeline view, and durations in ms), the environment keys (never
+//! their values).
+//!
+//! | kind | severity | rests on |
+//! | --- | --- | --- |
+//! | `address-held-by-previous-generation` | error (warning if the app recovered) | EADDRINUSE in the new generation's stderr, a snapshot showing an older generation's process holding the address, that process's exit |
+//! | `restart-env-changed` | error / warning / info | the restart's `env` keys whose value hashes differ from the app's, the next generation's exit |
+//! | `crash-loop-errored` | error | the daemon's `too many unstable restarts`, the early exits before it, min_uptime/max_restarts, the first failure's exit and stderr |
+//! | `stop-timeout-errored` | error | `could not be killed` / `could not be stopped`, the SIGKILL line, the kernel's exit of the process pm2 still saw |
+//! | `overlapping-restart` | warning | two action requests for one app in flight at once, their replies, the generations started |
+//! | `descendant-outlived-stop` | warning | processes of a stopped generation alive when pm2 started the next one (or said stopped) |
+//! | `graceful-shutdown-killed` | warning | `Stopping app`, the SIGKILL after kill_timeout, the kernel's SIGKILL exit status |
+//! | `early-exit-after-restart` | warning | the first generation after a restart dying within min_uptime, no more specific cause |
+//!
+//! Findings come most severe first; a clean restart yields none of warning or error.
+
+mod address_held;
+mod crash_loop;
+mod ctx;
+mod descendant;
+mod early_exit;
+mod env_changed;
+mod graceful_kill;
+mod overlapping;
+mod stop_timeout;
 
 use crate::event::{MonoNs, Source};
 use crate::timeline::Timeline;
@@ -52,7 +79,53 @@ pub struct Finding {
     pub remedy: String,
 }
 
-/// The findings for a timeline. (No rules yet.)
-pub fn analyze(_tl: &Timeline) -> Vec<Finding> {
-    Vec::new()
+/// Every kind the rules can report, in the order they are listed within one severity
+/// (causes before consequences).
+pub const KINDS: &[&str] = &[
+    address_held::KIND,
+    env_changed::KIND,
+    crash_loop::KIND,
+    stop_timeout::KIND,
+    overlapping::KIND,
+    descendant::KIND,
+    graceful_kill::KIND,
+    early_exit::KIND,
+];
+
+/// Most findings one rule reports per app (a capture of days could repeat a pattern).
+const MAX_PER_RULE: usize = 20;
+
+/// The findings for a timeline, most severe first; within one severity, causes before
+/// consequences, then by time.
+pub fn analyze(tl: &Timeline) -> Vec<Finding> {
+    let mut out: Vec<(usize, MonoNs, Finding)> = Vec::new();
+    for a in tl.apps.values() {
+        let c = ctx::AppCtx::new(tl, a);
+        let holders = address_held::find(&c);
+        let mut per_rule: Vec<Vec<(MonoNs, Finding)>> = vec![
+            address_held::findings(&c, &holders),
+            env_changed::findings(&c),
+            crash_loop::findings(&c, &holders),
+            stop_timeout::findings(&c),
+            overlapping::findings(&c),
+            descendant::findings(&c),
+            graceful_kill::findings(&c),
+            early_exit::findings(&c, &holders),
+        ];
+        for (rank, list) in per_rule.iter_mut().enumerate() {
+            for (t, f) in list.drain(..).take(MAX_PER_RULE) {
+                out.push((rank, t, f));
+            }
+        }
+    }
+    out.sort_by(|x, y| {
+        y.2.severity
+            .cmp(&x.2.severity)
+            .then(x.0.cmp(&y.0))
+            .then(x.1.cmp(&y.1))
+    });
+    out.into_iter().map(|(_, _, f)| f).collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,13 +5,14 @@
 //! what the rules need (bounded per generation: the last stderr lines, never all output).
 
 use super::entry::{AppRef, Entry, EntryKind, Outcome};
-use super::procfacts::ProcFacts;
-use crate::event::{CaptureInfo, MonoNs};
+use super::procfacts::{snapshot_views, ProcFacts};
+use crate::event::{CaptureInfo, MonoNs, ProcEvent};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::meaning::{
     value_hash, BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
     Stream,
 };
+use crate::sources::procwatch::Snapshot;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -168,6 +169,11 @@ pub struct Generation {
     pub stderr_tail: Vec<String>,
     pub stderr_lines: u64,
     pub stdout_lines: u64,
+    /// Made from a reply or a snapshot that named the new pid before the daemon's
+    /// `starting` line arrived (they come on different sockets): that line then completes
+    /// this generation instead of making another.
+    #[serde(skip)]
+    provisional: bool,
 }
 
 impl Generation {
@@ -191,6 +197,7 @@ impl Generation {
             stderr_tail: Vec::new(),
             stderr_lines: 0,
             stdout_lines: 0,
+            provisional: false,
         }
     }
 
@@ -239,6 +246,12 @@ pub struct AppTimeline {
     pub processes: Vec<SeenProcess>,
     /// Oldest generations forgotten to stay within [`MAX_GENERATIONS`].
     pub generations_dropped: u64,
+    /// What the process watcher's snapshots showed of this app (at most [`MAX_SNAPSHOTS`]).
+    pub snapshots: Vec<AppSnapshot>,
+    /// Main pids of new generations the watcher reported before the generation was known
+    /// here: (pid, restart_time).
+    #[serde(skip)]
+    pending_main: Vec<(i64, u64)>,
 }
 
 /// Generations kept per app (the oldest half is forgotten beyond).
@@ -261,7 +274,85 @@ pub struct SeenProcess {
     pub exit: Option<TimeRef>,
     pub exit_status: Option<String>,
     pub cmd: Option<String>,
+    /// The process that forked it (or its parent when first seen).
+    pub parent: Option<i64>,
+    /// Listening addresses it held at its last snapshot, as its exit event says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
+    /// Whether its ancestry still led to the pm2 daemon when it exited.
+    pub in_tree_at_exit: Option<bool>,
+    /// Its parent when it exited (the process that must reap it).
+    pub parent_at_exit: Option<i64>,
 }
+
+/// Why the process watcher took a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SnapWhy {
+    Start,
+    StopRequested,
+    RestartRequested,
+    /// A new generation was spawned: its process and pm2's restart_time.
+    NewGeneration {
+        pid: Option<i64>,
+        generation: Option<u64>,
+    },
+    /// A process of the newest generation exited within the early-exit window.
+    EarlyExit {
+        pid: i64,
+        generation: Option<u64>,
+        lived_ms: Option<u64>,
+    },
+    Other {
+        why: String,
+    },
+}
+
+/// A process of the app in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapProcess {
+    pub pid: i64,
+    pub ppid: i64,
+    /// pm2's restart_time of the generation it belongs to.
+    pub generation: Option<u64>,
+    /// Whether its ancestry led to the pm2 daemon.
+    pub in_tree: bool,
+    /// One-letter state (`S`, `R`, `Z`, `D`, ...).
+    pub state: String,
+    pub cmd: String,
+}
+
+/// A listening (TCP), bound (UDP) or bound-path (unix) socket held by a process of the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapSocket {
+    /// `tcp`, `tcp6`, `udp`, `udp6`, `unix`.
+    pub proto: String,
+    /// `127.0.0.1:4211`, `/run/app.sock`.
+    pub addr: String,
+    pub port: Option<u16>,
+    pub pid: i64,
+    pub generation: Option<u64>,
+    pub in_tree: bool,
+}
+
+/// What the process watcher saw of one app at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppSnapshot {
+    pub t: MonoNs,
+    pub why: SnapWhy,
+    pub processes: Vec<SnapProcess>,
+    pub sockets: Vec<SnapSocket>,
+}
+
+impl AppSnapshot {
+    /// The process with `pid`, if the snapshot shows it.
+    pub fn process(&self, pid: i64) -> Option<&SnapProcess> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+}
+
+/// Snapshots kept per app (the oldest half is forgotten beyond).
+pub const MAX_SNAPSHOTS: usize = 4096;
 
 impl AppTimeline {
     fn new(pm_id: u64) -> AppTimeline {
@@ -276,6 +367,8 @@ impl AppTimeline {
             deleted: None,
             processes: Vec::new(),
             generations_dropped: 0,
+            snapshots: Vec::new(),
+            pending_main: Vec::new(),
         }
     }
 
@@ -333,6 +426,17 @@ impl AppTimeline {
         g.expect("not empty")
     }
 
+    /// The current generation for what the daemon says on its bus (exits, stops, output):
+    /// not one made from a reply ahead of its `starting` line (the daemon logs that line
+    /// before it can say anything else about the new process, on the same socket).
+    fn confirmed(&mut self) -> &mut Generation {
+        let n = self.generations.len();
+        if n >= 2 && self.generations[n - 1].provisional {
+            return &mut self.generations[n - 2];
+        }
+        self.current()
+    }
+
     /// The generation a kill line is about: the last one with a stop not yet confirmed.
     fn stopping_index(&self) -> Option<usize> {
         let n = self.generations.len();
@@ -350,6 +454,90 @@ impl AppTimeline {
 
     fn by_pid(&mut self, pid: i64) -> Option<&mut Generation> {
         self.generations.iter_mut().rev().find(|g| g.has_pid(pid))
+    }
+
+    /// The processes the watcher saw of the generation with pm2 restart_time `rt`.
+    pub fn processes_of(&self, rt: u64) -> impl Iterator<Item = &SeenProcess> {
+        self.processes
+            .iter()
+            .filter(move |p| p.generation == Some(rt))
+    }
+
+    /// The process the watcher saw with `pid` (the latest one, pids are reused).
+    pub fn process(&self, pid: i64) -> Option<&SeenProcess> {
+        self.processes.iter().rev().find(|p| p.pid == pid)
+    }
+
+    /// Give the generation with restart_time `rt` (or the newest one still without a pid)
+    /// its main pid, as the watcher reported it; kept for later when no generation fits yet.
+    fn learn_main_pid(&mut self, pid: i64, rt: Option<u64>) {
+        let idx = self
+            .generations
+            .iter()
+            .rposition(|g| g.pid == Some(pid))
+            .or_else(|| {
+                let rt = rt?;
+                self.generations
+                    .iter()
+                    .rposition(|g| g.restart_time == Some(rt) && g.pid.is_none())
+            })
+            .or_else(|| {
+                let g = self.generations.last()?;
+                (g.pid.is_none()
+                    && g.exit.is_none()
+                    && !g.before_capture
+                    && (g.restart_time.is_none() || g.restart_time == rt))
+                    .then(|| self.generations.len() - 1)
+            });
+        match idx {
+            Some(i) => self.set_main_pid(i, pid, rt),
+            None => {
+                if let Some(rt) = rt {
+                    if self.pending_main.len() >= 16 {
+                        self.pending_main.remove(0);
+                    }
+                    self.pending_main.push((pid, rt));
+                }
+            }
+        }
+    }
+
+    fn set_main_pid(&mut self, i: usize, pid: i64, rt: Option<u64>) {
+        let exit = self
+            .processes
+            .iter()
+            .rev()
+            .find(|p| p.pid == pid)
+            .and_then(|p| p.exit.map(|e| (e, p.exit_status.clone())));
+        let min_uptime = self.config.min_uptime_ms();
+        let g = &mut self.generations[i];
+        g.pid = Some(pid);
+        if g.restart_time.is_none() {
+            g.restart_time = rt;
+        }
+        if g.os_exit.is_none() {
+            if let Some((at, status)) = exit {
+                g.os_exit = Some(at);
+                g.os_exit_status = status;
+                if g.exit.is_some() {
+                    set_early(g, min_uptime);
+                }
+            }
+        }
+    }
+
+    /// A generation learnt its restart_time: give it a main pid reported earlier.
+    fn claim_pending(&mut self, i: usize) {
+        let Some(rt) = self.generations[i].restart_time else {
+            return;
+        };
+        if self.generations[i].pid.is_some() {
+            return;
+        }
+        if let Some(k) = self.pending_main.iter().position(|(_, r)| *r == rt) {
+            let (pid, _) = self.pending_main.remove(k);
+            self.set_main_pid(i, pid, Some(rt));
+        }
     }
 }
 
@@ -412,6 +600,10 @@ pub struct Timeline {
     pub gaps: Vec<Gap>,
     pub first_t: Option<MonoNs>,
     pub last_t: Option<MonoNs>,
+    /// The daemon's pm2 version, as the capture says.
+    pub pm2_version: Option<String>,
+    /// Whether the capture has process-watcher events (a watcher ran).
+    pub proc_watched: bool,
     /// Wall/monotonic pair, to place the daemon's millisecond timestamps.
     #[serde(skip)]
     wall_ref_ns: i128,
@@ -434,11 +626,23 @@ impl Timeline {
             gaps: Vec::new(),
             first_t: None,
             last_t: None,
+            pm2_version: info.pm2_version.clone(),
+            proc_watched: false,
             wall_ref_ns: info.wall_ref_ns,
             mono_ref_ns: info.mono_ref_ns,
             open: HashMap::new(),
             peers: HashMap::new(),
         }
+    }
+
+    /// The capture's reference instant (what `+0.000s` means in the views).
+    pub fn mono_ref(&self) -> MonoNs {
+        self.mono_ref_ns
+    }
+
+    /// Wall clock (ns since the epoch) at [`Timeline::mono_ref`].
+    pub fn wall_ref_ns(&self) -> i128 {
+        self.wall_ref_ns
     }
 
     /// The app with `pm_id`, if seen.
@@ -504,7 +708,7 @@ impl Timeline {
             EntryKind::Daemon { at, log } => self.daemon_line(e, *at, log),
             EntryKind::AppLog { stream, line, .. } => {
                 if let Some(r) = &e.app {
-                    let g = self.app_mut(r).current();
+                    let g = self.app_mut(r).confirmed();
                     match stream {
                         Stream::Out => g.stdout_lines += 1,
                         Stream::Err => {
@@ -517,7 +721,14 @@ impl Timeline {
                     }
                 }
             }
-            EntryKind::Proc { event } => self.proc_event(e, &ProcFacts::of(event)),
+            EntryKind::Proc { event } => {
+                self.proc_watched = true;
+                match event {
+                    ProcEvent::Snapshot(snap) => self.snapshot(e.t, snap),
+                    ProcEvent::Mode { .. } | ProcEvent::Lost { .. } => {}
+                    _ => self.proc_event(e, &ProcFacts::of(event)),
+                }
+            }
             EntryKind::ConnOpened {
                 conn,
                 peer: Some(p),
@@ -569,6 +780,10 @@ impl Timeline {
                     exit: None,
                     exit_status: None,
                     cmd: None,
+                    parent: f.parent,
+                    held: Vec::new(),
+                    in_tree_at_exit: None,
+                    parent_at_exit: None,
                 });
                 a.processes.last_mut()
             }
@@ -576,12 +791,18 @@ impl Timeline {
         };
         if let Some(p) = seen {
             p.generation = p.generation.or(f.generation);
-            if p.cmd.is_none() {
+            if p.cmd.is_none() || (f.kind.as_deref() == Some("exec") && f.cmd.is_some()) {
                 p.cmd = f.cmd.clone();
+            }
+            if p.parent.is_none() && !f.is_exit() {
+                p.parent = f.parent;
             }
             if f.is_exit() {
                 p.exit = Some(at);
                 p.exit_status = f.exit_status.clone();
+                p.held = f.held.clone();
+                p.in_tree_at_exit = f.in_tree;
+                p.parent_at_exit = f.parent;
             }
         }
         if f.is_exit() {
@@ -594,6 +815,35 @@ impl Timeline {
                 g.os_exit = Some(at);
                 g.os_exit_status = f.exit_status.clone();
             }
+        }
+    }
+
+    fn snapshot(&mut self, t: MonoNs, snap: &Snapshot) {
+        for (pm_id, view) in snapshot_views(t, snap) {
+            if !self.apps.contains_key(&pm_id) {
+                // An app the capture has not named yet: known from its processes.
+                let name = snap
+                    .processes
+                    .iter()
+                    .filter_map(|p| p.app.as_ref())
+                    .find(|a| a.pm_id == pm_id)
+                    .map(|a| a.name.clone());
+                self.app_mut(&AppRef { pm_id, name });
+            }
+            let Some(a) = self.apps.get_mut(&pm_id) else {
+                continue;
+            };
+            if let SnapWhy::NewGeneration {
+                pid: Some(pid),
+                generation,
+            } = view.why
+            {
+                a.learn_main_pid(pid, generation);
+            }
+            if a.snapshots.len() >= MAX_SNAPSHOTS {
+                a.snapshots.drain(..MAX_SNAPSHOTS / 2);
+            }
+            a.snapshots.push(view);
         }
     }
 
@@ -754,8 +1004,12 @@ impl Timeline {
                 let first = a.generations.is_empty();
                 let g = a.push_generation();
                 g.before_capture = first;
+                g.provisional = !first;
                 g.online = started.filter(|_| p.status.as_deref() == Some("online"));
                 g.starting = started;
+                if !first {
+                    g.started_by = req;
+                }
                 g
             }
         };
@@ -785,13 +1039,15 @@ impl Timeline {
                 if pe.restart_time.is_some() {
                     g.restart_time = pe.restart_time;
                 }
+                let last = a.generations.len() - 1;
+                a.claim_pending(last);
             }
             ProcessEventKind::Exit => {
                 if let Some(st) = &pe.status {
                     a.set_status(at, st, &via);
                 }
                 let min_uptime = a.config.min_uptime_ms();
-                let g = a.current();
+                let g = a.confirmed();
                 if g.exit.is_none() {
                     g.exit = Some(Exit {
                         at,
@@ -812,7 +1068,7 @@ impl Timeline {
             ProcessEventKind::RestartOverlimit => {
                 a.set_status(at, "errored", &via);
                 if let Some(u) = pe.unstable_restarts {
-                    a.current().unstable_restarts = Some(u);
+                    a.confirmed().unstable_restarts = Some(u);
                 }
             }
             ProcessEventKind::Stop => {
@@ -837,9 +1093,20 @@ impl Timeline {
         let a = self.app_mut(r);
         match line {
             DaemonLogLine::Starting { .. } => {
-                let g = a.push_generation();
+                let early = a
+                    .generations
+                    .last()
+                    .is_some_and(|g| g.provisional && g.exit.is_none() && g.stop.is_none());
+                let g = if early {
+                    a.current()
+                } else {
+                    a.push_generation()
+                };
+                g.provisional = false;
                 g.starting = Some(at);
-                g.started_by = in_flight;
+                if g.started_by.is_none() {
+                    g.started_by = in_flight;
+                }
             }
             DaemonLogLine::Online { .. } => {
                 a.set_status(at, "online", "daemon log");
@@ -850,7 +1117,7 @@ impl Timeline {
             }
             DaemonLogLine::Stopping { .. } => {
                 a.set_status(at, "stopping", "daemon log");
-                let g = a.current();
+                let g = a.confirmed();
                 if g.stop.is_none() {
                     g.stop = Some(Stop {
                         requested: at,
@@ -867,7 +1134,7 @@ impl Timeline {
             }
             DaemonLogLine::Exited { code, signal, .. } => {
                 let min_uptime = a.config.min_uptime_ms();
-                let g = a.current();
+                let g = a.confirmed();
                 match &mut g.exit {
                     Some(x) => {
                         x.signal.get_or_insert_with(|| signal.clone());

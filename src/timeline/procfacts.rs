@@ -6,9 +6,17 @@
 //! (`{"kind": "exit", "who": {"pid": 5, "app": {"pm_id": 0, "generation": 3}},
 //! "status": {"kind": "code", "code": 1}, "timing": {"how": "kernel"}}`).
 
-use crate::event::ProcEvent;
+use super::model::{AppSnapshot, SnapProcess, SnapSocket, SnapWhy};
+use crate::event::{MonoNs, ProcEvent};
 use crate::pm2::meaning::json_text;
+use crate::sources::procwatch::{shorten, Snapshot, SnapshotReason};
 use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Processes kept per app and snapshot.
+pub const SNAP_PROCESSES: usize = 64;
+/// Sockets kept per app and snapshot.
+pub const SNAP_SOCKETS: usize = 64;
 
 /// The facts of one process-watcher event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +34,14 @@ pub struct ProcFacts {
     pub cmd: Option<String>,
     /// The time is the kernel's (or a wakeup at the instant), not a later observation.
     pub exact: bool,
+    /// The parent: the forking process of a `fork`, else the parent pid the event names.
+    pub parent: Option<i64>,
+    /// For exits: listening addresses it held at its last snapshot.
+    pub held: Vec<String>,
+    /// For exits: whether its ancestry still led to the pm2 daemon.
+    pub in_tree: Option<bool>,
+    /// The process is the pm2 daemon.
+    pub daemon: bool,
 }
 
 impl ProcFacts {
@@ -79,12 +95,117 @@ impl ProcFacts {
             exit_status,
             cmd: who.get("cmd").and_then(Value::as_str).map(str::to_owned),
             exact: matches!(how, Some("kernel" | "wakeup")),
+            parent: num(v.get("parent"))
+                .or_else(|| num(who.get("ppid")))
+                .filter(|p| *p > 0),
+            held: v
+                .get("held")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .take(SNAP_SOCKETS)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            in_tree: v.get("in_tree").and_then(Value::as_bool),
+            daemon: who.get("daemon").and_then(Value::as_bool).unwrap_or(false),
         }
     }
 
     pub fn is_exit(&self) -> bool {
         self.kind.as_deref() == Some("exit")
     }
+}
+
+/// A snapshot as the model keeps it: one view per app it shows (the app it was taken for,
+/// or every app with a process in it when it names none), each holding that app's
+/// processes and the sockets they hold (bounded by [`SNAP_PROCESSES`], [`SNAP_SOCKETS`]).
+pub fn snapshot_views(t: MonoNs, snap: &Snapshot) -> Vec<(u64, AppSnapshot)> {
+    let why = match &snap.reason {
+        SnapshotReason::Start => SnapWhy::Start,
+        SnapshotReason::StopRequested { .. } => SnapWhy::StopRequested,
+        SnapshotReason::RestartRequested { .. } => SnapWhy::RestartRequested,
+        SnapshotReason::NewGeneration {
+            pid, generation, ..
+        } => SnapWhy::NewGeneration {
+            pid: pid.map(i64::from),
+            generation: *generation,
+        },
+        SnapshotReason::EarlyExit {
+            pid,
+            generation,
+            lived_ms,
+            ..
+        } => SnapWhy::EarlyExit {
+            pid: i64::from(*pid),
+            generation: *generation,
+            lived_ms: *lived_ms,
+        },
+        SnapshotReason::Requested { why, .. } => SnapWhy::Other {
+            why: shorten(why, 200),
+        },
+    };
+    let scope = snap.reason.pm_id();
+    let mut views: BTreeMap<u64, AppSnapshot> = BTreeMap::new();
+    fn view<'a>(
+        views: &'a mut BTreeMap<u64, AppSnapshot>,
+        scope: Option<u64>,
+        t: MonoNs,
+        why: &SnapWhy,
+        pm_id: u64,
+    ) -> Option<&'a mut AppSnapshot> {
+        if scope.is_some_and(|s| s != pm_id) {
+            return None;
+        }
+        if !views.contains_key(&pm_id) && views.len() >= 256 {
+            return None;
+        }
+        Some(views.entry(pm_id).or_insert_with(|| AppSnapshot {
+            t,
+            why: why.clone(),
+            processes: Vec::new(),
+            sockets: Vec::new(),
+        }))
+    }
+    if let Some(id) = scope {
+        view(&mut views, scope, t, &why, id);
+    }
+    for p in &snap.processes {
+        let Some(app) = &p.app else { continue };
+        if let Some(v) = view(&mut views, scope, t, &why, app.pm_id) {
+            if v.processes.len() < SNAP_PROCESSES {
+                v.processes.push(SnapProcess {
+                    pid: i64::from(p.pid),
+                    ppid: i64::from(p.ppid),
+                    generation: app.generation,
+                    in_tree: p.in_tree,
+                    state: p.state.clone(),
+                    cmd: shorten(&p.cmdline.join(" "), 200),
+                });
+            }
+        }
+    }
+    for h in &snap.sockets {
+        let Some(app) = &h.app else { continue };
+        if h.daemon {
+            continue;
+        }
+        if let Some(v) = view(&mut views, scope, t, &why, app.pm_id) {
+            if v.sockets.len() < SNAP_SOCKETS {
+                v.sockets.push(SnapSocket {
+                    proto: h.proto.name().to_owned(),
+                    addr: h.addr.clone(),
+                    port: h.port,
+                    pid: i64::from(h.pid),
+                    generation: app.generation,
+                    in_tree: h.in_tree,
+                });
+            }
+        }
+    }
+    views.into_iter().collect()
 }
 
 /// Words for a process-watcher event, from its serialized form: `exit pid=123 detail=...`.
@@ -133,5 +254,108 @@ mod tests {
         assert_eq!(c.exit_status.as_deref(), Some("code 3"));
         assert!(!c.exact);
         assert_eq!(ProcFacts::from_value(&json!(null)), ProcFacts::default());
+        // Exit facts the rules read: what it held, whether it was in pm2's tree, its parent.
+        assert_eq!(f.held, Vec::<String>::new());
+        assert_eq!(f.in_tree, Some(false));
+        assert_eq!(f.parent, Some(1));
+        let fork = ProcFacts::from_value(&json!({"kind": "fork", "parent": 10,
+            "who": {"pid": 11, "ppid": 10}}));
+        assert_eq!(fork.parent, Some(10));
+        let held = ProcFacts::from_value(&json!({"kind": "exit", "who": {"pid": 11, "ppid": 1},
+            "held": ["127.0.0.1:80"], "in_tree": true}));
+        assert_eq!(held.held, ["127.0.0.1:80"]);
+        assert_eq!(held.in_tree, Some(true));
+    }
+
+    fn snap(reason: SnapshotReason) -> Snapshot {
+        use crate::sources::procwatch::{AppRef, ProcSnap, Proto, SocketHold};
+        let app = |pm_id: u64, gen: u64| AppRef {
+            pm2_home: "/h".into(),
+            pm_id,
+            name: format!("app{pm_id}"),
+            generation: Some(gen),
+            unique_id: None,
+        };
+        let proc_ = |pid: i32, a: Option<AppRef>, in_tree: bool| ProcSnap {
+            pid,
+            ppid: 1,
+            pgid: pid,
+            sid: pid,
+            start: 1,
+            state: "S".into(),
+            cmdline: vec!["node".into(), "/srv/a.js".into()],
+            app: a,
+            how: None,
+            daemon: false,
+            in_tree,
+        };
+        let hold = |pid: i32, a: Option<AppRef>, daemon: bool| SocketHold {
+            proto: Proto::Tcp,
+            addr: format!("127.0.0.1:{}", 3000 + pid),
+            port: Some(3000 + pid as u16),
+            inode: 1,
+            pid,
+            start: 1,
+            app: a,
+            daemon,
+            in_tree: false,
+        };
+        Snapshot {
+            reason,
+            processes: vec![
+                proc_(5, Some(app(0, 0)), false),
+                proc_(6, Some(app(0, 1)), true),
+                proc_(7, Some(app(1, 4)), true),
+                proc_(8, None, true),
+            ],
+            sockets: vec![
+                hold(5, Some(app(0, 0)), false),
+                hold(7, Some(app(1, 4)), false),
+                hold(9, None, true),
+            ],
+            env: vec![],
+            notes: vec![],
+            cost_us: 1,
+        }
+    }
+
+    #[test]
+    fn snapshots_become_one_view_per_app() {
+        let s = snap(SnapshotReason::NewGeneration {
+            pm_id: 0,
+            pid: Some(6),
+            generation: Some(1),
+        });
+        let v = snapshot_views(42, &s);
+        assert_eq!(v.len(), 1, "only the app it was taken for: {v:?}");
+        let (id, view) = &v[0];
+        assert_eq!(*id, 0);
+        assert_eq!(view.t, 42);
+        assert_eq!(
+            view.why,
+            SnapWhy::NewGeneration {
+                pid: Some(6),
+                generation: Some(1)
+            }
+        );
+        assert_eq!(view.processes.len(), 2);
+        assert_eq!(view.processes[0].generation, Some(0));
+        assert!(!view.processes[0].in_tree);
+        assert_eq!(view.processes[0].cmd, "node /srv/a.js");
+        assert_eq!(view.sockets.len(), 1);
+        assert_eq!(
+            (
+                view.sockets[0].pid,
+                view.sockets[0].port,
+                view.sockets[0].generation
+            ),
+            (5, Some(3005), Some(0))
+        );
+        // A snapshot for every app: one view per app seen, the daemon's sockets left out.
+        let all = snapshot_views(1, &snap(SnapshotReason::Start));
+        let ids: Vec<u64> = all.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, [0, 1]);
+        assert!(all.iter().all(|(_, v)| v.why == SnapWhy::Start));
+        assert_eq!(all[1].1.sockets.len(), 1);
     }
 }

@@ -1,0 +1,495 @@
+//! What every rule needs: one app of the timeline, times in words, and the facts about its
+//! generations and requests that several rules share.
+
+use super::{Evidence, Finding, Severity};
+use crate::event::{MonoNs, Source};
+use crate::timeline::{AppTimeline, Generation, Request, SeenProcess, Timeline};
+use std::collections::HashMap;
+
+/// Stderr lines quoted per generation.
+pub const QUOTE_LINES: usize = 2;
+/// Longest stderr line quoted, in characters.
+const QUOTE_CHARS: usize = 160;
+
+/// One app and the whole timeline.
+pub struct AppCtx<'a> {
+    pub tl: &'a Timeline,
+    pub a: &'a AppTimeline,
+    /// The watcher's processes by generation (restart_time), and by parent pid.
+    by_gen: HashMap<u64, Vec<&'a SeenProcess>>,
+    by_parent: HashMap<i64, Vec<&'a SeenProcess>>,
+    /// Generation index by restart_time (the last one with it).
+    gen_by_rt: HashMap<u64, usize>,
+    /// The requests acting on this app, by time.
+    reqs: Vec<(usize, &'a Request)>,
+}
+
+impl<'a> AppCtx<'a> {
+    pub fn new(tl: &'a Timeline, a: &'a AppTimeline) -> AppCtx<'a> {
+        let mut by_gen: HashMap<u64, Vec<&SeenProcess>> = HashMap::new();
+        let mut by_parent: HashMap<i64, Vec<&SeenProcess>> = HashMap::new();
+        for p in &a.processes {
+            if let Some(g) = p.generation {
+                by_gen.entry(g).or_default().push(p);
+            }
+            if let Some(pp) = p.parent {
+                by_parent.entry(pp).or_default().push(p);
+            }
+        }
+        let gen_by_rt = a
+            .generations
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.restart_time.map(|rt| (rt, i)))
+            .collect();
+        let name = a.name.as_deref();
+        let mut reqs: Vec<(usize, &Request)> = tl
+            .requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.pm_id == Some(a.pm_id)
+                    || (r.pm_id.is_none() && name.is_some_and(|n| r.names.iter().any(|m| m == n)))
+            })
+            .collect();
+        reqs.sort_by_key(|(i, r)| (r.asked, *i));
+        AppCtx {
+            tl,
+            a,
+            by_gen,
+            by_parent,
+            gen_by_rt,
+            reqs,
+        }
+    }
+
+    /// `web:0` (or `#0` when the name is not known).
+    pub fn label(&self) -> String {
+        match &self.a.name {
+            Some(n) => format!("{n}:{}", self.a.pm_id),
+            None => format!("#{}", self.a.pm_id),
+        }
+    }
+
+    /// The app's name for a CLI command (`web`, or the pm_id).
+    pub fn cli_name(&self) -> String {
+        self.a
+            .name
+            .clone()
+            .unwrap_or_else(|| self.a.pm_id.to_string())
+    }
+
+    /// `+1.234s`: `t` relative to the start of the capture, as the timeline view shows it.
+    pub fn at(&self, t: MonoNs) -> String {
+        let d = t as i128 - self.tl.mono_ref() as i128;
+        let sign = if d < 0 { "-" } else { "+" };
+        let d = d.unsigned_abs();
+        format!("{sign}{}.{:03}s", d / 1_000_000_000, (d / 1_000_000) % 1000)
+    }
+
+    /// The end of the capture.
+    pub fn end(&self) -> MonoNs {
+        self.tl.last_t.unwrap_or(0)
+    }
+
+    pub fn is_pm2_5(&self) -> bool {
+        self.tl
+            .pm2_version
+            .as_deref()
+            .is_some_and(|v| v.starts_with("5.") || v.starts_with("4.") || v.starts_with("3."))
+    }
+
+    /// A finding about this app.
+    pub fn finding(
+        &self,
+        kind: &str,
+        severity: Severity,
+        summary: String,
+        chain: Vec<String>,
+        mut evidence: Vec<Evidence>,
+        remedy: String,
+    ) -> Finding {
+        evidence.sort_by_key(|e| e.t);
+        evidence.dedup();
+        Finding {
+            kind: kind.to_owned(),
+            severity,
+            app: self.a.name.clone(),
+            pm_id: Some(self.a.pm_id),
+            summary,
+            chain,
+            evidence,
+            remedy,
+        }
+    }
+
+    /// The requests that acted on this app (restart, reload, stop, start, delete, and
+    /// `prepare` naming it), as (index into the timeline's requests, request), by time.
+    pub fn requests(&self) -> &[(usize, &'a Request)] {
+        &self.reqs
+    }
+
+    /// The requests that start a generation (restart, reload, start).
+    pub fn starting_requests(&self) -> Vec<(usize, &'a Request)> {
+        self.reqs
+            .iter()
+            .copied()
+            .filter(|(_, r)| starts(&r.method))
+            .collect()
+    }
+
+    /// The next request acting on this app after `t` (one the daemon refused did nothing and
+    /// does not count).
+    pub fn next_request_after(&self, t: MonoNs) -> Option<&'a Request> {
+        let from = self.reqs.partition_point(|(_, r)| r.asked <= t);
+        self.reqs[from..]
+            .iter()
+            .map(|(_, r)| *r)
+            .find(|r| r.asked > t && r.error.is_none())
+    }
+
+    /// Index of the first generation that started at or after `t` (generations are kept in
+    /// the order they started).
+    pub fn first_generation_from(&self, t: MonoNs) -> usize {
+        self.a
+            .generations
+            .partition_point(|g| start_t(g).is_none_or(|s| s < t))
+    }
+
+    /// The main pid of generation `g`: as the model knows it, or the watcher's earliest
+    /// process of that generation.
+    pub fn main_pid(&self, g: &Generation) -> Option<i64> {
+        g.pid.or_else(|| {
+            let rt = g.restart_time?;
+            self.by_gen
+                .get(&rt)?
+                .iter()
+                .min_by_key(|p| p.first_seen.t)
+                .map(|p| p.pid)
+        })
+    }
+
+    /// The processes the watcher saw of generation `g`: by restart_time, or descendants of
+    /// its main pid.
+    pub fn processes_of(&self, g: &Generation) -> Vec<&'a SeenProcess> {
+        let main = self.main_pid(g);
+        let mut out: Vec<&SeenProcess> = g
+            .restart_time
+            .and_then(|rt| self.by_gen.get(&rt))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(m) = main {
+            // Descendants the watcher could not tie to a generation by their environment.
+            let mut frontier = vec![m];
+            let mut rounds = 0;
+            while let Some(pid) = frontier.pop() {
+                rounds += 1;
+                if rounds > 256 {
+                    break;
+                }
+                for p in self.by_parent.get(&pid).into_iter().flatten() {
+                    if p.generation.is_none() && !out.iter().any(|q| std::ptr::eq(*q, *p)) {
+                        out.push(p);
+                        frontier.push(p.pid);
+                    }
+                }
+            }
+            if !out.iter().any(|p| p.pid == m) {
+                if let Some(p) = self.a.process(m) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// The index of the generation the watcher's process `p` belongs to.
+    pub fn generation_of(&self, p: &SeenProcess) -> Option<usize> {
+        if let Some(i) = p.generation.and_then(|rt| self.gen_by_rt.get(&rt)) {
+            return Some(*i);
+        }
+        self.a
+            .generations
+            .iter()
+            .rposition(|g| g.pid == Some(p.pid))
+    }
+
+    /// `pid 1810 (node app.js --child)`.
+    pub fn proc_words(&self, pid: i64) -> String {
+        match self.a.process(pid).and_then(|p| p.cmd.as_deref()) {
+            Some(cmd) => format!("pid {pid} (`{}`)", short_cmd(cmd)),
+            None => format!("pid {pid}"),
+        }
+    }
+
+    /// The generation's last stderr lines, quoted (`"…"`), or None.
+    pub fn quote_stderr(&self, g: &Generation) -> Option<String> {
+        let lines: Vec<String> = g
+            .stderr_tail
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .rev()
+            .take(QUOTE_LINES)
+            .map(|l| format!("\"{}\"", cut(l.trim(), QUOTE_CHARS)))
+            .collect();
+        if lines.is_empty() {
+            return None;
+        }
+        Some(lines.into_iter().rev().collect::<Vec<_>>().join(" / "))
+    }
+
+    /// The first stderr line that names the failure (an error code or `Error`), else the
+    /// last line, quoted.
+    pub fn failure_line(&self, g: &Generation) -> Option<String> {
+        let lines: Vec<&String> = g
+            .stderr_tail
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let pick = lines
+            .iter()
+            .find(|l| is_addr_in_use(l))
+            .or_else(|| {
+                lines
+                    .iter()
+                    .find(|l| l.contains("Error") || l.contains("error"))
+            })
+            .or_else(|| lines.last())?;
+        Some(format!("\"{}\"", cut(pick.trim(), QUOTE_CHARS)))
+    }
+}
+
+/// Whether a method starts a generation.
+pub fn starts(method: &str) -> bool {
+    matches!(
+        method,
+        "restartProcessId"
+            | "reloadProcessId"
+            | "softReloadProcessId"
+            | "startProcessId"
+            | "prepare"
+    )
+}
+
+/// `pm2 restart` for `restartProcessId`.
+pub fn cli_words(method: &str) -> &'static str {
+    match method {
+        "restartProcessId" => "pm2 restart",
+        "reloadProcessId" | "softReloadProcessId" => "pm2 reload",
+        "stopProcessId" => "pm2 stop",
+        "startProcessId" | "prepare" => "pm2 start",
+        "deleteProcessId" => "pm2 delete",
+        _ => "a pm2 command",
+    }
+}
+
+/// `` `pm2 restart` (restartProcessId from client pid 1946) ``.
+pub fn request_words(r: &Request) -> String {
+    let who = match r.peer_pid {
+        Some(p) => format!(" from client pid {p}"),
+        None => format!(" on connection {}", r.conn),
+    };
+    format!("`{}` ({}{who})", cli_words(&r.method), r.method)
+}
+
+/// When generation `g` started, as well as known.
+pub fn start_t(g: &Generation) -> Option<MonoNs> {
+    g.started().map(|s| s.t)
+}
+
+/// When generation `g` ended: the kernel's instant, else the daemon's report.
+pub fn end_t(g: &Generation) -> Option<MonoNs> {
+    g.os_exit.or(g.exit.as_ref().map(|e| e.at)).map(|x| x.t)
+}
+
+/// The generation ended on its own (no stop was asked), i.e. it crashed or exited.
+pub fn crashed(g: &Generation) -> bool {
+    g.stop.is_none() && (g.exit.is_some() || g.os_exit.is_some())
+}
+
+/// It ended on its own within min_uptime: what pm2 counts as an unstable restart.
+pub fn failed_early(g: &Generation, min_uptime_ms: u64) -> bool {
+    crashed(g)
+        && g.early_exit == Some(true)
+        && g.uptime_ns().is_none_or(|u| u < min_uptime_ms * 1_000_000)
+}
+
+/// `exited with code 1`, `was killed by SIGSEGV`.
+pub fn exit_words(g: &Generation) -> String {
+    if let Some(s) = &g.os_exit_status {
+        if let Some(code) = s.strip_prefix("code ") {
+            return format!("exited with code {code}");
+        }
+        if let Some(sig) = s.strip_prefix("signal ") {
+            return format!("was killed by {sig}");
+        }
+    }
+    match &g.exit {
+        // The daemon names SIGINT when there was no signal.
+        Some(x) => match (x.code, x.signal.as_deref()) {
+            (Some(c), Some("SIGINT") | None) => format!("exited with code {c}"),
+            (_, Some(sig)) => format!("was killed by {sig}"),
+            (None, None) => "exited".into(),
+        },
+        None => "exited".into(),
+    }
+}
+
+/// `45 ms`; `0.9 ms` below 10 ms.
+pub fn ms(ns: u64) -> String {
+    if ns < 10_000_000 {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    } else {
+        format!("{} ms", ns / 1_000_000)
+    }
+}
+
+/// `1 start`, `5 starts`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// How long generation `g` ran, in words (`after 45 ms`), when known.
+pub fn lived_words(g: &Generation) -> String {
+    match g.uptime_ns() {
+        Some(ns) => format!(" after {}", ms(ns)),
+        None => String::new(),
+    }
+}
+
+/// Does a stderr line say an address was in use?
+pub fn is_addr_in_use(line: &str) -> bool {
+    line.contains("EADDRINUSE")
+        || line.contains("address already in use")
+        || line.contains("Address already in use")
+        || line.contains("Address in use")
+}
+
+/// Stderr lines that carry no text because the capture hashed them (`--redact all`).
+pub fn is_redacted(line: &str) -> bool {
+    line.trim_start().starts_with("<redacted")
+}
+
+/// The command line without the directories of its program and script.
+pub fn short_cmd(cmd: &str) -> String {
+    let words: Vec<String> = cmd
+        .split_whitespace()
+        .map(|w| {
+            if w.starts_with('/') && w.contains('/') {
+                w.rsplit('/').next().unwrap_or(w).to_owned()
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect();
+    cut(&words.join(" "), 100)
+}
+
+/// Cut `s` to at most `max` characters, marking the cut.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut o: String = s.chars().take(max).collect();
+    o.push('…');
+    o
+}
+
+/// `FOO, BAR and 3 more`.
+pub fn list_words(items: &[String], max: usize) -> String {
+    let shown: Vec<&str> = items.iter().take(max).map(String::as_str).collect();
+    let rest = items.len().saturating_sub(max);
+    let mut s = match shown.len() {
+        0 => String::new(),
+        1 => shown[0].to_owned(),
+        n => format!("{} and {}", shown[..n - 1].join(", "), shown[n - 1]),
+    };
+    if rest > 0 {
+        s = format!("{} and {rest} more", shown.join(", "));
+    }
+    s
+}
+
+/// Evidence from one source.
+pub fn ev(t: MonoNs, source: Source, what: impl Into<String>) -> Evidence {
+    Evidence {
+        t,
+        source,
+        what: what.into(),
+    }
+}
+
+/// Evidence of a generation's start and end.
+pub fn generation_evidence(c: &AppCtx, g: &Generation, out: &mut Vec<Evidence>) {
+    let pid = c.main_pid(g);
+    let pid_w = pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+    let gen_w = g
+        .restart_time
+        .map(|r| format!(" (restart_time {r})"))
+        .unwrap_or_default();
+    if let Some(s) = g.started() {
+        out.push(ev(
+            s.t,
+            Source::Bus,
+            format!("{} starting{pid_w}{gen_w}", c.label()),
+        ));
+    }
+    if let Some(t) = g.os_exit {
+        out.push(ev(
+            t.t,
+            Source::Proc,
+            format!(
+                "{} pid {} {} (kernel){}",
+                c.label(),
+                pid.map(|p| p.to_string()).unwrap_or_default(),
+                exit_words(g),
+                lived_words(g)
+            ),
+        ));
+    } else if let Some(x) = &g.exit {
+        out.push(ev(
+            x.at.t,
+            Source::Bus,
+            format!(
+                "{}{pid_w} {} (daemon){}",
+                c.label(),
+                exit_words(g),
+                lived_words(g)
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words() {
+        assert_eq!(
+            list_words(&["A".into(), "B".into(), "C".into()], 8),
+            "A, B and C"
+        );
+        assert_eq!(list_words(&["A".into()], 8), "A");
+        assert_eq!(
+            list_words(&["A".into(), "B".into(), "C".into()], 2),
+            "A, B and 1 more"
+        );
+        assert_eq!(
+            short_cmd("/usr/bin/node /srv/app/server.js --child"),
+            "node server.js --child"
+        );
+        assert!(is_addr_in_use(
+            "Error: listen EADDRINUSE: address already in use 127.0.0.1:3000"
+        ));
+        assert!(!is_addr_in_use("listening on 3000"));
+        assert_eq!(cut("abcdef", 3), "abc…");
+        assert_eq!(ms(45_900_000), "45 ms");
+        assert_eq!(ms(900_000), "0.9 ms");
+        assert_eq!(plural(1, "start", "starts"), "1 start");
+    }
+}

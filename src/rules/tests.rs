@@ -1,0 +1,199 @@
+//! Rules on the recorded fixtures (tests/fixtures: real pm2 traffic without process events).
+//! The captures with process events are tested in tests/findings_captures.rs.
+
+use super::*;
+use crate::timeline::tests::load_fixture;
+
+fn fixture_findings(name: &str) -> Vec<Finding> {
+    let (info, events) = load_fixture(name);
+    let tl = crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
+    analyze(&tl)
+}
+
+fn kinds(f: &[Finding]) -> Vec<(&str, &str, Severity)> {
+    f.iter()
+        .map(|x| (x.kind.as_str(), x.app.as_deref().unwrap_or("?"), x.severity))
+        .collect()
+}
+
+/// The fixtures' scenario: `crash` loops into errored after `pm2 start`, is restarted and
+/// deleted mid-loop; `stubborn` ignores SIGINT and is SIGKILLed on restart and on delete;
+/// `FOO=bar pm2 restart web --update-env` adds a key and web comes up.
+#[test]
+fn fixtures() {
+    for name in ["pm2-5.4.3", "pm2-7.0.4"] {
+        let f = fixture_findings(name);
+        assert_eq!(
+            kinds(&f),
+            [
+                ("crash-loop-errored", "crash", Severity::Error),
+                ("graceful-shutdown-killed", "stubborn", Severity::Warning),
+                ("graceful-shutdown-killed", "stubborn", Severity::Warning),
+                ("early-exit-after-restart", "crash", Severity::Warning),
+                ("restart-env-changed", "web", Severity::Info),
+            ],
+            "{name}: {f:#?}"
+        );
+        let crash = &f[0];
+        assert!(
+            crash.summary.starts_with("crash:1 went errored at ")
+                && crash
+                    .summary
+                    .contains("16 starts in a row died within min_uptime (1000 ms)")
+                && crash.summary.contains("reaching max_restarts (16)")
+                && crash.summary.contains("exited with code 3")
+                && crash.summary.contains("\"boom: EADDRINUSE (simulated)\""),
+            "{}",
+            crash.summary
+        );
+        // No process watcher in the fixtures: the EADDRINUSE line alone names no holder.
+        assert!(!f.iter().any(|x| x.kind == address_held::KIND));
+        let env = &f[4];
+        assert!(
+            env.summary.contains("(added FOO)") && !env.summary.contains("bar"),
+            "{}",
+            env.summary
+        );
+        assert!(env.remedy.is_empty());
+        let kill = &f[1];
+        assert!(
+            kill.summary.contains("of stubborn:2")
+                && kill.summary.contains("kill_timeout 1600 ms, the default"),
+            "{}",
+            kill.summary
+        );
+        let early = &f[3];
+        assert!(
+            early.summary.contains("failed before `pm2 delete` at"),
+            "{}",
+            early.summary
+        );
+        for x in &f {
+            assert!(x.summary.ends_with('.'), "{}", x.summary);
+            assert!(!x.evidence.is_empty() && !x.chain.is_empty(), "{x:#?}");
+            assert!(x.evidence.windows(2).all(|w| w[0].t <= w[1].t), "{x:#?}");
+        }
+    }
+}
+
+#[test]
+fn an_empty_timeline_has_no_findings() {
+    let tl = crate::timeline::Timeline::new(&crate::event::CaptureInfo::default());
+    assert!(analyze(&tl).is_empty());
+}
+
+#[test]
+fn kinds_are_the_issue_names() {
+    let mut k = KINDS.to_vec();
+    k.sort();
+    assert_eq!(
+        k,
+        [
+            "address-held-by-previous-generation",
+            "crash-loop-errored",
+            "descendant-outlived-stop",
+            "early-exit-after-restart",
+            "graceful-shutdown-killed",
+            "overlapping-restart",
+            "restart-env-changed",
+            "stop-timeout-errored",
+        ]
+    );
+}
+
+/// A capture of days: 20 000 generations in crash loops of 16, each ended by errored and a
+/// restart. The rules stay linear enough to answer at once (and report a bounded number).
+#[test]
+fn a_long_crash_looping_capture_is_analyzed_quickly() {
+    use crate::event::Source;
+    use crate::pm2::daemon_log::DaemonLogLine;
+    use crate::pm2::meaning::Stream;
+    use crate::timeline::{AppRef, Entry, EntryKind, Timeline};
+    let mut tl = Timeline::new(&crate::event::CaptureInfo::default());
+    let app = Some(AppRef {
+        pm_id: 0,
+        name: Some("web".into()),
+    });
+    let mut t = 1_000_000_000u64;
+    let push = |tl: &mut Timeline, t: u64, kind: EntryKind| {
+        tl.apply(&Entry {
+            t,
+            source: Source::Bus,
+            app: app.clone(),
+            kind,
+        })
+    };
+    let daemon = |log: DaemonLogLine| EntryKind::Daemon { at: None, log };
+    for i in 0..20_000u64 {
+        t += 50_000_000;
+        push(
+            &mut tl,
+            t,
+            daemon(DaemonLogLine::Starting {
+                app: "web".into(),
+                id: 0,
+                mode: "fork".into(),
+            }),
+        );
+        push(
+            &mut tl,
+            t + 1_000_000,
+            daemon(DaemonLogLine::Online {
+                app: "web".into(),
+                id: 0,
+            }),
+        );
+        push(
+            &mut tl,
+            t + 20_000_000,
+            EntryKind::AppLog {
+                stream: Stream::Err,
+                at: None,
+                line: format!("boom {i}"),
+            },
+        );
+        push(
+            &mut tl,
+            t + 30_000_000,
+            daemon(DaemonLogLine::Exited {
+                app: "web".into(),
+                id: 0,
+                code: 1,
+                signal: "SIGINT".into(),
+            }),
+        );
+        if i % 16 == 15 {
+            push(
+                &mut tl,
+                t + 31_000_000,
+                daemon(DaemonLogLine::TooManyUnstableRestarts {
+                    script: "/srv/web.js".into(),
+                    count: 16,
+                }),
+            );
+            // Something brings it back online (the status moves on).
+            push(
+                &mut tl,
+                t + 40_000_000,
+                daemon(DaemonLogLine::Online {
+                    app: "web".into(),
+                    id: 0,
+                }),
+            );
+        }
+    }
+    let started = std::time::Instant::now();
+    let found = analyze(&tl);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "analyze took {took:?}"
+    );
+    let loops = found.iter().filter(|f| f.kind == crash_loop::KIND).count();
+    assert_eq!(loops, MAX_PER_RULE, "{}", found.len());
+    assert!(
+        found[0].summary.contains("16 starts in a row died"),
+        "{}",
+        found[0].summary
+    );
+}

@@ -1,0 +1,494 @@
+//! Real pm2 scenarios recorded with the real `pm2-trace record`, shared by the live findings
+//! tests (tests/findings_live.rs) and the capture maker (tests/findings_captures.rs,
+//! `make_captures`, ignored).
+//!
+//! Include after the harness:
+//! ```ignore
+//! #[path = "support/pm2.rs"] mod pm2;
+//! #[path = "support/recorder.rs"] mod recorder;
+//! #[path = "findings_support/scenarios.rs"] mod scenarios;
+//! ```
+//!
+//! Each scenario starts a throw-away daemon, brings the app online, starts the recorder,
+//! does what an operator would do (`pm2 restart web`, ...), waits until the outcome is
+//! settled (errored, or online and past min_uptime, and any process of the old generation
+//! that still held the port has exited), then stops the recorder. Waiting polls the daemon's
+//! own socket (set aside by the recorder), so the polling is not in the capture.
+#![allow(dead_code)]
+
+use super::pm2::{self, Pm2};
+use super::recorder::{self, Recorder};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Every scenario, by name.
+pub const ALL: &[&str] = &[
+    "drain-child-restart",
+    "double-fork-restart",
+    "slow-graceful-restart",
+    "env-broken-restart",
+    "overlapping-restart",
+    "crash-on-start-restart",
+    "crash-once-restart",
+    "stop-timeout",
+    "well-behaved-restarts",
+    "restart-while-waiting",
+];
+
+/// What a scenario does, in words (for captures/README.md).
+pub fn describe(name: &str, fast: bool) -> String {
+    let (drain, mr) = if fast {
+        ("DRAIN_MS=6000", " --max-restarts 5")
+    } else {
+        ("DRAIN_MS=12000", "")
+    };
+    match name {
+        "drain-child-restart" => format!(
+            "`PORT=p {drain} pm2 start slow-drain-child.js --name web{mr}`, online 1.5 s, then \
+             `pm2 restart web`"
+        ),
+        "double-fork-restart" => format!(
+            "`PORT=p {drain} pm2 start double-fork-server.js --name web{mr}`, online 1.5 s, then \
+             `pm2 restart web`"
+        ),
+        "slow-graceful-restart" => {
+            "`PORT=p SHUTDOWN_MS=3000 pm2 start slow-graceful.js --name web`, \
+             online 1.5 s, then `pm2 restart web`"
+                .into()
+        }
+        "env-broken-restart" => format!(
+            "`PORT=p pm2 start env-sensitive.js --name web{mr}`, online 1.5 s, then \
+             `FEATURE_MODE=broken pm2 restart web --update-env`"
+        ),
+        "overlapping-restart" => {
+            "`PORT=p SHUTDOWN_MS=3000 pm2 start slow-graceful.js --name web`, \
+             online 1.5 s, then `pm2 restart web` twice, the second 400 ms after the first"
+                .into()
+        }
+        "crash-on-start-restart" => format!(
+            "`PORT=p pm2 start crash-on-start.js --name web{mr}` (errored by itself), then \
+             `pm2 restart web`"
+        ),
+        "crash-once-restart" => {
+            "`PORT=p CRASH_MARKER=f pm2 start crash-once.js --name web`, online \
+             1.5 s, create the file f, then `pm2 restart web`"
+                .into()
+        }
+        "stop-timeout" => {
+            "`PORT=p DRAIN_MS=6000 pm2 start slow-drain-child.js --name web`, online \
+             1.5 s, freeze the harness's subreaper (SIGSTOP: the SIGKILLed, reparented child \
+             stays a zombie), then `pm2 stop web`"
+                .into()
+        }
+        "well-behaved-restarts" => {
+            "`PORT=p pm2 start well-behaved.js --name web`, online 1.5 s, then \
+             `pm2 restart web` 8 times back to back, then once more after 1.5 s"
+                .into()
+        }
+        other => panic!("no scenario {other}"),
+    }
+}
+
+/// A recorded scenario.
+pub struct Run {
+    pub name: String,
+    pub version: String,
+    pub capture: PathBuf,
+    /// `pm2-trace replay --json` of the capture.
+    pub doc: Value,
+    /// The app's status at the end.
+    pub status: String,
+    /// Measurements in words (for the report).
+    pub notes: Vec<String>,
+}
+
+impl Run {
+    pub fn findings(&self) -> &Vec<Value> {
+        self.doc["findings"].as_array().expect("findings array")
+    }
+
+    /// The kinds of the findings, in their order.
+    pub fn kinds(&self) -> Vec<String> {
+        self.findings()
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    /// Findings as `severity kind: summary` lines.
+    pub fn lines(&self) -> String {
+        self.findings()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}: {}",
+                    f["severity"].as_str().unwrap_or("?"),
+                    f["kind"].as_str().unwrap_or("?"),
+                    f["summary"].as_str().unwrap_or("?")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn finding(&self, kind: &str) -> &Value {
+        self.findings()
+            .iter()
+            .find(|f| f["kind"] == kind)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} on pm2 {}: no {kind} finding; findings:\n{}\ntimeline:\n{}",
+                    self.name,
+                    self.version,
+                    self.lines(),
+                    recorder::replay_text(&self.capture)
+                )
+            })
+    }
+
+    /// Panic (with the findings and the timeline) unless every kind in `want` is found.
+    pub fn expect_kinds(&self, want: &[&str]) {
+        let kinds = self.kinds();
+        for k in want {
+            if !kinds.iter().any(|x| x == k) {
+                panic!(
+                    "{} on pm2 {} (status {}): no {k} finding; findings:\n{}\ntimeline:\n{}",
+                    self.name,
+                    self.version,
+                    self.status,
+                    self.lines(),
+                    recorder::replay_text(&self.capture)
+                );
+            }
+        }
+    }
+
+    /// Panic unless no finding is at least a warning.
+    pub fn expect_quiet(&self) {
+        let loud: Vec<&Value> = self
+            .findings()
+            .iter()
+            .filter(|f| f["severity"] == "warning" || f["severity"] == "error")
+            .collect();
+        assert!(
+            loud.is_empty(),
+            "{} on pm2 {}: unexpected findings:\n{}\ntimeline:\n{}",
+            self.name,
+            self.version,
+            self.lines(),
+            recorder::replay_text(&self.capture)
+        );
+    }
+
+    /// Panic unless every finding of severity warning or error is of one of `kinds`.
+    pub fn expect_quiet_except(&self, kinds: &[&str]) {
+        let loud: Vec<&Value> = self
+            .findings()
+            .iter()
+            .filter(|f| f["severity"] == "warning" || f["severity"] == "error")
+            .filter(|f| !kinds.iter().any(|k| f["kind"] == *k))
+            .collect();
+        assert!(
+            loud.is_empty(),
+            "{} on pm2 {}: unexpected findings:\n{}\ntimeline:\n{}",
+            self.name,
+            self.version,
+            self.lines(),
+            recorder::replay_text(&self.capture)
+        );
+    }
+
+    /// Kinds of findings must come most severe first.
+    pub fn expect_sorted(&self) {
+        let rank = |f: &Value| match f["severity"].as_str() {
+            Some("error") => 0,
+            Some("warning") => 1,
+            _ => 2,
+        };
+        let ranks: Vec<i32> = self.findings().iter().map(rank).collect();
+        let mut sorted = ranks.clone();
+        sorted.sort();
+        assert_eq!(
+            ranks,
+            sorted,
+            "{}: not most severe first:\n{}",
+            self.name,
+            self.lines()
+        );
+    }
+}
+
+/// The daemon's view of app `name`, asked on the daemon's own socket (not recorded).
+fn daemon_app(p: &Pm2, name: &str) -> Option<Value> {
+    let aside = recorder::aside(p.home());
+    let sock = if aside.exists() { aside } else { p.rpc_sock() };
+    let r = pm2::rpc_call(
+        &sock,
+        "getMonitorData",
+        json!([{}]),
+        Duration::from_secs(10),
+    )
+    .ok()?;
+    r.get(0)?
+        .as_array()?
+        .iter()
+        .find(|x| x["name"] == name)
+        .cloned()
+}
+
+fn status_of(v: &Value) -> String {
+    v["pm2_env"]["status"].as_str().unwrap_or("?").to_owned()
+}
+
+/// Wait until `pred` holds for app `web` (polling the daemon's own socket every 50 ms).
+fn wait_app(p: &Pm2, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    let mut last = Value::Null;
+    loop {
+        if let Some(a) = daemon_app(p, "web") {
+            if pred(&a) {
+                return a;
+            }
+            last = a;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "pm2 {}: web not {what} within {timeout:?}: last status {} restart_time {}\n{}",
+                p.version(),
+                last["pm2_env"]["status"],
+                last["pm2_env"]["restart_time"],
+                p.log_tail(30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Errored, or online for longer than min_uptime (1 s).
+fn settled(a: &Value) -> bool {
+    match a["pm2_env"]["status"].as_str() {
+        Some("errored") => true,
+        Some("online") => {
+            let up = a["pm2_env"]["pm_uptime"].as_i64().unwrap_or(i64::MAX);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            now - up > 1300
+        }
+        _ => false,
+    }
+}
+
+/// Wait until nothing listens on `port` any more (the old generation's holder drained).
+fn wait_port_free(port: u16, timeout: Duration) -> Duration {
+    let t0 = Instant::now();
+    while pm2::port_open(port) {
+        assert!(
+            t0.elapsed() < timeout,
+            "port {port} still held after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
+
+fn must(out: &std::process::Output, what: &str) {
+    pm2::assert_ok(out, &[what]);
+}
+
+/// Run scenario `name` on pm2 `version`, recording into `capture`. `fast` shortens what
+/// does not change the behaviour (fewer max_restarts, shorter drains).
+pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
+    let p = Pm2::start(version);
+    let port = pm2::free_port();
+    let port_s = port.to_string();
+    let drain = if fast { "6000" } else { "12000" };
+    let drain_ms: u64 = drain.parse().unwrap();
+    let mr: &[&str] = if fast { &["--max-restarts", "5"] } else { &[] };
+    let mut notes = Vec::new();
+    let marker = p.user_home().join("stale.lock");
+    let marker_s = marker.to_str().unwrap().to_owned();
+    // Bring the app up.
+    let crash_app = name == "crash-on-start-restart";
+    match name {
+        "drain-child-restart" | "stop-timeout" => {
+            let d = if name == "stop-timeout" {
+                "6000"
+            } else {
+                drain
+            };
+            p.start_app_env("web", "slow-drain-child.js", port, &[("DRAIN_MS", d)], mr);
+        }
+        "double-fork-restart" => {
+            p.start_app_env(
+                "web",
+                "double-fork-server.js",
+                port,
+                &[("DRAIN_MS", drain)],
+                mr,
+            );
+        }
+        "slow-graceful-restart" | "overlapping-restart" => {
+            p.start_app_env(
+                "web",
+                "slow-graceful.js",
+                port,
+                &[("SHUTDOWN_MS", "3000")],
+                &[],
+            );
+        }
+        "env-broken-restart" => {
+            p.start_app_env("web", "env-sensitive.js", port, &[], mr);
+        }
+        "crash-on-start-restart" => {
+            p.start_app_env("web", "crash-on-start.js", port, &[], mr);
+        }
+        "crash-once-restart" => {
+            p.start_app_env(
+                "web",
+                "crash-once.js",
+                port,
+                &[("CRASH_MARKER", &marker_s)],
+                &[],
+            );
+        }
+        "restart-while-waiting" => {
+            p.start_app_env(
+                "web",
+                "crash-once.js",
+                port,
+                &[("CRASH_MARKER", &marker_s)],
+                &["--restart-delay", "3000"],
+            );
+        }
+        "well-behaved-restarts" => {
+            p.start_app("web", "well-behaved.js", port, &[]);
+        }
+        other => panic!("no scenario {other}"),
+    }
+    if crash_app {
+        wait_app(&p, "errored", Duration::from_secs(30), |a| {
+            status_of(a) == "errored"
+        });
+    } else {
+        wait_app(&p, "online", Duration::from_secs(15), |a| {
+            status_of(a) == "online"
+        });
+        // Past min_uptime: the old generation's own exit is not an unstable restart.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let before = daemon_app(&p, "web").expect("web");
+    let restarts_before = before["pm2_env"]["restart_time"].as_u64().unwrap_or(0);
+    let rec = Recorder::start(p.home(), capture, &["--quiet"]);
+    let t0 = Instant::now();
+    match name {
+        "env-broken-restart" => {
+            let out = p.cmd_env(
+                &[("FEATURE_MODE", "broken")],
+                &["restart", "web", "--update-env"],
+            );
+            must(&out, "restart web --update-env");
+        }
+        "overlapping-restart" => {
+            std::thread::scope(|s| {
+                let first = s.spawn(|| p.cmd(&["restart", "web"]));
+                std::thread::sleep(Duration::from_millis(400));
+                let second = p.cmd(&["restart", "web"]);
+                let first = first.join().expect("first restart");
+                notes.push(format!(
+                    "first CLI exit {:?}, second CLI exit {:?}: {}",
+                    first.status.code(),
+                    second.status.code(),
+                    String::from_utf8_lossy(&second.stderr)
+                        .lines()
+                        .chain(String::from_utf8_lossy(&second.stdout).lines())
+                        .find(|l| l.contains("ERROR"))
+                        .unwrap_or("")
+                        .trim()
+                ));
+            });
+        }
+        "crash-once-restart" => {
+            std::fs::write(&marker, b"stale\n").expect("marker");
+            p.cmd(&["restart", "web"]);
+        }
+        "restart-while-waiting" => {
+            std::fs::write(&marker, b"stale\n").expect("marker");
+            p.cmd(&["restart", "web"]);
+            wait_app(&p, "waiting restart", Duration::from_secs(10), |a| {
+                status_of(a) == "waiting restart"
+            });
+            std::thread::sleep(Duration::from_millis(1000));
+            let out = p.cmd(&["restart", "web"]);
+            notes.push(format!(
+                "second restart exit {:?}: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .chain(String::from_utf8_lossy(&out.stdout).lines())
+                    .find(|l| l.contains("ERROR"))
+                    .unwrap_or("")
+                    .trim()
+            ));
+            // Past the pending delayed restart.
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        "stop-timeout" => {
+            assert!(p.freeze_reaper(), "the harness has no subreaper to freeze");
+            let out = p.cmd(&["stop", "web"]);
+            notes.push(format!("pm2 stop exit {:?}", out.status.code()));
+            let a = wait_app(&p, "stopped or errored", Duration::from_secs(20), |a| {
+                matches!(status_of(a).as_str(), "stopped" | "errored")
+            });
+            p.thaw_reaper();
+            notes.push(format!("status after stop: {}", status_of(&a)));
+        }
+        "well-behaved-restarts" => {
+            for _ in 0..8 {
+                must(&p.cmd(&["restart", "web"]), "restart web");
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            must(&p.cmd(&["restart", "web"]), "restart web");
+        }
+        _ => {
+            p.cmd(&["restart", "web"]);
+        }
+    }
+    let cli = t0.elapsed();
+    // The outcome.
+    let end = wait_app(&p, "settled", Duration::from_secs(60), |a| {
+        let rt = a["pm2_env"]["restart_time"].as_u64().unwrap_or(0);
+        name == "stop-timeout" || (settled(a) && rt > restarts_before)
+    });
+    let status = status_of(&end);
+    notes.push(format!(
+        "CLI done after {} ms; status {status} (restart_time {}) after {} ms",
+        cli.as_millis(),
+        end["pm2_env"]["restart_time"],
+        t0.elapsed().as_millis()
+    ));
+    if status == "errored" && !crash_app && name != "env-broken-restart" && name != "stop-timeout" {
+        // An old generation's process still holds the port: record until it lets go.
+        let held = wait_port_free(port, Duration::from_millis(drain_ms + 15_000));
+        notes.push(format!(
+            "port {port} free {} ms after errored",
+            held.as_millis()
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let code = rec.stop();
+    assert!(code.success(), "pm2-trace record ended with {code}");
+    drop(p);
+    let doc = recorder::replay_json(capture);
+    let _ = port_s;
+    Run {
+        name: name.to_owned(),
+        version: version.to_owned(),
+        capture: capture.to_owned(),
+        doc,
+        status,
+        notes,
+    }
+}
