@@ -12,9 +12,17 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_pm2-trace"))
 }
 
-/// The capture the end-to-end test explores.
+/// The capture the end-to-end test explores: a shipped one (slow-drain-child restarted on
+/// pm2 5.4.3: its old child keeps the port, the new generations crash-loop into errored).
 fn capture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tui_captures/crash-loop-5.4.3.bin")
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("captures/drain-child-restart-5.4.3.bin");
+    assert!(
+        p.exists(),
+        "{} is missing (shipped with the repository)",
+        p.display()
+    );
+    p
 }
 
 fn shell_quote(p: &std::path::Path) -> String {
@@ -38,18 +46,30 @@ fn navigate_to_a_finding_in_a_real_terminal() {
     assert!(s.contains("Timeline"), "{s}");
     assert!(s.contains("web:0 #1"), "a lane per generation: {s}");
 
-    // n: the first finding; the timeline jumps to its evidence.
+    assert!(s.contains("Findings 1/3"), "three findings listed: {s}");
+    assert!(s.contains("address-held-by-previous-generation"), "{s}");
+
+    // n: the first finding; the timeline jumps to its evidence (◆ on the scale and lanes).
     t.keys(&["n"]);
     let s = t.wait_for("a finding to be selected", Duration::from_secs(5), |s| {
-        s.contains("Findings 1/")
+        s.lines().nth(1).is_some_and(|scale| scale.contains('◆'))
     });
-    assert!(s.contains('◆'), "the evidence is marked: {s}");
-    // Its details.
-    t.keys(&["Tab", "Tab", "Tab", "Enter"]);
+    assert!(
+        s.contains("◆ +"),
+        "evidence rows are marked in the event list: {s}"
+    );
+    // n again: the crash loop; then its details in the detail pane.
+    t.keys(&["n"]);
+    t.wait_for("the second finding", Duration::from_secs(5), |s| {
+        s.contains("Findings 2/3")
+    });
+    // Events → Detail → Findings, then Enter.
+    t.keys(&["Tab", "Tab", "Enter"]);
     let s = t.wait_for("the finding's details", Duration::from_secs(5), |s| {
-        s.contains("Detail · finding") && s.contains("Evidence")
+        s.contains("Detail · finding") && s.contains("ERROR  crash-loop-errored")
     });
-    assert!(s.contains("Why") || s.contains("Evidence"), "{s}");
+    assert!(s.contains("16 starts in a row"), "{s}");
+    assert!(s.contains("Why"), "{s}");
 
     // Search for the restart and open its details: the decoded request.
     t.keys(&["Escape", "/"]);

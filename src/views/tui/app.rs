@@ -575,6 +575,10 @@ impl App {
             Some(p) => {
                 let wrapped = if forward { p <= start } else { p >= start };
                 self.select_pos(p as isize);
+                // The match is an event: show it (the timeline keeps its focus).
+                if self.focus != Pane::Timeline {
+                    self.set_focus(Pane::Events);
+                }
                 self.message = Some(if wrapped {
                     format!("/{q}: search wrapped")
                 } else {
