@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! ┌ Timeline ───────────────────────────────── 1 col = 66.8 ms · -0.07s → +4.08s ┐
-//! │time             ▼+0s          |+1s           |+2s           |+3s           | │
+//! │time             ▼+0s ◆◆  ◆    |+1s           |+2s           |+3◆   ◆       | │
 //! │pm2 requests     │    ├┤                                                      │
 //! │daemon           ·    xxo·x ·x ·x·x ·x xo·x ·x·xo·x ·x·x ·xo·x ·xo ·E         │
 //! │web:0 #0,4,8,1… ━━━━━━xcode 0┈┈┈S━xcode 1┈S━━xcode 1┈S━xcode 1┈┈So━━Eerrored┈ │
@@ -10,19 +10,19 @@
 //! │web:0 #2,6,10,…  │        S━━xcode 1 S━xcode 1 So━xcode 1 S━━xcode 1          │
 //! │web:0 #3,7,11,…  │           S━━x      So━xcode 1 S━━xcode 1 S━━xcode 1       │
 //! └ S spawn o online i SIGINT K SIGKILL x exit E errored ────────────────────────┘
-//! ┌ Findings ────────────────────────────────┐┌ Detail · event ──────────────────┐
-//! │no findings: nothing the rules recognise …││process watcher: netlink: kernel  │
-//! └──────────────────────────────────────────┘│process connector, fork/exec/exit │
-//! ┏ Events 1/564 ━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓│filter; verified: a test child's  │
-//! ┃  +0.013s proc process watcher: netlink: …┃│exit arrived after 1 ms           │
-//! ┃  +0.013s rec  recording: proxy on /tmp/p…┃│+0.012807s  proc                  │
-//! ┃  +0.013s bus  subscribed to the event bu…┃│                                  │
-//! ┃  +0.014s proc tracking pid 30369 (pm2 da…┃│▾ event {                         │
-//! ┃  +0.014s proc tracking pid 30404 web:0 g…┃│    "type": "proc",               │
-//! ┃  +0.014s proc tracking pid 30389 web:0 g…┃│    "kind": "mode",               │
-//! ┃  +0.015s proc snapshot (watcher start): …┃│  ▾ "report": {                   │
-//! ┃  +0.327s rpc  client connected (conn 1, …┃│      "mode": "netlink",          │
-//! ┃  +0.330s rpc  client connected (conn 2, …┃│      "why": "kernel process conn…│
+//! ┌ Findings 1/3 ────────────────────────────┐┌ Detail · event ──────────────────┐
+//! │E web:0 address-held-by-previous-generati…││process watcher: netlink: kernel  │
+//! │E web:0 crash-loop-errored: web:0 went er…││process connector, fork/exec/exit │
+//! └──────────────────────────────────────────┘│filter; verified: a test child's  │
+//! ┏ Events 1/564 ━━━━━━━━━━━━━━━━━━━━━━━━━━━━┓│exit arrived after 1 ms           │
+//! ┃  +0.013s proc process watcher: netlink: …┃│+0.012807s  proc                  │
+//! ┃  +0.013s rec  recording: proxy on /tmp/p…┃│                                  │
+//! ┃  +0.013s bus  subscribed to the event bu…┃│▾ event {                         │
+//! ┃  +0.014s proc tracking pid 30369 (pm2 da…┃│    "type": "proc",               │
+//! ┃  +0.014s proc tracking pid 30404 web:0 g…┃│    "kind": "mode",               │
+//! ┃  +0.014s proc tracking pid 30389 web:0 g…┃│  ▾ "report": {                   │
+//! ┃  +0.015s proc snapshot (watcher start): …┃│      "mode": "netlink",          │
+//! ┃  +0.327s rpc  client connected (conn 1, …┃│      "why": "kernel process conn…│
 //! ┗━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━┛└──────────────────────────── 1/15 ┘
 //!  crash-loop-5.4.3.bin · 564 events · time since start            ? help  q quit
 //! ```
