@@ -73,9 +73,15 @@ fn main() {
     // One real entry from a real daemon, replicated.
     let daemon = pm2::Pm2::start("7.0.4");
     daemon.start_app("web", "well-behaved.js", pm2::free_port(), &[]);
-    daemon.wait_for_status("web", "online", Duration::from_secs(15)).unwrap();
+    daemon
+        .wait_for_status("web", "online", Duration::from_secs(15))
+        .unwrap();
     let real = daemon.monitor_data().expect("getMonitorData");
-    let entry = real.as_array().and_then(|a| a.first()).cloned().expect("one app");
+    let entry = real
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .expect("one app");
     drop(daemon);
     let apps: Vec<serde_json::Value> = (0..APPS)
         .map(|i| {
@@ -89,7 +95,10 @@ fn main() {
         .collect();
     let reply = rpc::encode_reply(vec![serde_json::Value::Array(apps)], "b:1").encode();
 
-    let dir = tempfile::Builder::new().prefix("p2t-bulk-").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("p2t-bulk-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let upstream = dir.path().join("daemon.sock");
     serve(UnixListener::bind(&upstream).unwrap(), reply.clone());
     let direct = fetch_rate(&upstream, reply.len());
@@ -97,7 +106,13 @@ fn main() {
     let proxy_path = dir.path().join("proxy.sock");
     let (tap, taps) = tap_channel(1 << 16, 256 << 20);
     let access = Access::of(&upstream).unwrap();
-    let proxy = Proxy::start(UnixListener::bind(&proxy_path).unwrap(), upstream.clone(), access, tap).unwrap();
+    let proxy = Proxy::start(
+        UnixListener::bind(&proxy_path).unwrap(),
+        upstream.clone(),
+        access,
+        tap,
+    )
+    .unwrap();
     // The recorder's side: decode every tapped copy fully.
     let recorder = std::thread::spawn(move || {
         let mut dec = Decoder::default();
@@ -107,7 +122,12 @@ fn main() {
         while taps.recv_batch(&mut batch) {
             let t0 = Instant::now();
             for t in batch.drain(..) {
-                if let Tap::Data { bytes: b, dir: pm2_trace::event::Direction::ToClient, .. } = t {
+                if let Tap::Data {
+                    bytes: b,
+                    dir: pm2_trace::event::Direction::ToClient,
+                    ..
+                } = t
+                {
                     bytes += b.len() as u64;
                     dec.push(&b);
                     while let Some(m) = dec.next() {

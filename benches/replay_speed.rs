@@ -52,10 +52,18 @@ fn main() {
     assert!(!events.is_empty());
     let first = events.first().unwrap().t;
     let span = events.last().unwrap().t - first + 1_000_000;
-    let target_mb: u64 = std::env::var("PM2_TRACE_BENCH_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
-    let dir = tempfile::Builder::new().prefix("p2t-replay-").tempdir().unwrap();
+    let target_mb: u64 = std::env::var("PM2_TRACE_BENCH_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    let dir = tempfile::Builder::new()
+        .prefix("p2t-replay-")
+        .tempdir()
+        .unwrap();
     // PM2_TRACE_BENCH_KEEP=FILE keeps the generated capture there (for profiling).
-    let big = std::env::var_os("PM2_TRACE_BENCH_KEEP").map(PathBuf::from).unwrap_or_else(|| dir.path().join("big.bin"));
+    let big = std::env::var_os("PM2_TRACE_BENCH_KEEP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("big.bin"));
     let t0 = Instant::now();
     let mut w = CaptureWriter::create(&big, &info, true).unwrap();
     let mut round = 0u64;
@@ -64,9 +72,9 @@ fn main() {
             let mut ev = ev.clone();
             ev.t += round * span;
             match &mut ev.event {
-                Event::RpcMessage { conn, .. } | Event::RpcConnect { conn, .. } | Event::RpcClose { conn, .. } => {
-                    *conn += round * 1_000_000
-                }
+                Event::RpcMessage { conn, .. }
+                | Event::RpcConnect { conn, .. }
+                | Event::RpcClose { conn, .. } => *conn += round * 1_000_000,
                 Event::RecordingStopped { .. } => continue,
                 _ => {}
             }
@@ -94,6 +102,13 @@ fn main() {
     println!("| figure | target | measured | reference |");
     println!("|---|---|---|---|");
     println!("| replay (text) of a {:.0} MB capture, decode + timeline + rules | >= 500 MB/s | {:.0} MB/s | {text_s:.1} s |", size as f64 / 1e6, mbps(text_s));
-    println!("| replay --json of the same capture | >= 500 MB/s | {:.0} MB/s | {json_s:.1} s |", mbps(json_s));
-    println!("| peak memory of replay (text / json) | < 100 MB | {:.0} MB / {:.0} MB | ru_maxrss |", text_rss as f64 / 1024.0, json_rss as f64 / 1024.0);
+    println!(
+        "| replay --json of the same capture | >= 500 MB/s | {:.0} MB/s | {json_s:.1} s |",
+        mbps(json_s)
+    );
+    println!(
+        "| peak memory of replay (text / json) | < 100 MB | {:.0} MB / {:.0} MB | ru_maxrss |",
+        text_rss as f64 / 1024.0,
+        json_rss as f64 / 1024.0
+    );
 }

@@ -29,13 +29,23 @@ struct Client {
 
 impl Client {
     fn connect(path: &Path) -> Client {
-        Client { s: UnixStream::connect(path).expect("connect"), dec: Decoder::default(), buf: vec![0u8; 65536], n: 0 }
+        Client {
+            s: UnixStream::connect(path).expect("connect"),
+            dec: Decoder::default(),
+            buf: vec![0u8; 65536],
+            n: 0,
+        }
     }
 
     /// One round trip, in microseconds.
     fn round_trip(&mut self) -> f64 {
         self.n += 1;
-        let req = rpc::encode_call("getVersion", vec![serde_json::json!({})], &format!("bench:{}", self.n)).encode();
+        let req = rpc::encode_call(
+            "getVersion",
+            vec![serde_json::json!({})],
+            &format!("bench:{}", self.n),
+        )
+        .encode();
         let t0 = Instant::now();
         self.s.write_all(&req).unwrap();
         loop {
@@ -106,7 +116,12 @@ fn main() {
     let mut s2 = socat(&["-x", "-v"], &verbose_path, &daemon);
 
     let names = ["direct", "pm2-trace record", "socat", "socat -x -v"];
-    let mut clients = [Client::connect(&daemon), Client::connect(&rpc_sock), Client::connect(&plain_path), Client::connect(&verbose_path)];
+    let mut clients = [
+        Client::connect(&daemon),
+        Client::connect(&rpc_sock),
+        Client::connect(&plain_path),
+        Client::connect(&verbose_path),
+    ];
     for c in clients.iter_mut() {
         for _ in 0..WARMUP {
             c.round_trip();
@@ -124,7 +139,11 @@ fn main() {
     drop(clients);
     eprintln!("getVersion round trips against a real pm2 7.0.4 daemon, {ROUNDS} interleaved rounds after {WARMUP} warm-up:");
     let added = |p: usize| -> (f64, f64) {
-        let mut d: Vec<f64> = samples[p].iter().zip(&samples[0]).map(|(x, y)| x - y).collect();
+        let mut d: Vec<f64> = samples[p]
+            .iter()
+            .zip(&samples[0])
+            .map(|(x, y)| x - y)
+            .collect();
         (pct(&mut d, 50), pct(&mut d, 99))
     };
     for (p, name) in names.iter().enumerate() {
@@ -148,6 +167,12 @@ fn main() {
     println!("|---|---|---|---|");
     println!("| added median latency per RPC round trip | < 20 µs | {t_med:.1} µs | socat {s_med:.1} µs, socat -x -v {v_med:.1} µs |");
     println!("| added p99 latency per RPC round trip | < 100 µs | {t_p99:.1} µs | |");
-    println!("| added median, ratio to socat -x -v | < 0.33 | {:.2} | |", t_med / v_med);
-    println!("| capture written during the run | | {cap_len} bytes | {} round trips recorded |", ROUNDS + WARMUP);
+    println!(
+        "| added median, ratio to socat -x -v | < 0.33 | {:.2} | |",
+        t_med / v_med
+    );
+    println!(
+        "| capture written during the run | | {cap_len} bytes | {} round trips recorded |",
+        ROUNDS + WARMUP
+    );
 }

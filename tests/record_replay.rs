@@ -163,30 +163,38 @@ fn listen_mode_leaves_the_daemon_socket_alone() {
 fn the_pidfd_fallback_records_the_same_exit_and_says_how_it_knows() {
     let pm2 = Pm2::start("7.0.4");
     pm2.start_app("web", "well-behaved.js", pm2::free_port(), &[]);
-    pm2.wait_for_status("web", "online", Duration::from_secs(15)).unwrap();
+    pm2.wait_for_status("web", "online", Duration::from_secs(15))
+        .unwrap();
     let old_pid = pm2.jlist()[0]["pid"].as_i64().unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     let cap = pm2.home().join("pidfd.bin");
     let rec = Recorder::start(pm2.home(), &cap, &["--quiet", "--proc", "pidfd"]);
     pm2.cmd_ok(&["restart", "web"]);
-    pm2.wait_for_status("web", "online", Duration::from_secs(15)).unwrap();
+    pm2.wait_for_status("web", "online", Duration::from_secs(15))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(3000));
     assert!(rec.stop().success());
     let doc = recorder::replay_json(&cap);
     let mode = doc["capture"]["proc_mode"].as_str().unwrap();
     assert!(mode.starts_with("pidfd"), "{mode}");
-    assert!(mode.contains("not seen") || mode.contains("unknown"), "the mode says what it cannot know: {mode}");
+    assert!(
+        mode.contains("not seen") || mode.contains("unknown"),
+        "the mode says what it cannot know: {mode}"
+    );
     let events = doc["events"].as_array().unwrap();
     let exit = of_type(events, "proc")
         .into_iter()
-        .find(|e| e["event"]["kind"] == "exit" && e["event"]["who"]["pid"].as_i64() == Some(old_pid))
+        .find(|e| {
+            e["event"]["kind"] == "exit" && e["event"]["who"]["pid"].as_i64() == Some(old_pid)
+        })
         .unwrap_or_else(|| panic!("no exit of the old pid {old_pid}"));
     assert_eq!(exit["event"]["via"], "pidfd");
     // well-behaved.js exits 0 on SIGINT. The daemon reaps its child, so PIDFD_INFO_EXIT
     // (Linux 6.15+) gives that status; on older kernels it is `unknown`, with the reason.
     let status = &exit["event"]["status"];
     assert!(
-        (status["kind"] == "code" && status["code"] == 0) || (status["kind"] == "unknown" && status["why"].is_string()),
+        (status["kind"] == "code" && status["code"] == 0)
+            || (status["kind"] == "unknown" && status["why"].is_string()),
         "{status}"
     );
 }
