@@ -237,11 +237,22 @@ fn tshark_reads_every_shipped_capture_without_warnings() {
         if path.extension().is_none_or(|x| x != "bin") {
             continue;
         }
-        let out = tshark(&path, &["-T", "fields", "-e", "frame.comment", "-e", "json.object"]);
+        let out = tshark(
+            &path,
+            &["-T", "fields", "-e", "frame.comment", "-e", "json.object"],
+        );
         let packets = out.stdout.lines().count();
         assert!(packets > 10, "{}: only {packets} packets", path.display());
-        let commented = out.stdout.lines().filter(|l| !l.starts_with('\t') && !l.is_empty()).count();
-        assert!(commented * 10 >= packets * 9, "{}: {commented} of {packets} packets have a comment", path.display());
+        let commented = out
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with('\t') && !l.is_empty())
+            .count();
+        assert!(
+            commented * 10 >= packets * 9,
+            "{}: {commented} of {packets} packets have a comment",
+            path.display()
+        );
         seen += 1;
     }
     assert!(seen >= 10, "expected the shipped captures, found {seen}");
