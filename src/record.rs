@@ -326,6 +326,7 @@ fn record_interposed(
     let mut last_flush = Instant::now();
     let mut connections = 0u64;
     let mut first_restore: Option<String> = None;
+    let mut bus_down = false;
 
     let mut write_out = |heap: &mut BinaryHeap<Ordered>,
                          upto: u64,
@@ -400,20 +401,19 @@ fn record_interposed(
                 bus_stopped = true;
             }
         }
+        // While the bus is down, watch whether the daemon itself is gone (pm2 kill, a crash).
+        if bus_down && stopping_since.is_none() {
+            if let Some(pid) = opts.daemon_pid.filter(|p| !process_alive(*p)) {
+                stop.stop(format!("the PM2 daemon (pid {pid}) exited"));
+            }
+        }
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(ev) => {
                 if let Event::RpcConnect { .. } = ev.event {
                     connections += 1;
                 }
-                if let Event::BusLink { up: false, .. } = ev.event {
-                    if let Some(pid) = opts.daemon_pid {
-                        // SAFETY: kill with signal 0 only checks for existence.
-                        if unsafe { libc::kill(pid, 0) } != 0
-                            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
-                        {
-                            stop.stop(format!("the PM2 daemon (pid {pid}) exited"));
-                        }
-                    }
+                if let Event::BusLink { up, .. } = ev.event {
+                    bus_down = !up;
                 }
                 heap.push(Ordered(ev));
                 // Let a burst arrive, then take all of it at once: one wake-up per burst
@@ -652,6 +652,18 @@ fn decode_taps(
                 ),
             }
         }
+    }
+}
+
+/// Whether `pid` runs: it exists and is not a zombie (an unreaped zombie is as good as gone,
+/// and init may take seconds to reap it).
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 

@@ -225,3 +225,35 @@ fn tshark_reads_fragmented_records_and_stop_marker_without_warnings() {
     assert_eq!(back.len(), written.len());
     assert!(back.iter().zip(&written).all(|(a, (b, _))| a == b));
 }
+
+/// Every capture the project ships (recorded from real daemons by the recorder) opens in
+/// tshark without a warning, with a comment and a JSON dissection on every packet.
+#[test]
+fn tshark_reads_every_shipped_capture_without_warnings() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("captures/") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "bin") {
+            continue;
+        }
+        let out = tshark(
+            &path,
+            &["-T", "fields", "-e", "frame.comment", "-e", "json.object"],
+        );
+        let packets = out.stdout.lines().count();
+        assert!(packets > 10, "{}: only {packets} packets", path.display());
+        let commented = out
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with('\t') && !l.is_empty())
+            .count();
+        assert!(
+            commented * 10 >= packets * 9,
+            "{}: {commented} of {packets} packets have a comment",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 10, "expected the shipped captures, found {seen}");
+}

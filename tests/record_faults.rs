@@ -139,3 +139,32 @@ fn secrets_never_reach_the_capture() {
         "the replay names the keys of the restart's env"
     );
 }
+
+#[test]
+fn a_daemon_crash_while_recording_stops_the_recorder_and_pm2_recovers() {
+    let pm2 = Pm2::start("7.0.4");
+    pm2.start_app("web", "well-behaved.js", pm2::free_port(), &[]);
+    let cap = pm2.home().join("crash.bin");
+    let mut rec = Recorder::start(pm2.home(), &cap, &["--quiet"]);
+    let daemon = pm2.daemon_pid().expect("daemon pid");
+    let crashed = Instant::now();
+    // SAFETY: killing the test's own throw-away daemon.
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    let status = rec.wait(Duration::from_secs(10));
+    eprintln!(
+        "recorder stopped {:?} after the daemon was SIGKILLed",
+        crashed.elapsed()
+    );
+    assert!(status.success(), "{}", rec.stderr());
+    assert!(rec.stderr().contains("exited"), "{}", rec.stderr());
+    assert!(
+        crashed.elapsed() < Duration::from_secs(3),
+        "noticed within a second or so"
+    );
+    assert!(!recorder::aside(pm2.home()).exists());
+    // pm2 recovers as it would from any daemon crash: one new daemon.
+    assert!(pm2.cmd(&["ls"]).status.success());
+    assert_eq!(pm2.god_daemons_for_home().len(), 1);
+    let text = recorder::replay_text(&cap);
+    assert!(text.contains("exited"), "the crash is on the record");
+}
