@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub struct Tmux {
     socket: String,
 }
@@ -27,7 +29,7 @@ impl Tmux {
             socket: format!(
                 "pm2-trace-test-{}-{}",
                 std::process::id(),
-                Instant::now().elapsed().as_nanos() ^ (command.len() as u128)
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ),
         };
         let out = t.run(&[
@@ -114,5 +116,10 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.run(&["kill-server"]);
+        // The server's socket file can stay behind.
+        let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".into());
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{}", self.socket));
     }
 }
