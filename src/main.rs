@@ -254,18 +254,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     if let Some(l) = live.take() {
         l.finish();
     }
-    if let Some(why) = &out.capture.stopped {
-        eprintln!("pm2-trace: warning: the capture stopped early ({why}); pm2 traffic was forwarded throughout");
-    }
-    eprintln!(
-        "pm2-trace: {}; {} events from {} pm2 connection(s) written to {}; daemon socket: {}",
-        out.stop_reason,
-        out.events,
-        out.connections,
-        opts.output.display(),
-        out.restore
-    );
-    Ok(ExitCode::SUCCESS)
+    Ok(record_summary(&opts, &out))
 }
 
 /// What `record --tui` prints once the terminal is back.

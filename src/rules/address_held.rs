@@ -344,11 +344,7 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
                 c.at(r.asked),
                 c.label()
             ));
-            evidence.push(ev(
-                r.asked,
-                Source::Rpc,
-                format!("{} {} asked", r.method, c.label()),
-            ));
+            evidence.push(super::ctx::asked_evidence(r, &c.label()));
         }
         let cmd = holder
             .and_then(|p| p.cmd.as_deref())

@@ -158,11 +158,7 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
                 },
                 c.label()
             ));
-            evidence.push(ev(
-                r.asked,
-                Source::Rpc,
-                format!("{} {} asked", r.method, c.label()),
-            ));
+            evidence.push(super::ctx::asked_evidence(r, &c.label()));
         }
         let stderr = c
             .quote_stderr(first)

@@ -415,6 +415,11 @@ pub fn list_words(items: &[String], max: usize) -> String {
 }
 
 /// Evidence from one source.
+/// The evidence that request `r` was asked, for the app labelled `label`.
+pub fn asked_evidence(r: &Request, label: &str) -> Evidence {
+    ev(r.asked, Source::Rpc, format!("{} {label} asked", r.method))
+}
+
 pub fn ev(t: MonoNs, source: Source, what: impl Into<String>) -> Evidence {
     Evidence {
         t,

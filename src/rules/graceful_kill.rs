@@ -87,11 +87,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                 c.at(r.asked),
                 c.label()
             ));
-            evidence.push(ev(
-                r.asked,
-                Source::Rpc,
-                format!("{} {} asked", r.method, c.label()),
-            ));
+            evidence.push(super::ctx::asked_evidence(r, &c.label()));
         }
         chain.push(format!(
             "pm2 sent the stop signal (SIGINT unless kill_signal says otherwise) at {} and polled \
