@@ -96,6 +96,56 @@ pub(crate) struct Core {
     my_uid: u32,
     initializing: bool,
     pid_buf: Vec<i32>,
+    /// Netlink datagrams read (with the instant they were read) but not yet handled: long
+    /// work such as a snapshot keeps reading the socket between steps, so events keep
+    /// their read instant and the kernel's buffer does not overrun meanwhile.
+    nl_pending: std::collections::VecDeque<(MonoNs, Vec<u8>)>,
+    nl_scratch: Vec<u8>,
+    nl_overrun: bool,
+}
+
+/// Read every datagram waiting on the netlink socket into `pending`, stamped now.
+fn prefetch_netlink(
+    nl: &Option<NetlinkSock>,
+    pending: &mut std::collections::VecDeque<(MonoNs, Vec<u8>)>,
+    scratch: &mut Vec<u8>,
+    overrun: &mut bool,
+) -> Option<String> {
+    let sock = nl.as_ref()?;
+    if scratch.is_empty() {
+        scratch.resize(16384, 0);
+    }
+    loop {
+        match sock.recv(scratch) {
+            Ok(None) => return None,
+            Ok(Some(d)) => {
+                // Bounded: beyond this the kernel's own buffer takes over (and may overrun).
+                if pending.len() >= 65536 {
+                    *overrun = true;
+                    return None;
+                }
+                let d = d.to_vec();
+                pending.push_back((mono_now(), d));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => *overrun = true,
+            Err(e) => return Some(format!("netlink receive failed: {e}")),
+        }
+    }
+}
+
+/// Prefetch netlink datagrams from inside long work; only disjoint fields are borrowed, so it
+/// can run while `self.table` is being iterated.
+macro_rules! prefetch {
+    ($core:expr) => {
+        if $core.mode == ActiveMode::Netlink {
+            let _ = prefetch_netlink(
+                &$core.nl,
+                &mut $core.nl_pending,
+                &mut $core.nl_scratch,
+                &mut $core.nl_overrun,
+            );
+        }
+    };
 }
 
 fn io_other(msg: String) -> std::io::Error {
@@ -437,6 +487,9 @@ impl Core {
             my_uid,
             initializing: true,
             pid_buf: Vec::new(),
+            nl_pending: Default::default(),
+            nl_scratch: Vec::new(),
+            nl_overrun: false,
         };
         Ok((core, report))
     }
@@ -1188,51 +1241,43 @@ impl Core {
 
     // ----- netlink ----------------------------------------------------------------------
 
-    fn drain_netlink(&mut self, buf: &mut [u8]) {
-        let Some(sock) = self.nl.take() else { return };
+    fn drain_netlink(&mut self, _buf: &mut [u8]) {
+        if let Some(err) = prefetch_netlink(
+            &self.nl,
+            &mut self.nl_pending,
+            &mut self.nl_scratch,
+            &mut self.nl_overrun,
+        ) {
+            self.lost(err);
+        }
         let mut events: Vec<CnEvent> = Vec::new();
-        let mut lost = false;
-        loop {
-            match sock.recv(buf) {
-                Ok(None) => break,
-                Ok(Some(d)) => {
-                    // Filter here, before anything is kept: one lookup per event.
-                    let table = &self.table;
-                    if let Err(e) = netlink::parse_datagram(d, |e| {
-                        let keep = match e {
-                            CnEvent::Fork {
-                                parent_tgid,
-                                child_pid,
-                                child_tgid,
-                                ..
-                            } => child_pid == child_tgid && table.contains_key(&parent_tgid),
-                            CnEvent::Exec { tgid, .. } => table.contains_key(&tgid),
-                            CnEvent::Exit { pid, tgid, .. } => {
-                                pid == tgid && table.contains_key(&tgid)
-                            }
-                            _ => false,
-                        };
-                        if keep {
-                            events.push(e);
-                        }
-                    }) {
-                        self.lost(e.to_string());
-                    }
-                    // Handle in order: a fork must be known before its child's exit.
-                    let now = mono_now();
-                    for e in events.drain(..) {
-                        self.on_cn(e, now);
-                    }
+        while let Some((observed, d)) = self.nl_pending.pop_front() {
+            // Filter here, before anything is kept: one lookup per event.
+            let table = &self.table;
+            if let Err(e) = netlink::parse_datagram(&d, |e| {
+                let keep = match e {
+                    CnEvent::Fork {
+                        parent_tgid,
+                        child_pid,
+                        child_tgid,
+                        ..
+                    } => child_pid == child_tgid && table.contains_key(&parent_tgid),
+                    CnEvent::Exec { tgid, .. } => table.contains_key(&tgid),
+                    CnEvent::Exit { pid, tgid, .. } => pid == tgid && table.contains_key(&tgid),
+                    _ => false,
+                };
+                if keep {
+                    events.push(e);
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => lost = true,
-                Err(e) => {
-                    self.lost(format!("netlink receive failed: {e}"));
-                    break;
-                }
+            }) {
+                self.lost(e.to_string());
+            }
+            // Handle in order: a fork must be known before its child's exit.
+            for e in events.drain(..) {
+                self.on_cn(e, observed);
             }
         }
-        self.nl = Some(sock);
-        if lost {
+        if std::mem::take(&mut self.nl_overrun) {
             self.lost("the kernel dropped process events (socket buffer overrun); resynchronising from /proc".into());
             self.resync();
         }
@@ -1532,6 +1577,7 @@ impl Core {
         // Fresh /proc state of every tracked process.
         let mut fresh: HashMap<i32, Stat> = HashMap::new();
         for t in self.table.values() {
+            prefetch!(self);
             match procfs::read_stat(&self.proc_root, t.pid) {
                 Some(s) if t.start.is_none() || Some(s.starttime) == t.start => {
                     fresh.insert(t.pid, s);
@@ -1557,6 +1603,7 @@ impl Core {
         pids.sort_unstable();
         let mut processes = Vec::new();
         for &p in &pids {
+            prefetch!(self);
             let (Some(t), Some(s)) = (self.table.get(&p), fresh.get(&p)) else {
                 continue;
             };
@@ -1588,6 +1635,7 @@ impl Core {
         let mut by_inode: HashMap<u64, i32> = HashMap::new();
         let mut netns: HashMap<PathBuf, i32> = HashMap::new();
         for &p in &pids {
+            prefetch!(self);
             match procfs::socket_inodes(&self.proc_root, p) {
                 Ok(v) => {
                     if !v.is_empty() {
@@ -1613,6 +1661,7 @@ impl Core {
                 ("udp", Proto::Udp),
                 ("udp6", Proto::Udp6),
             ] {
+                prefetch!(self);
                 let Ok(text) = std::fs::read_to_string(base.join(file)) else {
                     continue;
                 };
@@ -1677,6 +1726,7 @@ impl Core {
         let mut env = Vec::new();
         if reason.wants_env() {
             for p in self.replaced_generation_mains(scope) {
+                prefetch!(self);
                 let Some(t) = self.table.get(&p) else {
                     continue;
                 };
