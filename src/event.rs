@@ -174,26 +174,36 @@ impl Serialize for WireMessage {
 impl<'de> Deserialize<'de> for WireMessage {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let items: Vec<serde_json::Map<String, serde_json::Value>> = Vec::deserialize(d)?;
+        /// One stored argument, read without building an intermediate map.
+        #[derive(Deserialize)]
+        struct StoredArg {
+            /// Present-but-null is `Some(Null)`: `j:null` is a valid AMP argument.
+            #[serde(default, deserialize_with = "present")]
+            j: Option<serde_json::Value>,
+            s: Option<String>,
+            b64: Option<String>,
+        }
+        let items: Vec<StoredArg> = Vec::deserialize(d)?;
         let mut args = Vec::with_capacity(items.len());
-        for mut item in items {
-            let arg = if let Some(v) = item.remove("j") {
-                Arg::Json(v)
-            } else if let Some(serde_json::Value::String(s)) = item.remove("s") {
-                Arg::Str(s)
-            } else if let Some(serde_json::Value::String(b)) = item.remove("b64") {
-                Arg::Raw(
+        for item in items {
+            let arg = match item {
+                StoredArg { j: Some(v), .. } => Arg::Json(v),
+                StoredArg { s: Some(s), .. } => Arg::Str(s),
+                StoredArg { b64: Some(b), .. } => Arg::Raw(
                     base64::engine::general_purpose::STANDARD
                         .decode(b)
                         .map_err(D::Error::custom)?,
-                )
-            } else {
-                return Err(D::Error::custom("argument is none of j, s, b64"));
+                ),
+                _ => return Err(D::Error::custom("argument is none of j, s, b64")),
             };
             args.push(arg);
         }
         Ok(WireMessage(Message { args }))
     }
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 /// What is known about the recording as a whole; the first record of every capture.
@@ -234,6 +244,7 @@ mod tests {
             Arg::Json(serde_json::json!({"type": "call"})),
             Arg::Str("1:0".into()),
             Arg::Raw(vec![0, 255]),
+            Arg::Json(serde_json::Value::Null),
         ]);
         let ev = Stamped {
             t: 42,

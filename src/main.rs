@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// mimalloc: replay and the TUI build millions of small JSON maps; glibc malloc spent about a
+/// quarter of replay's time in allocation and free (profile in the performance notes).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Why did `pm2 restart` leave the app errored? pm2-trace records what the pm2 CLI asked the
 /// daemon, what the daemon said on its event bus, and what the processes really did, on one
 /// clock, and names the ordering that went wrong.
