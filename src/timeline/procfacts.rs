@@ -45,10 +45,59 @@ pub struct ProcFacts {
 }
 
 impl ProcFacts {
+    /// Facts of a typed event, read straight from its fields (the serialized route of
+    /// [`ProcFacts::from_value`] cost a tenth of replay's time).
     pub fn of(event: &ProcEvent) -> ProcFacts {
-        match serde_json::to_value(event) {
-            Ok(v) => ProcFacts::from_value(&v),
-            Err(_) => ProcFacts::default(),
+        use crate::sources::procwatch::{ExitStatus, Timing, Who};
+        let (kind, who, parent, timing): (&str, &Who, Option<i32>, Option<&Timing>) = match event {
+            ProcEvent::Tracked { who, timing, .. } => ("tracked", who, None, Some(timing)),
+            ProcEvent::Fork {
+                parent,
+                who,
+                timing,
+                ..
+            } => ("fork", who, Some(*parent), Some(timing)),
+            ProcEvent::Exec { who, timing, .. } => ("exec", who, None, Some(timing)),
+            ProcEvent::Attributed { who } => ("attributed", who, None, None),
+            ProcEvent::Exit { who, timing, .. } => ("exit", who, None, Some(timing)),
+            // Snapshots, mode reports and losses carry no single process.
+            other => {
+                return match serde_json::to_value(other) {
+                    Ok(v) => ProcFacts::from_value(&v),
+                    Err(_) => ProcFacts::default(),
+                }
+            }
+        };
+        let (exit_status, held, in_tree) = match event {
+            ProcEvent::Exit {
+                status,
+                held,
+                in_tree,
+                ..
+            } => (
+                Some(match status {
+                    ExitStatus::Code { code } => format!("code {code}"),
+                    ExitStatus::Signal { name, .. } => format!("signal {name}"),
+                    ExitStatus::Unknown { .. } => "unknown".to_owned(),
+                }),
+                held.iter().take(SNAP_SOCKETS).cloned().collect(),
+                *in_tree,
+            ),
+            _ => (None, Vec::new(), None),
+        };
+        ProcFacts {
+            kind: Some(kind.to_owned()),
+            pid: Some(i64::from(who.pid)),
+            pm_id: who.app.as_ref().map(|a| a.pm_id),
+            name: who.app.as_ref().map(|a| a.name.clone()),
+            generation: who.app.as_ref().and_then(|a| a.generation),
+            exit_status,
+            cmd: who.cmd.clone(),
+            exact: matches!(timing, Some(Timing::Kernel { .. } | Timing::Wakeup { .. })),
+            parent: parent.or(Some(who.ppid)).map(i64::from).filter(|p| *p > 0),
+            held,
+            in_tree,
+            daemon: who.daemon,
         }
     }
 
