@@ -26,9 +26,10 @@ fn call(path: &Path, method: &str, id: &str) -> serde_json::Value {
     let mut buf = vec![0u8; 65536];
     loop {
         if let Some(m) = dec.next() {
-            let reply = rpc::parse_reply(&m.unwrap()).expect("a reply");
+            let m = m.unwrap();
+            let reply = rpc::parse_reply(&m).expect("a reply");
             assert_eq!(reply.id, id);
-            return serde_json::Value::Array(reply.outcome.expect("no error"));
+            return serde_json::Value::Array(reply.outcome.expect("no error").to_vec());
         }
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "daemon closed the connection");

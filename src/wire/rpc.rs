@@ -13,11 +13,12 @@ pub struct Call {
     pub id: String,
 }
 
-/// A decoded RPC reply.
+/// A decoded RPC reply; its arguments are borrowed from the message (replies such as
+/// getMonitorData's are large).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
+pub struct Reply<'a> {
     pub id: String,
-    pub outcome: Result<Vec<Value>, RemoteError>,
+    pub outcome: Result<&'a [Value], RemoteError>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +44,7 @@ pub fn parse_call(msg: &Message) -> Option<Call> {
 }
 
 /// Read a reply sent by the daemon. `None` if the message is not shaped like one.
-pub fn parse_reply(msg: &Message) -> Option<Reply> {
+pub fn parse_reply(msg: &Message) -> Option<Reply<'_>> {
     let body = msg.args.first()?.as_json()?;
     let id = msg.args.get(1).and_then(id_of).unwrap_or_default();
     if let Some(err) = body.get("error") {
@@ -57,10 +58,10 @@ pub fn parse_reply(msg: &Message) -> Option<Reply> {
             outcome: Err(RemoteError { message, stack }),
         });
     }
-    let args = body.get("args")?.as_array()?.clone();
+    let args = body.get("args")?.as_array()?;
     Some(Reply {
         id,
-        outcome: Ok(args),
+        outcome: Ok(args.as_slice()),
     })
 }
 
@@ -103,7 +104,8 @@ mod tests {
         let call = parse_call(&c).unwrap();
         assert_eq!(call.method, "restartProcessId");
         assert_eq!(call.id, "77:2");
-        let r = parse_reply(&encode_reply(vec![json!({"pm_id": 0})], "77:2")).unwrap();
+        let reply = encode_reply(vec![json!({"pm_id": 0})], "77:2");
+        let r = parse_reply(&reply).unwrap();
         assert_eq!(r.id, "77:2");
         assert!(r.outcome.is_ok());
         let e = Message::new(vec![
