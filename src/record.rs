@@ -588,6 +588,7 @@ fn decode_taps(
                         .entry((conn, dir))
                         .or_insert_with(|| Decoder::new(max_message));
                     dec.push(&bytes);
+                    rx.recycle(bytes);
                     while let Some(m) = dec.next() {
                         match m {
                             Ok(msg) => {

@@ -160,7 +160,14 @@ struct TapQueue {
     max_in_flight: usize,
     max_items: usize,
     lost: AtomicU64,
+    /// Copy buffers the recorder gave back, reused so that forwarding does not allocate
+    /// once the recording is warm.
+    pool: std::sync::Mutex<Vec<Vec<u8>>>,
 }
+
+/// Buffers kept for reuse, and the largest capacity worth keeping.
+const POOL_BUFFERS: usize = 256;
+const POOL_MAX_CAPACITY: usize = 256 * 1024;
 
 /// The recorder's end of the tap.
 pub struct TapReceiver {
@@ -181,6 +188,7 @@ pub fn tap_channel(max_items: usize, max_in_flight: usize) -> (TapSender, TapRec
         max_in_flight,
         max_items,
         lost: AtomicU64::new(0),
+        pool: Default::default(),
     });
     (
         TapSender {
@@ -240,12 +248,10 @@ impl TapSender {
             q.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let ok = self.send(Tap::Data {
-            t,
-            conn,
-            dir,
-            bytes: bytes.to_vec(),
-        });
+        let mut copy = q.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(bytes);
+        let ok = self.send(Tap::Data { t, conn, dir, bytes: copy });
         if !ok {
             q.in_flight.fetch_sub(n, Ordering::Relaxed);
         }
@@ -285,6 +291,17 @@ impl TapReceiver {
     /// Taps lost so far.
     pub fn lost(&self) -> u64 {
         self.queue.lost.load(Ordering::Relaxed)
+    }
+
+    /// Give a `Data` tap's buffer back for reuse by the forwarding threads.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        if buf.capacity() <= POOL_MAX_CAPACITY {
+            if let Ok(mut p) = self.queue.pool.lock() {
+                if p.len() < POOL_BUFFERS {
+                    p.push(buf);
+                }
+            }
+        }
     }
 }
 
