@@ -28,6 +28,8 @@ fn source() -> PathBuf {
 /// Run the binary on `file`; (seconds, peak RSS in kB, exit status).
 fn run(args: &[&str]) -> (f64, i64, i32) {
     let t0 = Instant::now();
+    // Reaped by wait4 below, which also gives the peak memory.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_pm2-trace"))
         .args(args)
         .stdout(Stdio::null())

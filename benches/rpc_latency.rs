@@ -155,8 +155,10 @@ fn main() {
             pct(&mut v, 99)
         );
     }
-    let _ = s1.kill();
-    let _ = s2.kill();
+    for s in [&mut s1, &mut s2] {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
     unsafe { libc::kill(rec.id() as i32, libc::SIGINT) };
     let _ = rec.wait();
     let cap_len = std::fs::metadata(&cap).map(|m| m.len()).unwrap_or(0);

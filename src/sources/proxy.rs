@@ -248,10 +248,20 @@ impl TapSender {
             q.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let mut copy = q.pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+        let mut copy = q
+            .pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
         copy.clear();
         copy.extend_from_slice(bytes);
-        let ok = self.send(Tap::Data { t, conn, dir, bytes: copy });
+        let ok = self.send(Tap::Data {
+            t,
+            conn,
+            dir,
+            bytes: copy,
+        });
         if !ok {
             q.in_flight.fetch_sub(n, Ordering::Relaxed);
         }
