@@ -374,10 +374,9 @@ pub fn guardian_main(rpc_path: PathBuf, aside_path: PathBuf, proxy_ino: u64) -> 
 
 fn relay(client: UnixStream, daemon: UnixStream) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let (mut c_r, mut d_w) = (
-            client.try_clone().expect("clone"),
-            daemon.try_clone().expect("clone"),
-        );
+        let (Ok(mut c_r), Ok(mut d_w)) = (client.try_clone(), daemon.try_clone()) else {
+            return; // out of descriptors: the client sees its connection close
+        };
         let t = std::thread::spawn(move || {
             let _ = io::copy(&mut c_r, &mut d_w);
             let _ = d_w.shutdown(std::net::Shutdown::Write);
