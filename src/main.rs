@@ -138,8 +138,8 @@ fn run_replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(e) = &out.error {
         eprintln!(
-            "pm2-trace: error: {e}; replayed the {} records before it",
-            out.records
+            "pm2-trace: error: {e}; {} damaged record(s) passed over, {} records replayed",
+            out.damaged, out.records
         );
     }
     if out.skipped > 0 {

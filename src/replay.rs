@@ -14,28 +14,32 @@ pub struct ReplayOutcome {
     pub records: u64,
     /// The file ended inside a record: (offset, whole records read before it).
     pub truncated: Option<(u64, u64)>,
-    /// Reading stopped at a damaged part of the file.
+    /// The first damaged part of the file (reading goes on past damaged records; damaged
+    /// framing ends it).
     pub error: Option<CaptureError>,
+    /// Damaged records passed over.
+    pub damaged: u64,
     pub skipped: u64,
 }
 
-/// Yields events until the reader fails, keeping the error for afterwards.
-struct UntilError<'a> {
+/// Yields the events the reader can decode, passing over damaged records and keeping the
+/// first error for afterwards. The reader itself ends at damaged framing.
+struct SkipDamaged<'a> {
     reader: &'a mut CaptureReader,
     error: &'a mut Option<CaptureError>,
+    damaged: &'a mut u64,
 }
 
-impl Iterator for UntilError<'_> {
+impl Iterator for SkipDamaged<'_> {
     type Item = Stamped;
     fn next(&mut self) -> Option<Stamped> {
-        if self.error.is_some() {
-            return None;
-        }
-        match self.reader.next()? {
-            Ok(ev) => Some(ev),
-            Err(e) => {
-                *self.error = Some(e);
-                None
+        loop {
+            match self.reader.next()? {
+                Ok(ev) => return Some(ev),
+                Err(e) => {
+                    *self.damaged += 1;
+                    self.error.get_or_insert(e);
+                }
             }
         }
     }
@@ -46,11 +50,13 @@ pub fn replay(path: &Path, json: bool) -> anyhow::Result<ReplayOutcome> {
     let mut reader = CaptureReader::open(path)?;
     let info = reader.info().clone();
     let mut error = None;
+    let mut damaged = 0;
     let stdout = std::io::stdout();
     let out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let events = UntilError {
+    let events = SkipDamaged {
         reader: &mut reader,
         error: &mut error,
+        damaged: &mut damaged,
     };
     let result = if json {
         views::json::replay_json(&info, events, out)
@@ -71,6 +77,7 @@ pub fn replay(path: &Path, json: bool) -> anyhow::Result<ReplayOutcome> {
         records: reader.records(),
         truncated: reader.truncated().map(|t| (t.offset, t.records)),
         error,
+        damaged,
         skipped: reader.skipped(),
     })
 }
