@@ -149,6 +149,23 @@ pub fn record(
         })
     };
 
+    // Fail before touching the daemon's socket when the capture cannot be written.
+    if !opts.overwrite && std::fs::symlink_metadata(&opts.output).is_ok() {
+        anyhow::bail!(
+            "{} already exists; choose another --output or add --force",
+            opts.output.display()
+        );
+    }
+    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "cannot write {}: {} is not a directory",
+                opts.output.display(),
+                dir.display()
+            );
+        }
+    }
+
     // 1. Take the place in front of the daemon (or beside it, with --listen).
     let lock = RecorderLock::acquire(&opts.pm2_home)?;
     let (listener, interposition, upstream): (UnixListener, Option<Interposition>, PathBuf) =

@@ -135,3 +135,22 @@ fn refuses_to_start_without_a_daemon() {
         "no socket may be left for a second daemon"
     );
 }
+
+#[test]
+fn an_existing_output_is_refused_before_the_socket_is_touched() {
+    let pm2 = Pm2::start("7.0.4");
+    let cap = pm2.home().join("exists.bin");
+    std::fs::write(&cap, b"precious").unwrap();
+    let out = recorder::run(&[
+        "record",
+        "--pm2-home",
+        pm2.home().to_str().unwrap(),
+        "-o",
+        cap.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read(&cap).unwrap(), b"precious", "no data lost");
+    assert!(!recorder::aside(pm2.home()).exists());
+    assert!(pm2.cmd(&["ls"]).status.success());
+}
