@@ -218,19 +218,21 @@ impl Interpreter {
 
     fn rpc(&mut self, t: MonoNs, conn: u64, dir: Direction, msg: &Message, out: &mut Vec<Entry>) {
         let source = Source::Rpc;
+        // A message that is neither a request nor a reply is kept, shown raw.
+        let other = || Entry {
+            t,
+            source,
+            app: None,
+            kind: EntryKind::RpcOther {
+                conn,
+                dir,
+                raw: raw_words(msg),
+            },
+        };
         match dir {
             Direction::ToDaemon => {
                 let Some(call) = rpc::parse_call(msg) else {
-                    out.push(Entry {
-                        t,
-                        source,
-                        app: None,
-                        kind: EntryKind::RpcOther {
-                            conn,
-                            dir,
-                            raw: raw_words(msg),
-                        },
-                    });
+                    out.push(other());
                     return;
                 };
                 let meaning = Pm2Call::from_call(&call);
@@ -268,16 +270,7 @@ impl Interpreter {
             }
             Direction::ToClient => {
                 let Some(reply) = rpc::parse_reply(msg) else {
-                    out.push(Entry {
-                        t,
-                        source,
-                        app: None,
-                        kind: EntryKind::RpcOther {
-                            conn,
-                            dir,
-                            raw: raw_words(msg),
-                        },
-                    });
+                    out.push(other());
                     return;
                 };
                 let pending = self.conn(conn, t).pending.remove(&reply.id);
