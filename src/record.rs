@@ -456,7 +456,18 @@ fn record_interposed(
             last_flush = Instant::now();
         }
     }
-    let _ = tap_thread.join();
+    let lost_taps = tap_thread.join().unwrap_or(0);
+    if lost_taps > 0 {
+        heap.push(Ordered(Stamped {
+            t: event::mono_now(),
+            event: Event::Note {
+                level: NoteLevel::Warning,
+                text: format!(
+                    "{lost_taps} copies of RPC traffic were not recorded because the recorder fell behind (the traffic itself was forwarded)"
+                ),
+            },
+        }));
+    }
     let dropped = drop_counter.load(std::sync::atomic::Ordering::Relaxed);
     if dropped > 0 {
         heap.push(Ordered(Stamped {
@@ -492,14 +503,13 @@ fn record_interposed(
             stopped: Some(e.to_string()),
         },
     };
-    let _ = write_failed;
     Ok(RecordOutcome {
         capture,
         events,
         stop_reason,
         restore: first_restore.unwrap_or_default(),
         dropped_events: dropped,
-        lost_taps: 0,
+        lost_taps,
         connections,
         info: info.clone(),
     })
@@ -582,7 +592,7 @@ fn decode_taps(
     sink: EventSink,
     max_message: usize,
     watcher: Option<WatcherHandle>,
-) {
+) -> u64 {
     lower_thread_priority();
     let mut hinter = watcher.map(|watcher| Hinter {
         watcher,
@@ -671,6 +681,7 @@ fn decode_taps(
             }
         }
     }
+    rx.lost()
 }
 
 /// Whether `pid` runs: it exists and is not a zombie (an unreaped zombie is as good as gone,
