@@ -233,6 +233,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         proc_mode: args.proc.into(),
         max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
         command_line: std::env::args().collect(),
+        interpret: !args.quiet || args.tui,
     };
     if opts.redact == RedactMode::None {
         eprintln!("pm2-trace: warning: --redact none: the capture will hold environment values (secrets) in clear");

@@ -47,6 +47,10 @@ pub struct RecordOptions {
     pub proc_mode: crate::sources::procwatch::WatchMode,
     pub max_message: usize,
     pub command_line: Vec<String>,
+    /// Interpret events while recording, for a live view (`on_event` then gets the
+    /// timeline entries). Off (`--quiet`) leaves the CPU to forwarding; the capture is the
+    /// same either way.
+    pub interpret: bool,
 }
 
 /// Asks a recording to stop, from a signal handler thread, a timer or a view.
@@ -370,7 +374,9 @@ fn record_interposed(
             }
             *events += 1;
             entries.clear();
-            interp.push_into(&ev, &mut entries);
+            if opts.interpret {
+                interp.push_into(&ev, &mut entries);
+            }
             on_event(info, &ev, &entries);
         }
     };

@@ -56,6 +56,7 @@ fn live_restart(version: &str) {
         proc_mode: pm2_trace::sources::procwatch::WatchMode::Auto,
         max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
         command_line: vec!["interp_live".into()],
+        interpret: true,
     };
     let stop = Stopper::new();
     let (tx, rx) = mpsc::channel::<Stamped>();
