@@ -19,17 +19,23 @@ fn sigkill_leaves_working_pm2(version: &str) {
     let cap = pm2.home().join("cap.bin");
     let rec = Recorder::start(pm2.home(), &cap, &["--quiet"]);
     pm2.cmd_ok(&["restart", "web"]);
+    let killed = std::time::Instant::now();
     rec.signal(libc::SIGKILL);
     let mut rec = rec;
     rec.wait(Duration::from_secs(5));
-    // The guardian gives the daemon its name back within a second.
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    // The guardian gives the daemon its name back (how fast: benches/guardian_restore; this
+    // test only bounds it generously, so that a slow CI machine does not fail it).
+    let deadline = killed + Duration::from_secs(10);
     while recorder::aside(pm2.home()).exists() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
     }
     assert!(
         !recorder::aside(pm2.home()).exists(),
-        "daemon socket not restored within 1 s"
+        "daemon socket not restored"
+    );
+    eprintln!(
+        "daemon socket restored {:?} after SIGKILL",
+        killed.elapsed()
     );
     let out = pm2.cmd(&["ls"]);
     assert!(
