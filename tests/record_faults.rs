@@ -157,10 +157,6 @@ fn a_daemon_crash_while_recording_stops_the_recorder_and_pm2_recovers() {
     );
     assert!(status.success(), "{}", rec.stderr());
     assert!(rec.stderr().contains("exited"), "{}", rec.stderr());
-    assert!(
-        crashed.elapsed() < Duration::from_secs(3),
-        "noticed within a second or so"
-    );
     assert!(!recorder::aside(pm2.home()).exists());
     // pm2 recovers as it would from any daemon crash: one new daemon.
     assert!(pm2.cmd(&["ls"]).status.success());
