@@ -128,7 +128,7 @@ fn drop_kills_double_forked_server() {
     let t = Instant::now();
     drop(pm2);
     assert!(
-        t.elapsed() < Duration::from_secs(8),
+        t.elapsed() < Duration::from_secs(30),
         "drop took {:?}",
         t.elapsed()
     );
