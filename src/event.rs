@@ -275,11 +275,6 @@ pub struct EventSink {
 pub struct EventReceiver(std::sync::mpsc::Receiver<Stamped>);
 
 impl EventReceiver {
-    /// The next event; `None` once every sink is gone and the queue is empty.
-    pub fn blocking_recv(&mut self) -> Option<Stamped> {
-        self.0.recv().ok()
-    }
-
     /// The next event within `timeout`: `Err(true)` on timeout, `Err(false)` when every
     /// sink is gone.
     pub fn recv_timeout(&mut self, timeout: std::time::Duration) -> Result<Stamped, bool> {

@@ -20,7 +20,7 @@ use anyhow::Context;
 use std::collections::{BinaryHeap, HashMap};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Events are written in time order once they are this old: sources deliver with small,
@@ -53,9 +53,10 @@ pub struct RecordOptions {
     pub interpret: bool,
 }
 
-/// Asks a recording to stop, from a signal handler thread, a timer or a view.
+/// Asks a recording to stop, from a signal handler thread, a timer or a view. The recorder
+/// looks at it every time it wakes (at least every 50 ms).
 #[derive(Clone, Default)]
-pub struct Stopper(Arc<(Mutex<Vec<String>>, Condvar)>);
+pub struct Stopper(Arc<Mutex<Vec<String>>>);
 
 impl Stopper {
     pub fn new() -> Self {
@@ -64,16 +65,14 @@ impl Stopper {
 
     /// Ask to stop, saying why. A second request (a second Ctrl-C) hurries the shutdown.
     pub fn stop(&self, why: impl Into<String>) {
-        let (m, c) = &*self.0;
-        if let Ok(mut g) = m.lock() {
+        if let Ok(mut g) = self.0.lock() {
             g.push(why.into());
         }
-        c.notify_all();
     }
 
     /// How many stop requests arrived, and the first reason.
     pub fn requested(&self) -> (usize, Option<String>) {
-        let g = self.0 .0.lock().map(|g| g.clone()).unwrap_or_default();
+        let g = self.0.lock().map(|g| g.clone()).unwrap_or_default();
         (g.len(), g.first().cloned())
     }
 }
@@ -307,7 +306,7 @@ fn record_interposed(
     } else {
         PIDFD_REORDER_WINDOW_NS
     };
-    let watcher = std::cell::RefCell::new(watcher);
+    let mut watcher = watcher;
     let mut interp = crate::timeline::Interpreter::new(info);
     let mut entries = Vec::new();
     let drop_counter = sink.drop_counter();
@@ -417,8 +416,7 @@ fn record_interposed(
                 if let Some(b) = bus.take() {
                     b.stop();
                 }
-                let w = watcher.borrow_mut().take();
-                if let Some(w) = w {
+                if let Some(w) = watcher.take() {
                     w.stop();
                 }
                 bus_stopped = true;

@@ -70,8 +70,6 @@ pub struct Interposition {
     pub aside_path: PathBuf,
     /// Inode of the proxy's socket file, to recognise it later.
     pub proxy_ino: u64,
-    /// Inode of the daemon's socket file.
-    pub daemon_ino: u64,
 }
 
 /// `rpc.sock.pm2-trace-daemon` beside `rpc_path`.
@@ -204,7 +202,6 @@ pub fn interpose(rpc_path: &Path) -> Result<(UnixListener, Interposition), Inter
             rpc_path: rpc_path.to_owned(),
             aside_path: aside,
             proxy_ino,
-            daemon_ino: meta.ino(),
         },
     ))
 }
@@ -305,10 +302,6 @@ impl Guardian {
         drop(self.pipe_write);
         let _ = self.child.wait();
     }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
 }
 
 /// Body of the guardian process: fd 3 = pipe from the recorder, fd 4 = the proxy's listening
@@ -342,7 +335,6 @@ pub fn guardian_main(rpc_path: PathBuf, aside_path: PathBuf, proxy_ino: u64) -> 
         rpc_path,
         aside_path: aside_path.clone(),
         proxy_ino,
-        daemon_ino: 0,
     };
     let restored = ip.restore();
     eprintln!(

@@ -13,7 +13,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Size of one forwarding read.
 const CHUNK: usize = 64 * 1024;
@@ -217,11 +217,6 @@ impl Drop for TapSender {
 }
 
 impl TapSender {
-    /// Taps lost so far (recorder behind, or its queue full).
-    pub fn lost(&self) -> u64 {
-        self.queue.lost.load(Ordering::Relaxed)
-    }
-
     fn send(&self, tap: Tap) -> bool {
         let q = &self.queue;
         let Ok(mut items) = q.items.lock() else {
@@ -355,11 +350,6 @@ impl Proxy {
         self.active.load(Ordering::SeqCst)
     }
 
-    /// The listening socket (the guardian keeps a duplicate of it).
-    pub fn listener(&self) -> &UnixListener {
-        &self.listener
-    }
-
     /// Stop accepting; connections in progress go on. Returns once the accept loop ended.
     pub fn stop_accepting(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
@@ -368,18 +358,6 @@ impl Proxy {
         if let Some(t) = self.accept_thread.take() {
             let _ = t.join();
         }
-    }
-
-    /// Wait until no connection is being forwarded, or `timeout`. True when idle.
-    pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while self.active() > 0 {
-            if Instant::now() >= end {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
     }
 }
 

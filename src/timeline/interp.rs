@@ -66,11 +66,6 @@ impl Interpreter {
         out
     }
 
-    /// The name learnt for `pm_id`.
-    pub fn name_of(&self, pm_id: u64) -> Option<&str> {
-        self.names.get(&pm_id).map(String::as_str)
-    }
-
     fn app(&self, pm_id: u64) -> AppRef {
         AppRef {
             pm_id,

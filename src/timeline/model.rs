@@ -372,13 +372,6 @@ impl AppTimeline {
         }
     }
 
-    pub fn app_ref(&self) -> AppRef {
-        AppRef {
-            pm_id: self.pm_id,
-            name: self.name.clone(),
-        }
-    }
-
     /// The last status seen.
     pub fn status(&self) -> Option<&str> {
         self.statuses.last().map(|s| s.status.as_str())

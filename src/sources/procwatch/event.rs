@@ -11,15 +11,6 @@ use crate::event::MonoNs;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A process, identified across pid reuse by its start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ProcRef {
-    pub pid: i32,
-    /// Start time from `/proc/<pid>/stat` field 22 (clock ticks since boot); `None` when the
-    /// process was gone before it could be read.
-    pub start: Option<u64>,
-}
-
 /// The pm2 app (and generation) a process belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AppRef {
@@ -83,13 +74,6 @@ pub struct Who {
 }
 
 impl Who {
-    pub fn proc_ref(&self) -> ProcRef {
-        ProcRef {
-            pid: self.pid,
-            start: self.start,
-        }
-    }
-
     /// `pid 4242 web:0 gen 3`, `pid 17 (pm2 daemon)`, `pid 99`.
     pub fn label(&self) -> String {
         let mut s = format!("pid {}", self.pid);
@@ -179,21 +163,6 @@ impl Timing {
         }
     }
 
-    /// Width of the interval the true instant lies in (0 = exact; `None` = unbounded).
-    pub fn uncertainty_ns(&self) -> Option<u64> {
-        match *self {
-            Timing::Kernel { .. } => Some(0),
-            // Bounded by scheduling latency; the watcher does not know it, but it is small.
-            Timing::Wakeup { .. } => Some(0),
-            Timing::StartTime { resolution_ns, .. } => Some(resolution_ns),
-            Timing::Between {
-                not_before_ns,
-                observed_ns,
-            } => Some(observed_ns.saturating_sub(not_before_ns)),
-            Timing::BeforeStart { .. } | Timing::Observed { .. } => None,
-        }
-    }
-
     fn words(&self) -> Option<String> {
         match *self {
             Timing::Kernel { .. } | Timing::Wakeup { .. } => None,
@@ -241,10 +210,6 @@ impl ExitStatus {
                 core: status & 0x80 != 0,
             }
         }
-    }
-
-    pub fn is_known(&self) -> bool {
-        !matches!(self, ExitStatus::Unknown { .. })
     }
 
     /// `code 3`, `signal SIGKILL`, `signal SIGSEGV (core dumped)`, `status unknown (...)`.
@@ -567,38 +532,7 @@ pub struct Snapshot {
     pub cost_us: u64,
 }
 
-impl Snapshot {
-    /// One line per held socket.
-    pub fn socket_lines(&self) -> Vec<String> {
-        self.sockets.iter().map(SocketHold::summary).collect()
-    }
-
-    /// One line per process.
-    pub fn process_lines(&self) -> Vec<String> {
-        self.processes
-            .iter()
-            .map(|p| {
-                let mut s = format!(
-                    "pid {} ppid {} pgid {} sid {} {}",
-                    p.pid, p.ppid, p.pgid, p.sid, p.state
-                );
-                if p.daemon {
-                    s.push_str(" pm2 daemon");
-                }
-                if let Some(app) = &p.app {
-                    s.push(' ');
-                    s.push_str(&app.label());
-                }
-                if !p.in_tree && !p.daemon {
-                    s.push_str(" (outside pm2's tree)");
-                }
-                s.push_str(": ");
-                s.push_str(&shorten(&p.cmdline.join(" "), 120));
-                s
-            })
-            .collect()
-    }
-}
+impl Snapshot {}
 
 /// An observation of the operating system's processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

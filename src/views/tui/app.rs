@@ -1,7 +1,7 @@
 //! The state of the view and what each key and mouse action does to it.
 
 use super::doc::Doc;
-use super::model::{Loader, Model, Row, NONE};
+use super::model::{Loader, Model, Row};
 use super::{detail, search};
 use crate::event::{MonoNs, Source};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
@@ -951,11 +951,5 @@ impl App {
     /// Whether row `r` is evidence of the selected finding.
     pub fn is_evidence(&self, r: usize) -> bool {
         self.evidence.binary_search(&(r as u32)).is_ok()
-    }
-
-    /// The pair row of `r`, if any.
-    pub fn pair_of(&self, r: usize) -> Option<usize> {
-        let p = self.model.row(r).pair;
-        (p != NONE).then_some(p as usize)
     }
 }

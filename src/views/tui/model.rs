@@ -12,7 +12,7 @@ use crate::rules::{self, Finding};
 use crate::timeline::{AppRef, Entry, EntryKind, Interpreter, Timeline, Tone};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 /// No index (pair, app).
@@ -263,26 +263,6 @@ impl Model {
         }
     }
 
-    /// Take what the loader read so far without waiting; true once everything is read.
-    pub fn pump_now(&mut self, loader: &mut Loader) -> bool {
-        loop {
-            match loader.rx.try_recv() {
-                Ok(LoadMsg::Batch { items, read }) => {
-                    loader.read = read;
-                    let used = self.take_batch(items);
-                    let _ = loader.recycle.send(used);
-                }
-                Ok(LoadMsg::Problem(p)) => self.problem(p),
-                Ok(LoadMsg::Done) | Err(TryRecvError::Disconnected) => {
-                    loader.read = loader.total;
-                    self.refresh_findings();
-                    return true;
-                }
-                Err(TryRecvError::Empty) => return false,
-            }
-        }
-    }
-
     fn take_batch(&mut self, items: Vec<(u64, Stamped)>) -> Vec<(u64, Stamped)> {
         let mut buf = std::mem::take(&mut self.entries);
         for (offset, ev) in &items {
@@ -322,13 +302,6 @@ impl Model {
             self.stale_findings = false;
             self.version += 1;
         }
-    }
-
-    /// Replace the findings (e.g. from another set of rules).
-    pub fn set_findings(&mut self, findings: Vec<Finding>) {
-        self.findings = findings;
-        self.stale_findings = false;
-        self.version += 1;
     }
 
     /// Whether rows arrived since the findings were computed.
