@@ -404,6 +404,9 @@ fn record_interposed(
             let hurry = stop.requested().0 > 1 || since.elapsed() > DRAIN_TIMEOUT;
             if (idle || hurry) && !bus_stopped {
                 if !idle {
+                    if let Some(p) = proxy.as_ref() {
+                        p.cut_all();
+                    }
                     heap.push(Ordered(Stamped {
                         t: event::mono_now(),
                         event: Event::Note {

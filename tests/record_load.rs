@@ -189,3 +189,31 @@ fn every_stop_signal_leaves_pm2_working() {
         assert!(replay.status.success(), "capture readable after {sigs:?}");
     }
 }
+
+#[test]
+fn a_second_ctrl_c_cuts_a_command_still_in_progress() {
+    let pm2 = Pm2::start("7.0.4");
+    let cap = pm2.home().join("held.bin");
+    let mut rec = Recorder::start(pm2.home(), &cap, &["--quiet"]);
+    // A client in the middle of a request: half a message sent, the rest never comes.
+    let mut held = UnixStream::connect(pm2.rpc_sock()).unwrap();
+    let req = rpc::encode_call("getVersion", vec![serde_json::json!({})], "held:1").encode();
+    held.write_all(&req[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    rec.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(100));
+    rec.signal(libc::SIGINT);
+    let status = rec.wait(Duration::from_secs(20));
+    assert!(status.success(), "{}", rec.stderr());
+    // The held client sees its connection end instead of hanging on a dead proxy.
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    assert!(matches!(held.read(&mut buf), Ok(0) | Err(_)));
+    assert!(!recorder::aside(pm2.home()).exists());
+    assert!(pm2.cmd(&["ls"]).status.success());
+    let text = recorder::replay_text(&cap);
+    assert!(
+        text.contains("still in progress"),
+        "the cut is on the record"
+    );
+}

@@ -310,11 +310,15 @@ impl TapReceiver {
     }
 }
 
+/// The connections being forwarded: for each, a handle on its client and daemon sockets,
+/// so that a hurried stop can cut them.
+type Active = Arc<std::sync::Mutex<std::collections::HashMap<u64, [UnixStream; 2]>>>;
+
 /// A running proxy.
 pub struct Proxy {
     listener: Arc<UnixListener>,
     stopping: Arc<AtomicBool>,
-    active: Arc<AtomicUsize>,
+    active: Active,
     accept_thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -328,7 +332,7 @@ impl Proxy {
     ) -> io::Result<Proxy> {
         let listener = Arc::new(listener);
         let stopping = Arc::new(AtomicBool::new(false));
-        let active = Arc::new(AtomicUsize::new(0));
+        let active: Active = Default::default();
         let accept_thread = {
             let (listener, stopping, active) = (listener.clone(), stopping.clone(), active.clone());
             std::thread::Builder::new()
@@ -347,7 +351,19 @@ impl Proxy {
 
     /// Connections being forwarded now.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::SeqCst)
+        self.active.lock().map_or(0, |a| a.len())
+    }
+
+    /// Cut every connection still being forwarded (both sides see it closed), so that a
+    /// stop that cannot wait for them ends now.
+    pub fn cut_all(&self) {
+        if let Ok(a) = self.active.lock() {
+            for pair in a.values() {
+                for s in pair {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
     }
 
     /// Stop accepting; connections in progress go on. Returns once the accept loop ended.
@@ -373,7 +389,7 @@ fn accept_loop(
     access: Access,
     tap: &TapSender,
     stopping: &AtomicBool,
-    active: &Arc<AtomicUsize>,
+    active: &Active,
 ) {
     let mut next_conn = 1u64;
     loop {
@@ -425,9 +441,7 @@ fn accept_loop(
             conn,
             peer,
         });
-        active.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = spawn_pair(conn, client, daemon, tap.clone(), active.clone()) {
-            active.fetch_sub(1, Ordering::SeqCst);
             tap.send(Tap::UpstreamFailed {
                 t: mono_now(),
                 conn,
@@ -442,14 +456,33 @@ fn spawn_pair(
     client: UnixStream,
     daemon: UnixStream,
     tap: TapSender,
-    active: Arc<AtomicUsize>,
+    active: Active,
 ) -> io::Result<()> {
     let (c2, d2) = (client.try_clone()?, daemon.try_clone()?);
+    let handles = [client.try_clone()?, daemon.try_clone()?];
+    if let Ok(mut a) = active.lock() {
+        a.insert(conn, handles);
+    }
+    let unregister = |active: &Active| {
+        if let Some(pair) = active.lock().ok().and_then(|mut a| a.remove(&conn)) {
+            for s in &pair {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    };
     let tap2 = tap.clone();
-    let up = std::thread::Builder::new()
+    let up = match std::thread::Builder::new()
         .name(format!("proxy-{conn}-up"))
-        .spawn(move || pump(client, daemon, conn, Direction::ToDaemon, &tap2))?;
-    std::thread::Builder::new()
+        .spawn(move || pump(client, daemon, conn, Direction::ToDaemon, &tap2))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            unregister(&active);
+            return Err(e);
+        }
+    };
+    let closing = active.clone();
+    let spawned = std::thread::Builder::new()
         .name(format!("proxy-{conn}-down"))
         .spawn(move || {
             let down = pump(d2, c2, conn, Direction::ToClient, &tap);
@@ -460,8 +493,15 @@ fn spawn_pair(
                 to_client_bytes: down,
                 to_daemon_bytes: up,
             });
-            active.fetch_sub(1, Ordering::SeqCst);
-        })?;
+            if let Ok(mut a) = closing.lock() {
+                a.remove(&conn);
+            }
+        });
+    if let Err(e) = spawned {
+        // Without a reader of the daemon's side the connection is useless: end it.
+        unregister(&active);
+        return Err(e);
+    }
     Ok(())
 }
 
