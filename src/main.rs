@@ -265,6 +265,12 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
 
 /// What `record --tui` prints once the terminal is back.
 fn record_summary(opts: &RecordOptions, out: &record::RecordOutcome) -> ExitCode {
+    if out.lost_taps > 0 || out.dropped_events > 0 {
+        eprintln!(
+            "pm2-trace: warning: the recorder fell behind: {} copies of RPC traffic and {} events were not recorded (traffic was forwarded; noted in the capture)",
+            out.lost_taps, out.dropped_events
+        );
+    }
     if let Some(why) = &out.capture.stopped {
         eprintln!("pm2-trace: warning: the capture stopped early ({why}); pm2 traffic was forwarded throughout");
     }
