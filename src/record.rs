@@ -169,6 +169,30 @@ pub fn record(
         }
     }
 
+    // The process watcher verifies its kernel subscription before it is trusted (up to a
+    // few hundred ms when the connector is silent): do that before pm2's clients depend on
+    // the proxy.
+    let (sink, rx) = event::EventSink::channel(1 << 16);
+    let watcher = if opts.proc_mode == WatchMode::Off {
+        info.proc_mode = "off (--proc off)".into();
+        None
+    } else {
+        let mut cfg = WatchConfig::new(opts.pm2_home.clone());
+        cfg.mode = opts.proc_mode;
+        cfg.daemon_pid = opts.daemon_pid;
+        let r = redactor.clone();
+        match ProcWatcher::start(cfg, sink.clone(), Box::new(move |k, v| r.env_value(k, v))) {
+            Ok(w) => {
+                info.proc_mode = w.mode().to_string();
+                Some(w)
+            }
+            Err(e) => {
+                info.proc_mode = format!("off: the process watcher could not start: {e}");
+                None
+            }
+        }
+    };
+
     // 1. Take the place in front of the daemon (or beside it, with --listen).
     let lock = RecorderLock::acquire(&opts.pm2_home)?;
     let (listener, interposition, upstream): (UnixListener, Option<Interposition>, PathBuf) =
@@ -229,6 +253,8 @@ pub fn record(
         listener,
         upstream,
         interposition.as_ref(),
+        (sink, rx),
+        watcher,
     );
     let restore = match &interposition {
         Some(ip) => ip
@@ -262,29 +288,11 @@ fn record_interposed(
     listener: UnixListener,
     upstream: PathBuf,
     interposition: Option<&Interposition>,
+    (sink, mut rx): (EventSink, event::EventReceiver),
+    mut watcher: Option<ProcWatcher>,
 ) -> anyhow::Result<RecordOutcome> {
-    let (sink, mut rx) = event::EventSink::channel(1 << 16);
     let access = Access::of(&opts.rpc_path).or_else(|_| Access::of(&upstream))?;
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
-    let watcher = if opts.proc_mode == WatchMode::Off {
-        info.proc_mode = "off (--proc off)".into();
-        None
-    } else {
-        let mut cfg = WatchConfig::new(opts.pm2_home.clone());
-        cfg.mode = opts.proc_mode;
-        cfg.daemon_pid = opts.daemon_pid;
-        let r = redactor.clone();
-        match ProcWatcher::start(cfg, sink.clone(), Box::new(move |k, v| r.env_value(k, v))) {
-            Ok(w) => {
-                info.proc_mode = w.mode().to_string();
-                Some(w)
-            }
-            Err(e) => {
-                info.proc_mode = format!("off: the process watcher could not start: {e}");
-                None
-            }
-        }
-    };
     let tap_thread = {
         let sink = sink.clone();
         let max = opts.max_message;
@@ -306,7 +314,6 @@ fn record_interposed(
     } else {
         PIDFD_REORDER_WINDOW_NS
     };
-    let mut watcher = watcher;
     let mut interp = crate::timeline::Interpreter::new(info);
     let mut entries = Vec::new();
     let drop_counter = sink.drop_counter();
