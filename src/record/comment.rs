@@ -3,7 +3,7 @@
 use crate::event::{Direction, Event};
 
 /// A short human-readable comment for the capture's packet.
-pub fn comment(ev: &Event) -> String {
+pub(crate) fn comment(ev: &Event) -> String {
     use crate::wire::rpc;
     match ev {
         Event::RpcMessage { conn, dir, msg } => match dir {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub struct BusSubscriber {
+pub(crate) struct BusSubscriber {
     stop: Arc<AtomicBool>,
     stream: Arc<std::sync::Mutex<Option<UnixStream>>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -22,7 +22,7 @@ pub struct BusSubscriber {
 impl BusSubscriber {
     /// Subscribe to `pub_path` and emit every message into `sink`. Returns once the first
     /// connection attempt was made (so events from right after start are not missed).
-    pub fn start(pub_path: PathBuf, sink: EventSink) -> std::io::Result<BusSubscriber> {
+    pub(crate) fn start(pub_path: PathBuf, sink: EventSink) -> std::io::Result<BusSubscriber> {
         let stop = Arc::new(AtomicBool::new(false));
         let stream: Arc<std::sync::Mutex<Option<UnixStream>>> = Default::default();
         let first = UnixStream::connect(&pub_path);
@@ -39,7 +39,7 @@ impl BusSubscriber {
         })
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shutdown();
     }
 

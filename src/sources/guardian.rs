@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Second name of the daemon's socket while the proxy holds `rpc.sock`.
-pub const ASIDE_SUFFIX: &str = ".pm2-trace-daemon";
+pub(crate) const ASIDE_SUFFIX: &str = ".pm2-trace-daemon";
 /// Name of the lock file in PM2_HOME.
-pub const LOCK_NAME: &str = "pm2-trace.lock";
+pub(crate) const LOCK_NAME: &str = "pm2-trace.lock";
 
 /// Byte the recorder sends the guardian when it restored the socket itself.
 const DONE: u8 = b'D';
@@ -63,17 +63,17 @@ fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> I
 
 /// The paths and identities of one interposition.
 #[derive(Debug, Clone)]
-pub struct Interposition {
+pub(crate) struct Interposition {
     /// `rpc.sock`, where clients connect.
-    pub rpc_path: PathBuf,
+    pub(crate) rpc_path: PathBuf,
     /// The daemon's socket under its second name.
-    pub aside_path: PathBuf,
+    pub(crate) aside_path: PathBuf,
     /// Inode of the proxy's socket file, to recognise it later.
-    pub proxy_ino: u64,
+    pub(crate) proxy_ino: u64,
 }
 
 /// `rpc.sock.pm2-trace-daemon` beside `rpc_path`.
-pub fn aside_path_of(rpc_path: &Path) -> PathBuf {
+pub(crate) fn aside_path_of(rpc_path: &Path) -> PathBuf {
     let mut name: OsString = rpc_path.file_name().unwrap_or_default().to_owned();
     name.push(ASIDE_SUFFIX);
     rpc_path.with_file_name(name)
@@ -82,7 +82,6 @@ pub fn aside_path_of(rpc_path: &Path) -> PathBuf {
 /// An exclusive lock on `<dir>/pm2-trace.lock`, held while recording.
 pub struct RecorderLock {
     file: File,
-    pub path: PathBuf,
 }
 
 impl RecorderLock {
@@ -98,10 +97,10 @@ impl RecorderLock {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(InterposeError::Busy(path));
         }
-        Ok(RecorderLock { file, path })
+        Ok(RecorderLock { file })
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
 }
@@ -148,7 +147,7 @@ pub fn repair_stale(rpc_path: &Path) -> Result<StaleState, InterposeError> {
 }
 
 /// Put a proxy listener in front of the daemon listening on `rpc_path`.
-pub fn interpose(rpc_path: &Path) -> Result<(UnixListener, Interposition), InterposeError> {
+pub(crate) fn interpose(rpc_path: &Path) -> Result<(UnixListener, Interposition), InterposeError> {
     use std::os::unix::fs::FileTypeExt;
     let meta = std::fs::metadata(rpc_path).map_err(io_err(rpc_path, "cannot stat"))?;
     if !meta.file_type().is_socket() {
@@ -210,7 +209,7 @@ impl Interposition {
     /// Give `rpc.sock` back to the daemon. Safe to call more than once, and safe when the
     /// daemon went away meanwhile (then the leftover second name is removed and whatever
     /// now holds `rpc.sock`, e.g. a new daemon, is left alone). Returns what was done.
-    pub fn restore(&self) -> io::Result<&'static str> {
+    pub(crate) fn restore(&self) -> io::Result<&'static str> {
         let current = std::fs::symlink_metadata(&self.rpc_path)
             .ok()
             .map(|m| m.ino());
@@ -237,14 +236,14 @@ impl Interposition {
 }
 
 /// The recorder's end of the guardian: dropping it without `release` lets the guardian act.
-pub struct Guardian {
+pub(crate) struct Guardian {
     pipe_write: File,
     child: std::process::Child,
 }
 
 impl Guardian {
     /// Start the guardian process (this same binary, hidden subcommand `__guard`).
-    pub fn spawn(
+    pub(crate) fn spawn(
         ip: &Interposition,
         listener: &UnixListener,
         lock: &RecorderLock,
@@ -296,7 +295,7 @@ impl Guardian {
     }
 
     /// The recorder restored the socket itself: the guardian exits without acting.
-    pub fn release(mut self) {
+    pub(crate) fn release(mut self) {
         use std::io::Write;
         let _ = self.pipe_write.write_all(&[DONE]);
         drop(self.pipe_write);

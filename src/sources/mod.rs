@@ -1,5 +1,5 @@
 //! Sources of events: the RPC proxy, the event-bus subscriber and the process watcher.
-pub mod bus;
+pub(crate) mod bus;
 pub mod guardian;
 pub mod procwatch;
 pub mod proxy;

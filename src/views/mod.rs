@@ -1,4 +1,4 @@
 //! Ways to present a timeline and its findings: text, JSON and the interactive TUI.
-pub mod json;
-pub mod text;
+pub(crate) mod json;
+pub(crate) mod text;
 pub mod tui;
