@@ -169,10 +169,23 @@ fn open_new(path: &Path, overwrite: bool) -> Result<File, CaptureError> {
     let (dir, name) =
         SafeDir::open_parent(path).map_err(|e| fs_err("cannot open the capture's directory", e))?;
     if overwrite {
-        match dir.unlink(&name) {
-            Ok(()) => {}
-            Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {}
-            Err(e) => return Err(fs_err("cannot replace the existing capture", e)),
+        let existing = dir
+            .stat(&name)
+            .map_err(|e| fs_err("cannot inspect the existing capture", e))?;
+        if let Some(st) = existing {
+            // Only a regular file is replaced: a symlink, FIFO or device the user named is
+            // refused, as without --force.
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(io_err(
+                    "cannot create capture: not a regular file (a symbolic link, FIFO or device; refusing to replace it)",
+                    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+                ));
+            }
+            match dir.unlink(&name) {
+                Ok(()) => {}
+                Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {}
+                Err(e) => return Err(fs_err("cannot replace the existing capture", e)),
+            }
         }
     }
     dir.create_excl(&name, 0o600).map_err(|e| {
