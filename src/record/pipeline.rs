@@ -10,6 +10,7 @@ use crate::event::{
     self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage,
 };
 use crate::redact::Redactor;
+use crate::safe_dir::{SafeDir, SocketRef};
 use crate::sources::bus::BusSubscriber;
 use crate::sources::guardian::Interposition;
 use crate::sources::procwatch::{ProcWatcher, WatcherHandle};
@@ -17,7 +18,6 @@ use crate::sources::proxy::{Access, Proxy, Tap};
 use crate::wire::amp::Decoder;
 use std::collections::{BinaryHeap, HashMap};
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,12 +53,12 @@ pub(super) fn record_interposed(
     redactor: &Arc<Redactor>,
     early_notes: Vec<Stamped>,
     listener: UnixListener,
-    upstream: PathBuf,
+    upstream: SocketRef,
     interposition: Option<&Interposition>,
     (sink, mut rx): (EventSink, event::EventReceiver),
     mut watcher: Option<ProcWatcher>,
 ) -> anyhow::Result<RecordOutcome> {
-    let access = Access::of(&opts.rpc_path).or_else(|_| Access::of(&upstream))?;
+    let access = Access::of_socket(&upstream);
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
     let tap_thread = {
         let sink = sink.clone();
@@ -72,7 +72,8 @@ pub(super) fn record_interposed(
     // Everything but forwarding yields the CPU to the forwarding threads (spawned above, at
     // normal priority): threads started from here on inherit the lower priority.
     lower_thread_priority();
-    let bus = BusSubscriber::start(opts.pub_path.clone(), sink.clone())?;
+    let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)?;
+    let bus = BusSubscriber::start(pub_dir, pub_name, sink.clone())?;
     eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
     // Sources deliver with different delays; the pidfd fallback finds new processes only at
     // its next /proc scan, so it needs a wider window to put events back in order.
