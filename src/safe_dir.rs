@@ -267,9 +267,20 @@ impl SafeDir {
         Ok((SafeDir::open(parent)?, name))
     }
 
+    /// The path this directory was opened by (for messages only: it is never resolved again).
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// `<path>/<name>`, for messages.
     pub(crate) fn display(&self, name: impl AsRef<OsStr>) -> PathBuf {
         self.path.join(name.as_ref())
+    }
+
+    /// Owner of the directory.
+    #[cfg(test)]
+    pub(crate) fn owner(&self) -> (u32, u32) {
+        (self.uid, self.gid)
     }
 
     /// Whether someone other than root and this process's user owns the directory (then
@@ -666,11 +677,6 @@ pub struct SocketRef {
 }
 
 impl SocketRef {
-    /// The path it was opened by (for messages).
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Owner, group and mode of the socket file.
     pub(crate) fn access(&self) -> (u32, u32, u32) {
         (
