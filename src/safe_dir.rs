@@ -464,6 +464,25 @@ impl SafeDir {
             .map_err(self.err(new, "cannot link"))
     }
 
+    /// Give the socket file held by `sock` the name `name` in this directory again,
+    /// atomically replacing whatever is there: a hard link from the descriptor itself
+    /// (`linkat(AT_EMPTY_PATH)`, which needs root's CAP_DAC_READ_SEARCH) to a fresh name,
+    /// then `renameat`. For when the socket's names were moved away by someone else.
+    pub fn relink(&self, sock: &SocketRef, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = check_name(name.as_ref())?;
+        let tmp = OsString::from(format!(
+            ".pm2-trace-relink-{}-{:x}",
+            std::process::id(),
+            stage_nonce()
+        ));
+        rustix::fs::linkat(&sock.fd, "", &self.fd, tmp.as_os_str(), AtFlags::EMPTY_PATH)
+            .map_err(self.err(name, "cannot give the socket its name back"))?;
+        rustix::fs::renameat(&self.fd, tmp.as_os_str(), &self.fd, name).map_err(|e| {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_os_str(), AtFlags::empty());
+            self.err(name, "cannot give the socket its name back")(e)
+        })
+    }
+
     /// Remove the entry `name` (not a directory). A symlink is removed, never followed.
     pub fn unlink(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = check_name(name.as_ref())?;

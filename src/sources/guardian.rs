@@ -197,26 +197,55 @@ pub fn interpose(
 impl Interposition {
     /// Give `rpc.sock` back to the daemon. Safe to call more than once, and safe when the
     /// daemon went away meanwhile (then the leftover second name is removed and whatever
-    /// now holds `rpc.sock`, e.g. a new daemon, is left alone). Returns what was done.
+    /// now holds `rpc.sock`, e.g. a new daemon, is left alone). Whatever someone else did
+    /// to the names meanwhile, only the daemon's own socket (held by inode) is ever put at
+    /// `rpc.sock`, and the daemon's last name is never removed while it listens. Returns
+    /// what was done.
     pub fn restore(&self) -> Result<&'static str, SafeDirError> {
-        let current = self.dir.stat(&self.rpc_name)?.map(|m| m.st_ino);
-        let aside = self.dir.stat(&self.aside_name)?.map(|m| m.st_ino);
-        match (current, aside) {
-            (_, None) => Ok("nothing to restore"),
-            (Some(c), Some(_)) if c == self.proxy_ino => {
+        let ino = |st: Option<rustix::fs::Stat>| st.map(|m| m.st_ino);
+        let daemon_ino = self.daemon.ino();
+        let current = ino(self.dir.stat(&self.rpc_name)?);
+        let aside_is_daemon = ino(self.dir.stat(&self.aside_name)?) == Some(daemon_ino);
+        let drop_aside = || -> Result<(), SafeDirError> {
+            if aside_is_daemon {
+                self.dir.unlink(&self.aside_name)?;
+            }
+            Ok(())
+        };
+        let daemon_alive = || self.daemon.connect().is_ok();
+        match current {
+            Some(c) if c == daemon_ino => {
+                drop_aside()?;
+                Ok("nothing to restore")
+            }
+            None if !daemon_alive() => {
+                // The daemon unlinked `rpc.sock` when it exited (libuv does on close).
+                drop_aside()?;
+                Ok("daemon had exited; removed its leftover second name")
+            }
+            Some(c) if c != self.proxy_ino && self.someone_else_listens() => {
+                drop_aside()?;
+                Ok("rpc.sock belongs to someone else now (a new daemon?); removed our second name")
+            }
+            _ if aside_is_daemon => {
                 self.dir.rename(&self.aside_name, &self.rpc_name)?;
                 Ok("daemon socket restored")
             }
-            (None, Some(_)) => {
-                // The daemon unlinked `rpc.sock` when it exited (libuv does on close).
-                self.dir.unlink(&self.aside_name)?;
-                Ok("daemon had exited; removed its leftover second name")
-            }
-            (Some(_), Some(_)) => {
-                self.dir.unlink(&self.aside_name)?;
-                Ok("rpc.sock belongs to someone else now (a new daemon?); removed our second name")
+            _ => {
+                // The second name was moved away by someone else: link the daemon's
+                // socket back from the descriptor we hold.
+                self.dir.relink(&self.daemon, &self.rpc_name)?;
+                Ok("daemon socket restored (its second name had been moved away)")
             }
         }
+    }
+
+    /// Whether `rpc.sock` is now a socket, not ours, on which the directory's owner listens.
+    fn someone_else_listens(&self) -> bool {
+        self.dir
+            .open_socket(&self.rpc_name)
+            .and_then(|s| s.connect())
+            .is_ok()
     }
 }
 
@@ -415,6 +444,44 @@ mod tests {
         // Nothing else was left in the directory (no staging directory, no temporary).
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
         drop(daemon);
+    }
+
+    /// The PM2_HOME owner moved the daemon's second name away and put symlinks at both
+    /// names: restoring puts the daemon's own socket back at `rpc.sock` (from the descriptor
+    /// held), follows nothing, and removes nothing of the daemon's.
+    #[test]
+    fn restore_puts_only_the_daemon_back_whatever_was_moved() {
+        assert_eq!(
+            crate::safe_dir::euid(),
+            0,
+            "this test needs root (linkat AT_EMPTY_PATH)"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        let _daemon = UnixListener::bind(p("rpc.sock")).unwrap();
+        let daemon_ino = std::fs::metadata(p("rpc.sock")).unwrap().ino();
+        let target = p("precious");
+        std::fs::write(&target, "keep").unwrap();
+        let dir = SafeDir::open(tmp.path()).unwrap();
+        let (_proxy, ip) = interpose(&dir, rpc()).unwrap();
+        std::fs::rename(&ip.aside_path, p("moved-away")).unwrap();
+        std::os::unix::fs::symlink(&target, &ip.aside_path).unwrap();
+        std::fs::rename(p("rpc.sock"), p("proxy-moved")).unwrap();
+        std::os::unix::fs::symlink(&target, p("rpc.sock")).unwrap();
+        assert_eq!(
+            ip.restore().unwrap(),
+            "daemon socket restored (its second name had been moved away)"
+        );
+        let m = std::fs::symlink_metadata(p("rpc.sock")).unwrap();
+        assert_eq!(m.ino(), daemon_ino);
+        assert!(UnixStream::connect(p("rpc.sock")).is_ok());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        // The planted symlink at the second name is the owner's: left alone.
+        assert!(std::fs::symlink_metadata(&ip.aside_path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(ip.restore().unwrap(), "nothing to restore");
     }
 
     #[test]
