@@ -106,6 +106,31 @@ pub enum StaleState {
     Repaired(String),
 }
 
+/// Put the daemon's socket `daemon` (held by inode) back at `rpc_name`. As root, from the
+/// descriptor itself ([`SafeDir::relink`]): only that inode can land there, whatever the
+/// directory's owner renames meanwhile. Without root (then the directory is our own and
+/// nobody races us), by renaming its second name `aside_name`.
+fn put_back(
+    dir: &SafeDir,
+    daemon: &SocketRef,
+    aside_name: &OsStr,
+    rpc_name: &OsStr,
+) -> Result<(), SafeDirError> {
+    if crate::safe_dir::euid() == 0 {
+        return dir.relink(daemon, rpc_name);
+    }
+    match dir.stat(aside_name)? {
+        Some(st) if (st.st_dev, st.st_ino) == daemon.stat_identity() => {
+            dir.rename(aside_name, rpc_name)
+        }
+        _ => Err(SafeDirError::Io {
+            path: dir.display(aside_name),
+            what: "the daemon's socket is no longer there",
+            error: io::Error::from(io::ErrorKind::NotFound),
+        }),
+    }
+}
+
 /// Undo what a crashed recorder left behind around `rpc_name` in `dir`. Call with the lock
 /// held.
 pub fn repair_stale(dir: &SafeDir, rpc_name: &OsStr) -> Result<StaleState, InterposeError> {
@@ -121,10 +146,11 @@ pub fn repair_stale(dir: &SafeDir, rpc_name: &OsStr) -> Result<StaleState, Inter
             dir.display(&aside).display()
         )));
     }
-    let daemon_listens = dir.open_socket(&aside).and_then(|s| s.connect()).is_ok();
-    if daemon_listens {
+    let daemon = dir.open_socket(&aside).and_then(|s| s.connect().map(|_| s));
+    if let Ok(daemon) = daemon {
         // The daemon still listens under the second name: give it its name back.
-        dir.rename(&aside, rpc_name)?;
+        put_back(dir, &daemon, &aside, rpc_name)?;
+        dir.unlink_if(&aside, daemon.stat_identity())?;
         return Ok(StaleState::Repaired(format!(
             "{} pointed at a dead proxy; gave it back to the daemon",
             dir.display(rpc_name).display()
@@ -157,18 +183,16 @@ pub fn interpose(
         })?;
     let (uid, gid, mode) = daemon.access();
     // Owner and mode are set while the socket is private; then it only moves.
-    let staged = dir.stage_socket(uid, gid, mode)?;
+    let mut staged = dir.stage_socket(uid, gid, mode)?;
     let proxy_ino = staged.ino();
     let aside = aside_name_of(rpc_name);
-    dir.link(rpc_name, &aside)?;
-    // The second name must be the daemon's socket we checked, not whatever took its name.
-    let same = dir
-        .open_socket(&aside)
-        .is_ok_and(|s| s.ino() == daemon.ino());
-    if !same {
-        let _ = dir.unlink(&aside);
+    // The second name is made in the private directory, checked to be the daemon's socket
+    // there (nobody can swap it), then renamed over whatever waits at the aside name.
+    let linked = staged.stage_link(rpc_name)?;
+    if (linked.st_dev, linked.st_ino) != daemon.stat_identity() {
         return Err(InterposeError::Changed(rpc_path));
     }
+    staged.install_link(&aside)?;
     let listener = match staged.install(rpc_name, true) {
         Ok(l) => l,
         Err(e) => {
@@ -179,10 +203,10 @@ pub fn interpose(
     Ok((
         listener,
         Interposition {
-            dir: dir.try_clone().map_err(|source| SafeDirError::Io {
+            dir: dir.try_clone().map_err(|error| SafeDirError::Io {
                 path: dir.path().to_owned(),
                 what: "cannot duplicate the directory descriptor",
-                source,
+                error,
             })?,
             aside_path: dir.display(&aside),
             rpc_name: rpc_name.to_owned(),
@@ -202,40 +226,27 @@ impl Interposition {
     /// `rpc.sock`, and the daemon's last name is never removed while it listens. Returns
     /// what was done.
     pub fn restore(&self) -> Result<&'static str, SafeDirError> {
-        let ino = |st: Option<rustix::fs::Stat>| st.map(|m| m.st_ino);
-        let daemon_ino = self.daemon.ino();
-        let current = ino(self.dir.stat(&self.rpc_name)?);
-        let aside_is_daemon = ino(self.dir.stat(&self.aside_name)?) == Some(daemon_ino);
-        let drop_aside = || -> Result<(), SafeDirError> {
-            if aside_is_daemon {
-                self.dir.unlink(&self.aside_name)?;
-            }
-            Ok(())
-        };
-        let daemon_alive = || self.daemon.connect().is_ok();
+        let daemon_id = self.daemon.stat_identity();
+        let current = self.dir.stat(&self.rpc_name)?.map(|m| (m.st_dev, m.st_ino));
+        let drop_aside = || self.dir.unlink_if(&self.aside_name, daemon_id).map(|_| ());
         match current {
-            Some(c) if c == daemon_ino => {
+            Some(c) if c == daemon_id => {
                 drop_aside()?;
                 Ok("nothing to restore")
             }
-            None if !daemon_alive() => {
+            None if self.daemon.connect().is_err() => {
                 // The daemon unlinked `rpc.sock` when it exited (libuv does on close).
                 drop_aside()?;
                 Ok("daemon had exited; removed its leftover second name")
             }
-            Some(c) if c != self.proxy_ino && self.someone_else_listens() => {
+            Some(c) if c.1 != self.proxy_ino && self.someone_else_listens() => {
                 drop_aside()?;
                 Ok("rpc.sock belongs to someone else now (a new daemon?); removed our second name")
             }
-            _ if aside_is_daemon => {
-                self.dir.rename(&self.aside_name, &self.rpc_name)?;
-                Ok("daemon socket restored")
-            }
             _ => {
-                // The second name was moved away by someone else: link the daemon's
-                // socket back from the descriptor we hold.
-                self.dir.relink(&self.daemon, &self.rpc_name)?;
-                Ok("daemon socket restored (its second name had been moved away)")
+                put_back(&self.dir, &self.daemon, &self.aside_name, &self.rpc_name)?;
+                drop_aside()?;
+                Ok("daemon socket restored")
             }
         }
     }
@@ -468,10 +479,7 @@ mod tests {
         std::os::unix::fs::symlink(&target, &ip.aside_path).unwrap();
         std::fs::rename(p("rpc.sock"), p("proxy-moved")).unwrap();
         std::os::unix::fs::symlink(&target, p("rpc.sock")).unwrap();
-        assert_eq!(
-            ip.restore().unwrap(),
-            "daemon socket restored (its second name had been moved away)"
-        );
+        assert_eq!(ip.restore().unwrap(), "daemon socket restored");
         let m = std::fs::symlink_metadata(p("rpc.sock")).unwrap();
         assert_eq!(m.ino(), daemon_ino);
         assert!(UnixStream::connect(p("rpc.sock")).is_ok());
