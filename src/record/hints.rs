@@ -49,9 +49,9 @@ impl Hinter {
                 };
                 let Ok(args) = reply.outcome else { return };
                 let procs = match method.as_str() {
-                    "getMonitorData" => MonitorProc::list_from_reply(args),
+                    "getMonitorData" => MonitorProc::list_from_reply(&args),
                     "restartProcessId" | "reloadProcessId" | "startProcessId" => {
-                        MonitorProc::from_reply(args).into_iter().collect()
+                        MonitorProc::from_reply(&args).into_iter().collect()
                     }
                     _ => Vec::new(),
                 };
