@@ -120,12 +120,28 @@ fn kernel() -> String {
         .unwrap_or_default()
 }
 
+/// What watches a recording as it is written: live views and exporters.
+pub trait Observer {
+    /// One event, just written, with its timeline entries (none unless `interpret`).
+    fn event(&mut self, info: &CaptureInfo, ev: &Stamped, entries: &[crate::timeline::Entry]);
+    /// Warnings to note in the capture before it is closed (e.g. what an exporter lost).
+    fn closing_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl<F: FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry])> Observer for F {
+    fn event(&mut self, info: &CaptureInfo, ev: &Stamped, entries: &[crate::timeline::Entry]) {
+        self(info, ev, entries)
+    }
+}
+
 /// Record until `stop` is asked, the duration ends, or the daemon goes away. `on_event`
-/// sees every event as it is written (for live views).
+/// sees every event as it is written (for live views and exporters).
 pub fn record(
     opts: &RecordOptions,
     stop: Stopper,
-    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
+    on_event: &mut dyn Observer,
 ) -> anyhow::Result<RecordOutcome> {
     let wall = event::wall_now_ns();
     let mono = event::mono_now();
@@ -281,7 +297,7 @@ pub fn record(
 fn record_interposed(
     opts: &RecordOptions,
     stop: &Stopper,
-    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
+    on_event: &mut dyn Observer,
     info: &mut CaptureInfo,
     redactor: &Arc<Redactor>,
     early_notes: Vec<Stamped>,
@@ -359,7 +375,8 @@ fn record_interposed(
                          upto: u64,
                          writer: &mut CaptureWriter,
                          events: &mut u64,
-                         failed: &mut Option<String>| {
+                         failed: &mut Option<String>,
+                         on_event: &mut dyn Observer| {
         while heap.peek().is_some_and(|o| o.0.t <= upto) {
             let Some(Ordered(mut ev)) = heap.pop() else {
                 break;
@@ -383,7 +400,7 @@ fn record_interposed(
             if opts.interpret {
                 interp.push_into(&ev, &mut entries);
             }
-            on_event(info, &ev, &entries);
+            on_event.event(info, &ev, &entries);
         }
     };
 
@@ -464,6 +481,7 @@ fn record_interposed(
             &mut writer,
             &mut events,
             &mut write_failed,
+            &mut *on_event,
         );
         if last_flush.elapsed() > Duration::from_millis(500) {
             writer.flush();
@@ -492,6 +510,15 @@ fn record_interposed(
             },
         }));
     }
+    for text in on_event.closing_notes() {
+        heap.push(Ordered(Stamped {
+            t: event::mono_now(),
+            event: Event::Note {
+                level: NoteLevel::Warning,
+                text,
+            },
+        }));
+    }
     heap.push(Ordered(Stamped {
         t: event::mono_now(),
         event: Event::Note {
@@ -505,6 +532,7 @@ fn record_interposed(
         &mut writer,
         &mut events,
         &mut write_failed,
+        &mut *on_event,
     );
     let capture = match writer.finish() {
         Ok(c) => c,
