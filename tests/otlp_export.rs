@@ -178,12 +178,7 @@ fn check_export(doc: &Value, received: &[Value], what: &str, live: bool) -> (usi
         .iter()
         .filter(|(_, s)| s["parentSpanId"].as_str().unwrap_or("").is_empty())
         .collect();
-    assert_eq!(
-        roots.len(),
-        asked.len(),
-        "{what}: one trace per action request"
-    );
-    let want_names: BTreeSet<String> = asked
+    let mut want_names: BTreeSet<String> = asked
         .iter()
         .map(|e| {
             let app = &e["app"];
@@ -195,6 +190,26 @@ fn check_export(doc: &Value, received: &[Value], what: &str, live: bool) -> (usi
                 .replace("reloadProcessId", "RELOAD")
         })
         .collect();
+    // `pm2 start app.js` (prepare): one trace per app its reply names.
+    let mut prepared = 0;
+    for e in events
+        .iter()
+        .filter(|e| e["type"] == "request_answered" && e["method"] == "prepare")
+    {
+        for p in e["procs"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            prepared += 1;
+            want_names.insert(format!(
+                "prepare {}:{}",
+                p["name"].as_str().unwrap_or("?"),
+                p["pm_id"]
+            ));
+        }
+    }
+    assert_eq!(
+        roots.len(),
+        asked.len() + prepared,
+        "{what}: one trace per action request"
+    );
     let got_names: BTreeSet<String> = roots
         .iter()
         .map(|(_, s)| {
@@ -400,6 +415,10 @@ fn record_crash_once(version: &str, url: &str) -> (Pm2, PathBuf, String) {
     p.wait_for_status("web", "online", Duration::from_secs(15))
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
+    // `pm2 start` of a second app: a prepare request, traced too.
+    p.start_app("api", "well-behaved.js", pm2::free_port(), &[]);
+    p.wait_for_status("api", "online", Duration::from_secs(15))
+        .unwrap();
     // pm2 keeps answering while the exporter deals with the collector.
     let list = p.cmd(&["jlist"]);
     assert!(list.status.success());
@@ -431,6 +450,11 @@ fn live(version: &str) {
         .find(|(_, s)| s["name"] == "restartProcessId web:0")
         .expect("the restart's trace");
     assert_eq!(root.0, "web");
+    assert!(
+        sp.iter()
+            .any(|(svc, s)| svc == "api" && s["name"] == "prepare api:1"),
+        "the pm2 start of api"
+    );
     let kids: Vec<&Value> = sp
         .iter()
         .filter(|(_, s)| s["parentSpanId"] == root.1["spanId"])

@@ -6,7 +6,12 @@
 //! root"), so tshark runs as `nobody` with the capture on stdin and the script copied to a
 //! directory nobody can read (as tests/capture_tshark.rs does).
 
-use serde_json::Value;
+#[path = "capture_util/mod.rs"]
+mod capture_util;
+
+use pm2_trace::event::{Direction, Event, Stamped, WireMessage};
+use pm2_trace::wire::amp::{Arg, Message};
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -250,6 +255,109 @@ fn rows_with(rows: &[Row], field: &str, value: &str) -> BTreeSet<u64> {
         })
         .filter_map(|r| r.t)
         .collect()
+}
+
+/// Info equals replay's description, record by record, on `cap`.
+fn assert_info_matches_replay(s: &Script, cap: &Path) {
+    let entries = replay_entries(cap);
+    let want = groups(entries.iter().map(|e| {
+        (
+            entry_t(e),
+            e["description"]
+                .as_str()
+                .unwrap()
+                .replace(['\n', '\r'], " "),
+        )
+    }));
+    let rows = dump(s, cap);
+    let got = groups(
+        rows[1..]
+            .iter()
+            .filter_map(|r| r.t.map(|t| (t, r.info.clone()))),
+    );
+    assert_eq!(want, got, "{}: Info differs from replay", cap.display());
+}
+
+/// One record of every event type, RPC messages of every shape (raw buffers holding an AMP
+/// frame, calls this version does not name), and a record too big for one packet (split into
+/// fragments that the dissector reassembles): Info is what replay says.
+#[test]
+fn every_record_type_and_fragmented_records_match_replay() {
+    let s = script();
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("all.bin");
+    let mut events = capture_util::all_events();
+    let mut t = events.last().unwrap().t;
+    let mut push = |event: Event| {
+        t += 1_000_000;
+        events.push(Stamped { t, event });
+    };
+    // An AMP frame inside a raw buffer: header (version 1, 2 args), then length + bytes.
+    let mut frame = vec![0x12];
+    for a in [&b"s:hello"[..], &b"j:{\"a\":1}"[..]] {
+        frame.extend_from_slice(&(a.len() as u32).to_be_bytes());
+        frame.extend_from_slice(a);
+    }
+    push(Event::RpcMessage {
+        conn: 7,
+        dir: Direction::ToDaemon,
+        msg: WireMessage(Message::new(vec![Arg::Raw(frame), Arg::Str("x".into())])),
+    });
+    push(Event::RpcMessage {
+        conn: 7,
+        dir: Direction::ToDaemon,
+        msg: WireMessage(Message::new(vec![
+            Arg::Json(
+                json!({"type": "call", "method": "sendSignalToProcessName", "args": [{"signal": "SIGUSR2", "process_name": "web"}, 1.5, "ünï\tcode"]}),
+            ),
+            Arg::Str("7:1".into()),
+        ])),
+    });
+    push(Event::RpcMessage {
+        conn: 7,
+        dir: Direction::ToClient,
+        msg: WireMessage(Message::new(vec![
+            Arg::Json(json!({"error": {"message": "process name not found"}})),
+            Arg::Str("7:1".into()),
+        ])),
+    });
+    push(Event::BusMessage {
+        msg: WireMessage(Message::new(vec![
+            Arg::Str("log:PM2".into()),
+            Arg::Json(
+                json!({"at": 1, "data": "2026-01-01T00:00:00: PM2 log: App [web:0] exited with code [1] via signal [SIGTERM]\nPM2 log: Stopping app:web id:0\npid=4243 msg=failed to kill - retrying in 100ms\nsomething else\n"}),
+            ),
+        ])),
+    });
+    // 1200 lines of 250 bytes: more than one packet holds, and more lines than one entry
+    // list shows.
+    let big: String = (0..1200)
+        .map(|i| format!("{i:04} {}\n", "x".repeat(244)))
+        .collect();
+    push(Event::BusMessage {
+        msg: WireMessage(Message::new(vec![
+            Arg::Str("log:out".into()),
+            Arg::Json(json!({"at": 2, "process": {"pm_id": 0, "name": "web"}, "data": big})),
+        ])),
+    });
+    push(Event::BusMessage {
+        msg: WireMessage(Message::new(vec![
+            Arg::Str("custom:event".into()),
+            Arg::Json(json!({"k": [1, 2.5, null, true, "é"]})),
+        ])),
+    });
+    capture_util::write_capture(&cap, &events);
+    std::fs::set_permissions(&cap, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let v = tshark(&s, &cap, &["-V"]);
+    assert!(
+        v.contains("[record part 1/2]") || v.contains("record part 1/"),
+        "not fragmented"
+    );
+    assert!(
+        v.contains("AMP message, version 1, 2 argument(s)"),
+        "AMP frame in a raw buffer"
+    );
+    assert_info_matches_replay(&s, &cap);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Timeline and findings → OTLP messages (the official protobuf types of the
 //! `opentelemetry-proto` crate; nothing here encodes protobuf by hand).
 //!
-//! - One trace per pm2 request that acts on an app (restart, reload, stop, start, delete).
+//! - One trace per pm2 request that acts on an app (restart, reload, stop, start, delete;
+//!   and `prepare`, what `pm2 start app.js` sends, once per app it started).
 //!   Its root span is the request from ask to answer, named `restartProcessId web:0`; its
 //!   window runs from the ask to the next such request on the same app (or the end of what
 //!   was seen). Child spans: each generation's life within the window. Span events: the
@@ -30,7 +31,8 @@ use opentelemetry_proto::tonic::trace::v1::{
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// The methods whose requests become traces.
+/// The methods whose requests become traces (and `prepare`, `pm2 start`, for each app it
+/// started).
 pub const ACTIONS: &[&str] = &[
     "restartProcessId",
     "reloadProcessId",
@@ -105,7 +107,7 @@ pub struct TraceIds {
 }
 
 impl TraceIds {
-    pub fn of(info: &CaptureInfo, r: &Request) -> TraceIds {
+    pub fn of(info: &CaptureInfo, r: &Request, pm_id: u64) -> TraceIds {
         let d = digest(&[
             b"pm2-trace request",
             info.host.as_bytes(),
@@ -114,6 +116,7 @@ impl TraceIds {
             &r.conn.to_be_bytes(),
             r.id.as_bytes(),
             &r.asked.to_be_bytes(),
+            &pm_id.to_be_bytes(),
         ]);
         let mut trace_id = [0u8; 16];
         trace_id.copy_from_slice(&d[..16]);
@@ -148,13 +151,21 @@ pub struct TracedRequest {
 /// The requests of `tl` that act on an app, each with its window.
 pub fn traced_requests(info: &CaptureInfo, tl: &Timeline) -> Vec<TracedRequest> {
     let last = tl.last_t.unwrap_or(0);
-    let acts: Vec<(usize, &Request, u64)> = tl
-        .requests
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| ACTIONS.contains(&r.method.as_str()))
-        .filter_map(|(i, r)| r.pm_id.map(|id| (i, r, id)))
-        .collect();
+    let mut acts: Vec<(usize, &Request, u64)> = Vec::new();
+    for (i, r) in tl.requests.iter().enumerate() {
+        if ACTIONS.contains(&r.method.as_str()) {
+            if let Some(id) = r.pm_id {
+                acts.push((i, r, id));
+            }
+        } else if r.method == "prepare" {
+            // `pm2 start app.js`: a trace for each app whose first generation it started.
+            for (id, app) in &tl.apps {
+                if app.generations.iter().any(|g| g.started_by == Some(i)) {
+                    acts.push((i, r, *id));
+                }
+            }
+        }
+    }
     acts.iter()
         .map(|&(index, r, pm_id)| {
             let next = acts
@@ -171,7 +182,7 @@ pub fn traced_requests(info: &CaptureInfo, tl: &Timeline) -> Vec<TracedRequest> 
                 pm_id,
                 start: r.asked,
                 end,
-                ids: TraceIds::of(info, r),
+                ids: TraceIds::of(info, r, pm_id),
             }
         })
         .collect()
@@ -655,7 +666,18 @@ mod tests {
             })
             .expect("the crash loop finding");
         assert_eq!(crash.severity_number, SeverityNumber::Error as i32);
-        assert_eq!(crash.trace_id.len(), 16, "linked to a trace");
+        let cf = findings
+            .iter()
+            .find(|f| f.kind == "crash-loop-errored")
+            .unwrap();
+        assert_eq!(
+            crash.trace_id.len(),
+            16,
+            "linked to a trace: {cf:?} {:?}",
+            reqs.iter()
+                .map(|r| (r.pm_id, r.start, r.end))
+                .collect::<Vec<_>>()
+        );
         assert!(roots.iter().any(|r| r.trace_id == crash.trace_id));
     }
 }
