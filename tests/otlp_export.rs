@@ -18,14 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const ACTIONS: &[&str] = &[
-    "restartProcessId",
-    "reloadProcessId",
-    "softReloadProcessId",
-    "stopProcessId",
-    "startProcessId",
-    "deleteProcessId",
-];
+use pm2_trace::views::otlp::build::ACTIONS;
 
 /// tests/otlp/receiver.py on a free port; killed on drop.
 struct Receiver {
@@ -117,16 +110,17 @@ fn attr_int(attrs: &Value, key: &str) -> Option<i64> {
     attr(attrs, key).and_then(|v| v["intValue"].as_str().and_then(|s| s.parse().ok()))
 }
 
-/// (service.name, span) for every span received.
-fn spans(received: &[Value]) -> Vec<(String, Value)> {
+/// (service.name, item) for every item received on `path`: `keys` names the resource list,
+/// the scope list and the item list (`resourceSpans`, `scopeSpans`, `spans`).
+fn items(received: &[Value], path: &str, keys: [&str; 3]) -> Vec<(String, Value)> {
     let mut out = Vec::new();
-    for r in received.iter().filter(|r| r["path"] == "/v1/traces") {
+    for r in received.iter().filter(|r| r["path"] == path) {
         assert_eq!(r["content_type"], "application/x-protobuf");
-        for rs in r["body"]["resourceSpans"].as_array().unwrap() {
-            let svc = attr_str(&rs["resource"]["attributes"], "service.name").unwrap();
-            for ss in rs["scopeSpans"].as_array().unwrap() {
-                for sp in ss["spans"].as_array().unwrap() {
-                    out.push((svc.clone(), sp.clone()));
+        for res in r["body"][keys[0]].as_array().unwrap() {
+            let svc = attr_str(&res["resource"]["attributes"], "service.name").unwrap();
+            for scope in res[keys[1]].as_array().unwrap() {
+                for it in scope[keys[2]].as_array().unwrap() {
+                    out.push((svc.clone(), it.clone()));
                 }
             }
         }
@@ -134,20 +128,20 @@ fn spans(received: &[Value]) -> Vec<(String, Value)> {
     out
 }
 
-/// (service.name, log record) for every log record received.
+fn spans(received: &[Value]) -> Vec<(String, Value)> {
+    items(
+        received,
+        "/v1/traces",
+        ["resourceSpans", "scopeSpans", "spans"],
+    )
+}
+
 fn logs(received: &[Value]) -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for r in received.iter().filter(|r| r["path"] == "/v1/logs") {
-        for rl in r["body"]["resourceLogs"].as_array().unwrap() {
-            let svc = attr_str(&rl["resource"]["attributes"], "service.name").unwrap();
-            for sl in rl["scopeLogs"].as_array().unwrap() {
-                for lr in sl["logRecords"].as_array().unwrap() {
-                    out.push((svc.clone(), lr.clone()));
-                }
-            }
-        }
-    }
-    out
+    items(
+        received,
+        "/v1/logs",
+        ["resourceLogs", "scopeLogs", "logRecords"],
+    )
 }
 
 fn replay_json(cap: &Path) -> Value {

@@ -224,38 +224,27 @@ local function as_i64(v)
     return nil
 end
 local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
-local function u64_of(v)
+-- meaning.rs u64_of / i64_of: integers, floats cut toward zero, numeric strings.
+local function int_of(v, signed)
     if v == nil then return nil end
     if is_num(v) then
+        local n = v.__num
         if is_int_text(v.raw) then
-            if v.__num >= 0 then return v.__num end
+            if signed or n >= 0 then return n end
             return nil
         end
-        if v.__num >= 0 and v.__num < math.huge then return math.floor(v.__num) end
-        return nil
+        if n ~= n or n == math.huge or n == -math.huge or (not signed and n < 0) then return nil end
+        if n >= 0 then return math.floor(n) end
+        return math.ceil(n)
     end
     if type(v) == "string" then
         local s = trim(v)
-        if s:find("^%+?[0-9]+$") then return tonumber(s) end
+        if s:find(signed and "^[-+]?[0-9]+$" or "^%+?[0-9]+$") then return tonumber(s) end
     end
     return nil
 end
-local function i64_of(v)
-    if v == nil then return nil end
-    if is_num(v) then
-        if is_int_text(v.raw) then return v.__num end
-        if v.__num == v.__num and v.__num ~= math.huge and v.__num ~= -math.huge then
-            if v.__num >= 0 then return math.floor(v.__num) end
-            return math.ceil(v.__num)
-        end
-        return nil
-    end
-    if type(v) == "string" then
-        local s = trim(v)
-        if s:find("^[-+]?[0-9]+$") then return tonumber(s) end
-    end
-    return nil
-end
+local function u64_of(v) return int_of(v, false) end
+local function i64_of(v) return int_of(v, true) end
 local function json_text(v)
     if type(v) == "string" then return v end
     return json_encode(v)

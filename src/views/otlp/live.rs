@@ -63,6 +63,17 @@ impl ExportStats {
         Some(s)
     }
 
+    /// (1, 0) for a batch delivered, (0, 1) for one lost (keeping its error).
+    fn tally(&mut self, r: Result<(), super::endpoint::SendError>) -> (u64, u64) {
+        match r {
+            Ok(()) => (1, 0),
+            Err(e) => {
+                self.last_error = Some(e.to_string());
+                (0, 1)
+            }
+        }
+    }
+
     /// A line saying what was sent.
     pub fn summary(&self, endpoint: &str) -> String {
         format!(
@@ -257,13 +268,10 @@ impl Worker {
             let events: Vec<Entry> = self.events.iter().cloned().collect();
             let msg = build::traces(info, tl, &settled, &events);
             let n = settled.len() as u64;
-            match self.client.send(&self.endpoint.traces, &msg, &give_up) {
-                Ok(()) => self.stats.traces_sent += n,
-                Err(e) => {
-                    self.stats.traces_lost += n;
-                    self.stats.last_error = Some(e.to_string());
-                }
-            }
+            let r = self.client.send(&self.endpoint.traces, &msg, &give_up);
+            let (sent, lost) = self.stats.tally(r);
+            self.stats.traces_sent += n * sent;
+            self.stats.traces_lost += n * lost;
             for r in &settled {
                 self.sent_requests.insert(Self::request_key(tl, r));
             }
@@ -287,13 +295,10 @@ impl Worker {
         }
         let msg = build::logs(info, tl, &findings, &all);
         let n = findings.len() as u64;
-        match self.client.send(&self.endpoint.logs, &msg, &give_up) {
-            Ok(()) => self.stats.logs_sent += n,
-            Err(e) => {
-                self.stats.logs_lost += n;
-                self.stats.last_error = Some(e.to_string());
-            }
-        }
+        let r = self.client.send(&self.endpoint.logs, &msg, &give_up);
+        let (sent, lost) = self.stats.tally(r);
+        self.stats.logs_sent += n * sent;
+        self.stats.logs_lost += n * lost;
         for f in &findings {
             self.sent_findings
                 .insert((f.kind.clone(), f.pm_id, build::finding_time(f)));
