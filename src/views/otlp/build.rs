@@ -158,9 +158,13 @@ pub fn traced_requests(info: &CaptureInfo, tl: &Timeline) -> Vec<TracedRequest> 
                 acts.push((i, r, id));
             }
         } else if r.method == "prepare" {
-            // `pm2 start app.js`: a trace for each app whose first generation it started.
+            // `pm2 start app.js`: a trace for each app it started (a generation the model
+            // ties to the request, or the process its reply names).
             for (id, app) in &tl.apps {
-                if app.generations.iter().any(|g| g.started_by == Some(i)) {
+                let started = |g: &Generation| {
+                    g.started_by == Some(i) || (r.new_pid.is_some() && g.pid == r.new_pid)
+                };
+                if app.generations.iter().any(started) {
                     acts.push((i, r, *id));
                 }
             }
