@@ -22,7 +22,6 @@
 //! compiler is needed): hence `harness = false`.
 
 #[path = "support/pm2.rs"]
-#[allow(dead_code)]
 mod pm2;
 #[path = "support/recorder.rs"]
 mod recorder;
