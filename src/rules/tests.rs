@@ -160,6 +160,7 @@ fn a_long_crash_looping_capture_is_analyzed_quickly() {
                 id: 0,
                 code: 1,
                 signal: "SIGINT".into(),
+                old: false,
             }),
         );
         if i % 16 == 15 {

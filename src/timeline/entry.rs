@@ -227,6 +227,17 @@ impl Entry {
                 format!("bus {name} {}", shorten(&payload.to_string(), 100))
             }
             EntryKind::Bus(BusEvent::Log { data, .. }) => shorten(data.trim_end(), 200),
+            EntryKind::Bus(b @ BusEvent::ProcessMsg { text, .. }) => {
+                let who = app().map(|a| format!("{a} ")).unwrap_or_default();
+                if b.is_ready_message() {
+                    format!("{who}sent ready (process.send('ready'))")
+                } else {
+                    match text {
+                        Some(t) => format!("{who}sent a message: {}", shorten(t, 100)),
+                        None => format!("{who}sent a message"),
+                    }
+                }
+            }
             EntryKind::Bus(BusEvent::DaemonLog { lines, .. }) => lines
                 .iter()
                 .map(|l| l.describe())

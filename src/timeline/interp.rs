@@ -432,6 +432,18 @@ impl Interpreter {
                     });
                 }
             }
+            BusEvent::ProcessMsg {
+                pm_id, ref name, ..
+            } => {
+                self.learn(pm_id, name.as_deref());
+                let app = pm_id.map(|i| self.app(i));
+                out.push(Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::Bus(ev),
+                });
+            }
             other => out.push(Entry {
                 t,
                 source,
@@ -463,6 +475,9 @@ impl Interpreter {
         }
         if let DaemonLogLine::TooManyUnstableRestarts { script, .. } = log {
             return self.scripts.get(script).map(|i| self.app(*i));
+        }
+        if let DaemonLogLine::ReloadBecameRestart { id } = log {
+            return Some(self.app(*id));
         }
         let pid = log.pid()?;
         let id = match self.pids.get(&pid) {

@@ -20,6 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 pub const DEFAULT_MIN_UPTIME_MS: u64 = 1000;
 pub const DEFAULT_MAX_RESTARTS: u64 = 16;
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
+/// How long pm2 waits for `ready` (wait_ready) or for a reload's new worker to listen
+/// (`GRACEFUL_LISTEN_TIMEOUT` in constants.js).
+pub const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 3000;
 
 /// Lines of stderr kept per generation (the last ones).
 pub const STDERR_TAIL: usize = 20;
@@ -77,6 +80,8 @@ pub struct AppConfig {
     pub kill_timeout: Option<u64>,
     pub treekill: Option<bool>,
     pub exec_mode: Option<String>,
+    pub wait_ready: Option<bool>,
+    pub listen_timeout: Option<u64>,
 }
 
 impl AppConfig {
@@ -88,6 +93,16 @@ impl AppConfig {
     }
     pub fn kill_timeout_ms(&self) -> u64 {
         self.kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT_MS)
+    }
+    pub fn listen_timeout_ms(&self) -> u64 {
+        self.listen_timeout.unwrap_or(DEFAULT_LISTEN_TIMEOUT_MS)
+    }
+    /// `exec_mode` is `cluster_mode`: the daemon is the cluster master.
+    pub fn is_cluster(&self) -> bool {
+        self.exec_mode.as_deref() == Some("cluster_mode")
+    }
+    pub fn waits_ready(&self) -> bool {
+        self.wait_ready == Some(true)
     }
 }
 
@@ -153,6 +168,14 @@ pub struct Generation {
     pub online: Option<TimeRef>,
     /// Index into [`Timeline::requests`] of the request that was in progress when it started.
     pub started_by: Option<usize>,
+    /// The app sent `process.send('ready')` (what `--wait-ready` and a reload wait for).
+    pub ready_msg: Option<TimeRef>,
+    /// The daemon said the reload's new worker was listening (or ready, under wait_ready):
+    /// `-reload- New worker listening`.
+    pub listening: Option<TimeRef>,
+    /// Index into [`Timeline::requests`] of the cluster reload that parked this generation
+    /// as the outgoing worker `_old_<pm_id>` (replaced by a new worker under its id).
+    pub parked_by: Option<usize>,
     pub stop: Option<Stop>,
     pub exit: Option<Exit>,
     /// The process watcher saw the pid end.
@@ -187,6 +210,9 @@ impl Generation {
             starting: None,
             online: None,
             started_by: None,
+            ready_msg: None,
+            listening: None,
+            parked_by: None,
             stop: None,
             exit: None,
             os_exit: None,
@@ -215,6 +241,20 @@ impl Generation {
     /// Whether `pid` is this generation's process or one of its tree.
     pub fn has_pid(&self, pid: i64) -> bool {
         self.pid == Some(pid) || self.tree_pids.contains(&pid)
+    }
+
+    /// When it ended, as well as known (the kernel's instant first).
+    pub fn ended(&self) -> Option<TimeRef> {
+        self.os_exit.or(self.exit.as_ref().map(|e| e.at))
+    }
+
+    /// When it said it was ready: the daemon's reload line or the app's `ready` message,
+    /// whichever came first.
+    pub fn ready(&self) -> Option<TimeRef> {
+        match (self.listening, self.ready_msg) {
+            (Some(a), Some(b)) => Some(if a.t <= b.t { a } else { b }),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -428,6 +468,15 @@ impl AppTimeline {
             return &mut self.generations[n - 2];
         }
         self.current()
+    }
+
+    /// The outgoing worker of the reload in progress (`_old_<pm_id>`): the last generation a
+    /// reload parked.
+    fn parked_index(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .rposition(|g| g.parked_by.is_some() && g.exit.is_none())
+            .or_else(|| self.generations.iter().rposition(|g| g.parked_by.is_some()))
     }
 
     /// The generation a kill line is about: the last one with a stop not yet confirmed.
@@ -698,6 +747,9 @@ impl Timeline {
                 ..
             } => self.answered(e, *conn, id, method.as_deref(), outcome, *new_pid, procs),
             EntryKind::Bus(BusEvent::ProcessEvent(pe)) => self.process_event(e, pe),
+            EntryKind::Bus(b @ BusEvent::ProcessMsg { at, .. }) if b.is_ready_message() => {
+                self.ready_message(e, *at)
+            }
             EntryKind::Daemon { at, log } => self.daemon_line(e, *at, log),
             EntryKind::AppLog { stream, line, .. } => {
                 if let Some(r) = &e.app {
@@ -907,8 +959,41 @@ impl Timeline {
             env_changes,
             notified: None,
         });
-        self.open
-            .insert((conn, id.to_owned()), self.requests.len() - 1);
+        let idx = self.requests.len() - 1;
+        self.open.insert((conn, id.to_owned()), idx);
+        if let (Pm2Call::ReloadProcessId { .. }, Some(a)) =
+            (call, pm_id.and_then(|i| self.apps.get_mut(&i)))
+        {
+            // A cluster reload parks the running worker as `_old_<pm_id>` and starts its
+            // replacement first (a fork-mode app is restarted instead, and says so).
+            if a.config.exec_mode.is_none() || a.config.is_cluster() {
+                if let Some(g) = a
+                    .generations
+                    .last_mut()
+                    .filter(|g| g.exit.is_none() && g.stop.is_none() && g.parked_by.is_none())
+                {
+                    g.parked_by = Some(idx);
+                }
+            }
+        }
+    }
+
+    /// The reload in progress at `t` whose replacement has not yet been reported ready:
+    /// the app a `-reload- New worker listening` line (which names none) is about.
+    fn reload_in_flight(&self, t: MonoNs) -> Option<u64> {
+        self.requests
+            .iter()
+            .rev()
+            .take(64)
+            .filter(|r| r.method == "reloadProcessId" || r.method == "softReloadProcessId")
+            .filter(|r| r.error.is_none() && r.in_progress_at(t))
+            .find_map(|r| {
+                let a = self.apps.get(&r.pm_id?)?;
+                a.generations
+                    .last()
+                    .is_some_and(|g| g.listening.is_none())
+                    .then_some(a.pm_id)
+            })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -966,6 +1051,8 @@ impl Timeline {
         c.kill_timeout = p.kill_timeout.or(c.kill_timeout);
         c.treekill = p.treekill.or(c.treekill);
         c.exec_mode = p.exec_mode.clone().or(c.exec_mode.take());
+        c.wait_ready = p.wait_ready.or(c.wait_ready);
+        c.listen_timeout = p.listen_timeout.or(c.listen_timeout);
         if let Some(env) = &p.env {
             a.env = Some(env.clone());
         }
@@ -1020,6 +1107,26 @@ impl Timeline {
             a.exec_path = pe.exec_path.clone();
         }
         let via = format!("bus {}", pe.event.as_str());
+        if pe.old {
+            // The outgoing worker of a reload: its end, not the app's status (the app's
+            // status is the new worker's).
+            if pe.event == ProcessEventKind::Exit {
+                let min_uptime = a.config.min_uptime_ms();
+                if let Some(i) = a.parked_index() {
+                    let g = &mut a.generations[i];
+                    if g.exit.is_none() {
+                        g.exit = Some(Exit {
+                            at,
+                            code: pe.exit_code,
+                            signal: pe.signal.clone(),
+                            source: ExitSource::Bus,
+                        });
+                        set_early(g, min_uptime);
+                    }
+                }
+            }
+            return;
+        }
         match &pe.event {
             ProcessEventKind::Online => {
                 a.set_status(at, "online", &via);
@@ -1078,13 +1185,87 @@ impl Timeline {
         }
     }
 
+    /// An app's `process.send('ready')`: the newest generation of that instance said so.
+    fn ready_message(&mut self, e: &Entry, at_ms: Option<i64>) {
+        let Some(r) = &e.app else { return };
+        let a = self.app_mut(r);
+        if let Some(g) = a.generations.last_mut() {
+            g.ready_msg.get_or_insert(TimeRef::received(e.t, at_ms));
+        }
+    }
+
+    /// A daemon line about the outgoing worker `_old_<pm_id>` of a cluster reload.
+    fn old_worker_line(&mut self, r: &AppRef, at: TimeRef, line: &DaemonLogLine) {
+        let t = at.t;
+        let by = self.in_flight(r.pm_id, r.name.as_deref(), t);
+        let a = self.app_mut(r);
+        let min_uptime = a.config.min_uptime_ms();
+        let Some(i) = a.parked_index() else { return };
+        let g = &mut a.generations[i];
+        match line {
+            DaemonLogLine::Stopping { .. } => {
+                g.stop.get_or_insert(Stop {
+                    requested: at,
+                    by_request: by.or(g.parked_by),
+                    kill_retries: 0,
+                    sigkill: None,
+                    sigkill_after_ms: None,
+                    sigkill_remaining: None,
+                    confirmed: None,
+                    tree_pids: None,
+                    gave_up: None,
+                });
+            }
+            DaemonLogLine::Exited { code, signal, .. } => match &mut g.exit {
+                Some(x) => {
+                    x.signal.get_or_insert_with(|| signal.clone());
+                    x.code.get_or_insert(*code);
+                }
+                None => {
+                    g.exit = Some(Exit {
+                        at,
+                        code: Some(*code),
+                        signal: Some(signal.clone()),
+                        source: ExitSource::DaemonLog,
+                    });
+                    set_early(g, min_uptime);
+                }
+            },
+            _ => {}
+        }
+    }
+
     fn daemon_line(&mut self, e: &Entry, at_ms: Option<i64>, line: &DaemonLogLine) {
         let at = TimeRef::received(e.t, at_ms);
+        if let DaemonLogLine::ReloadReady { .. } = line {
+            // The line names no app: the reload in progress whose new worker is not yet ready.
+            if let Some(a) = self
+                .reload_in_flight(e.t)
+                .and_then(|i| self.apps.get_mut(&i))
+            {
+                if let Some(g) = a.generations.last_mut() {
+                    g.listening.get_or_insert(at);
+                }
+            }
+            return;
+        }
         let Some(r) = &e.app else { return };
+        if line.is_old_worker() {
+            return self.old_worker_line(r, at, line);
+        }
         let t = e.t;
         let in_flight = self.in_flight(r.pm_id, r.name.as_deref(), t);
         let a = self.app_mut(r);
         match line {
+            DaemonLogLine::ReloadBecameRestart { .. } => {
+                // No worker was parked: the reload is a restart.
+                if let Some(g) = a.generations.last_mut() {
+                    g.parked_by = None;
+                }
+            }
+            DaemonLogLine::Disconnected { .. }
+            | DaemonLogLine::ReloadReady { .. }
+            | DaemonLogLine::SoftReloadOldGone => {}
             DaemonLogLine::Starting { .. } => {
                 let early = a
                     .generations
