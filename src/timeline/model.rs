@@ -288,6 +288,10 @@ pub struct AppTimeline {
     pub generations_dropped: u64,
     /// What the process watcher's snapshots showed of this app (at most [`MAX_SNAPSHOTS`]).
     pub snapshots: Vec<AppSnapshot>,
+    /// Every `App [..] online` the daemon logged (at most [`MAX_STATUSES`]). Under wait_ready
+    /// pm2 logs it when `ready` came or listen_timeout ran out, which can be long after that
+    /// generation died and newer ones started: the line says online, not for which pid.
+    pub online_reports: Vec<TimeRef>,
     /// Main pids of new generations the watcher reported before the generation was known
     /// here: (pid, restart_time).
     #[serde(skip)]
@@ -408,6 +412,7 @@ impl AppTimeline {
             processes: Vec::new(),
             generations_dropped: 0,
             snapshots: Vec::new(),
+            online_reports: Vec::new(),
             pending_main: Vec::new(),
         }
     }
@@ -1283,6 +1288,10 @@ impl Timeline {
                 }
             }
             DaemonLogLine::Online { .. } => {
+                if a.online_reports.len() >= MAX_STATUSES {
+                    a.online_reports.drain(..MAX_STATUSES / 2);
+                }
+                a.online_reports.push(at);
                 a.set_status(at, "online", "daemon log");
                 if a.generations.last().is_none_or(|g| g.exit.is_some()) {
                     a.push_generation();
