@@ -4,6 +4,7 @@
 //!
 //! - [`sources`] observe: the RPC proxy in front of `rpc.sock`, the `pub.sock` subscriber,
 //!   the process watcher. Each produces [`event::Event`]s stamped on one monotonic clock.
+//! - [`addr`] reads addresses (ports, unix paths) from text and says which conflict.
 //! - [`redact`] removes secrets before anything is stored.
 //! - [`capture`] stores events in a pcapng file and reads them back.
 //! - [`wire`] and [`pm2`] give bytes their meaning: AMP framing, RPC pairing, typed PM2
@@ -12,6 +13,7 @@
 //! - [`rules`] turn orderings into findings.
 //! - [`views`] present them: text, JSON, TUI.
 //! - [`record`] wires the sources to a capture for `pm2-trace record`.
+pub mod addr;
 pub mod capture;
 pub mod event;
 pub mod pm2;
