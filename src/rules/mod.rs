@@ -130,7 +130,10 @@ pub fn analyze(tl: &Timeline) -> Vec<Finding> {
         .iter()
         .position(|k| *k == reload_without_ready::KIND)
         .unwrap_or(0);
-    for (t, f) in reload_without_ready::findings(tl).into_iter().take(MAX_PER_RULE) {
+    for (t, f) in reload_without_ready::findings(tl)
+        .into_iter()
+        .take(MAX_PER_RULE)
+    {
         out.push((rank, t, f));
     }
     out.sort_by(|x, y| {

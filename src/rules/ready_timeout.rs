@@ -92,7 +92,11 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let req = first.g.started_by.and_then(|i| c.tl.requests.get(i));
     let waited = first.online.t.saturating_sub(first.started);
     let by_req = match req {
-        Some(r) => format!("`{}` at {}: ", super::ctx::cli_words(&r.method), c.at(r.asked)),
+        Some(r) => format!(
+            "`{}` at {}: ",
+            super::ctx::cli_words(&r.method),
+            c.at(r.asked)
+        ),
         None => String::new(),
     };
     let answered = req
@@ -153,7 +157,11 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             evidence.push(ev(
                 t,
                 Source::Rpc,
-                format!("{} {label} answered after {}", r.method, super::ctx::ms(t - r.asked)),
+                format!(
+                    "{} {label} answered after {}",
+                    r.method,
+                    super::ctx::ms(t - r.asked)
+                ),
             ));
         }
     }

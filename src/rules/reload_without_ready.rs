@@ -14,8 +14,8 @@
 //!
 //! A worker is healthy from when it was ready (the reload's listening line or its `ready`
 //! message; a worker running before the capture from the start; one that pm2 declared
-//! online and that stayed up past min_uptime from then) until pm2 began stopping it or it
-//! ended.
+//! online and that stayed up past min_uptime from then, or past 10 × min_uptime when it
+//! then crashed) until pm2 began stopping it or it ended.
 //!
 //! Evidence: each reload request, the old worker's stop and exit, the replacement's start,
 //! failure and errored, and the instants the healthy count fell and rose.
@@ -26,6 +26,9 @@ use crate::event::{MonoNs, Source};
 use crate::timeline::{AppTimeline, Generation, Request, TimeRef, Timeline};
 
 pub const KIND: &str = "reload-without-ready";
+
+/// A worker that crashed within this many min_uptimes of coming online never served.
+const CRASHED_UPTIMES: u64 = 10;
 
 /// When generation `g` became ready, as the reload understands it: the daemon's listening
 /// line, or its `ready` message.
@@ -50,10 +53,20 @@ fn healthy_span(tl: &Timeline, a: &AppTimeline, g: &Generation) -> Option<(MonoN
     } else if let Some(r) = ready_t(g) {
         r
     } else {
-        // Declared online and seen up for min_uptime after that.
+        // Declared online and seen up for min_uptime after that; one that then crashed
+        // within CRASHED_UPTIMES × min_uptime was failing to start, not serving (under load a
+        // crash at start can take longer than min_uptime).
         let on = g.online?.t;
         let lived = to.min(tl.last_t.unwrap_or(0)).saturating_sub(on);
-        (lived >= min_up).then_some(on)?
+        let crashed = g.stop.is_none()
+            && g.ended().is_some()
+            && g.exit.as_ref().and_then(|x| x.code).unwrap_or(1) != 0;
+        let enough = if crashed {
+            min_up * CRASHED_UPTIMES
+        } else {
+            min_up
+        };
+        (lived >= enough).then_some(on)?
     };
     (from < to).then_some((from, to))
 }
@@ -79,7 +92,11 @@ fn label(a: &AppTimeline) -> String {
 }
 
 /// The healthy-worker count of `apps` over `[from, end]`: `(t, count)` at each change.
-fn healthy_counts(tl: &Timeline, apps: &[&AppTimeline], from: MonoNs) -> (usize, Vec<(MonoNs, usize)>) {
+fn healthy_counts(
+    tl: &Timeline,
+    apps: &[&AppTimeline],
+    from: MonoNs,
+) -> (usize, Vec<(MonoNs, usize)>) {
     let mut spans = Vec::new();
     for a in apps {
         for g in &a.generations {
@@ -88,7 +105,10 @@ fn healthy_counts(tl: &Timeline, apps: &[&AppTimeline], from: MonoNs) -> (usize,
             }
         }
     }
-    let before = spans.iter().filter(|(f, t)| *f < from && *t >= from).count();
+    let before = spans
+        .iter()
+        .filter(|(f, t)| *f < from && *t >= from)
+        .count();
     let mut edges: Vec<(MonoNs, i64)> = Vec::new();
     for (f, t) in &spans {
         if *f >= from {
@@ -156,7 +176,10 @@ fn stopped_too_early<'a>(tl: &'a Timeline, a: &'a AppTimeline) -> Vec<Stopped<'a
             .unwrap_or(u64::MAX);
         let replacements: Vec<&Generation> = a.generations[i + 1..]
             .iter()
-            .filter(|g| g.started().is_some_and(|s| s.t >= req.asked && s.t < next_reload))
+            .filter(|g| {
+                g.started()
+                    .is_some_and(|s| s.t >= req.asked && s.t < next_reload)
+            })
             .collect();
         let ready = replacements.iter().filter_map(|g| ready_t(g)).min();
         if ready.is_some_and(|r| r <= stopped.t) {
@@ -175,10 +198,7 @@ fn stopped_too_early<'a>(tl: &'a Timeline, a: &'a AppTimeline) -> Vec<Stopped<'a
 }
 
 fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)> {
-    let mut hits: Vec<Stopped> = apps
-        .iter()
-        .flat_map(|a| stopped_too_early(tl, a))
-        .collect();
+    let mut hits: Vec<Stopped> = apps.iter().flat_map(|a| stopped_too_early(tl, a)).collect();
     if hits.is_empty() {
         return None;
     }
@@ -215,11 +235,7 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
             _ => {}
         }
     }
-    let ready_words = if waits {
-        "sent `ready`"
-    } else {
-        "listened"
-    };
+    let ready_words = if waits { "sent `ready`" } else { "listened" };
     // Per instance, in words.
     let mut per = Vec::new();
     let mut chain = vec![format!(
@@ -233,11 +249,7 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
     let mut evidence = Vec::new();
     for h in &hits {
         let l = label(h.a);
-        let pid = h
-            .old
-            .pid
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
+        let pid = h.old.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
         let after = h.stopped.t.saturating_sub(h.req.asked);
         let timeout = after + 250_000_000 >= lt_ms * 1_000_000;
         let fate = replacement_words(&c, h, ready_words);
@@ -245,11 +257,7 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
             "{l}'s worker{pid} at {}, {} after its reload began{}, {fate}",
             c.at(h.stopped.t),
             ms(after),
-            if timeout {
-                " (listen_timeout)"
-            } else {
-                ""
-            }
+            if timeout { " (listen_timeout)" } else { "" }
         ));
         chain.push(format!(
             "{l}: the reload began at {}; its healthy worker{pid} was stopped at {}{}; {fate}.",
@@ -295,13 +303,16 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
         if let Some(t) = h.ready {
             evidence.push(ev(t, Source::Bus, format!("{l} replacement {ready_words}")));
         }
-        if let Some(st) = h
-            .a
-            .statuses
-            .iter()
-            .find(|s| s.status == "errored" && s.at.t >= h.req.asked)
+        if let Some(st) =
+            h.a.statuses
+                .iter()
+                .find(|s| s.status == "errored" && s.at.t >= h.req.asked)
         {
-            evidence.push(ev(st.at.t, Source::Bus, format!("{l} errored ({})", st.via)));
+            evidence.push(ev(
+                st.at.t,
+                Source::Bus,
+                format!("{l} errored ({})", st.via),
+            ));
         }
     }
     // The healthy count over time.
@@ -348,15 +359,31 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
         s
     };
     for (f, to, _) in fewer.iter().take(3) {
-        evidence.push(ev(*f, Source::Proc, format!("{name}: fewer healthy workers than before the reload")));
+        evidence.push(ev(
+            *f,
+            Source::Proc,
+            format!("{name}: fewer healthy workers than before the reload"),
+        ));
         if let Some(t) = to {
-            evidence.push(ev(*t, Source::Proc, format!("{name}: healthy workers back to {n0}")));
+            evidence.push(ev(
+                *t,
+                Source::Proc,
+                format!("{name}: healthy workers back to {n0}"),
+            ));
         }
     }
     for (f, to) in none.iter().take(3) {
-        evidence.push(ev(*f, Source::Proc, format!("{name}: no healthy worker left")));
+        evidence.push(ev(
+            *f,
+            Source::Proc,
+            format!("{name}: no healthy worker left"),
+        ));
         if let Some(t) = to {
-            evidence.push(ev(*t, Source::Proc, format!("{name}: a healthy worker again")));
+            evidence.push(ev(
+                *t,
+                Source::Proc,
+                format!("{name}: a healthy worker again"),
+            ));
         }
     }
     chain.push(count_words.clone());
@@ -406,11 +433,10 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
 /// What became of the replacements of one instance, in words.
 fn replacement_words(c: &AppCtx, h: &Stopped, ready_words: &str) -> String {
     let n = h.replacements.len() as u64;
-    let errored = h
-        .a
-        .statuses
-        .iter()
-        .find(|s| s.status == "errored" && s.at.t >= h.req.asked);
+    let errored =
+        h.a.statuses
+            .iter()
+            .find(|s| s.status == "errored" && s.at.t >= h.req.asked);
     let quote = h
         .replacements
         .first()
@@ -424,7 +450,11 @@ fn replacement_words(c: &AppCtx, h: &Stopped, ready_words: &str) -> String {
             ms(t.saturating_sub(h.stopped.t))
         ),
         None if n == 0 => "no replacement started".into(),
-        None if h.replacements.iter().any(|g| healthy_span(c.tl, h.a, g).is_some()) => {
+        None if h
+            .replacements
+            .iter()
+            .any(|g| healthy_span(c.tl, h.a, g).is_some()) =>
+        {
             let on = h
                 .replacements
                 .iter()
@@ -434,7 +464,11 @@ fn replacement_words(c: &AppCtx, h: &Stopped, ready_words: &str) -> String {
             format!("its replacement never {ready_words}{on} and it stayed up")
         }
         None => {
-            let died = h.replacements.iter().filter(|g| g.ended().is_some()).count() as u64;
+            let died = h
+                .replacements
+                .iter()
+                .filter(|g| g.ended().is_some())
+                .count() as u64;
             let mut s = if died == n {
                 format!(
                     "its replacement never became ready: {} died{quote}",
@@ -444,7 +478,11 @@ fn replacement_words(c: &AppCtx, h: &Stopped, ready_words: &str) -> String {
                 format!("its replacement never became ready{quote}")
             };
             if let Some(e) = errored {
-                s.push_str(&format!(" and {} went errored at {}", label(h.a), c.at(e.at.t)));
+                s.push_str(&format!(
+                    " and {} went errored at {}",
+                    label(h.a),
+                    c.at(e.at.t)
+                ));
             }
             s
         }

@@ -319,6 +319,14 @@ impl Entry {
                         if n == 1 { "" } else { "s" }
                     ));
                 }
+                if let Pm2Call::ReloadProcessId { graceful, .. } = call {
+                    // What the daemon does with it (lib/God/Reload.js), when in cluster mode.
+                    s.push_str(if *graceful {
+                        " (graceful: new worker first, the old one asked to shut down)"
+                    } else {
+                        " (new worker first, then the old one is stopped)"
+                    });
+                }
                 s
             }
             Pm2Call::StopProcessId { target }
@@ -353,7 +361,10 @@ impl Entry {
         let manually = if e.manually { " (manually)" } else { "" };
         match &e.event {
             ProcessEventKind::Exit => {
-                let mut s = format!("{who} exit event");
+                let mut s = match (e.old, e.pm_id) {
+                    (true, Some(id)) => format!("{who} outgoing worker _old_{id} exit event"),
+                    _ => format!("{who} exit event"),
+                };
                 let mut parts = Vec::new();
                 if let Some(c) = e.exit_code {
                     parts.push(format!("code {c}"));

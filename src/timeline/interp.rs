@@ -487,7 +487,12 @@ impl Interpreter {
             return Some(self.app(id));
         }
         if let DaemonLogLine::TooManyUnstableRestarts { script, .. } = log {
-            return self.scripts.get(script).copied().flatten().map(|i| self.app(i));
+            return self
+                .scripts
+                .get(script)
+                .copied()
+                .flatten()
+                .map(|i| self.app(i));
         }
         if let DaemonLogLine::ReloadBecameRestart { id } = log {
             return Some(self.app(*id));

@@ -377,6 +377,10 @@ pub struct SnapSocket {
     pub pid: i64,
     pub generation: Option<u64>,
     pub in_tree: bool,
+    /// Held by the pm2 daemon as the cluster master of this cluster-mode app (its workers
+    /// hold no listening socket of their own).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub master: bool,
 }
 
 /// What the process watcher saw of one app at one moment.
@@ -869,6 +873,30 @@ impl Timeline {
     }
 
     fn snapshot(&mut self, t: MonoNs, snap: &Snapshot) {
+        // The daemon's sockets other than its own are the addresses of its cluster-mode
+        // apps: ascribed to the app when there is one such app (by name), else to none.
+        let cluster_names: std::collections::BTreeSet<&str> = self
+            .apps
+            .values()
+            .filter(|a| a.config.is_cluster())
+            .filter_map(|a| a.name.as_deref())
+            .collect();
+        let cluster_names: Vec<String> = cluster_names.into_iter().map(str::to_owned).collect();
+        let master: Vec<SnapSocket> = snap
+            .sockets
+            .iter()
+            .filter(|h| h.daemon && !h.is_pm2_own())
+            .take(super::procfacts::SNAP_SOCKETS)
+            .map(|h| SnapSocket {
+                proto: h.proto.name().to_owned(),
+                addr: h.addr.clone(),
+                port: h.port,
+                pid: i64::from(h.pid),
+                generation: None,
+                in_tree: true,
+                master: true,
+            })
+            .collect();
         for (pm_id, view) in snapshot_views(t, snap) {
             if !self.apps.contains_key(&pm_id) {
                 // An app the capture has not named yet: known from its processes.
@@ -889,6 +917,10 @@ impl Timeline {
             } = view.why
             {
                 a.learn_main_pid(pid, generation);
+            }
+            let mut view = view;
+            if a.config.is_cluster() && cluster_names.len() == 1 {
+                view.sockets.extend(master.iter().cloned());
             }
             if a.snapshots.len() >= MAX_SNAPSHOTS {
                 a.snapshots.drain(..MAX_SNAPSHOTS / 2);
@@ -1271,7 +1303,11 @@ impl Timeline {
             DaemonLogLine::Disconnected { .. }
             | DaemonLogLine::ReloadReady { .. }
             | DaemonLogLine::SoftReloadOldGone => {}
-            DaemonLogLine::Starting { .. } => {
+            DaemonLogLine::Starting { mode, .. } => {
+                // `-cluster mode-` / `-fork mode-`: pm2's exec_mode, `cluster_mode`.
+                if a.config.exec_mode.is_none() && !mode.is_empty() && mode.len() < 32 {
+                    a.config.exec_mode = Some(format!("{mode}_mode"));
+                }
                 let early = a
                     .generations
                     .last()
