@@ -95,6 +95,8 @@ fn kinds_are_the_issue_names() {
             "early-exit-after-restart",
             "graceful-shutdown-killed",
             "overlapping-restart",
+            "ready-timeout",
+            "reload-without-ready",
             "restart-env-changed",
             "stop-timeout-errored",
         ]

@@ -24,6 +24,9 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// min_uptime of the scenarios' app (ms).
+pub const MIN_UPTIME_MS: u64 = 5000;
+
 /// Every cluster/wait_ready scenario, by name.
 pub const ALL: &[&str] = &[
     "reload-crash-cluster",
@@ -33,27 +36,29 @@ pub const ALL: &[&str] = &[
     "wait-ready-dead",
 ];
 
-/// What a scenario does, in words (for captures/README.md).
+/// What a scenario does, in words (for captures/README.md). The app is started from an
+/// ecosystem file with `min_uptime: 5000` and the settings named here.
 pub fn describe(name: &str) -> &'static str {
     match name {
         "reload-crash-cluster" => {
-            "`RELEASE_FILE=f pm2 start release.js --name web -i 2`, online 1.5 s; write \
-             `broken` into f (the next release crashes at start), then `pm2 reload web`"
+            "release.js as web, 2 instances in cluster mode, online 1.5 s; write `broken` into \
+             its RELEASE_FILE (the next release crashes at start), then `pm2 reload web`"
         }
         "reload-clean-cluster" => {
-            "`pm2 start release.js --name web -i 2`, online 1.5 s, then `pm2 reload web`"
+            "release.js as web, 2 instances in cluster mode, online 1.5 s, then `pm2 reload web`"
         }
         "reload-ready-cluster" => {
-            "`READY=send pm2 start release.js --name web -i 2 --wait-ready`, online 1.5 s, then \
-             `pm2 reload web` (each new worker sends `ready`)"
+            "release.js as web with READY=send, 2 instances in cluster mode, wait_ready, \
+             listen_timeout 3000, online 1.5 s, then `pm2 reload web` (each new worker sends \
+             `ready`)"
         }
         "wait-ready-timeout" => {
-            "`pm2 start release.js --name web --wait-ready --listen-timeout 3000` (never sends \
+            "release.js as web (fork mode), wait_ready, listen_timeout 3000 (it never sends \
              `ready`), online 1.5 s, then `pm2 restart web`"
         }
         "wait-ready-dead" => {
-            "`RELEASE_FILE=f pm2 start release.js --name web --wait-ready --listen-timeout \
-             3000`, online 1.5 s; write `broken` into f, then `pm2 restart web`"
+            "release.js as web (fork mode), wait_ready, listen_timeout 3000, online 1.5 s; write \
+             `broken` into its RELEASE_FILE, then `pm2 restart web`"
         }
         _ => "",
     }
@@ -146,24 +151,35 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Option<Run>
     let port = pm2::free_port();
     let release = p.user_home().join("release");
     std::fs::write(&release, b"good\n").expect("release file");
-    let release_s = release.to_str().expect("utf-8 path").to_owned();
-    let mut env: Vec<(&str, &str)> = vec![("RELEASE_FILE", &release_s)];
-    let mut extra: Vec<&str> = Vec::new();
-    if fast {
-        extra.extend(["--max-restarts", "5"]);
-    }
     let cluster = name.contains("cluster");
+    let waits = name.starts_with("wait-ready") || name == "reload-ready-cluster";
+    let n = if cluster { 2 } else { 1 };
+    // An ecosystem file, for min_uptime (no CLI flag): 5 s, so that a crash at start counts
+    // as unstable even when a loaded machine takes over a second to start node.
+    let mut app = json!({
+        "name": "web",
+        "script": pm2::app_path("release.js"),
+        "min_uptime": MIN_UPTIME_MS,
+        "env": {"PORT": port.to_string(), "RELEASE_FILE": release},
+    });
+    if fast {
+        app["max_restarts"] = json!(5);
+    }
     if cluster {
-        extra.extend(["-i", "2"]);
+        app["instances"] = json!(2);
+        app["exec_mode"] = json!("cluster");
+    }
+    if waits {
+        app["wait_ready"] = json!(true);
+        app["listen_timeout"] = json!(3000);
     }
     if name == "reload-ready-cluster" {
-        env.push(("READY", "send"));
+        app["env"]["READY"] = json!("send");
     }
-    if name.starts_with("wait-ready") || name == "reload-ready-cluster" {
-        extra.extend(["--wait-ready", "--listen-timeout", "3000"]);
-    }
-    let n = if cluster { 2 } else { 1 };
-    p.start_app_env("web", "release.js", port, &env, &extra);
+    let eco = p.user_home().join("ecosystem.json");
+    std::fs::write(&eco, json!({"apps": [app]}).to_string()).expect("ecosystem file");
+    let out = p.cmd(&["start", eco.to_str().expect("utf-8 path")]);
+    pm2::assert_ok(&out, &["start", "ecosystem.json"]);
     wait_all(&p, "online", n, Duration::from_secs(20), up);
     let mut notes = Vec::new();
     let rec = Recorder::start(p.home(), capture, &["--quiet"]);
@@ -189,6 +205,8 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Option<Run>
         if !errored {
             notes.push("not errored within 40 s: starts outlived min_uptime (machine load)".into());
         }
+        // The app stays down: record a little of the outage after the reload's last stop.
+        std::thread::sleep(Duration::from_millis(1500));
         if name == "wait-ready-dead" {
             // pm2 5.x/6.x declare dead generations online when their ready timer runs out,
             // listen_timeout after each start: record those too.
