@@ -41,7 +41,14 @@ fn timed_out<'a>(c: &AppCtx<'a>) -> Vec<TimedOut<'a>> {
     let lt = a.config.listen_timeout_ms() * 1_000_000;
     let mut out = Vec::new();
     for g in &a.generations {
-        let Some(started) = g.starting.map(|s| s.t) else {
+        // pm2 arms the timer right after the spawn: the kernel's instant of the main process
+        // when the watcher saw it (the daemon's `starting` line can arrive late).
+        let spawned = c
+            .main_pid(g)
+            .and_then(|pid| a.process(pid))
+            .filter(|p| g.starting.is_none_or(|s| p.first_seen.t <= s.t + EARLY_NS))
+            .map(|p| p.first_seen.t);
+        let Some(started) = spawned.into_iter().chain(g.starting.map(|s| s.t)).min() else {
             continue;
         };
         let due = started + lt;

@@ -458,6 +458,16 @@ impl AppTimeline {
         g.expect("just pushed")
     }
 
+    /// A generation inserted at index `at` (it started before the ones after it).
+    fn insert_generation(&mut self, at: usize) -> &mut Generation {
+        self.generations.insert(at, Generation::new(0));
+        let base = self.generations_dropped;
+        for (i, g) in self.generations.iter_mut().enumerate().skip(at) {
+            g.seq = (base + i as u64) as u32;
+        }
+        &mut self.generations[at]
+    }
+
     /// The current generation, creating one (running since before the capture, or of
     /// unknown start) when there is none.
     fn current(&mut self) -> &mut Generation {
@@ -1003,12 +1013,16 @@ impl Timeline {
         {
             // A cluster reload parks the running worker as `_old_<pm_id>` and starts its
             // replacement first (a fork-mode app is restarted instead, and says so).
+            // The running worker: the newest generation that started before the request
+            // (the new worker's `starting` line may be read before the request).
+            let asked = e.t;
             if a.config.exec_mode.is_none() || a.config.is_cluster() {
-                if let Some(g) = a
-                    .generations
-                    .last_mut()
-                    .filter(|g| g.exit.is_none() && g.stop.is_none() && g.parked_by.is_none())
-                {
+                if let Some(g) = a.generations.iter_mut().rev().find(|g| {
+                    g.exit.is_none()
+                        && g.stop.is_none()
+                        && g.parked_by.is_none()
+                        && g.started().is_none_or(|s| s.t <= asked || g.before_capture)
+                }) {
                     g.parked_by = Some(idx);
                 }
             }
@@ -1112,11 +1126,27 @@ impl Timeline {
             .or_else(|| {
                 a.generations
                     .last()
-                    .filter(|g| g.pid.is_none() && g.exit.is_none())
+                    .filter(|g| {
+                        g.pid.is_none() && g.exit.is_none() && !started_before(g, p, started)
+                    })
                     .map(|_| a.generations.len() - 1)
             });
+        // A process that started before the newest generation (a reply that arrived after a
+        // cluster reload's new worker began, which runs beside it): the generation before it.
+        let earlier = idx.is_none()
+            && a.generations
+                .last()
+                .is_some_and(|g| g.pid.is_none() && started_before(g, p, started));
         let g = match idx {
             Some(i) => &mut a.generations[i],
+            None if earlier => {
+                let at = a.generations.len() - 1;
+                let g = a.insert_generation(at);
+                g.before_capture = at == 0;
+                g.online = started.filter(|_| p.status.as_deref() == Some("online"));
+                g.starting = started;
+                g
+            }
             None => {
                 let first = a.generations.is_empty();
                 let g = a.push_generation();
@@ -1237,7 +1267,16 @@ impl Timeline {
         let by = self.in_flight(r.pm_id, r.name.as_deref(), t);
         let a = self.app_mut(r);
         let min_uptime = a.config.min_uptime_ms();
-        let Some(i) = a.parked_index() else { return };
+        // Without a reload seen (it began before the capture): the newest generation before
+        // the newest one that is still running.
+        let n = a.generations.len();
+        let Some(i) = a.parked_index().or_else(|| {
+            a.generations[..n.saturating_sub(1)]
+                .iter()
+                .rposition(|g| g.exit.is_none())
+        }) else {
+            return;
+        };
         let g = &mut a.generations[i];
         match line {
             DaemonLogLine::Stopping { .. } => {
@@ -1423,6 +1462,18 @@ impl Timeline {
             }
             DaemonLogLine::Other { .. } => {}
         }
+    }
+}
+
+/// Whether the process the daemon describes (`p`, started at `started`) is older than
+/// generation `g`: an earlier restart_time, or a start more than a second before `g`'s.
+fn started_before(g: &Generation, p: &MonitorProc, started: Option<TimeRef>) -> bool {
+    if let (Some(a), Some(b)) = (p.restart_time, g.restart_time) {
+        return a < b;
+    }
+    match (started, g.starting) {
+        (Some(a), Some(b)) => a.t + 1_000_000_000 < b.t,
+        _ => false,
     }
 }
 
