@@ -11,14 +11,14 @@
 //! `cargo test --test findings_captures -- --ignored make_captures` (all scenarios), or with
 //! `CAPTURES=drain-child-restart-5.4.3,stop-timeout-7.0.4` for some.
 
+#[path = "findings_support/cluster.rs"]
+mod cluster;
 #[path = "support/pm2.rs"]
 mod pm2;
 #[path = "support/recorder.rs"]
 mod recorder;
 #[path = "findings_support/scenarios.rs"]
 mod scenarios;
-#[path = "findings_support/cluster.rs"]
-mod cluster;
 
 use pm2_trace::capture::CaptureReader;
 use serde_json::{json, Value};
