@@ -19,25 +19,7 @@ fn run(name: &str, version: &str) -> (tempfile::TempDir, Run) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(format!("{name}-{version}.bin"));
     let r = cluster::run(name, version, &path, true).expect("a cluster scenario");
-    eprintln!(
-        "{name} on pm2 {version}: status {}; {}\n{}",
-        r.status,
-        r.notes.join("; "),
-        r.lines()
-    );
-    r.expect_sorted();
-    for f in r.findings() {
-        let s = f["summary"].as_str().unwrap_or_default();
-        assert!(s.ends_with('.') && s.contains("web"), "{name}: {s}");
-        assert!(
-            !f["evidence"].as_array().unwrap().is_empty(),
-            "{name}: no evidence"
-        );
-        assert!(
-            !f["remedy"].as_str().unwrap_or_default().is_empty(),
-            "{name}: no remedy"
-        );
-    }
+    r.report_and_check();
     (dir, r)
 }
 

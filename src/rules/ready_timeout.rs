@@ -10,7 +10,7 @@
 //! Evidence: the generation's start, its `ready` (absent), the daemon's `online` line
 //! listen_timeout later, its exit when it was already dead, and the request's reply.
 
-use super::ctx::{ev, exit_words, plural, request_words, AppCtx};
+use super::ctx::{end_source, ev, exit_words, plural, request_words, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::{Generation, TimeRef};
@@ -199,11 +199,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
         if let Some(d) = h.dead {
             evidence.push(ev(
                 d.t,
-                if h.g.os_exit.is_some() {
-                    Source::Proc
-                } else {
-                    Source::Bus
-                },
+                end_source(h.g),
                 format!("{label}{pid} {}", exit_words(h.g)),
             ));
         }

@@ -20,7 +20,7 @@
 //! Evidence: each reload request, the old worker's stop and exit, the replacement's start,
 //! failure and errored, and the instants the healthy count fell and rose.
 
-use super::ctx::{cli_words, ev, exit_words, ms, plural, AppCtx};
+use super::ctx::{cli_words, end_source, ev, exit_words, ms, plural, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::{AppTimeline, Generation, Request, TimeRef, Timeline};
@@ -282,11 +282,7 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
         if let Some(e) = h.old.ended() {
             evidence.push(ev(
                 e.t,
-                if h.old.os_exit.is_some() {
-                    Source::Proc
-                } else {
-                    Source::Bus
-                },
+                end_source(h.old),
                 format!("{l} old worker{pid} {}", exit_words(h.old)),
             ));
         }

@@ -149,6 +149,23 @@ pub struct Stop {
     pub gave_up: Option<TimeRef>,
 }
 
+impl Stop {
+    /// A stop that began at `requested` (`Stopping app:..`), during request `by_request`.
+    fn begun(requested: TimeRef, by_request: Option<usize>) -> Stop {
+        Stop {
+            requested,
+            by_request,
+            kill_retries: 0,
+            sigkill: None,
+            sigkill_after_ms: None,
+            sigkill_remaining: None,
+            confirmed: None,
+            tree_pids: None,
+            gave_up: None,
+        }
+    }
+}
+
 /// One spawn of an app: from start to exit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Generation {
@@ -1180,16 +1197,7 @@ impl Timeline {
             if pe.event == ProcessEventKind::Exit {
                 let min_uptime = a.config.min_uptime_ms();
                 if let Some(i) = a.parked_index() {
-                    let g = &mut a.generations[i];
-                    if g.exit.is_none() {
-                        g.exit = Some(Exit {
-                            at,
-                            code: pe.exit_code,
-                            signal: pe.signal.clone(),
-                            source: ExitSource::Bus,
-                        });
-                        set_early(g, min_uptime);
-                    }
+                    bus_exit(&mut a.generations[i], at, pe, min_uptime);
                 }
             }
             return;
@@ -1215,15 +1223,7 @@ impl Timeline {
                 }
                 let min_uptime = a.config.min_uptime_ms();
                 let g = a.confirmed();
-                if g.exit.is_none() {
-                    g.exit = Some(Exit {
-                        at,
-                        code: pe.exit_code,
-                        signal: pe.signal.clone(),
-                        source: ExitSource::Bus,
-                    });
-                    set_early(g, min_uptime);
-                }
+                bus_exit(g, at, pe, min_uptime);
                 // The daemon resets the counter to 0 once errored, before this event.
                 if let Some(u) = pe.unstable_restarts {
                     g.unstable_restarts = Some(g.unstable_restarts.map_or(u, |x| x.max(u)));
@@ -1280,33 +1280,11 @@ impl Timeline {
         let g = &mut a.generations[i];
         match line {
             DaemonLogLine::Stopping { .. } => {
-                g.stop.get_or_insert(Stop {
-                    requested: at,
-                    by_request: by.or(g.parked_by),
-                    kill_retries: 0,
-                    sigkill: None,
-                    sigkill_after_ms: None,
-                    sigkill_remaining: None,
-                    confirmed: None,
-                    tree_pids: None,
-                    gave_up: None,
-                });
+                g.stop.get_or_insert(Stop::begun(at, by.or(g.parked_by)));
             }
-            DaemonLogLine::Exited { code, signal, .. } => match &mut g.exit {
-                Some(x) => {
-                    x.signal.get_or_insert_with(|| signal.clone());
-                    x.code.get_or_insert(*code);
-                }
-                None => {
-                    g.exit = Some(Exit {
-                        at,
-                        code: Some(*code),
-                        signal: Some(signal.clone()),
-                        source: ExitSource::DaemonLog,
-                    });
-                    set_early(g, min_uptime);
-                }
-            },
+            DaemonLogLine::Exited { code, signal, .. } => {
+                daemon_exit(g, at, *code, signal, min_uptime)
+            }
             _ => {}
         }
     }
@@ -1376,38 +1354,12 @@ impl Timeline {
             DaemonLogLine::Stopping { .. } => {
                 a.set_status(at, "stopping", "daemon log");
                 let g = a.confirmed();
-                if g.stop.is_none() {
-                    g.stop = Some(Stop {
-                        requested: at,
-                        by_request: in_flight,
-                        kill_retries: 0,
-                        sigkill: None,
-                        sigkill_after_ms: None,
-                        sigkill_remaining: None,
-                        confirmed: None,
-                        tree_pids: None,
-                        gave_up: None,
-                    });
-                }
+                g.stop.get_or_insert(Stop::begun(at, in_flight));
             }
             DaemonLogLine::Exited { code, signal, .. } => {
                 let min_uptime = a.config.min_uptime_ms();
                 let g = a.confirmed();
-                match &mut g.exit {
-                    Some(x) => {
-                        x.signal.get_or_insert_with(|| signal.clone());
-                        x.code.get_or_insert(*code);
-                    }
-                    None => {
-                        g.exit = Some(Exit {
-                            at,
-                            code: Some(*code),
-                            signal: Some(signal.clone()),
-                            source: ExitSource::DaemonLog,
-                        });
-                        set_early(g, min_uptime);
-                    }
-                }
+                daemon_exit(g, at, *code, signal, min_uptime);
             }
             DaemonLogLine::KillRetry { pid, .. } => {
                 if let Some(s) = stop_of(a, *pid) {
@@ -1492,6 +1444,38 @@ fn stop_of(a: &mut AppTimeline, pid: i64) -> Option<&mut Stop> {
     let g = &mut a.generations[idx];
     g.pid.get_or_insert(pid);
     g.stop.as_mut()
+}
+
+/// The end of `g` as a bus `exit` event reports it (the first report wins).
+fn bus_exit(g: &mut Generation, at: TimeRef, pe: &ProcessEvent, min_uptime_ms: u64) {
+    if g.exit.is_none() {
+        g.exit = Some(Exit {
+            at,
+            code: pe.exit_code,
+            signal: pe.signal.clone(),
+            source: ExitSource::Bus,
+        });
+        set_early(g, min_uptime_ms);
+    }
+}
+
+/// The end of `g` as the daemon's `exited with code` line reports it; completes a bus report.
+fn daemon_exit(g: &mut Generation, at: TimeRef, code: i64, signal: &str, min_uptime_ms: u64) {
+    match &mut g.exit {
+        Some(x) => {
+            x.signal.get_or_insert_with(|| signal.to_owned());
+            x.code.get_or_insert(code);
+        }
+        None => {
+            g.exit = Some(Exit {
+                at,
+                code: Some(code),
+                signal: Some(signal.to_owned()),
+                source: ExitSource::DaemonLog,
+            });
+            set_early(g, min_uptime_ms);
+        }
+    }
 }
 
 fn set_early(g: &mut Generation, min_uptime_ms: u64) {

@@ -1136,9 +1136,9 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "Markers",
-        "S spawn o online r ready i SIGINT K SIGKILL x exit E errored",
+        "S spawn o online r ready i SIGINT K SIGKILL x exit",
     ),
-    ("", "cluster reload: the old worker (_old_N) keeps its lane"),
+    ("", "E errored; a reload's old worker _old_N keeps its lane"),
     ("", "━ running ╍ stopping ◆ evidence │ selection ▼ selected"),
 ];
 
