@@ -314,7 +314,9 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
     // The healthy count over time.
     let count_words = if fewer.is_empty() {
         format!(
-            "{name} kept its {} throughout (another worker served meanwhile).",
+            "As far as the capture tells, {name} kept its {} throughout: the replacements \
+             stayed up once pm2 declared them online, though none signalled that it was ready \
+             before its predecessor was stopped.",
             plural(n0 as u64, "healthy worker", "healthy workers")
         )
     } else {
@@ -482,5 +484,232 @@ fn replacement_words(c: &AppCtx, h: &Stopped, ready_words: &str) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CaptureInfo, Source};
+    use crate::pm2::daemon_log::DaemonLogLine;
+    use crate::pm2::meaning::{MonitorProc, Pm2Call, Target};
+    use crate::timeline::{AppRef, Entry, EntryKind, Outcome};
+
+    const S: u64 = 1_000_000_000;
+
+    fn app(id: u64) -> Option<AppRef> {
+        Some(AppRef {
+            pm_id: id,
+            name: Some("web".into()),
+        })
+    }
+
+    fn put(tl: &mut Timeline, t: u64, source: Source, id: Option<u64>, kind: EntryKind) {
+        tl.apply(&Entry {
+            t,
+            source,
+            app: id.and_then(app),
+            kind,
+        });
+    }
+
+    fn daemon(tl: &mut Timeline, t: u64, id: Option<u64>, log: DaemonLogLine) {
+        put(tl, t, Source::Bus, id, EntryKind::Daemon { at: None, log });
+    }
+
+    /// Two cluster workers online since before the capture, then `pm2 reload web`: for each
+    /// instance a new worker starts at +0.1 s; `listening_after` (from its start) says when
+    /// the daemon reported it listening, or `None` for one that crashes at start; the old one
+    /// is stopped at +3 s (listen_timeout) unless the new one listened first.
+    fn reload(listening_after: [Option<u64>; 2]) -> Timeline {
+        let mut tl = Timeline::new(&CaptureInfo::default());
+        let procs: Vec<MonitorProc> = (0..2)
+            .map(|id| MonitorProc {
+                pm_id: Some(id),
+                name: Some("web".into()),
+                pid: Some(100 + id as i64),
+                status: Some("online".into()),
+                exec_mode: Some("cluster_mode".into()),
+                restart_time: Some(0),
+                ..MonitorProc::default()
+            })
+            .collect();
+        put(
+            &mut tl,
+            S,
+            Source::Rpc,
+            None,
+            EntryKind::RequestAnswered {
+                conn: 1,
+                id: "1:0".into(),
+                method: Some("getMonitorData".into()),
+                latency_ns: None,
+                outcome: Outcome::Ok,
+                new_pid: None,
+                procs,
+                result: None,
+            },
+        );
+        let mut t = 2 * S;
+        for (id, listen) in listening_after.into_iter().enumerate() {
+            let id = id as u64;
+            let rid = format!("1:{}", id + 1);
+            put(
+                &mut tl,
+                t,
+                Source::Rpc,
+                Some(id),
+                EntryKind::RequestAsked {
+                    conn: 1,
+                    id: rid.clone(),
+                    call: Pm2Call::ReloadProcessId {
+                        target: Some(Target::Id(id)),
+                        env: None,
+                        graceful: false,
+                    },
+                },
+            );
+            let start = t + S / 10;
+            let w = |s: &str| s.to_owned();
+            daemon(
+                &mut tl,
+                start,
+                Some(id),
+                DaemonLogLine::Starting {
+                    app: w("web"),
+                    id,
+                    mode: w("cluster"),
+                },
+            );
+            daemon(
+                &mut tl,
+                start + S / 10,
+                Some(id),
+                DaemonLogLine::Online { app: w("web"), id },
+            );
+            let stop = match listen {
+                Some(l) if start + l < t + 3 * S => start + l,
+                _ => t + 3 * S,
+            };
+            match listen {
+                Some(l) => daemon(
+                    &mut tl,
+                    start + l,
+                    None,
+                    DaemonLogLine::ReloadReady { soft: false },
+                ),
+                // A release that crashes at start.
+                None => daemon(
+                    &mut tl,
+                    start + 3 * S / 10,
+                    Some(id),
+                    DaemonLogLine::Exited {
+                        app: w("web"),
+                        id,
+                        code: 1,
+                        signal: w("SIGINT"),
+                        old: false,
+                    },
+                ),
+            }
+            let old = |l| DaemonLogLine::Stopping {
+                app: w("web"),
+                id: l,
+                old: true,
+            };
+            daemon(&mut tl, stop, Some(id), old(id));
+            daemon(
+                &mut tl,
+                stop + S / 20,
+                Some(id),
+                DaemonLogLine::Exited {
+                    app: w("web"),
+                    id,
+                    code: 0,
+                    signal: w("SIGINT"),
+                    old: true,
+                },
+            );
+            t = stop + S / 10;
+            put(
+                &mut tl,
+                t,
+                Source::Rpc,
+                Some(id),
+                EntryKind::RequestAnswered {
+                    conn: 1,
+                    id: rid,
+                    method: Some("reloadProcessId".into()),
+                    latency_ns: None,
+                    outcome: Outcome::Ok,
+                    new_pid: None,
+                    procs: Vec::new(),
+                    result: None,
+                },
+            );
+        }
+        put(
+            &mut tl,
+            t + 5 * S,
+            Source::Rpc,
+            None,
+            EntryKind::Note {
+                level: crate::event::NoteLevel::Info,
+                text: "end".into(),
+            },
+        );
+        tl
+    }
+
+    #[test]
+    fn a_clean_reload_gives_nothing() {
+        let tl = reload([Some(S / 2), Some(S / 2)]);
+        // The outgoing workers are told apart from the new ones.
+        let a = tl.app(0).unwrap();
+        assert_eq!(a.generations.len(), 2, "{:#?}", a.generations);
+        assert!(a.generations[0].parked_by.is_some() && a.generations[0].exit.is_some());
+        assert!(a.generations[1].listening.is_some() && a.generations[1].exit.is_none());
+        assert!(findings(&tl).is_empty(), "{:#?}", findings(&tl));
+    }
+
+    #[test]
+    fn a_slow_replacement_leaves_fewer_workers_for_a_while() {
+        // Instance 0's replacement listens 4 s after its start, 1 s after its predecessor
+        // was stopped at listen_timeout; instance 1's in time.
+        let tl = reload([Some(4 * S), Some(S / 2)]);
+        let f = findings(&tl);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        let f = &f[0].1;
+        assert_eq!(f.severity, Severity::Warning, "{}", f.summary);
+        assert!(
+            f.summary.contains("web:0's worker (pid 100)"),
+            "{}",
+            f.summary
+        );
+        assert!(!f.summary.contains("web:1's worker"), "{}", f.summary);
+        assert!(f.summary.contains("became ready only at"), "{}", f.summary);
+        assert!(
+            f.summary.contains("(1 at the lowest) until"),
+            "{}",
+            f.summary
+        );
+        assert!(!f.summary.contains("outage"), "{}", f.summary);
+    }
+
+    #[test]
+    fn replacements_that_never_listen_end_in_an_outage() {
+        let tl = reload([None, None]);
+        let f = findings(&tl);
+        let f = &f[0].1;
+        assert_eq!(f.severity, Severity::Error);
+        assert_eq!(f.pm_id, None, "about the whole app");
+        assert!(f.summary.contains("2 instances"), "{}", f.summary);
+        assert!(f.summary.contains("and none from"), "{}", f.summary);
+        assert!(
+            f.summary.contains("not over when the capture ended"),
+            "{}",
+            f.summary
+        );
+        assert!(f.remedy.contains("does not roll back"), "{}", f.remedy);
     }
 }
