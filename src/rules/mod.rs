@@ -48,7 +48,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Severity::Info => "info",
             Severity::Warning => "warning",
@@ -59,12 +59,12 @@ impl Severity {
 
 /// One event a finding rests on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     /// When it was observed (CLOCK_MONOTONIC ns, as the timeline's entries).
-    pub t: MonoNs,
-    pub source: Source,
+    pub(crate) t: MonoNs,
+    pub(crate) source: Source,
     /// The event in words.
-    pub what: String,
+    pub(crate) what: String,
 }
 
 /// What a rule concluded.
@@ -72,20 +72,21 @@ pub struct Evidence {
 pub struct Finding {
     /// Stable name, e.g. `crash-loop-errored`.
     pub kind: String,
-    pub severity: Severity,
-    pub app: Option<String>,
-    pub pm_id: Option<u64>,
+    pub(crate) severity: Severity,
+    pub(crate) app: Option<String>,
+    pub(crate) pm_id: Option<u64>,
     /// One sentence a person can act on.
     pub summary: String,
     /// The causal chain, step by step, in plain words.
-    pub chain: Vec<String>,
-    pub evidence: Vec<Evidence>,
-    pub remedy: String,
+    pub(crate) chain: Vec<String>,
+    pub(crate) evidence: Vec<Evidence>,
+    pub(crate) remedy: String,
 }
 
 /// Every kind the rules can report, in the order they are listed within one severity
 /// (causes before consequences).
-pub const KINDS: &[&str] = &[
+#[cfg(test)]
+pub(crate) const KINDS: &[&str] = &[
     address_held::KIND,
     env_changed::KIND,
     reload_without_ready::KIND,
@@ -97,6 +98,10 @@ pub const KINDS: &[&str] = &[
     early_exit::KIND,
     ready_timeout::KIND,
 ];
+
+/// The place of reload-without-ready (about all instances of an app, not one) among the
+/// per-app rules in [`analyze`], and in [`KINDS`].
+const RELOAD_RANK: usize = 2;
 
 /// Most findings one rule reports per app (a capture of days could repeat a pattern).
 const MAX_PER_RULE: usize = 20;
@@ -126,15 +131,11 @@ pub fn analyze(tl: &Timeline) -> Vec<Finding> {
             }
         }
     }
-    let rank = KINDS
-        .iter()
-        .position(|k| *k == reload_without_ready::KIND)
-        .unwrap_or(0);
     for (t, f) in reload_without_ready::findings(tl)
         .into_iter()
         .take(MAX_PER_RULE)
     {
-        out.push((rank, t, f));
+        out.push((RELOAD_RANK, t, f));
     }
     out.sort_by(|x, y| {
         y.2.severity

@@ -84,6 +84,7 @@ fn an_empty_timeline_has_no_findings() {
 
 #[test]
 fn kinds_are_the_issue_names() {
+    assert_eq!(KINDS[RELOAD_RANK], reload_without_ready::KIND);
     let mut k = KINDS.to_vec();
     k.sort();
     assert_eq!(
