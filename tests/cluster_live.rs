@@ -104,6 +104,50 @@ fn reload_with_ready_messages_704() {
     assert!(r.findings().is_empty(), "{}", r.lines());
 }
 
+/// A graceful reload (softReloadProcessId, through pm2's node module): decoded, the old
+/// workers tied to their instances, no finding.
+fn graceful_reload(version: &str) {
+    let (_d, r) = run("graceful-reload-cluster", version);
+    assert!(r.findings().is_empty(), "{version}: {}", r.lines());
+    let events = r.doc["events"].as_array().expect("events");
+    let soft = events
+        .iter()
+        .filter(|e| e["type"] == "request_asked" && e["call"]["graceful"] == true)
+        .count();
+    assert_eq!(soft, 2, "{version}: two graceful reload requests");
+    let ready = events
+        .iter()
+        .filter(|e| e["log"]["line"] == "reload_ready" && e["log"]["soft"] == true)
+        .count();
+    assert_eq!(
+        ready, 2,
+        "{version}: `-softReload- New worker listening` twice"
+    );
+    let old_exits: Vec<u64> = events
+        .iter()
+        .filter(|e| e["log"]["line"] == "exited" && e["log"]["old"] == true)
+        .filter_map(|e| e["app"]["pm_id"].as_u64())
+        .collect();
+    assert_eq!(
+        old_exits,
+        [0, 1],
+        "{version}: each _old_ exit tied to its instance"
+    );
+}
+
+#[test]
+fn graceful_reload_543() {
+    graceful_reload("5.4.3");
+}
+#[test]
+fn graceful_reload_6014() {
+    graceful_reload("6.0.14");
+}
+#[test]
+fn graceful_reload_704() {
+    graceful_reload("7.0.4");
+}
+
 /// An app under --wait-ready that never sends `ready`: each restart waits listen_timeout.
 fn ready_never_sent(version: &str) {
     let (_d, r) = run("wait-ready-timeout", version);

@@ -106,6 +106,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("reload-clean-cluster-6.0.14", &[]),
     ("reload-clean-cluster-7.0.4", &[]),
     ("reload-ready-cluster-7.0.4", &[]),
+    ("graceful-reload-cluster-7.0.4", &[]),
     ("wait-ready-timeout-5.4.3", &["ready-timeout"]),
     ("wait-ready-timeout-6.0.14", &["ready-timeout"]),
     ("wait-ready-timeout-7.0.4", &["ready-timeout"]),

@@ -7,6 +7,7 @@
 // `pm2 reload web`.
 //
 // READY=send: after listening, tell pm2 `process.send('ready')` (for --wait-ready).
+// The `shutdown` message of a graceful reload closes it like SIGINT.
 // Without it the app never sends ready: under --wait-ready pm2 waits listen_timeout.
 const fs = require('fs');
 const http = require('http');
@@ -45,3 +46,7 @@ function shutdown() {
 }
 process.on('SIGINT', shutdown);
 process.on('SIGTERM', shutdown);
+// A graceful reload (softReloadProcessId) asks the old worker to leave with a message.
+process.on('message', (m) => {
+  if (m === 'shutdown') shutdown();
+});

@@ -32,6 +32,7 @@ pub const ALL: &[&str] = &[
     "reload-crash-cluster",
     "reload-clean-cluster",
     "reload-ready-cluster",
+    "graceful-reload-cluster",
     "wait-ready-timeout",
     "wait-ready-dead",
 ];
@@ -51,6 +52,11 @@ pub fn describe(name: &str) -> &'static str {
             "release.js as web with READY=send, 2 instances in cluster mode, wait_ready, \
              listen_timeout 3000, online 1.5 s, then `pm2 reload web` (each new worker sends \
              `ready`)"
+        }
+        "graceful-reload-cluster" => {
+            "release.js as web, 2 instances in cluster mode, online 1.5 s, then \
+             `softReloadProcessId` for each instance through pm2's own node module (the CLI has \
+             no graceful reload); the old worker leaves on pm2's `shutdown` message"
         }
         "wait-ready-timeout" => {
             "release.js as web (fork mode), wait_ready, listen_timeout 3000 (it never sends \
@@ -140,6 +146,40 @@ fn wait_all(p: &Pm2, what: &str, n: usize, timeout: Duration, pred: impl Fn(&Val
     }
 }
 
+/// `softReloadProcessId` for instances `0..n`, one after the other, through the pm2 node
+/// module of the daemon's version (what `pm2 reload` does with reloadProcessId).
+fn soft_reload(p: &Pm2, n: u64) -> std::process::Output {
+    let module = p
+        .bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("node_modules/pm2 of the pm2 CLI")
+        .to_owned();
+    let script = format!(
+        "const pm2 = require({module:?});\n\
+         pm2.connect((err) => {{\n\
+           if (err) {{ console.error(err); process.exit(2); }}\n\
+           const next = (id) => {{\n\
+             if (id >= {n}) {{ pm2.disconnect(); console.log('reloaded'); return; }}\n\
+             pm2.Client.executeRemote('softReloadProcessId', {{ id, env: {{}} }}, (e) => {{\n\
+               if (e) {{ console.error(e.message || e); process.exit(1); }}\n\
+               next(id + 1);\n\
+             }});\n\
+           }};\n\
+           next(0);\n\
+         }});\n",
+        module = module.to_str().expect("utf-8 path")
+    );
+    let file = p.user_home().join("soft-reload.js");
+    std::fs::write(&file, script).expect("script");
+    let mut c = std::process::Command::new(p.node());
+    c.arg(&file)
+        .env("PM2_HOME", p.home())
+        .env("HOME", p.user_home())
+        .env("PM2_DISCRETE_MODE", "true");
+    pm2::run_with_timeout(&mut c, Duration::from_secs(60))
+}
+
 /// Run cluster/wait_ready scenario `name` on pm2 `version`, recording into `capture`, or
 /// `None` when `name` is not one of these. `fast` lowers max_restarts (same behaviour,
 /// shorter crash loops).
@@ -190,13 +230,27 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Option<Run>
     if broken {
         std::fs::write(&release, b"broken\n").expect("release file");
     }
-    let verb = if cluster { "reload" } else { "restart" };
-    let out = p.cmd(&[verb, "web"]);
-    notes.push(format!(
-        "`pm2 {verb} web` exit {:?} after {} ms",
-        out.status.code(),
-        t0.elapsed().as_millis()
-    ));
+    if name == "graceful-reload-cluster" {
+        let out = soft_reload(&p, 2);
+        notes.push(format!(
+            "softReloadProcessId x2: {} after {} ms",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            t0.elapsed().as_millis()
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        let verb = if cluster { "reload" } else { "restart" };
+        let out = p.cmd(&[verb, "web"]);
+        notes.push(format!(
+            "`pm2 {verb} web` exit {:?} after {} ms",
+            out.status.code(),
+            t0.elapsed().as_millis()
+        ));
+    }
     if broken {
         // Errored once max_restarts starts died within min_uptime. Under heavy load (node
         // taking over a second to reach the crash) pm2 counts none as unstable and restarts
