@@ -212,9 +212,7 @@ impl<'de> Deserialize<'de> for WireMessage {
     }
 }
 
-fn present<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<crate::wire::json::Json>, D::Error> {
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::wire::json::Json>, D::Error> {
     crate::wire::json::Json::deserialize(d).map(Some)
 }
 

@@ -784,7 +784,10 @@ mod tests {
                 ..
             }
         ));
-        assert!(!BusEvent::from_parts("process:msg", Json::from(json!({"raw": {"x": 1}, "process": {"pm_id": 2}})).node())
+        assert!(!BusEvent::from_parts(
+            "process:msg",
+            Json::from(json!({"raw": {"x": 1}, "process": {"pm_id": 2}})).node()
+        )
         .is_ready_message());
         let l = BusEvent::from_parts("log:PM2", Json::from(json!({"process": {"pm_id": "PM2"}, "at": 9, "data": "App [web:0] online\nStopping app:web id:0\n"})).node());
         assert_eq!(
@@ -804,7 +807,13 @@ mod tests {
                 ]
             }
         );
-        let o = BusEvent::from_parts("log:err", Json::from(json!({"process": {"pm_id": 1, "name": "crash"}, "at": 3, "data": "boom\n"})).node());
+        let o = BusEvent::from_parts(
+            "log:err",
+            Json::from(
+                json!({"process": {"pm_id": 1, "name": "crash"}, "at": 3, "data": "boom\n"}),
+            )
+            .node(),
+        );
         assert!(matches!(
             o,
             BusEvent::Log {

@@ -293,17 +293,34 @@ mod tests {
         let j = Json::parse(br#"{"a": {"b": "x\"y", "n": 1.5}, "a2": [1, "s", {}], "d": 1, "d": 2, "e\u0041": null}"#).unwrap();
         let n = j.node();
         assert!(n.is_object());
-        assert_eq!(n.get("a").unwrap().get("b").unwrap().as_str().unwrap(), "x\"y");
-        assert_eq!(n.get("a").unwrap().get("n").unwrap().scalar(), Some(json!(1.5)));
-        assert_eq!(n.get("d").unwrap().scalar(), Some(json!(2)), "the last duplicate wins");
-        assert_eq!(n.get("eA").unwrap().scalar(), Some(Value::Null), "escaped keys are read");
+        assert_eq!(
+            n.get("a").unwrap().get("b").unwrap().as_str().unwrap(),
+            "x\"y"
+        );
+        assert_eq!(
+            n.get("a").unwrap().get("n").unwrap().scalar(),
+            Some(json!(1.5))
+        );
+        assert_eq!(
+            n.get("d").unwrap().scalar(),
+            Some(json!(2)),
+            "the last duplicate wins"
+        );
+        assert_eq!(
+            n.get("eA").unwrap().scalar(),
+            Some(Value::Null),
+            "escaped keys are read"
+        );
         let items = n.get("a2").unwrap().items().unwrap();
         assert_eq!(items.len(), 3);
         assert_eq!(items[1].text(), "s");
         assert_eq!(items[0].text(), "1");
         assert_eq!(items[2].text(), "{}");
         assert!(n.get("missing").is_none());
-        assert!(n.get("a2").unwrap().get("x").is_none(), "an array has no members");
+        assert!(
+            n.get("a2").unwrap().get("x").is_none(),
+            "an array has no members"
+        );
         assert_eq!(j.value()["a"]["b"], "x\"y");
     }
 
@@ -314,7 +331,10 @@ mod tests {
         assert_eq!(serde_json::to_string(&j).unwrap(), text);
         assert_eq!(j.to_string(), text);
         j.value_mut()["z"] = json!(2);
-        assert_eq!(serde_json::to_string(&j).unwrap(), r#"{"z":2,"a":[true,null]}"#);
+        assert_eq!(
+            serde_json::to_string(&j).unwrap(),
+            r#"{"z":2,"a":[true,null]}"#
+        );
         assert_eq!(j.node().get("z").unwrap().scalar(), Some(json!(2)));
         let from_tree = Json::from(json!({"k": "v"}));
         assert_eq!(from_tree.to_string(), r#"{"k":"v"}"#);
