@@ -87,6 +87,20 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("well-behaved-restarts-5.4.3", &[]),
     ("well-behaved-restarts-7.0.4", &[]),
+    ("symlink-deploy-restart-5.4.3", &[]),
+    ("symlink-deploy-restart-6.0.14", &[]),
+    ("symlink-deploy-restart-7.0.4", &[]),
+    ("symlink-keep-restart-7.0.4", &[]),
+    ("port-other-daemon-restart-5.4.3", &[]),
+    ("port-other-daemon-restart-6.0.14", &[]),
+    ("port-other-daemon-restart-7.0.4", &[]),
+    ("port-moved-restart-7.0.4", &[]),
+    ("restart-delay-loop-5.4.3", &[]),
+    ("restart-delay-loop-6.0.14", &[]),
+    ("restart-delay-loop-7.0.4", &[]),
+    ("unix-double-fork-restart-6.0.14", &[]),
+    ("unix-double-fork-restart-7.0.4", &[]),
+    ("stop-gave-up-restart-7.0.4", &[]),
 ];
 
 /// What the golden file keeps of a finding.

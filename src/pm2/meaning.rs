@@ -290,6 +290,18 @@ pub struct MonitorProc {
     pub max_restarts: Option<u64>,
     /// `pm_exec_path`: the script, as the daemon names it in "too many unstable restarts".
     pub exec_path: Option<String>,
+    /// `pm_cwd`: the working directory pm2 starts the app in.
+    pub cwd: Option<String>,
+    /// `exec_interpreter` (`node`, `python3`, `none`).
+    pub interpreter: Option<String>,
+    /// ms between an exit and the restart (`restart_delay`).
+    pub restart_delay: Option<u64>,
+    /// ms of the first delay of an exponential backoff (`exp_backoff_restart_delay`).
+    pub exp_backoff_restart_delay: Option<u64>,
+    /// bytes (`max_memory_restart`).
+    pub max_memory_restart: Option<u64>,
+    /// `watch` is on.
+    pub watch: Option<bool>,
     /// Fingerprint of `pm2_env.env` (values hashed).
     #[serde(skip)]
     pub env: Option<EnvFingerprint>,
@@ -353,6 +365,18 @@ impl MonitorProc {
             min_uptime: u64_of(env.get("min_uptime")),
             max_restarts: u64_of(env.get("max_restarts")),
             exec_path: str_of(env.get("pm_exec_path")),
+            cwd: str_of(env.get("pm_cwd")),
+            interpreter: str_of(env.get("exec_interpreter")),
+            restart_delay: u64_of(env.get("restart_delay")).filter(|d| *d > 0),
+            exp_backoff_restart_delay: u64_of(env.get("exp_backoff_restart_delay"))
+                .filter(|d| *d > 0),
+            max_memory_restart: u64_of(env.get("max_memory_restart")).filter(|d| *d > 0),
+            watch: match env.get("watch") {
+                Some(Value::Bool(b)) => Some(*b),
+                Some(Value::Array(a)) => Some(!a.is_empty()),
+                Some(Value::String(s)) => Some(!s.is_empty()),
+                _ => None,
+            },
             env: env
                 .get("env")
                 .and_then(Value::as_object)

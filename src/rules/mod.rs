@@ -9,7 +9,9 @@
 //!
 //! | kind | severity | rests on |
 //! | --- | --- | --- |
+//! | `start-path-missing` | error | the daemon's `Error: spawn node ENOENT` after `starting` (or a generation dying within min_uptime), the watcher's start-path facts of the replaced generation: working directory marked deleted, script or interpreter gone, `PWD` and the symlinks on it |
 //! | `address-held-by-previous-generation` | error (warning if the app recovered) | EADDRINUSE in the new generation's stderr, a snapshot showing an older generation's process holding the address, that process's exit |
+//! | `address-held-by-other-process` | error (warning if the app recovered) | the address the failing generation needed (named in its stderr; a unix path the app held before, whatever the text), a snapshot showing it held by another app of the daemon or, from the host-wide scan, by another PM2 daemon's app (its `PM2_HOME`), a service or container (cgroup) or any other process (command line) |
 //! | `restart-env-changed` | error / warning / info | the restart's `env` keys whose value hashes differ from the app's, the next generation's exit |
 //! | `crash-loop-errored` | error | the daemon's `too many unstable restarts`, the early exits before it, min_uptime/max_restarts, the first failure's exit and stderr |
 //! | `stop-timeout-errored` | error | `could not be killed` / `could not be stopped`, the SIGKILL line, the kernel's exit of the process pm2 still saw |
@@ -21,6 +23,7 @@
 //! Findings come most severe first; a clean restart yields none of warning or error.
 
 mod address_held;
+mod address_other;
 mod crash_loop;
 mod ctx;
 mod descendant;
@@ -28,6 +31,7 @@ mod early_exit;
 mod env_changed;
 mod graceful_kill;
 mod overlapping;
+mod start_path;
 mod stop_timeout;
 
 use crate::event::{MonoNs, Source};
@@ -82,7 +86,9 @@ pub struct Finding {
 /// Every kind the rules can report, in the order they are listed within one severity
 /// (causes before consequences).
 pub const KINDS: &[&str] = &[
+    start_path::KIND,
     address_held::KIND,
+    address_other::KIND,
     env_changed::KIND,
     crash_loop::KIND,
     stop_timeout::KIND,
@@ -103,7 +109,9 @@ pub fn analyze(tl: &Timeline) -> Vec<Finding> {
         let c = ctx::AppCtx::new(tl, a);
         let holders = address_held::find(&c);
         let mut per_rule: Vec<Vec<(MonoNs, Finding)>> = vec![
+            start_path::findings(&c),
             address_held::findings(&c, &holders),
+            address_other::findings(&c),
             env_changed::findings(&c),
             crash_loop::findings(&c, &holders),
             stop_timeout::findings(&c),

@@ -50,6 +50,7 @@
 pub mod event;
 pub mod netlink;
 pub mod procfs;
+pub mod start_paths;
 pub mod sys;
 mod watcher;
 
