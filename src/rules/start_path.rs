@@ -240,30 +240,33 @@ fn finding(
         .filter(|s| s.at.t >= t0 && s.at.t < next)
         .last();
     let last_gen = &a.generations[(i + n - 1).min(a.generations.len() - 1)];
-    let shows = match last_status {
+    let (shows, shows_long) = match last_status {
         Some(s) if s.status == "online" && last_gen.pid.is_none() && g.spawn_failed.is_some() => {
             evidence.push(ev(
                 s.at.t,
                 Source::Bus,
                 format!("{label} online ({})", s.via),
             ));
-            format!(
-                "pm2 then shows {label} online with no pid (`pm2 ls`: pid N/A, uptime 0, cpu and \
-                 memory 0; the daemon logs `Error caught while calling pidusage` on each \
-                 poll): nothing runs, the app is down, and pm2 will not restart it"
+            (
+                format!("pm2 shows {label} online with no pid, but nothing runs: the app is down"),
+                format!(
+                    "pm2 shows {label} online with no pid (`pm2 ls`: pid N/A, uptime 0, cpu and \
+                     memory 0; the daemon logs `Error caught while calling pidusage` on each \
+                     poll): nothing runs, the app is down, and pm2 will not restart it"
+                ),
             )
         }
         Some(s) => {
             evidence.push(ev(s.at.t, Source::Bus, format!("{label} {}", s.status)));
-            format!(
-                "pm2 then shows {label} {} (since {})",
-                s.status,
-                c.at(s.at.t)
-            )
+            let w = format!("pm2 shows {label} {} since {}", s.status, c.at(s.at.t));
+            (w.clone(), w)
         }
-        None => format!("nothing runs for {label}"),
+        None => {
+            let w = format!("nothing runs for {label}");
+            (w.clone(), w)
+        }
     };
-    chain.push(format!("As a result, {shows}."));
+    chain.push(format!("As a result, {shows_long}."));
     let summary = format!(
         "The new generation of {label} started at {} could not {} because {missing_w}{}; {shows}.",
         c.at(t0),
