@@ -13,6 +13,10 @@
 //! - [`rules`] turn orderings into findings.
 //! - [`views`] present them: text, JSON, TUI.
 //! - [`record`] wires the sources to a capture for `pm2-trace record`.
+//!
+//! Two modules guard the trust boundaries (see SECURITY.md): [`safe_dir`] for every
+//! filesystem operation inside a directory another user may write, and
+//! [`views::terminal_safe`] for every piece of untrusted text shown on a terminal.
 pub mod addr;
 pub mod capture;
 pub mod event;
@@ -21,6 +25,7 @@ pub mod record;
 pub mod redact;
 pub mod replay;
 pub mod rules;
+pub mod safe_dir;
 pub mod sources;
 pub mod timeline;
 pub mod views;
