@@ -75,9 +75,9 @@ pub fn find(c: &AppCtx) -> Vec<Holder> {
         let t1 = end_t(g).unwrap_or(t0).max(t0);
         let says = g.stderr_tail.iter().any(|l| is_addr_in_use(l));
         let blind = g.stderr_tail.is_empty() || g.stderr_tail.iter().all(|l| is_redacted(l));
-        if !says && !blind {
-            continue;
-        }
+        // A unix socket path the app held is an address it needs again, whatever its
+        // error text says; a port needs the text (or a blind capture).
+        let text_ok = says || blind;
         let named: Vec<u16> = g
             .stderr_tail
             .iter()
@@ -149,6 +149,11 @@ pub fn find(c: &AppCtx) -> Vec<Holder> {
                 .and_then(|p| p.exit)
                 .is_none_or(|e| e.t > t0)
         });
+        if !text_ok {
+            cands.retain(|(_, _, addr, ..)| {
+                crate::addr::Addr::parse(addr).is_some_and(|x| x.is_unix())
+            });
+        }
         let matching: Vec<&Cand> = cands
             .iter()
             .filter(|(_, _, addr, _, port, _)| {
@@ -297,6 +302,8 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
         };
         let says = if h.stderr_says {
             " with EADDRINUSE"
+        } else if h.proto.as_deref() == Some("unix") {
+            " (whatever its error text said: the path was taken)"
         } else {
             ""
         };

@@ -16,6 +16,7 @@
 //! | `crash-loop-errored` | error | the daemon's `too many unstable restarts`, the early exits before it, min_uptime/max_restarts, the first failure's exit and stderr |
 //! | `stop-timeout-errored` | error | `could not be killed` / `could not be stopped`, the SIGKILL line, the kernel's exit of the process pm2 still saw |
 //! | `overlapping-restart` | warning | two action requests for one app in flight at once, their replies, the generations started |
+//! | `restart-loop` | warning | three or more starts by the daemon itself (no request in progress) without errored: the exits before them and min_uptime × max_restarts, restart_delay / `will restart in N ms`, `exceeds --max-memory-restart`, `Change detected on path` |
 //! | `descendant-outlived-stop` | warning | processes of a stopped generation alive when pm2 started the next one (or said stopped) |
 //! | `graceful-shutdown-killed` | warning | `Stopping app`, the SIGKILL after kill_timeout, the kernel's SIGKILL exit status |
 //! | `early-exit-after-restart` | warning | the first generation after a restart dying within min_uptime, no more specific cause |
@@ -31,6 +32,7 @@ mod early_exit;
 mod env_changed;
 mod graceful_kill;
 mod overlapping;
+mod restart_loop;
 mod start_path;
 mod stop_timeout;
 
@@ -93,6 +95,7 @@ pub const KINDS: &[&str] = &[
     crash_loop::KIND,
     stop_timeout::KIND,
     overlapping::KIND,
+    restart_loop::KIND,
     descendant::KIND,
     graceful_kill::KIND,
     early_exit::KIND,
@@ -116,6 +119,7 @@ pub fn analyze(tl: &Timeline) -> Vec<Finding> {
             crash_loop::findings(&c, &holders),
             stop_timeout::findings(&c),
             overlapping::findings(&c),
+            restart_loop::findings(&c),
             descendant::findings(&c),
             graceful_kill::findings(&c),
             early_exit::findings(&c, &holders),
