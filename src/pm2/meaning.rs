@@ -294,6 +294,16 @@ pub struct MonitorProc {
     pub cwd: Option<String>,
     /// `exec_interpreter` (`node`, `python3`, `none`).
     pub interpreter: Option<String>,
+    /// Restart settings (restart_delay, backoff, memory limit, watch).
+    pub restarts: RestartSettings,
+    /// Fingerprint of `pm2_env.env` (values hashed).
+    #[serde(skip)]
+    pub env: Option<EnvFingerprint>,
+}
+
+/// How an app restarts by itself, from its `pm2_env` (getMonitorData or a bus event).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RestartSettings {
     /// ms between an exit and the restart (`restart_delay`).
     pub restart_delay: Option<u64>,
     /// ms of the first delay of an exponential backoff (`exp_backoff_restart_delay`).
@@ -302,9 +312,29 @@ pub struct MonitorProc {
     pub max_memory_restart: Option<u64>,
     /// `watch` is on.
     pub watch: Option<bool>,
-    /// Fingerprint of `pm2_env.env` (values hashed).
-    #[serde(skip)]
-    pub env: Option<EnvFingerprint>,
+    /// ms; pm2's default 1000 applies when `None`.
+    pub min_uptime: Option<u64>,
+    /// pm2's default 16 applies when `None`.
+    pub max_restarts: Option<u64>,
+}
+
+impl RestartSettings {
+    pub fn from_env(env: &Value) -> RestartSettings {
+        RestartSettings {
+            restart_delay: u64_of(env.get("restart_delay")).filter(|d| *d > 0),
+            exp_backoff_restart_delay: u64_of(env.get("exp_backoff_restart_delay"))
+                .filter(|d| *d > 0),
+            max_memory_restart: u64_of(env.get("max_memory_restart")).filter(|d| *d > 0),
+            watch: match env.get("watch") {
+                Some(Value::Bool(b)) => Some(*b),
+                Some(Value::Array(a)) => Some(!a.is_empty()),
+                Some(Value::String(s)) => Some(!s.is_empty()),
+                _ => None,
+            },
+            min_uptime: u64_of(env.get("min_uptime")),
+            max_restarts: u64_of(env.get("max_restarts")),
+        }
+    }
 }
 
 fn u64_of(v: Option<&Value>) -> Option<u64> {
@@ -367,16 +397,7 @@ impl MonitorProc {
             exec_path: str_of(env.get("pm_exec_path")),
             cwd: str_of(env.get("pm_cwd")),
             interpreter: str_of(env.get("exec_interpreter")),
-            restart_delay: u64_of(env.get("restart_delay")).filter(|d| *d > 0),
-            exp_backoff_restart_delay: u64_of(env.get("exp_backoff_restart_delay"))
-                .filter(|d| *d > 0),
-            max_memory_restart: u64_of(env.get("max_memory_restart")).filter(|d| *d > 0),
-            watch: match env.get("watch") {
-                Some(Value::Bool(b)) => Some(*b),
-                Some(Value::Array(a)) => Some(!a.is_empty()),
-                Some(Value::String(s)) => Some(!s.is_empty()),
-                _ => None,
-            },
+            restarts: RestartSettings::from_env(env),
             env: env
                 .get("env")
                 .and_then(Value::as_object)
@@ -488,6 +509,9 @@ pub struct ProcessEvent {
     pub tree_pids: Vec<i64>,
     /// `pm_exec_path`.
     pub exec_path: Option<String>,
+    /// Restart settings from the event's pm2_env.
+    #[serde(default)]
+    pub restarts: Box<RestartSettings>,
 }
 
 /// Which output of an app a log line came from.
@@ -573,6 +597,7 @@ impl BusEvent {
                     pm_uptime: i64_of(proc_.get("pm_uptime")),
                     tree_pids,
                     exec_path: str_of(proc_.get("pm_exec_path")),
+                    restarts: Box::new(RestartSettings::from_env(proc_)),
                 })
             }
             "log:out" | "log:err" => BusEvent::Log {

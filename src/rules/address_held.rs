@@ -140,7 +140,20 @@ pub fn find(c: &AppCtx) -> Vec<Holder> {
                 continue;
             }
             for addr in &p.held {
-                cands.push((p.pid, p.generation, addr.clone(), None, port_of(addr), None));
+                // Exit events list held unix paths as `unix:/path`.
+                match addr.strip_prefix("unix:") {
+                    Some(path) => cands.push((
+                        p.pid,
+                        p.generation,
+                        path.to_owned(),
+                        Some("unix".to_owned()),
+                        None,
+                        None,
+                    )),
+                    None => {
+                        cands.push((p.pid, p.generation, addr.clone(), None, port_of(addr), None))
+                    }
+                }
             }
         }
         // The holder must still have been there when the generation started.
@@ -303,7 +316,7 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
         let says = if h.stderr_says {
             " with EADDRINUSE"
         } else if h.proto.as_deref() == Some("unix") {
-            " (whatever its error text said: the path was taken)"
+            " (its error text did not say EADDRINUSE, but the path was held)"
         } else {
             ""
         };

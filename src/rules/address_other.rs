@@ -240,7 +240,18 @@ fn finding(c: &AppCtx, b: Blocked) -> Option<(MonoNs, Finding)> {
     };
     let (who, rel) = holder_words(c, o);
     let errored = errored_after(c, t0);
-    let request = first.started_by.and_then(|r| c.tl.requests.get(r));
+    // The request that began it: the one in progress at the first failing start, else the
+    // last start request before it (pm2 restarted the app by itself since).
+    let request = first
+        .started_by
+        .and_then(|r| c.tl.requests.get(r))
+        .or_else(|| {
+            c.starting_requests()
+                .into_iter()
+                .rev()
+                .map(|(_, r)| r)
+                .find(|r| r.asked <= t0 && r.error.is_none())
+        });
     let mut chain = Vec::new();
     let mut evidence = Vec::new();
     let mut why_needed = String::new();

@@ -272,8 +272,7 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
     let status = a
         .statuses
         .iter()
-        .filter(|s| s.at.t <= c.end())
-        .last()
+        .rfind(|s| s.at.t <= c.end())
         .map(|s| format!("; pm2 showed it {} at the end", s.status))
         .unwrap_or_default();
     chain.push(format!(

@@ -234,11 +234,7 @@ fn finding(
         .next_request_after(t0)
         .map(|r| r.asked)
         .unwrap_or(u64::MAX);
-    let last_status = a
-        .statuses
-        .iter()
-        .filter(|s| s.at.t >= t0 && s.at.t < next)
-        .last();
+    let last_status = a.statuses.iter().rfind(|s| s.at.t >= t0 && s.at.t < next);
     let last_gen = &a.generations[(i + n - 1).min(a.generations.len() - 1)];
     let (shows, shows_long) = match last_status {
         Some(s) if s.status == "online" && last_gen.pid.is_none() && g.spawn_failed.is_some() => {

@@ -192,8 +192,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
         let end_status = a
             .statuses
             .iter()
-            .filter(|s| s.at.t >= errored_t && s.at.t < next_req)
-            .last();
+            .rfind(|s| s.at.t >= errored_t && s.at.t < next_req);
         let label = c.label();
         let (summary, severity, remedy) = match went_on {
             Some(h) => {

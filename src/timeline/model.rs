@@ -10,7 +10,7 @@ use crate::event::{CaptureInfo, MonoNs, ProcEvent};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::meaning::{
     value_hash, BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
-    Stream,
+    RestartSettings, Stream,
 };
 use crate::sources::holders::Identity;
 use crate::sources::procwatch::{Snapshot, StartPaths};
@@ -85,6 +85,18 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    /// Take what the daemon reported of the app's restart settings.
+    fn learn_restarts(&mut self, r: &RestartSettings) {
+        self.restart_delay = r.restart_delay.or(self.restart_delay);
+        self.exp_backoff_restart_delay = r
+            .exp_backoff_restart_delay
+            .or(self.exp_backoff_restart_delay);
+        self.max_memory_restart = r.max_memory_restart.or(self.max_memory_restart);
+        self.watch = r.watch.or(self.watch);
+        self.min_uptime = r.min_uptime.or(self.min_uptime);
+        self.max_restarts = r.max_restarts.or(self.max_restarts);
+    }
+
     pub fn min_uptime_ms(&self) -> u64 {
         self.min_uptime.unwrap_or(DEFAULT_MIN_UPTIME_MS)
     }
@@ -1044,10 +1056,7 @@ impl Timeline {
             a.interpreter = p.interpreter.clone();
         }
         let c = &mut a.config;
-        c.restart_delay = p.restart_delay.or(c.restart_delay);
-        c.exp_backoff_restart_delay = p.exp_backoff_restart_delay.or(c.exp_backoff_restart_delay);
-        c.max_memory_restart = p.max_memory_restart.or(c.max_memory_restart);
-        c.watch = p.watch.or(c.watch);
+        c.learn_restarts(&p.restarts);
         c.min_uptime = p.min_uptime.or(c.min_uptime);
         c.max_restarts = p.max_restarts.or(c.max_restarts);
         c.kill_timeout = p.kill_timeout.or(c.kill_timeout);
@@ -1103,6 +1112,7 @@ impl Timeline {
         let Some(r) = &e.app else { return };
         let at = TimeRef::received(e.t, pe.at);
         let a = self.app_mut(r);
+        a.config.learn_restarts(&pe.restarts);
         if pe.exec_path.is_some() {
             a.exec_path = pe.exec_path.clone();
         }

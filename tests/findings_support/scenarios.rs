@@ -154,6 +154,17 @@ fn switch_release(srv: &Path) {
     std::fs::rename(&tmp, srv.join("current")).expect("switch current");
 }
 
+/// The real python3 executable (not a version manager's shim, whose wrapper scripts would
+/// fill the capture with their own processes at every start).
+fn python3() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed for unix-double-fork.py: {e}"));
+    assert!(out.status.success(), "python3 -c failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A recorded scenario.
 pub struct Run {
     pub name: String,
@@ -426,11 +437,12 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         }
         "unix-double-fork-restart" => {
             let path = pm2::app_path("unix-double-fork.py");
+            let py = python3();
             let mut args = vec![
                 "start",
                 path.to_str().unwrap(),
                 "--interpreter",
-                "python3",
+                &py,
                 "--name",
                 "web",
             ];
