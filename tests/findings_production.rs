@@ -50,7 +50,7 @@ fn run(name: &str, version: &str) -> (tempfile::TempDir, Run) {
         );
         assert!(
             !f["evidence"].as_array().unwrap().is_empty()
-                && !f["remedy"].as_str().unwrap_or("").is_empty(),
+                && (f["severity"] == "info" || !f["remedy"].as_str().unwrap_or("").is_empty()),
             "{name}: {} has no evidence or remedy",
             f["kind"]
         );
@@ -227,7 +227,7 @@ fn unix_double_fork(version: &str) {
         "{s}"
     );
     assert!(
-        !s.contains("EADDRINUSE"),
+        !s.contains("with EADDRINUSE") && s.contains("did not say EADDRINUSE"),
         "the app never said EADDRINUSE: {s}"
     );
 }
@@ -272,7 +272,7 @@ fn plain_restart_456_records_and_replays() {
     let text = recorder::replay_text(&r.capture);
     for want in [
         "capture of pm2 4.5.6",
-        "restartProcessId web:0 -> online",
+        "restartProcessId web:0 -> new pid ",
         "notifyByProcessId web:0 restart",
         "web:0 starting (fork mode)",
         "exit pid ",
