@@ -25,6 +25,13 @@ pub const KIND: &str = "restart-loop";
 /// Restarts by the daemon itself, in a row, that make a loop.
 const MIN_RESTARTS: usize = 3;
 
+/// Whether the daemon's unstable-restart counter rose with each crash, as far as its
+/// events say (unknown counts as rising).
+fn unstable_counting(crashes: &[&&crate::timeline::Generation]) -> bool {
+    let counts: Vec<u64> = crashes.iter().filter_map(|g| g.unstable_restarts).collect();
+    counts.windows(2).all(|w| w[1] > w[0])
+}
+
 pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     // Generations the daemon started by itself.
@@ -177,6 +184,14 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
                     .to_owned(),
             )
         } else if crashes.is_empty() {
+            return None;
+        } else if early == crashes.len()
+            && backoff.is_empty()
+            && cfg.restart_delay.is_none()
+            && unstable_counting(&crashes)
+        {
+            // Every crash counted as unstable: a crash loop on its way to errored (or cut
+            // short by a command), not a loop that escapes pm2's count.
             return None;
         } else {
             let spacing =

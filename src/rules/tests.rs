@@ -89,6 +89,7 @@ fn kinds_are_the_issue_names() {
     assert_eq!(
         k,
         [
+            "address-held-by-other-process",
             "address-held-by-previous-generation",
             "crash-loop-errored",
             "descendant-outlived-stop",
@@ -96,6 +97,8 @@ fn kinds_are_the_issue_names() {
             "graceful-shutdown-killed",
             "overlapping-restart",
             "restart-env-changed",
+            "restart-loop",
+            "start-path-missing",
             "stop-timeout-errored",
         ]
     );
