@@ -32,30 +32,7 @@ const V6: &str = "6.0.14";
 const V7: &str = "7.0.4";
 
 fn run(name: &str, version: &str) -> (tempfile::TempDir, Run) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(format!("{name}-{version}.bin"));
-    let r = scenarios::run(name, version, &path, true);
-    eprintln!(
-        "{name} on pm2 {version}: status {}; {}\n{}",
-        r.status,
-        r.notes.join("; "),
-        r.lines()
-    );
-    r.expect_sorted();
-    for f in r.findings() {
-        let s = summary(f);
-        assert!(
-            s.ends_with('.') && s.contains("web"),
-            "{name}: a summary must be a sentence naming the app: {s}"
-        );
-        assert!(
-            !f["evidence"].as_array().unwrap().is_empty()
-                && (f["severity"] == "info" || !f["remedy"].as_str().unwrap_or("").is_empty()),
-            "{name}: {} has no evidence or remedy",
-            f["kind"]
-        );
-    }
-    (dir, r)
+    scenarios::run_live(name, version)
 }
 
 fn summary(f: &Value) -> &str {

@@ -9,8 +9,7 @@
 //! holder's exit says until when.
 
 use super::ctx::{
-    crashed, cut, end_t, ev, exit_words, is_addr_in_use, is_redacted, lived_words, ms, plural,
-    start_t, AppCtx,
+    crashed, cut, end_t, ev, is_addr_in_use, is_redacted, ms, plural, start_t, AppCtx,
 };
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
@@ -320,11 +319,7 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
         } else {
             ""
         };
-        let failed = if n == 1 {
-            format!("its start failed{says}")
-        } else {
-            format!("{n} starts in a row failed{says}")
-        };
+        let failed = super::ctx::failed_starts(n, says);
         let errored_w = errored
             .map(|t| format!(" and {} ended errored at {}", c.label(), c.at(t)))
             .unwrap_or_default();
@@ -414,39 +409,9 @@ pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
                 }
             }
         }
-        let vpid = c
-            .main_pid(first)
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
-        let quote = c
-            .failure_line(first)
-            .map(|q| format!(": {q}"))
-            .unwrap_or_default();
-        chain.push(format!(
-            "The new generation{vpid} {}{}{quote}.",
-            exit_words(first),
-            lived_words(first)
-        ));
+        chain.push(super::ctx::new_generation_failed(c, first));
         super::ctx::generation_evidence(c, first, &mut evidence);
-        if n > 1 {
-            let last_end = end_t(last)
-                .map(|t| format!(" until {}", c.at(t)))
-                .unwrap_or_default();
-            chain.push(format!(
-                "pm2 restarted it; {} failed the same way{last_end}.",
-                plural(n as u64 - 1, "more start", "more starts")
-            ));
-            super::ctx::generation_evidence(c, last, &mut evidence);
-        }
-        if let Some(t) = errored {
-            chain.push(format!(
-                "The daemon counted too many unstable restarts and set {} errored at {} \
-                 (see crash-loop-errored).",
-                c.label(),
-                c.at(t)
-            ));
-            evidence.push(ev(t, Source::Bus, format!("{} errored", c.label())));
-        }
+        super::ctx::repeats_then_errored(c, n, last, errored, &mut chain, &mut evidence);
         for t in h
             .seen_at
             .iter()

@@ -13,7 +13,7 @@
 //! from its cgroup, its command line).
 
 use super::address_held::errored_after;
-use super::ctx::{self, crashed, end_t, ev, exit_words, lived_words, plural, start_t, AppCtx};
+use super::ctx::{self, crashed, end_t, ev, start_t, AppCtx};
 use super::{Finding, Severity};
 use crate::addr::{self, Addr, Transport};
 use crate::event::{MonoNs, Source};
@@ -283,25 +283,8 @@ fn finding(c: &AppCtx, b: Blocked) -> Option<(MonoNs, Finding)> {
     } else {
         ""
     };
-    let failed = if n == 1 {
-        format!("its start failed{says}")
-    } else {
-        format!("{n} starts in a row failed{says}")
-    };
-    let vpid = c
-        .main_pid(first)
-        .map(|p| format!(" (pid {p})"))
-        .unwrap_or_default();
-    let quote = c
-        .failure_line(first)
-        .map(|q| format!(": {q}"))
-        .unwrap_or_default();
-    chain.push(format!(
-        "The new generation{vpid} started at {} {}{}{quote}.",
-        c.at(t0),
-        exit_words(first),
-        lived_words(first)
-    ));
+    let failed = ctx::failed_starts(n, says);
+    chain.push(ctx::new_generation_failed(c, first));
     ctx::generation_evidence(c, first, &mut evidence);
     let whose = match rel {
         Relation::OtherDaemonsApp | Relation::OtherDaemon => {
@@ -323,24 +306,7 @@ fn finding(c: &AppCtx, b: Blocked) -> Option<(MonoNs, Finding)> {
             format!("snapshot: {what} {} held by {who}", o.addr),
         ));
     }
-    if n > 1 {
-        let last_end = end_t(last)
-            .map(|t| format!(" until {}", c.at(t)))
-            .unwrap_or_default();
-        chain.push(format!(
-            "pm2 restarted it; {} failed the same way{last_end}.",
-            plural(n as u64 - 1, "more start", "more starts")
-        ));
-        ctx::generation_evidence(c, last, &mut evidence);
-    }
-    if let Some(t) = errored {
-        chain.push(format!(
-            "The daemon counted too many unstable restarts and set {label} errored at {} (see \
-             crash-loop-errored).",
-            c.at(t)
-        ));
-        evidence.push(ev(t, Source::Bus, format!("{label} errored")));
-    }
+    ctx::repeats_then_errored(c, n, last, errored, &mut chain, &mut evidence);
     let errored_w = errored
         .map(|t| format!(" and {label} ended errored at {}", c.at(t)))
         .unwrap_or_default();

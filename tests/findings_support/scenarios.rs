@@ -702,3 +702,41 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         notes,
     }
 }
+
+/// Run scenario `name` on pm2 `version` with `fast` settings into a throw-away directory,
+/// print what it found, and check what every finding must have: most severe first, a
+/// sentence naming the app, no environment value, evidence, and a remedy unless it is info.
+pub fn run_live(name: &str, version: &str) -> (tempfile::TempDir, Run) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(format!("{name}-{version}.bin"));
+    let r = run(name, version, &path, true);
+    eprintln!(
+        "{name} on pm2 {version}: status {}; {}\n{}",
+        r.status,
+        r.notes.join("; "),
+        r.lines()
+    );
+    r.expect_sorted();
+    for f in r.findings() {
+        let s = f["summary"].as_str().unwrap_or_default();
+        assert!(
+            s.ends_with('.') && s.contains("web"),
+            "{name}: a summary must be a sentence naming the app: {s}"
+        );
+        assert!(
+            !s.contains("<redacted"),
+            "{name}: a summary shows a value: {s}"
+        );
+        assert!(
+            !f["evidence"].as_array().unwrap().is_empty(),
+            "{name}: {} has no evidence",
+            f["kind"]
+        );
+        assert!(
+            f["severity"] == "info" || !f["remedy"].as_str().unwrap_or("").is_empty(),
+            "{name}: {} has no remedy",
+            f["kind"]
+        );
+    }
+    (dir, r)
+}
