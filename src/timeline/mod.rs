@@ -18,7 +18,7 @@ pub use interp::Interpreter;
 pub use model::Timeline;
 pub(crate) use model::{
     AppTimeline, AutoRestart, AutoRestartCause, EnvChangeKind, Generation, OtherHolder,
-    OtherSocket, Precision, Request, SeenProcess, SnapWhy,
+    OtherSocket, Precision, Request, SeenProcess, SnapWhy, TimeRef,
 };
 #[cfg(test)]
 pub(crate) use model::{MAX_GENERATIONS, MAX_STATUSES, STDERR_GENERATIONS};

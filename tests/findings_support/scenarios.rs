@@ -274,6 +274,42 @@ impl Run {
         );
     }
 
+    /// Print what was recorded, then check that findings come most severe first and that
+    /// each is well formed: a sentence naming the app, no value shown, evidence, a remedy.
+    pub fn report_and_check(&self) {
+        eprintln!(
+            "{} on pm2 {}: status {}; {}\n{}",
+            self.name,
+            self.version,
+            self.status,
+            self.notes.join("; "),
+            self.lines()
+        );
+        self.expect_sorted();
+        let name = &self.name;
+        for f in self.findings() {
+            let s = f["summary"].as_str().unwrap_or_default();
+            assert!(
+                s.ends_with('.') && s.contains("web"),
+                "{name}: a summary must be a sentence naming the app: {s}"
+            );
+            assert!(
+                !s.contains("<redacted"),
+                "{name}: a summary shows a value: {s}"
+            );
+            assert!(
+                !f["evidence"].as_array().unwrap().is_empty(),
+                "{name}: {} has no evidence",
+                f["kind"]
+            );
+            assert!(
+                f["severity"] == "info" || !f["remedy"].as_str().unwrap_or_default().is_empty(),
+                "{name}: {} has no remedy",
+                f["kind"]
+            );
+        }
+    }
+
     /// Kinds of findings must come most severe first.
     pub fn expect_sorted(&self) {
         let rank = |f: &Value| match f["severity"].as_str() {
@@ -704,39 +740,11 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
 }
 
 /// Run scenario `name` on pm2 `version` with `fast` settings into a throw-away directory,
-/// print what it found, and check what every finding must have: most severe first, a
-/// sentence naming the app, no environment value, evidence, and a remedy unless it is info.
+/// print what it found and check what every finding must have ([`Run::report_and_check`]).
 pub fn run_live(name: &str, version: &str) -> (tempfile::TempDir, Run) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(format!("{name}-{version}.bin"));
     let r = run(name, version, &path, true);
-    eprintln!(
-        "{name} on pm2 {version}: status {}; {}\n{}",
-        r.status,
-        r.notes.join("; "),
-        r.lines()
-    );
-    r.expect_sorted();
-    for f in r.findings() {
-        let s = f["summary"].as_str().unwrap_or_default();
-        assert!(
-            s.ends_with('.') && s.contains("web"),
-            "{name}: a summary must be a sentence naming the app: {s}"
-        );
-        assert!(
-            !s.contains("<redacted"),
-            "{name}: a summary shows a value: {s}"
-        );
-        assert!(
-            !f["evidence"].as_array().unwrap().is_empty(),
-            "{name}: {} has no evidence",
-            f["kind"]
-        );
-        assert!(
-            f["severity"] == "info" || !f["remedy"].as_str().unwrap_or("").is_empty(),
-            "{name}: {} has no remedy",
-            f["kind"]
-        );
-    }
+    r.report_and_check();
     (dir, r)
 }
