@@ -31,7 +31,7 @@ const PIDFD_REORDER_WINDOW_NS: u64 = 2_500_000_000;
 pub(super) fn record_interposed(
     opts: &RecordOptions,
     stop: &Stopper,
-    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
+    on_event: &mut dyn super::Observer,
     info: &mut CaptureInfo,
     redactor: &Arc<Redactor>,
     early_notes: Vec<Stamped>,
@@ -111,7 +111,8 @@ pub(super) fn record_interposed(
                          upto: u64,
                          writer: &mut CaptureWriter,
                          events: &mut u64,
-                         failed: &mut Option<String>| {
+                         failed: &mut Option<String>,
+                         on_event: &mut dyn super::Observer| {
         while let Some(mut ev) = held.pop_upto(upto) {
             redactor.event(&mut ev.event);
             if failed.is_none() {
@@ -132,7 +133,7 @@ pub(super) fn record_interposed(
             if opts.interpret {
                 interp.push_into(&ev, &mut entries);
             }
-            on_event(info, &ev, &entries);
+            on_event.event(info, &ev, &entries);
         }
     };
 
@@ -198,6 +199,7 @@ pub(super) fn record_interposed(
             &mut writer,
             &mut events,
             &mut write_failed,
+            &mut *on_event,
         );
         if last_flush.elapsed() > Duration::from_millis(500) {
             writer.flush();
@@ -226,6 +228,15 @@ pub(super) fn record_interposed(
             },
         });
     }
+    for text in on_event.closing_notes() {
+        intake.take(Stamped {
+            t: event::mono_now(),
+            event: Event::Note {
+                level: NoteLevel::Warning,
+                text,
+            },
+        });
+    }
     intake.take(Stamped {
         t: event::mono_now(),
         event: Event::Note {
@@ -239,6 +250,7 @@ pub(super) fn record_interposed(
         &mut writer,
         &mut events,
         &mut write_failed,
+        &mut *on_event,
     );
     let capture = match writer.finish() {
         Ok(c) => c,
