@@ -1,19 +1,24 @@
 //! Interposing on `rpc.sock`, and making sure the daemon gets its name back.
 //!
-//! Interposition never leaves `rpc.sock` missing, not even for an instant:
+//! Interposition never leaves `rpc.sock` missing, not even for an instant. Every step goes
+//! through the socket directory's descriptor ([`SafeDir`]): with root, no name the PM2_HOME
+//! owner controls is ever followed.
 //!
-//! 1. the proxy listens on a temporary name beside `rpc.sock`, with the daemon socket's
+//! 1. the proxy listens in a private 0700 directory, where it gets the daemon socket's
 //!    owner, group and mode;
-//! 2. the daemon's socket gets a second name, `rpc.sock.pm2-trace-daemon` (a hard link);
-//! 3. `rename(temporary, rpc.sock)` atomically points `rpc.sock` at the proxy.
+//! 2. the daemon's socket gets a second name there (a hard link), checked to be the socket
+//!    we connected to, then renamed to `rpc.sock.pm2-trace-daemon`;
+//! 3. one `renameat` puts the proxy at `rpc.sock`.
 //!
-//! Restoring is one atomic `rename(rpc.sock.pm2-trace-daemon, rpc.sock)`. Should the
-//! recorder die without restoring (SIGKILL, OOM killer), a guardian process does it: a
-//! copy of this binary started in its own session, holding the read end of a pipe whose
-//! write end only the recorder holds. When the recorder dies the pipe reports EOF, the
-//! guardian renames the daemon's socket back and relays any client that had already
-//! queued on the proxy's socket, then exits. A recorder that finishes normally restores
-//! the name itself and tells the guardian, by one byte, that nothing is left to do.
+//! Restoring puts the daemon's own socket, held by an `O_PATH` descriptor, back at
+//! `rpc.sock` with one atomic `renameat` (as root, relinked from that descriptor, so that
+//! only that inode can land there). Should the recorder die without restoring (SIGKILL, OOM
+//! killer), a guardian process does it: a copy of this binary started in its own session,
+//! holding the read end of a pipe whose write end only the recorder holds, and the
+//! directory and the daemon's socket as descriptors. When the recorder dies the pipe
+//! reports EOF, the guardian restores and relays any client that had already queued on the
+//! proxy's socket, then exits. A recorder that finishes normally restores the name itself
+//! and tells the guardian, by one byte, that nothing is left to do.
 //!
 //! A lock file (`pm2-trace.lock` in PM2_HOME, held by recorder and guardian) tells a new
 //! recorder whether another one is still at work; a leftover `rpc.sock.pm2-trace-daemon`
