@@ -169,13 +169,16 @@ pub fn repair_stale(dir: &SafeDir, rpc_name: &OsStr) -> Result<StaleState, Inter
 }
 
 /// Put a proxy listener in front of the daemon listening on `rpc_name` in `dir`.
+///
+/// `daemon_pid`, when known, must be the process listening there.
 pub(crate) fn interpose(
     dir: &SafeDir,
     rpc_name: &OsStr,
+    daemon_pid: Option<i32>,
 ) -> Result<(UnixListener, Interposition), InterposeError> {
     let rpc_path = dir.display(rpc_name);
     let daemon = match dir.open_socket(rpc_name) {
-        Ok(s) => s,
+        Ok(s) => s.expect_listener(daemon_pid),
         Err(SafeDirError::WrongType { .. }) => return Err(InterposeError::NotASocket(rpc_path)),
         Err(e) => return Err(e.into()),
     };
@@ -445,7 +448,7 @@ mod tests {
         std::fs::set_permissions(&rpc_path, std::fs::Permissions::from_mode(0o660)).unwrap();
         let daemon_ino = std::fs::metadata(&rpc_path).unwrap().ino();
         let dir = SafeDir::open(tmp.path()).unwrap();
-        let (_proxy, ip) = interpose(&dir, rpc()).unwrap();
+        let (_proxy, ip) = interpose(&dir, rpc(), None).unwrap();
         let m = std::fs::metadata(&rpc_path).unwrap();
         assert_eq!(m.ino(), ip.proxy_ino);
         assert_eq!(m.mode() & 0o7777, 0o660);
@@ -478,7 +481,7 @@ mod tests {
         let target = p("precious");
         std::fs::write(&target, "keep").unwrap();
         let dir = SafeDir::open(tmp.path()).unwrap();
-        let (_proxy, ip) = interpose(&dir, rpc()).unwrap();
+        let (_proxy, ip) = interpose(&dir, rpc(), None).unwrap();
         std::fs::rename(&ip.aside_path, p("moved-away")).unwrap();
         std::os::unix::fs::symlink(&target, &ip.aside_path).unwrap();
         std::fs::rename(p("rpc.sock"), p("proxy-moved")).unwrap();
@@ -502,13 +505,13 @@ mod tests {
         drop(UnixListener::bind(tmp.path().join("rpc.sock")).unwrap());
         let dir = SafeDir::open(tmp.path()).unwrap();
         assert!(matches!(
-            interpose(&dir, rpc()),
+            interpose(&dir, rpc(), None),
             Err(InterposeError::DaemonNotListening { .. })
         ));
         std::fs::remove_file(tmp.path().join("rpc.sock")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("rpc.sock")).unwrap();
         assert!(matches!(
-            interpose(&dir, rpc()),
+            interpose(&dir, rpc(), None),
             Err(InterposeError::NotASocket(_))
         ));
     }
@@ -519,7 +522,7 @@ mod tests {
         let rpc_path = tmp.path().join("rpc.sock");
         let _daemon = UnixListener::bind(&rpc_path).unwrap();
         let dir = SafeDir::open(tmp.path()).unwrap();
-        let (proxy, _ip) = interpose(&dir, rpc()).unwrap();
+        let (proxy, _ip) = interpose(&dir, rpc(), None).unwrap();
         drop(proxy); // the recorder died: rpc.sock is a dead socket now
         assert!(UnixStream::connect(&rpc_path).is_err());
         assert!(matches!(
