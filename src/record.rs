@@ -4,7 +4,7 @@
 //! decoder (AMP framing of the tapped copies, off the forwarding path), the bus subscriber,
 //! the process watcher, and the caller's thread, which redacts, orders and writes events.
 
-use crate::capture::writer::{CaptureSummary, CaptureWriter};
+use crate::capture::writer::CaptureSummary;
 use crate::event::{
     self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage,
 };
@@ -29,6 +29,13 @@ const REORDER_WINDOW_NS: u64 = 200_000_000;
 const PIDFD_REORDER_WINDOW_NS: u64 = 2_500_000_000;
 /// How long a stopping recorder lets commands in progress finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub mod always;
+pub mod follow;
+pub mod incident;
+pub mod segments;
+pub mod store;
+pub use store::{FileStore, Store};
 
 #[derive(Debug, Clone)]
 pub struct RecordOptions {
@@ -88,6 +95,8 @@ pub struct RecordOutcome {
     pub lost_taps: u64,
     pub connections: u64,
     pub info: CaptureInfo,
+    /// The recording ended because the daemon exited (not because it was asked to stop).
+    pub daemon_exited: bool,
 }
 
 struct Ordered(Stamped);
@@ -127,6 +136,34 @@ pub fn record(
     stop: Stopper,
     on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
 ) -> anyhow::Result<RecordOutcome> {
+    // Fail before touching the daemon's socket when the capture cannot be written.
+    if !opts.overwrite && std::fs::symlink_metadata(&opts.output).is_ok() {
+        anyhow::bail!(
+            "{} already exists; choose another --output or add --force",
+            opts.output.display()
+        );
+    }
+    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "cannot write {}: {} is not a directory",
+                opts.output.display(),
+                dir.display()
+            );
+        }
+    }
+    let mut store = FileStore::new(opts.output.clone(), opts.overwrite);
+    record_to(opts, stop, on_event, &mut store)
+}
+
+/// Record one session (one daemon) into `store`: like [`record`], for callers that choose
+/// where the events go and keep the store across sessions (`record --dir`).
+pub fn record_to(
+    opts: &RecordOptions,
+    stop: Stopper,
+    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
+    store: &mut dyn Store,
+) -> anyhow::Result<RecordOutcome> {
     let wall = event::wall_now_ns();
     let mono = event::mono_now();
     let mut info = CaptureInfo {
@@ -151,23 +188,6 @@ pub fn record(
             event: Event::Note { level, text },
         })
     };
-
-    // Fail before touching the daemon's socket when the capture cannot be written.
-    if !opts.overwrite && std::fs::symlink_metadata(&opts.output).is_ok() {
-        anyhow::bail!(
-            "{} already exists; choose another --output or add --force",
-            opts.output.display()
-        );
-    }
-    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            anyhow::bail!(
-                "cannot write {}: {} is not a directory",
-                opts.output.display(),
-                dir.display()
-            );
-        }
-    }
 
     // The process watcher verifies its kernel subscription before it is trusted (up to a
     // few hundred ms when the connector is silent): do that before pm2's clients depend on
@@ -255,6 +275,7 @@ pub fn record(
         interposition.as_ref(),
         (sink, rx),
         watcher,
+        store,
     );
     let restore = match &interposition {
         Some(ip) => ip
@@ -290,6 +311,7 @@ fn record_interposed(
     interposition: Option<&Interposition>,
     (sink, mut rx): (EventSink, event::EventReceiver),
     mut watcher: Option<ProcWatcher>,
+    writer: &mut dyn Store,
 ) -> anyhow::Result<RecordOutcome> {
     let access = Access::of(&opts.rpc_path).or_else(|_| Access::of(&upstream))?;
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
@@ -319,8 +341,7 @@ fn record_interposed(
     let drop_counter = sink.drop_counter();
     drop(sink);
 
-    let mut writer = CaptureWriter::create(&opts.output, info, opts.overwrite)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    writer.begin(info).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut heap: BinaryHeap<Ordered> = early_notes.into_iter().map(Ordered).collect();
     heap.push(Ordered(Stamped {
         t: event::mono_now(),
@@ -354,10 +375,11 @@ fn record_interposed(
     let mut connections = 0u64;
     let mut first_restore: Option<String> = None;
     let mut bus_down = false;
+    let mut daemon_exited: Option<String> = None;
 
     let mut write_out = |heap: &mut BinaryHeap<Ordered>,
                          upto: u64,
-                         writer: &mut CaptureWriter,
+                         writer: &mut dyn Store,
                          events: &mut u64,
                          failed: &mut Option<String>| {
         while heap.peek().is_some_and(|o| o.0.t <= upto) {
@@ -391,8 +413,10 @@ fn record_interposed(
         // Stop conditions.
         let (n_stops, why) = stop.requested();
         let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
-        if stopping_since.is_none() && (n_stops > 0 || timed_out) {
-            stop_reason = why.unwrap_or_else(|| "duration elapsed".into());
+        if stopping_since.is_none() && (n_stops > 0 || timed_out || daemon_exited.is_some()) {
+            stop_reason = why
+                .or_else(|| daemon_exited.clone())
+                .unwrap_or_else(|| "duration elapsed".into());
             stopping_since = Some(Instant::now());
             // New clients go straight to the daemon from now on.
             if let Some(ip) = interposition {
@@ -435,7 +459,7 @@ fn record_interposed(
         // While the bus is down, watch whether the daemon itself is gone (pm2 kill, a crash).
         if bus_down && stopping_since.is_none() {
             if let Some(pid) = opts.daemon_pid.filter(|p| !process_alive(*p)) {
-                stop.stop(format!("the PM2 daemon (pid {pid}) exited"));
+                daemon_exited = Some(format!("the PM2 daemon (pid {pid}) exited"));
             }
         }
         match rx.recv_timeout(Duration::from_millis(50)) {
@@ -461,7 +485,7 @@ fn record_interposed(
         write_out(
             &mut heap,
             now.saturating_sub(reorder_window),
-            &mut writer,
+            writer,
             &mut events,
             &mut write_failed,
         );
@@ -502,11 +526,11 @@ fn record_interposed(
     write_out(
         &mut heap,
         u64::MAX,
-        &mut writer,
+        writer,
         &mut events,
         &mut write_failed,
     );
-    let capture = match writer.finish() {
+    let capture = match writer.end() {
         Ok(c) => c,
         // The failure surfaced only now (at the last flush): the file holds everything up to
         // the stop marker; report it like any other early stop.
@@ -526,6 +550,7 @@ fn record_interposed(
         lost_taps,
         connections,
         info: info.clone(),
+        daemon_exited: daemon_exited.is_some() && stop.requested().0 == 0,
     })
 }
 

@@ -17,6 +17,7 @@
 //! [`Event::RecordingStopped`](crate::event::Event::RecordingStopped) marker.
 //! [`reader::CaptureReader`] streams a capture back with bounded memory.
 pub mod reader;
+pub mod dir;
 pub mod writer;
 
 pub use reader::{CaptureReader, SectionHeader, Truncation};
