@@ -35,8 +35,11 @@ enum Command {
     Replay(ReplayArgs),
     /// Explore a capture file in an interactive timeline (? lists the keys).
     Tui {
-        /// Capture file written by `pm2-trace record`
+        /// Capture file written by `pm2-trace record`, or a directory written by
+        /// `record --dir`
         file: PathBuf,
+        #[command(flatten)]
+        window: WindowArgs,
     },
     /// Restore a daemon socket left interposed by a crashed recorder (also done
     /// automatically when `record` starts).
@@ -148,14 +151,56 @@ impl From<WatchModeArg> for pm2_trace::sources::procwatch::WatchMode {
 
 #[derive(clap::Args, Debug)]
 struct ReplayArgs {
-    /// Capture file written by `pm2-trace record`
+    /// Capture file written by `pm2-trace record`, or a directory written by
+    /// `record --dir` (its segments are read in time order as one timeline)
     file: PathBuf,
+    #[command(flatten)]
+    window: WindowArgs,
     /// Print one JSON document {"capture", "events", "findings"} instead of text
     #[arg(long)]
     json: bool,
     /// Exit with status 1 when a finding is at least this severe (for scripts)
     #[arg(long, value_enum, value_name = "SEVERITY")]
     fail_on: Option<FailOn>,
+}
+
+/// Which part of a capture or directory to read.
+#[derive(clap::Args, Debug, Clone)]
+struct WindowArgs {
+    /// Only events from this time on: '2026-11-26 03:00' (local time), an RFC 3339 time
+    /// ('2026-11-26T03:00:00Z'), or a time of day ('03:00', today). For a directory only the
+    /// segments that overlap the window are read
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only events up to this time (same forms; a time of day takes --since's date)
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Which stream of a directory (one per PM2 home, named after it) when it holds several
+    #[arg(long, value_name = "NAME")]
+    stream: Option<String>,
+}
+
+impl WindowArgs {
+    fn window(&self) -> anyhow::Result<pm2_trace::replay::Window> {
+        use pm2_trace::replay::parse_when;
+        let since = self
+            .since
+            .as_deref()
+            .map(|s| parse_when(s, None))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+        let until = self
+            .until
+            .as_deref()
+            .map(|s| parse_when(s, since))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--until: {e}"))?;
+        Ok(pm2_trace::replay::Window {
+            since,
+            until,
+            stream: self.stream.clone(),
+        })
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -166,7 +211,7 @@ enum FailOn {
 
 fn run_replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     use pm2_trace::rules::Severity;
-    let out = pm2_trace::replay::replay(&a.file, a.json)?;
+    let out = pm2_trace::replay::replay_window(&a.file, a.json, &a.window.window()?)?;
     if let Some((offset, records)) = out.truncated {
         eprintln!(
             "pm2-trace: {} ends inside a record at byte {offset} (truncated): replayed the {records} whole records before it",
@@ -412,7 +457,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(a) => run_record(a),
         Command::Replay(a) => run_replay(a),
-        Command::Tui { file } => pm2_trace::views::tui::run_file(&file).map(|()| ExitCode::SUCCESS),
+        Command::Tui { file, window } => window.window().and_then(|w| {
+            if file.is_dir() {
+                pm2_trace::views::tui::run_dir(&file, &w)
+            } else {
+                pm2_trace::views::tui::run_file(&file)
+            }
+            .map(|()| ExitCode::SUCCESS)
+        }),
         Command::Repair { pm2_home: h } => pm2_home(h).and_then(|home| {
             pm2_trace::sources::guardian::RecorderLock::acquire(&home)
                 .map_err(anyhow::Error::from)

@@ -7,9 +7,9 @@
 //!   last [`EPOCH`] or so: two timelines overlap by half an epoch, so memory stays flat on
 //!   a recorder that runs for months and every finding shorter than half an epoch is seen
 //!   whole by one of them.
-//! - A finding at or above `--incident-level` is final once it has been seen twice and
-//!   `--after` has passed since its last evidence (plus [`SETTLE`], for the recorder's
-//!   reorder window and flush).
+//! - A finding at or above `--incident-level` is final once `--after` has passed since its
+//!   last evidence (plus [`SETTLE`], for the recorder's reorder window and flush); until
+//!   then each analysis replaces it with its latest form.
 //! - The incident file is cut from the stream's segments on disk (read through
 //!   [`crate::capture::dir`]): `--before` before the first evidence to `--after` after the
 //!   last. It is created 0600 with `O_EXCL|O_NOFOLLOW` in the directory, is never touched
@@ -100,7 +100,6 @@ impl DetectorHandle {
 struct Pending {
     finding: Finding,
     info: CaptureInfo,
-    seen: u32,
     first: MonoNs,
     last: MonoNs,
 }
@@ -248,11 +247,9 @@ impl Detector {
                     let p = self.pending.entry(key).or_insert_with(|| Pending {
                         finding: f.clone(),
                         info: info.clone(),
-                        seen: 0,
                         first,
                         last,
                     });
-                    p.seen += 1;
                     p.finding = f;
                     p.last = p.last.max(last);
                 }
@@ -262,30 +259,77 @@ impl Detector {
         let ready: Vec<String> = self
             .pending
             .iter()
-            .filter(|(_, p)| closing || (p.seen >= 2 && now >= p.last.saturating_add(wait)))
+            .filter(|(_, p)| closing || now >= p.last.saturating_add(wait))
             .map(|(k, _)| k.clone())
             .collect();
         for key in ready {
-            if let Some(p) = self.pending.remove(&key) {
-                self.write(&p);
-                self.done.push_back(key);
-                if self.done.len() > 10_000 {
-                    self.done.pop_front();
+            let Some(p) = self.pending.remove(&key) else {
+                continue;
+            };
+            // Findings of the same app whose windows overlap are one incident (a cause and
+            // its consequence, e.g. restart-env-changed and crash-loop-errored).
+            let (before, after) = (
+                self.cfg.before.as_nanos() as u64,
+                self.cfg.after.as_nanos() as u64,
+            );
+            let mut group = vec![(key, p)];
+            loop {
+                let (lo, hi) = group.iter().fold((u64::MAX, 0), |(lo, hi), (_, p)| {
+                    (lo.min(p.first), hi.max(p.last))
+                });
+                let app = group[0].1.finding.app.clone();
+                let more: Vec<String> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, q)| {
+                        q.finding.app == app
+                            && q.first <= hi.saturating_add(after)
+                            && q.last.saturating_add(after) >= lo.saturating_sub(before)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if more.is_empty() {
+                    break;
                 }
+                for k in more {
+                    if let Some(q) = self.pending.remove(&k) {
+                        group.push((k, q));
+                    }
+                }
+            }
+            // Most severe first, then the earliest (the cause before its consequence).
+            group.sort_by(|a, b| {
+                b.1.finding
+                    .severity
+                    .cmp(&a.1.finding.severity)
+                    .then(a.1.first.cmp(&b.1.first))
+            });
+            let findings: Vec<&Pending> = group.iter().map(|(_, p)| p).collect();
+            self.write(&findings);
+            for (k, _) in group {
+                self.done.push_back(k);
+            }
+            while self.done.len() > 10_000 {
+                self.done.pop_front();
             }
         }
     }
 
-    fn write(&self, p: &Pending) {
-        let since = p.info.wall_ns(p.first) - self.cfg.before.as_nanos() as i128;
-        let until = p.info.wall_ns(p.last) + self.cfg.after.as_nanos() as i128;
-        match write_incident(&self.dir, &self.stream, p, since, until) {
+    /// Write one incident for `group` (the findings of one app, most severe first).
+    fn write(&self, group: &[&Pending]) {
+        let p = group[0];
+        let first = group.iter().map(|q| q.first).min().unwrap_or(p.first);
+        let last = group.iter().map(|q| q.last).max().unwrap_or(p.last);
+        let since = p.info.wall_ns(first) - self.cfg.before.as_nanos() as i128;
+        let until = p.info.wall_ns(last) + self.cfg.after.as_nanos() as i128;
+        let findings: Vec<&Finding> = group.iter().map(|q| &q.finding).collect();
+        match write_incident(&self.dir, &self.stream, &findings, &p.info, first, since, until) {
             Ok((path, events)) => {
-                println!("{}", journal_line(&p.finding, &path, events));
+                println!("{}", journal_line(&findings, &path, events));
                 let _ = std::io::stdout().flush();
                 enforce_keep(&self.dir, self.cfg.keep_incidents);
                 if let Some(cmd) = &self.cfg.on_incident {
-                    run_command(cmd, &p.finding, &path, self.cfg.command_timeout);
+                    run_command(cmd, &findings, &path, self.cfg.command_timeout);
                 }
             }
             Err(e) => eprintln!(
@@ -297,17 +341,20 @@ impl Detector {
     }
 }
 
-/// One line per incident, for the journal: severity, kind, app, the file, the summary.
-pub fn journal_line(f: &Finding, path: &Path, events: u64) -> String {
+/// One line per incident, for the journal: severity, kinds, app, the file, the summary of
+/// the most severe finding.
+pub fn journal_line(findings: &[&Finding], path: &Path, events: u64) -> String {
+    let f = findings[0];
     let summary: String = f
         .summary
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
+    let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
     format!(
         "pm2-trace: incident: {} {} app={} file={} events={events}: {summary}",
         f.severity.name().to_uppercase(),
-        f.kind,
+        kinds.join("+"),
         f.app.as_deref().unwrap_or("-"),
         path.display()
     )
@@ -337,7 +384,9 @@ fn safe_name(s: &str) -> String {
 fn write_incident(
     dir: &Path,
     stream: &str,
-    p: &Pending,
+    findings: &[&Finding],
+    session: &CaptureInfo,
+    first: MonoNs,
     since: i128,
     until: i128,
 ) -> anyhow::Result<(PathBuf, u64)> {
@@ -351,8 +400,8 @@ fn write_incident(
     let base = format!(
         "{}{}-{}",
         dir::INCIDENT_PREFIX,
-        dir::utc_stamp(p.info.wall_ns(p.first)),
-        safe_name(p.finding.app.as_deref().unwrap_or("daemon"))
+        dir::utc_stamp(session.wall_ns(first)),
+        safe_name(findings[0].app.as_deref().unwrap_or("daemon"))
     );
     let mut n = 1;
     let (path, mut w) = loop {
@@ -377,19 +426,16 @@ fn write_incident(
     for ev in events.by_ref() {
         if !noted {
             noted = true;
-            let note = Stamped {
-                t: ev.t,
-                event: Event::Note {
-                    level: NoteLevel::Warning,
-                    text: format!(
-                        "incident: {} {}: {}",
-                        p.finding.severity.name(),
-                        p.finding.kind,
-                        p.finding.summary
-                    ),
-                },
-            };
-            w.write(&note, &super::comment(&note.event))?;
+            for f in findings {
+                let note = Stamped {
+                    t: ev.t,
+                    event: Event::Note {
+                        level: NoteLevel::Warning,
+                        text: format!("incident: {} {}: {}", f.severity.name(), f.kind, f.summary),
+                    },
+                };
+                w.write(&note, &super::comment(&note.event))?;
+            }
         }
         match w.write(&ev, &super::comment(&ev.event)) {
             Ok(()) => count += 1,
@@ -413,10 +459,13 @@ fn enforce_keep(dir: &Path, keep: usize) {
     }
 }
 
-/// Run `--on-incident` (see the module documentation).
-fn run_command(cmd: &str, f: &Finding, path: &Path, timeout: Duration) {
+/// Run `--on-incident` (see the module documentation): stdin gets the most severe
+/// finding's JSON; `PM2_TRACE_KINDS` lists every finding of the incident.
+fn run_command(cmd: &str, findings: &[&Finding], path: &Path, timeout: Duration) {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
+    let f = findings[0];
+    let kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
     let json = serde_json::to_vec(f).unwrap_or_default();
     let child = Command::new("/bin/sh")
         .arg("-c")
@@ -424,6 +473,7 @@ fn run_command(cmd: &str, f: &Finding, path: &Path, timeout: Duration) {
         .env("PM2_TRACE_INCIDENT_FILE", path)
         .env("PM2_TRACE_SUMMARY", &f.summary)
         .env("PM2_TRACE_KIND", &f.kind)
+        .env("PM2_TRACE_KINDS", kinds.join(" "))
         .env("PM2_TRACE_SEVERITY", f.severity.name())
         .env("PM2_TRACE_APP", f.app.as_deref().unwrap_or(""))
         .stdin(Stdio::piped())
@@ -490,9 +540,14 @@ mod tests {
 
     #[test]
     fn journal_line_is_one_line() {
-        let l = journal_line(&finding(), Path::new("/d/incident-x.pcapng"), 3);
+        let mut second = finding();
+        second.kind = "restart-env-changed".into();
+        let l = journal_line(&[&finding(), &second], Path::new("/d/incident-x.pcapng"), 3);
         assert!(!l.contains('\n'));
-        assert!(l.contains("ERROR crash-loop-errored app=web/../x file=/d/incident-x.pcapng"));
+        assert!(
+            l.contains("ERROR crash-loop-errored+restart-env-changed app=web/../x file=/d/incident-x.pcapng"),
+            "{l}"
+        );
     }
 
     #[test]
@@ -510,7 +565,7 @@ mod tests {
             "cat > {0}.json; printf '%s|%s|%s' \"$PM2_TRACE_KIND\" \"$PM2_TRACE_INCIDENT_FILE\" \"$PM2_TRACE_SEVERITY\" > {0}",
             out.display()
         );
-        run_command(&cmd, &finding(), Path::new("/d/i.pcapng"), Duration::from_secs(10));
+        run_command(&cmd, &[&finding()], Path::new("/d/i.pcapng"), Duration::from_secs(10));
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "crash-loop-errored|/d/i.pcapng|error"
@@ -521,7 +576,12 @@ mod tests {
         assert_eq!(json, finding());
         // A command that hangs is killed at its limit, with its children.
         let start = Instant::now();
-        run_command("sleep 30 & sleep 30", &finding(), Path::new("/d/i"), Duration::from_millis(300));
+        run_command(
+            "sleep 30 & sleep 30",
+            &[&finding()],
+            Path::new("/d/i"),
+            Duration::from_millis(300),
+        );
         assert!(start.elapsed() < Duration::from_secs(10));
     }
 

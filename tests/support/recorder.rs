@@ -114,6 +114,47 @@ impl Recorder {
         r
     }
 
+    /// `pm2-trace record --dir DIR --pm2-home H...` (one stream per home), waiting until every
+    /// home is interposed. stdout/stderr go to `DIR.stdout` / `DIR.stderr`.
+    pub fn start_dir(homes: &[&Path], dir: &Path, extra: &[&str]) -> Recorder {
+        let stderr_path = dir.with_extension("stderr");
+        let stdout_path = dir.with_extension("stdout");
+        let mut cmd = Command::new(bin());
+        cmd.arg("record").arg("--dir").arg(dir);
+        for h in homes {
+            cmd.arg("--pm2-home").arg(h);
+        }
+        let child = cmd
+            .args(extra)
+            .env_remove("PM2_HOME")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("cannot start pm2-trace record --dir");
+        let mut r = Recorder {
+            child,
+            output: dir.to_owned(),
+            home: homes[0].to_owned(),
+            stderr_path,
+            stdout_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !homes.iter().all(|h| aside(h).exists()) {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!("pm2-trace record --dir exited early ({status}): {}", r.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "recorder did not interpose within 15 s: {}",
+                r.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        r
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
