@@ -491,7 +491,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pm2-trace: error: {e:#}");
+            // Errors name paths and quote what daemons said: shown, never obeyed.
+            eprintln!(
+                "pm2-trace: error: {}",
+                pm2_trace::views::terminal_safe(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }
