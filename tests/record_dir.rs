@@ -430,16 +430,39 @@ fn a_full_disk_leaves_pm2_working_and_segments_readable() {
         while f.write_all(&block).is_ok() {}
         let _ = f.sync_all();
     }
-    for _ in 0..40 {
-        assert!(pm2.cmd(&["jlist"]).status.success(), "pm2 works on a full disk");
+    // More traffic than the disk has room for, through the proxy.
+    for i in 0..300 {
+        pm2.monitor_data().expect("pm2 answers on a full disk");
+        if i % 50 == 0 {
+            assert!(pm2.cmd(&["jlist"]).status.success(), "pm2 works on a full disk");
+        }
     }
-    let stderr_path = rec.stderr_path.clone();
+    wait_until("the recorder says the disk is full", Duration::from_secs(30), || {
+        let e = rec.stderr();
+        e.contains("No space left") || e.contains("write failed")
+    });
+    // Space again: a new segment is started within RETRY_AFTER (10 s) and a restart is
+    // recorded.
     let _ = std::fs::remove_file(&filler);
+    std::thread::sleep(Duration::from_secs(12));
+    assert!(pm2.cmd(&["restart", "web"]).status.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    let stderr_path = rec.stderr_path.clone();
     assert!(rec.stop().success());
     let err = std::fs::read_to_string(stderr_path).unwrap();
+    eprintln!("{err}");
+    let doc = replay(&dir, &[]);
     assert!(
-        err.contains("No space left") || err.contains("write failed"),
-        "the user is told: {err}"
+        !requests(&doc, "restartProcessId").is_empty(),
+        "recording went on once there was space"
+    );
+    assert!(
+        doc["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.to_string().contains("events were not recorded from")),
+        "the next segment says what could not be recorded"
     );
     all_segments_readable(&dir);
     assert!(pm2.cmd(&["ls"]).status.success());

@@ -151,6 +151,8 @@ pub struct SegmentWriter {
     summary: CaptureSummary,
     /// Events that arrived while no segment could be written.
     pub lost: u64,
+    /// Since the last failure: (when, why, events lost), noted in the next segment.
+    outage: Option<(i128, String, u64)>,
 }
 
 impl SegmentWriter {
@@ -175,6 +177,7 @@ impl SegmentWriter {
             last_age_check: Instant::now(),
             summary: CaptureSummary::default(),
             lost: 0,
+            outage: None,
         }
     }
 
@@ -259,16 +262,45 @@ impl SegmentWriter {
             return false;
         }
         match self.open_next() {
-            Ok(()) => self.current.is_some(),
+            Ok(()) => {
+                self.note_outage();
+                self.current.is_some()
+            }
             Err(e) => {
                 eprintln!(
                     "pm2-trace: cannot start a new segment: {e}; trying again in {} s (pm2 traffic is forwarded meanwhile)",
                     RETRY_AFTER.as_secs()
                 );
+                self.outage
+                    .get_or_insert((wall_now_ns(), e.to_string(), 0));
                 self.failed_at = Some(Instant::now());
                 false
             }
         }
+    }
+}
+
+impl SegmentWriter {
+    /// After a write failure, say in the new segment what was not recorded.
+    fn note_outage(&mut self) {
+        let Some((since, why, lost)) = self.outage.take() else {
+            return;
+        };
+        let Some((w, _)) = self.current.as_mut() else {
+            return;
+        };
+        let ev = Stamped {
+            t: crate::event::mono_now(),
+            event: crate::event::Event::Note {
+                level: crate::event::NoteLevel::Warning,
+                text: format!(
+                    "{lost} events were not recorded from {} to {}: the capture could not be written ({why})",
+                    dir::utc_stamp(since),
+                    dir::utc_stamp(wall_now_ns())
+                ),
+            },
+        };
+        let _ = w.write(&ev, &super::comment(&ev.event));
     }
 }
 
@@ -283,6 +315,9 @@ impl Store for SegmentWriter {
     fn write(&mut self, ev: &Stamped, comment: &str) -> Result<(), CaptureError> {
         if !self.ensure_open() {
             self.lost += 1;
+            if let Some(o) = self.outage.as_mut() {
+                o.2 += 1;
+            }
             return Ok(());
         }
         let Some((w, _)) = self.current.as_mut() else {
@@ -295,6 +330,7 @@ impl Store for SegmentWriter {
                 // The segment ended with a stop marker; make room and try again later.
                 eprintln!("pm2-trace: {e}; a new segment is tried in {} s after deleting the oldest (pm2 traffic is forwarded meanwhile)", RETRY_AFTER.as_secs());
                 self.lost += 1;
+                self.outage.get_or_insert((wall_now_ns(), e.to_string(), 1));
                 self.close_current();
                 self.failed_at = Some(Instant::now());
                 self.retention
@@ -307,7 +343,8 @@ impl Store for SegmentWriter {
     fn flush(&mut self) {
         if let Some((w, _)) = self.current.as_mut() {
             w.flush();
-            if w.stopped().is_some() {
+            if let Some(why) = w.stopped() {
+                self.outage.get_or_insert((wall_now_ns(), why.to_owned(), 0));
                 self.close_current();
                 self.failed_at = Some(Instant::now());
             }
