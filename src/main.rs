@@ -17,7 +17,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// clock, and names the ordering that went wrong.
 #[derive(Parser, Debug)]
 #[command(name = "pm2-trace", version, about, long_about = None, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -243,7 +243,11 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 /// A duration that may be zero (`--after 0`).
 fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
-    if s.trim().trim_end_matches(['s', 'm', 'h', 'd']).parse::<f64>() == Ok(0.0) {
+    if s.trim()
+        .trim_end_matches(['s', 'm', 'h', 'd'])
+        .parse::<f64>()
+        == Ok(0.0)
+    {
         return Ok(Duration::ZERO);
     }
     parse_duration(s)
@@ -264,7 +268,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}`: use ms, s, m, h or d"
+            ))
+        }
     };
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("`{s}` must be a positive duration"));

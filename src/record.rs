@@ -523,13 +523,7 @@ fn record_interposed(
             text: format!("recording stopped: {stop_reason}"),
         },
     }));
-    write_out(
-        &mut heap,
-        u64::MAX,
-        writer,
-        &mut events,
-        &mut write_failed,
-    );
+    write_out(&mut heap, u64::MAX, writer, &mut events, &mut write_failed);
     let capture = match writer.end() {
         Ok(c) => c,
         // The failure surfaced only now (at the last flush): the file holds everything up to

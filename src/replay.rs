@@ -68,7 +68,10 @@ pub fn dir_events(dir: &Path, w: &Window) -> anyhow::Result<crate::capture::dir:
             streams.join(", ")
         ),
         (None, [only]) => only.clone(),
-        (None, []) => anyhow::bail!("{}: no segments (segment-*.pcapng) in this directory", dir.display()),
+        (None, []) => anyhow::bail!(
+            "{}: no segments (segment-*.pcapng) in this directory",
+            dir.display()
+        ),
         (None, _) => anyhow::bail!(
             "{} holds {} streams (one per PM2 home): {}; choose one with --stream NAME",
             dir.display(),
@@ -81,7 +84,10 @@ pub fn dir_events(dir: &Path, w: &Window) -> anyhow::Result<crate::capture::dir:
         .map(|s| s.path.clone())
         .collect();
     if files.is_empty() {
-        anyhow::bail!("{}: no segment of {stream} in the chosen window", dir.display());
+        anyhow::bail!(
+            "{}: no segment of {stream} in the chosen window",
+            dir.display()
+        );
     }
     Ok(dir::DirEvents::open(files, w.since, w.until)?)
 }
@@ -195,7 +201,12 @@ pub fn parse_when(s: &str, day: Option<i128>) -> Result<i128, String> {
             .ok_or_else(|| format!("`{s}` does not exist in the local time zone"))
     };
     let t_no_z = t.strip_suffix('Z');
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Some(u) = t_no_z {
             if let Ok(n) = NaiveDateTime::parse_from_str(u, fmt) {
                 return ns(n.and_utc()).ok_or_else(|| format!("`{s}` is out of range"));

@@ -105,7 +105,10 @@ fn failing_restart_incident(version: &str) {
         .to_string(),
     )
     .unwrap();
-    pm2::assert_ok(&pm2.cmd(&["start", eco.to_str().unwrap()]), &["start", "web.json"]);
+    pm2::assert_ok(
+        &pm2.cmd(&["start", eco.to_str().unwrap()]),
+        &["start", "web.json"],
+    );
     pm2.wait_for_status("web", "online", Duration::from_secs(10))
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -123,7 +126,10 @@ fn failing_restart_incident(version: &str) {
     // Something before the restart: a listing.
     assert!(pm2.cmd(&["jlist"]).status.success());
     std::thread::sleep(Duration::from_millis(300));
-    let out = pm2.cmd_env(&[("FEATURE_MODE", "broken")], &["restart", "web", "--update-env"]);
+    let out = pm2.cmd_env(
+        &[("FEATURE_MODE", "broken")],
+        &["restart", "web", "--update-env"],
+    );
     assert!(out.status.success());
     pm2.wait_for_status("web", "errored", Duration::from_secs(30))
         .unwrap();
@@ -136,14 +142,22 @@ fn failing_restart_incident(version: &str) {
     let incidents = files(&dir, "incident-");
     let stdout = std::fs::read_to_string(stdout_path).unwrap();
     eprintln!("{stdout}\n{incidents:?}");
-    assert_eq!(incidents.len(), 1, "one incident for one failure: {incidents:?}");
+    assert_eq!(
+        incidents.len(),
+        1,
+        "one incident for one failure: {incidents:?}"
+    );
     assert!(
         incidents[0].to_string_lossy().ends_with("-web.pcapng"),
         "{incidents:?}"
     );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        std::fs::metadata(&incidents[0]).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(&incidents[0])
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
     let line = stdout
@@ -154,7 +168,8 @@ fn failing_restart_incident(version: &str) {
     let doc = replay(&incidents[0], &[]);
     let k = kinds(&doc);
     assert!(
-        k.iter().any(|k| k == "crash-loop-errored" || k == "restart-env-changed"),
+        k.iter()
+            .any(|k| k == "crash-loop-errored" || k == "restart-env-changed"),
         "the incident's replay names the finding: {k:?}"
     );
     // Events from before the restart: the listing, and the restart request itself.
@@ -165,7 +180,10 @@ fn failing_restart_incident(version: &str) {
         !listing.is_empty(),
         "the listing before the restart is in the incident"
     );
-    let (a, b) = (listing[0]["t"].as_u64().unwrap(), restart[0]["t"].as_u64().unwrap());
+    let (a, b) = (
+        listing[0]["t"].as_u64().unwrap(),
+        restart[0]["t"].as_u64().unwrap(),
+    );
     assert!(a < b, "the listing ({a}) comes before the restart ({b})");
     // The command got the file, the summary and the finding's JSON.
     let hook_text = std::fs::read_to_string(&hook_out).unwrap();
@@ -202,7 +220,12 @@ fn a_flood_keeps_the_budget_and_the_incidents() {
     for i in 0..4 {
         pm2.start_app(&format!("w{i}"), "well-behaved.js", pm2::free_port(), &[]);
     }
-    pm2.start_app("bad", "crash-on-start.js", pm2::free_port(), &["--max-restarts", "3"]);
+    pm2.start_app(
+        "bad",
+        "crash-on-start.js",
+        pm2::free_port(),
+        &["--max-restarts", "3"],
+    );
     let dir = pm2.home().parent().unwrap().join("flight");
     let keep: u64 = 1 << 20;
     let segment = keep / 16;
@@ -230,19 +253,22 @@ fn a_flood_keeps_the_budget_and_the_incidents() {
     let mut calls = 0;
     let first_seq = files(&dir, "segment-").len();
     loop {
-        pm2.monitor_data().expect("getMonitorData through the proxy");
+        pm2.monitor_data()
+            .expect("getMonitorData through the proxy");
         calls += 1;
         if calls % 20 == 0 {
             max_seen = max_seen.max(segments_bytes(&dir));
             let last = files(&dir, "segment-").last().cloned().unwrap();
-            let seq: u64 = last.to_string_lossy().rsplit('-').next().unwrap()
-                [..6]
+            let seq: u64 = last.to_string_lossy().rsplit('-').next().unwrap()[..6]
                 .parse()
                 .unwrap();
             // Written so far, in segments: many times the budget.
             if seq * segment > 6 * keep || start.elapsed() > Duration::from_secs(120) {
                 eprintln!("{calls} calls, {seq} segments started, {first_seq} before the flood");
-                assert!(seq * segment > 6 * keep, "the flood did not reach 6x --keep in 120 s");
+                assert!(
+                    seq * segment > 6 * keep,
+                    "the flood did not reach 6x --keep in 120 s"
+                );
                 break;
             }
         }
@@ -256,7 +282,9 @@ fn a_flood_keeps_the_budget_and_the_incidents() {
     assert!(rec.wait(Duration::from_secs(240)).success());
     eprintln!("the recorder stopped {:?} after SIGINT", stopping.elapsed());
     let total = segments_bytes(&dir);
-    eprintln!("largest directory seen {max_seen} bytes, at the end {total}; bound {keep} + {segment}");
+    eprintln!(
+        "largest directory seen {max_seen} bytes, at the end {total}; bound {keep} + {segment}"
+    );
     // The writer's buffer (256 KiB) and one record may pass a segment's size.
     let slack = segment + (256 << 10) + (64 << 10);
     assert!(max_seen <= keep + slack, "{max_seen} > {keep} + {slack}");
@@ -296,16 +324,27 @@ fn follows_the_daemon(version: &str) {
         !pm2.home().join("rpc.sock").exists(),
         "rpc.sock is gone with its daemon, not held by the recorder"
     );
-    assert!(pm2.god_daemons_for_home().is_empty(), "the recorder started no daemon");
+    assert!(
+        pm2.god_daemons_for_home().is_empty(),
+        "the recorder started no daemon"
+    );
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(pm2.god_daemons_for_home().is_empty(), "still none after 1.5 s");
+    assert!(
+        pm2.god_daemons_for_home().is_empty(),
+        "still none after 1.5 s"
+    );
     // The next pm2 command starts a new daemon, as always.
     assert!(pm2.cmd(&["ping"]).status.success());
     let appeared = Instant::now();
-    wait_until("interposed on the new daemon", Duration::from_secs(10), || {
-        recorder::aside(pm2.home()).exists()
-    });
-    eprintln!("interposed again {:?} after `pm2 ping` returned", appeared.elapsed());
+    wait_until(
+        "interposed on the new daemon",
+        Duration::from_secs(10),
+        || recorder::aside(pm2.home()).exists(),
+    );
+    eprintln!(
+        "interposed again {:?} after `pm2 ping` returned",
+        appeared.elapsed()
+    );
     let new_pid = pm2.daemon_pid().unwrap();
     assert_ne!(new_pid, old_pid);
     pm2.start_app("web2", "well-behaved.js", pm2::free_port(), &[]);
@@ -320,12 +359,16 @@ fn follows_the_daemon(version: &str) {
     let text = doc["events"].to_string();
     assert!(text.contains("killMe"), "the kill is recorded");
     assert!(
-        text.contains("no PM2 daemon was recorded for") && text.contains(&format!("pm2 version {version}")),
+        text.contains("no PM2 daemon was recorded for")
+            && text.contains(&format!("pm2 version {version}")),
         "the gap and the new version are noted: {}",
         std::fs::read_to_string(stderr_path).unwrap()
     );
     let restarts = requests(&doc, "restartProcessId");
-    assert!(!restarts.is_empty(), "the restart on the new daemon is recorded");
+    assert!(
+        !restarts.is_empty(),
+        "the restart on the new daemon is recorded"
+    );
     // Two sessions: two segments at least.
     assert!(files(&dir, "segment-").len() >= 2);
 }
@@ -365,7 +408,11 @@ fn sigterm_and_sigkill_leave_pm2_working_and_segments_readable() {
     assert!(pm2.cmd(&["restart", "web"]).status.success());
     rec.signal(libc::SIGTERM);
     let mut rec = rec;
-    assert!(rec.wait(Duration::from_secs(20)).success(), "{}", rec.stderr());
+    assert!(
+        rec.wait(Duration::from_secs(20)).success(),
+        "{}",
+        rec.stderr()
+    );
     assert!(!recorder::aside(pm2.home()).exists());
     assert!(pm2.cmd(&["ls"]).status.success());
     all_segments_readable(&dir);
@@ -376,9 +423,11 @@ fn sigterm_and_sigkill_leave_pm2_working_and_segments_readable() {
     std::thread::sleep(Duration::from_millis(1500));
     rec.signal(libc::SIGKILL);
     rec.wait(Duration::from_secs(10));
-    wait_until("the guardian restores rpc.sock", Duration::from_secs(5), || {
-        !recorder::aside(pm2.home()).exists()
-    });
+    wait_until(
+        "the guardian restores rpc.sock",
+        Duration::from_secs(5),
+        || !recorder::aside(pm2.home()).exists(),
+    );
     assert!(pm2.cmd(&["ls"]).status.success());
     assert_eq!(pm2.god_daemons_for_home().len(), 1);
     all_segments_readable(&dir);
@@ -393,7 +442,13 @@ impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(dir).unwrap();
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "pm2-trace-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "pm2-trace-test",
+            ])
             .arg(dir)
             .output()
             .expect("cannot run mount(8)");
@@ -434,13 +489,20 @@ fn a_full_disk_leaves_pm2_working_and_segments_readable() {
     for i in 0..300 {
         pm2.monitor_data().expect("pm2 answers on a full disk");
         if i % 50 == 0 {
-            assert!(pm2.cmd(&["jlist"]).status.success(), "pm2 works on a full disk");
+            assert!(
+                pm2.cmd(&["jlist"]).status.success(),
+                "pm2 works on a full disk"
+            );
         }
     }
-    wait_until("the recorder says the disk is full", Duration::from_secs(30), || {
-        let e = rec.stderr();
-        e.contains("No space left") || e.contains("write failed")
-    });
+    wait_until(
+        "the recorder says the disk is full",
+        Duration::from_secs(30),
+        || {
+            let e = rec.stderr();
+            e.contains("No space left") || e.contains("write failed")
+        },
+    );
     // Space again: a new segment is started within RETRY_AFTER (10 s) and a restart is
     // recorded.
     let _ = std::fs::remove_file(&filler);
@@ -518,7 +580,10 @@ fn a_window_reads_only_its_segments() {
     let since = mid.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let doc = replay(&dir, &["--since", &since]);
     assert!(!requests(&doc, "restartProcessId").is_empty());
-    assert!(requests(&doc, "ping").is_empty(), "nothing from before --since");
+    assert!(
+        requests(&doc, "ping").is_empty(),
+        "nothing from before --since"
+    );
     let doc = replay(&dir, &["--until", &since]);
     assert!(requests(&doc, "restartProcessId").is_empty());
     assert_eq!(requests(&doc, "ping").len(), 30);

@@ -143,9 +143,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<Segment>, CaptureError> {
             modified_ns: mtime_ns(&meta),
         });
     }
-    out.sort_by(|a, b| {
-        (a.start_ns, &a.stream, a.seq).cmp(&(b.start_ns, &b.stream, b.seq))
-    });
+    out.sort_by(|a, b| (a.start_ns, &a.stream, a.seq).cmp(&(b.start_ns, &b.stream, b.seq)));
     Ok(out)
 }
 

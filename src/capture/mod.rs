@@ -16,8 +16,8 @@
 //! back to the last whole block and ends it with an
 //! [`Event::RecordingStopped`](crate::event::Event::RecordingStopped) marker.
 //! [`reader::CaptureReader`] streams a capture back with bounded memory.
-pub mod reader;
 pub mod dir;
+pub mod reader;
 pub mod writer;
 
 pub use reader::{CaptureReader, SectionHeader, Truncation};

@@ -69,8 +69,8 @@ pub struct FollowOutcome {
 fn find_daemon(home: &Path) -> Option<home::Located> {
     let located = home::locate(Some(home), |k| std::env::var_os(k), &home::list_daemons()).ok()?;
     use std::os::unix::fs::FileTypeExt;
-    let is_sock = std::fs::symlink_metadata(&located.sockets.rpc)
-        .is_ok_and(|m| m.file_type().is_socket());
+    let is_sock =
+        std::fs::symlink_metadata(&located.sockets.rpc).is_ok_and(|m| m.file_type().is_socket());
     is_sock.then_some(located)
 }
 
@@ -118,7 +118,9 @@ pub fn follow(
         opts.pub_path = located.sockets.pub_.clone();
         opts.daemon_pid = Some(located.pid);
         opts.pm2_version = located.version.clone();
-        opts.duration = template.duration.map(|d| d.saturating_sub(started.elapsed()));
+        opts.duration = template
+            .duration
+            .map(|d| d.saturating_sub(started.elapsed()));
         let mut pending = Vec::new();
         let version = located.version.as_deref().unwrap_or("?");
         if let Some((since, why)) = gap_since.take() {

@@ -323,7 +323,15 @@ impl Detector {
         let since = p.info.wall_ns(first) - self.cfg.before.as_nanos() as i128;
         let until = p.info.wall_ns(last) + self.cfg.after.as_nanos() as i128;
         let findings: Vec<&Finding> = group.iter().map(|q| &q.finding).collect();
-        match write_incident(&self.dir, &self.stream, &findings, &p.info, first, since, until) {
+        match write_incident(
+            &self.dir,
+            &self.stream,
+            &findings,
+            &p.info,
+            first,
+            since,
+            until,
+        ) {
             Ok((path, events)) => {
                 println!("{}", journal_line(&findings, &path, events));
                 let _ = std::io::stdout().flush();
@@ -403,24 +411,38 @@ fn write_incident(
         dir::utc_stamp(session.wall_ns(first)),
         safe_name(findings[0].app.as_deref().unwrap_or("daemon"))
     );
-    let mut n = 1;
-    let (path, mut w) = loop {
-        let name = if n == 1 {
-            format!("{base}{}", dir::EXTENSION)
-        } else {
-            format!("{base}-{n}{}", dir::EXTENSION)
-        };
-        let path = dir.join(name);
-        match CaptureWriter::create(&path, &info, false) {
-            Ok(w) => break (path, w),
-            Err(crate::capture::CaptureError::Io { error, .. })
-                if error.kind() == std::io::ErrorKind::AlreadyExists && n < 100 =>
-            {
-                n += 1
+    // Written under a hidden name, then linked into place whole (never replacing a file):
+    // whoever sees an incident file sees all of it.
+    let tmp = dir.join(format!(".{base}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut w = CaptureWriter::create(&tmp, &info, false)?;
+    let result = copy_events(&mut w, &mut events, findings).and_then(|count| {
+        w.finish()?;
+        let mut n = 1;
+        loop {
+            let name = if n == 1 {
+                format!("{base}{}", dir::EXTENSION)
+            } else {
+                format!("{base}-{n}{}", dir::EXTENSION)
+            };
+            let path = dir.join(name);
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => return Ok((path, count)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+                Err(e) => return Err(anyhow::anyhow!("cannot link {}: {e}", path.display())),
             }
-            Err(e) => return Err(e.into()),
         }
-    };
+    });
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// The incident's events, after one note per finding.
+fn copy_events(
+    w: &mut CaptureWriter,
+    events: &mut DirEvents,
+    findings: &[&Finding],
+) -> anyhow::Result<u64> {
     let mut count = 0u64;
     let mut noted = false;
     for ev in events.by_ref() {
@@ -440,14 +462,10 @@ fn write_incident(
         match w.write(&ev, &super::comment(&ev.event)) {
             Ok(()) => count += 1,
             Err(crate::capture::CaptureError::TooLarge { .. }) => {}
-            Err(e) => {
-                let _ = w.finish();
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
-    w.finish()?;
-    Ok((path, count))
+    Ok(count)
 }
 
 /// Delete the oldest incident files beyond `keep`.
@@ -499,7 +517,10 @@ fn run_command(cmd: &str, findings: &[&Finding], path: &Path, timeout: Duration)
         match child.try_wait() {
             Ok(Some(status)) if status.success() => return,
             Ok(Some(status)) => {
-                eprintln!("pm2-trace: --on-incident `{cmd}` failed ({status}) for {}", path.display());
+                eprintln!(
+                    "pm2-trace: --on-incident `{cmd}` failed ({status}) for {}",
+                    path.display()
+                );
                 return;
             }
             Ok(None) if Instant::now() >= deadline => {
@@ -565,7 +586,12 @@ mod tests {
             "cat > {0}.json; printf '%s|%s|%s' \"$PM2_TRACE_KIND\" \"$PM2_TRACE_INCIDENT_FILE\" \"$PM2_TRACE_SEVERITY\" > {0}",
             out.display()
         );
-        run_command(&cmd, &[&finding()], Path::new("/d/i.pcapng"), Duration::from_secs(10));
+        run_command(
+            &cmd,
+            &[&finding()],
+            Path::new("/d/i.pcapng"),
+            Duration::from_secs(10),
+        );
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "crash-loop-errored|/d/i.pcapng|error"

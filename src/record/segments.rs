@@ -271,8 +271,7 @@ impl SegmentWriter {
                     "pm2-trace: cannot start a new segment: {e}; trying again in {} s (pm2 traffic is forwarded meanwhile)",
                     RETRY_AFTER.as_secs()
                 );
-                self.outage
-                    .get_or_insert((wall_now_ns(), e.to_string(), 0));
+                self.outage.get_or_insert((wall_now_ns(), e.to_string(), 0));
                 self.failed_at = Some(Instant::now());
                 false
             }
@@ -344,7 +343,8 @@ impl Store for SegmentWriter {
         if let Some((w, _)) = self.current.as_mut() {
             w.flush();
             if let Some(why) = w.stopped() {
-                self.outage.get_or_insert((wall_now_ns(), why.to_owned(), 0));
+                self.outage
+                    .get_or_insert((wall_now_ns(), why.to_owned(), 0));
                 self.close_current();
                 self.failed_at = Some(Instant::now());
             }
@@ -367,11 +367,7 @@ impl Store for SegmentWriter {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{} (stream {})",
-            self.retention.dir.display(),
-            self.stream
-        )
+        format!("{} (stream {})", self.retention.dir.display(), self.stream)
     }
 }
 
@@ -490,7 +486,7 @@ mod tests {
         assert!(segs[0].seq > 1);
         for s in &segs {
             let r = crate::capture::CaptureReader::open(&s.path).unwrap();
-            let n = r.map(|e| e.unwrap()).count();
+            let n = r.inspect(|e| assert!(e.is_ok())).count();
             assert!(n > 0, "{}", s.path.display());
         }
         // A new writer for the same stream numbers after the existing segments.

@@ -142,7 +142,10 @@ impl Recorder {
         let deadline = Instant::now() + Duration::from_secs(15);
         while !homes.iter().all(|h| aside(h).exists()) {
             if let Ok(Some(status)) = r.child.try_wait() {
-                panic!("pm2-trace record --dir exited early ({status}): {}", r.stderr());
+                panic!(
+                    "pm2-trace record --dir exited early ({status}): {}",
+                    r.stderr()
+                );
             }
             assert!(
                 Instant::now() < deadline,
