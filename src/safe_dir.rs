@@ -221,6 +221,36 @@ impl SafeDir {
         })
     }
 
+    /// Take over a directory descriptor inherited from the process that opened it with
+    /// [`SafeDir::open`] (the guardian gets PM2_HOME this way); `path` is for messages.
+    pub fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<SafeDir> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| io_at(&path, "cannot inspect", e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Err(SafeDirError::WrongType {
+                path,
+                expected: "a directory",
+                found: file_type_name(&st),
+            });
+        }
+        Ok(SafeDir {
+            fd,
+            path,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+
+    /// Another handle on the same directory.
+    pub fn try_clone(&self) -> io::Result<SafeDir> {
+        Ok(SafeDir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+            ..*self
+        })
+    }
+
     /// Open the directory that holds `path`, and return it with `path`'s last component
     /// (refused when `path` ends in `..` or has no file name).
     pub fn open_parent(path: &Path) -> Result<(SafeDir, OsString)> {
@@ -684,6 +714,35 @@ impl SocketRef {
             }
         }
         Ok(s)
+    }
+
+    /// Take over an `O_PATH` descriptor of a socket file inherited from the process that
+    /// made it with [`SafeDir::open_socket`]; `peer_uid` as [`SocketRef::peer_uid`] said.
+    pub fn from_fd(fd: OwnedFd, path: PathBuf, peer_uid: Option<u32>) -> Result<SocketRef> {
+        let stat = rustix::fs::fstat(&fd).map_err(|e| io_at(&path, "cannot inspect", e))?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Socket {
+            return Err(SafeDirError::WrongType {
+                path,
+                expected: "a unix socket",
+                found: file_type_name(&stat),
+            });
+        }
+        Ok(SocketRef {
+            fd,
+            path,
+            stat,
+            peer_uid,
+        })
+    }
+
+    /// The uid the listening process must have, if any.
+    pub fn peer_uid(&self) -> Option<u32> {
+        self.peer_uid
+    }
+
+    /// The `O_PATH` descriptor (to hand to the guardian process).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Another handle on the same socket file.
