@@ -6,12 +6,15 @@
 mod pm2;
 #[path = "support/recorder.rs"]
 mod recorder;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use pm2::Pm2;
 use recorder::Recorder;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tmpfs::Tmpfs;
 
 const V5: &str = "5.4.3";
 const V7: &str = "7.0.4";
@@ -434,37 +437,6 @@ fn sigterm_and_sigkill_leave_pm2_working_and_segments_readable() {
     // Both runs are in the directory, in one stream.
     let doc = replay(&dir, &[]);
     assert!(requests(&doc, "restartProcessId").len() >= 2);
-}
-
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "pm2-trace-test",
-            ])
-            .arg(dir)
-            .output()
-            .expect("cannot run mount(8)");
-        assert!(
-            out.status.success(),
-            "this test needs root and permission to mount a tmpfs (mount -t tmpfs failed: {})",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 /// A disk that fills up (other files take the space, not the recorder's budget): pm2 keeps

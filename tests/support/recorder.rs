@@ -65,27 +65,14 @@ impl Recorder {
                 });
             }
         }
-        let child = cmd
-            .arg("record")
+        cmd.arg("record")
             .arg("--pm2-home")
             .arg(home)
             .arg("-o")
             .arg(output)
             .arg("--force")
-            .args(extra)
-            .env_remove("PM2_HOME")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout_path).unwrap())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("cannot start pm2-trace record");
-        let mut r = Recorder {
-            child,
-            output: output.to_owned(),
-            home: home.to_owned(),
-            stderr_path,
-            stdout_path,
-        };
+            .args(extra);
+        let mut r = spawn(&mut cmd, output, home, stdout_path, stderr_path);
         let listen = extra
             .iter()
             .position(|a| *a == "--listen")
@@ -124,21 +111,7 @@ impl Recorder {
         for h in homes {
             cmd.arg("--pm2-home").arg(h);
         }
-        let child = cmd
-            .args(extra)
-            .env_remove("PM2_HOME")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout_path).unwrap())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("cannot start pm2-trace record --dir");
-        let mut r = Recorder {
-            child,
-            output: dir.to_owned(),
-            home: homes[0].to_owned(),
-            stderr_path,
-            stdout_path,
-        };
+        let mut r = spawn(cmd.args(extra), dir, homes[0], stdout_path, stderr_path);
         let deadline = Instant::now() + Duration::from_secs(15);
         while !homes.iter().all(|h| aside(h).exists()) {
             if let Ok(Some(status)) = r.child.try_wait() {
@@ -192,6 +165,30 @@ impl Recorder {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Start `cmd` (a `pm2-trace record ...`) with its output in the given files.
+fn spawn(
+    cmd: &mut Command,
+    output: &Path,
+    home: &Path,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+) -> Recorder {
+    let child = cmd
+        .env_remove("PM2_HOME")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("cannot start pm2-trace record");
+    Recorder {
+        child,
+        output: output.to_owned(),
+        home: home.to_owned(),
+        stderr_path,
+        stdout_path,
     }
 }
 
