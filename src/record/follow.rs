@@ -36,7 +36,7 @@ impl Store for NotedStore<'_> {
                 t: event::mono_now(),
                 event: Event::Note { level, text },
             };
-            self.inner.write(&ev, &super::comment(&ev.event))?;
+            self.inner.write(&ev, &super::comment::comment(&ev.event))?;
         }
         Ok(())
     }

@@ -150,7 +150,7 @@ impl Detector {
     }
 
     fn run(mut self, rx: Receiver<Msg>) {
-        super::lower_thread_priority();
+        super::pipeline::lower_thread_priority();
         let mut last_check = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_millis(250)) {
@@ -456,10 +456,10 @@ fn copy_events(
                         text: format!("incident: {} {}: {}", f.severity.name(), f.kind, f.summary),
                     },
                 };
-                w.write(&note, &super::comment(&note.event))?;
+                w.write(&note, &super::comment::comment(&note.event))?;
             }
         }
-        match w.write(&ev, &super::comment(&ev.event)) {
+        match w.write(&ev, &super::comment::comment(&ev.event)) {
             Ok(()) => count += 1,
             Err(crate::capture::CaptureError::TooLarge { .. }) => {}
             Err(e) => return Err(e.into()),

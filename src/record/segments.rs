@@ -144,7 +144,7 @@ pub struct SegmentWriter {
     stream: String,
     next_seq: u64,
     info: Option<CaptureInfo>,
-    current: Option<(CaptureWriter, Instant)>,
+    current: Option<(CaptureWriter, Instant, PathBuf)>,
     /// When the last write failure happened (a new segment is tried after RETRY_AFTER).
     failed_at: Option<Instant>,
     last_age_check: Instant,
@@ -186,14 +186,8 @@ impl SegmentWriter {
         &self.stream
     }
 
-    /// The segment being written.
-    pub fn current_path(&self) -> Option<&Path> {
-        self.current.as_ref().map(|(w, _)| w.path())
-    }
-
     fn close_current(&mut self) {
-        if let Some((w, _)) = self.current.take() {
-            let path = w.path().to_owned();
+        if let Some((w, _, path)) = self.current.take() {
             match w.finish() {
                 Ok(s) => {
                     self.summary.records += s.records;
@@ -225,7 +219,7 @@ impl SegmentWriter {
             self.retention.set_open(&path, true);
             match CaptureWriter::create(&path, &info, false) {
                 Ok(w) => {
-                    self.current = Some((w, Instant::now()));
+                    self.current = Some((w, Instant::now(), path));
                     self.failed_at = None;
                     return Ok(());
                 }
@@ -244,7 +238,7 @@ impl SegmentWriter {
     }
 
     fn rotate_due(&self) -> bool {
-        self.current.as_ref().is_some_and(|(w, started)| {
+        self.current.as_ref().is_some_and(|(w, started, _)| {
             w.len_with_buffered() >= self.retention.budget.segment_bytes()
                 || started.elapsed() >= self.retention.budget.segment_age()
         })
@@ -285,7 +279,7 @@ impl SegmentWriter {
         let Some((since, why, lost)) = self.outage.take() else {
             return;
         };
-        let Some((w, _)) = self.current.as_mut() else {
+        let Some((w, _, _)) = self.current.as_mut() else {
             return;
         };
         let ev = Stamped {
@@ -299,7 +293,7 @@ impl SegmentWriter {
                 ),
             },
         };
-        let _ = w.write(&ev, &super::comment(&ev.event));
+        let _ = w.write(&ev, &super::comment::comment(&ev.event));
     }
 }
 
@@ -319,7 +313,7 @@ impl Store for SegmentWriter {
             }
             return Ok(());
         }
-        let Some((w, _)) = self.current.as_mut() else {
+        let Some((w, _, _)) = self.current.as_mut() else {
             return Ok(());
         };
         match w.write(ev, comment) {
@@ -340,7 +334,7 @@ impl Store for SegmentWriter {
     }
 
     fn flush(&mut self) {
-        if let Some((w, _)) = self.current.as_mut() {
+        if let Some((w, _, _)) = self.current.as_mut() {
             w.flush();
             if let Some(why) = w.stopped() {
                 self.outage
