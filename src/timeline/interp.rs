@@ -42,7 +42,9 @@ struct Conn {
 pub struct Interpreter {
     conns: HashMap<u64, Conn>,
     names: BTreeMap<u64, String>,
-    scripts: HashMap<String, u64>,
+    /// Script -> the one pm_id running it; `None` when several do (the instances of a
+    /// cluster app), so a line naming only the script names no app.
+    scripts: HashMap<String, Option<u64>>,
     pids: HashMap<i64, u64>,
     /// Apps with a `Stopping` line whose kill is not yet confirmed.
     stopping: BTreeSet<u64>,
@@ -101,10 +103,23 @@ impl Interpreter {
                 self.learn_pid(pid, id);
             }
             if let Some(s) = &p.exec_path {
-                if self.scripts.len() < MAX_APPS || self.scripts.contains_key(s) {
-                    self.scripts.insert(s.clone(), id);
+                self.learn_script(s, id);
+            }
+        }
+    }
+
+    fn learn_script(&mut self, script: &str, pm_id: u64) {
+        let room = self.scripts.len() < MAX_APPS;
+        match self.scripts.get_mut(script) {
+            Some(known) => {
+                if *known != Some(pm_id) {
+                    *known = None;
                 }
             }
+            None if room => {
+                self.scripts.insert(script.to_owned(), Some(pm_id));
+            }
+            None => {}
         }
     }
 
@@ -354,9 +369,7 @@ impl Interpreter {
             BusEvent::ProcessEvent(pe) => {
                 self.learn(pe.pm_id, pe.name.as_deref());
                 if let (Some(id), Some(s)) = (pe.pm_id, &pe.exec_path) {
-                    if self.scripts.len() < MAX_APPS || self.scripts.contains_key(s) {
-                        self.scripts.insert(s.clone(), id);
-                    }
+                    self.learn_script(s, id);
                 }
                 if let Some(id) = pe.pm_id {
                     for p in &pe.tree_pids {
@@ -432,6 +445,18 @@ impl Interpreter {
                     });
                 }
             }
+            BusEvent::ProcessMsg {
+                pm_id, ref name, ..
+            } => {
+                self.learn(pm_id, name.as_deref());
+                let app = pm_id.map(|i| self.app(i));
+                out.push(Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::Bus(ev),
+                });
+            }
             other => out.push(Entry {
                 t,
                 source,
@@ -462,7 +487,15 @@ impl Interpreter {
             return Some(self.app(id));
         }
         if let DaemonLogLine::TooManyUnstableRestarts { script, .. } = log {
-            return self.scripts.get(script).map(|i| self.app(*i));
+            return self
+                .scripts
+                .get(script)
+                .copied()
+                .flatten()
+                .map(|i| self.app(i));
+        }
+        if let DaemonLogLine::ReloadBecameRestart { id } = log {
+            return Some(self.app(*id));
         }
         let pid = log.pid()?;
         let id = match self.pids.get(&pid) {
