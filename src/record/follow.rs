@@ -11,7 +11,7 @@
 //! new daemon runs. The recorder never starts a daemon.
 
 use super::store::Store;
-use super::{record_to, RecordOptions, RecordOutcome, Stopper};
+use super::{record_to, Observer, RecordOptions, RecordOutcome, Stopper};
 use crate::capture::writer::CaptureSummary;
 use crate::capture::CaptureError;
 use crate::event::{self, CaptureInfo, Event, NoteLevel, Stamped};
@@ -86,7 +86,7 @@ pub fn follow(
     template: &RecordOptions,
     stop: &Stopper,
     store: &mut dyn Store,
-    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
+    on_event: &mut dyn Observer,
 ) -> FollowOutcome {
     let mut out = FollowOutcome::default();
     let started = Instant::now();
