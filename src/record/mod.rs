@@ -20,6 +20,7 @@ pub mod follow;
 mod hints;
 pub mod incident;
 mod live;
+mod order;
 mod pipeline;
 pub mod segments;
 mod stop;
