@@ -23,6 +23,13 @@ const VERIFY_BUFFER: usize = 65536;
 /// scans (they may have been caught between fork and exec).
 const REATTRIBUTE_AGE_NS: u64 = 5_000_000_000;
 
+/// Most host-wide socket scans (which read every process's descriptors) per this interval.
+const HOST_SCAN_SPACING_NS: u64 = 500_000_000;
+
+/// An exit with an error code within this many times the early-exit window also gets an
+/// early-exit snapshot.
+const SLOW_FAILURE_FACTOR: u64 = 5;
+
 /// Most early-exit snapshots per app per this interval.
 const EARLY_SNAPSHOT_SPACING_NS: u64 = 100_000_000;
 
@@ -90,6 +97,9 @@ pub(crate) struct Core {
     flux_until: MonoNs,
     newest_gen: HashMap<u64, u64>,
     last_early_snap: HashMap<u64, MonoNs>,
+    /// When the last host-wide socket scan ran (early-exit snapshots, at most one per
+    /// [`HOST_SCAN_SPACING_NS`]).
+    last_host_scan: MonoNs,
     queued_snapshots: Vec<SnapshotReason>,
     boot_off: u64,
     tick_ns: u64,
@@ -485,6 +495,7 @@ impl Core {
             flux_until: 0,
             newest_gen: HashMap::new(),
             last_early_snap: HashMap::new(),
+            last_host_scan: 0,
             queued_snapshots: Vec::new(),
             boot_off: sys::boottime_offset_ns(),
             tick_ns,
@@ -1066,6 +1077,7 @@ impl Core {
         let lived_ns = t.start_mono.map(|s| at.saturating_sub(s));
         let failed = matches!(status, ExitStatus::Signal { .. })
             || matches!(status, ExitStatus::Code { code } if code != 0);
+        let error_code = matches!(status, ExitStatus::Code { code } if code != 0);
         let in_tree = if t.daemon {
             Some(true)
         } else {
@@ -1127,7 +1139,11 @@ impl Core {
             let main = Some(parent_at_exit.unwrap_or(t.ppid)) == self.daemon;
             if let (Some(g), true) = (app.generation, main || failed) {
                 let newest = self.newest_gen.get(&app.pm_id).copied().unwrap_or(g);
-                if g >= newest && lived < self.tuning.early_exit.as_nanos() as u64 {
+                let early = self.tuning.early_exit.as_nanos() as u64;
+                // A start that fails with an error code a little after min_uptime (a slow
+                // start on a loaded machine) gets the same look at who holds what.
+                let crashed_soon = error_code && lived < early.saturating_mul(SLOW_FAILURE_FACTOR);
+                if g >= newest && (lived < early || crashed_soon) {
                     let last = self.last_early_snap.get(&app.pm_id).copied().unwrap_or(0);
                     if last == 0 || at.saturating_sub(last) >= EARLY_SNAPSHOT_SPACING_NS {
                         self.last_early_snap.insert(app.pm_id, at.max(1));
@@ -1541,6 +1557,45 @@ impl Core {
             self.scan();
         }
         let scope = reason.pm_id();
+        // First, before the daemon's stop takes them away: the environment of the
+        // generation being replaced and where it was started from.
+        let mut env = Vec::new();
+        let mut paths = Vec::new();
+        if reason.wants_env() {
+            for p in self.replaced_generation_mains(scope) {
+                prefetch!(self);
+                let Some(t) = self.table.get(&p) else {
+                    continue;
+                };
+                let (app, start) = (t.app.clone(), t.start.unwrap_or(0));
+                let mut pwd = None;
+                match procfs::read_environ(&self.proc_root, p) {
+                    Ok((block, truncated)) => {
+                        let vars = procfs::parse_environ(&block)
+                            .into_iter()
+                            .map(|(k, v)| {
+                                if k == "PWD" {
+                                    pwd = Some(v.clone());
+                                }
+                                let value = (self.redact)(&k, &v);
+                                EnvVar { key: k, value }
+                            })
+                            .collect();
+                        env.push(EnvSnap {
+                            pid: p,
+                            start,
+                            app: app.clone(),
+                            vars,
+                            truncated,
+                        });
+                    }
+                    Err(e) => notes.push(format!("environment of pid {p} unreadable: {e}")),
+                }
+                if let Some(sp) = super::start_paths::probe(&self.proc_root, p, app, pwd) {
+                    paths.push(sp);
+                }
+            }
+        }
         // Fresh /proc state of every tracked process.
         let mut fresh: HashMap<i32, Stat> = HashMap::new();
         for t in self.table.values() {
@@ -1689,34 +1744,26 @@ impl Core {
                 }
             }
         }
-        // The environment of the generation being replaced.
-        let mut env = Vec::new();
-        if reason.wants_env() {
-            for p in self.replaced_generation_mains(scope) {
-                prefetch!(self);
-                let Some(t) = self.table.get(&p) else {
-                    continue;
-                };
-                match procfs::read_environ(&self.proc_root, p) {
-                    Ok((block, truncated)) => {
-                        let vars = procfs::parse_environ(&block)
-                            .into_iter()
-                            .map(|(k, v)| {
-                                let value = (self.redact)(&k, &v);
-                                EnvVar { key: k, value }
-                            })
-                            .collect();
-                        env.push(EnvSnap {
-                            pid: p,
-                            start: t.start.unwrap_or(0),
-                            app: t.app.clone(),
-                            vars,
-                            truncated,
-                        });
-                    }
-                    Err(e) => notes.push(format!("environment of pid {p} unreadable: {e}")),
+        // An early exit may be a bind that failed on an address held outside the tree.
+        let mut host = Vec::new();
+        if matches!(reason, SnapshotReason::EarlyExit { .. })
+            && t0.saturating_sub(self.last_host_scan) >= HOST_SCAN_SPACING_NS
+        {
+            self.last_host_scan = t0;
+            prefetch!(self);
+            let mut skip: HashSet<i32> = self.table.keys().copied().collect();
+            skip.insert(std::process::id() as i32);
+            match crate::sources::holders::scan(&self.proc_root, |_| true, &skip) {
+                Ok(mut scan) => {
+                    // Ports first: they are what a failing start usually needs.
+                    scan.holds.sort_by_key(|h| h.proto == "unix");
+                    scan.holds.truncate(HOST_HOLDS);
+                    host = scan.holds;
+                    notes.extend(scan.notes);
                 }
+                Err(e) => notes.push(format!("host sockets unreadable: {e}")),
             }
+            prefetch!(self);
         }
         if let Some(n) = &self.daemon_note {
             if matches!(reason, SnapshotReason::Start) {
@@ -1733,6 +1780,8 @@ impl Core {
                 env,
                 notes,
                 cost_us,
+                host,
+                paths,
             }),
         );
     }

@@ -81,6 +81,8 @@ fn run_loop(
 ) -> anyhow::Result<()> {
     let mut dirty = true;
     let mut last_draw = Instant::now() - Duration::from_secs(1);
+    #[cfg(feature = "test-hooks")]
+    let test_panic = std::env::var_os("PM2_TRACE_TEST_PANIC").is_some();
     loop {
         let (changed, end) = tick(app);
         if end {
@@ -93,7 +95,8 @@ fn run_loop(
             last_draw = Instant::now();
             dirty = false;
             // For the tests: a panic with the terminal taken over must give it back.
-            if std::env::var_os("PM2_TRACE_TEST_PANIC").is_some() {
+            #[cfg(feature = "test-hooks")]
+            if test_panic {
                 panic!("test panic (PM2_TRACE_TEST_PANIC is set)");
             }
         }
@@ -137,6 +140,28 @@ pub fn run_file(path: &Path) -> anyhow::Result<()> {
         }
         (true, false)
     })?;
+    drop(term);
+    Ok(())
+}
+
+/// `pm2-trace tui DIR`: the segments of a `record --dir` directory (or the window of them
+/// `w` selects) as one capture. They are read before the terminal is taken over.
+pub fn run_dir(dir: &Path, w: &crate::replay::Window) -> anyhow::Result<()> {
+    let mut events = crate::replay::dir_events(dir, w)?;
+    let info = events.info().clone();
+    let mut model = Model::live(info.clone(), dir.display().to_string());
+    let mut interp = crate::timeline::Interpreter::new(&info);
+    let mut entries = Vec::new();
+    for ev in events.by_ref() {
+        entries.clear();
+        interp.push_into(&ev, &mut entries);
+        model.push_live(ev, &entries);
+    }
+    model.refresh_findings();
+    let mut app = App::new(model, color_wanted());
+    app.loaded();
+    let mut term = term::Term::enter()?;
+    run_loop(&mut term, &mut app, |app| (false, app.quit))?;
     drop(term);
     Ok(())
 }
