@@ -911,7 +911,12 @@ mod tests {
         ] {
             assert!(reply_starts_process(m), "{m}");
         }
-        for m in ["stopProcessId", "getMonitorData", "deleteProcessId", "getVersion"] {
+        for m in [
+            "stopProcessId",
+            "getMonitorData",
+            "deleteProcessId",
+            "getVersion",
+        ] {
             assert!(!reply_starts_process(m), "{m}");
         }
         let reply = [json!([{"pid": 42, "pm_id": 3, "name": "web", "pm2_env": {}}])];
