@@ -40,6 +40,7 @@ fn source_color(s: Source) -> &'static str {
         Source::Rpc => "\x1b[36m",
         Source::Bus => "\x1b[34m",
         Source::Proc => "\x1b[33m",
+        Source::Logs => "\x1b[34m",
     }
 }
 
