@@ -159,10 +159,16 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
             s - s.rem_euclid(1000),
             "since the daemon started".to_owned(),
         ),
-        (None, None) => (
-            opts.now_ms - NO_DAEMON_WINDOW.as_millis() as i64,
-            "the last 24 h (no daemon is running to tell when it started)".to_owned(),
-        ),
+        (None, None) => match last_daemon_start(&home.dir.join("pm2.log")) {
+            Some(s) => (
+                s,
+                "since the last daemon start that pm2.log shows (no daemon runs now)".to_owned(),
+            ),
+            None => (
+                opts.now_ms - NO_DAEMON_WINDOW.as_millis() as i64,
+                "the last 24 h (no daemon runs, and pm2.log shows no daemon start)".to_owned(),
+            ),
+        },
     };
     // Which apps.
     let apps = select_apps(&state, opts.app.as_deref(), &home.dir)?;
@@ -236,8 +242,8 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
             result: None,
         },
     });
-    let chosen: BTreeSet<u64> = apps.iter().filter_map(|a| a.pm_id).collect();
     let chosen_names: BTreeSet<String> = apps.iter().map(|a| a.name.clone()).collect();
+    let chosen: BTreeSet<u64> = apps.iter().filter_map(|a| a.pm_id).collect();
     let mut kept: VecDeque<Kept> = VecDeque::new();
     let mut buf = Vec::new();
     let mut last_ms = i64::MIN;
@@ -301,6 +307,46 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
             }
         }
     }
+    // The status the daemon reports now closes the timeline (pm2 writes pm2.log through a
+    // stream: its last lines can lag behind the status).
+    if matches!(state.origin, StateOrigin::Daemon { .. }) {
+        let now_t = (opts.now_ms as i128 * 1_000_000).max(tl.last_t.unwrap_or(0) as i128) as MonoNs;
+        let procs: Vec<MonitorProc> = state
+            .apps
+            .iter()
+            .map(|a| MonitorProc {
+                pm_id: a.proc.pm_id,
+                name: a.proc.name.clone(),
+                status: a.proc.status.clone(),
+                ..MonitorProc::default()
+            })
+            .collect();
+        tl.apply(&Entry {
+            t: now_t,
+            source: Source::Rpc,
+            app: None,
+            kind: EntryKind::RequestAnswered {
+                conn: 0,
+                id: "explain-now".into(),
+                method: Some("getMonitorData".into()),
+                latency_ns: None,
+                outcome: Outcome::Ok,
+                new_pid: None,
+                procs,
+                result: None,
+            },
+        });
+    }
+    // Apps known by name only (dump.pm2 or log file names): their pm_id as the log names it.
+    let mut apps = apps;
+    for a in apps.iter_mut().filter(|a| a.pm_id.is_none()) {
+        a.pm_id = tl
+            .apps
+            .values()
+            .find(|x| x.name.as_deref() == Some(a.name.as_str()))
+            .map(|x| x.pm_id);
+    }
+    let chosen: BTreeSet<u64> = apps.iter().filter_map(|a| a.pm_id).collect();
     let version = version.or(seen_version);
     tl.pm2_version = version.clone();
     for f in &report.unreadable {
@@ -508,18 +554,37 @@ fn failure_words(s: &str) -> bool {
     .any(|w| s.contains(w))
 }
 
-/// The address in a Node EADDRINUSE message: `listen EADDRINUSE: address already in use
-/// 127.0.0.1:4000` (or `:::4000`, or a unix socket path).
+/// The address in an EADDRINUSE line: Node's `listen EADDRINUSE: address already in use
+/// 127.0.0.1:4000` (or `:::4000`, or a unix socket path), else the first `host:port` or
+/// `:port` word, else a port number after `on` or `port` (`listen on 4000 failed:
+/// EADDRINUSE`).
 pub fn eaddrinuse(line: &str) -> Option<String> {
-    let rest = &line[line.find("EADDRINUSE")?..];
-    let addr = rest
-        .split("address already in use ")
-        .nth(1)
-        .or_else(|| rest.split("bind EADDRINUSE ").nth(1))?
-        .split_whitespace()
-        .next()?
-        .trim_end_matches(['.', ',', ')', '\'', '"']);
-    (!addr.is_empty() && addr.len() < 256).then(|| addr.to_owned())
+    line.find("EADDRINUSE")?;
+    let trim = |w: &str| {
+        w.trim_matches(|c: char| "'\".,;()[]".contains(c) && c != ':')
+            .trim_end_matches(['.', ',', ')', '\'', '"', ';'])
+            .to_owned()
+    };
+    if let Some(rest) = line.split("address already in use ").nth(1) {
+        let w = trim(rest.split_whitespace().next()?);
+        return (!w.is_empty() && w.len() < 256).then_some(w);
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let port_ok = |p: &str| p.parse::<u16>().is_ok_and(|n| n > 0);
+    for w in &words {
+        let w = trim(w);
+        if let Some((host, port)) = w.rsplit_once(':') {
+            if port_ok(port)
+                && (host.is_empty() || host.contains(['.', ':']) || host == "localhost")
+            {
+                return Some(w);
+            }
+        }
+    }
+    words.windows(2).find_map(|p| {
+        let n = trim(p[1]);
+        (["on", "port"].contains(&p[0]) && port_ok(&n)).then(|| format!(":{n}"))
+    })
 }
 
 fn app_now(
@@ -664,8 +729,8 @@ fn now_findings(
                 pm_id: Some(pm_id),
                 summary: format!(
                     "{} of earlier generations of {label} {} still alive now: pm2 stopped their generation but not them.",
-                    pids.len(),
-                    if pids.len() == 1 { "process is" } else { "processes are" }
+                    if pids.len() == 1 { "1 process".to_owned() } else { format!("{} processes", pids.len()) },
+                    if pids.len() == 1 { "is" } else { "are" }
                 ),
                 chain: vec![
                     format!("{label} is at restart_time {}.", a.restart_time.map_or("?".into(), |r| r.to_string())),
@@ -860,6 +925,31 @@ fn precision_words(r: &LogReport) -> String {
     )
 }
 
+/// Bytes at the end of pm2.log searched for the last daemon start.
+const START_SEARCH: u64 = 64 << 20;
+
+/// The stamp of the last `--- New PM2 Daemon started` line in the last [`START_SEARCH`]
+/// bytes of `pm2_log`.
+fn last_daemon_start(pm2_log: &Path) -> Option<i64> {
+    use crate::sources::logs::read::{open_nofollow, LineReader};
+    use std::io::{Seek, SeekFrom};
+    let mut f = open_nofollow(pm2_log).ok()?;
+    let len = f.metadata().ok()?.len();
+    let from = len.saturating_sub(START_SEARCH);
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut r = LineReader::new(f, from, Some(len));
+    let mut cache = crate::sources::logs::stamp::StampCache::default();
+    let mut last = None;
+    while let Some(l) = r.next_line() {
+        if l.text.contains("--- New PM2 Daemon started") {
+            if let (Some(p), _) = crate::pm2::daemon_log::split_prefix(&l.text) {
+                last = cache.parse(&p.stamp).map(|s| s.ms).or(last);
+            }
+        }
+    }
+    last
+}
+
 /// When process `pid` started, ms since the epoch (/proc/<pid>/stat and /proc/stat btime).
 fn process_start_ms(pid: i32) -> Option<i64> {
     let st = crate::sources::procwatch::procfs::read_stat(Path::new("/proc"), pid)?;
@@ -957,6 +1047,16 @@ mod tests {
             Some("/run/app.sock")
         );
         assert_eq!(eaddrinuse("code: 'EADDRINUSE',"), None);
+        assert_eq!(
+            eaddrinuse("slow-drain-child[child pid=9182]: listen on 42913 failed: EADDRINUSE")
+                .as_deref(),
+            Some(":42913")
+        );
+        assert_eq!(
+            eaddrinuse("bind EADDRINUSE 0.0.0.0:53 (udp)").as_deref(),
+            Some("0.0.0.0:53")
+        );
+        assert_eq!(eaddrinuse("no error here 127.0.0.1:80"), None);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Interpreter {
     pids: HashMap<i64, u64>,
     /// Apps with a `Stopping` line whose kill is not yet confirmed.
     stopping: BTreeSet<u64>,
+    /// Scripts of apps known by name only (dump.pm2 keeps no pm_id).
+    script_names: HashMap<String, String>,
 }
 
 impl Interpreter {
@@ -58,6 +60,7 @@ impl Interpreter {
             scripts: HashMap::new(),
             pids: HashMap::new(),
             stopping: BTreeSet::new(),
+            script_names: HashMap::new(),
         }
     }
 
@@ -201,6 +204,11 @@ impl Interpreter {
     /// daemon, or reads dump.pm2): names, pids and scripts for attributing log lines.
     pub fn learn_app(&mut self, p: &MonitorProc) {
         self.learn_proc(p);
+        if let (None, Some(n), Some(s)) = (p.pm_id, &p.name, &p.exec_path) {
+            if self.script_names.len() < MAX_APPS {
+                self.script_names.insert(s.clone(), n.clone());
+            }
+        }
     }
 
     /// A line of pm2.log (parsed as the bus's `log:PM2` is) or of an app's log.
@@ -519,7 +527,11 @@ impl Interpreter {
             return Some(self.app(id));
         }
         if let DaemonLogLine::TooManyUnstableRestarts { script, .. } = log {
-            return self.scripts.get(script).map(|i| self.app(*i));
+            let id = self.scripts.get(script).copied().or_else(|| {
+                let name = self.script_names.get(script)?;
+                self.names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)
+            });
+            return id.map(|i| self.app(i));
         }
         let pid = log.pid()?;
         let id = match self.pids.get(&pid) {
