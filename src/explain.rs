@@ -671,8 +671,22 @@ fn now_findings(
         };
         // An address the new generations could not bind, held now.
         for h in &a.holders {
-            let by_earlier = matches!(&h.kind, HolderKind::ThisDaemon { pm_id: p, restart_time, .. }
-                if *p == pm_id && restart_time.zip(a.restart_time).is_some_and(|(r, c)| r < c));
+            let (ours, by_earlier) = match &h.kind {
+                HolderKind::ThisDaemon {
+                    pm_id: p,
+                    restart_time,
+                    ..
+                } if *p == pm_id => (
+                    true,
+                    restart_time.zip(a.restart_time).is_some_and(|(r, c)| r < c),
+                ),
+                _ => (false, false),
+            };
+            if ours && !by_earlier {
+                // The app's current generation holds its own address now: the holder of
+                // the failed binds is gone (said in the crash-loop finding, if any).
+                continue;
+            }
             let kind = if by_earlier {
                 "address-held-by-previous-generation"
             } else {
@@ -895,9 +909,13 @@ fn annotate(
         .iter()
         .find(|a| f.pm_id.is_some() && a.pm_id == f.pm_id)
     {
-        if !a.addresses.is_empty() && a.holders.is_empty() && f.kind == "crash-loop-errored" {
+        let earlier_holder = a.holders.iter().any(|h| {
+            !matches!(&h.kind, HolderKind::ThisDaemon { pm_id, restart_time, .. }
+                if Some(*pm_id) == a.pm_id && restart_time.zip(a.restart_time).is_none_or(|(r, c)| r >= c))
+        });
+        if !a.addresses.is_empty() && !earlier_holder && f.kind == "crash-loop-errored" {
             f.chain.push(format!(
-                "The error log shows EADDRINUSE on {}; nothing holds it now, so the holder at the time cannot be named without a recording.",
+                "The error log shows EADDRINUSE on {}; no other process holds it now, so the holder at the time cannot be named without a recording.",
                 a.addresses.join(", ")
             ));
         }
