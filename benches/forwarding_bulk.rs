@@ -105,10 +105,14 @@ fn main() {
 
     let proxy_path = dir.path().join("proxy.sock");
     let (tap, taps) = tap_channel(1 << 16, 256 << 20);
-    let access = Access::of(&upstream).unwrap();
+    let daemon = pm2_trace::safe_dir::SafeDir::open(dir.path())
+        .unwrap()
+        .open_socket("daemon.sock")
+        .unwrap();
+    let access = Access::of_socket(&daemon);
     let proxy = Proxy::start(
         UnixListener::bind(&proxy_path).unwrap(),
-        upstream.clone(),
+        daemon,
         access,
         tap,
     )

@@ -56,8 +56,9 @@ enum Command {
     #[command(name = "__guard", hide = true)]
     Guard {
         rpc: PathBuf,
-        aside: PathBuf,
         proxy_ino: u64,
+        #[arg(allow_hyphen_values = true)]
+        peer_uid: i64,
     },
 }
 
@@ -237,6 +238,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `pm2-trace repair`: with the lock held, undo a crashed recorder's interposition. Every
+/// operation in PM2_HOME goes through its descriptor (`safe_dir`).
+fn run_repair(home: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use pm2_trace::safe_dir::SafeDir;
+    use pm2_trace::sources::guardian;
+    let dir = SafeDir::open(home)?;
+    let _lock = guardian::RecorderLock::acquire(&dir)?;
+    let state = guardian::repair_stale(&dir, std::ffi::OsStr::new("rpc.sock"))?;
+    println!("{}", pm2_trace::views::terminal_safe(&format!("{state:?}")));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn pm2_home(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(pm2_trace::pm2::home::resolve_home(arg.as_deref(), |k| std::env::var_os(k))?.dir)
 }
@@ -352,33 +365,25 @@ fn main() -> ExitCode {
         Command::Replay(a) => run_replay(a),
         Command::Explain(a) => run_explain(a),
         Command::Tui { file } => pm2_trace::views::tui::run_file(&file).map(|()| ExitCode::SUCCESS),
-        Command::Repair { pm2_home: h } => pm2_home(h).and_then(|home| {
-            pm2_trace::sources::guardian::RecorderLock::acquire(&home)
-                .map_err(anyhow::Error::from)
-                .and_then(|_lock| {
-                    Ok(pm2_trace::sources::guardian::repair_stale(
-                        &home.join("rpc.sock"),
-                    )?)
-                })
-                .map(|s| {
-                    println!("{s:?}");
-                    ExitCode::SUCCESS
-                })
-        }),
+        Command::Repair { pm2_home: h } => pm2_home(h).and_then(|home| run_repair(&home)),
         Command::Guard {
             rpc,
-            aside,
             proxy_ino,
+            peer_uid,
         } => {
-            return ExitCode::from(
-                pm2_trace::sources::guardian::guardian_main(rpc, aside, proxy_ino) as u8,
-            )
+            return ExitCode::from(pm2_trace::sources::guardian::guardian_main(
+                rpc, proxy_ino, peer_uid,
+            ) as u8)
         }
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pm2-trace: error: {e:#}");
+            // Errors name paths and quote what daemons said: shown, never obeyed.
+            eprintln!(
+                "pm2-trace: error: {}",
+                pm2_trace::views::terminal_safe(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

@@ -9,6 +9,7 @@ use crate::event::{
     self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage,
 };
 use crate::redact::{RedactMode, Redactor};
+use crate::safe_dir::{SafeDir, SocketRef};
 use crate::sources::bus::BusSubscriber;
 use crate::sources::guardian::{self, Guardian, Interposition, RecorderLock, StaleState};
 use crate::sources::procwatch::{
@@ -193,43 +194,51 @@ pub fn record(
         }
     };
 
-    // 1. Take the place in front of the daemon (or beside it, with --listen).
-    let lock = RecorderLock::acquire(&opts.pm2_home)?;
-    let (listener, interposition, upstream): (UnixListener, Option<Interposition>, PathBuf) =
+    // 1. Take the place in front of the daemon (or beside it, with --listen). Every
+    // operation in PM2_HOME and the socket directories goes through a descriptor
+    // (crate::safe_dir): their owner may be less trusted than we are.
+    let home = SafeDir::open(&opts.pm2_home)?;
+    let lock = RecorderLock::acquire(&home)?;
+    let (sock_dir, rpc_name) = SafeDir::open_parent(&opts.rpc_path)?;
+    // The --listen socket, to be removed at the end only if it is still ours.
+    let mut listen_socket: Option<(SafeDir, std::ffi::OsString, (u64, u64))> = None;
+    let (listener, interposition, upstream): (UnixListener, Option<Interposition>, SocketRef) =
         match &opts.listen {
             None => {
-                if let StaleState::Repaired(what) = guardian::repair_stale(&opts.rpc_path)? {
+                if let StaleState::Repaired(what) = guardian::repair_stale(&sock_dir, &rpc_name)? {
                     note(
                         &mut early_notes,
                         NoteLevel::Warning,
                         format!("stale interposition from an earlier crash repaired: {what}"),
                     );
                 }
-                let (l, ip) = guardian::interpose(&opts.rpc_path)?;
-                let up = ip.aside_path.clone();
+                let (l, ip) = guardian::interpose(&sock_dir, &rpc_name)?;
+                let up = ip.daemon.try_clone()?;
                 (l, Some(ip), up)
             }
             Some(path) => {
-                std::os::unix::net::UnixStream::connect(&opts.rpc_path).with_context(|| {
-                format!(
-                    "no PM2 daemon answers on {}; refusing to listen on {}, since a pm2 command sent there would start a second daemon",
-                    opts.rpc_path.display(),
-                    path.display()
-                )
-            })?;
-                if path.exists() {
+                let refuse = || {
+                    format!(
+                        "no PM2 daemon answers on {}; refusing to listen on {}, since a pm2 command sent there would start a second daemon",
+                        opts.rpc_path.display(),
+                        path.display()
+                    )
+                };
+                let daemon = sock_dir.open_socket(&rpc_name).with_context(refuse)?;
+                daemon.connect().with_context(refuse)?;
+                let (dir, name) = SafeDir::open_parent(path)?;
+                if dir.stat(&name)?.is_some() {
                     anyhow::bail!(
                         "{} already exists; remove it or choose another --listen path",
                         path.display()
                     );
                 }
-                let l = UnixListener::bind(path)
-                    .with_context(|| format!("cannot listen on {}", path.display()))?;
-                let a = Access::of(&opts.rpc_path)?;
-                use std::os::unix::fs::PermissionsExt;
-                std::os::unix::fs::chown(path, Some(a.uid), Some(a.gid))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(a.mode))?;
-                (l, None, opts.rpc_path.clone())
+                let (uid, gid, mode) = daemon.access();
+                let staged = dir.stage_socket(uid, gid, mode)?;
+                let id = (dir.identity().0, staged.ino());
+                let l = staged.install(&name, false)?;
+                listen_socket = Some((dir, name, id));
+                (l, None, daemon)
             }
         };
     // From here on the daemon's name must be given back whatever happens.
@@ -261,10 +270,14 @@ pub fn record(
             .restore()
             .map(str::to_owned)
             .unwrap_or_else(|e| format!("restore failed: {e}")),
-        None => {
-            let _ = std::fs::remove_file(opts.listen.as_ref().expect("listen mode"));
-            "listen socket removed".into()
-        }
+        None => match &listen_socket {
+            Some((dir, name, id)) => match dir.unlink_if(name, *id) {
+                Ok(true) => "listen socket removed".into(),
+                Ok(false) => "listen socket was replaced meanwhile; left alone".into(),
+                Err(e) => format!("cannot remove the listen socket: {e}"),
+            },
+            None => String::new(),
+        },
     };
     if let Some(g) = guard {
         g.release();
@@ -286,12 +299,12 @@ fn record_interposed(
     redactor: &Arc<Redactor>,
     early_notes: Vec<Stamped>,
     listener: UnixListener,
-    upstream: PathBuf,
+    upstream: SocketRef,
     interposition: Option<&Interposition>,
     (sink, mut rx): (EventSink, event::EventReceiver),
     mut watcher: Option<ProcWatcher>,
 ) -> anyhow::Result<RecordOutcome> {
-    let access = Access::of(&opts.rpc_path).or_else(|_| Access::of(&upstream))?;
+    let access = Access::of_socket(&upstream);
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
     let tap_thread = {
         let sink = sink.clone();
@@ -305,7 +318,8 @@ fn record_interposed(
     // Everything but forwarding yields the CPU to the forwarding threads (spawned above, at
     // normal priority): threads started from here on inherit the lower priority.
     lower_thread_priority();
-    let bus = BusSubscriber::start(opts.pub_path.clone(), sink.clone())?;
+    let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)?;
+    let bus = BusSubscriber::start(pub_dir, pub_name, sink.clone())?;
     eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
     // Sources deliver with different delays; the pidfd fallback finds new processes only at
     // its next /proc scan, so it needs a wider window to put events back in order.

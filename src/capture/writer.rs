@@ -16,6 +16,7 @@ use super::{
     MAX_RECORD_LEN,
 };
 use crate::event::{mono_now, CaptureInfo, Direction, Event, Source, Stamped};
+use crate::safe_dir::{SafeDir, SafeDirError};
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
@@ -24,9 +25,9 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 use std::borrow::Cow;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -148,6 +149,10 @@ fn wall_timestamp(info: &CaptureInfo, t: u64) -> Duration {
     Duration::from_nanos(ns)
 }
 
+/// Create the capture file: in its directory opened with [`SafeDir::open`], as a new file
+/// (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600). With `overwrite`, an existing entry of that
+/// name is removed first (`unlinkat`: a symlink or a hard link is unlinked, never written
+/// through).
 fn open_new(path: &Path, overwrite: bool) -> Result<File, CaptureError> {
     let io_err = |op: &'static str, error: io::Error| CaptureError::Io {
         path: path.to_owned(),
@@ -155,56 +160,44 @@ fn open_new(path: &Path, overwrite: bool) -> Result<File, CaptureError> {
         op,
         error,
     };
-    let mut oo = OpenOptions::new();
-    oo.write(true).mode(0o600);
-    // O_NOFOLLOW: never write through a symlink. O_NONBLOCK: never hang opening a FIFO
-    // (the file type is checked right after; the flag is cleared for the regular file).
-    oo.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    let fs_err = |op: &'static str, e: SafeDirError| {
+        let error = match e {
+            SafeDirError::Io { source, .. } => source,
+            other => io::Error::new(io::ErrorKind::PermissionDenied, other.to_string()),
+        };
+        io_err(op, error)
+    };
+    let (dir, name) =
+        SafeDir::open_parent(path).map_err(|e| fs_err("cannot open the capture's directory", e))?;
     if overwrite {
-        oo.create(true);
-    } else {
-        oo.create_new(true);
-    }
-    let file = oo.open(path).map_err(|e| {
-        let op = match e.raw_os_error() {
-            Some(libc::EEXIST) => {
-                "cannot create capture: the file already exists (refusing to overwrite)"
+        let existing = dir
+            .stat(&name)
+            .map_err(|e| fs_err("cannot inspect the existing capture", e))?;
+        if let Some(st) = existing {
+            // Only a regular file is replaced: a symlink, FIFO or device the user named is
+            // refused, as without --force.
+            if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(io_err(
+                    "cannot create capture: not a regular file (a symbolic link, FIFO or device; refusing to replace it)",
+                    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+                ));
             }
-            Some(libc::ELOOP) => {
-                "cannot create capture: the path is a symbolic link (refusing to follow it)"
+            match dir.unlink(&name) {
+                Ok(()) => {}
+                Err(e) if e.io_kind() == Some(io::ErrorKind::NotFound) => {}
+                Err(e) => return Err(fs_err("cannot replace the existing capture", e)),
+            }
+        }
+    }
+    dir.create_excl(&name, 0o600).map_err(|e| {
+        let op = match e.io_kind() {
+            Some(io::ErrorKind::AlreadyExists) => {
+                "cannot create capture: the file already exists (refusing to overwrite)"
             }
             _ => "cannot create capture",
         };
-        io_err(op, e)
-    })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| io_err("cannot stat the new capture", e))?;
-    if !meta.file_type().is_file() {
-        return Err(io_err(
-            "cannot create capture: not a regular file",
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "refusing to write a capture into a non-regular file",
-            ),
-        ));
-    }
-    // SAFETY: plain fcntl calls on a descriptor we own.
-    unsafe {
-        let fd = file.as_raw_fd();
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        if fl >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        }
-    }
-    if overwrite {
-        // An existing file keeps its old mode on open; make it private before any byte lands.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io_err("cannot make the capture private (chmod 0600)", e))?;
-        file.set_len(0)
-            .map_err(|e| io_err("cannot truncate the existing capture", e))?;
-    }
-    Ok(file)
+        fs_err(op, e)
+    })
 }
 
 impl CaptureWriter {

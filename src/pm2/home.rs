@@ -56,9 +56,12 @@ impl Pm2Home {
     pub fn pub_sock(&self) -> PathBuf {
         self.dir.join("pub.sock")
     }
+    /// `<home>/pm2.pid`, for messages: read it with [`read_pid_file`] (through
+    /// [`crate::safe_dir::SafeDir`]), never by this path.
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("pm2.pid")
     }
+    /// `<home>/pm2.log`, for messages: read it through [`crate::safe_dir::SafeDir`].
     pub fn log_file(&self) -> PathBuf {
         self.dir.join("pm2.log")
     }
@@ -73,8 +76,11 @@ pub enum HomeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: expected a process id, found {found:?}")]
-    BadPidFile { path: PathBuf, found: String },
+    #[error(transparent)]
+    Fs(#[from] crate::safe_dir::SafeDirError),
+    /// What the file holds is not quoted: it may be anything its owner put there.
+    #[error("{path}: expected a process id, found {len} bytes that are not one")]
+    BadPidFile { path: PathBuf, len: usize },
     #[error("no PM2 daemon is running for {home} ({how}){others}")]
     NotRunning {
         home: PathBuf,
@@ -200,19 +206,18 @@ pub fn list_daemons() -> Vec<GodDaemon> {
     list_daemons_in(Path::new("/proc"))
 }
 
-/// Read `pm2.pid`.
-pub fn read_pid_file(path: &Path) -> Result<i32, HomeError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HomeError::Io {
-        path: path.into(),
-        source,
-    })?;
-    let t = text.trim();
-    t.parse::<i32>()
+/// Read `pm2.pid` in `home`: through [`SafeDir::read_file`](crate::safe_dir::SafeDir::read_file)
+/// (never through a symlink; only a regular file of the directory's owner or root, at most
+/// 64 bytes). An error never quotes the file.
+pub fn read_pid_file(home: &crate::safe_dir::SafeDir) -> Result<i32, HomeError> {
+    let bytes = home.read_file("pm2.pid", 64)?;
+    std::str::from_utf8(&bytes)
         .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
         .filter(|p| *p > 0)
         .ok_or_else(|| HomeError::BadPidFile {
-            path: path.into(),
-            found: t.chars().take(40).collect(),
+            path: home.display("pm2.pid"),
+            len: bytes.len(),
         })
 }
 
@@ -362,7 +367,10 @@ fn daemon_for(home: &Pm2Home, daemons: &[GodDaemon]) -> Option<(i32, Option<Stri
             .iter()
             .find(|d| same_path(&d.home, &home.dir) && pid.is_none_or(|p| p == d.pid))
     };
-    if let Ok(pid) = read_pid_file(&home.pid_file()) {
+    let pid = crate::safe_dir::SafeDir::open(&home.dir)
+        .map_err(HomeError::from)
+        .and_then(|d| read_pid_file(&d));
+    if let Ok(pid) = pid {
         if is_alive(pid) {
             return Some((pid, by_title(Some(pid)).map(|d| d.version.clone())));
         }
@@ -445,17 +453,27 @@ mod tests {
 
     #[test]
     fn pid_files() {
+        use crate::safe_dir::SafeDir;
         let dir = tempfile::tempdir().unwrap();
+        let home = SafeDir::open(dir.path()).unwrap();
         let p = dir.path().join("pm2.pid");
         std::fs::write(&p, "1234\n").unwrap();
-        assert_eq!(read_pid_file(&p).unwrap(), 1234);
-        std::fs::write(&p, "garbage").unwrap();
-        let e = read_pid_file(&p).unwrap_err().to_string();
-        assert!(e.contains("pm2.pid") && e.contains("garbage"), "{e}");
-        assert!(read_pid_file(&dir.path().join("none"))
+        assert_eq!(read_pid_file(&home).unwrap(), 1234);
+        std::fs::write(&p, "\x1b]0;garbage\x07").unwrap();
+        let e = read_pid_file(&home).unwrap_err().to_string();
+        assert!(e.contains("pm2.pid") && !e.contains("garbage"), "{e}");
+        // A symlink to another file: refused, and what it points at is neither read nor quoted.
+        std::fs::remove_file(&p).unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, "secret words").unwrap();
+        std::os::unix::fs::symlink(&other, &p).unwrap();
+        let e = read_pid_file(&home).unwrap_err().to_string();
+        assert!(e.contains("pm2.pid") && !e.contains("secret"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        assert!(read_pid_file(&home)
             .unwrap_err()
             .to_string()
-            .contains("none"));
+            .contains("pm2.pid"));
     }
 
     #[test]

@@ -362,12 +362,7 @@ pub fn lived_words(g: &Generation) -> String {
 }
 
 /// Does a stderr line say an address was in use?
-pub fn is_addr_in_use(line: &str) -> bool {
-    line.contains("EADDRINUSE")
-        || line.contains("address already in use")
-        || line.contains("Address already in use")
-        || line.contains("Address in use")
-}
+pub use crate::addr::says_in_use as is_addr_in_use;
 
 /// Stderr lines that carry no text because the capture hashed them (`--redact all`).
 pub fn is_redacted(line: &str) -> bool {

@@ -5,10 +5,11 @@
 //! subscriber says so and keeps trying to reconnect until it is stopped.
 
 use crate::event::{Event, EventSink, WireMessage};
+use crate::safe_dir::{SafeDir, SafeDirError};
 use crate::wire::amp::Decoder;
+use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,15 +23,21 @@ pub struct BusSubscriber {
 impl BusSubscriber {
     /// Subscribe to `pub_path` and emit every message into `sink`. Returns once the first
     /// connection attempt was made (so events from right after start are not missed).
-    pub fn start(pub_path: PathBuf, sink: EventSink) -> std::io::Result<BusSubscriber> {
+    ///
+    /// The socket is `name` in `dir`, reached through the directory's descriptor and only
+    /// when the directory's owner listens there ([`SafeDir::open_socket`]); it is looked up
+    /// again at each reconnection (a restarted daemon binds a new socket).
+    pub fn start(dir: SafeDir, name: OsString, sink: EventSink) -> std::io::Result<BusSubscriber> {
         let stop = Arc::new(AtomicBool::new(false));
         let stream: Arc<std::sync::Mutex<Option<UnixStream>>> = Default::default();
-        let first = UnixStream::connect(&pub_path);
+        let path = dir.display(&name);
+        let connect = move || dir.open_socket(&name).and_then(|s| s.connect());
+        let first = connect();
         let thread = {
             let (stop, stream) = (stop.clone(), stream.clone());
             std::thread::Builder::new()
                 .name("bus".into())
-                .spawn(move || run(pub_path, first, sink, &stop, &stream))?
+                .spawn(move || run(path, connect, first, sink, &stop, &stream))?
         };
         Ok(BusSubscriber {
             stop,
@@ -66,8 +73,9 @@ impl Drop for BusSubscriber {
 }
 
 fn run(
-    path: PathBuf,
-    mut attempt: std::io::Result<UnixStream>,
+    path: std::path::PathBuf,
+    connect: impl Fn() -> Result<UnixStream, SafeDirError>,
+    mut attempt: Result<UnixStream, SafeDirError>,
     sink: EventSink,
     stop: &AtomicBool,
     shared: &std::sync::Mutex<Option<UnixStream>>,
@@ -100,14 +108,14 @@ fn run(
                     let what = if was_up { "lost" } else { "cannot subscribe" };
                     sink.emit(Event::BusLink {
                         up: false,
-                        detail: format!("{what}: {}: {e}", path.display()),
+                        detail: format!("{what}: {e}"),
                     });
                     reported_down = true;
                 }
             }
         }
         std::thread::sleep(Duration::from_millis(100));
-        attempt = UnixStream::connect(&path);
+        attempt = connect();
     }
 }
 

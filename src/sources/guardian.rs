@@ -19,11 +19,11 @@
 //! recorder whether another one is still at work; a leftover `rpc.sock.pm2-trace-daemon`
 //! without a lock holder is a stale interposition from a crash, repaired at start.
 
-use std::ffi::OsString;
+use crate::safe_dir::{SafeDir, SafeDirError, SocketRef};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -39,61 +39,53 @@ const DONE: u8 = b'D';
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterposeError {
-    #[error("{path}: {what}: {source}")]
-    Io {
-        path: PathBuf,
-        what: &'static str,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Fs(#[from] SafeDirError),
     #[error("{0} is not a unix socket")]
     NotASocket(PathBuf),
     #[error("no PM2 daemon answers on {path} ({source}); refusing to interpose, since a pm2 command would then start a second daemon. Start pm2 first (e.g. `pm2 ping`).")]
-    DaemonNotListening { path: PathBuf, source: io::Error },
+    DaemonNotListening { path: PathBuf, source: SafeDirError },
+    #[error("{0} changed while pm2-trace was interposing (someone else renamed it); nothing was left changed, try again")]
+    Changed(PathBuf),
     #[error("another pm2-trace is recording this daemon (lock {0} is held); stop it first")]
     Busy(PathBuf),
 }
 
-fn io_err<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> InterposeError + 'a {
-    move |source| InterposeError::Io {
-        path: path.to_owned(),
-        what,
-        source,
-    }
-}
-
-/// The paths and identities of one interposition.
-#[derive(Debug, Clone)]
+/// The names and identities of one interposition. Every operation goes through the
+/// directory's descriptor ([`SafeDir`]): nothing here resolves a path.
+#[derive(Debug)]
 pub struct Interposition {
-    /// `rpc.sock`, where clients connect.
+    dir: SafeDir,
+    rpc_name: OsString,
+    aside_name: OsString,
+    /// `rpc.sock`, where clients connect (for messages).
     pub rpc_path: PathBuf,
-    /// The daemon's socket under its second name.
+    /// The daemon's socket under its second name (for messages).
     pub aside_path: PathBuf,
     /// Inode of the proxy's socket file, to recognise it later.
     pub proxy_ino: u64,
+    /// The daemon's own socket, held by inode: the proxy connects through it.
+    pub daemon: SocketRef,
 }
 
-/// `rpc.sock.pm2-trace-daemon` beside `rpc_path`.
-pub fn aside_path_of(rpc_path: &Path) -> PathBuf {
-    let mut name: OsString = rpc_path.file_name().unwrap_or_default().to_owned();
+/// `rpc.sock.pm2-trace-daemon` for `rpc.sock`.
+pub fn aside_name_of(rpc_name: &OsStr) -> OsString {
+    let mut name = rpc_name.to_owned();
     name.push(ASIDE_SUFFIX);
-    rpc_path.with_file_name(name)
+    name
 }
 
-/// An exclusive lock on `<dir>/pm2-trace.lock`, held while recording.
+/// An exclusive lock on `<home>/pm2-trace.lock`, held while recording.
 pub struct RecorderLock {
     file: File,
     pub path: PathBuf,
 }
 
 impl RecorderLock {
-    pub fn acquire(dir: &Path) -> Result<RecorderLock, InterposeError> {
-        let path = dir.join(LOCK_NAME);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path, "cannot open lock file"))?;
+    /// Lock `pm2-trace.lock` in `home` (created if missing, never through a symlink).
+    pub fn acquire(home: &SafeDir) -> Result<RecorderLock, InterposeError> {
+        let file = home.open_lock_file(LOCK_NAME, 0o644)?;
+        let path = home.display(LOCK_NAME);
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(InterposeError::Busy(path));
@@ -114,94 +106,90 @@ pub enum StaleState {
     Repaired(String),
 }
 
-/// Undo what a crashed recorder left behind. Call with the lock held.
-pub fn repair_stale(rpc_path: &Path) -> Result<StaleState, InterposeError> {
-    let aside = aside_path_of(rpc_path);
-    let aside_meta = match std::fs::symlink_metadata(&aside) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StaleState::Clean),
-        Err(e) => return Err(io_err(&aside, "cannot inspect")(e)),
+/// Undo what a crashed recorder left behind around `rpc_name` in `dir`. Call with the lock
+/// held.
+pub fn repair_stale(dir: &SafeDir, rpc_name: &OsStr) -> Result<StaleState, InterposeError> {
+    let aside = aside_name_of(rpc_name);
+    let Some(aside_st) = dir.stat(&aside)? else {
+        return Ok(StaleState::Clean);
     };
-    let rpc_meta = std::fs::symlink_metadata(rpc_path).ok();
-    if rpc_meta.as_ref().map(|m| m.ino()) == Some(aside_meta.ino()) {
-        std::fs::remove_file(&aside).map_err(io_err(&aside, "cannot remove leftover link"))?;
+    let rpc_st = dir.stat(rpc_name)?;
+    if rpc_st.map(|m| (m.st_dev, m.st_ino)) == Some((aside_st.st_dev, aside_st.st_ino)) {
+        dir.unlink(&aside)?;
         return Ok(StaleState::Repaired(format!(
             "removed leftover second name {}",
-            aside.display()
+            dir.display(&aside).display()
         )));
     }
-    if UnixStream::connect(&aside).is_ok() {
+    let daemon_listens = dir.open_socket(&aside).and_then(|s| s.connect()).is_ok();
+    if daemon_listens {
         // The daemon still listens under the second name: give it its name back.
-        std::fs::rename(&aside, rpc_path)
-            .map_err(io_err(rpc_path, "cannot restore daemon socket"))?;
+        dir.rename(&aside, rpc_name)?;
         return Ok(StaleState::Repaired(format!(
             "{} pointed at a dead proxy; gave it back to the daemon",
-            rpc_path.display()
+            dir.display(rpc_name).display()
         )));
     }
     // The daemon behind the leftover is gone too; whatever rpc.sock is now, keep it.
-    std::fs::remove_file(&aside).map_err(io_err(&aside, "cannot remove leftover link"))?;
+    dir.unlink(&aside)?;
     Ok(StaleState::Repaired(format!(
         "removed {} (its daemon is gone)",
-        aside.display()
+        dir.display(&aside).display()
     )))
 }
 
-/// Put a proxy listener in front of the daemon listening on `rpc_path`.
-pub fn interpose(rpc_path: &Path) -> Result<(UnixListener, Interposition), InterposeError> {
-    use std::os::unix::fs::FileTypeExt;
-    let meta = std::fs::metadata(rpc_path).map_err(io_err(rpc_path, "cannot stat"))?;
-    if !meta.file_type().is_socket() {
-        return Err(InterposeError::NotASocket(rpc_path.to_owned()));
-    }
-    UnixStream::connect(rpc_path).map_err(|source| InterposeError::DaemonNotListening {
-        path: rpc_path.to_owned(),
-        source,
-    })?;
-
-    let aside = aside_path_of(rpc_path);
-    let mut tmp_name: OsString = rpc_path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(format!(".pm2-trace-{}.tmp", std::process::id()));
-    let tmp = rpc_path.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(io_err(&tmp, "cannot listen"))?;
-    let cleanup = |e| {
-        let _ = std::fs::remove_file(&tmp);
-        e
+/// Put a proxy listener in front of the daemon listening on `rpc_name` in `dir`.
+pub fn interpose(
+    dir: &SafeDir,
+    rpc_name: &OsStr,
+) -> Result<(UnixListener, Interposition), InterposeError> {
+    let rpc_path = dir.display(rpc_name);
+    let daemon = match dir.open_socket(rpc_name) {
+        Ok(s) => s,
+        Err(SafeDirError::WrongType { .. }) => return Err(InterposeError::NotASocket(rpc_path)),
+        Err(e) => return Err(e.into()),
     };
-    std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()))
-        .map_err(io_err(
-            &tmp,
-            "cannot give the proxy socket the daemon socket's owner",
-        ))
-        .map_err(cleanup)?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-        .map_err(io_err(
-            &tmp,
-            "cannot give the proxy socket the daemon socket's mode",
-        ))
-        .map_err(cleanup)?;
-    let proxy_ino = std::fs::metadata(&tmp)
-        .map_err(io_err(&tmp, "cannot stat"))
-        .map_err(cleanup)?
-        .ino();
-    std::fs::hard_link(rpc_path, &aside)
-        .map_err(io_err(
-            &aside,
-            "cannot give the daemon socket a second name",
-        ))
-        .map_err(cleanup)?;
-    if let Err(e) = std::fs::rename(&tmp, rpc_path) {
-        let _ = std::fs::remove_file(&aside);
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(rpc_path, "cannot put the proxy in place")(e));
+    daemon
+        .connect()
+        .map_err(|source| InterposeError::DaemonNotListening {
+            path: rpc_path.clone(),
+            source,
+        })?;
+    let (uid, gid, mode) = daemon.access();
+    // Owner and mode are set while the socket is private; then it only moves.
+    let staged = dir.stage_socket(uid, gid, mode)?;
+    let proxy_ino = staged.ino();
+    let aside = aside_name_of(rpc_name);
+    dir.link(rpc_name, &aside)?;
+    // The second name must be the daemon's socket we checked, not whatever took its name.
+    let same = dir
+        .open_socket(&aside)
+        .is_ok_and(|s| s.ino() == daemon.ino());
+    if !same {
+        let _ = dir.unlink(&aside);
+        return Err(InterposeError::Changed(rpc_path));
     }
+    let listener = match staged.install(rpc_name, true) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = dir.unlink(&aside);
+            return Err(e.into());
+        }
+    };
     Ok((
         listener,
         Interposition {
-            rpc_path: rpc_path.to_owned(),
-            aside_path: aside,
+            dir: dir.try_clone().map_err(|source| SafeDirError::Io {
+                path: dir.path().to_owned(),
+                what: "cannot duplicate the directory descriptor",
+                source,
+            })?,
+            aside_path: dir.display(&aside),
+            rpc_name: rpc_name.to_owned(),
+            aside_name: aside,
+            rpc_path,
             proxy_ino,
+            daemon,
         },
     ))
 }
@@ -210,26 +198,22 @@ impl Interposition {
     /// Give `rpc.sock` back to the daemon. Safe to call more than once, and safe when the
     /// daemon went away meanwhile (then the leftover second name is removed and whatever
     /// now holds `rpc.sock`, e.g. a new daemon, is left alone). Returns what was done.
-    pub fn restore(&self) -> io::Result<&'static str> {
-        let current = std::fs::symlink_metadata(&self.rpc_path)
-            .ok()
-            .map(|m| m.ino());
-        let aside = std::fs::symlink_metadata(&self.aside_path)
-            .ok()
-            .map(|m| m.ino());
+    pub fn restore(&self) -> Result<&'static str, SafeDirError> {
+        let current = self.dir.stat(&self.rpc_name)?.map(|m| m.st_ino);
+        let aside = self.dir.stat(&self.aside_name)?.map(|m| m.st_ino);
         match (current, aside) {
             (_, None) => Ok("nothing to restore"),
             (Some(c), Some(_)) if c == self.proxy_ino => {
-                std::fs::rename(&self.aside_path, &self.rpc_path)?;
+                self.dir.rename(&self.aside_name, &self.rpc_name)?;
                 Ok("daemon socket restored")
             }
             (None, Some(_)) => {
                 // The daemon unlinked `rpc.sock` when it exited (libuv does on close).
-                std::fs::remove_file(&self.aside_path)?;
+                self.dir.unlink(&self.aside_name)?;
                 Ok("daemon had exited; removed its leftover second name")
             }
             (Some(_), Some(_)) => {
-                std::fs::remove_file(&self.aside_path)?;
+                self.dir.unlink(&self.aside_name)?;
                 Ok("rpc.sock belongs to someone else now (a new daemon?); removed our second name")
             }
         }
@@ -258,12 +242,13 @@ impl Guardian {
         let (read_end, write_end) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
         let (r, l, k) = (read_end.as_raw_fd(), listener.as_raw_fd(), lock.fd());
+        let (d, s) = (ip.dir.as_fd().as_raw_fd(), ip.daemon.as_fd().as_raw_fd());
         let exe = std::env::current_exe()?;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("__guard")
             .arg(&ip.rpc_path)
-            .arg(&ip.aside_path)
             .arg(ip.proxy_ino.to_string())
+            .arg(ip.daemon.peer_uid().map_or(-1, i64::from).to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
         // SAFETY: only async-signal-safe calls (dup2, setsid) between fork and exec.
@@ -271,8 +256,8 @@ impl Guardian {
             cmd.pre_exec(move || {
                 // Move the three out of the way first, so that placing one on 3..5 cannot
                 // overwrite another; dup2 then leaves the targets without FD_CLOEXEC.
-                let mut high = [0; 3];
-                for (i, from) in [r, l, k].into_iter().enumerate() {
+                let mut high = [0; 5];
+                for (i, from) in [r, l, k, d, s].into_iter().enumerate() {
                     high[i] = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, 10);
                     if high[i] < 0 {
                         return Err(io::Error::last_os_error());
@@ -305,12 +290,27 @@ impl Guardian {
 }
 
 /// Body of the guardian process: fd 3 = pipe from the recorder, fd 4 = the proxy's listening
-/// socket, fd 5 = the recorder lock. Returns the process exit code.
-pub fn guardian_main(rpc_path: PathBuf, aside_path: PathBuf, proxy_ino: u64) -> i32 {
+/// socket, fd 5 = the recorder lock, fd 6 = the socket's directory (opened by
+/// [`SafeDir::open`]), fd 7 = the daemon's socket file (`O_PATH`). `peer_uid` is -1 or the
+/// uid the daemon must run as. Returns the process exit code.
+pub fn guardian_main(rpc_path: PathBuf, proxy_ino: u64, peer_uid: i64) -> i32 {
     // SAFETY: these descriptors were set up by `Guardian::spawn` before exec.
     let mut pipe = unsafe { File::from_raw_fd(3) };
     let listener = unsafe { UnixListener::from_raw_fd(4) };
     let _lock = unsafe { File::from_raw_fd(5) };
+    let (dir_fd, daemon_fd) = unsafe { (OwnedFd::from_raw_fd(6), OwnedFd::from_raw_fd(7)) };
+    let rpc_name = rpc_path.file_name().unwrap_or_default().to_owned();
+    let dir_path = rpc_path.parent().unwrap_or(Path::new("/")).to_owned();
+    let (dir, daemon) = match (
+        SafeDir::from_fd(dir_fd, dir_path),
+        SocketRef::from_fd(daemon_fd, rpc_path.clone(), u32::try_from(peer_uid).ok()),
+    ) {
+        (Ok(d), Ok(s)) => (d, s),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("pm2-trace guardian: {e}");
+            return 2;
+        }
+    };
     // Ignore terminal signals: the guardian must outlive Ctrl-C aimed at the recorder.
     // SAFETY: setting signal dispositions to SIG_IGN.
     unsafe {
@@ -331,10 +331,15 @@ pub fn guardian_main(rpc_path: PathBuf, aside_path: PathBuf, proxy_ino: u64) -> 
     if done {
         return 0;
     }
+    let aside_name = aside_name_of(&rpc_name);
     let ip = Interposition {
+        aside_path: dir.display(&aside_name),
+        dir,
+        rpc_name,
+        aside_name,
         rpc_path,
-        aside_path: aside_path.clone(),
         proxy_ino,
+        daemon,
     };
     let restored = ip.restore();
     eprintln!(
@@ -343,7 +348,6 @@ pub fn guardian_main(rpc_path: PathBuf, aside_path: PathBuf, proxy_ino: u64) -> 
     );
     // Clients that queued on the proxy before the rename: relay them to the daemon.
     let _ = listener.set_nonblocking(true);
-    let target = ip.rpc_path.clone();
     let mut idle_since = Instant::now();
     let mut relays = Vec::new();
     while idle_since.elapsed() < Duration::from_millis(500) {
@@ -351,7 +355,7 @@ pub fn guardian_main(rpc_path: PathBuf, aside_path: PathBuf, proxy_ino: u64) -> 
             Ok((client, _)) => {
                 idle_since = Instant::now();
                 let _ = client.set_nonblocking(false);
-                if let Ok(daemon) = UnixStream::connect(&target) {
+                if let Ok(daemon) = ip.daemon.connect() {
                     relays.push(relay(client, daemon));
                 }
             }
@@ -383,50 +387,84 @@ fn relay(client: UnixStream, daemon: UnixStream) -> std::thread::JoinHandle<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn rpc() -> &'static OsStr {
+        OsStr::new("rpc.sock")
+    }
 
     #[test]
     fn interpose_and_restore_keep_the_name_alive() {
-        let dir = tempfile::tempdir().unwrap();
-        let rpc = dir.path().join("rpc.sock");
-        let daemon = UnixListener::bind(&rpc).unwrap();
-        std::fs::set_permissions(&rpc, std::fs::Permissions::from_mode(0o660)).unwrap();
-        let daemon_ino = std::fs::metadata(&rpc).unwrap().ino();
-        let (_proxy, ip) = interpose(&rpc).unwrap();
-        let m = std::fs::metadata(&rpc).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let rpc_path = tmp.path().join("rpc.sock");
+        let daemon = UnixListener::bind(&rpc_path).unwrap();
+        std::fs::set_permissions(&rpc_path, std::fs::Permissions::from_mode(0o660)).unwrap();
+        let daemon_ino = std::fs::metadata(&rpc_path).unwrap().ino();
+        let dir = SafeDir::open(tmp.path()).unwrap();
+        let (_proxy, ip) = interpose(&dir, rpc()).unwrap();
+        let m = std::fs::metadata(&rpc_path).unwrap();
         assert_eq!(m.ino(), ip.proxy_ino);
         assert_eq!(m.mode() & 0o7777, 0o660);
         assert_eq!(std::fs::metadata(&ip.aside_path).unwrap().ino(), daemon_ino);
+        // The proxy reaches the daemon by inode, not by name.
+        ip.daemon.connect().unwrap();
         assert_eq!(ip.restore().unwrap(), "daemon socket restored");
-        assert_eq!(std::fs::metadata(&rpc).unwrap().ino(), daemon_ino);
+        assert_eq!(std::fs::metadata(&rpc_path).unwrap().ino(), daemon_ino);
         assert!(!ip.aside_path.exists());
         assert_eq!(ip.restore().unwrap(), "nothing to restore");
+        // Nothing else was left in the directory (no staging directory, no temporary).
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
         drop(daemon);
     }
 
     #[test]
     fn refuses_without_a_listening_daemon() {
-        let dir = tempfile::tempdir().unwrap();
-        let rpc = dir.path().join("rpc.sock");
-        drop(UnixListener::bind(&rpc).unwrap());
+        let tmp = tempfile::tempdir().unwrap();
+        drop(UnixListener::bind(tmp.path().join("rpc.sock")).unwrap());
+        let dir = SafeDir::open(tmp.path()).unwrap();
         assert!(matches!(
-            interpose(&rpc),
+            interpose(&dir, rpc()),
             Err(InterposeError::DaemonNotListening { .. })
+        ));
+        std::fs::remove_file(tmp.path().join("rpc.sock")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("rpc.sock")).unwrap();
+        assert!(matches!(
+            interpose(&dir, rpc()),
+            Err(InterposeError::NotASocket(_))
         ));
     }
 
     #[test]
     fn stale_interposition_is_repaired() {
-        let dir = tempfile::tempdir().unwrap();
-        let rpc = dir.path().join("rpc.sock");
-        let _daemon = UnixListener::bind(&rpc).unwrap();
-        let (proxy, _ip) = interpose(&rpc).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let rpc_path = tmp.path().join("rpc.sock");
+        let _daemon = UnixListener::bind(&rpc_path).unwrap();
+        let dir = SafeDir::open(tmp.path()).unwrap();
+        let (proxy, _ip) = interpose(&dir, rpc()).unwrap();
         drop(proxy); // the recorder died: rpc.sock is a dead socket now
-        assert!(UnixStream::connect(&rpc).is_err());
+        assert!(UnixStream::connect(&rpc_path).is_err());
         assert!(matches!(
-            repair_stale(&rpc).unwrap(),
+            repair_stale(&dir, rpc()).unwrap(),
             StaleState::Repaired(_)
         ));
-        assert!(UnixStream::connect(&rpc).is_ok());
-        assert_eq!(repair_stale(&rpc).unwrap(), StaleState::Clean);
+        assert!(UnixStream::connect(&rpc_path).is_ok());
+        assert_eq!(repair_stale(&dir, rpc()).unwrap(), StaleState::Clean);
+    }
+
+    #[test]
+    fn the_lock_file_is_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, tmp.path().join(LOCK_NAME)).unwrap();
+        let dir = SafeDir::open(tmp.path()).unwrap();
+        assert!(RecorderLock::acquire(&dir).is_err());
+        assert!(!target.exists());
+        std::fs::remove_file(tmp.path().join(LOCK_NAME)).unwrap();
+        let held = RecorderLock::acquire(&dir).unwrap();
+        assert!(matches!(
+            RecorderLock::acquire(&dir),
+            Err(InterposeError::Busy(_))
+        ));
+        drop(held);
     }
 }

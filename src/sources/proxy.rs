@@ -6,11 +6,10 @@
 //! so), never delays or alters the traffic. Nothing is decoded here.
 
 use crate::event::{mono_now, Direction, MonoNs, PeerCred};
+use crate::safe_dir::SocketRef;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,13 +61,10 @@ pub struct Access {
 }
 
 impl Access {
-    pub fn of(path: &Path) -> io::Result<Access> {
-        let m = std::fs::metadata(path)?;
-        Ok(Access {
-            uid: m.uid(),
-            gid: m.gid(),
-            mode: m.mode() & 0o7777,
-        })
+    /// The rights of the daemon's socket file.
+    pub fn of_socket(s: &SocketRef) -> Access {
+        let (uid, gid, mode) = s.access();
+        Access { uid, gid, mode }
     }
 
     /// Whether the kernel would let `peer` connect to a socket file with these rights
@@ -323,10 +319,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Accept clients on `listener` and forward each to the socket at `upstream`.
+    /// Accept clients on `listener` and forward each to the daemon's socket `upstream`
+    /// (reached by inode, and only when its owner listens there: see [`SocketRef::connect`]).
     pub fn start(
         listener: UnixListener,
-        upstream: PathBuf,
+        upstream: SocketRef,
         access: Access,
         tap: TapSender,
     ) -> io::Result<Proxy> {
@@ -385,7 +382,7 @@ impl Drop for Proxy {
 
 fn accept_loop(
     listener: &UnixListener,
-    upstream: &Path,
+    upstream: &SocketRef,
     access: Access,
     tap: &TapSender,
     stopping: &AtomicBool,
@@ -424,7 +421,7 @@ fn accept_loop(
         }
         let conn = next_conn;
         next_conn += 1;
-        let daemon = match UnixStream::connect(upstream) {
+        let daemon = match upstream.connect() {
             Ok(d) => d,
             Err(e) => {
                 tap.send(Tap::UpstreamFailed {

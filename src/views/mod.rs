@@ -1,5 +1,11 @@
 //! Ways to present a timeline and its findings: text, JSON and the interactive TUI.
+//!
+//! Every text view passes untrusted text through [`terminal_safe`] before it reaches a
+//! terminal; colour comes only from the views themselves.
 pub mod explain;
 pub mod json;
+pub mod terminal_safe;
 pub mod text;
 pub mod tui;
+
+pub use terminal_safe::{terminal_safe, terminal_safe_lines};

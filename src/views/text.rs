@@ -5,11 +5,13 @@
 //! ```
 //!
 //! Columns: time since the capture started, wall clock (UTC, `Z`), source, app, words.
-//! Colour only when asked for ([`color_wanted`]: a terminal, and `NO_COLOR` unset).
+//! Colour only when asked for ([`color_wanted`]: a terminal, and `NO_COLOR` unset), and only
+//! pm2-trace's own: every piece of recorded text goes through [`terminal_safe`] first.
 
 use crate::event::{CaptureInfo, MonoNs, Source, Stamped};
 use crate::rules::{self, Finding, Severity};
 use crate::timeline::{self, Entry, Timeline, Tone};
+use crate::views::terminal_safe;
 use std::io::{self, Write};
 
 /// Whether to colour output: `is_terminal` and the `NO_COLOR` variable unset (or empty).
@@ -80,9 +82,9 @@ pub fn format_entry(info: &CaptureInfo, e: &Entry, color: bool) -> String {
     let app = e
         .app
         .as_ref()
-        .map(|a| a.to_string())
+        .map(|a| terminal_safe(&a.to_string()).into_owned())
         .unwrap_or_else(|| "-".into());
-    let words = e.describe().replace(['\n', '\r'], " ");
+    let words = terminal_safe(&e.describe().replace(['\n', '\r'], " ")).into_owned();
     let rel = rel_time(info, e.t);
     let wall = wall_time(info, e.t);
     let src = e.source.name();
@@ -130,8 +132,10 @@ impl<W: Write> TextView<W> {
             .unwrap_or_default();
         writeln!(
             self.out,
-            "capture of pm2 {pm2} at {}{daemon} on {}",
-            i.pm2_home, i.host
+            "capture of pm2 {} at {}{daemon} on {}",
+            terminal_safe(pm2),
+            terminal_safe(&i.pm2_home),
+            terminal_safe(&i.host)
         )?;
         writeln!(
             self.out,
@@ -181,15 +185,16 @@ impl<W: Write> TextView<W> {
         };
         writeln!(
             self.out,
-            "{c}{}{r} [{}]{app}: {}",
+            "{c}{}{r} [{}]{}: {}",
             f.severity.name().to_uppercase(),
-            f.kind,
-            f.summary
+            terminal_safe(&f.kind),
+            terminal_safe(&app),
+            terminal_safe(&f.summary)
         )?;
         if !f.chain.is_empty() {
             writeln!(self.out, "  what happened:")?;
             for (i, step) in f.chain.iter().enumerate() {
-                writeln!(self.out, "    {}. {step}", i + 1)?;
+                writeln!(self.out, "    {}. {}", i + 1, terminal_safe(step))?;
             }
         }
         if !f.evidence.is_empty() {
@@ -201,12 +206,12 @@ impl<W: Write> TextView<W> {
                     rel_time(&self.info, ev.t),
                     wall_time(&self.info, ev.t),
                     ev.source.name(),
-                    ev.what
+                    terminal_safe(&ev.what)
                 )?;
             }
         }
         if !f.remedy.is_empty() {
-            writeln!(self.out, "  remedy: {}", f.remedy)?;
+            writeln!(self.out, "  remedy: {}", terminal_safe(&f.remedy))?;
         }
         Ok(())
     }

@@ -411,7 +411,11 @@ impl Core {
             Some(p) => Some(p),
             None => {
                 let pidfile = cfg.pm2_home.join("pm2.pid");
-                match std::fs::read_to_string(&pidfile) {
+                // Never through a symlink, and never quoting a file that failed the checks.
+                let read = crate::safe_dir::SafeDir::open(&cfg.pm2_home)
+                    .and_then(|d| d.read_file("pm2.pid", 64))
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+                match read {
                     Ok(s) => match s.trim().parse::<i32>() {
                         Ok(p) => {
                             let cmd = procfs::read_cmdline(&proc_root, p)
@@ -431,13 +435,13 @@ impl Core {
                             daemon_note = Some(format!(
                                 "{}: not a pid: {:?}",
                                 pidfile.display(),
-                                shorten(&s, 40)
+                                crate::views::terminal_safe(&shorten(&s, 40))
                             ));
                             None
                         }
                     },
                     Err(e) => {
-                        daemon_note = Some(format!("no daemon: {}: {e}", pidfile.display()));
+                        daemon_note = Some(format!("no daemon: {e}"));
                         None
                     }
                 }

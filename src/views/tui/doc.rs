@@ -338,8 +338,18 @@ impl Doc {
         self.scroll = self.scroll.min(max);
     }
 
-    /// The spans of visible line `i`.
+    /// The spans of visible line `i`, terminal-safe ([`crate::views::terminal_safe`]).
     pub fn spans(&self, i: usize) -> Spans {
+        let mut s = self.spans_raw(i);
+        for (text, _) in &mut s {
+            if let std::borrow::Cow::Owned(safe) = crate::views::terminal_safe(text) {
+                *text = safe;
+            }
+        }
+        s
+    }
+
+    fn spans_raw(&self, i: usize) -> Spans {
         let Some(line) = self.lines.get(i) else {
             return Vec::new();
         };

@@ -239,6 +239,7 @@ impl LaneCells {
     /// Write `text` from `col` on, only over body or empty cells, stopping before a marker
     /// and leaving one free cell before the next marker.
     fn label(&mut self, col: i64, text: &str, s: Style) -> bool {
+        let text = &*crate::views::terminal_safe(text);
         let w = self.cells.len() as i64;
         let n = text.chars().count() as i64;
         if col < 0 || col + n > w {
@@ -323,7 +324,10 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
         right = format!(" following ·{right}");
     }
     if app.filter_app.is_some() {
-        title.push(Span::raw(format!(" · {}", app.app_filter_label())));
+        title.push(Span::raw(format!(
+            " · {}",
+            crate::views::terminal_safe(&app.app_filter_label())
+        )));
     }
     let legend = if area.width >= 100 {
         " S spawn  o online  i SIGINT  K SIGKILL  x exit  E errored  ├─┤ request  ◆ evidence  · daemon event "

@@ -351,7 +351,8 @@ impl Model {
                 }
                 _ => {}
             }
-            let text = e.describe();
+            let described = e.describe();
+            let text = crate::views::terminal_safe(&described);
             let mut cut = text.len().min(MAX_TEXT);
             while !text.is_char_boundary(cut) {
                 cut -= 1;
@@ -409,7 +410,9 @@ impl Model {
 
     /// The app of a row, as `web:0`.
     pub fn app_label(&self, app: u32) -> Option<String> {
-        self.apps.get(app as usize).map(|a| a.to_string())
+        self.apps
+            .get(app as usize)
+            .map(|a| crate::views::terminal_safe(&a.to_string()).into_owned())
     }
 
     pub fn app_index_of(&self, pm_id: u64) -> Option<u32> {

@@ -1,6 +1,7 @@
 //! Small text helpers: times and wrapping.
 
 use crate::event::{CaptureInfo, MonoNs};
+use crate::views::terminal_safe;
 
 /// `+1.234s` since the capture started, or the UTC wall clock `16:01:42.865Z`, with
 /// `decimals` digits of the second (0..=9).
@@ -108,7 +109,11 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// Cut `s` to `width` characters, ending with `…` when cut.
+///
+/// Text is made terminal-safe first ([`terminal_safe`]): everything the TUI writes to the
+/// screen with dynamic text goes through here or through [`super::doc::Doc::spans`].
 pub fn fit(s: &str, width: usize) -> String {
+    let s = &*terminal_safe(s);
     if s.chars().count() <= width {
         s.to_owned()
     } else if width == 0 {
