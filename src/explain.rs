@@ -10,15 +10,18 @@
 //! then says what it rests on, what only a recording could tell, and how to record the next
 //! occurrence. [`crate::views::explain`] presents the result.
 
+use crate::addr::{self, Addr, Transport};
 use crate::event::{CaptureInfo, Event, MonoNs, Source, Stamped};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::home;
 use crate::pm2::meaning::MonitorProc;
 use crate::rules::{self, Evidence, Finding, Severity};
 use crate::sources::daemon_state::{self, AppState, DaemonState, StateOrigin};
+use crate::sources::holders::{self, Identity, Pm2Role, Relation};
 use crate::sources::logs::{LogApp, LogLine, LogReport, LogSet, LogSpec, LogStream};
-use crate::sources::system_now::{self, Holder, HolderKind, PathCheck, ProcScan};
+use crate::sources::system_now::{self, PathCheck, ProcScan};
 use crate::timeline::{Entry, EntryKind, Interpreter, Outcome, Timeline, Tone};
+use crate::views::terminal_safe;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -69,7 +72,26 @@ pub struct AppNow {
     /// Addresses the app's logs say it failed to bind (EADDRINUSE).
     pub addresses: Vec<String>,
     /// Who holds those addresses now.
-    pub holders: Vec<Holder>,
+    pub holders: Vec<HeldNow>,
+}
+
+/// An address an app could not bind, and who holds it now (from [`holders::who_holds`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldNow {
+    /// The address held (`127.0.0.1:4211`), over `proto`.
+    pub addr: String,
+    pub proto: String,
+    /// The oldest process holding it.
+    pub holder: Identity,
+    /// What the holder is to this app, in words: `earlier generation`, `current
+    /// generation`, `this daemon` (cluster mode), `another app of this daemon`, `another
+    /// daemon`, `another daemon's app`, `not pm2`.
+    pub relation: String,
+    /// Whether the holder is a process of an earlier generation of this very app.
+    pub earlier_generation: bool,
+    /// Whether the holder is this app itself now (its current generation, or the daemon
+    /// holding a cluster app's socket): then it is no finding.
+    pub itself: bool,
 }
 
 /// The `source` object of `explain --json`: where everything came from and what could not
@@ -250,7 +272,15 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
     let mut seq = 0u64;
     let mut undated_daemon = 0u64;
     let mut seen_version: Option<String> = None;
-    let mut addrs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut addrs: BTreeMap<String, Vec<Addr>> = BTreeMap::new();
+    let mut note_addrs = |app: &str, line: &str| {
+        for a in addr::named_in(line) {
+            let list = addrs.entry(app.to_owned()).or_default();
+            if !list.contains(&a) && list.len() < 16 {
+                list.push(a);
+            }
+        }
+    };
     let set = LogSet {
         specs,
         since_ms: Some(since_ms),
@@ -266,8 +296,8 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
             }
         }
         if line.stream == LogStream::Err {
-            if let (Some(a), Some(addr)) = (&line.app, eaddrinuse(&line.text)) {
-                addrs.entry(a.name.clone()).or_default().insert(addr);
+            if let Some(a) = &line.app {
+                note_addrs(&a.name, &line.text);
             }
         }
         // Lines of one instant keep their file order, a microsecond apart.
@@ -302,9 +332,7 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
     });
     for u in &report.undated {
         for l in &u.lines {
-            if let Some(addr) = eaddrinuse(l) {
-                addrs.entry(u.app.name.clone()).or_default().insert(addr);
-            }
+            note_addrs(&u.app.name, l);
         }
     }
     // The status the daemon reports now closes the timeline (pm2 writes pm2.log through a
@@ -368,7 +396,16 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
     let path_var = pid.and_then(daemon_path_var);
     let mut now_apps: Vec<AppNow> = apps
         .iter()
-        .map(|a| app_now(a, &scan, &home.dir, path_var.as_deref(), &addrs))
+        .map(|a| {
+            app_now(
+                a,
+                &scan,
+                &home.dir,
+                path_var.as_deref(),
+                &addrs,
+                &mut not_read,
+            )
+        })
         .collect();
     now_apps.sort_by_key(|a| a.pm_id);
     // The rules, on the log-made timeline.
@@ -507,7 +544,7 @@ fn select_apps(
         if out.is_empty() {
             anyhow::bail!(
                 "no app `{}` in {} (by name or id){}",
-                sanitize(w),
+                terminal_safe(w),
                 home.display(),
                 match &state.origin {
                     StateOrigin::None =>
@@ -554,37 +591,14 @@ fn failure_words(s: &str) -> bool {
     .any(|w| s.contains(w))
 }
 
-/// The address in an EADDRINUSE line: Node's `listen EADDRINUSE: address already in use
-/// 127.0.0.1:4000` (or `:::4000`, or a unix socket path), else the first `host:port` or
-/// `:port` word, else a port number after `on` or `port` (`listen on 4000 failed:
-/// EADDRINUSE`).
-pub fn eaddrinuse(line: &str) -> Option<String> {
-    line.find("EADDRINUSE")?;
-    let trim = |w: &str| {
-        w.trim_matches(|c: char| "'\".,;()[]".contains(c) && c != ':')
-            .trim_end_matches(['.', ',', ')', '\'', '"', ';'])
-            .to_owned()
-    };
-    if let Some(rest) = line.split("address already in use ").nth(1) {
-        let w = trim(rest.split_whitespace().next()?);
-        return (!w.is_empty() && w.len() < 256).then_some(w);
+/// An address as text (`127.0.0.1:4000`, `:4000`, `/run/app.sock`).
+fn addr_words(a: &Addr) -> String {
+    match a {
+        Addr::Inet { ip: Some(ip), port } if ip.is_ipv6() => format!("[{ip}]:{port}"),
+        Addr::Inet { ip: Some(ip), port } => format!("{ip}:{port}"),
+        Addr::Inet { ip: None, port } => format!(":{port}"),
+        Addr::Unix(p) => p.clone(),
     }
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let port_ok = |p: &str| p.parse::<u16>().is_ok_and(|n| n > 0);
-    for w in &words {
-        let w = trim(w);
-        if let Some((host, port)) = w.rsplit_once(':') {
-            if port_ok(port)
-                && (host.is_empty() || host.contains(['.', ':']) || host == "localhost")
-            {
-                return Some(w);
-            }
-        }
-    }
-    words.windows(2).find_map(|p| {
-        let n = trim(p[1]);
-        (["on", "port"].contains(&p[0]) && port_ok(&n)).then(|| format!(":{n}"))
-    })
 }
 
 fn app_now(
@@ -592,7 +606,8 @@ fn app_now(
     scan: &ProcScan,
     home: &Path,
     path_var: Option<&str>,
-    addrs: &BTreeMap<String, BTreeSet<String>>,
+    addrs: &BTreeMap<String, Vec<Addr>>,
+    not_read: &mut Vec<String>,
 ) -> AppNow {
     let st = a.state.as_ref();
     let mut paths = Vec::new();
@@ -625,15 +640,67 @@ fn app_now(
         })
         .cloned()
         .collect();
-    let addresses: Vec<String> = addrs
-        .get(&a.name)
-        .map(|s| s.iter().cloned().collect())
-        .unwrap_or_default();
-    let holders = if addresses.is_empty() {
-        Vec::new()
-    } else {
-        system_now::holders(&addresses, home, scan)
-    };
+    let wanted: Vec<Addr> = addrs.get(&a.name).cloned().unwrap_or_default();
+    let home_s = home.to_string_lossy();
+    let mut holders = Vec::new();
+    for w in &wanted {
+        let transport = if w.is_unix() {
+            Transport::Unix
+        } else {
+            Transport::Tcp
+        };
+        let found = match holders::who_holds(Path::new("/proc"), transport, w) {
+            Ok(f) => f,
+            Err(e) => {
+                not_read.push(format!("the host's sockets: {e}"));
+                continue;
+            }
+        };
+        if found.unreadable > 0 {
+            not_read.push(format!(
+                "the descriptors of {} process(es), looking for who holds {}: a holder among them cannot be named",
+                found.unreadable,
+                addr_words(w)
+            ));
+        }
+        not_read.extend(found.notes.iter().cloned());
+        for hold in found.holds {
+            let Some(holder) = hold.holders.into_iter().next() else {
+                continue;
+            };
+            let rel = holder.relation(&home_s);
+            let (earlier, current) = match (&holder.pm2, rel) {
+                (
+                    Some(Pm2Role::App {
+                        pm_id, generation, ..
+                    }),
+                    Relation::ThisDaemonsApp,
+                ) if *pm_id == a.pm_id => {
+                    let earlier = generation.zip(current_rt).is_some_and(|(g, c)| g < c);
+                    (earlier, !earlier)
+                }
+                _ => (false, false),
+            };
+            let relation = match rel {
+                Relation::ThisDaemonsApp if earlier => "earlier generation",
+                Relation::ThisDaemonsApp if current => "current generation",
+                Relation::ThisDaemonsApp => "another app of this daemon",
+                Relation::ThisDaemon => "this daemon (it holds a cluster app's sockets)",
+                Relation::OtherDaemon => "another pm2 daemon",
+                Relation::OtherDaemonsApp => "an app of another pm2 daemon",
+                Relation::NotPm2 => "not pm2",
+            };
+            holders.push(HeldNow {
+                addr: hold.addr,
+                proto: hold.proto,
+                itself: current || rel == Relation::ThisDaemon,
+                earlier_generation: earlier,
+                relation: relation.into(),
+                holder,
+            });
+        }
+    }
+    let addresses: Vec<String> = wanted.iter().map(addr_words).collect();
     AppNow {
         pm_id: a.pm_id,
         name: a.name.clone(),
@@ -671,22 +738,12 @@ fn now_findings(
         };
         // An address the new generations could not bind, held now.
         for h in &a.holders {
-            let (ours, by_earlier) = match &h.kind {
-                HolderKind::ThisDaemon {
-                    pm_id: p,
-                    restart_time,
-                    ..
-                } if *p == pm_id => (
-                    true,
-                    restart_time.zip(a.restart_time).is_some_and(|(r, c)| r < c),
-                ),
-                _ => (false, false),
-            };
-            if ours && !by_earlier {
-                // The app's current generation holds its own address now: the holder of
-                // the failed binds is gone (said in the crash-loop finding, if any).
+            if h.itself {
+                // The app holds its own address now: the holder of the failed binds is
+                // gone (said in the crash-loop finding, if any).
                 continue;
             }
+            let by_earlier = h.earlier_generation;
             let kind = if by_earlier {
                 "address-held-by-previous-generation"
             } else {
@@ -695,7 +752,7 @@ fn now_findings(
             if has(kind) {
                 continue;
             }
-            let who = holder_words(h);
+            let who = h.holder.describe();
             out.push(Finding {
                 kind: kind.into(),
                 severity: if errored { Severity::Error } else { Severity::Warning },
@@ -716,7 +773,7 @@ fn now_findings(
                 ],
                 evidence: vec![new_ev(format!("seen now: {who} listening on {}", h.addr))],
                 remedy: if by_earlier {
-                    format!("Stop pid {} (it is the old generation), then `pm2 restart {}`; make the app's children exit on SIGINT, or set a kill_timeout long enough for them.", h.pid.map_or("?".into(), |p| p.to_string()), a.name)
+                    format!("Stop pid {} (it is the old generation), then `pm2 restart {}`; make the app's children exit on SIGINT, or set a kill_timeout long enough for them.", h.holder.pid, a.name)
                 } else {
                     format!("Free {} (stop the holder) or give {} another address, then `pm2 restart {}`.", h.addr, a.name, a.name)
                 },
@@ -732,7 +789,7 @@ fn now_findings(
                         "pid {} (generation {}, `{}`)",
                         p.pid,
                         p.restart_time.map_or("?".into(), |r| r.to_string()),
-                        sanitize(&clip(&p.cmd, 80))
+                        terminal_safe(&clip(&p.cmd, 80))
                     )
                 })
                 .collect();
@@ -796,42 +853,6 @@ fn now_findings(
         }
     }
     out
-}
-
-fn holder_words(h: &Holder) -> String {
-    let pid = h
-        .pid
-        .map_or("an unreadable process".into(), |p| format!("pid {p}"));
-    let cmd = h
-        .cmd
-        .as_deref()
-        .map(|c| format!(" (`{}`)", sanitize(&clip(c, 60))))
-        .unwrap_or_default();
-    match &h.kind {
-        HolderKind::ThisDaemon {
-            pm_id,
-            name,
-            restart_time,
-        } => format!(
-            "{pid}{cmd} of this daemon's app {}:{pm_id} (restart_time {})",
-            sanitize(name.as_deref().unwrap_or("?")),
-            restart_time.map_or("?".into(), |r| r.to_string())
-        ),
-        HolderKind::OtherDaemon {
-            pm2_home,
-            pm_id,
-            name,
-        } => format!(
-            "{pid}{cmd} of app {}:{pm_id} of another pm2 daemon (PM2_HOME {})",
-            sanitize(name.as_deref().unwrap_or("?")),
-            sanitize(pm2_home)
-        ),
-        HolderKind::SystemdUnit { unit } => {
-            format!("{pid}{cmd} of systemd unit {}", sanitize(unit))
-        }
-        HolderKind::Process => format!("{pid}{cmd}"),
-        HolderKind::Unknown => "a process this user cannot see (run as root to name it)".into(),
-    }
 }
 
 /// The files each app's findings can rest on: pm2.log, and its own logs.
@@ -902,17 +923,14 @@ fn annotate(
     if let Some(l) = undated.first() {
         f.chain.push(format!(
             "The app's error log has no timestamps (start the app with --time to place its lines on the timeline); its last failure line: {}",
-            sanitize(&clip(l, 200))
+            terminal_safe(&clip(l, 200))
         ));
     }
     if let Some(a) = apps
         .iter()
         .find(|a| f.pm_id.is_some() && a.pm_id == f.pm_id)
     {
-        let earlier_holder = a.holders.iter().any(|h| {
-            !matches!(&h.kind, HolderKind::ThisDaemon { pm_id, restart_time, .. }
-                if Some(*pm_id) == a.pm_id && restart_time.zip(a.restart_time).is_none_or(|(r, c)| r >= c))
-        });
+        let earlier_holder = a.holders.iter().any(|h| !h.itself);
         if !a.addresses.is_empty() && !earlier_holder && f.kind == "crash-loop-errored" {
             f.chain.push(format!(
                 "The error log shows EADDRINUSE on {}; no other process holds it now, so the holder at the time cannot be named without a recording.",
@@ -949,9 +967,10 @@ const START_SEARCH: u64 = 64 << 20;
 /// The stamp of the last `--- New PM2 Daemon started` line in the last [`START_SEARCH`]
 /// bytes of `pm2_log`.
 fn last_daemon_start(pm2_log: &Path) -> Option<i64> {
-    use crate::sources::logs::read::{open_nofollow, LineReader};
+    use crate::sources::logs::read::LineReader;
     use std::io::{Seek, SeekFrom};
-    let mut f = open_nofollow(pm2_log).ok()?;
+    let (dir, name) = crate::safe_dir::SafeDir::open_parent(pm2_log).ok()?;
+    let mut f = dir.open_read(name).ok()?;
     let len = f.metadata().ok()?.len();
     let from = len.saturating_sub(START_SEARCH);
     f.seek(SeekFrom::Start(from)).ok()?;
@@ -1028,58 +1047,20 @@ fn clip(s: &str, n: usize) -> String {
     }
 }
 
-/// Text from logs, app names and paths made safe for a terminal: control characters
-/// (escape sequences included) are shown as `\xNN`.
-///
-/// Local stand-in until the one terminal-sanitising function of issue #10 lands in
-/// `views`; it will replace this one.
-pub fn sanitize(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() && c != '\t' {
-            o.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            o.push(c);
-        }
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn eaddrinuse_addresses() {
+    fn default_log_names_and_addresses() {
+        assert_eq!(log_stem("api"), "api");
+        assert_eq!(log_stem("my app/v2"), "my-app-v2");
+        assert_eq!(addr_words(&Addr::parse(":::4000").unwrap()), "[::]:4000");
+        assert_eq!(addr_words(&Addr::parse(":4000").unwrap()), ":4000");
         assert_eq!(
-            eaddrinuse("Error: listen EADDRINUSE: address already in use 127.0.0.1:4211")
-                .as_deref(),
-            Some("127.0.0.1:4211")
+            addr_words(&Addr::parse("/run/a.sock").unwrap()),
+            "/run/a.sock"
         );
-        assert_eq!(
-            eaddrinuse("Error: listen EADDRINUSE: address already in use :::8080").as_deref(),
-            Some(":::8080")
-        );
-        assert_eq!(
-            eaddrinuse("Error: listen EADDRINUSE: address already in use /run/app.sock").as_deref(),
-            Some("/run/app.sock")
-        );
-        assert_eq!(eaddrinuse("code: 'EADDRINUSE',"), None);
-        assert_eq!(
-            eaddrinuse("slow-drain-child[child pid=9182]: listen on 42913 failed: EADDRINUSE")
-                .as_deref(),
-            Some(":42913")
-        );
-        assert_eq!(
-            eaddrinuse("bind EADDRINUSE 0.0.0.0:53 (udp)").as_deref(),
-            Some("0.0.0.0:53")
-        );
-        assert_eq!(eaddrinuse("no error here 127.0.0.1:80"), None);
-    }
-
-    #[test]
-    fn sanitize_controls() {
-        assert_eq!(sanitize("a\x1b[31mb\n"), "a\\x1b[31mb\\x0a");
-        assert_eq!(sanitize("tab\tok é"), "tab\tok é");
+        assert_eq!(shell_word("/srv/a b/.pm2"), "'/srv/a b/.pm2'");
     }
 }

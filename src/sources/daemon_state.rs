@@ -7,6 +7,7 @@
 //! other message is ever sent.
 
 use crate::pm2::meaning::MonitorProc;
+use crate::safe_dir::SafeDir;
 use crate::wire::amp::Decoder;
 use crate::wire::rpc;
 use serde::Serialize;
@@ -127,16 +128,21 @@ pub fn read_state(rpc: &Path, dump: &Path, timeout: Duration) -> DaemonState {
 /// `getMonitorData` on `sock`: the list of process objects.
 pub fn monitor_data(sock: &Path, timeout: Duration) -> Result<Vec<Value>, String> {
     let what = |e: std::io::Error| format!("{}: {e}", sock.display());
-    let mut s = std::os::unix::net::UnixStream::connect(sock).map_err(|e| {
-        let hint = match e.raw_os_error() {
-            Some(libc::ECONNREFUSED) | Some(libc::ENOENT) => " (no daemon is running)",
-            Some(libc::EACCES) => {
-                " (not allowed: the daemon belongs to another user; run as that user or root)"
-            }
-            _ => "",
-        };
-        format!("{}: cannot connect: {e}{hint}", sock.display())
-    })?;
+    // Through the socket's directory, opened once: the socket file is taken without
+    // following a symlink, connected by inode, and must be served by the directory's owner.
+    let hint = |kind: Option<std::io::ErrorKind>| match kind {
+        Some(std::io::ErrorKind::ConnectionRefused) | Some(std::io::ErrorKind::NotFound) => {
+            " (no daemon is running)"
+        }
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            " (not allowed: the daemon belongs to another user; run as that user or root)"
+        }
+        _ => "",
+    };
+    let mut s = SafeDir::open_parent(sock)
+        .and_then(|(dir, name)| dir.open_socket(name))
+        .and_then(|r| r.connect())
+        .map_err(|e| format!("{e}{}", hint(e.io_kind())))?;
     let deadline = Instant::now() + timeout;
     s.set_write_timeout(Some(timeout)).map_err(what)?;
     let id = format!("{}:explain", std::process::id());
@@ -188,8 +194,8 @@ pub fn monitor_data(sock: &Path, timeout: Duration) -> Result<Vec<Value>, String
 }
 
 fn read_dump(path: &Path) -> Result<(Vec<Value>, Option<i64>), String> {
-    let f = crate::sources::logs::read::open_nofollow(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let (dir, name) = SafeDir::open_parent(path).map_err(|e| e.to_string())?;
+    let f = dir.open_read(name).map_err(|e| e.to_string())?;
     let meta = f
         .metadata()
         .map_err(|e| format!("{}: {e}", path.display()))?;

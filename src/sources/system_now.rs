@@ -1,19 +1,15 @@
 //! The system as it is now, for `explain`: whether an app's script, cwd and interpreter
 //! exist and where the symlinks on those paths point; which processes of the daemon's apps
-//! are alive (their generation from `restart_time` in their environment); and who holds a
-//! listening address, host-wide.
+//! are alive (their generation from `restart_time` in their environment). Who holds an
+//! address, host-wide, is [`crate::sources::holders`]'s.
 //!
 //! Everything is read from `/proc` and `lstat`/`readlink`: nothing is opened through a path
 //! another user controls, nothing is changed. What cannot be read (another user's
 //! `/proc/<pid>/environ` or `fd/` without root) is counted and said.
 
-use crate::sources::procwatch::procfs::{
-    list_pids, parse_inet_line, parse_pm2_env, parse_unix_line, read_cmdline, read_environ,
-    socket_inodes, Pm2Env,
-};
-use crate::sources::procwatch::Proto;
+use crate::sources::holders::same_home;
+use crate::sources::procwatch::procfs::{list_pids, parse_pm2_env, read_cmdline, read_environ};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 /// What `lstat` shows of one path now.
@@ -164,40 +160,6 @@ pub struct AppProcess {
     pub cmd: String,
 }
 
-/// Who holds an address now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "holder", rename_all = "snake_case")]
-pub enum HolderKind {
-    /// A process of one of this daemon's apps.
-    ThisDaemon {
-        pm_id: u64,
-        name: Option<String>,
-        restart_time: Option<u64>,
-    },
-    /// A process of an app of another pm2 daemon.
-    OtherDaemon {
-        pm2_home: String,
-        pm_id: u64,
-        name: Option<String>,
-    },
-    /// A process started by a systemd unit.
-    SystemdUnit { unit: String },
-    /// Any other process.
-    Process,
-    /// The socket is held, but no readable process has it open (another user's, without
-    /// root).
-    Unknown,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Holder {
-    pub addr: String,
-    pub pid: Option<i64>,
-    pub cmd: Option<String>,
-    #[serde(flatten)]
-    pub kind: HolderKind,
-}
-
 /// One scan of /proc.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ProcScan {
@@ -205,19 +167,6 @@ pub struct ProcScan {
     pub apps: Vec<AppProcess>,
     /// Processes whose environment could not be read (not ours, no root).
     pub unreadable_environ: u64,
-    #[serde(skip)]
-    envs: HashMap<i64, Pm2Env>,
-    #[serde(skip)]
-    cmds: HashMap<i64, String>,
-}
-
-fn same_home(a: &str, home: &Path) -> bool {
-    let a = Path::new(a);
-    a == home
-        || std::fs::canonicalize(a)
-            .ok()
-            .zip(std::fs::canonicalize(home).ok())
-            .is_some_and(|(x, y)| x == y)
 }
 
 /// Read every process's pm2 keys; keep this daemon's (`home`) app processes.
@@ -245,134 +194,23 @@ pub fn scan(home: &Path) -> ProcScan {
         let cmd = read_cmdline(proc_root, pid)
             .map(|c| c.join(" "))
             .unwrap_or_default();
-        if env.pm2_home.as_deref().is_some_and(|h| same_home(h, home)) {
+        let home_s = home.to_string_lossy();
+        if env
+            .pm2_home
+            .as_deref()
+            .is_some_and(|h| same_home(h, &home_s))
+        {
             s.apps.push(AppProcess {
                 pid: pid as i64,
                 pm_id: env.pm_id.unwrap_or(0),
                 name: env.name.clone(),
                 restart_time: env.restart_time,
                 pm2_home: env.pm2_home.clone().unwrap_or_default(),
-                cmd: cmd.clone(),
+                cmd,
             });
         }
-        s.cmds.insert(pid as i64, cmd);
-        s.envs.insert(pid as i64, env);
     }
     s
-}
-
-/// Listening sockets now (this network namespace): address -> socket inodes.
-fn listening() -> Vec<(String, u16, u64)> {
-    let mut out = Vec::new();
-    for (proto, file) in [
-        (Proto::Tcp, "/proc/net/tcp"),
-        (Proto::Tcp6, "/proc/net/tcp6"),
-        (Proto::Udp, "/proc/net/udp"),
-        (Proto::Udp6, "/proc/net/udp6"),
-    ] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        for l in text.lines().skip(1) {
-            if let Some(sk) = parse_inet_line(proto, l) {
-                if sk.is_listening() {
-                    out.push((sk.addr_string(), sk.port, sk.inode));
-                }
-            }
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string("/proc/net/unix") {
-        for l in text.lines().skip(1) {
-            if let Some(u) = parse_unix_line(l) {
-                if u.is_bound_listener() {
-                    out.push((u.path.unwrap_or_default(), 0, u.inode));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn systemd_unit(pid: i64) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .filter_map(|l| l.rsplit(':').next())
-        .flat_map(|p| p.split('/'))
-        .filter(|c| c.ends_with(".service") || c.ends_with(".scope"))
-        .map(str::to_owned)
-        .next_back()
-        .filter(|u| u.ends_with(".service"))
-}
-
-/// Who holds each of `addrs` now (`127.0.0.1:4000`, `:::4000`, a port alone as `:4000`, or
-/// a unix socket path): host-wide, through every readable process's descriptors.
-pub fn holders(addrs: &[String], home: &Path, scan: &ProcScan) -> Vec<Holder> {
-    let socks = listening();
-    let mut want: Vec<(String, u64)> = Vec::new();
-    for a in addrs {
-        let port = a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-        for (addr, p, ino) in &socks {
-            let hit = if a.starts_with('/') || a.starts_with('@') {
-                addr == a
-            } else {
-                port.is_some_and(|x| x == *p && *p != 0)
-            };
-            if hit {
-                want.push((addr.clone(), *ino));
-            }
-        }
-    }
-    if want.is_empty() {
-        return Vec::new();
-    }
-    let mut by_ino: HashMap<u64, i64> = HashMap::new();
-    let mut pids = Vec::new();
-    let _ = list_pids(Path::new("/proc"), &mut pids);
-    for pid in pids {
-        if let Ok(inos) = socket_inodes(Path::new("/proc"), pid) {
-            for i in inos {
-                by_ino.entry(i).or_insert(pid as i64);
-            }
-        }
-    }
-    want.into_iter()
-        .map(|(addr, ino)| {
-            let pid = by_ino.get(&ino).copied();
-            let kind = match pid.and_then(|p| scan.envs.get(&p)) {
-                Some(e) if e.pm2_home.as_deref().is_some_and(|h| same_home(h, home)) => {
-                    HolderKind::ThisDaemon {
-                        pm_id: e.pm_id.unwrap_or(0),
-                        name: e.name.clone(),
-                        restart_time: e.restart_time,
-                    }
-                }
-                Some(e) => HolderKind::OtherDaemon {
-                    pm2_home: e.pm2_home.clone().unwrap_or_default(),
-                    pm_id: e.pm_id.unwrap_or(0),
-                    name: e.name.clone(),
-                },
-                None => match pid {
-                    Some(p) => match systemd_unit(p) {
-                        Some(unit) => HolderKind::SystemdUnit { unit },
-                        None => HolderKind::Process,
-                    },
-                    None => HolderKind::Unknown,
-                },
-            };
-            let cmd = pid.and_then(|p| {
-                scan.cmds
-                    .get(&p)
-                    .cloned()
-                    .or_else(|| read_cmdline(Path::new("/proc"), p as i32).map(|c| c.join(" ")))
-            });
-            Holder {
-                addr,
-                pid,
-                cmd,
-                kind,
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -413,20 +251,5 @@ mod tests {
         let c = check_interpreter("no-such-interp", Some("/bin")).unwrap();
         assert_eq!(c.exists, Some(false));
         assert!(check_interpreter("none", None).is_none());
-    }
-
-    #[test]
-    fn holder_of_a_listening_socket_is_found() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let d = tempfile::tempdir().unwrap();
-        let s = scan(d.path());
-        let h = holders(&[format!("127.0.0.1:{port}")], d.path(), &s);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert_eq!(h[0].pid, Some(std::process::id() as i64));
-        assert!(matches!(
-            h[0].kind,
-            HolderKind::Process | HolderKind::SystemdUnit { .. }
-        ));
     }
 }

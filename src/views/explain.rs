@@ -6,7 +6,12 @@
 //! Everything that comes from a log, an app's name or a path is passed through the
 //! terminal sanitiser before it is printed as text (JSON escapes control characters).
 
-use crate::explain::{sanitize, Explained, Kept};
+use crate::explain::{Explained, Kept};
+use crate::views::terminal_safe;
+
+fn sanitize(s: &str) -> String {
+    terminal_safe(s).into_owned()
+}
 use crate::rules::Finding;
 use crate::views::json::EntryJson;
 use crate::views::text::{format_entry, wall_datetime, TextView};
@@ -155,9 +160,10 @@ pub fn write_text<W: Write>(x: &Explained, mut out: W, color: bool) -> io::Resul
         }
         for h in &a.holders {
             parts.push(format!(
-                "{} held now by pid {}",
+                "{} held now by {} ({})",
                 sanitize(&h.addr),
-                h.pid.map_or("?".into(), |p| p.to_string())
+                sanitize(&h.holder.describe()),
+                h.relation
             ));
         }
         writeln!(

@@ -8,13 +8,21 @@
 //! Copies are ordered by modification time (a rotated copy is written when it is rotated,
 //! so its mtime is the instant of its last line), the live file last.
 
+use crate::safe_dir::SafeDir;
+use std::ffi::OsString;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::sync::Arc;
 
-/// One file of a log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One file of a log, and the directory it is opened through.
+#[derive(Debug, Clone)]
 pub struct LogFileInfo {
     pub path: PathBuf,
+    /// Its name in `dir`.
+    pub name: OsString,
+    /// The directory, opened once ([`SafeDir`]): the file is opened and re-checked through
+    /// its descriptor, never by path.
+    pub dir: Arc<SafeDir>,
     /// gzip-compressed (`.gz`).
     pub compressed: bool,
     /// A rotated copy (not the live file).
@@ -22,6 +30,20 @@ pub struct LogFileInfo {
     /// Last modification, ms since the epoch.
     pub mtime_ms: Option<i64>,
     pub size: u64,
+}
+
+impl LogFileInfo {
+    /// Open it for reading: no symlink, a regular file with one link, owned by the
+    /// directory's owner or root ([`SafeDir::open_read`]).
+    pub fn open(&self) -> Result<File, String> {
+        self.dir.open_read(&self.name).map_err(|e| e.to_string())
+    }
+
+    /// (device, inode, length) of what is at its name now, `None` when nothing is.
+    pub fn identity_now(&self) -> Option<(u64, u64, u64)> {
+        let st = self.dir.stat(&self.name).ok()??;
+        Some((st.st_dev, st.st_ino, st.st_size as u64))
+    }
 }
 
 /// A file that could not be read, and why.
@@ -62,76 +84,77 @@ pub fn is_rotation_of(live: &str, candidate: &str) -> bool {
     candidate != c && c == live
 }
 
-fn mtime_ms(m: &std::fs::Metadata) -> Option<i64> {
-    m.modified()
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_millis() as i64)
+fn mtime_ms(st: &rustix::fs::Stat) -> i64 {
+    st.st_mtime as i64 * 1000 + st.st_mtime_nsec as i64 / 1_000_000
 }
 
-/// The live file `live` (if it exists) and its rotated copies, oldest first; directory or
-/// metadata errors are returned as [`Unreadable`].
+/// The live file `live` (if it exists) and its rotated copies, oldest first; what could not
+/// be listed or is not a regular file is returned as [`Unreadable`].
 pub fn with_rotations(live: &Path) -> (Vec<LogFileInfo>, Vec<Unreadable>) {
     let mut files = Vec::new();
     let mut bad = Vec::new();
-    let (Some(dir), Some(name)) = (live.parent(), live.file_name().and_then(|n| n.to_str())) else {
+    let Some(name) = live.file_name().and_then(|n| n.to_str()) else {
         return (files, bad);
     };
-    match std::fs::read_dir(dir) {
-        Ok(rd) => {
-            for ent in rd.flatten() {
-                let fname = ent.file_name();
-                let Some(f) = fname.to_str() else { continue };
-                if !is_rotation_of(name, f) {
-                    continue;
-                }
-                let path = ent.path();
-                match std::fs::symlink_metadata(&path) {
-                    Ok(m) if m.file_type().is_file() => files.push(LogFileInfo {
-                        compressed: f.ends_with(".gz"),
-                        rotated: true,
-                        mtime_ms: mtime_ms(&m),
-                        size: m.len(),
-                        path,
-                    }),
-                    Ok(_) => bad.push(Unreadable {
-                        path,
-                        error: "not a regular file (a symlink or special file is not followed)"
-                            .into(),
-                    }),
-                    Err(e) => bad.push(Unreadable {
-                        path,
-                        error: e.to_string(),
-                    }),
-                }
-            }
+    let dir = match SafeDir::open_parent(live) {
+        Ok((d, _)) => Arc::new(d),
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return (files, bad),
+        Err(e) => {
+            bad.push(Unreadable {
+                path: live.to_path_buf(),
+                error: e.to_string(),
+            });
+            return (files, bad);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => bad.push(Unreadable {
-            path: dir.to_path_buf(),
-            error: format!("cannot list the directory for rotated copies: {e}"),
-        }),
+    };
+    let mut names: Vec<(String, bool)> = match dir.entries() {
+        Ok(list) => list
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| is_rotation_of(name, n))
+            .map(|n| (n, true))
+            .collect(),
+        Err(e) => {
+            bad.push(Unreadable {
+                path: dir.path().to_path_buf(),
+                error: format!("cannot list the directory for rotated copies: {e}"),
+            });
+            Vec::new()
+        }
+    };
+    names.push((name.to_owned(), false));
+    for (n, rotated) in names {
+        let path = dir.display(&n);
+        match dir.stat(&n) {
+            Ok(Some(st)) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() => files
+                .push(LogFileInfo {
+                    compressed: n.ends_with(".gz"),
+                    rotated,
+                    mtime_ms: Some(mtime_ms(&st)),
+                    size: st.st_size as u64,
+                    name: n.into(),
+                    dir: dir.clone(),
+                    path,
+                }),
+            Ok(Some(_)) => bad.push(Unreadable {
+                path,
+                error: "not a regular file (a symlink or special file is not followed)".into(),
+            }),
+            Ok(None) => {}
+            Err(e) => bad.push(Unreadable {
+                path,
+                error: e.to_string(),
+            }),
+        }
     }
-    files.sort_by(|a, b| a.mtime_ms.cmp(&b.mtime_ms).then(a.path.cmp(&b.path)));
-    match std::fs::symlink_metadata(live) {
-        Ok(m) if m.file_type().is_file() => files.push(LogFileInfo {
-            path: live.to_path_buf(),
-            compressed: false,
-            rotated: false,
-            mtime_ms: mtime_ms(&m),
-            size: m.len(),
-        }),
-        Ok(_) => bad.push(Unreadable {
-            path: live.to_path_buf(),
-            error: "not a regular file (a symlink or special file is not followed)".into(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => bad.push(Unreadable {
-            path: live.to_path_buf(),
-            error: e.to_string(),
-        }),
-    }
+    // Oldest first, the live file last.
+    files.sort_by(|a, b| {
+        a.rotated
+            .cmp(&b.rotated)
+            .reverse()
+            .then(a.mtime_ms.cmp(&b.mtime_ms))
+            .then(a.path.cmp(&b.path))
+    });
     (files, bad)
 }
 

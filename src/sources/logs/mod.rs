@@ -146,6 +146,7 @@ struct Chain {
 
 struct Open {
     idx: u32,
+    info: LogFileInfo,
     reader: LineReader<Box<dyn Read>>,
     /// (dev, ino) and length when opened, to tell a rewrite.
     ident: Option<(u64, u64)>,
@@ -224,7 +225,7 @@ impl LogSet {
 
     /// Whether the end of `f` holds a stamped line.
     fn sniff_dated(&self, f: &LogFileInfo, report: &mut LogReport) -> bool {
-        let Ok(mut file) = read::open_nofollow(&f.path) else {
+        let Ok(mut file) = f.open() else {
             return true; // named as unreadable when the chain opens it
         };
         let from = f.size.saturating_sub(SNIFF_BYTES);
@@ -259,13 +260,13 @@ impl LogSet {
         let mut tail: VecDeque<String> = VecDeque::new();
         let from = f.size.saturating_sub(UNDATED_BYTES);
         let fr = &mut report.files[idx as usize];
-        let mut file = match read::open_nofollow(&f.path) {
+        let mut file = match f.open() {
             Ok(file) => file,
             Err(e) => {
                 fr.problem = Some(format!("cannot open: {e}"));
                 report.unreadable.push(Unreadable {
                     path: f.path.clone(),
-                    error: e.to_string(),
+                    error: e,
                 });
                 return;
             }
@@ -342,13 +343,13 @@ impl Chain {
     fn open_next(&mut self, since_ms: Option<i64>, report: &mut LogReport) -> bool {
         while let Some((idx, f)) = self.files.pop_front() {
             let fr = &mut report.files[idx as usize];
-            let mut file = match read::open_nofollow(&f.path) {
+            let mut file = match f.open() {
                 Ok(file) => file,
                 Err(e) => {
                     fr.problem = Some(format!("cannot open: {e}"));
                     report.unreadable.push(Unreadable {
                         path: f.path.clone(),
-                        error: e.to_string(),
+                        error: e,
                     });
                     continue;
                 }
@@ -359,6 +360,7 @@ impl Chain {
                 let gz = flate2::read::MultiGzDecoder::new(file);
                 self.cur = Some(Open {
                     idx,
+                    info: f,
                     reader: LineReader::new(Box::new(gz), 0, None),
                     ident: id.map(|i| (i.0, i.1)),
                     len,
@@ -382,6 +384,7 @@ impl Chain {
             let reader = LineReader::new(Box::new(file) as Box<dyn Read>, start, Some(len));
             self.cur = Some(Open {
                 idx,
+                info: f,
                 reader,
                 ident: id.map(|i| (i.0, i.1)),
                 len,
@@ -408,19 +411,17 @@ impl Chain {
             return;
         }
         // Rotated or rewritten while we read: another inode at the path, or shorter now.
-        match std::fs::symlink_metadata(&fr.path) {
-            Ok(m) => {
-                use std::os::unix::fs::MetadataExt;
-                if o.ident.is_some_and(|(d, i)| (d, i) != (m.dev(), m.ino())) {
+        match o.info.identity_now() {
+            Some((dev, ino, len_now)) => {
+                if o.ident.is_some_and(|(d, i)| (d, i) != (dev, ino)) {
                     fr.problem = Some(
                         "replaced while being read (rotated): lines written since are not read"
                             .into(),
                     );
-                } else if m.len() < o.len {
+                } else if len_now < o.len {
                     fr.problem = Some(format!(
-                        "shrank from {} to {} bytes while being read (truncated by a rotation)",
+                        "shrank from {} to {len_now} bytes while being read (truncated by a rotation)",
                         o.len,
-                        m.len()
                     ));
                 } else if o.reader.offset() < o.len {
                     fr.problem = Some(format!(
@@ -430,7 +431,7 @@ impl Chain {
                     ));
                 }
             }
-            Err(_) => {
+            None => {
                 fr.problem = Some("removed while being read (rotated)".into());
             }
         }

@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::Path;
 
 /// Longest line kept, in bytes; the rest of a longer line is skipped.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -29,19 +28,6 @@ pub struct RawLine {
     pub cut: bool,
     /// The file ended without a newline after it (a line being written, or cut off).
     pub partial: bool,
-}
-
-/// Open `path` for reading without following a symlink at its last component.
-///
-/// Local stand-in until the trusted-directory helper for PM2_HOME lands (issue #10): it
-/// will replace this function, so that every file under PM2_HOME is opened relative to a
-/// checked directory descriptor.
-pub fn open_nofollow(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
 }
 
 /// Reads lines from any byte stream.
