@@ -10,25 +10,19 @@
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// Run the binary; (seconds, peak RSS in kB, exit status).
-fn run(args: &[&str]) -> (f64, i64, i32) {
-    let t0 = Instant::now();
-    // Reaped by wait4 below, which also gives the peak memory.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(env!("CARGO_BIN_EXE_pm2-trace"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child, with out-pointers to locals.
-    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    (t0.elapsed().as_secs_f64(), usage.ru_maxrss, status)
+#[path = "support/child.rs"]
+mod child;
+use child::run;
+
+/// pm2's default stamp (`YYYY-MM-DDTHH:mm:ss`, local time) of second `t`.
+fn stamp(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .with_timezone(&chrono::Local)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
 }
 
 /// The lines a crash-looping app leaves in pm2.log, repeated; returns bytes written.
@@ -37,10 +31,7 @@ fn write_daemon_log(w: &mut impl Write, start: i64, bytes: u64, apps: usize) -> 
     let mut t = start;
     let mut i = 0u64;
     while n < bytes {
-        let stamp = chrono::DateTime::from_timestamp(t, 0)
-            .unwrap()
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%dT%H:%M:%S");
+        let stamp = stamp(t);
         let app = i as usize % apps;
         let lines = [
             format!("{stamp}: PM2 log: App [app{app}:{app}] starting in -fork mode-\n"),
@@ -76,10 +67,7 @@ fn write_app_log(path: &Path, start: i64, bytes: u64) {
     let mut t = start;
     let mut i = 0u64;
     while n < bytes {
-        let stamp = chrono::DateTime::from_timestamp(t, 0)
-            .unwrap()
-            .with_timezone(&chrono::Local)
-            .format("%Y-%m-%dT%H:%M:%S");
+        let stamp = stamp(t);
         let l = format!("{stamp}: request {i} handled in 3 ms\n");
         w.write_all(l.as_bytes()).unwrap();
         n += l.len() as u64;

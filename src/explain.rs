@@ -19,6 +19,7 @@ use crate::rules::{self, Evidence, Finding, Severity};
 use crate::sources::daemon_state::{self, AppState, DaemonState, StateOrigin};
 use crate::sources::holders::{self, Identity, Pm2Role, Relation};
 use crate::sources::logs::{LogApp, LogLine, LogReport, LogSet, LogSpec, LogStream};
+use crate::sources::procwatch::event::shorten;
 use crate::sources::system_now::{self, PathCheck, ProcScan};
 use crate::timeline::{Entry, EntryKind, Interpreter, Outcome, Timeline, Tone};
 use crate::views::terminal_safe;
@@ -426,7 +427,7 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
     for f in &mut findings {
         annotate(f, &files_by_app, &report, &now_apps, &record_command);
     }
-    findings.sort_by(|x, y| y.severity.cmp(&x.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let source = SourceInfo {
         tool: info.tool.clone(),
         tool_version: info.tool_version.clone(),
@@ -789,7 +790,7 @@ fn now_findings(
                         "pid {} (generation {}, `{}`)",
                         p.pid,
                         p.restart_time.map_or("?".into(), |r| r.to_string()),
-                        terminal_safe(&clip(&p.cmd, 80))
+                        terminal_safe(&shorten(&p.cmd, 80))
                     )
                 })
                 .collect();
@@ -923,7 +924,7 @@ fn annotate(
     if let Some(l) = undated.first() {
         f.chain.push(format!(
             "The app's error log has no timestamps (start the app with --time to place its lines on the timeline); its last failure line: {}",
-            terminal_safe(&clip(l, 200))
+            terminal_safe(&shorten(l, 200))
         ));
     }
     if let Some(a) = apps
@@ -1034,16 +1035,6 @@ fn shell_word(s: &str) -> String {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut o: String = s.chars().take(n - 1).collect();
-        o.push('…');
-        o
     }
 }
 

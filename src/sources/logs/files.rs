@@ -85,7 +85,7 @@ pub fn is_rotation_of(live: &str, candidate: &str) -> bool {
 }
 
 fn mtime_ms(st: &rustix::fs::Stat) -> i64 {
-    st.st_mtime as i64 * 1000 + st.st_mtime_nsec as i64 / 1_000_000
+    st.st_mtime * 1000 + st.st_mtime_nsec as i64 / 1_000_000
 }
 
 /// The live file `live` (if it exists) and its rotated copies, oldest first; what could not

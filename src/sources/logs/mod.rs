@@ -259,18 +259,10 @@ impl LogSet {
     fn read_undated(&self, idx: u32, f: &LogFileInfo, spec: &LogSpec, report: &mut LogReport) {
         let mut tail: VecDeque<String> = VecDeque::new();
         let from = f.size.saturating_sub(UNDATED_BYTES);
-        let fr = &mut report.files[idx as usize];
-        let mut file = match f.open() {
-            Ok(file) => file,
-            Err(e) => {
-                fr.problem = Some(format!("cannot open: {e}"));
-                report.unreadable.push(Unreadable {
-                    path: f.path.clone(),
-                    error: e,
-                });
-                return;
-            }
+        let Some(mut file) = open_or_note(f, idx, report) else {
+            return;
         };
+        let fr = &mut report.files[idx as usize];
         if let Err(e) = seek_to(&mut file, from) {
             fr.problem = Some(e.to_string());
             return;
@@ -303,6 +295,21 @@ impl LogSet {
             bytes_read: fr.bytes_read,
             lines: tail.into(),
         });
+    }
+}
+
+/// Open `f`, or note in the report (as file `idx`'s problem, and as unreadable) why not.
+fn open_or_note(f: &LogFileInfo, idx: u32, report: &mut LogReport) -> Option<std::fs::File> {
+    match f.open() {
+        Ok(file) => Some(file),
+        Err(e) => {
+            report.files[idx as usize].problem = Some(format!("cannot open: {e}"));
+            report.unreadable.push(Unreadable {
+                path: f.path.clone(),
+                error: e,
+            });
+            None
+        }
     }
 }
 
@@ -342,18 +349,10 @@ impl Chain {
     /// Open the next file of the chain; false when none is left.
     fn open_next(&mut self, since_ms: Option<i64>, report: &mut LogReport) -> bool {
         while let Some((idx, f)) = self.files.pop_front() {
-            let fr = &mut report.files[idx as usize];
-            let mut file = match f.open() {
-                Ok(file) => file,
-                Err(e) => {
-                    fr.problem = Some(format!("cannot open: {e}"));
-                    report.unreadable.push(Unreadable {
-                        path: f.path.clone(),
-                        error: e,
-                    });
-                    continue;
-                }
+            let Some(mut file) = open_or_note(&f, idx, report) else {
+                continue;
             };
+            let fr = &mut report.files[idx as usize];
             let id = identity(&file);
             let len = id.map_or(f.size, |i| i.2);
             if f.compressed {

@@ -259,7 +259,7 @@ mod tests {
             // Every line before `off` is older than the window...
             let before = &text[..off as usize];
             assert!(
-                before.lines().filter_map(|l| stamp(l)).all(|s| s < since),
+                before.lines().filter_map(&mut stamp).all(|s| s < since),
                 "since {since}"
             );
             // ... and the window's first line is at most one probe away.

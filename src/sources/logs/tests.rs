@@ -175,10 +175,8 @@ fn unreadable_files_are_named() {
     assert!(rep.unreadable[0].error.contains("read error at byte"));
 }
 
-/// A rotation that swaps the live file while it is being read: the reader keeps the
-/// inode it opened, reads it to the length it had, and says the file was replaced.
-#[test]
-fn rotated_mid_read() {
+/// A pm2.log of 50,000 lines, and a set reading it.
+fn big_log() -> (tempfile::TempDir, std::path::PathBuf, LogSet) {
     let d = tempfile::tempdir().unwrap();
     let live = d.path().join("pm2.log");
     let mut text = String::new();
@@ -190,6 +188,14 @@ fn rotated_mid_read() {
         specs: vec![daemon(d.path())],
         since_ms: None,
     };
+    (d, live, set)
+}
+
+/// A rotation that swaps the live file while it is being read: the reader keeps the
+/// inode it opened, reads it to the length it had, and says the file was replaced.
+#[test]
+fn rotated_mid_read() {
+    let (d, live, set) = big_log();
     let mut n = 0u64;
     let mut swapped = false;
     let rep = set.read(|_| {
@@ -207,17 +213,7 @@ fn rotated_mid_read() {
 
 #[test]
 fn truncated_mid_read() {
-    let d = tempfile::tempdir().unwrap();
-    let live = d.path().join("pm2.log");
-    let mut text = String::new();
-    for i in 0..50_000 {
-        text.push_str(&pm2_line((i % 60) as u32, &format!("line {i}")));
-    }
-    std::fs::write(&live, &text).unwrap();
-    let set = LogSet {
-        specs: vec![daemon(d.path())],
-        since_ms: None,
-    };
+    let (_dir, live, set) = big_log();
     let mut n = 0u64;
     let rep = set.read(|_| {
         n += 1;
