@@ -266,10 +266,14 @@ pub fn record(
         watcher,
     );
     let restore = match &interposition {
-        Some(ip) => ip
-            .restore()
-            .map(str::to_owned)
-            .unwrap_or_else(|e| format!("restore failed: {e}")),
+        Some(ip) => ip.restore().map(str::to_owned).unwrap_or_else(|e| {
+            // Said whatever else went wrong: pm2 cannot reach its daemon until repaired.
+            eprintln!(
+                "pm2-trace: error: could not give {} back to the daemon: {e}; run `pm2-trace repair`",
+                ip.rpc_path.display()
+            );
+            format!("restore failed: {e}")
+        }),
         None => match &listen_socket {
             Some((dir, name, id)) => match dir.unlink_if(name, *id) {
                 Ok(true) => "listen socket removed".into(),

@@ -42,11 +42,12 @@ const MAX_SYMLINKS: usize = 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SafeDirError {
-    #[error("{path}: {what}: {source}")]
+    #[error("{path}: {what}: {error}")]
     Io {
         path: PathBuf,
         what: &'static str,
-        source: io::Error,
+        /// Named `error`, not `source`: the message already says it, once.
+        error: io::Error,
     },
     #[error("{path} is a symlink in a directory that uid {dir_owner} can change; refusing to follow it with privilege (pass the real path instead)")]
     UntrustedSymlink { path: PathBuf, dir_owner: u32 },
@@ -82,7 +83,7 @@ impl SafeDirError {
     /// The underlying OS error, when there is one (e.g. to tell `NotFound` apart).
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
-            SafeDirError::Io { source, .. } => Some(source.kind()),
+            SafeDirError::Io { error, .. } => Some(error.kind()),
             _ => None,
         }
     }
@@ -150,7 +151,7 @@ impl SafeDir {
             move |e: rustix::io::Errno| SafeDirError::Io {
                 path: path.to_owned(),
                 what,
-                source: e.into(),
+                error: e.into(),
             }
         };
         let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -373,10 +374,10 @@ impl SafeDir {
         let mut buf = Vec::new();
         f.take(limit + 1)
             .read_to_end(&mut buf)
-            .map_err(|source| SafeDirError::Io {
+            .map_err(|error| SafeDirError::Io {
                 path: self.display(name),
                 what: "cannot read",
-                source,
+                error,
             })?;
         if buf.len() as u64 > limit {
             return Err(SafeDirError::TooLarge {
@@ -487,6 +488,27 @@ impl SafeDir {
             .map_err(self.err(new, "cannot link"))
     }
 
+    /// Give the socket file held by `sock` the name `name` in this directory again,
+    /// atomically replacing whatever is there: a hard link from the descriptor itself
+    /// (`linkat(AT_EMPTY_PATH)`, which needs CAP_DAC_READ_SEARCH, i.e. root) made inside a
+    /// private directory, then one `renameat` into place. Only that very inode can land at
+    /// `name`, whatever anyone renames meanwhile.
+    pub fn relink(&self, sock: &SocketRef, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = check_name(name.as_ref())?;
+        let stage = self.make_private_dir()?;
+        let r = rustix::fs::linkat(
+            &sock.fd,
+            "",
+            &stage.dir.fd,
+            STAGED_LINK,
+            AtFlags::EMPTY_PATH,
+        )
+        .and_then(|()| rustix::fs::renameat(&stage.dir.fd, STAGED_LINK, &self.fd, name))
+        .map_err(self.err(name, "cannot give the socket its name back"));
+        let _ = rustix::fs::unlinkat(&stage.dir.fd, STAGED_LINK, AtFlags::empty());
+        r
+    }
+
     /// Remove the entry `name` (not a directory). A symlink is removed, never followed.
     pub fn unlink(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = check_name(name.as_ref())?;
@@ -539,29 +561,93 @@ impl SafeDir {
     /// returned [`StagedSocket`] has owner `uid:gid` and `mode` before anyone else can see
     /// it. Put it in place with [`StagedSocket::install`].
     pub fn stage_socket(&self, uid: u32, gid: u32, mode: u32) -> Result<StagedSocket<'_>> {
-        let stage_name = OsString::from(format!(
-            ".pm2-trace-stage-{}-{:x}",
-            std::process::id(),
-            stage_nonce()
-        ));
-        rustix::fs::mkdirat(&self.fd, stage_name.as_os_str(), Mode::from_raw_mode(0o700))
-            .map_err(self.err(&stage_name, "cannot create a private directory"))?;
-        let stage = self.open_private(&stage_name);
-        let stage = match stage {
-            Ok(s) => s,
-            Err(e) => {
-                // Not ours (swapped already): leave whatever it is alone.
-                return Err(e);
-            }
-        };
+        let stage = self.make_private_dir()?;
         let staged = StagedSocket {
             home: self,
-            stage_name,
             stage,
             listener: None,
+            linked: false,
             ino: 0,
         };
         staged.bind(uid, gid, mode)
+    }
+
+    /// Create a private directory (0700, ours) on this directory's mount, where nobody
+    /// else can change its entries, and open it. It goes into the nearest directory above
+    /// this one (same mount) whose entries only root or we can change, such as `/home` or
+    /// the sticky `/tmp`; there no one can touch it. Failing that, into this directory
+    /// itself: its owner may then remove or replace the new entry before we open it, and
+    /// another name is tried (what they put there is theirs and left alone).
+    fn make_private_dir(&self) -> Result<PrivateDir> {
+        const ATTEMPTS: usize = 16;
+        let base = match self.staging_base() {
+            Some(b) => b,
+            None => self.try_clone().map_err(|error| SafeDirError::Io {
+                path: self.path.clone(),
+                what: "cannot duplicate the directory descriptor",
+                error,
+            })?,
+        };
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let name = OsString::from(format!(
+                ".pm2-trace-stage-{}-{:x}",
+                std::process::id(),
+                stage_nonce()
+            ));
+            rustix::fs::mkdirat(&base.fd, name.as_os_str(), Mode::from_raw_mode(0o700))
+                .map_err(base.err(&name, "cannot create a private directory"))?;
+            match base.open_private(&name) {
+                Ok(dir) => return Ok(PrivateDir { base, name, dir }),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// The nearest directory at or above this one, on the same mount, whose entries only
+    /// root or this process's user can change (for our own entries: a sticky directory
+    /// qualifies). `None` when there is none or the kernel cannot tell mounts apart.
+    fn staging_base(&self) -> Option<SafeDir> {
+        let mnt = |fd: &OwnedFd| {
+            rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)
+                .ok()
+                .filter(|x| x.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() != 0)
+                .map(|x| x.stx_mnt_id)
+        };
+        let home_mnt = mnt(&self.fd)?;
+        let mut cur = self.fd.try_clone().ok()?;
+        let mut path = self.path.clone();
+        for _ in 0..256 {
+            let st = rustix::fs::fstat(&cur).ok()?;
+            if mnt(&cur)? != home_mnt {
+                return None;
+            }
+            if trusted_entries(&st, euid()) {
+                return Some(SafeDir {
+                    fd: cur,
+                    path,
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                });
+            }
+            let up = rustix::fs::openat(
+                &cur,
+                "..",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            let up_st = rustix::fs::fstat(&up).ok()?;
+            if identity(&up_st) == identity(&st) {
+                return None; // the root of the tree
+            }
+            cur = up;
+            path.push("..");
+        }
+        None
     }
 
     /// Open `name`, a directory this process just created with mode 0700, and check that
@@ -580,7 +666,7 @@ impl SafeDir {
             return Err(SafeDirError::Io {
                 path: self.display(name),
                 what: "the private directory was replaced",
-                source: io::Error::from(io::ErrorKind::PermissionDenied),
+                error: io::Error::from(io::ErrorKind::PermissionDenied),
             });
         }
         Ok(SafeDir {
@@ -598,44 +684,70 @@ impl SafeDir {
 /// to be renamed into place. Dropping it removes the socket file and the private directory.
 pub struct StagedSocket<'a> {
     home: &'a SafeDir,
-    stage_name: OsString,
-    stage: SafeDir,
+    stage: PrivateDir,
     listener: Option<UnixListener>,
+    /// Whether [`StagedSocket::stage_link`] put a link in the private directory.
+    linked: bool,
     ino: u64,
 }
 
+/// A private directory made by [`SafeDir::make_private_dir`] (0700, ours, in a directory
+/// where nobody else can change it, or re-checked after it was made); removed on drop, if
+/// its name still leads to it.
+struct PrivateDir {
+    base: SafeDir,
+    name: OsString,
+    dir: SafeDir,
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        if let Ok(st) = rustix::fs::statat(
+            &self.base.fd,
+            self.name.as_os_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            if identity(&st) == self.dir.identity() {
+                let _ =
+                    rustix::fs::unlinkat(&self.base.fd, self.name.as_os_str(), AtFlags::REMOVEDIR);
+            }
+        }
+    }
+}
+
 const STAGED: &str = "s";
+const STAGED_LINK: &str = "l";
 
 impl<'a> StagedSocket<'a> {
     fn bind(mut self, uid: u32, gid: u32, mode: u32) -> Result<Self> {
-        let path = self.stage.proc_path(OsStr::new(STAGED));
-        let listener = UnixListener::bind(&path).map_err(|source| SafeDirError::Io {
-            path: self.stage.display(STAGED),
+        let path = self.stage.dir.proc_path(OsStr::new(STAGED));
+        let listener = UnixListener::bind(&path).map_err(|error| SafeDirError::Io {
+            path: self.stage.dir.display(STAGED),
             what: "cannot listen",
-            source,
+            error,
         })?;
         self.listener = Some(listener);
         let name = OsStr::new(STAGED);
         // The private directory is ours alone: nothing in it can be a planted symlink.
         if euid() == 0 {
             rustix::fs::chownat(
-                &self.stage.fd,
+                &self.stage.dir.fd,
                 name,
                 Some(rustix::fs::Uid::from_raw(uid)),
                 Some(rustix::fs::Gid::from_raw(gid)),
                 AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(self.stage.err(name, "cannot give the socket its owner"))?;
+            .map_err(self.stage.dir.err(name, "cannot give the socket its owner"))?;
         }
         rustix::fs::chmodat(
-            &self.stage.fd,
+            &self.stage.dir.fd,
             name,
             Mode::from_raw_mode(mode & 0o7777),
             AtFlags::empty(),
         )
-        .map_err(self.stage.err(name, "cannot give the socket its mode"))?;
-        let st = rustix::fs::statat(&self.stage.fd, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(self.stage.err(name, "cannot inspect"))?;
+        .map_err(self.stage.dir.err(name, "cannot give the socket its mode"))?;
+        let st = rustix::fs::statat(&self.stage.dir.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(self.stage.dir.err(name, "cannot inspect"))?;
         self.ino = st.st_ino;
         Ok(self)
     }
@@ -643,6 +755,35 @@ impl<'a> StagedSocket<'a> {
     /// Inode of the socket file (to recognise it later under its final name).
     pub fn ino(&self) -> u64 {
         self.ino
+    }
+
+    /// Give the entry `existing` of the home directory a second name, first inside the
+    /// private directory (where nobody else can swap it) so that its identity can be
+    /// checked: returns its status. [`StagedSocket::install_link`] then moves it to its
+    /// final name.
+    pub fn stage_link(&mut self, existing: impl AsRef<OsStr>) -> Result<Stat> {
+        let existing = check_name(existing.as_ref())?;
+        rustix::fs::linkat(
+            &self.home.fd,
+            existing,
+            &self.stage.dir.fd,
+            STAGED_LINK,
+            AtFlags::empty(),
+        )
+        .map_err(self.home.err(existing, "cannot give it a second name"))?;
+        self.linked = true;
+        rustix::fs::statat(&self.stage.dir.fd, STAGED_LINK, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(self.home.err(existing, "cannot inspect its second name"))
+    }
+
+    /// Move the link made by [`StagedSocket::stage_link`] to `name` in the home directory,
+    /// atomically replacing whatever is there.
+    pub fn install_link(&mut self, name: impl AsRef<OsStr>) -> Result<()> {
+        let name = check_name(name.as_ref())?;
+        rustix::fs::renameat(&self.stage.dir.fd, STAGED_LINK, &self.home.fd, name)
+            .map_err(self.home.err(name, "cannot put the second name in place"))?;
+        self.linked = false;
+        Ok(())
     }
 
     /// Rename the socket to `name` in the directory it was staged for. `replace` allows an
@@ -655,7 +796,7 @@ impl<'a> StagedSocket<'a> {
         } else {
             RenameFlags::NOREPLACE
         };
-        rustix::fs::renameat_with(&self.stage.fd, STAGED, &self.home.fd, name, flags)
+        rustix::fs::renameat_with(&self.stage.dir.fd, STAGED, &self.home.fd, name, flags)
             .map_err(self.home.err(name, "cannot put the socket in place"))?;
         Ok(self.listener.take().expect("bound"))
     }
@@ -664,21 +805,10 @@ impl<'a> StagedSocket<'a> {
 impl Drop for StagedSocket<'_> {
     fn drop(&mut self) {
         if self.listener.is_some() {
-            let _ = rustix::fs::unlinkat(&self.stage.fd, STAGED, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&self.stage.dir.fd, STAGED, AtFlags::empty());
         }
-        // Remove the private directory only if its name still leads to it.
-        if let Ok(st) = rustix::fs::statat(
-            &self.home.fd,
-            self.stage_name.as_os_str(),
-            AtFlags::SYMLINK_NOFOLLOW,
-        ) {
-            if identity(&st) == self.stage.identity() {
-                let _ = rustix::fs::unlinkat(
-                    &self.home.fd,
-                    self.stage_name.as_os_str(),
-                    AtFlags::REMOVEDIR,
-                );
-            }
+        if self.linked {
+            let _ = rustix::fs::unlinkat(&self.stage.dir.fd, STAGED_LINK, AtFlags::empty());
         }
     }
 }
@@ -713,15 +843,20 @@ impl SocketRef {
         self.stat.st_ino
     }
 
+    /// Device and inode of the socket file.
+    pub fn stat_identity(&self) -> Identity {
+        identity(&self.stat)
+    }
+
     /// Connect to the socket. When the directory belongs to another user, the listening
     /// process must be that user's: root never talks, on a user's behalf, to a socket the
     /// user could not reach.
     pub fn connect(&self) -> Result<UnixStream> {
         let s = UnixStream::connect(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).map_err(
-            |source| SafeDirError::Io {
+            |error| SafeDirError::Io {
                 path: self.path.clone(),
                 what: "cannot connect",
-                source,
+                error,
             },
         )?;
         if let Some(want) = self.peer_uid {
@@ -783,7 +918,7 @@ fn io_at(path: &Path, what: &'static str, e: rustix::io::Errno) -> SafeDirError 
     SafeDirError::Io {
         path: path.to_owned(),
         what,
-        source: e.into(),
+        error: e.into(),
     }
 }
 

@@ -162,7 +162,7 @@ fn open_new(path: &Path, overwrite: bool) -> Result<File, CaptureError> {
     };
     let fs_err = |op: &'static str, e: SafeDirError| {
         let error = match e {
-            SafeDirError::Io { source, .. } => source,
+            SafeDirError::Io { error, .. } => error,
             other => io::Error::new(io::ErrorKind::PermissionDenied, other.to_string()),
         };
         io_err(op, error)

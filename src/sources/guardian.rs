@@ -106,6 +106,31 @@ pub enum StaleState {
     Repaired(String),
 }
 
+/// Put the daemon's socket `daemon` (held by inode) back at `rpc_name`. As root, from the
+/// descriptor itself ([`SafeDir::relink`]): only that inode can land there, whatever the
+/// directory's owner renames meanwhile. Without root (then the directory is our own and
+/// nobody races us), by renaming its second name `aside_name`.
+fn put_back(
+    dir: &SafeDir,
+    daemon: &SocketRef,
+    aside_name: &OsStr,
+    rpc_name: &OsStr,
+) -> Result<(), SafeDirError> {
+    if crate::safe_dir::euid() == 0 {
+        return dir.relink(daemon, rpc_name);
+    }
+    match dir.stat(aside_name)? {
+        Some(st) if (st.st_dev, st.st_ino) == daemon.stat_identity() => {
+            dir.rename(aside_name, rpc_name)
+        }
+        _ => Err(SafeDirError::Io {
+            path: dir.display(aside_name),
+            what: "the daemon's socket is no longer there",
+            error: io::Error::from(io::ErrorKind::NotFound),
+        }),
+    }
+}
+
 /// Undo what a crashed recorder left behind around `rpc_name` in `dir`. Call with the lock
 /// held.
 pub fn repair_stale(dir: &SafeDir, rpc_name: &OsStr) -> Result<StaleState, InterposeError> {
@@ -121,10 +146,11 @@ pub fn repair_stale(dir: &SafeDir, rpc_name: &OsStr) -> Result<StaleState, Inter
             dir.display(&aside).display()
         )));
     }
-    let daemon_listens = dir.open_socket(&aside).and_then(|s| s.connect()).is_ok();
-    if daemon_listens {
+    let daemon = dir.open_socket(&aside).and_then(|s| s.connect().map(|_| s));
+    if let Ok(daemon) = daemon {
         // The daemon still listens under the second name: give it its name back.
-        dir.rename(&aside, rpc_name)?;
+        put_back(dir, &daemon, &aside, rpc_name)?;
+        dir.unlink_if(&aside, daemon.stat_identity())?;
         return Ok(StaleState::Repaired(format!(
             "{} pointed at a dead proxy; gave it back to the daemon",
             dir.display(rpc_name).display()
@@ -157,18 +183,16 @@ pub fn interpose(
         })?;
     let (uid, gid, mode) = daemon.access();
     // Owner and mode are set while the socket is private; then it only moves.
-    let staged = dir.stage_socket(uid, gid, mode)?;
+    let mut staged = dir.stage_socket(uid, gid, mode)?;
     let proxy_ino = staged.ino();
     let aside = aside_name_of(rpc_name);
-    dir.link(rpc_name, &aside)?;
-    // The second name must be the daemon's socket we checked, not whatever took its name.
-    let same = dir
-        .open_socket(&aside)
-        .is_ok_and(|s| s.ino() == daemon.ino());
-    if !same {
-        let _ = dir.unlink(&aside);
+    // The second name is made in the private directory, checked to be the daemon's socket
+    // there (nobody can swap it), then renamed over whatever waits at the aside name.
+    let linked = staged.stage_link(rpc_name)?;
+    if (linked.st_dev, linked.st_ino) != daemon.stat_identity() {
         return Err(InterposeError::Changed(rpc_path));
     }
+    staged.install_link(&aside)?;
     let listener = match staged.install(rpc_name, true) {
         Ok(l) => l,
         Err(e) => {
@@ -179,10 +203,10 @@ pub fn interpose(
     Ok((
         listener,
         Interposition {
-            dir: dir.try_clone().map_err(|source| SafeDirError::Io {
+            dir: dir.try_clone().map_err(|error| SafeDirError::Io {
                 path: dir.path().to_owned(),
                 what: "cannot duplicate the directory descriptor",
-                source,
+                error,
             })?,
             aside_path: dir.display(&aside),
             rpc_name: rpc_name.to_owned(),
@@ -197,26 +221,42 @@ pub fn interpose(
 impl Interposition {
     /// Give `rpc.sock` back to the daemon. Safe to call more than once, and safe when the
     /// daemon went away meanwhile (then the leftover second name is removed and whatever
-    /// now holds `rpc.sock`, e.g. a new daemon, is left alone). Returns what was done.
+    /// now holds `rpc.sock`, e.g. a new daemon, is left alone). Whatever someone else did
+    /// to the names meanwhile, only the daemon's own socket (held by inode) is ever put at
+    /// `rpc.sock`, and the daemon's last name is never removed while it listens. Returns
+    /// what was done.
     pub fn restore(&self) -> Result<&'static str, SafeDirError> {
-        let current = self.dir.stat(&self.rpc_name)?.map(|m| m.st_ino);
-        let aside = self.dir.stat(&self.aside_name)?.map(|m| m.st_ino);
-        match (current, aside) {
-            (_, None) => Ok("nothing to restore"),
-            (Some(c), Some(_)) if c == self.proxy_ino => {
-                self.dir.rename(&self.aside_name, &self.rpc_name)?;
-                Ok("daemon socket restored")
+        let daemon_id = self.daemon.stat_identity();
+        let current = self.dir.stat(&self.rpc_name)?.map(|m| (m.st_dev, m.st_ino));
+        let drop_aside = || self.dir.unlink_if(&self.aside_name, daemon_id).map(|_| ());
+        match current {
+            Some(c) if c == daemon_id => {
+                drop_aside()?;
+                Ok("nothing to restore")
             }
-            (None, Some(_)) => {
+            None if self.daemon.connect().is_err() => {
                 // The daemon unlinked `rpc.sock` when it exited (libuv does on close).
-                self.dir.unlink(&self.aside_name)?;
+                drop_aside()?;
                 Ok("daemon had exited; removed its leftover second name")
             }
-            (Some(_), Some(_)) => {
-                self.dir.unlink(&self.aside_name)?;
+            Some(c) if c.1 != self.proxy_ino && self.someone_else_listens() => {
+                drop_aside()?;
                 Ok("rpc.sock belongs to someone else now (a new daemon?); removed our second name")
             }
+            _ => {
+                put_back(&self.dir, &self.daemon, &self.aside_name, &self.rpc_name)?;
+                drop_aside()?;
+                Ok("daemon socket restored")
+            }
         }
+    }
+
+    /// Whether `rpc.sock` is now a socket, not ours, on which the directory's owner listens.
+    fn someone_else_listens(&self) -> bool {
+        self.dir
+            .open_socket(&self.rpc_name)
+            .and_then(|s| s.connect())
+            .is_ok()
     }
 }
 
@@ -415,6 +455,41 @@ mod tests {
         // Nothing else was left in the directory (no staging directory, no temporary).
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
         drop(daemon);
+    }
+
+    /// The PM2_HOME owner moved the daemon's second name away and put symlinks at both
+    /// names: restoring puts the daemon's own socket back at `rpc.sock` (from the descriptor
+    /// held), follows nothing, and removes nothing of the daemon's.
+    #[test]
+    fn restore_puts_only_the_daemon_back_whatever_was_moved() {
+        assert_eq!(
+            crate::safe_dir::euid(),
+            0,
+            "this test needs root (linkat AT_EMPTY_PATH)"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        let _daemon = UnixListener::bind(p("rpc.sock")).unwrap();
+        let daemon_ino = std::fs::metadata(p("rpc.sock")).unwrap().ino();
+        let target = p("precious");
+        std::fs::write(&target, "keep").unwrap();
+        let dir = SafeDir::open(tmp.path()).unwrap();
+        let (_proxy, ip) = interpose(&dir, rpc()).unwrap();
+        std::fs::rename(&ip.aside_path, p("moved-away")).unwrap();
+        std::os::unix::fs::symlink(&target, &ip.aside_path).unwrap();
+        std::fs::rename(p("rpc.sock"), p("proxy-moved")).unwrap();
+        std::os::unix::fs::symlink(&target, p("rpc.sock")).unwrap();
+        assert_eq!(ip.restore().unwrap(), "daemon socket restored");
+        let m = std::fs::symlink_metadata(p("rpc.sock")).unwrap();
+        assert_eq!(m.ino(), daemon_ino);
+        assert!(UnixStream::connect(p("rpc.sock")).is_ok());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        // The planted symlink at the second name is the owner's: left alone.
+        assert!(std::fs::symlink_metadata(&ip.aside_path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(ip.restore().unwrap(), "nothing to restore");
     }
 
     #[test]

@@ -335,6 +335,8 @@ pub struct Pm2 {
     dir: Option<tempfile::TempDir>,
     home: PathBuf,
     reaper: Option<Child>,
+    /// uid and gid the daemon, the CLI and the apps run as (None: this process's).
+    user: Option<(u32, u32)>,
 }
 
 /// perl child subreaper: runs its argv (the `pm2 ping` that spawns the daemon),
@@ -371,6 +373,17 @@ impl Pm2 {
     /// Install `version` if needed, create a fresh home under /tmp and start its
     /// daemon. Panics with a precise message when anything is missing.
     pub fn start(version: &str) -> Pm2 {
+        Pm2::start_with_user(version, None)
+    }
+
+    /// [`Pm2::start`] with the daemon, the CLI and the apps run as `uid`:`gid`, and the
+    /// home (`/tmp/p2t-XXXXXX` and its `.pm2`) owned by that user: an unprivileged user's
+    /// pm2, as root sees it in production. Needs root.
+    pub fn start_as(version: &str, uid: u32, gid: u32) -> Pm2 {
+        Pm2::start_with_user(version, Some((uid, gid)))
+    }
+
+    fn start_with_user(version: &str, user: Option<(u32, u32)>) -> Pm2 {
         let bin = ensure_installed(version);
         let node = which("node").expect("node on PATH (checked by ensure_installed)");
         let dir = tempfile::Builder::new()
@@ -379,6 +392,13 @@ impl Pm2 {
             .expect("create /tmp/p2t-XXXXXX");
         let home = dir.path().join(".pm2");
         std::fs::create_dir_all(&home).expect("create PM2_HOME");
+        if let Some((uid, gid)) = user {
+            for d in [dir.path(), home.as_path()] {
+                std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap_or_else(|e| {
+                    panic!("chown {} to {uid}:{gid} (needs root): {e}", d.display())
+                });
+            }
+        }
         assert!(
             home.join("rpc.sock").as_os_str().len() < 100,
             "PM2_HOME too long for unix sockets: {}",
@@ -391,6 +411,7 @@ impl Pm2 {
             dir: Some(dir),
             home,
             reaper: None,
+            user,
         };
         pm2.spawn_daemon();
         pm2
@@ -482,6 +503,10 @@ impl Pm2 {
             .env("NO_COLOR", "1")
             .env("FORCE_COLOR", "0")
             .current_dir(self.dir_path());
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid).gid(gid);
+        }
     }
 
     fn dir_path(&self) -> &Path {
