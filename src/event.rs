@@ -12,7 +12,7 @@ pub use crate::sources::procwatch::event::ProcEvent;
 
 /// Nanoseconds of CLOCK_MONOTONIC: the one clock every source is ordered on (the kernel's
 /// process-connector timestamps use it too).
-pub type MonoNs = u64;
+pub(crate) type MonoNs = u64;
 
 /// Read CLOCK_MONOTONIC now.
 pub fn mono_now() -> MonoNs {
@@ -311,12 +311,12 @@ impl EventSink {
     }
 
     /// Stamp `event` with the current monotonic time and send it.
-    pub fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         self.emit_at(mono_now(), event)
     }
 
     /// Send an event observed at `t` (for sources with their own timestamps, e.g. the kernel).
-    pub fn emit_at(&self, t: MonoNs, event: Event) {
+    pub(crate) fn emit_at(&self, t: MonoNs, event: Event) {
         if self.tx.try_send(Stamped { t, event }).is_err() {
             self.dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -324,12 +324,7 @@ impl EventSink {
     }
 
     /// A handle on the drop count that does not keep the channel open.
-    pub fn drop_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+    pub(crate) fn drop_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
         self.dropped.clone()
-    }
-
-    /// How many events were dropped so far because the receiver was full or gone.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

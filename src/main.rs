@@ -30,6 +30,14 @@ enum Command {
     /// The proxy takes the name of the daemon's rpc.sock (same owner, group and mode) and
     /// forwards every byte unchanged; the daemon's socket gets it back when recording stops,
     /// also if pm2-trace is killed (a guardian process restores it).
+    ///
+    /// Privileges: for a daemon of another user, root is needed only to change names in that
+    /// user's PM2_HOME, to read that user's processes in /proc, and (on older kernels) for
+    /// the kernel's process connector. The narrowest way is to run as the daemon's owner,
+    /// with at most CAP_NET_ADMIN for the connector, e.g. `sudo setpriv --reuid=deploy
+    /// --regid=deploy --init-groups --inh-caps=+net_admin --ambient-caps=+net_admin
+    /// pm2-trace record`; without it the pidfd fallback is used. As root, pm2-trace never
+    /// follows a name the PM2_HOME owner controls (see SECURITY.md).
     Record(RecordArgs),
     /// Print the timeline and findings of a capture file.
     Replay(ReplayArgs),
@@ -165,8 +173,7 @@ fn run_explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
     let written = if a.json {
         pm2_trace::views::explain::write_json(&x, out).map(|_| ())
     } else {
-        let color = pm2_trace::views::text::color_wanted(std::io::stdout().is_terminal());
-        pm2_trace::views::explain::write_text(&x, out, color).map(|_| ())
+        pm2_trace::views::explain::write_text(&x, out, std::io::stdout().is_terminal()).map(|_| ())
     };
     match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),

@@ -24,7 +24,7 @@ pub enum RedactMode {
 }
 
 impl RedactMode {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RedactMode::Values => "values",
             RedactMode::All => "all",
@@ -34,7 +34,7 @@ impl RedactMode {
 }
 
 /// Prefix of every redacted value, so readers and tests can recognise them.
-pub const REDACTED_PREFIX: &str = "<redacted:";
+pub(crate) const REDACTED_PREFIX: &str = "<redacted:";
 
 /// Keys PM2 sets in an app's environment whose values are identifiers, not secrets.
 const PM2_ENV_SAFE: &[&str] = &[
@@ -184,7 +184,7 @@ const PM2_CONFIG_KEYS: &[&str] = &[
     "increment_var",
 ];
 
-pub struct Redactor {
+pub(crate) struct Redactor {
     mode: RedactMode,
     key: [u8; 32],
 }
@@ -199,23 +199,20 @@ impl std::fmt::Debug for Redactor {
 
 impl Redactor {
     /// A redactor with a fresh random key.
-    pub fn new(mode: RedactMode) -> Self {
+    pub(crate) fn new(mode: RedactMode) -> Self {
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key).expect("the OS random source is unavailable");
         Redactor { mode, key }
     }
 
     /// A redactor with a given key, for tests.
-    pub fn with_key(mode: RedactMode, key: [u8; 32]) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_key(mode: RedactMode, key: [u8; 32]) -> Self {
         Redactor { mode, key }
     }
 
-    pub fn mode(&self) -> RedactMode {
-        self.mode
-    }
-
     /// The keyed hash standing for `value`.
-    pub fn hash(&self, value: &str) -> String {
+    pub(crate) fn hash(&self, value: &str) -> String {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key");
         mac.update(value.as_bytes());
         let tag = mac.finalize().into_bytes();
@@ -229,7 +226,7 @@ impl Redactor {
     }
 
     /// The value of environment variable `key` as it may be stored.
-    pub fn env_value(&self, key: &str, value: &str) -> String {
+    pub(crate) fn env_value(&self, key: &str, value: &str) -> String {
         match self.mode {
             RedactMode::None => value.to_owned(),
             RedactMode::Values if PM2_ENV_SAFE.contains(&key) => value.to_owned(),
@@ -238,7 +235,7 @@ impl Redactor {
     }
 
     /// Redact an event in place before it is stored.
-    pub fn event(&self, ev: &mut Event) {
+    pub(crate) fn event(&self, ev: &mut Event) {
         if self.mode == RedactMode::None {
             return;
         }
@@ -268,7 +265,7 @@ impl Redactor {
 
     /// Redact a JSON value from PM2: env objects, pm2_env objects, and (mode `all`) every
     /// free-text string.
-    pub fn json(&self, v: &mut Value, inside_env: bool) {
+    pub(crate) fn json(&self, v: &mut Value, inside_env: bool) {
         match v {
             Value::Object(map) => {
                 let pm2_env = is_pm2_env(map);

@@ -81,7 +81,7 @@ pub enum SafeDirError {
 
 impl SafeDirError {
     /// The underlying OS error, when there is one (e.g. to tell `NotFound` apart).
-    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+    pub(crate) fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
             SafeDirError::Io { error, .. } => Some(error.kind()),
             _ => None,
@@ -92,7 +92,7 @@ impl SafeDirError {
 type Result<T> = std::result::Result<T, SafeDirError>;
 
 /// The effective uid of this process.
-pub fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
@@ -135,7 +135,7 @@ pub struct SafeDir {
 }
 
 /// An entry's identity: device and inode.
-pub type Identity = (u64, u64);
+pub(crate) type Identity = (u64, u64);
 
 fn identity(st: &Stat) -> Identity {
     (st.st_dev, st.st_ino)
@@ -224,7 +224,7 @@ impl SafeDir {
 
     /// Take over a directory descriptor inherited from the process that opened it with
     /// [`SafeDir::open`] (the guardian gets PM2_HOME this way); `path` is for messages.
-    pub fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<SafeDir> {
+    pub(crate) fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<SafeDir> {
         let st = rustix::fs::fstat(&fd).map_err(|e| io_at(&path, "cannot inspect", e))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
             return Err(SafeDirError::WrongType {
@@ -244,7 +244,7 @@ impl SafeDir {
     }
 
     /// Another handle on the same directory.
-    pub fn try_clone(&self) -> io::Result<SafeDir> {
+    pub(crate) fn try_clone(&self) -> io::Result<SafeDir> {
         Ok(SafeDir {
             fd: self.fd.try_clone()?,
             path: self.path.clone(),
@@ -254,7 +254,7 @@ impl SafeDir {
 
     /// Open the directory that holds `path`, and return it with `path`'s last component
     /// (refused when `path` ends in `..` or has no file name).
-    pub fn open_parent(path: &Path) -> Result<(SafeDir, OsString)> {
+    pub(crate) fn open_parent(path: &Path) -> Result<(SafeDir, OsString)> {
         let name = path
             .file_name()
             .ok_or_else(|| SafeDirError::BadName {
@@ -269,33 +269,34 @@ impl SafeDir {
     }
 
     /// The path this directory was opened by (for messages only: it is never resolved again).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// `<path>/<name>`, for messages.
-    pub fn display(&self, name: impl AsRef<OsStr>) -> PathBuf {
+    pub(crate) fn display(&self, name: impl AsRef<OsStr>) -> PathBuf {
         self.path.join(name.as_ref())
     }
 
     /// Owner of the directory.
-    pub fn owner(&self) -> (u32, u32) {
+    #[cfg(test)]
+    pub(crate) fn owner(&self) -> (u32, u32) {
         (self.uid, self.gid)
     }
 
     /// Whether someone other than root and this process's user owns the directory (then
     /// its files are not trusted, and sockets must be served by its owner).
-    pub fn owned_by_other(&self) -> bool {
+    pub(crate) fn owned_by_other(&self) -> bool {
         !trusted_uid(self.uid)
     }
 
     /// Device and inode of the directory itself.
-    pub fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         (self.dev, self.ino)
     }
 
     /// The directory's descriptor (an `O_PATH` descriptor: for `*at` calls only).
-    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
@@ -318,7 +319,7 @@ impl SafeDir {
     }
 
     /// Status of `name` without following it; `None` when there is no such entry.
-    pub fn stat(&self, name: impl AsRef<OsStr>) -> Result<Option<Stat>> {
+    pub(crate) fn stat(&self, name: impl AsRef<OsStr>) -> Result<Option<Stat>> {
         let name = check_name(name.as_ref())?;
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => Ok(Some(st)),
@@ -330,7 +331,7 @@ impl SafeDir {
     /// Open `name` for reading: not through a symlink, not blocking on a FIFO, and only when
     /// it is a regular file with one link, owned by the directory's owner or by root. What a
     /// refused file holds is never read.
-    pub fn open_read(&self, name: impl AsRef<OsStr>) -> Result<File> {
+    pub(crate) fn open_read(&self, name: impl AsRef<OsStr>) -> Result<File> {
         let name = check_name(name.as_ref())?;
         let fd = rustix::fs::openat(
             &self.fd,
@@ -368,7 +369,7 @@ impl SafeDir {
 
     /// Read all of `name` (checked as in [`SafeDir::open_read`]), refusing files larger
     /// than `limit` bytes.
-    pub fn read_file(&self, name: impl AsRef<OsStr>, limit: u64) -> Result<Vec<u8>> {
+    pub(crate) fn read_file(&self, name: impl AsRef<OsStr>, limit: u64) -> Result<Vec<u8>> {
         let name = name.as_ref();
         let f = self.open_read(name)?;
         let mut buf = Vec::new();
@@ -413,7 +414,7 @@ impl SafeDir {
 
     /// Create `name` as a new file (never an existing one, never through a symlink), open
     /// for writing, with `mode`.
-    pub fn create_excl(&self, name: impl AsRef<OsStr>, mode: u32) -> Result<File> {
+    pub(crate) fn create_excl(&self, name: impl AsRef<OsStr>, mode: u32) -> Result<File> {
         let name = check_name(name.as_ref())?;
         let fd = rustix::fs::openat(
             &self.fd,
@@ -428,7 +429,7 @@ impl SafeDir {
     /// Open `name` to hold an `flock` on it: the existing regular file, or a new one created
     /// with `mode` (and, when this process is root, given to the directory's owner so the
     /// owner can lock it too). Read-only: nothing is ever written to it.
-    pub fn open_lock_file(&self, name: impl AsRef<OsStr>, mode: u32) -> Result<File> {
+    pub(crate) fn open_lock_file(&self, name: impl AsRef<OsStr>, mode: u32) -> Result<File> {
         let name = check_name(name.as_ref())?;
         let flags =
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
@@ -475,14 +476,15 @@ impl SafeDir {
 
     /// Rename `from` to `to` in this directory (atomically replacing `to`). Neither name is
     /// followed.
-    pub fn rename(&self, from: impl AsRef<OsStr>, to: impl AsRef<OsStr>) -> Result<()> {
+    pub(crate) fn rename(&self, from: impl AsRef<OsStr>, to: impl AsRef<OsStr>) -> Result<()> {
         let (from, to) = (check_name(from.as_ref())?, check_name(to.as_ref())?);
         rustix::fs::renameat(&self.fd, from, &self.fd, to).map_err(self.err(to, "cannot rename"))
     }
 
     /// Give the entry `existing` a second name `new` (a hard link to the entry itself, never
     /// to what a symlink points at). Fails when `new` exists.
-    pub fn link(&self, existing: impl AsRef<OsStr>, new: impl AsRef<OsStr>) -> Result<()> {
+    #[cfg(test)]
+    pub(crate) fn link(&self, existing: impl AsRef<OsStr>, new: impl AsRef<OsStr>) -> Result<()> {
         let (existing, new) = (check_name(existing.as_ref())?, check_name(new.as_ref())?);
         rustix::fs::linkat(&self.fd, existing, &self.fd, new, AtFlags::empty())
             .map_err(self.err(new, "cannot link"))
@@ -510,7 +512,7 @@ impl SafeDir {
     }
 
     /// Remove the entry `name` (not a directory). A symlink is removed, never followed.
-    pub fn unlink(&self, name: impl AsRef<OsStr>) -> Result<()> {
+    pub(crate) fn unlink(&self, name: impl AsRef<OsStr>) -> Result<()> {
         let name = check_name(name.as_ref())?;
         rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())
             .map_err(self.err(name, "cannot remove"))
@@ -519,7 +521,7 @@ impl SafeDir {
     /// Remove `name` only when it is still the entry with identity `id` (a check, then
     /// `unlinkat`: whatever replaced it in between is an entry of this directory's owner,
     /// whose removal gives nobody anything).
-    pub fn unlink_if(&self, name: impl AsRef<OsStr>, id: Identity) -> Result<bool> {
+    pub(crate) fn unlink_if(&self, name: impl AsRef<OsStr>, id: Identity) -> Result<bool> {
         let name = name.as_ref();
         match self.stat(name)? {
             Some(st) if identity(&st) == id => {
@@ -560,7 +562,7 @@ impl SafeDir {
     /// Bind a listening socket that will become `name`, staged in a private directory: the
     /// returned [`StagedSocket`] has owner `uid:gid` and `mode` before anyone else can see
     /// it. Put it in place with [`StagedSocket::install`].
-    pub fn stage_socket(&self, uid: u32, gid: u32, mode: u32) -> Result<StagedSocket<'_>> {
+    pub(crate) fn stage_socket(&self, uid: u32, gid: u32, mode: u32) -> Result<StagedSocket<'_>> {
         let stage = self.make_private_dir()?;
         let staged = StagedSocket {
             home: self,
@@ -682,7 +684,7 @@ impl SafeDir {
 
 /// A listening socket bound in a private directory, with its final owner and mode, waiting
 /// to be renamed into place. Dropping it removes the socket file and the private directory.
-pub struct StagedSocket<'a> {
+pub(crate) struct StagedSocket<'a> {
     home: &'a SafeDir,
     stage: PrivateDir,
     listener: Option<UnixListener>,
@@ -753,7 +755,7 @@ impl<'a> StagedSocket<'a> {
     }
 
     /// Inode of the socket file (to recognise it later under its final name).
-    pub fn ino(&self) -> u64 {
+    pub(crate) fn ino(&self) -> u64 {
         self.ino
     }
 
@@ -789,7 +791,11 @@ impl<'a> StagedSocket<'a> {
     /// Rename the socket to `name` in the directory it was staged for. `replace` allows an
     /// existing `name` to be replaced atomically; otherwise an existing `name` is an error.
     /// Returns the listener; the private directory is removed.
-    pub fn install(mut self, name: impl AsRef<OsStr>, replace: bool) -> Result<UnixListener> {
+    pub(crate) fn install(
+        mut self,
+        name: impl AsRef<OsStr>,
+        replace: bool,
+    ) -> Result<UnixListener> {
         let name = check_name(name.as_ref())?;
         let flags = if replace {
             RenameFlags::empty()
@@ -825,22 +831,13 @@ pub struct SocketRef {
 }
 
 impl SocketRef {
-    /// The path it was opened by (for messages).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Owner, group and mode of the socket file.
-    pub fn access(&self) -> (u32, u32, u32) {
+    pub(crate) fn access(&self) -> (u32, u32, u32) {
         (
             self.stat.st_uid,
             self.stat.st_gid,
             self.stat.st_mode & 0o7777,
         )
-    }
-
-    pub fn ino(&self) -> u64 {
-        self.stat.st_ino
     }
 
     /// Device and inode of the socket file.
@@ -851,7 +848,7 @@ impl SocketRef {
     /// Connect to the socket. When the directory belongs to another user, the listening
     /// process must be that user's: root never talks, on a user's behalf, to a socket the
     /// user could not reach.
-    pub fn connect(&self) -> Result<UnixStream> {
+    pub(crate) fn connect(&self) -> Result<UnixStream> {
         let s = UnixStream::connect(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).map_err(
             |error| SafeDirError::Io {
                 path: self.path.clone(),
@@ -876,7 +873,7 @@ impl SocketRef {
 
     /// Take over an `O_PATH` descriptor of a socket file inherited from the process that
     /// made it with [`SafeDir::open_socket`]; `peer_uid` as [`SocketRef::peer_uid`] said.
-    pub fn from_fd(fd: OwnedFd, path: PathBuf, peer_uid: Option<u32>) -> Result<SocketRef> {
+    pub(crate) fn from_fd(fd: OwnedFd, path: PathBuf, peer_uid: Option<u32>) -> Result<SocketRef> {
         let stat = rustix::fs::fstat(&fd).map_err(|e| io_at(&path, "cannot inspect", e))?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::Socket {
             return Err(SafeDirError::WrongType {
@@ -894,17 +891,17 @@ impl SocketRef {
     }
 
     /// The uid the listening process must have, if any.
-    pub fn peer_uid(&self) -> Option<u32> {
+    pub(crate) fn peer_uid(&self) -> Option<u32> {
         self.peer_uid
     }
 
     /// The `O_PATH` descriptor (to hand to the guardian process).
-    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// Another handle on the same socket file.
-    pub fn try_clone(&self) -> io::Result<SocketRef> {
+    pub(crate) fn try_clone(&self) -> io::Result<SocketRef> {
         Ok(SocketRef {
             fd: self.fd.try_clone()?,
             path: self.path.clone(),

@@ -16,8 +16,8 @@
 //! back to the last whole block and ends it with an
 //! [`Event::RecordingStopped`](crate::event::Event::RecordingStopped) marker.
 //! [`reader::CaptureReader`] streams a capture back with bounded memory.
-pub mod reader;
-pub mod writer;
+pub(crate) mod reader;
+pub(crate) mod writer;
 
 pub use reader::{CaptureReader, SectionHeader, Truncation};
 pub use writer::{CaptureSummary, CaptureWriter};
@@ -36,16 +36,16 @@ pub const MAX_RECORD_LEN: usize = 16 * 1024 * 1024;
 pub const MAX_PACKET_LEN: usize = 262_144;
 
 /// Comments longer than this (in bytes) are cut at a character boundary, with `…` appended.
-pub const MAX_COMMENT_LEN: usize = 4096;
+pub(crate) const MAX_COMMENT_LEN: usize = 4096;
 
 /// The largest block the reader accepts. Anything bigger is corruption, never an allocation.
 pub const MAX_BLOCK_LEN: usize = MAX_RECORD_LEN + 64 * 1024;
 
 /// Exported-PDU tag numbers (Wireshark `epan/exported_pdu.h` / `wsutil/exported_pdu_tlvs.h`).
 pub(crate) mod tag {
-    pub const END_OF_OPT: u16 = 0;
-    pub const DISSECTOR_NAME: u16 = 12;
-    pub const COL_PROT_TEXT: u16 = 33;
+    pub(crate) const END_OF_OPT: u16 = 0;
+    pub(crate) const DISSECTOR_NAME: u16 = 12;
+    pub(crate) const COL_PROT_TEXT: u16 = 33;
 }
 
 /// Marker at the start of a fragment's body (after the exported-PDU tags); see the format doc.

@@ -225,7 +225,7 @@ impl CaptureReader {
     }
 
     /// The path being read.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 

@@ -292,11 +292,6 @@ impl CaptureWriter {
         Ok(w)
     }
 
-    /// The path being written.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// File length up to the last whole record written to disk.
     pub fn committed(&self) -> u64 {
         self.committed

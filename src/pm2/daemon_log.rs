@@ -82,18 +82,18 @@ pub enum DaemonLogLine {
 
 /// The `pm2.log` prefix of a line: `2026-11-25T15:34:44: PM2 log: `.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogPrefix {
+pub(crate) struct LogPrefix {
     /// The date as the daemon printed it (format `PM2_LOG_DATE_FORMAT`).
-    pub stamp: String,
+    pub(crate) stamp: String,
     /// `log`, `error`, `warn` or `info`.
-    pub level: String,
+    pub(crate) level: String,
 }
 
 /// Longest date prefix accepted before `: PM2 <level>: `.
 const MAX_STAMP: usize = 64;
 
 /// Split a `pm2.log` line into its prefix (if it has one) and its message.
-pub fn split_prefix(line: &str) -> (Option<LogPrefix>, &str) {
+pub(crate) fn split_prefix(line: &str) -> (Option<LogPrefix>, &str) {
     for level in ["log", "error", "warn", "info"] {
         let marker = format!(": PM2 {level}: ");
         if let Some(pos) = line.find(&marker) {
@@ -114,13 +114,13 @@ pub fn split_prefix(line: &str) -> (Option<LogPrefix>, &str) {
 }
 
 /// Parse one daemon log line, with or without its `pm2.log` prefix.
-pub fn parse(line: &str) -> DaemonLogLine {
+pub(crate) fn parse(line: &str) -> DaemonLogLine {
     let (_, msg) = split_prefix(line);
     parse_message(msg)
 }
 
 /// Parse one daemon log message (no prefix; a trailing newline is ignored).
-pub fn parse_message(msg: &str) -> DaemonLogLine {
+pub(crate) fn parse_message(msg: &str) -> DaemonLogLine {
     let msg = msg.trim_end_matches(['\n', '\r']);
     let other = || DaemonLogLine::Other {
         text: msg.to_owned(),
@@ -283,7 +283,7 @@ fn could_not_be_stopped(rest: &str) -> Option<DaemonLogLine> {
 
 impl DaemonLogLine {
     /// The app (name, pm_id) the line is about, when it names one.
-    pub fn app(&self) -> Option<(&str, u64)> {
+    pub(crate) fn app(&self) -> Option<(&str, u64)> {
         match self {
             DaemonLogLine::Stopping { app, id }
             | DaemonLogLine::Exited { app, id, .. }
@@ -296,7 +296,7 @@ impl DaemonLogLine {
     }
 
     /// The OS pid the line is about, when it names one.
-    pub fn pid(&self) -> Option<i64> {
+    pub(crate) fn pid(&self) -> Option<i64> {
         match self {
             DaemonLogLine::KillRetry { pid, .. }
             | DaemonLogLine::TreeKilled { pid, .. }
@@ -310,7 +310,7 @@ impl DaemonLogLine {
     }
 
     /// What the line says, in words (without the app, which the caller shows).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             DaemonLogLine::Stopping { .. } => "stopping (daemon sends the kill signal)".into(),
             DaemonLogLine::KillRetry { pid, ms } => {

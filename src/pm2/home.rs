@@ -25,7 +25,7 @@ pub enum HomeSource {
 }
 
 impl HomeSource {
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             HomeSource::Flag => "--pm2-home",
             HomeSource::Env => "PM2_HOME",
@@ -50,20 +50,11 @@ impl Pm2Home {
         }
     }
     /// `<home>/rpc.sock`, without overrides; see [`Sockets`].
-    pub fn rpc_sock(&self) -> PathBuf {
+    pub(crate) fn rpc_sock(&self) -> PathBuf {
         self.dir.join("rpc.sock")
     }
-    pub fn pub_sock(&self) -> PathBuf {
+    pub(crate) fn pub_sock(&self) -> PathBuf {
         self.dir.join("pub.sock")
-    }
-    /// `<home>/pm2.pid`, for messages: read it with [`read_pid_file`] (through
-    /// [`crate::safe_dir::SafeDir`]), never by this path.
-    pub fn pid_file(&self) -> PathBuf {
-        self.dir.join("pm2.pid")
-    }
-    /// `<home>/pm2.log`, for messages: read it through [`crate::safe_dir::SafeDir`].
-    pub fn log_file(&self) -> PathBuf {
-        self.dir.join("pm2.log")
     }
 }
 
@@ -136,7 +127,7 @@ pub struct GodDaemon {
     pub version: String,
     pub home: PathBuf,
     /// Owner of the process.
-    pub uid: u32,
+    pub(crate) uid: u32,
 }
 
 impl std::fmt::Display for GodDaemon {
@@ -154,7 +145,7 @@ impl std::fmt::Display for GodDaemon {
 
 /// Read a God daemon's process title from a `/proc/<pid>/cmdline`:
 /// `PM2 v7.0.4: God Daemon (/home/app/.pm2)` -> ("7.0.4", "/home/app/.pm2").
-pub fn parse_god_title(cmdline: &[u8]) -> Option<(String, PathBuf)> {
+pub(crate) fn parse_god_title(cmdline: &[u8]) -> Option<(String, PathBuf)> {
     // The title replaces argv; what follows its first NUL is padding or old arguments.
     let end = cmdline
         .iter()
@@ -171,7 +162,7 @@ pub fn parse_god_title(cmdline: &[u8]) -> Option<(String, PathBuf)> {
 }
 
 /// Every God daemon visible in `proc_root` (normally `/proc`), by pid.
-pub fn list_daemons_in(proc_root: &Path) -> Vec<GodDaemon> {
+pub(crate) fn list_daemons_in(proc_root: &Path) -> Vec<GodDaemon> {
     use std::os::unix::fs::MetadataExt;
     let Ok(dir) = std::fs::read_dir(proc_root) else {
         return Vec::new();
@@ -243,7 +234,7 @@ pub struct Sockets {
 /// Socket paths for `home`: the daemon's own `PM2_DAEMON_RPC_PORT`/`PM2_DAEMON_PUB_PORT`
 /// when its environment is readable and sets them, else the same variables in `env`,
 /// else `<home>/rpc.sock` and `<home>/pub.sock`.
-pub fn sockets(
+pub(crate) fn sockets(
     home: &Pm2Home,
     daemon_pid: Option<i32>,
     env: impl Fn(&str) -> Option<OsString>,
@@ -284,7 +275,7 @@ pub fn sockets(
 }
 
 /// Value of `key` in a NUL-separated `environ` block.
-pub fn environ_get(environ: &[u8], key: &str) -> Option<String> {
+pub(crate) fn environ_get(environ: &[u8], key: &str) -> Option<String> {
     environ.split(|&b| b == 0).find_map(|kv| {
         let rest = kv.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
         Some(String::from_utf8_lossy(rest).into_owned())

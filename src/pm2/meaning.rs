@@ -56,7 +56,7 @@ impl Target {
         }
     }
 
-    pub fn pm_id(&self) -> Option<u64> {
+    pub(crate) fn pm_id(&self) -> Option<u64> {
         match self {
             Target::Id(n) => Some(*n),
             Target::Name(_) => None,
@@ -132,7 +132,7 @@ fn env_of(v: &Value) -> Option<Map<String, Value>> {
 
 impl Pm2Call {
     /// The meaning of a decoded request.
-    pub fn from_call(call: &Call) -> Pm2Call {
+    pub(crate) fn from_call(call: &Call) -> Pm2Call {
         let a = first_arg(call);
         match call.method.as_str() {
             "restartProcessId" => Pm2Call::RestartProcessId {
@@ -180,7 +180,7 @@ impl Pm2Call {
     }
 
     /// The RPC method name.
-    pub fn method(&self) -> &str {
+    pub(crate) fn method(&self) -> &str {
         match self {
             Pm2Call::RestartProcessId { .. } => "restartProcessId",
             Pm2Call::ReloadProcessId {
@@ -198,7 +198,7 @@ impl Pm2Call {
     }
 
     /// The app the call acts on, if it names one pm_id.
-    pub fn target_id(&self) -> Option<u64> {
+    pub(crate) fn target_id(&self) -> Option<u64> {
         match self {
             Pm2Call::RestartProcessId { target, .. }
             | Pm2Call::ReloadProcessId { target, .. }
@@ -211,7 +211,7 @@ impl Pm2Call {
     }
 
     /// Whether the call changes an app's processes (restart, reload, stop, start, delete).
-    pub fn is_action(&self) -> bool {
+    pub(crate) fn is_action(&self) -> bool {
         matches!(
             self,
             Pm2Call::RestartProcessId { .. }
@@ -224,7 +224,7 @@ impl Pm2Call {
 
     /// The environment values the daemon would merge into the app's environment: the
     /// non-object entries of `env` (pm2's `Utility.extend` skips objects).
-    pub fn env_vars(&self) -> Vec<(&str, &Value)> {
+    pub(crate) fn env_vars(&self) -> Vec<(&str, &Value)> {
         match self {
             Pm2Call::RestartProcessId { env: Some(env), .. }
             | Pm2Call::ReloadProcessId { env: Some(env), .. } => env
@@ -238,7 +238,7 @@ impl Pm2Call {
 }
 
 /// JSON value as plain text: strings without quotes.
-pub fn json_text(v: &Value) -> String {
+pub(crate) fn json_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -247,10 +247,10 @@ pub fn json_text(v: &Value) -> String {
 
 /// Hashes of environment values, by key: enough to tell which keys changed without keeping
 /// (or ever showing) the values.
-pub type EnvFingerprint = BTreeMap<String, u64>;
+pub(crate) type EnvFingerprint = BTreeMap<String, u64>;
 
 /// Fingerprint the non-object values of an environment object.
-pub fn env_fingerprint(env: &Map<String, Value>) -> EnvFingerprint {
+pub(crate) fn env_fingerprint(env: &Map<String, Value>) -> EnvFingerprint {
     env.iter()
         .filter(|(_, v)| !v.is_object())
         .map(|(k, v)| (k.clone(), value_hash(v)))
@@ -258,7 +258,7 @@ pub fn env_fingerprint(env: &Map<String, Value>) -> EnvFingerprint {
 }
 
 /// A stable 64-bit hash of a JSON value as pm2 would stringify it into the environment.
-pub fn value_hash(v: &Value) -> u64 {
+pub(crate) fn value_hash(v: &Value) -> u64 {
     use sha2::Digest;
     let text = json_text(v);
     let d = sha2::Sha256::digest(text.as_bytes());
@@ -270,29 +270,29 @@ pub fn value_hash(v: &Value) -> u64 {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct MonitorProc {
     pub pm_id: Option<u64>,
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// OS pid; 0 when pm2 has no process for the app (stopped, errored).
-    pub pid: Option<i64>,
-    pub status: Option<String>,
-    pub restart_time: Option<u64>,
-    pub unstable_restarts: Option<u64>,
+    pub(crate) pid: Option<i64>,
+    pub(crate) status: Option<String>,
+    pub(crate) restart_time: Option<u64>,
+    pub(crate) unstable_restarts: Option<u64>,
     /// Start of the current process, ms since the epoch (daemon clock).
-    pub pm_uptime: Option<i64>,
+    pub(crate) pm_uptime: Option<i64>,
     /// ms since the epoch (daemon clock); reset by restart, null after `errored`.
-    pub created_at: Option<i64>,
-    pub exec_mode: Option<String>,
+    pub(crate) created_at: Option<i64>,
+    pub(crate) exec_mode: Option<String>,
     /// ms; pm2's default (1600, or PM2_KILL_TIMEOUT) applies when `None`.
-    pub kill_timeout: Option<u64>,
-    pub treekill: Option<bool>,
+    pub(crate) kill_timeout: Option<u64>,
+    pub(crate) treekill: Option<bool>,
     /// ms; pm2's default 1000 applies when `None`.
-    pub min_uptime: Option<u64>,
+    pub(crate) min_uptime: Option<u64>,
     /// pm2's default 16 applies when `None`.
-    pub max_restarts: Option<u64>,
+    pub(crate) max_restarts: Option<u64>,
     /// `pm_exec_path`: the script, as the daemon names it in "too many unstable restarts".
-    pub exec_path: Option<String>,
+    pub(crate) exec_path: Option<String>,
     /// Fingerprint of `pm2_env.env` (values hashed).
     #[serde(skip)]
-    pub env: Option<EnvFingerprint>,
+    pub(crate) env: Option<EnvFingerprint>,
 }
 
 fn u64_of(v: Option<&Value>) -> Option<u64> {
@@ -332,7 +332,7 @@ fn bool_of(v: Option<&Value>) -> Option<bool> {
 
 impl MonitorProc {
     /// Read one process object (top level `pid`/`name`/`pm_id` plus `pm2_env`).
-    pub fn from_value(v: &Value) -> MonitorProc {
+    pub(crate) fn from_value(v: &Value) -> MonitorProc {
         let env = v.get("pm2_env").unwrap_or(&Value::Null);
         let get = |k: &str| v.get(k).or_else(|| env.get(k));
         let pid = i64_of(v.get("pid"))
@@ -361,7 +361,7 @@ impl MonitorProc {
     }
 
     /// Read a `getMonitorData` reply's arguments (`[[proc, ...]]`).
-    pub fn list_from_reply(args: &[Value]) -> Vec<MonitorProc> {
+    pub(crate) fn list_from_reply(args: &[Value]) -> Vec<MonitorProc> {
         match args.first() {
             Some(Value::Array(list)) => list
                 .iter()
@@ -375,7 +375,7 @@ impl MonitorProc {
     /// Read the process in a reply that returns one (restartProcessId, startProcessId,
     /// stopProcessId, reloadProcessId, prepare): the first object argument, or the first
     /// object of a first array argument.
-    pub fn from_reply(args: &[Value]) -> Option<MonitorProc> {
+    pub(crate) fn from_reply(args: &[Value]) -> Option<MonitorProc> {
         let v = match args.first()? {
             Value::Array(a) => a.first()?,
             v => v,
@@ -402,7 +402,7 @@ pub enum ProcessEventKind {
 }
 
 impl ProcessEventKind {
-    pub fn parse(s: &str) -> ProcessEventKind {
+    pub(crate) fn parse(s: &str) -> ProcessEventKind {
         match s {
             "exit" => ProcessEventKind::Exit,
             "online" => ProcessEventKind::Online,
@@ -417,7 +417,7 @@ impl ProcessEventKind {
     }
 
     /// The name pm2 uses.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         match self {
             ProcessEventKind::Exit => "exit",
             ProcessEventKind::Online => "online",
@@ -446,24 +446,24 @@ pub struct ProcessEvent {
     pub manually: bool,
     /// ms since the epoch, daemon clock.
     pub at: Option<i64>,
-    pub pm_id: Option<u64>,
-    pub name: Option<String>,
+    pub(crate) pm_id: Option<u64>,
+    pub(crate) name: Option<String>,
     /// The app's status when the event was emitted (e.g. `launching` for online in 7.x,
     /// `stopping` for the exit during a stop).
-    pub status: Option<String>,
+    pub(crate) status: Option<String>,
     /// The last exit code the daemon recorded for the app.
-    pub exit_code: Option<i64>,
+    pub(crate) exit_code: Option<i64>,
     /// Not sent by pm2 5.4.3 or 7.0.4; kept in case a version does.
-    pub signal: Option<String>,
-    pub restart_time: Option<u64>,
-    pub unstable_restarts: Option<u64>,
+    pub(crate) signal: Option<String>,
+    pub(crate) restart_time: Option<u64>,
+    pub(crate) unstable_restarts: Option<u64>,
     /// ms since the epoch: start of the process at the time of the event.
-    pub pm_uptime: Option<i64>,
+    pub(crate) pm_uptime: Option<i64>,
     /// 7.x: the process tree pids pm2 found at the last kill.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tree_pids: Vec<i64>,
+    pub(crate) tree_pids: Vec<i64>,
     /// `pm_exec_path`.
-    pub exec_path: Option<String>,
+    pub(crate) exec_path: Option<String>,
 }
 
 /// Which output of an app a log line came from.
@@ -501,7 +501,7 @@ pub enum BusEvent {
 
 impl BusEvent {
     /// Read a bus message `[s:<event name>, j:<payload>]`. `None` if it is not shaped so.
-    pub fn from_message(msg: &Message) -> Option<BusEvent> {
+    pub(crate) fn from_message(msg: &Message) -> Option<BusEvent> {
         let name = msg.args.first()?.as_str()?;
         let payload = msg
             .args
@@ -513,7 +513,7 @@ impl BusEvent {
     }
 
     /// Interpret an event name and its payload.
-    pub fn from_parts(name: &str, payload: Value) -> BusEvent {
+    pub(crate) fn from_parts(name: &str, payload: Value) -> BusEvent {
         let at = i64_of(payload.get("at"));
         let proc_ = payload.get("process").unwrap_or(&Value::Null);
         match name {

@@ -1,4 +1,4 @@
 //! What PM2's messages mean: typed views of RPC calls, replies, bus events and daemon log lines.
-pub mod daemon_log;
+pub(crate) mod daemon_log;
 pub mod home;
-pub mod meaning;
+pub(crate) mod meaning;

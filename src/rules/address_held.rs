@@ -16,7 +16,7 @@ use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::{Generation, SnapWhy};
 
-pub const KIND: &str = "address-held-by-previous-generation";
+pub(crate) const KIND: &str = "address-held-by-previous-generation";
 
 /// Snapshots this long before a generation's start still show what it met.
 const BEFORE_NS: u64 = 50_000_000;
@@ -25,24 +25,24 @@ const AFTER_NS: u64 = 200_000_000;
 
 /// A process of an older generation that held an address while newer ones failed.
 #[derive(Debug, Clone)]
-pub struct Holder {
-    pub pid: i64,
+pub(crate) struct Holder {
+    pub(crate) pid: i64,
     /// pm2 restart_time of the generation it belongs to.
-    pub generation: Option<u64>,
-    pub addr: String,
+    pub(crate) generation: Option<u64>,
+    pub(crate) addr: String,
     /// `tcp`, `udp`, `unix`, ... (`None`: only the exit event's list named it).
-    pub proto: Option<String>,
-    pub port: Option<u16>,
+    pub(crate) proto: Option<String>,
+    pub(crate) port: Option<u16>,
     /// Indexes of the generations that failed while it held the address.
-    pub victims: Vec<usize>,
+    pub(crate) victims: Vec<usize>,
     /// The failing generations' stderr said the address was in use.
-    pub stderr_says: bool,
+    pub(crate) stderr_says: bool,
     /// Whether it was in pm2's process tree in the first snapshot that shows it, and in the
     /// last one.
-    pub in_tree_first: Option<bool>,
-    pub in_tree_last: Option<bool>,
+    pub(crate) in_tree_first: Option<bool>,
+    pub(crate) in_tree_last: Option<bool>,
     /// Snapshots that show it holding the address.
-    pub seen_at: Vec<MonoNs>,
+    pub(crate) seen_at: Vec<MonoNs>,
 }
 
 /// Port numbers a stderr line names.
@@ -61,7 +61,7 @@ fn port_of(addr: &str) -> Option<u16> {
 }
 
 /// Find the holders of this app, by first failure.
-pub fn find(c: &AppCtx) -> Vec<Holder> {
+pub(crate) fn find(c: &AppCtx) -> Vec<Holder> {
     let a = c.a;
     let mut out: Vec<Holder> = Vec::new();
     // Processes whose exit said they held an address.
@@ -224,12 +224,12 @@ pub fn find(c: &AppCtx) -> Vec<Holder> {
 }
 
 /// The generation index of the last stop before generation `i` (the one being replaced).
-pub fn stop_before(c: &AppCtx, i: usize) -> Option<usize> {
+pub(crate) fn stop_before(c: &AppCtx, i: usize) -> Option<usize> {
     c.a.generations[..i].iter().rposition(|g| g.stop.is_some())
 }
 
 /// The status change to errored after `t` and before the next request, if any.
-pub fn errored_after(c: &AppCtx, t: MonoNs) -> Option<MonoNs> {
+pub(crate) fn errored_after(c: &AppCtx, t: MonoNs) -> Option<MonoNs> {
     let next = c.next_request_after(t).map(|r| r.asked).unwrap_or(u64::MAX);
     c.a.statuses
         .iter()
@@ -238,7 +238,7 @@ pub fn errored_after(c: &AppCtx, t: MonoNs) -> Option<MonoNs> {
 }
 
 /// Words for where the holder was relative to pm2's process tree.
-pub fn tree_words(c: &AppCtx, h: &Holder) -> String {
+pub(crate) fn tree_words(c: &AppCtx, h: &Holder) -> String {
     let parent =
         c.a.process(h.pid)
             .and_then(|p| p.parent)
@@ -258,7 +258,7 @@ pub fn tree_words(c: &AppCtx, h: &Holder) -> String {
 }
 
 /// `the previous generation (restart_time 0)`.
-pub fn holder_gen_words(h: &Holder, victim: &Generation) -> String {
+pub(crate) fn holder_gen_words(h: &Holder, victim: &Generation) -> String {
     match (h.generation, victim.restart_time) {
         (Some(x), Some(y)) if x + 1 == y => format!("the previous generation (restart_time {x})"),
         (Some(x), _) => format!("an earlier generation (restart_time {x})"),
@@ -266,7 +266,7 @@ pub fn holder_gen_words(h: &Holder, victim: &Generation) -> String {
     }
 }
 
-pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
+pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     for h in holders {

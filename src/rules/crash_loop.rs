@@ -14,12 +14,12 @@ use super::ctx::{
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 
-pub const KIND: &str = "crash-loop-errored";
+pub(crate) const KIND: &str = "crash-loop-errored";
 
 /// A stop that gave up this close to errored explains it instead (stop-timeout-errored).
 const STOP_GAVE_UP_NS: u64 = 500_000_000;
 
-pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
+pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     let starts = c.starting_requests();

@@ -7,14 +7,14 @@ use crate::timeline::{AppTimeline, Generation, Request, SeenProcess, Timeline};
 use std::collections::HashMap;
 
 /// Stderr lines quoted per generation.
-pub const QUOTE_LINES: usize = 2;
+pub(crate) const QUOTE_LINES: usize = 2;
 /// Longest stderr line quoted, in characters.
 const QUOTE_CHARS: usize = 160;
 
 /// One app and the whole timeline.
-pub struct AppCtx<'a> {
-    pub tl: &'a Timeline,
-    pub a: &'a AppTimeline,
+pub(crate) struct AppCtx<'a> {
+    pub(crate) tl: &'a Timeline,
+    pub(crate) a: &'a AppTimeline,
     /// The watcher's processes by generation (restart_time), and by parent pid.
     by_gen: HashMap<u64, Vec<&'a SeenProcess>>,
     by_parent: HashMap<i64, Vec<&'a SeenProcess>>,
@@ -25,7 +25,7 @@ pub struct AppCtx<'a> {
 }
 
 impl<'a> AppCtx<'a> {
-    pub fn new(tl: &'a Timeline, a: &'a AppTimeline) -> AppCtx<'a> {
+    pub(crate) fn new(tl: &'a Timeline, a: &'a AppTimeline) -> AppCtx<'a> {
         let mut by_gen: HashMap<u64, Vec<&SeenProcess>> = HashMap::new();
         let mut by_parent: HashMap<i64, Vec<&SeenProcess>> = HashMap::new();
         for p in &a.processes {
@@ -64,7 +64,7 @@ impl<'a> AppCtx<'a> {
     }
 
     /// `web:0` (or `#0` when the name is not known).
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match &self.a.name {
             Some(n) => format!("{n}:{}", self.a.pm_id),
             None => format!("#{}", self.a.pm_id),
@@ -72,7 +72,7 @@ impl<'a> AppCtx<'a> {
     }
 
     /// The app's name for a CLI command (`web`, or the pm_id).
-    pub fn cli_name(&self) -> String {
+    pub(crate) fn cli_name(&self) -> String {
         self.a
             .name
             .clone()
@@ -80,7 +80,7 @@ impl<'a> AppCtx<'a> {
     }
 
     /// `+1.234s`: `t` relative to the start of the capture, as the timeline view shows it.
-    pub fn at(&self, t: MonoNs) -> String {
+    pub(crate) fn at(&self, t: MonoNs) -> String {
         let d = t as i128 - self.tl.mono_ref() as i128;
         let sign = if d < 0 { "-" } else { "+" };
         let d = d.unsigned_abs();
@@ -88,11 +88,11 @@ impl<'a> AppCtx<'a> {
     }
 
     /// The end of the capture.
-    pub fn end(&self) -> MonoNs {
+    pub(crate) fn end(&self) -> MonoNs {
         self.tl.last_t.unwrap_or(0)
     }
 
-    pub fn is_pm2_5(&self) -> bool {
+    pub(crate) fn is_pm2_5(&self) -> bool {
         self.tl
             .pm2_version
             .as_deref()
@@ -100,7 +100,7 @@ impl<'a> AppCtx<'a> {
     }
 
     /// A finding about this app.
-    pub fn finding(
+    pub(crate) fn finding(
         &self,
         kind: &str,
         severity: Severity,
@@ -125,12 +125,12 @@ impl<'a> AppCtx<'a> {
 
     /// The requests that acted on this app (restart, reload, stop, start, delete, and
     /// `prepare` naming it), as (index into the timeline's requests, request), by time.
-    pub fn requests(&self) -> &[(usize, &'a Request)] {
+    pub(crate) fn requests(&self) -> &[(usize, &'a Request)] {
         &self.reqs
     }
 
     /// The requests that start a generation (restart, reload, start).
-    pub fn starting_requests(&self) -> Vec<(usize, &'a Request)> {
+    pub(crate) fn starting_requests(&self) -> Vec<(usize, &'a Request)> {
         self.reqs
             .iter()
             .copied()
@@ -140,7 +140,7 @@ impl<'a> AppCtx<'a> {
 
     /// The next request acting on this app after `t` (one the daemon refused did nothing and
     /// does not count).
-    pub fn next_request_after(&self, t: MonoNs) -> Option<&'a Request> {
+    pub(crate) fn next_request_after(&self, t: MonoNs) -> Option<&'a Request> {
         let from = self.reqs.partition_point(|(_, r)| r.asked <= t);
         self.reqs[from..]
             .iter()
@@ -150,7 +150,7 @@ impl<'a> AppCtx<'a> {
 
     /// Index of the first generation that started at or after `t` (generations are kept in
     /// the order they started).
-    pub fn first_generation_from(&self, t: MonoNs) -> usize {
+    pub(crate) fn first_generation_from(&self, t: MonoNs) -> usize {
         self.a
             .generations
             .partition_point(|g| start_t(g).is_none_or(|s| s < t))
@@ -158,7 +158,7 @@ impl<'a> AppCtx<'a> {
 
     /// The main pid of generation `g`: as the model knows it, or the watcher's earliest
     /// process of that generation.
-    pub fn main_pid(&self, g: &Generation) -> Option<i64> {
+    pub(crate) fn main_pid(&self, g: &Generation) -> Option<i64> {
         g.pid.or_else(|| {
             let rt = g.restart_time?;
             self.by_gen
@@ -171,7 +171,7 @@ impl<'a> AppCtx<'a> {
 
     /// The processes the watcher saw of generation `g`: by restart_time, or descendants of
     /// its main pid.
-    pub fn processes_of(&self, g: &Generation) -> Vec<&'a SeenProcess> {
+    pub(crate) fn processes_of(&self, g: &Generation) -> Vec<&'a SeenProcess> {
         let main = self.main_pid(g);
         let mut out: Vec<&SeenProcess> = g
             .restart_time
@@ -204,7 +204,7 @@ impl<'a> AppCtx<'a> {
     }
 
     /// The index of the generation the watcher's process `p` belongs to.
-    pub fn generation_of(&self, p: &SeenProcess) -> Option<usize> {
+    pub(crate) fn generation_of(&self, p: &SeenProcess) -> Option<usize> {
         if let Some(i) = p.generation.and_then(|rt| self.gen_by_rt.get(&rt)) {
             return Some(*i);
         }
@@ -215,7 +215,7 @@ impl<'a> AppCtx<'a> {
     }
 
     /// `pid 1810 (node app.js --child)`.
-    pub fn proc_words(&self, pid: i64) -> String {
+    pub(crate) fn proc_words(&self, pid: i64) -> String {
         match self.a.process(pid).and_then(|p| p.cmd.as_deref()) {
             Some(cmd) => format!("pid {pid} (`{}`)", short_cmd(cmd)),
             None => format!("pid {pid}"),
@@ -223,7 +223,7 @@ impl<'a> AppCtx<'a> {
     }
 
     /// The generation's last stderr lines, quoted (`"…"`), or None.
-    pub fn quote_stderr(&self, g: &Generation) -> Option<String> {
+    pub(crate) fn quote_stderr(&self, g: &Generation) -> Option<String> {
         let lines: Vec<String> = g
             .stderr_tail
             .iter()
@@ -240,7 +240,7 @@ impl<'a> AppCtx<'a> {
 
     /// The first stderr line that names the failure (an error code or `Error`), else the
     /// last line, quoted.
-    pub fn failure_line(&self, g: &Generation) -> Option<String> {
+    pub(crate) fn failure_line(&self, g: &Generation) -> Option<String> {
         let lines: Vec<&String> = g
             .stderr_tail
             .iter()
@@ -260,7 +260,7 @@ impl<'a> AppCtx<'a> {
 }
 
 /// Whether a method starts a generation.
-pub fn starts(method: &str) -> bool {
+pub(crate) fn starts(method: &str) -> bool {
     matches!(
         method,
         "restartProcessId"
@@ -272,7 +272,7 @@ pub fn starts(method: &str) -> bool {
 }
 
 /// `pm2 restart` for `restartProcessId`.
-pub fn cli_words(method: &str) -> &'static str {
+pub(crate) fn cli_words(method: &str) -> &'static str {
     match method {
         "restartProcessId" => "pm2 restart",
         "reloadProcessId" | "softReloadProcessId" => "pm2 reload",
@@ -284,7 +284,7 @@ pub fn cli_words(method: &str) -> &'static str {
 }
 
 /// `` `pm2 restart` (restartProcessId from client pid 1946) ``.
-pub fn request_words(r: &Request) -> String {
+pub(crate) fn request_words(r: &Request) -> String {
     let who = match r.peer_pid {
         Some(p) => format!(" from client pid {p}"),
         None => format!(" on connection {}", r.conn),
@@ -293,29 +293,29 @@ pub fn request_words(r: &Request) -> String {
 }
 
 /// When generation `g` started, as well as known.
-pub fn start_t(g: &Generation) -> Option<MonoNs> {
+pub(crate) fn start_t(g: &Generation) -> Option<MonoNs> {
     g.started().map(|s| s.t)
 }
 
 /// When generation `g` ended: the kernel's instant, else the daemon's report.
-pub fn end_t(g: &Generation) -> Option<MonoNs> {
+pub(crate) fn end_t(g: &Generation) -> Option<MonoNs> {
     g.os_exit.or(g.exit.as_ref().map(|e| e.at)).map(|x| x.t)
 }
 
 /// The generation ended on its own (no stop was asked), i.e. it crashed or exited.
-pub fn crashed(g: &Generation) -> bool {
+pub(crate) fn crashed(g: &Generation) -> bool {
     g.stop.is_none() && (g.exit.is_some() || g.os_exit.is_some())
 }
 
 /// It ended on its own within min_uptime: what pm2 counts as an unstable restart.
-pub fn failed_early(g: &Generation, min_uptime_ms: u64) -> bool {
+pub(crate) fn failed_early(g: &Generation, min_uptime_ms: u64) -> bool {
     crashed(g)
         && g.early_exit == Some(true)
         && g.uptime_ns().is_none_or(|u| u < min_uptime_ms * 1_000_000)
 }
 
 /// `exited with code 1`, `was killed by SIGSEGV`.
-pub fn exit_words(g: &Generation) -> String {
+pub(crate) fn exit_words(g: &Generation) -> String {
     if let Some(s) = &g.os_exit_status {
         if let Some(code) = s.strip_prefix("code ") {
             return format!("exited with code {code}");
@@ -336,7 +336,7 @@ pub fn exit_words(g: &Generation) -> String {
 }
 
 /// `45 ms`; `0.9 ms` below 10 ms.
-pub fn ms(ns: u64) -> String {
+pub(crate) fn ms(ns: u64) -> String {
     if ns < 10_000_000 {
         format!("{:.1} ms", ns as f64 / 1e6)
     } else {
@@ -345,7 +345,7 @@ pub fn ms(ns: u64) -> String {
 }
 
 /// `1 start`, `5 starts`.
-pub fn plural(n: u64, one: &str, many: &str) -> String {
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     if n == 1 {
         format!("1 {one}")
     } else {
@@ -354,7 +354,7 @@ pub fn plural(n: u64, one: &str, many: &str) -> String {
 }
 
 /// How long generation `g` ran, in words (`after 45 ms`), when known.
-pub fn lived_words(g: &Generation) -> String {
+pub(crate) fn lived_words(g: &Generation) -> String {
     match g.uptime_ns() {
         Some(ns) => format!(" after {}", ms(ns)),
         None => String::new(),
@@ -362,15 +362,15 @@ pub fn lived_words(g: &Generation) -> String {
 }
 
 /// Does a stderr line say an address was in use?
-pub use crate::addr::says_in_use as is_addr_in_use;
+pub(crate) use crate::addr::says_in_use as is_addr_in_use;
 
 /// Stderr lines that carry no text because the capture hashed them (`--redact all`).
-pub fn is_redacted(line: &str) -> bool {
+pub(crate) fn is_redacted(line: &str) -> bool {
     line.trim_start().starts_with("<redacted")
 }
 
 /// The command line without the directories of its program and script.
-pub fn short_cmd(cmd: &str) -> String {
+pub(crate) fn short_cmd(cmd: &str) -> String {
     let words: Vec<String> = cmd
         .split_whitespace()
         .map(|w| {
@@ -385,7 +385,7 @@ pub fn short_cmd(cmd: &str) -> String {
 }
 
 /// Cut `s` to at most `max` characters, marking the cut.
-pub fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_owned();
     }
@@ -395,7 +395,7 @@ pub fn cut(s: &str, max: usize) -> String {
 }
 
 /// `FOO, BAR and 3 more`.
-pub fn list_words(items: &[String], max: usize) -> String {
+pub(crate) fn list_words(items: &[String], max: usize) -> String {
     let shown: Vec<&str> = items.iter().take(max).map(String::as_str).collect();
     let rest = items.len().saturating_sub(max);
     let mut s = match shown.len() {
@@ -411,11 +411,11 @@ pub fn list_words(items: &[String], max: usize) -> String {
 
 /// Evidence from one source.
 /// The evidence that request `r` was asked, for the app labelled `label`.
-pub fn asked_evidence(r: &Request, label: &str) -> Evidence {
+pub(crate) fn asked_evidence(r: &Request, label: &str) -> Evidence {
     ev(r.asked, Source::Rpc, format!("{} {label} asked", r.method))
 }
 
-pub fn ev(t: MonoNs, source: Source, what: impl Into<String>) -> Evidence {
+pub(crate) fn ev(t: MonoNs, source: Source, what: impl Into<String>) -> Evidence {
     Evidence {
         t,
         source,
@@ -424,7 +424,7 @@ pub fn ev(t: MonoNs, source: Source, what: impl Into<String>) -> Evidence {
 }
 
 /// Evidence of a generation's start and end.
-pub fn generation_evidence(c: &AppCtx, g: &Generation, out: &mut Vec<Evidence>) {
+pub(crate) fn generation_evidence(c: &AppCtx, g: &Generation, out: &mut Vec<Evidence>) {
     let pid = c.main_pid(g);
     let pid_w = pid.map(|p| format!(" pid {p}")).unwrap_or_default();
     let gen_w = g

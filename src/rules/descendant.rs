@@ -12,14 +12,14 @@ use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::{Precision, SeenProcess};
 
-pub const KIND: &str = "descendant-outlived-stop";
+pub(crate) const KIND: &str = "descendant-outlived-stop";
 
 /// An exit known only roughly must outlast the moment by this much to count.
 const ROUGH_NS: u64 = 200_000_000;
 /// Descendants named per finding.
 const MAX_NAMED: usize = 5;
 
-pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
+pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     for (i, g) in a.generations.iter().enumerate() {

@@ -13,9 +13,9 @@ use super::ctx::{
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 
-pub const KIND: &str = "early-exit-after-restart";
+pub(crate) const KIND: &str = "early-exit-after-restart";
 
-pub fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
+pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     for (_, r) in c.starting_requests() {

@@ -13,12 +13,12 @@ use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::EnvChangeKind;
 
-pub const KIND: &str = "restart-env-changed";
+pub(crate) const KIND: &str = "restart-env-changed";
 
 /// Keys named in a summary.
 const KEYS_SHOWN: usize = 8;
 
-pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
+pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     for (_, r) in c.starting_requests() {

@@ -10,12 +10,12 @@ use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::SeenProcess;
 
-pub const KIND: &str = "graceful-shutdown-killed";
+pub(crate) const KIND: &str = "graceful-shutdown-killed";
 
 /// A SIGKILL exit this long after the daemon said it was done still belongs to the stop.
 const LATE_NS: u64 = 1_000_000_000;
 
-pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
+pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     for g in &a.generations {

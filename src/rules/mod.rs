@@ -44,7 +44,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Severity::Info => "info",
             Severity::Warning => "warning",
@@ -55,12 +55,12 @@ impl Severity {
 
 /// One event a finding rests on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     /// When it was observed (CLOCK_MONOTONIC ns, as the timeline's entries).
-    pub t: MonoNs,
-    pub source: Source,
+    pub(crate) t: MonoNs,
+    pub(crate) source: Source,
     /// The event in words.
-    pub what: String,
+    pub(crate) what: String,
 }
 
 /// What a rule concluded.
@@ -68,20 +68,21 @@ pub struct Evidence {
 pub struct Finding {
     /// Stable name, e.g. `crash-loop-errored`.
     pub kind: String,
-    pub severity: Severity,
-    pub app: Option<String>,
-    pub pm_id: Option<u64>,
+    pub(crate) severity: Severity,
+    pub(crate) app: Option<String>,
+    pub(crate) pm_id: Option<u64>,
     /// One sentence a person can act on.
     pub summary: String,
     /// The causal chain, step by step, in plain words.
-    pub chain: Vec<String>,
-    pub evidence: Vec<Evidence>,
-    pub remedy: String,
+    pub(crate) chain: Vec<String>,
+    pub(crate) evidence: Vec<Evidence>,
+    pub(crate) remedy: String,
 }
 
 /// Every kind the rules can report, in the order they are listed within one severity
 /// (causes before consequences).
-pub const KINDS: &[&str] = &[
+#[cfg(test)]
+pub(crate) const KINDS: &[&str] = &[
     address_held::KIND,
     env_changed::KIND,
     crash_loop::KIND,

@@ -11,7 +11,7 @@ use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::Request;
 
-pub const KIND: &str = "overlapping-restart";
+pub(crate) const KIND: &str = "overlapping-restart";
 
 /// Earlier requests compared with each one (a request unanswered for longer is forgotten).
 const LOOK_BACK: usize = 64;
@@ -127,7 +127,7 @@ fn while_waiting(c: &AppCtx, b: &Request) -> Finding {
     )
 }
 
-pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
+pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     let reqs = c.requests();

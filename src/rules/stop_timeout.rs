@@ -12,12 +12,12 @@ use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::SeenProcess;
 
-pub const KIND: &str = "stop-timeout-errored";
+pub(crate) const KIND: &str = "stop-timeout-errored";
 
 /// How much earlier than its log line the SIGKILL may have gone out.
 const SLACK_NS: u64 = 100_000_000;
 
-pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
+pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     for g in &a.generations {

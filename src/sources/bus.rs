@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub struct BusSubscriber {
+pub(crate) struct BusSubscriber {
     stop: Arc<AtomicBool>,
     stream: Arc<std::sync::Mutex<Option<UnixStream>>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -27,7 +27,11 @@ impl BusSubscriber {
     /// The socket is `name` in `dir`, reached through the directory's descriptor and only
     /// when the directory's owner listens there ([`SafeDir::open_socket`]); it is looked up
     /// again at each reconnection (a restarted daemon binds a new socket).
-    pub fn start(dir: SafeDir, name: OsString, sink: EventSink) -> std::io::Result<BusSubscriber> {
+    pub(crate) fn start(
+        dir: SafeDir,
+        name: OsString,
+        sink: EventSink,
+    ) -> std::io::Result<BusSubscriber> {
         let stop = Arc::new(AtomicBool::new(false));
         let stream: Arc<std::sync::Mutex<Option<UnixStream>>> = Default::default();
         let path = dir.display(&name);
@@ -46,7 +50,7 @@ impl BusSubscriber {
         })
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shutdown();
     }
 

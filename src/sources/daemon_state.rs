@@ -52,14 +52,6 @@ impl AppState {
             listen_timeout: env.get("listen_timeout").and_then(Value::as_u64),
         }
     }
-
-    pub fn label(&self) -> String {
-        format!(
-            "{}:{}",
-            self.proc.name.as_deref().unwrap_or("?"),
-            self.proc.pm_id.map_or("?".into(), |i| i.to_string())
-        )
-    }
 }
 
 /// Where the state came from.

@@ -30,9 +30,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Second name of the daemon's socket while the proxy holds `rpc.sock`.
-pub const ASIDE_SUFFIX: &str = ".pm2-trace-daemon";
+pub(crate) const ASIDE_SUFFIX: &str = ".pm2-trace-daemon";
 /// Name of the lock file in PM2_HOME.
-pub const LOCK_NAME: &str = "pm2-trace.lock";
+pub(crate) const LOCK_NAME: &str = "pm2-trace.lock";
 
 /// Byte the recorder sends the guardian when it restored the socket itself.
 const DONE: u8 = b'D';
@@ -54,22 +54,22 @@ pub enum InterposeError {
 /// The names and identities of one interposition. Every operation goes through the
 /// directory's descriptor ([`SafeDir`]): nothing here resolves a path.
 #[derive(Debug)]
-pub struct Interposition {
+pub(crate) struct Interposition {
     dir: SafeDir,
     rpc_name: OsString,
     aside_name: OsString,
     /// `rpc.sock`, where clients connect (for messages).
-    pub rpc_path: PathBuf,
+    pub(crate) rpc_path: PathBuf,
     /// The daemon's socket under its second name (for messages).
-    pub aside_path: PathBuf,
+    pub(crate) aside_path: PathBuf,
     /// Inode of the proxy's socket file, to recognise it later.
-    pub proxy_ino: u64,
+    pub(crate) proxy_ino: u64,
     /// The daemon's own socket, held by inode: the proxy connects through it.
-    pub daemon: SocketRef,
+    pub(crate) daemon: SocketRef,
 }
 
 /// `rpc.sock.pm2-trace-daemon` for `rpc.sock`.
-pub fn aside_name_of(rpc_name: &OsStr) -> OsString {
+pub(crate) fn aside_name_of(rpc_name: &OsStr) -> OsString {
     let mut name = rpc_name.to_owned();
     name.push(ASIDE_SUFFIX);
     name
@@ -78,7 +78,6 @@ pub fn aside_name_of(rpc_name: &OsStr) -> OsString {
 /// An exclusive lock on `<home>/pm2-trace.lock`, held while recording.
 pub struct RecorderLock {
     file: File,
-    pub path: PathBuf,
 }
 
 impl RecorderLock {
@@ -90,10 +89,10 @@ impl RecorderLock {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(InterposeError::Busy(path));
         }
-        Ok(RecorderLock { file, path })
+        Ok(RecorderLock { file })
     }
 
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
 }
@@ -165,7 +164,7 @@ pub fn repair_stale(dir: &SafeDir, rpc_name: &OsStr) -> Result<StaleState, Inter
 }
 
 /// Put a proxy listener in front of the daemon listening on `rpc_name` in `dir`.
-pub fn interpose(
+pub(crate) fn interpose(
     dir: &SafeDir,
     rpc_name: &OsStr,
 ) -> Result<(UnixListener, Interposition), InterposeError> {
@@ -225,7 +224,7 @@ impl Interposition {
     /// to the names meanwhile, only the daemon's own socket (held by inode) is ever put at
     /// `rpc.sock`, and the daemon's last name is never removed while it listens. Returns
     /// what was done.
-    pub fn restore(&self) -> Result<&'static str, SafeDirError> {
+    pub(crate) fn restore(&self) -> Result<&'static str, SafeDirError> {
         let daemon_id = self.daemon.stat_identity();
         let current = self.dir.stat(&self.rpc_name)?.map(|m| (m.st_dev, m.st_ino));
         let drop_aside = || self.dir.unlink_if(&self.aside_name, daemon_id).map(|_| ());
@@ -261,14 +260,14 @@ impl Interposition {
 }
 
 /// The recorder's end of the guardian: dropping it without `release` lets the guardian act.
-pub struct Guardian {
+pub(crate) struct Guardian {
     pipe_write: File,
     child: std::process::Child,
 }
 
 impl Guardian {
     /// Start the guardian process (this same binary, hidden subcommand `__guard`).
-    pub fn spawn(
+    pub(crate) fn spawn(
         ip: &Interposition,
         listener: &UnixListener,
         lock: &RecorderLock,
@@ -321,7 +320,7 @@ impl Guardian {
     }
 
     /// The recorder restored the socket itself: the guardian exits without acting.
-    pub fn release(mut self) {
+    pub(crate) fn release(mut self) {
         use std::io::Write;
         let _ = self.pipe_write.write_all(&[DONE]);
         drop(self.pipe_write);

@@ -55,9 +55,9 @@ pub enum Tap {
 /// Who may connect: the owner, group and mode of the daemon's own socket file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
 }
 
 impl Access {
@@ -70,7 +70,11 @@ impl Access {
     /// Whether the kernel would let `peer` connect to a socket file with these rights
     /// (connecting needs write permission on the file). `groups` lists the peer's
     /// supplementary groups; it is only asked for when it matters.
-    pub fn admits(&self, peer: &PeerCred, groups: impl FnOnce() -> Vec<u32>) -> Result<(), String> {
+    pub(crate) fn admits(
+        &self,
+        peer: &PeerCred,
+        groups: impl FnOnce() -> Vec<u32>,
+    ) -> Result<(), String> {
         let ok = if peer.uid == 0 {
             true
         } else if peer.uid == self.uid {
@@ -92,7 +96,7 @@ impl Access {
 }
 
 /// SO_PEERCRED of a connected unix socket.
-pub fn peer_cred(s: &UnixStream) -> io::Result<PeerCred> {
+pub(crate) fn peer_cred(s: &UnixStream) -> io::Result<PeerCred> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -120,7 +124,7 @@ pub fn peer_cred(s: &UnixStream) -> io::Result<PeerCred> {
 }
 
 /// Supplementary groups of a process, from /proc/<pid>/status.
-pub fn groups_of(pid: i32) -> Vec<u32> {
+pub(crate) fn groups_of(pid: i32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -295,7 +299,7 @@ impl TapReceiver {
     }
 
     /// Give a `Data` tap's buffer back for reuse by the forwarding threads.
-    pub fn recycle(&self, buf: Vec<u8>) {
+    pub(crate) fn recycle(&self, buf: Vec<u8>) {
         if buf.capacity() <= POOL_MAX_CAPACITY {
             if let Ok(mut p) = self.queue.pool.lock() {
                 if p.len() < POOL_BUFFERS {
@@ -347,13 +351,13 @@ impl Proxy {
     }
 
     /// Connections being forwarded now.
-    pub fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         self.active.lock().map_or(0, |a| a.len())
     }
 
     /// Cut every connection still being forwarded (both sides see it closed), so that a
     /// stop that cannot wait for them ends now.
-    pub fn cut_all(&self) {
+    pub(crate) fn cut_all(&self) {
         if let Ok(a) = self.active.lock() {
             for pair in a.values() {
                 for s in pair {
@@ -364,7 +368,7 @@ impl Proxy {
     }
 
     /// Stop accepting; connections in progress go on. Returns once the accept loop ended.
-    pub fn stop_accepting(&mut self) {
+    pub(crate) fn stop_accepting(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         // SAFETY: shutdown on our own listening fd; on Linux it wakes a blocked accept().
         unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };

@@ -384,7 +384,7 @@ impl Entry {
     }
 
     /// The tone of the entry on its own, for colouring.
-    pub fn tone(&self) -> Tone {
+    pub(crate) fn tone(&self) -> Tone {
         match &self.kind {
             EntryKind::RequestAnswered {
                 outcome: Outcome::Error { .. },

@@ -15,13 +15,13 @@ mod procfacts;
 
 pub use entry::{AppRef, Entry, EntryKind, Outcome, Tone};
 pub use interp::Interpreter;
-pub use model::{
-    AppConfig, AppSnapshot, AppTimeline, EnvChange, EnvChangeKind, Exit, ExitSource, Gap,
-    Generation, Precision, Request, SeenProcess, SnapProcess, SnapSocket, SnapWhy, StatusChange,
-    Stop, TimeRef, Timeline, DEFAULT_KILL_TIMEOUT_MS, DEFAULT_MAX_RESTARTS, DEFAULT_MIN_UPTIME_MS,
-    MAX_GENERATIONS, MAX_PROCESSES, MAX_SNAPSHOTS, MAX_STATUSES, STDERR_GENERATIONS, STDERR_TAIL,
+pub use model::Timeline;
+pub(crate) use model::{
+    AppTimeline, EnvChangeKind, Generation, Precision, Request, SeenProcess, SnapWhy,
 };
-pub use procfacts::{proc_summary, snapshot_views, ProcFacts, SNAP_PROCESSES, SNAP_SOCKETS};
+#[cfg(test)]
+pub(crate) use model::{MAX_GENERATIONS, MAX_STATUSES, STDERR_GENERATIONS};
+pub use procfacts::ProcFacts;
 
 use crate::event::{CaptureInfo, Stamped};
 

@@ -17,19 +17,19 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
 /// pm2's defaults when an app does not set them (lib/God.js, constants.js).
-pub const DEFAULT_MIN_UPTIME_MS: u64 = 1000;
-pub const DEFAULT_MAX_RESTARTS: u64 = 16;
-pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
+pub(crate) const DEFAULT_MIN_UPTIME_MS: u64 = 1000;
+pub(crate) const DEFAULT_MAX_RESTARTS: u64 = 16;
+pub(crate) const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
 
 /// Lines of stderr kept per generation (the last ones).
-pub const STDERR_TAIL: usize = 20;
+pub(crate) const STDERR_TAIL: usize = 20;
 /// Longest stderr line kept, in characters.
 const MAX_LINE: usize = 500;
 
 /// How precisely an instant is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Precision {
+pub(crate) enum Precision {
     /// `t` is when it happened: a kernel timestamp, or bytes the proxy forwarded.
     Exact,
     /// `t` is when the recorder received the report (bus, daemon log): it happened a little
@@ -38,29 +38,27 @@ pub enum Precision {
     /// Only the daemon's millisecond clock tells (e.g. a start before the capture);
     /// `t` is converted through the capture's wall/monotonic pair.
     DaemonMs,
-    /// Not known; `t` is when the recorder learnt of it.
-    Unknown,
 }
 
 /// An instant on the capture's monotonic clock, with its precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TimeRef {
     pub t: MonoNs,
-    pub precision: Precision,
+    pub(crate) precision: Precision,
     /// The daemon's timestamp (ms since the epoch, its wall clock), when it gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub daemon_ms: Option<i64>,
+    pub(crate) daemon_ms: Option<i64>,
 }
 
 impl TimeRef {
-    pub fn exact(t: MonoNs) -> TimeRef {
+    pub(crate) fn exact(t: MonoNs) -> TimeRef {
         TimeRef {
             t,
             precision: Precision::Exact,
             daemon_ms: None,
         }
     }
-    pub fn received(t: MonoNs, daemon_ms: Option<i64>) -> TimeRef {
+    pub(crate) fn received(t: MonoNs, daemon_ms: Option<i64>) -> TimeRef {
         TimeRef {
             t,
             precision: Precision::Received,
@@ -71,22 +69,22 @@ impl TimeRef {
 
 /// App settings that decide restarts and kills (`None`: pm2's default applies).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct AppConfig {
-    pub min_uptime: Option<u64>,
-    pub max_restarts: Option<u64>,
-    pub kill_timeout: Option<u64>,
-    pub treekill: Option<bool>,
-    pub exec_mode: Option<String>,
+pub(crate) struct AppConfig {
+    pub(crate) min_uptime: Option<u64>,
+    pub(crate) max_restarts: Option<u64>,
+    pub(crate) kill_timeout: Option<u64>,
+    pub(crate) treekill: Option<bool>,
+    pub(crate) exec_mode: Option<String>,
 }
 
 impl AppConfig {
-    pub fn min_uptime_ms(&self) -> u64 {
+    pub(crate) fn min_uptime_ms(&self) -> u64 {
         self.min_uptime.unwrap_or(DEFAULT_MIN_UPTIME_MS)
     }
-    pub fn max_restarts(&self) -> u64 {
+    pub(crate) fn max_restarts(&self) -> u64 {
         self.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS)
     }
-    pub fn kill_timeout_ms(&self) -> u64 {
+    pub(crate) fn kill_timeout_ms(&self) -> u64 {
         self.kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT_MS)
     }
 }
@@ -94,13 +92,11 @@ impl AppConfig {
 /// Where an exit was learnt from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ExitSource {
+pub(crate) enum ExitSource {
     /// `App [..] exited with code [..] via signal [..]`.
     DaemonLog,
     /// A `process:event` exit.
     Bus,
-    /// The process watcher.
-    Os,
 }
 
 /// The end of a generation.
@@ -109,8 +105,8 @@ pub struct Exit {
     pub at: TimeRef,
     pub code: Option<i64>,
     /// The signal the daemon names (it says SIGINT when there was none).
-    pub signal: Option<String>,
-    pub source: ExitSource,
+    pub(crate) signal: Option<String>,
+    pub(crate) source: ExitSource,
 }
 
 /// A stop the daemon carried out on a generation (restart, stop, delete, reload).
@@ -121,17 +117,17 @@ pub struct Stop {
     /// Index into [`Timeline::requests`] of the request in progress when it began.
     pub by_request: Option<usize>,
     /// `failed to kill - retrying` polls.
-    pub kill_retries: u32,
+    pub(crate) kill_retries: u32,
     /// SIGKILL after kill_timeout.
     pub sigkill: Option<TimeRef>,
-    pub sigkill_after_ms: Option<u64>,
+    pub(crate) sigkill_after_ms: Option<u64>,
     /// 7.x: how many tree pids were still alive at SIGKILL.
-    pub sigkill_remaining: Option<u64>,
+    pub(crate) sigkill_remaining: Option<u64>,
     /// `process tree killed (n pids)` (7.x, `n` in `tree_pids`) or `process killed` (5.x).
     pub confirmed: Option<TimeRef>,
-    pub tree_pids: Option<u64>,
+    pub(crate) tree_pids: Option<u64>,
     /// `could not be killed` / `could not be stopped`: the daemon gave up and set errored.
-    pub gave_up: Option<TimeRef>,
+    pub(crate) gave_up: Option<TimeRef>,
 }
 
 /// One spawn of an app: from start to exit.
@@ -140,12 +136,12 @@ pub struct Generation {
     /// 0, 1, ... within this app in this capture.
     pub seq: u32,
     /// pm2's `restart_time` counter, when known.
-    pub restart_time: Option<u64>,
+    pub(crate) restart_time: Option<u64>,
     /// The process pm2 spawned.
     pub pid: Option<i64>,
     /// Pids pm2 found in its tree at the last kill (7.x).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tree_pids: Vec<i64>,
+    pub(crate) tree_pids: Vec<i64>,
     /// Already running when the capture began.
     pub before_capture: bool,
     /// `App [..] starting in -fork mode-`.
@@ -160,15 +156,15 @@ pub struct Generation {
     /// How it ended, as the kernel says (`code 1`, `signal SIGKILL`).
     pub os_exit_status: Option<String>,
     /// 7.x: the daemon ignored a late exit of this generation (`stale exit event ignored`).
-    pub stale_exit: Option<TimeRef>,
+    pub(crate) stale_exit: Option<TimeRef>,
     /// Exit within min_uptime of the start (what pm2 counts as an unstable restart).
     pub early_exit: Option<bool>,
     /// The daemon's unstable restart counter as of the exit.
-    pub unstable_restarts: Option<u64>,
+    pub(crate) unstable_restarts: Option<u64>,
     /// The last [`STDERR_TAIL`] lines of stderr.
     pub stderr_tail: Vec<String>,
-    pub stderr_lines: u64,
-    pub stdout_lines: u64,
+    pub(crate) stderr_lines: u64,
+    pub(crate) stdout_lines: u64,
     /// Made from a reply or a snapshot that named the new pid before the daemon's
     /// `starting` line arrived (they come on different sockets): that line then completes
     /// this generation instead of making another.
@@ -202,18 +198,18 @@ impl Generation {
     }
 
     /// When it started, as well as known.
-    pub fn started(&self) -> Option<TimeRef> {
+    pub(crate) fn started(&self) -> Option<TimeRef> {
         self.starting.or(self.online)
     }
 
     /// How long it ran, when start and exit are both known.
-    pub fn uptime_ns(&self) -> Option<u64> {
+    pub(crate) fn uptime_ns(&self) -> Option<u64> {
         let end = self.os_exit.or(self.exit.as_ref().map(|e| e.at))?;
         Some(end.t.saturating_sub(self.started()?.t))
     }
 
     /// Whether `pid` is this generation's process or one of its tree.
-    pub fn has_pid(&self, pid: i64) -> bool {
+    pub(crate) fn has_pid(&self, pid: i64) -> bool {
         self.pid == Some(pid) || self.tree_pids.contains(&pid)
     }
 }
@@ -222,9 +218,9 @@ impl Generation {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusChange {
     pub at: TimeRef,
-    pub status: String,
+    pub(crate) status: String,
     /// What said so: `bus exit`, `daemon log`, `getMonitorData`, ...
-    pub via: String,
+    pub(crate) via: String,
 }
 
 /// One app (pm_id) over the capture.
@@ -234,7 +230,7 @@ pub struct AppTimeline {
     pub name: Option<String>,
     /// `pm_exec_path`.
     pub exec_path: Option<String>,
-    pub config: AppConfig,
+    pub(crate) config: AppConfig,
     pub generations: Vec<Generation>,
     pub statuses: Vec<StatusChange>,
     /// Fingerprint of the app's environment as last reported by the daemon.
@@ -255,14 +251,14 @@ pub struct AppTimeline {
 }
 
 /// Generations kept per app (the oldest half is forgotten beyond).
-pub const MAX_GENERATIONS: usize = 20_000;
+pub(crate) const MAX_GENERATIONS: usize = 20_000;
 /// Status changes kept per app (the oldest half is forgotten beyond).
-pub const MAX_STATUSES: usize = 40_000;
+pub(crate) const MAX_STATUSES: usize = 40_000;
 /// Generations (the most recent) that keep their stderr lines.
-pub const STDERR_GENERATIONS: usize = 256;
+pub(crate) const STDERR_GENERATIONS: usize = 256;
 
 /// Processes kept per app.
-pub const MAX_PROCESSES: usize = 4096;
+pub(crate) const MAX_PROCESSES: usize = 4096;
 
 /// A process of an app, as the process watcher saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -270,25 +266,25 @@ pub struct SeenProcess {
     pub pid: i64,
     /// pm2's restart_time of the generation it belongs to (from its environment).
     pub generation: Option<u64>,
-    pub first_seen: TimeRef,
+    pub(crate) first_seen: TimeRef,
     pub exit: Option<TimeRef>,
-    pub exit_status: Option<String>,
-    pub cmd: Option<String>,
+    pub(crate) exit_status: Option<String>,
+    pub(crate) cmd: Option<String>,
     /// The process that forked it (or its parent when first seen).
-    pub parent: Option<i64>,
+    pub(crate) parent: Option<i64>,
     /// Listening addresses it held at its last snapshot, as its exit event says.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<String>,
     /// Whether its ancestry still led to the pm2 daemon when it exited.
     pub in_tree_at_exit: Option<bool>,
     /// Its parent when it exited (the process that must reap it).
-    pub parent_at_exit: Option<i64>,
+    pub(crate) parent_at_exit: Option<i64>,
 }
 
 /// Why the process watcher took a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SnapWhy {
+pub(crate) enum SnapWhy {
     Start,
     StopRequested,
     RestartRequested,
@@ -310,49 +306,49 @@ pub enum SnapWhy {
 
 /// A process of the app in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SnapProcess {
-    pub pid: i64,
-    pub ppid: i64,
+pub(crate) struct SnapProcess {
+    pub(crate) pid: i64,
+    pub(crate) ppid: i64,
     /// pm2's restart_time of the generation it belongs to.
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// Whether its ancestry led to the pm2 daemon.
-    pub in_tree: bool,
+    pub(crate) in_tree: bool,
     /// One-letter state (`S`, `R`, `Z`, `D`, ...).
-    pub state: String,
-    pub cmd: String,
+    pub(crate) state: String,
+    pub(crate) cmd: String,
 }
 
 /// A listening (TCP), bound (UDP) or bound-path (unix) socket held by a process of the app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SnapSocket {
+pub(crate) struct SnapSocket {
     /// `tcp`, `tcp6`, `udp`, `udp6`, `unix`.
-    pub proto: String,
+    pub(crate) proto: String,
     /// `127.0.0.1:4211`, `/run/app.sock`.
-    pub addr: String,
-    pub port: Option<u16>,
-    pub pid: i64,
-    pub generation: Option<u64>,
-    pub in_tree: bool,
+    pub(crate) addr: String,
+    pub(crate) port: Option<u16>,
+    pub(crate) pid: i64,
+    pub(crate) generation: Option<u64>,
+    pub(crate) in_tree: bool,
 }
 
 /// What the process watcher saw of one app at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AppSnapshot {
     pub t: MonoNs,
-    pub why: SnapWhy,
-    pub processes: Vec<SnapProcess>,
-    pub sockets: Vec<SnapSocket>,
+    pub(crate) why: SnapWhy,
+    pub(crate) processes: Vec<SnapProcess>,
+    pub(crate) sockets: Vec<SnapSocket>,
 }
 
 impl AppSnapshot {
     /// The process with `pid`, if the snapshot shows it.
-    pub fn process(&self, pid: i64) -> Option<&SnapProcess> {
+    pub(crate) fn process(&self, pid: i64) -> Option<&SnapProcess> {
         self.processes.iter().find(|p| p.pid == pid)
     }
 }
 
 /// Snapshots kept per app (the oldest half is forgotten beyond).
-pub const MAX_SNAPSHOTS: usize = 4096;
+pub(crate) const MAX_SNAPSHOTS: usize = 4096;
 
 impl AppTimeline {
     fn new(pm_id: u64) -> AppTimeline {
@@ -449,15 +445,8 @@ impl AppTimeline {
         self.generations.iter_mut().rev().find(|g| g.has_pid(pid))
     }
 
-    /// The processes the watcher saw of the generation with pm2 restart_time `rt`.
-    pub fn processes_of(&self, rt: u64) -> impl Iterator<Item = &SeenProcess> {
-        self.processes
-            .iter()
-            .filter(move |p| p.generation == Some(rt))
-    }
-
     /// The process the watcher saw with `pid` (the latest one, pids are reused).
-    pub fn process(&self, pid: i64) -> Option<&SeenProcess> {
+    pub(crate) fn process(&self, pid: i64) -> Option<&SeenProcess> {
         self.processes.iter().rev().find(|p| p.pid == pid)
     }
 
@@ -537,7 +526,7 @@ impl AppTimeline {
 /// Whether an environment key was added or changed by a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EnvChangeKind {
+pub(crate) enum EnvChangeKind {
     Added,
     Changed,
 }
@@ -546,23 +535,23 @@ pub enum EnvChangeKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EnvChange {
     pub key: String,
-    pub change: EnvChangeKind,
+    pub(crate) change: EnvChangeKind,
 }
 
 /// A request that acted on an app (restart, reload, stop, start, delete, prepare).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Request {
     pub conn: u64,
-    pub id: String,
+    pub(crate) id: String,
     /// The client's pid (SO_PEERCRED), when known.
-    pub peer_pid: Option<i32>,
+    pub(crate) peer_pid: Option<i32>,
     pub method: String,
-    pub pm_id: Option<u64>,
+    pub(crate) pm_id: Option<u64>,
     /// For `prepare`: the app names it starts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub names: Vec<String>,
-    pub asked: MonoNs,
-    pub answered: Option<MonoNs>,
+    pub(crate) names: Vec<String>,
+    pub(crate) asked: MonoNs,
+    pub(crate) answered: Option<MonoNs>,
     pub error: Option<String>,
     pub new_pid: Option<i64>,
     /// Keys whose values differ from the app's environment as last reported.
@@ -573,7 +562,7 @@ pub struct Request {
 }
 
 impl Request {
-    pub fn in_progress_at(&self, t: MonoNs) -> bool {
+    pub(crate) fn in_progress_at(&self, t: MonoNs) -> bool {
         self.asked <= t && self.answered.is_none_or(|a| t <= a)
     }
 }
@@ -582,7 +571,7 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gap {
     pub t: MonoNs,
-    pub what: String,
+    pub(crate) what: String,
 }
 
 /// The whole capture as apps, generations and requests.
@@ -629,13 +618,8 @@ impl Timeline {
     }
 
     /// The capture's reference instant (what `+0.000s` means in the views).
-    pub fn mono_ref(&self) -> MonoNs {
+    pub(crate) fn mono_ref(&self) -> MonoNs {
         self.mono_ref_ns
-    }
-
-    /// Wall clock (ns since the epoch) at [`Timeline::mono_ref`].
-    pub fn wall_ref_ns(&self) -> i128 {
-        self.wall_ref_ns
     }
 
     /// The app with `pm_id`, if seen.

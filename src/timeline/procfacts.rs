@@ -22,26 +22,26 @@ pub const SNAP_SOCKETS: usize = 64;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProcFacts {
     /// The variant: `exit`, `fork`, `exec`, `tracked`, ...
-    pub kind: Option<String>,
-    pub pid: Option<i64>,
+    pub(crate) kind: Option<String>,
+    pub(crate) pid: Option<i64>,
     /// The app the watcher tied the process to.
-    pub pm_id: Option<u64>,
-    pub name: Option<String>,
+    pub(crate) pm_id: Option<u64>,
+    pub(crate) name: Option<String>,
     /// pm2's restart_time of the generation the process belongs to.
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// For exits: `code 1`, `signal SIGKILL`.
-    pub exit_status: Option<String>,
-    pub cmd: Option<String>,
+    pub(crate) exit_status: Option<String>,
+    pub(crate) cmd: Option<String>,
     /// The time is the kernel's (or a wakeup at the instant), not a later observation.
-    pub exact: bool,
+    pub(crate) exact: bool,
     /// The parent: the forking process of a `fork`, else the parent pid the event names.
-    pub parent: Option<i64>,
+    pub(crate) parent: Option<i64>,
     /// For exits: listening addresses it held at its last snapshot.
-    pub held: Vec<String>,
+    pub(crate) held: Vec<String>,
     /// For exits: whether its ancestry still led to the pm2 daemon.
-    pub in_tree: Option<bool>,
+    pub(crate) in_tree: Option<bool>,
     /// The process is the pm2 daemon.
-    pub daemon: bool,
+    pub(crate) daemon: bool,
 }
 
 impl ProcFacts {
@@ -163,7 +163,7 @@ impl ProcFacts {
         }
     }
 
-    pub fn is_exit(&self) -> bool {
+    pub(crate) fn is_exit(&self) -> bool {
         self.kind.as_deref() == Some("exit")
     }
 }

@@ -39,8 +39,9 @@ fn clean_finding(f: &Finding) -> Finding {
     f
 }
 
-/// The text report.
-pub fn write_text<W: Write>(x: &Explained, mut out: W, color: bool) -> io::Result<W> {
+/// The text report; coloured when `is_terminal` and `NO_COLOR` is unset.
+pub fn write_text<W: Write>(x: &Explained, mut out: W, is_terminal: bool) -> io::Result<W> {
+    let color = crate::views::text::color_wanted(is_terminal);
     let s = &x.source;
     let d = &s.daemon;
     let daemon = match d.pid {

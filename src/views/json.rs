@@ -18,23 +18,23 @@ use std::io::{self, Write};
 
 /// An entry as JSON.
 #[derive(Serialize)]
-pub struct EntryJson<'a> {
+pub(crate) struct EntryJson<'a> {
     /// CLOCK_MONOTONIC ns when observed.
-    pub t: MonoNs,
+    pub(crate) t: MonoNs,
     /// ns since the capture started.
-    pub rel_ns: i128,
+    pub(crate) rel_ns: i128,
     /// RFC 3339 UTC wall clock.
-    pub wall: String,
-    pub source: &'static str,
-    pub app: Option<&'a AppRef>,
+    pub(crate) wall: String,
+    pub(crate) source: &'static str,
+    pub(crate) app: Option<&'a AppRef>,
     #[serde(flatten)]
-    pub kind: &'a EntryKind,
+    pub(crate) kind: &'a EntryKind,
     /// The entry in words, as the text view shows it.
-    pub description: String,
+    pub(crate) description: String,
 }
 
 impl<'a> EntryJson<'a> {
-    pub fn new(info: &CaptureInfo, e: &'a Entry) -> EntryJson<'a> {
+    pub(crate) fn new(info: &CaptureInfo, e: &'a Entry) -> EntryJson<'a> {
         let ns = info.wall_ns(e.t);
         let wall = chrono::DateTime::from_timestamp(
             ns.div_euclid(1_000_000_000) as i64,
@@ -59,7 +59,7 @@ fn json_err(e: serde_json::Error) -> io::Error {
 }
 
 /// Writes the document: [`JsonView::begin`], [`JsonView::entry`] per entry, [`JsonView::finish`].
-pub struct JsonView<W: Write> {
+pub(crate) struct JsonView<W: Write> {
     out: W,
     info: CaptureInfo,
     first: bool,
@@ -67,7 +67,7 @@ pub struct JsonView<W: Write> {
 
 impl<W: Write> JsonView<W> {
     /// Write `{"capture": ..., "events": [`.
-    pub fn begin(mut out: W, info: &CaptureInfo) -> io::Result<JsonView<W>> {
+    pub(crate) fn begin(mut out: W, info: &CaptureInfo) -> io::Result<JsonView<W>> {
         out.write_all(b"{\"capture\":")?;
         serde_json::to_writer(&mut out, info).map_err(json_err)?;
         out.write_all(b",\"events\":[")?;
@@ -78,7 +78,7 @@ impl<W: Write> JsonView<W> {
         })
     }
 
-    pub fn entry(&mut self, e: &Entry) -> io::Result<()> {
+    pub(crate) fn entry(&mut self, e: &Entry) -> io::Result<()> {
         self.out
             .write_all(if self.first { b"\n" } else { b",\n" })?;
         self.first = false;
@@ -86,7 +86,7 @@ impl<W: Write> JsonView<W> {
     }
 
     /// Write `], "findings": [...]}` and a newline.
-    pub fn finish(mut self, findings: &[Finding]) -> io::Result<W> {
+    pub(crate) fn finish(mut self, findings: &[Finding]) -> io::Result<W> {
         self.out.write_all(b"\n],\"findings\":")?;
         let mut sorted: Vec<&Finding> = findings.iter().collect();
         sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
@@ -98,7 +98,7 @@ impl<W: Write> JsonView<W> {
 }
 
 /// Replay `events` as one JSON document to `out`. Returns the timeline and the findings.
-pub fn replay_json<W: Write>(
+pub(crate) fn replay_json<W: Write>(
     info: &CaptureInfo,
     events: impl IntoIterator<Item = Stamped>,
     out: W,

@@ -3,9 +3,9 @@
 //! Every text view passes untrusted text through [`terminal_safe`] before it reaches a
 //! terminal; colour comes only from the views themselves.
 pub mod explain;
-pub mod json;
+pub(crate) mod json;
 pub mod terminal_safe;
-pub mod text;
+pub(crate) mod text;
 pub mod tui;
 
 pub use terminal_safe::{terminal_safe, terminal_safe_lines};

@@ -52,7 +52,7 @@ pub fn terminal_safe_lines(s: &str) -> Cow<'_, str> {
 }
 
 /// Whether `c` must not reach a terminal raw.
-pub fn needs_escape(c: char) -> bool {
+pub(crate) fn needs_escape(c: char) -> bool {
     matches!(c,
         '\0'..='\x1f' | '\x7f' | '\u{80}'..='\u{9f}'
         | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'

@@ -15,12 +15,12 @@ use crate::views::terminal_safe;
 use std::io::{self, Write};
 
 /// Whether to colour output: `is_terminal` and the `NO_COLOR` variable unset (or empty).
-pub fn color_wanted(is_terminal: bool) -> bool {
+pub(crate) fn color_wanted(is_terminal: bool) -> bool {
     color_wanted_with(is_terminal, std::env::var_os("NO_COLOR"))
 }
 
 /// [`color_wanted`] with the value of `NO_COLOR` given.
-pub fn color_wanted_with(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+pub(crate) fn color_wanted_with(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
@@ -47,7 +47,7 @@ fn source_color(s: Source) -> &'static str {
 }
 
 /// `+12.345s` (or `-0.002s` before the start).
-pub fn rel_time(info: &CaptureInfo, t: MonoNs) -> String {
+pub(crate) fn rel_time(info: &CaptureInfo, t: MonoNs) -> String {
     let d = t as i128 - info.mono_ref_ns as i128;
     let sign = if d < 0 { "-" } else { "+" };
     let d = d.unsigned_abs();
@@ -55,7 +55,7 @@ pub fn rel_time(info: &CaptureInfo, t: MonoNs) -> String {
 }
 
 /// `15:34:44.479Z`: the wall clock of `t`, UTC.
-pub fn wall_time(info: &CaptureInfo, t: MonoNs) -> String {
+pub(crate) fn wall_time(info: &CaptureInfo, t: MonoNs) -> String {
     let ns = info.wall_ns(t);
     let secs = ns.div_euclid(1_000_000_000) as i64;
     let sub = ns.rem_euclid(1_000_000_000) as u32;
@@ -66,7 +66,7 @@ pub fn wall_time(info: &CaptureInfo, t: MonoNs) -> String {
 }
 
 /// Full UTC date and time, for headers.
-pub fn wall_datetime(info: &CaptureInfo, t: MonoNs) -> String {
+pub(crate) fn wall_datetime(info: &CaptureInfo, t: MonoNs) -> String {
     let ns = info.wall_ns(t);
     match chrono::DateTime::from_timestamp(
         ns.div_euclid(1_000_000_000) as i64,
@@ -78,7 +78,7 @@ pub fn wall_datetime(info: &CaptureInfo, t: MonoNs) -> String {
 }
 
 /// One entry as one line (no newline).
-pub fn format_entry(info: &CaptureInfo, e: &Entry, color: bool) -> String {
+pub(crate) fn format_entry(info: &CaptureInfo, e: &Entry, color: bool) -> String {
     let app = e
         .app
         .as_ref()
@@ -100,7 +100,7 @@ pub fn format_entry(info: &CaptureInfo, e: &Entry, color: bool) -> String {
 }
 
 /// Writes a timeline as text, entry by entry, then the findings.
-pub struct TextView<W: Write> {
+pub(crate) struct TextView<W: Write> {
     out: W,
     info: CaptureInfo,
     color: bool,
@@ -108,7 +108,7 @@ pub struct TextView<W: Write> {
 }
 
 impl<W: Write> TextView<W> {
-    pub fn new(out: W, info: &CaptureInfo, color: bool) -> TextView<W> {
+    pub(crate) fn new(out: W, info: &CaptureInfo, color: bool) -> TextView<W> {
         TextView {
             out,
             info: info.clone(),
@@ -119,11 +119,11 @@ impl<W: Write> TextView<W> {
 
     /// A few lines about the capture, and what the columns mean.
     /// The writer underneath (live views drain it after each entry).
-    pub fn out_mut(&mut self) -> &mut W {
+    pub(crate) fn out_mut(&mut self) -> &mut W {
         &mut self.out
     }
 
-    pub fn header(&mut self) -> io::Result<()> {
+    pub(crate) fn header(&mut self) -> io::Result<()> {
         let i = &self.info;
         let pm2 = i.pm2_version.as_deref().unwrap_or("unknown");
         let daemon = i
@@ -145,13 +145,13 @@ impl<W: Write> TextView<W> {
         writeln!(self.out)
     }
 
-    pub fn entry(&mut self, e: &Entry) -> io::Result<()> {
+    pub(crate) fn entry(&mut self, e: &Entry) -> io::Result<()> {
         self.entries += 1;
         writeln!(self.out, "{}", format_entry(&self.info, e, self.color))
     }
 
     /// The findings, most severe first.
-    pub fn findings(&mut self, findings: &[Finding]) -> io::Result<()> {
+    pub(crate) fn findings(&mut self, findings: &[Finding]) -> io::Result<()> {
         let mut sorted: Vec<&Finding> = findings.iter().collect();
         sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
         writeln!(self.out)?;
@@ -216,19 +216,14 @@ impl<W: Write> TextView<W> {
         Ok(())
     }
 
-    /// How many entries were written.
-    pub fn count(&self) -> u64 {
-        self.entries
-    }
-
-    pub fn into_inner(self) -> W {
+    pub(crate) fn into_inner(self) -> W {
         self.out
     }
 }
 
 /// Replay `events` as text to `out`: header, one line per entry as it comes, then the
 /// findings. Returns the timeline and the findings (for exit codes).
-pub fn replay_text<W: Write>(
+pub(crate) fn replay_text<W: Write>(
     info: &CaptureInfo,
     events: impl IntoIterator<Item = Stamped>,
     out: W,

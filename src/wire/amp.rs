@@ -11,7 +11,7 @@
 use std::fmt;
 
 /// The AMP protocol version axon speaks.
-pub const AMP_VERSION: u8 = 1;
+pub(crate) const AMP_VERSION: u8 = 1;
 /// Default upper bound for one message (all its arguments together).
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
@@ -29,7 +29,7 @@ pub enum Arg {
 
 impl Arg {
     /// Classify one argument's bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Arg {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Arg {
         if let Some(body) = bytes.strip_prefix(b"j:") {
             if let Ok(v) = serde_json::from_slice(body) {
                 return Arg::Json(v);
@@ -43,7 +43,7 @@ impl Arg {
     }
 
     /// The bytes of this argument as they go on the wire (without the length field).
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         match self {
             Arg::Json(v) => {
                 let mut out = b"j:".to_vec();
@@ -60,14 +60,14 @@ impl Arg {
         }
     }
 
-    pub fn as_json(&self) -> Option<&serde_json::Value> {
+    pub(crate) fn as_json(&self) -> Option<&serde_json::Value> {
         match self {
             Arg::Json(v) => Some(v),
             _ => None,
         }
     }
 
-    pub fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             Arg::Str(s) => Some(s),
             _ => None,
@@ -78,7 +78,7 @@ impl Arg {
 /// One whole AMP message.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Message {
-    pub args: Vec<Arg>,
+    pub(crate) args: Vec<Arg>,
 }
 
 impl Message {
@@ -119,7 +119,7 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// Stream offset of the byte where the problem was found.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         match self {
             DecodeError::BadVersion { offset, .. } | DecodeError::TooLong { offset, .. } => *offset,
         }
@@ -156,7 +156,7 @@ impl fmt::Debug for Decoder {
 }
 
 impl Decoder {
-    pub fn new(max_message: usize) -> Self {
+    pub(crate) fn new(max_message: usize) -> Self {
         Decoder {
             buf: Vec::new(),
             pos: 0,
@@ -168,18 +168,14 @@ impl Decoder {
     }
 
     /// Stream offset of the first byte not yet consumed as part of a whole message.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.base + self.pos as u64
     }
 
     /// Bytes buffered that do not yet form a whole message.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> usize {
         self.buf.len() - self.pos
-    }
-
-    /// The error that stopped this stream, if any.
-    pub fn failure(&self) -> Option<&DecodeError> {
-        self.failed.as_ref()
     }
 
     /// Append a chunk of the stream. After a failure the bytes are dropped: the caller
@@ -292,7 +288,7 @@ mod tests {
     use super::*;
 
     /// The getVersion request from the field notes, byte for byte.
-    pub const GET_VERSION: &[u8] = b"\x12\x00\x00\x00\x33j:{\"type\":\"call\",\"method\":\"getVersion\",\"args\":[{}]}\x00\x00\x00\x08s:3334:0";
+    pub(crate) const GET_VERSION: &[u8] = b"\x12\x00\x00\x00\x33j:{\"type\":\"call\",\"method\":\"getVersion\",\"args\":[{}]}\x00\x00\x00\x08s:3334:0";
 
     #[test]
     fn decodes_field_note_vector() {

@@ -7,10 +7,10 @@ use serde_json::Value;
 
 /// A decoded RPC request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Call {
-    pub method: String,
-    pub args: Vec<Value>,
-    pub id: String,
+pub(crate) struct Call {
+    pub(crate) method: String,
+    pub(crate) args: Vec<Value>,
+    pub(crate) id: String,
 }
 
 /// A decoded RPC reply; its arguments are borrowed from the message (replies such as
@@ -28,7 +28,7 @@ pub struct RemoteError {
 }
 
 /// Read a request sent by a pm2 client. `None` if the message is not shaped like one.
-pub fn parse_call(msg: &Message) -> Option<Call> {
+pub(crate) fn parse_call(msg: &Message) -> Option<Call> {
     let body = msg.args.first()?.as_json()?;
     if body.get("type")?.as_str()? != "call" {
         return None;

@@ -107,6 +107,13 @@ impl Tmux {
         }
     }
 
+    /// Run a tmux command on this server and return what it printed (e.g.
+    /// `display-message -p '#{pane_title}'`, `list-buffers`).
+    pub fn query(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Whether the session (the command) is still running.
     pub fn alive(&self) -> bool {
         self.run(&["has-session", "-t", "0"]).status.success()

@@ -22,12 +22,12 @@ pub struct AppRef {
     /// generation. `None` when not known (e.g. attributed from a pid hint only).
     pub generation: Option<u64>,
     /// pm2's `unique_id` of the app, when known.
-    pub unique_id: Option<String>,
+    pub(crate) unique_id: Option<String>,
 }
 
 impl AppRef {
     /// `web:0 gen 3`, or `web:0` when the generation is not known.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self.generation {
             Some(g) => format!("{}:{} gen {}", self.name, self.pm_id, g),
             None => format!("{}:{}", self.name, self.pm_id),
@@ -75,7 +75,7 @@ pub struct Who {
 
 impl Who {
     /// `pid 4242 web:0 gen 3`, `pid 17 (pm2 daemon)`, `pid 99`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         let mut s = format!("pid {}", self.pid);
         if self.daemon {
             s.push_str(" (pm2 daemon)");
@@ -136,7 +136,7 @@ pub enum Timing {
 
 impl Timing {
     /// The instant to put the event on the timeline at.
-    pub fn at(&self) -> MonoNs {
+    pub(crate) fn at(&self) -> MonoNs {
         match *self {
             Timing::Kernel { kernel_ns, .. } => kernel_ns,
             Timing::Wakeup { observed_ns } => observed_ns,
@@ -148,18 +148,6 @@ impl Timing {
             Timing::Between { observed_ns, .. } => observed_ns,
             Timing::BeforeStart { observed_ns } => observed_ns,
             Timing::Observed { observed_ns } => observed_ns,
-        }
-    }
-
-    /// When the watcher learned of it.
-    pub fn observed(&self) -> MonoNs {
-        match *self {
-            Timing::Kernel { observed_ns, .. }
-            | Timing::Wakeup { observed_ns }
-            | Timing::StartTime { observed_ns, .. }
-            | Timing::Between { observed_ns, .. }
-            | Timing::BeforeStart { observed_ns }
-            | Timing::Observed { observed_ns } => observed_ns,
         }
     }
 
@@ -197,7 +185,7 @@ pub enum ExitStatus {
 impl ExitStatus {
     /// Decode a wait status (`(code << 8)`, or the signal number with 0x80 for a core dump),
     /// as found in the connector's `exit_code`, PIDFD_INFO_EXIT and /proc stat field 52.
-    pub fn from_wait_status(status: i32) -> ExitStatus {
+    pub(crate) fn from_wait_status(status: i32) -> ExitStatus {
         let sig = status & 0x7f;
         if sig == 0 {
             ExitStatus::Code {
@@ -238,7 +226,7 @@ pub enum StatusFrom {
 }
 
 /// `SIGKILL` for 9; `SIG42` for numbers without a name.
-pub fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     let name = match sig {
         1 => "SIGHUP",
         2 => "SIGINT",
@@ -351,7 +339,7 @@ pub enum SnapshotReason {
 
 impl SnapshotReason {
     /// The app the snapshot is about (`None`: all apps).
-    pub fn pm_id(&self) -> Option<u64> {
+    pub(crate) fn pm_id(&self) -> Option<u64> {
         match self {
             SnapshotReason::Start => None,
             SnapshotReason::StopRequested { pm_id }
@@ -363,14 +351,14 @@ impl SnapshotReason {
     }
 
     /// Whether the snapshot records the environment of the generation being replaced.
-    pub fn wants_env(&self) -> bool {
+    pub(crate) fn wants_env(&self) -> bool {
         matches!(
             self,
             SnapshotReason::StopRequested { .. } | SnapshotReason::RestartRequested { .. }
         )
     }
 
-    pub fn words(&self) -> String {
+    pub(crate) fn words(&self) -> String {
         fn app(p: &Option<u64>) -> String {
             match p {
                 Some(id) => format!("pm_id {id}"),
@@ -421,18 +409,18 @@ impl SnapshotReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcSnap {
     pub pid: i32,
-    pub ppid: i32,
-    pub pgid: i32,
-    pub sid: i32,
-    pub start: u64,
+    pub(crate) ppid: i32,
+    pub(crate) pgid: i32,
+    pub(crate) sid: i32,
+    pub(crate) start: u64,
     /// One-letter state from `/proc/<pid>/stat` (R, S, D, Z, T, ...).
-    pub state: String,
-    pub cmdline: Vec<String>,
-    pub app: Option<AppRef>,
-    pub how: Option<AttrHow>,
+    pub(crate) state: String,
+    pub(crate) cmdline: Vec<String>,
+    pub(crate) app: Option<AppRef>,
+    pub(crate) how: Option<AttrHow>,
     pub daemon: bool,
     /// Whether its ancestry leads to the pm2 daemon (pm2 kills and waits for these).
-    pub in_tree: bool,
+    pub(crate) in_tree: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -446,7 +434,7 @@ pub enum Proto {
 }
 
 impl Proto {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
             Proto::Tcp6 => "tcp6",
@@ -467,9 +455,9 @@ pub struct SocketHold {
     pub port: Option<u16>,
     pub inode: u64,
     pub pid: i32,
-    pub start: u64,
+    pub(crate) start: u64,
     pub app: Option<AppRef>,
-    pub daemon: bool,
+    pub(crate) daemon: bool,
     pub in_tree: bool,
 }
 
@@ -507,7 +495,7 @@ pub struct EnvVar {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnvSnap {
     pub pid: i32,
-    pub start: u64,
+    pub(crate) start: u64,
     pub app: Option<AppRef>,
     pub vars: Vec<EnvVar>,
     /// The environment was larger than the watcher reads and was cut.
@@ -680,22 +668,10 @@ impl ProcEvent {
             ProcEvent::Lost { why } => format!("process events lost: {why}"),
         }
     }
-
-    /// The process the event is about, if it is about one.
-    pub fn who(&self) -> Option<&Who> {
-        match self {
-            ProcEvent::Tracked { who, .. }
-            | ProcEvent::Fork { who, .. }
-            | ProcEvent::Exec { who, .. }
-            | ProcEvent::Attributed { who }
-            | ProcEvent::Exit { who, .. } => Some(who),
-            _ => None,
-        }
-    }
 }
 
 /// `1.234 s`, `12 ms`, `340 µs`.
-pub fn fmt_ns(ns: u64) -> String {
+pub(crate) fn fmt_ns(ns: u64) -> String {
     if ns >= 10_000_000_000 {
         format!("{} s", ns / 1_000_000_000)
     } else if ns >= 1_000_000_000 {
@@ -709,7 +685,7 @@ pub fn fmt_ns(ns: u64) -> String {
 
 /// Cut `s` to at most `max` bytes on a char boundary, marking the cut; control characters
 /// (newlines in a shell script's command line) become spaces so the result is one line.
-pub fn shorten(s: &str, max: usize) -> String {
+pub(crate) fn shorten(s: &str, max: usize) -> String {
     if s.chars().any(char::is_control) {
         let clean: String = s
             .chars()

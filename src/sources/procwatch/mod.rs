@@ -49,7 +49,7 @@
 
 pub mod event;
 pub mod netlink;
-pub mod procfs;
+pub(crate) mod procfs;
 pub mod sys;
 mod watcher;
 
@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The recorder's redaction of environment values: `(key, value) -> stored value`.
-pub type RedactFn = Box<dyn Fn(&str, &str) -> String + Send + Sync>;
+pub(crate) type RedactFn = Box<dyn Fn(&str, &str) -> String + Send + Sync>;
 
 /// Store values as they are (tests; `--redact none`).
 pub fn no_redaction() -> RedactFn {
@@ -146,7 +146,6 @@ impl WatchConfig {
 
 pub(crate) enum Cmd {
     Hint { pid: i32, pm_id: u64, name: String },
-    Daemon { pid: i32 },
     Snapshot(SnapshotReason),
     Stop,
 }
@@ -204,11 +203,6 @@ impl ProcWatcher {
         self.handle().hint_pid(pid, pm_id, name)
     }
 
-    /// See [`WatcherHandle::hint_daemon`].
-    pub fn hint_daemon(&self, pid: i32) {
-        self.handle().hint_daemon(pid)
-    }
-
     /// See [`WatcherHandle::request_snapshot`].
     pub fn request_snapshot(&self, reason: SnapshotReason) {
         self.handle().request_snapshot(reason)
@@ -242,17 +236,12 @@ pub struct WatcherHandle {
 impl WatcherHandle {
     /// The recorder learned that `pid` is app `pm_id` (`name`), e.g. from a getMonitorData
     /// or restartProcessId reply. The process is tracked (if it was not) and attributed.
-    pub fn hint_pid(&self, pid: i32, pm_id: u64, name: &str) {
+    pub(crate) fn hint_pid(&self, pid: i32, pm_id: u64, name: &str) {
         self.send(Cmd::Hint {
             pid,
             pm_id,
             name: name.to_string(),
         });
-    }
-
-    /// The daemon is (now) `pid`, e.g. after the recorder saw a new daemon start.
-    pub fn hint_daemon(&self, pid: i32) {
-        self.send(Cmd::Daemon { pid });
     }
 
     /// Take a snapshot now (asynchronously: it is emitted as an event).

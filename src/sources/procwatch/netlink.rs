@@ -20,16 +20,16 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-pub const NETLINK_CONNECTOR: libc::c_int = 11;
-pub const CN_IDX_PROC: u32 = 1;
-pub const CN_VAL_PROC: u32 = 1;
-pub const PROC_CN_MCAST_LISTEN: u32 = 1;
-pub const PROC_CN_MCAST_IGNORE: u32 = 2;
+pub(crate) const NETLINK_CONNECTOR: libc::c_int = 11;
+pub(crate) const CN_IDX_PROC: u32 = 1;
+pub(crate) const CN_VAL_PROC: u32 = 1;
+pub(crate) const PROC_CN_MCAST_LISTEN: u32 = 1;
+pub(crate) const PROC_CN_MCAST_IGNORE: u32 = 2;
 
-pub const PROC_EVENT_NONE: u32 = 0;
-pub const PROC_EVENT_FORK: u32 = 0x1;
-pub const PROC_EVENT_EXEC: u32 = 0x2;
-pub const PROC_EVENT_EXIT: u32 = 0x8000_0000;
+pub(crate) const PROC_EVENT_NONE: u32 = 0;
+pub(crate) const PROC_EVENT_FORK: u32 = 0x1;
+pub(crate) const PROC_EVENT_EXEC: u32 = 0x2;
+pub(crate) const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 
 const NLMSG_HDRLEN: usize = 16;
 const CN_MSG_LEN: usize = 20;
@@ -40,7 +40,7 @@ const NLMSG_OVERRUN: u16 = 4;
 
 /// One decoded process-connector event. Pids are the kernel's (initial pid namespace).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CnEvent {
+pub(crate) enum CnEvent {
     Fork {
         ts: u64,
         parent_pid: i32,
@@ -75,9 +75,9 @@ pub enum CnEvent {
 /// A datagram that is not a well-formed connector message, with the offset of the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("netlink process connector datagram: {what} at byte offset {offset}")]
-pub struct ParseError {
-    pub offset: usize,
-    pub what: String,
+pub(crate) struct ParseError {
+    pub(crate) offset: usize,
+    pub(crate) what: String,
 }
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
@@ -94,7 +94,7 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 
 /// Decode every connector event in one received datagram, calling `f` for each. Allocates
 /// nothing. Messages for another connector index are skipped.
-pub fn parse_datagram(buf: &[u8], mut f: impl FnMut(CnEvent)) -> Result<(), ParseError> {
+pub(crate) fn parse_datagram(buf: &[u8], mut f: impl FnMut(CnEvent)) -> Result<(), ParseError> {
     let mut off = 0;
     while off + NLMSG_HDRLEN <= buf.len() {
         let len = u32_at(buf, off) as usize;
@@ -236,7 +236,7 @@ fn parse_cn_msg(b: &[u8], base: usize, f: &mut impl FnMut(CnEvent)) -> Result<()
 /// Build the listen (or ignore) request. With `filter` set, the 8-byte `proc_input`
 /// (Linux 6.6+) asks the kernel to send only fork, exec and exit events; without it, the
 /// 4-byte legacy form that every kernel accepts (and that gets every event type).
-pub fn subscribe_message(op: u32, filter: Option<u32>) -> Vec<u8> {
+pub(crate) fn subscribe_message(op: u32, filter: Option<u32>) -> Vec<u8> {
     let payload_len = if filter.is_some() { 8 } else { 4 };
     let total = NLMSG_HDRLEN + CN_MSG_LEN + payload_len;
     let mut m = Vec::with_capacity(total);
@@ -259,14 +259,14 @@ pub fn subscribe_message(op: u32, filter: Option<u32>) -> Vec<u8> {
 }
 
 /// A bound, non-blocking process-connector socket.
-pub struct NetlinkSock {
+pub(crate) struct NetlinkSock {
     fd: OwnedFd,
 }
 
 impl NetlinkSock {
     /// Open and bind the socket to the proc connector group. Fails with the errno when the
     /// kernel has no connector (EPROTONOSUPPORT) or refuses the bind.
-    pub fn open() -> io::Result<NetlinkSock> {
+    pub(crate) fn open() -> io::Result<NetlinkSock> {
         // SAFETY: plain socket(2) call; the result is checked and owned below.
         let fd = unsafe {
             libc::socket(
@@ -333,7 +333,7 @@ impl NetlinkSock {
     }
 
     /// Send a listen/ignore request (see [`subscribe_message`]).
-    pub fn send_op(&self, op: u32, filter: Option<u32>) -> io::Result<()> {
+    pub(crate) fn send_op(&self, op: u32, filter: Option<u32>) -> io::Result<()> {
         let m = subscribe_message(op, filter);
         // SAFETY: sends the bytes of `m`; the socket is bound, the kernel is the default peer.
         let r = unsafe {
@@ -353,7 +353,7 @@ impl NetlinkSock {
     /// Receive one datagram into `buf`. `Ok(None)` when nothing is waiting (EAGAIN).
     /// Datagrams not sent by the kernel (port id 0) are skipped (returned as empty).
     /// ENOBUFS (events were lost because the buffer overflowed) is returned as an error.
-    pub fn recv<'a>(&self, buf: &'a mut [u8]) -> io::Result<Option<&'a [u8]>> {
+    pub(crate) fn recv<'a>(&self, buf: &'a mut [u8]) -> io::Result<Option<&'a [u8]>> {
         loop {
             // SAFETY: sockaddr_nl is plain data.
             let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -384,7 +384,7 @@ impl NetlinkSock {
         }
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }

@@ -8,25 +8,25 @@ use std::path::{Path, PathBuf};
 
 /// The fields of `/proc/<pid>/stat` the watcher uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stat {
-    pub pid: i32,
-    pub comm: String,
-    pub state: char,
-    pub ppid: i32,
-    pub pgrp: i32,
-    pub session: i32,
-    pub utime: u64,
-    pub stime: u64,
+pub(crate) struct Stat {
+    pub(crate) pid: i32,
+    pub(crate) comm: String,
+    pub(crate) state: char,
+    pub(crate) ppid: i32,
+    pub(crate) pgrp: i32,
+    pub(crate) session: i32,
+    pub(crate) utime: u64,
+    pub(crate) stime: u64,
     /// Field 22: start time in clock ticks since boot.
-    pub starttime: u64,
+    pub(crate) starttime: u64,
     /// Field 52: the wait status; meaningful only while the process is a zombie (the kernel
     /// shows 0 otherwise, or when the reader may not see it).
-    pub exit_code: Option<i32>,
+    pub(crate) exit_code: Option<i32>,
 }
 
 /// Parse the text of `/proc/<pid>/stat`. The command name is in parentheses and may itself
 /// contain spaces and parentheses, so the fields start after the *last* `)`.
-pub fn parse_stat(text: &str) -> Result<Stat, String> {
+pub(crate) fn parse_stat(text: &str) -> Result<Stat, String> {
     let open = text.find('(').ok_or("no '(' before the command name")?;
     let close = text.rfind(')').ok_or("no ')' after the command name")?;
     if close < open {
@@ -69,7 +69,7 @@ pub fn parse_stat(text: &str) -> Result<Stat, String> {
 }
 
 /// Read and parse `/proc/<pid>/stat`; `None` if the process is gone or unreadable.
-pub fn read_stat(proc_root: &Path, pid: i32) -> Option<Stat> {
+pub(crate) fn read_stat(proc_root: &Path, pid: i32) -> Option<Stat> {
     let mut buf = [0u8; 1024];
     let n = read_small(&proc_root.join(pid.to_string()).join("stat"), &mut buf)?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
@@ -92,7 +92,7 @@ fn read_small(path: &Path, buf: &mut [u8]) -> Option<usize> {
 }
 
 /// Read at most `limit` bytes of a file. Returns the bytes and whether the file was longer.
-pub fn read_bounded(path: &Path, limit: usize) -> std::io::Result<(Vec<u8>, bool)> {
+pub(crate) fn read_bounded(path: &Path, limit: usize) -> std::io::Result<(Vec<u8>, bool)> {
     let f = std::fs::File::open(path)?;
     let mut out = Vec::new();
     f.take(limit as u64 + 1).read_to_end(&mut out)?;
@@ -102,22 +102,22 @@ pub fn read_bounded(path: &Path, limit: usize) -> std::io::Result<(Vec<u8>, bool
 }
 
 /// Most environ bytes the watcher reads per process.
-pub const ENVIRON_LIMIT: usize = 1 << 20;
+pub(crate) const ENVIRON_LIMIT: usize = 1 << 20;
 /// Most cmdline bytes the watcher reads per process.
-pub const CMDLINE_LIMIT: usize = 16 << 10;
+pub(crate) const CMDLINE_LIMIT: usize = 16 << 10;
 
 /// The pm2 keys of an environment block.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pm2Env {
-    pub pm_id: Option<u64>,
-    pub name: Option<String>,
-    pub pm2_home: Option<String>,
-    pub unique_id: Option<String>,
-    pub restart_time: Option<u64>,
+pub(crate) struct Pm2Env {
+    pub(crate) pm_id: Option<u64>,
+    pub(crate) name: Option<String>,
+    pub(crate) pm2_home: Option<String>,
+    pub(crate) unique_id: Option<String>,
+    pub(crate) restart_time: Option<u64>,
 }
 
 /// Pick pm2's keys out of an environ block (`KEY=value\0...`) without copying the rest.
-pub fn parse_pm2_env(block: &[u8]) -> Pm2Env {
+pub(crate) fn parse_pm2_env(block: &[u8]) -> Pm2Env {
     let mut e = Pm2Env::default();
     for entry in block.split(|&b| b == 0) {
         let Some(eq) = entry.iter().position(|&b| b == b'=') else {
@@ -141,7 +141,7 @@ pub fn parse_pm2_env(block: &[u8]) -> Pm2Env {
 
 /// Split an environ block into (key, value) pairs, in order. Entries without `=` are kept
 /// with an empty value.
-pub fn parse_environ(block: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn parse_environ(block: &[u8]) -> Vec<(String, String)> {
     block
         .split(|&b| b == 0)
         .filter(|e| !e.is_empty())
@@ -156,7 +156,7 @@ pub fn parse_environ(block: &[u8]) -> Vec<(String, String)> {
 }
 
 /// Split a cmdline block into arguments.
-pub fn parse_cmdline(block: &[u8]) -> Vec<String> {
+pub(crate) fn parse_cmdline(block: &[u8]) -> Vec<String> {
     let block = block.strip_suffix(&[0]).unwrap_or(block);
     if block.is_empty() {
         return Vec::new();
@@ -167,7 +167,7 @@ pub fn parse_cmdline(block: &[u8]) -> Vec<String> {
         .collect()
 }
 
-pub fn read_cmdline(proc_root: &Path, pid: i32) -> Option<Vec<String>> {
+pub(crate) fn read_cmdline(proc_root: &Path, pid: i32) -> Option<Vec<String>> {
     let (b, _) = read_bounded(
         &proc_root.join(pid.to_string()).join("cmdline"),
         CMDLINE_LIMIT,
@@ -176,7 +176,7 @@ pub fn read_cmdline(proc_root: &Path, pid: i32) -> Option<Vec<String>> {
     Some(parse_cmdline(&b))
 }
 
-pub fn read_environ(proc_root: &Path, pid: i32) -> std::io::Result<(Vec<u8>, bool)> {
+pub(crate) fn read_environ(proc_root: &Path, pid: i32) -> std::io::Result<(Vec<u8>, bool)> {
     read_bounded(
         &proc_root.join(pid.to_string()).join("environ"),
         ENVIRON_LIMIT,
@@ -185,18 +185,18 @@ pub fn read_environ(proc_root: &Path, pid: i32) -> std::io::Result<(Vec<u8>, boo
 
 /// A socket from /proc/net/{tcp,tcp6,udp,udp6}.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InetSock {
-    pub proto: Proto,
-    pub addr: std::net::IpAddr,
-    pub port: u16,
+pub(crate) struct InetSock {
+    pub(crate) proto: Proto,
+    pub(crate) addr: std::net::IpAddr,
+    pub(crate) port: u16,
     /// Kernel TCP state (0x0A = LISTEN; for UDP 0x07 = unconnected).
-    pub state: u8,
-    pub inode: u64,
+    pub(crate) state: u8,
+    pub(crate) inode: u64,
 }
 
 impl InetSock {
     /// Listening (TCP) or bound and unconnected (UDP).
-    pub fn is_listening(&self) -> bool {
+    pub(crate) fn is_listening(&self) -> bool {
         match self.proto {
             Proto::Tcp | Proto::Tcp6 => self.state == 0x0A,
             Proto::Udp | Proto::Udp6 => self.state == 0x07 && self.port != 0,
@@ -204,7 +204,7 @@ impl InetSock {
         }
     }
 
-    pub fn addr_string(&self) -> String {
+    pub(crate) fn addr_string(&self) -> String {
         match self.addr {
             std::net::IpAddr::V4(a) => format!("{a}:{}", self.port),
             std::net::IpAddr::V6(a) => format!("[{a}]:{}", self.port),
@@ -241,7 +241,7 @@ fn parse_hex_addr(s: &str, v6: bool) -> Option<(std::net::IpAddr, u16)> {
 
 /// Parse one line of /proc/net/{tcp,tcp6,udp,udp6}. `None` for the header or a line that
 /// does not have the expected shape.
-pub fn parse_inet_line(proto: Proto, line: &str) -> Option<InetSock> {
+pub(crate) fn parse_inet_line(proto: Proto, line: &str) -> Option<InetSock> {
     let f: Vec<&str> = line.split_ascii_whitespace().collect();
     if f.len() < 10 || !f[0].ends_with(':') {
         return None;
@@ -261,15 +261,15 @@ pub fn parse_inet_line(proto: Proto, line: &str) -> Option<InetSock> {
 
 /// A socket from /proc/net/unix.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnixSock {
-    pub flags: u32,
+pub(crate) struct UnixSock {
+    pub(crate) flags: u32,
     /// 1 = stream, 2 = dgram, 5 = seqpacket.
-    pub typ: u16,
+    pub(crate) typ: u16,
     /// 1 = unconnected, 3 = connected.
-    pub state: u8,
-    pub inode: u64,
+    pub(crate) state: u8,
+    pub(crate) inode: u64,
     /// Bound path; abstract names start with `@`.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
 }
 
 /// `__SO_ACCEPTCON`: the socket is listening.
@@ -277,14 +277,14 @@ const SO_ACCEPTCON: u32 = 1 << 16;
 
 impl UnixSock {
     /// Bound to a path and listening (stream/seqpacket) or unconnected (dgram).
-    pub fn is_bound_listener(&self) -> bool {
+    pub(crate) fn is_bound_listener(&self) -> bool {
         self.path.is_some()
             && (self.flags & SO_ACCEPTCON != 0 || (self.typ == 2 && self.state == 1))
     }
 }
 
 /// Parse one line of /proc/net/unix: `Num RefCount Protocol Flags Type St Inode [Path]`.
-pub fn parse_unix_line(line: &str) -> Option<UnixSock> {
+pub(crate) fn parse_unix_line(line: &str) -> Option<UnixSock> {
     let mut it = line.split_ascii_whitespace();
     let num = it.next()?;
     if !num.ends_with(':') {
@@ -323,14 +323,14 @@ pub fn parse_unix_line(line: &str) -> Option<UnixSock> {
 }
 
 /// If a `/proc/<pid>/fd/N` link target is `socket:[INODE]`, the inode.
-pub fn socket_inode(link: &[u8]) -> Option<u64> {
+pub(crate) fn socket_inode(link: &[u8]) -> Option<u64> {
     let s = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
 /// The socket inodes a process holds open. Errors (permission, gone) give an empty list and
 /// the error text.
-pub fn socket_inodes(proc_root: &Path, pid: i32) -> Result<Vec<u64>, String> {
+pub(crate) fn socket_inodes(proc_root: &Path, pid: i32) -> Result<Vec<u64>, String> {
     use std::os::unix::ffi::OsStrExt;
     let dir = proc_root.join(pid.to_string()).join("fd");
     let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -346,7 +346,7 @@ pub fn socket_inodes(proc_root: &Path, pid: i32) -> Result<Vec<u64>, String> {
 }
 
 /// The pids in /proc (numeric directory names), appended to `out`.
-pub fn list_pids(proc_root: &Path, out: &mut Vec<i32>) -> std::io::Result<()> {
+pub(crate) fn list_pids(proc_root: &Path, out: &mut Vec<i32>) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     for ent in std::fs::read_dir(proc_root)?.flatten() {
         let name = ent.file_name();
@@ -361,7 +361,7 @@ pub fn list_pids(proc_root: &Path, out: &mut Vec<i32>) -> std::io::Result<()> {
 }
 
 /// The network namespace of a process (`/proc/<pid>/ns/net` link), for grouping socket-table reads.
-pub fn net_ns(proc_root: &Path, pid: i32) -> Option<PathBuf> {
+pub(crate) fn net_ns(proc_root: &Path, pid: i32) -> Option<PathBuf> {
     std::fs::read_link(proc_root.join(pid.to_string()).join("ns/net")).ok()
 }
 

@@ -6,37 +6,37 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `PIDFD_INFO_EXIT` from `include/uapi/linux/pidfd.h` (Linux 6.15+): return the exit
 /// status of a reaped process.
-pub const PIDFD_INFO_EXIT: u64 = 1 << 3;
+pub(crate) const PIDFD_INFO_EXIT: u64 = 1 << 3;
 
 /// `struct pidfd_info`, first version (`PIDFD_INFO_SIZE_VER0` = 64 bytes). Later kernels
 /// extend it; the ioctl's size argument tells the kernel which version we pass.
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
-pub struct PidfdInfo {
-    pub mask: u64,
-    pub cgroupid: u64,
-    pub pid: u32,
-    pub tgid: u32,
-    pub ppid: u32,
-    pub ruid: u32,
-    pub rgid: u32,
-    pub euid: u32,
-    pub egid: u32,
-    pub suid: u32,
-    pub sgid: u32,
-    pub fsuid: u32,
-    pub fsgid: u32,
-    pub exit_code: i32,
+pub(crate) struct PidfdInfo {
+    pub(crate) mask: u64,
+    pub(crate) cgroupid: u64,
+    pub(crate) pid: u32,
+    pub(crate) tgid: u32,
+    pub(crate) ppid: u32,
+    pub(crate) ruid: u32,
+    pub(crate) rgid: u32,
+    pub(crate) euid: u32,
+    pub(crate) egid: u32,
+    pub(crate) suid: u32,
+    pub(crate) sgid: u32,
+    pub(crate) fsuid: u32,
+    pub(crate) fsgid: u32,
+    pub(crate) exit_code: i32,
 }
 
 const _: () = assert!(std::mem::size_of::<PidfdInfo>() == 64);
 
 /// `PIDFD_GET_INFO` = `_IOWR(0xFF, 11, struct pidfd_info)` (Linux 6.13+), for the 64-byte
 /// struct: dir (read|write = 3) << 30 | size << 16 | type << 8 | nr.
-pub const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
+pub(crate) const PIDFD_GET_INFO: libc::c_ulong = (3 << 30) | (64 << 16) | (0xFF << 8) | 11;
 
 /// `pidfd_open(pid, 0)`: a descriptor that becomes readable when the process exits.
-pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: raw syscall with integer arguments; the result is checked.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
     if fd < 0 {
@@ -48,7 +48,7 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 
 /// What `PIDFD_GET_INFO` says about a process's exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PidfdExit {
+pub(crate) enum PidfdExit {
     /// The wait status (the process has been reaped).
     Status(i32),
     /// The kernel supports the query but has no exit information yet (not reaped yet).
@@ -58,7 +58,7 @@ pub enum PidfdExit {
 }
 
 /// Ask the kernel for the exit status of the process behind `pidfd`.
-pub fn pidfd_exit_info(pidfd: &OwnedFd) -> io::Result<PidfdExit> {
+pub(crate) fn pidfd_exit_info(pidfd: &OwnedFd) -> io::Result<PidfdExit> {
     let mut info = PidfdInfo {
         mask: PIDFD_INFO_EXIT,
         ..Default::default()
@@ -89,12 +89,12 @@ pub fn pidfd_exit_info(pidfd: &OwnedFd) -> io::Result<PidfdExit> {
     }
 }
 
-pub struct Epoll {
+pub(crate) struct Epoll {
     fd: OwnedFd,
 }
 
 impl Epoll {
-    pub fn new() -> io::Result<Epoll> {
+    pub(crate) fn new() -> io::Result<Epoll> {
         // SAFETY: plain syscall; checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -106,7 +106,7 @@ impl Epoll {
         })
     }
 
-    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+    pub(crate) fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: token,
@@ -119,14 +119,14 @@ impl Epoll {
         Ok(())
     }
 
-    pub fn del(&self, fd: RawFd) {
+    pub(crate) fn del(&self, fd: RawFd) {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
         // SAFETY: ev is valid for the call; errors (already closed) are harmless.
         unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
     }
 
     /// Wait for events; `timeout_ms` < 0 waits forever. Returns the tokens that are ready.
-    pub fn wait(&self, out: &mut Vec<u64>, timeout_ms: i32) -> io::Result<()> {
+    pub(crate) fn wait(&self, out: &mut Vec<u64>, timeout_ms: i32) -> io::Result<()> {
         out.clear();
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
         // SAFETY: evs is valid for 64 entries.
@@ -154,12 +154,12 @@ impl Epoll {
 }
 
 /// An eventfd used to wake the watcher thread.
-pub struct EventFd {
+pub(crate) struct EventFd {
     fd: OwnedFd,
 }
 
 impl EventFd {
-    pub fn new() -> io::Result<EventFd> {
+    pub(crate) fn new() -> io::Result<EventFd> {
         // SAFETY: plain syscall; checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -171,7 +171,7 @@ impl EventFd {
         })
     }
 
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a u64.
         unsafe {
@@ -183,7 +183,7 @@ impl EventFd {
         };
     }
 
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut v: u64 = 0;
         // SAFETY: reads 8 bytes into a u64.
         unsafe {
@@ -195,7 +195,7 @@ impl EventFd {
         };
     }
 
-    pub fn raw_fd(&self) -> RawFd {
+    pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }
@@ -212,7 +212,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 
 /// CLOCK_BOOTTIME minus CLOCK_MONOTONIC (time spent suspended): /proc start times count
 /// from boot in BOOTTIME, the timeline uses MONOTONIC.
-pub fn boottime_offset_ns() -> u64 {
+pub(crate) fn boottime_offset_ns() -> u64 {
     let m1 = clock_ns(libc::CLOCK_MONOTONIC);
     let b = clock_ns(libc::CLOCK_BOOTTIME);
     let m2 = clock_ns(libc::CLOCK_MONOTONIC);

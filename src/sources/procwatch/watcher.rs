@@ -731,7 +731,6 @@ impl Core {
                         match c {
                             Cmd::Stop => return,
                             Cmd::Hint { pid, pm_id, name } => self.on_hint(pid, pm_id, &name),
-                            Cmd::Daemon { pid } => self.on_daemon(pid),
                             Cmd::Snapshot(r) => {
                                 self.flux();
                                 self.queued_snapshots.push(r)
@@ -1520,42 +1519,6 @@ impl Core {
         if self.mode == ActiveMode::Netlink {
             self.scan();
         }
-    }
-
-    fn on_daemon(&mut self, pid: i32) {
-        if self.daemon == Some(pid) {
-            return;
-        }
-        if let Some(old) = self.daemon {
-            if let Some(t) = self.table.get_mut(&old) {
-                t.daemon = false;
-            }
-        }
-        self.daemon = Some(pid);
-        if let Some(t) = self.table.get_mut(&pid) {
-            t.daemon = true;
-            t.app = None;
-            t.how = None;
-        } else if self.add(pid, None, None, None) {
-            let now = mono_now();
-            if let Some(t) = self.table.get(&pid) {
-                let who = who_of(t);
-                self.emit(
-                    now,
-                    ProcEvent::Tracked {
-                        who,
-                        via: Via::Hint,
-                        timing: Timing::BeforeStart { observed_ns: now },
-                    },
-                );
-            }
-        } else {
-            self.lost(format!("daemon hint: pid {pid} is not running"));
-            self.daemon = None;
-            return;
-        }
-        self.foreign.clear();
-        self.scan();
     }
 
     // ----- snapshots --------------------------------------------------------------------

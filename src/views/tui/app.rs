@@ -37,14 +37,14 @@ impl Pane {
 
 /// What the detail pane shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DetailOf {
+pub(crate) enum DetailOf {
     Finding,
     Row,
 }
 
 /// The state of a live recording, for the status line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LiveState {
+pub(crate) enum LiveState {
     Recording,
     Stopping,
     Ended(String),
@@ -62,60 +62,61 @@ pub enum LaneRef {
 #[derive(Debug, Default, Clone)]
 pub struct Hits {
     pub findings: Rect,
-    pub timeline: Rect,
+    pub(crate) timeline: Rect,
     pub plot: Rect,
-    pub scale_y: u16,
+    pub(crate) scale_y: u16,
     pub lanes: Vec<(u16, LaneRef)>,
     pub events: Rect,
     pub detail: Rect,
-    pub detail_body: Rect,
+    pub(crate) detail_body: Rect,
 }
 
 /// Sources in the order of the `1`..`4` filter keys.
-pub const SOURCE_KEYS: [Source; 4] = [Source::Rpc, Source::Bus, Source::Proc, Source::Recorder];
+pub(crate) const SOURCE_KEYS: [Source; 4] =
+    [Source::Rpc, Source::Bus, Source::Proc, Source::Recorder];
 
 /// The whole view state.
 pub struct App {
     pub model: Model,
-    pub loader: Option<Loader>,
-    pub live: Option<LiveState>,
+    pub(crate) loader: Option<Loader>,
+    pub(crate) live: Option<LiveState>,
     pub focus: Pane,
-    pub detail_of: DetailOf,
-    pub color: bool,
-    pub wall: bool,
+    pub(crate) detail_of: DetailOf,
+    pub(crate) color: bool,
+    pub(crate) wall: bool,
     /// Selected row (absolute index).
     pub sel: usize,
     /// First position shown in the event list.
     pub list_top: usize,
     visible: Option<Vec<u32>>,
     vis_upto: usize,
-    pub filter_app: Option<u32>,
+    pub(crate) filter_app: Option<u32>,
     /// Shown sources, indexed like [`SOURCE_KEYS`].
-    pub sources: [bool; 4],
+    pub(crate) sources: [bool; 4],
     pub fsel: usize,
-    pub ftop: usize,
+    pub(crate) ftop: usize,
     /// Rows the selected finding rests on (sorted).
     pub evidence: Vec<u32>,
     /// Left edge of the timeline (ns) and its scale (ns per column).
     pub t0: f64,
     pub scale: f64,
-    pub plot_w: u16,
+    pub(crate) plot_w: u16,
     fitted: bool,
     pub lane_top: usize,
     pub detail: Doc,
     detail_key: Option<(DetailOf, usize, u16, bool, u64)>,
     pub detail_h: u16,
     pub detail_w: u16,
-    pub search: Option<String>,
-    pub last_search: String,
-    pub help: bool,
-    pub help_scroll: u16,
-    pub follow: bool,
+    pub(crate) search: Option<String>,
+    pub(crate) last_search: String,
+    pub(crate) help: bool,
+    pub(crate) help_scroll: u16,
+    pub(crate) follow: bool,
     /// A finding was jumped to (the first `n` goes to the first finding).
-    pub fjumped: bool,
-    pub quit: bool,
-    pub message: Option<String>,
-    pub list_h: u16,
+    pub(crate) fjumped: bool,
+    pub(crate) quit: bool,
+    pub(crate) message: Option<String>,
+    pub(crate) list_h: u16,
     pub hits: Hits,
 }
 
@@ -174,11 +175,11 @@ impl App {
     }
 
     /// Whether a filter hides some rows.
-    pub fn filtered(&self) -> bool {
+    pub(crate) fn filtered(&self) -> bool {
         self.filter_app.is_some() || self.sources.iter().any(|s| !s)
     }
 
-    pub fn source_shown(&self, s: Source) -> bool {
+    pub(crate) fn source_shown(&self, s: Source) -> bool {
         SOURCE_KEYS
             .iter()
             .position(|k| *k == s)
@@ -186,12 +187,12 @@ impl App {
     }
 
     /// Whether a row passes the filters.
-    pub fn row_shown(&self, r: &Row) -> bool {
+    pub(crate) fn row_shown(&self, r: &Row) -> bool {
         self.source_shown(r.source) && self.filter_app.is_none_or(|a| r.app == a)
     }
 
     /// Rows in the event list.
-    pub fn vis_len(&self) -> usize {
+    pub(crate) fn vis_len(&self) -> usize {
         match &self.visible {
             Some(v) => v.len(),
             None => self.model.len(),
@@ -199,7 +200,7 @@ impl App {
     }
 
     /// The row at list position `p`.
-    pub fn vis_row(&self, p: usize) -> usize {
+    pub(crate) fn vis_row(&self, p: usize) -> usize {
         match &self.visible {
             Some(v) => v[p] as usize,
             None => p,
@@ -207,7 +208,7 @@ impl App {
     }
 
     /// The list position of row `r`, or of the first shown row after it.
-    pub fn vis_pos(&self, r: usize) -> usize {
+    pub(crate) fn vis_pos(&self, r: usize) -> usize {
         match &self.visible {
             Some(v) => v.partition_point(|&x| (x as usize) < r),
             None => r,
@@ -239,7 +240,7 @@ impl App {
     }
 
     /// Bring derived state up to date with the model (after rows arrive or anything moves).
-    pub fn sync(&mut self) {
+    pub(crate) fn sync(&mut self) {
         let len = self.model.len();
         if self.vis_upto < len {
             if self.visible.is_some() {
@@ -317,7 +318,7 @@ impl App {
     }
 
     /// Rebuild the detail document if what it shows changed.
-    pub fn refresh_detail(&mut self) {
+    pub(crate) fn refresh_detail(&mut self) {
         let (what, index) = match self.detail_of {
             DetailOf::Finding if !self.model.findings.is_empty() => (DetailOf::Finding, self.fsel),
             _ => (DetailOf::Row, self.sel),
@@ -358,12 +359,12 @@ impl App {
 
     // ---- time window ----
 
-    pub fn t1(&self) -> f64 {
+    pub(crate) fn t1(&self) -> f64 {
         self.t0 + self.scale * self.plot_w.max(1) as f64
     }
 
     /// Fit the whole capture in the timeline.
-    pub fn fit_all(&mut self) {
+    pub(crate) fn fit_all(&mut self) {
         if let Some((a, b)) = self.model.span() {
             self.fit(a, b, 0.02);
         }
@@ -409,7 +410,7 @@ impl App {
     }
 
     /// Zoom by `factor` (< 1 zooms in) around the selection if it is shown, else the middle.
-    pub fn zoom(&mut self, factor: f64) {
+    pub(crate) fn zoom(&mut self, factor: f64) {
         let w = self.plot_w.max(1) as f64;
         let anchor = if !self.model.is_empty() {
             let t = self.model.row(self.sel).t as f64;
@@ -431,7 +432,7 @@ impl App {
     }
 
     /// Pan by a fraction of the window.
-    pub fn pan(&mut self, frac: f64) {
+    pub(crate) fn pan(&mut self, frac: f64) {
         self.t0 += self.scale * self.plot_w.max(1) as f64 * frac;
         self.moved();
     }
@@ -439,7 +440,7 @@ impl App {
     // ---- selection ----
 
     /// Select list position `p` (clamped).
-    pub fn select_pos(&mut self, p: isize) {
+    pub(crate) fn select_pos(&mut self, p: isize) {
         let n = self.vis_len();
         if n == 0 {
             return;
@@ -454,7 +455,7 @@ impl App {
     }
 
     /// Select row `r`, showing it.
-    pub fn select_row(&mut self, r: usize) {
+    pub(crate) fn select_row(&mut self, r: usize) {
         if r >= self.model.len() {
             return;
         }
@@ -477,7 +478,7 @@ impl App {
     }
 
     /// Select finding `i` and jump the timeline and the list to its evidence.
-    pub fn select_finding(&mut self, i: usize) {
+    pub(crate) fn select_finding(&mut self, i: usize) {
         let n = self.model.findings.len();
         if n == 0 {
             self.message = Some("no findings".into());
@@ -548,7 +549,7 @@ impl App {
     }
 
     /// The app filter in words.
-    pub fn app_filter_label(&self) -> String {
+    pub(crate) fn app_filter_label(&self) -> String {
         match self.filter_app {
             None => "all apps".into(),
             Some(a) => self
@@ -949,7 +950,7 @@ impl App {
     }
 
     /// Whether row `r` is evidence of the selected finding.
-    pub fn is_evidence(&self, r: usize) -> bool {
+    pub(crate) fn is_evidence(&self, r: usize) -> bool {
         self.evidence.binary_search(&(r as u32)).is_ok()
     }
 }

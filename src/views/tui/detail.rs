@@ -12,7 +12,7 @@ use serde_json::Value;
 
 /// A stored AMP message as JSON: JSON arguments as they are, strings as strings, raw bytes
 /// summarised.
-pub fn message_json(m: &WireMessage) -> Value {
+pub(crate) fn message_json(m: &WireMessage) -> Value {
     Value::Array(
         m.0.args
             .iter()
@@ -66,7 +66,7 @@ fn event_json(ev: &Stamped) -> (String, Value) {
 }
 
 /// The document for row `i`.
-pub fn row_doc(model: &mut Model, i: usize, width: usize, wall: bool) -> Doc {
+pub(crate) fn row_doc(model: &mut Model, i: usize, width: usize, wall: bool) -> Doc {
     let mut d = Doc::new();
     let r = *model.row(i);
     let text = model.text(i).to_owned();
@@ -166,7 +166,7 @@ fn severity_cls(s: Severity) -> Cls {
 }
 
 /// The document for a finding.
-pub fn finding_doc(model: &Model, f: &Finding, width: usize, wall: bool) -> Doc {
+pub(crate) fn finding_doc(model: &Model, f: &Finding, width: usize, wall: bool) -> Doc {
     let mut d = Doc::new();
     let mut head = vec![
         (f.severity.name().to_uppercase(), severity_cls(f.severity)),

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 /// What a piece of text is, for colouring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cls {
+pub(crate) enum Cls {
     Plain,
     Head,
     Dim,
@@ -25,7 +25,7 @@ pub enum Cls {
 }
 
 /// A line as spans.
-pub type Spans = Vec<(String, Cls)>;
+pub(crate) type Spans = Vec<(String, Cls)>;
 
 /// Containers with more nodes than this start folded (below the top level).
 const FOLD_ABOVE: u32 = 12;
@@ -76,32 +76,32 @@ pub struct Doc {
     /// Order of the items: text line index or JSON root node.
     items: Vec<Line>,
     pub cursor: usize,
-    pub scroll: usize,
-    pub hscroll: usize,
+    pub(crate) scroll: usize,
+    pub(crate) hscroll: usize,
 }
 
 const NO_PARENT: u32 = u32::MAX;
 
 impl Doc {
-    pub fn new() -> Doc {
+    pub(crate) fn new() -> Doc {
         Doc::default()
     }
 
     /// Add a line of text.
-    pub fn text(&mut self, spans: Spans) {
+    pub(crate) fn text(&mut self, spans: Spans) {
         self.items.push(Line::Text(self.texts.len() as u32));
         self.texts.push(spans);
         self.relayout();
     }
 
     /// Add a line of text that stands for timeline row `row`.
-    pub fn link(&mut self, spans: Spans, row: usize) {
+    pub(crate) fn link(&mut self, spans: Spans, row: usize) {
         self.links.insert(self.texts.len() as u32, row);
         self.text(spans);
     }
 
     /// The row the line at the cursor stands for.
-    pub fn link_at_cursor(&self) -> Option<usize> {
+    pub(crate) fn link_at_cursor(&self) -> Option<usize> {
         match self.lines.get(self.cursor)? {
             Line::Text(t) => self.links.get(t).copied(),
             _ => None,
@@ -109,12 +109,12 @@ impl Doc {
     }
 
     /// Add a plain line.
-    pub fn line(&mut self, s: impl Into<String>, cls: Cls) {
+    pub(crate) fn line(&mut self, s: impl Into<String>, cls: Cls) {
         self.text(vec![(s.into(), cls)]);
     }
 
     /// Add a JSON value under a label, folded where it is big.
-    pub fn json(&mut self, label: &str, v: &Value) {
+    pub(crate) fn json(&mut self, label: &str, v: &Value) {
         let root = self.nodes.len() as u32;
         self.add_node(v, Some(label.to_owned()), false, 0, NO_PARENT, true);
         self.items.push(Line::Open(root));
@@ -224,10 +224,6 @@ impl Doc {
         self.lines.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
     fn node_of(&self, line: usize) -> Option<u32> {
         match *self.lines.get(line)? {
             Line::Open(n) | Line::Close(n) | Line::Leaf(n) | Line::Folded(n) => Some(n),
@@ -245,7 +241,7 @@ impl Doc {
     }
 
     /// Fold or unfold the container at the cursor (or the one the cursor is in).
-    pub fn toggle(&mut self) {
+    pub(crate) fn toggle(&mut self) {
         let Some(n) = self.node_of(self.cursor) else {
             return;
         };
@@ -264,7 +260,7 @@ impl Doc {
     }
 
     /// Fold the container at the cursor; on a leaf or a folded one, go to (and fold) its parent.
-    pub fn fold(&mut self) {
+    pub(crate) fn fold(&mut self) {
         let Some(n) = self.node_of(self.cursor) else {
             return;
         };
@@ -286,7 +282,7 @@ impl Doc {
     }
 
     /// Unfold the container at the cursor.
-    pub fn unfold(&mut self) {
+    pub(crate) fn unfold(&mut self) {
         let Some(n) = self.node_of(self.cursor) else {
             return;
         };
@@ -296,7 +292,7 @@ impl Doc {
     }
 
     /// Unfold everything.
-    pub fn expand_all(&mut self) {
+    pub(crate) fn expand_all(&mut self) {
         let keep = self.node_of(self.cursor);
         self.folded.clear();
         self.relayout();
@@ -309,7 +305,7 @@ impl Doc {
     }
 
     /// Fold every container below the top level.
-    pub fn collapse_all(&mut self) {
+    pub(crate) fn collapse_all(&mut self) {
         for (i, n) in self.nodes.iter().enumerate() {
             if n.depth >= 1 && matches!(n.kind, NodeKind::Object(k) | NodeKind::Array(k) if k > 0) {
                 self.folded.insert(i as u32);
@@ -319,13 +315,13 @@ impl Doc {
     }
 
     /// Move the cursor by `d` lines.
-    pub fn move_by(&mut self, d: isize) {
+    pub(crate) fn move_by(&mut self, d: isize) {
         let max = self.lines.len().saturating_sub(1) as isize;
         self.cursor = (self.cursor as isize + d).clamp(0, max.max(0)) as usize;
     }
 
     /// Keep the cursor on screen for a pane of `height` lines.
-    pub fn follow(&mut self, height: usize) {
+    pub(crate) fn follow(&mut self, height: usize) {
         if height == 0 {
             return;
         }
@@ -339,7 +335,7 @@ impl Doc {
     }
 
     /// The spans of visible line `i`, terminal-safe ([`crate::views::terminal_safe`]).
-    pub fn spans(&self, i: usize) -> Spans {
+    pub(crate) fn spans(&self, i: usize) -> Spans {
         let mut s = self.spans_raw(i);
         for (text, _) in &mut s {
             if let std::borrow::Cow::Owned(safe) = crate::views::terminal_safe(text) {

@@ -18,8 +18,8 @@ use ratatui::Frame;
 use std::borrow::Cow;
 
 /// The smallest terminal drawn normally.
-pub const MIN_W: u16 = 60;
-pub const MIN_H: u16 = 16;
+pub(crate) const MIN_W: u16 = 60;
+pub(crate) const MIN_H: u16 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -97,17 +97,17 @@ fn cls_role(c: Cls) -> Role {
 
 /// The screen split into panes.
 #[derive(Debug, Clone, Copy)]
-pub struct Areas {
-    pub timeline: Rect,
-    pub findings: Rect,
-    pub events: Rect,
-    pub detail: Rect,
-    pub status: Rect,
+pub(crate) struct Areas {
+    pub(crate) timeline: Rect,
+    pub(crate) findings: Rect,
+    pub(crate) events: Rect,
+    pub(crate) detail: Rect,
+    pub(crate) status: Rect,
 }
 
 /// Where the panes go for a screen of `area` with `findings` findings and at most `lanes`
 /// timeline lanes.
-pub fn layout(area: Rect, findings: usize, lanes: usize) -> Areas {
+pub(crate) fn layout(area: Rect, findings: usize, lanes: usize) -> Areas {
     let status = Rect::new(area.x, area.y + area.height - 1, area.width, 1);
     let main_h = area.height - 1;
     let th = (main_h * 2 / 5)
@@ -1083,7 +1083,7 @@ fn draw_status(f: &mut Frame, app: &mut App, area: Rect) {
 }
 
 /// Every key, for the help overlay.
-pub const HELP: &[(&str, &str)] = &[
+pub(crate) const HELP: &[(&str, &str)] = &[
     ("Tab  Shift-Tab", "next / previous pane"),
     ("↑ ↓  j k", "move (timeline: scroll lanes; detail: cursor)"),
     (

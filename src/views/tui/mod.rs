@@ -39,9 +39,9 @@
 
 pub mod app;
 mod detail;
-pub mod doc;
+pub(crate) mod doc;
 pub mod draw;
-pub mod model;
+pub(crate) mod model;
 mod raw;
 mod search;
 mod term;
@@ -59,12 +59,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Whether to use colour: `NO_COLOR` unset (or empty).
-pub fn color_wanted() -> bool {
+pub(crate) fn color_wanted() -> bool {
     crate::views::text::color_wanted(std::io::stdout().is_terminal())
 }
 
 /// Apply one terminal event to the app.
-pub fn handle_event(app: &mut App, ev: TermEvent) {
+pub(crate) fn handle_event(app: &mut App, ev: TermEvent) {
     match ev {
         TermEvent::Key(k) => app.key(k),
         TermEvent::Mouse(m) => app.mouse(m),

@@ -11,12 +11,12 @@ use crate::pm2::meaning::{BusEvent, ProcessEventKind};
 use crate::rules::{self, Finding};
 use crate::timeline::{AppRef, Entry, EntryKind, Interpreter, Timeline, Tone};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 /// No index (pair, app).
-pub const NONE: u32 = u32::MAX;
+pub(crate) const NONE: u32 = u32::MAX;
 /// Longest description kept per row, in bytes.
 const MAX_TEXT: usize = 512;
 /// Events per batch from the loader thread.
@@ -27,7 +27,7 @@ const MAX_PROBLEMS: usize = 100;
 /// What a row is, for the lanes and the detail pane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum RowKind {
+pub(crate) enum RowKind {
     Ask,
     Answer,
     /// A daemon event: bus process event or other bus event, daemon log line, bus link.
@@ -40,7 +40,7 @@ pub enum RowKind {
 /// A marker drawn on a lane. Ordered by how much it matters when several share a column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
-pub enum Mark {
+pub(crate) enum Mark {
     None,
     Plain,
     Online,
@@ -53,7 +53,7 @@ pub enum Mark {
 
 impl Mark {
     /// The glyph on a lane.
-    pub fn glyph(self) -> char {
+    pub(crate) fn glyph(self) -> char {
         match self {
             Mark::None => ' ',
             Mark::Plain => '·',
@@ -74,19 +74,19 @@ pub struct Row {
     pub t: MonoNs,
     /// `t`, made non-decreasing over the rows (sources deliver with small delays): the key
     /// rows are searched by.
-    pub tk: MonoNs,
+    pub(crate) tk: MonoNs,
     /// Index of the raw event in the [`RawStore`].
-    pub raw: u32,
+    pub(crate) raw: u32,
     text_at: u32,
     text_len: u32,
     /// The other half of a request: the answer of an ask, the ask of an answer.
-    pub pair: u32,
+    pub(crate) pair: u32,
     /// Index into [`Model::apps`], or [`NONE`].
     pub app: u32,
-    pub source: Source,
-    pub tone: Tone,
-    pub kind: RowKind,
-    pub mark: Mark,
+    pub(crate) source: Source,
+    pub(crate) tone: Tone,
+    pub(crate) kind: RowKind,
+    pub(crate) mark: Mark,
 }
 
 /// Reading a capture in the background.
@@ -96,9 +96,9 @@ pub struct Loader {
     /// another thread allocated is slow with the system allocator.
     recycle: std::sync::mpsc::Sender<Vec<(u64, Stamped)>>,
     /// File length, for the progress shown while loading.
-    pub total: u64,
+    pub(crate) total: u64,
     /// Bytes read so far.
-    pub read: u64,
+    pub(crate) read: u64,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -124,25 +124,24 @@ impl Drop for Loader {
 
 /// Everything the views show.
 pub struct Model {
-    pub info: CaptureInfo,
+    pub(crate) info: CaptureInfo,
     /// What is shown: the file name, or `live`.
-    pub name: String,
-    pub path: Option<PathBuf>,
+    pub(crate) name: String,
     rows: Vec<Row>,
     text: String,
     /// Apps by index (rows refer to them); names learnt late are filled in.
-    pub apps: Vec<AppRef>,
+    pub(crate) apps: Vec<AppRef>,
     app_ix: HashMap<u64, u32>,
     /// Rows of the daemon lane, in order.
-    pub daemon: Vec<u32>,
+    pub(crate) daemon: Vec<u32>,
     open_asks: HashMap<(u64, String), u32>,
     pub timeline: Timeline,
     pub findings: Vec<Finding>,
     raw: RawStore,
     /// Problems met while reading (damaged records, truncation).
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     /// Bumped on every change, for caches.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Rows added since the findings were computed.
     stale_findings: bool,
     /// Interprets the events a [`Loader`] reads (the reading thread only decodes).
@@ -151,14 +150,13 @@ pub struct Model {
 }
 
 impl Model {
-    fn new(info: CaptureInfo, name: String, path: Option<PathBuf>, raw: RawStore) -> Model {
+    fn new(info: CaptureInfo, name: String, raw: RawStore) -> Model {
         Model {
             timeline: Timeline::new(&info),
             interp: Interpreter::new(&info),
             entries: Vec::new(),
             info,
             name,
-            path,
             rows: Vec::new(),
             text: String::new(),
             apps: Vec::new(),
@@ -175,11 +173,11 @@ impl Model {
 
     /// An empty model for a live recording; events arrive through [`Model::push_live`].
     pub fn live(info: CaptureInfo, name: impl Into<String>) -> Model {
-        Model::new(info, name.into(), None, RawStore::memory())
+        Model::new(info, name.into(), RawStore::memory())
     }
 
     /// The capture's metadata, once the recorder knows it (before any row arrived).
-    pub fn set_info(&mut self, info: CaptureInfo) {
+    pub(crate) fn set_info(&mut self, info: CaptureInfo) {
         if self.rows.is_empty() {
             self.timeline = Timeline::new(&info);
             self.interp = Interpreter::new(&info);
@@ -199,7 +197,7 @@ impl Model {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
         let raw = RawStore::file(path);
-        let model = Model::new(info.clone(), name, Some(path.to_owned()), raw);
+        let model = Model::new(info.clone(), name, raw);
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
         let (recycle, used) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -279,7 +277,7 @@ impl Model {
         items
     }
 
-    pub fn problem(&mut self, p: String) {
+    pub(crate) fn problem(&mut self, p: String) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(p);
         }
@@ -287,7 +285,7 @@ impl Model {
     }
 
     /// One live event and the entries the recorder's interpreter made of it.
-    pub fn push_live(&mut self, ev: Stamped, entries: &[Entry]) {
+    pub(crate) fn push_live(&mut self, ev: Stamped, entries: &[Entry]) {
         if entries.is_empty() {
             return;
         }
@@ -296,7 +294,7 @@ impl Model {
     }
 
     /// Run the rules again if rows arrived since the last time.
-    pub fn refresh_findings(&mut self) {
+    pub(crate) fn refresh_findings(&mut self) {
         if self.stale_findings || self.rows.is_empty() {
             self.findings = rules::analyze(&self.timeline);
             self.stale_findings = false;
@@ -305,7 +303,7 @@ impl Model {
     }
 
     /// Whether rows arrived since the findings were computed.
-    pub fn findings_stale(&self) -> bool {
+    pub(crate) fn findings_stale(&self) -> bool {
         self.stale_findings
     }
 
@@ -415,28 +413,28 @@ impl Model {
             .map(|a| crate::views::terminal_safe(&a.to_string()).into_owned())
     }
 
-    pub fn app_index_of(&self, pm_id: u64) -> Option<u32> {
+    pub(crate) fn app_index_of(&self, pm_id: u64) -> Option<u32> {
         self.app_ix.get(&pm_id).copied()
     }
 
     /// First row with `tk >= t`.
-    pub fn lower_bound(&self, t: MonoNs) -> usize {
+    pub(crate) fn lower_bound(&self, t: MonoNs) -> usize {
         self.rows.partition_point(|r| r.tk < t)
     }
 
     /// First and last instant.
-    pub fn span(&self) -> Option<(MonoNs, MonoNs)> {
+    pub(crate) fn span(&self) -> Option<(MonoNs, MonoNs)> {
         Some((self.rows.first()?.tk, self.rows.last()?.tk))
     }
 
     /// The raw event of row `i`, read back from the capture (or memory).
-    pub fn raw_event(&mut self, i: usize) -> Result<Stamped, String> {
+    pub(crate) fn raw_event(&mut self, i: usize) -> Result<Stamped, String> {
         let raw = self.rows[i].raw;
         self.raw.get(raw)
     }
 
     /// The row an evidence item refers to: same instant and source, preferably same words.
-    pub fn find_evidence(&self, t: MonoNs, source: Source, what: &str) -> Option<usize> {
+    pub(crate) fn find_evidence(&self, t: MonoNs, source: Source, what: &str) -> Option<usize> {
         let mut i = self.lower_bound(t).saturating_sub(64);
         let mut best = None;
         let end = self.lower_bound(t.saturating_add(1)).saturating_add(64);

@@ -7,9 +7,9 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 /// Raw events kept in memory while recording live.
-pub const LIVE_KEEP: usize = 200_000;
+pub(crate) const LIVE_KEEP: usize = 200_000;
 
-pub enum RawStore {
+pub(crate) enum RawStore {
     File {
         path: PathBuf,
         reader: Option<Box<CaptureReader>>,
@@ -24,7 +24,7 @@ pub enum RawStore {
 }
 
 impl RawStore {
-    pub fn file(path: &std::path::Path) -> RawStore {
+    pub(crate) fn file(path: &std::path::Path) -> RawStore {
         RawStore::File {
             path: path.to_owned(),
             reader: None,
@@ -32,7 +32,7 @@ impl RawStore {
         }
     }
 
-    pub fn memory() -> RawStore {
+    pub(crate) fn memory() -> RawStore {
         RawStore::Memory {
             base: 0,
             events: VecDeque::new(),
@@ -41,7 +41,7 @@ impl RawStore {
     }
 
     /// Remember where the next raw event is in the file; returns its index.
-    pub fn add_offset(&mut self, offset: u64) -> u32 {
+    pub(crate) fn add_offset(&mut self, offset: u64) -> u32 {
         match self {
             RawStore::File { offsets, .. } => {
                 offsets.push(offset);
@@ -52,7 +52,7 @@ impl RawStore {
     }
 
     /// Keep a live event; returns its index.
-    pub fn add_event(&mut self, ev: Stamped) -> u32 {
+    pub(crate) fn add_event(&mut self, ev: Stamped) -> u32 {
         match self {
             RawStore::Memory {
                 base,
@@ -72,7 +72,7 @@ impl RawStore {
     }
 
     /// The raw event `i`.
-    pub fn get(&mut self, i: u32) -> Result<Stamped, String> {
+    pub(crate) fn get(&mut self, i: u32) -> Result<Stamped, String> {
         match self {
             RawStore::File {
                 path,

@@ -3,7 +3,7 @@
 use super::app::App;
 
 /// Whether `hay` contains `needle` (already lower-case), ignoring ASCII case.
-pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return true;
     };
@@ -24,7 +24,7 @@ pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The list position of the next (or previous) match after position `start`, wrapping.
-pub fn find(app: &App, query: &str, start: usize, forward: bool) -> Option<usize> {
+pub(crate) fn find(app: &App, query: &str, start: usize, forward: bool) -> Option<usize> {
     let n = app.vis_len();
     if n == 0 || query.is_empty() {
         return None;

@@ -18,7 +18,7 @@ static SAVED_STDERR: AtomicI32 = AtomicI32::new(-1);
 static HOOK: Once = Once::new();
 
 /// Give the terminal back (idempotent; safe from a panic hook).
-pub fn restore() {
+pub(crate) fn restore() {
     restore_stderr();
     if ACTIVE.swap(false, Ordering::SeqCst) {
         let _ = disable_raw_mode();
@@ -45,13 +45,13 @@ fn restore_stderr() {
 }
 
 /// The terminal in TUI mode; restored on drop.
-pub struct Term {
-    pub terminal: Terminal<CrosstermBackend<Stdout>>,
+pub(crate) struct Term {
+    pub(crate) terminal: Terminal<CrosstermBackend<Stdout>>,
 }
 
 impl Term {
     /// Take over the terminal.
-    pub fn enter() -> anyhow::Result<Term> {
+    pub(crate) fn enter() -> anyhow::Result<Term> {
         if !std::io::stdout().is_terminal() {
             anyhow::bail!(
                 "the TUI needs a terminal, and standard output is not one (for text, use `pm2-trace replay FILE`)"
@@ -96,17 +96,17 @@ impl Drop for Term {
 
 /// Lines written to stderr while it was diverted.
 #[derive(Clone, Default)]
-pub struct Diverted(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Diverted(Arc<Mutex<Vec<String>>>);
 
 impl Diverted {
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.0.lock().map(|g| g.clone()).unwrap_or_default()
     }
 }
 
 /// Send stderr (fd 2, also of child processes started from now on) into a pipe until
 /// [`restore`]; what arrives is kept (at most 1000 lines).
-pub fn divert_stderr() -> anyhow::Result<Diverted> {
+pub(crate) fn divert_stderr() -> anyhow::Result<Diverted> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: plain descriptor calls on descriptors we own; errors are checked.
     unsafe {

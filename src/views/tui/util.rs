@@ -5,12 +5,12 @@ use crate::views::terminal_safe;
 
 /// `+1.234s` since the capture started, or the UTC wall clock `16:01:42.865Z`, with
 /// `decimals` digits of the second (0..=9).
-pub fn fmt_time(info: &CaptureInfo, t: MonoNs, wall: bool, decimals: usize) -> String {
+pub(crate) fn fmt_time(info: &CaptureInfo, t: MonoNs, wall: bool, decimals: usize) -> String {
     fmt_time_f(info, t as f64, wall, decimals)
 }
 
 /// [`fmt_time`] for a time that may fall between nanoseconds or before zero.
-pub fn fmt_time_f(info: &CaptureInfo, t: f64, wall: bool, decimals: usize) -> String {
+pub(crate) fn fmt_time_f(info: &CaptureInfo, t: f64, wall: bool, decimals: usize) -> String {
     let decimals = decimals.min(9);
     let unit = 10f64.powi(9 - decimals as i32);
     if wall {
@@ -48,7 +48,7 @@ pub fn fmt_time_f(info: &CaptureInfo, t: f64, wall: bool, decimals: usize) -> St
 }
 
 /// A duration in words: `250 µs`, `12 ms`, `1.5 s`, `3 min`.
-pub fn fmt_span(ns: f64) -> String {
+pub(crate) fn fmt_span(ns: f64) -> String {
     if ns < 1e3 {
         format!("{ns:.0} ns")
     } else if ns < 1e6 {
@@ -72,7 +72,7 @@ fn trim(s: String) -> String {
 }
 
 /// Break `text` into lines of at most `width` characters, at spaces when possible.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(8);
     let mut out = Vec::new();
     for para in text.split('\n') {
@@ -112,7 +112,7 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 ///
 /// Text is made terminal-safe first ([`terminal_safe`]): everything the TUI writes to the
 /// screen with dynamic text goes through here or through [`super::doc::Doc::spans`].
-pub fn fit(s: &str, width: usize) -> String {
+pub(crate) fn fit(s: &str, width: usize) -> String {
     let s = &*terminal_safe(s);
     if s.chars().count() <= width {
         s.to_owned()

@@ -1,0 +1,405 @@
+//! The recording pipeline: the tap decoder turns tapped copies into RPC events; the
+//! caller's thread orders events from every source, redacts and writes them.
+
+use super::comment::comment;
+use super::hints::Hinter;
+use super::stop::{process_alive, Stopper, DRAIN_TIMEOUT};
+use super::{RecordOptions, RecordOutcome};
+use crate::capture::writer::{CaptureSummary, CaptureWriter};
+use crate::event::{
+    self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage,
+};
+use crate::redact::Redactor;
+use crate::safe_dir::{SafeDir, SocketRef};
+use crate::sources::bus::BusSubscriber;
+use crate::sources::guardian::Interposition;
+use crate::sources::procwatch::{ProcWatcher, WatcherHandle};
+use crate::sources::proxy::{Access, Proxy, Tap};
+use crate::wire::amp::Decoder;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events are written in time order once they are this old: sources deliver with small,
+/// different delays (the tap decoder, the kernel), and this window puts them back in order.
+const REORDER_WINDOW_NS: u64 = 200_000_000;
+const PIDFD_REORDER_WINDOW_NS: u64 = 2_500_000_000;
+
+struct Ordered(Stamped);
+impl PartialEq for Ordered {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.t == o.0.t
+    }
+}
+impl Eq for Ordered {}
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ordered {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.t.cmp(&self.0.t) // min-heap on t
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record_interposed(
+    opts: &RecordOptions,
+    stop: &Stopper,
+    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
+    info: &mut CaptureInfo,
+    redactor: &Arc<Redactor>,
+    early_notes: Vec<Stamped>,
+    listener: UnixListener,
+    upstream: SocketRef,
+    interposition: Option<&Interposition>,
+    (sink, mut rx): (EventSink, event::EventReceiver),
+    mut watcher: Option<ProcWatcher>,
+) -> anyhow::Result<RecordOutcome> {
+    let access = Access::of_socket(&upstream);
+    let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
+    let tap_thread = {
+        let sink = sink.clone();
+        let max = opts.max_message;
+        let hints = watcher.as_ref().map(ProcWatcher::handle);
+        std::thread::Builder::new()
+            .name("tap-decoder".into())
+            .spawn(move || decode_taps(tap_rx, sink, max, hints))?
+    };
+    let mut proxy = Some(Proxy::start(listener, upstream, access, tap)?);
+    // Everything but forwarding yields the CPU to the forwarding threads (spawned above, at
+    // normal priority): threads started from here on inherit the lower priority.
+    lower_thread_priority();
+    let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)?;
+    let bus = BusSubscriber::start(pub_dir, pub_name, sink.clone())?;
+    eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
+    // Sources deliver with different delays; the pidfd fallback finds new processes only at
+    // its next /proc scan, so it needs a wider window to put events back in order.
+    let reorder_window = if info.proc_mode.starts_with("netlink") || watcher.is_none() {
+        REORDER_WINDOW_NS
+    } else {
+        PIDFD_REORDER_WINDOW_NS
+    };
+    let mut interp = crate::timeline::Interpreter::new(info);
+    let mut entries = Vec::new();
+    let drop_counter = sink.drop_counter();
+    drop(sink);
+
+    let mut writer = CaptureWriter::create(&opts.output, info, opts.overwrite)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut heap: BinaryHeap<Ordered> = early_notes.into_iter().map(Ordered).collect();
+    heap.push(Ordered(Stamped {
+        t: event::mono_now(),
+        event: Event::Note {
+            level: NoteLevel::Info,
+            text: match interposition {
+                Some(ip) => format!(
+                    "recording: proxy on {}, daemon reached at {}",
+                    ip.rpc_path.display(),
+                    ip.aside_path.display()
+                ),
+                None => format!(
+                    "recording: proxy listening on {}",
+                    opts.listen
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+            },
+        },
+    }));
+
+    let started = Instant::now();
+    let mut events = 0u64;
+    let mut write_failed: Option<String> = None;
+    let mut stopping_since: Option<Instant> = None;
+    let mut stop_reason = String::new();
+    let mut bus_stopped = false;
+    let mut bus = Some(bus);
+    let mut last_flush = Instant::now();
+    let mut connections = 0u64;
+    let mut first_restore: Option<String> = None;
+    let mut bus_down = false;
+
+    let mut write_out = |heap: &mut BinaryHeap<Ordered>,
+                         upto: u64,
+                         writer: &mut CaptureWriter,
+                         events: &mut u64,
+                         failed: &mut Option<String>| {
+        while heap.peek().is_some_and(|o| o.0.t <= upto) {
+            let Some(Ordered(mut ev)) = heap.pop() else {
+                break;
+            };
+            redactor.event(&mut ev.event);
+            if failed.is_none() {
+                match writer.write(&ev, &comment(&ev.event)) {
+                    Ok(()) => {}
+                    // One oversized event is skipped (and counted); the recording goes on.
+                    Err(crate::capture::CaptureError::TooLarge { .. }) => {}
+                    Err(e) => {
+                        eprintln!(
+                            "pm2-trace: {e}; recording stopped, pm2 traffic is still forwarded"
+                        );
+                        *failed = Some(e.to_string());
+                    }
+                }
+            }
+            *events += 1;
+            entries.clear();
+            if opts.interpret {
+                interp.push_into(&ev, &mut entries);
+            }
+            on_event(info, &ev, &entries);
+        }
+    };
+
+    loop {
+        // Stop conditions.
+        let (n_stops, why) = stop.requested();
+        let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
+        if stopping_since.is_none() && (n_stops > 0 || timed_out) {
+            stop_reason = why.unwrap_or_else(|| "duration elapsed".into());
+            stopping_since = Some(Instant::now());
+            // New clients go straight to the daemon from now on.
+            if let Some(ip) = interposition {
+                first_restore = Some(
+                    ip.restore()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|e| format!("restore failed: {e}")),
+                );
+            }
+            if let Some(p) = proxy.as_mut() {
+                p.stop_accepting();
+            }
+        }
+        if let Some(since) = stopping_since {
+            let idle = proxy.as_ref().is_none_or(|p| p.active() == 0);
+            let hurry = stop.requested().0 > 1 || since.elapsed() > DRAIN_TIMEOUT;
+            if (idle || hurry) && !bus_stopped {
+                if !idle {
+                    if let Some(p) = proxy.as_ref() {
+                        p.cut_all();
+                    }
+                    heap.push(Ordered(Stamped {
+                        t: event::mono_now(),
+                        event: Event::Note {
+                            level: NoteLevel::Warning,
+                            text: format!("stopped with {} pm2 command(s) still in progress through the proxy", proxy.as_ref().map_or(0, |p| p.active())),
+                        },
+                    }));
+                }
+                drop(proxy.take());
+                if let Some(b) = bus.take() {
+                    b.stop();
+                }
+                if let Some(w) = watcher.take() {
+                    w.stop();
+                }
+                bus_stopped = true;
+            }
+        }
+        // While the bus is down, watch whether the daemon itself is gone (pm2 kill, a crash).
+        if bus_down && stopping_since.is_none() {
+            if let Some(pid) = opts.daemon_pid.filter(|p| !process_alive(*p)) {
+                stop.stop(format!("the PM2 daemon (pid {pid}) exited"));
+            }
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(ev) => {
+                if let Event::RpcConnect { .. } = ev.event {
+                    connections += 1;
+                }
+                if let Event::BusLink { up, .. } = ev.event {
+                    bus_down = !up;
+                }
+                heap.push(Ordered(ev));
+                // Let a burst arrive, then take all of it at once: one wake-up per burst
+                // keeps the writer's work beside the traffic instead of inside each round trip.
+                std::thread::sleep(Duration::from_millis(2));
+                while let Some(ev) = rx.try_recv() {
+                    heap.push(Ordered(ev));
+                }
+            }
+            Err(true) => {}
+            Err(false) => break, // every source is gone
+        }
+        let now = event::mono_now();
+        write_out(
+            &mut heap,
+            now.saturating_sub(reorder_window),
+            &mut writer,
+            &mut events,
+            &mut write_failed,
+        );
+        if last_flush.elapsed() > Duration::from_millis(500) {
+            writer.flush();
+            last_flush = Instant::now();
+        }
+    }
+    let lost_taps = tap_thread.join().unwrap_or(0);
+    if lost_taps > 0 {
+        heap.push(Ordered(Stamped {
+            t: event::mono_now(),
+            event: Event::Note {
+                level: NoteLevel::Warning,
+                text: format!(
+                    "{lost_taps} copies of RPC traffic were not recorded because the recorder fell behind (the traffic itself was forwarded)"
+                ),
+            },
+        }));
+    }
+    let dropped = drop_counter.load(std::sync::atomic::Ordering::Relaxed);
+    if dropped > 0 {
+        heap.push(Ordered(Stamped {
+            t: event::mono_now(),
+            event: Event::Note {
+                level: NoteLevel::Warning,
+                text: format!("{dropped} events were dropped because the recorder fell behind"),
+            },
+        }));
+    }
+    heap.push(Ordered(Stamped {
+        t: event::mono_now(),
+        event: Event::Note {
+            level: NoteLevel::Info,
+            text: format!("recording stopped: {stop_reason}"),
+        },
+    }));
+    write_out(
+        &mut heap,
+        u64::MAX,
+        &mut writer,
+        &mut events,
+        &mut write_failed,
+    );
+    let capture = match writer.finish() {
+        Ok(c) => c,
+        // The failure surfaced only now (at the last flush): the file holds everything up to
+        // the stop marker; report it like any other early stop.
+        Err(e) => CaptureSummary {
+            records: events,
+            bytes: 0,
+            too_large: 0,
+            stopped: Some(e.to_string()),
+        },
+    };
+    Ok(RecordOutcome {
+        capture,
+        events,
+        stop_reason,
+        restore: first_restore.unwrap_or_default(),
+        dropped_events: dropped,
+        lost_taps,
+        connections,
+        info: info.clone(),
+    })
+}
+
+/// Turn tapped copies into whole RPC messages, per connection and direction.
+fn decode_taps(
+    rx: crate::sources::proxy::TapReceiver,
+    sink: EventSink,
+    max_message: usize,
+    watcher: Option<WatcherHandle>,
+) -> u64 {
+    lower_thread_priority();
+    let mut hinter = watcher.map(|watcher| Hinter {
+        watcher,
+        pending: HashMap::new(),
+    });
+    let mut streams: HashMap<(u64, Direction), Decoder> = HashMap::new();
+    let mut batch = Vec::new();
+    // Ends once the proxy and all its forwarding threads are gone.
+    while rx.recv_batch(&mut batch) {
+        for item in batch.drain(..) {
+            match item {
+                Tap::Open { t, conn, peer } => sink.emit_at(t, Event::RpcConnect { conn, peer }),
+                Tap::Data {
+                    t,
+                    conn,
+                    dir,
+                    bytes,
+                } => {
+                    let dec = streams
+                        .entry((conn, dir))
+                        .or_insert_with(|| Decoder::new(max_message));
+                    dec.push(&bytes);
+                    rx.recycle(bytes);
+                    while let Some(m) = dec.next() {
+                        match m {
+                            Ok(msg) => {
+                                if let Some(h) = hinter.as_mut() {
+                                    h.message(conn, dir, &msg);
+                                }
+                                sink.emit_at(
+                                    t,
+                                    Event::RpcMessage {
+                                        conn,
+                                        dir,
+                                        msg: WireMessage(msg),
+                                    },
+                                )
+                            }
+                            Err(e) => sink.emit_at(
+                                t,
+                                Event::RpcUndecodable {
+                                    conn,
+                                    dir,
+                                    offset: e.offset(),
+                                    error: e.to_string(),
+                                },
+                            ),
+                        }
+                    }
+                }
+                Tap::Gap { t, conn, dir } => {
+                    let offset = streams.get(&(conn, dir)).map_or(0, |d| d.offset());
+                    streams.remove(&(conn, dir));
+                    sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
+                }
+                Tap::Close {
+                    t,
+                    conn,
+                    to_client_bytes,
+                    to_daemon_bytes,
+                } => {
+                    streams.remove(&(conn, Direction::ToDaemon));
+                    streams.remove(&(conn, Direction::ToClient));
+                    if let Some(h) = hinter.as_mut() {
+                        h.closed(conn);
+                    }
+                    sink.emit_at(
+                        t,
+                        Event::RpcClose {
+                            conn,
+                            to_client_bytes,
+                            to_daemon_bytes,
+                        },
+                    );
+                }
+                Tap::Refused { t, peer, reason } => {
+                    sink.emit_at(t, Event::RpcRefused { peer, reason })
+                }
+                Tap::UpstreamFailed { t, conn, error } => sink.emit_at(
+                    t,
+                    Event::Note {
+                        level: NoteLevel::Error,
+                        text: format!("connection {conn}: cannot reach the daemon: {error}"),
+                    },
+                ),
+            }
+        }
+    }
+    rx.lost()
+}
+
+/// Nice the calling thread to 10 (Linux nice values are per thread).
+fn lower_thread_priority() {
+    // SAFETY: gettid and setpriority on the calling thread only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
