@@ -104,6 +104,14 @@ struct RecordArgs {
     /// Watch the events in the interactive timeline while recording; q stops the recording
     #[arg(long, conflicts_with = "quiet")]
     tui: bool,
+    /// Export while recording to OpenTelemetry over OTLP/HTTP (protobuf): one trace per pm2 request
+    /// acting on an app, one log record per finding, sent in the
+    /// background (a slow or dead collector never slows pm2 or the recording; what cannot
+    /// be sent is counted and noted in the capture); to URL/v1/traces and URL/v1/logs.
+    /// Without URL: $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318.
+    /// OTEL_EXPORTER_OTLP_HEADERS (and the per-signal variables) are honoured
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "", conflicts_with = "tui")]
+    otlp: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -136,6 +144,12 @@ struct ReplayArgs {
     /// Exit with status 1 when a finding is at least this severe (for scripts)
     #[arg(long, value_enum, value_name = "SEVERITY")]
     fail_on: Option<FailOn>,
+    /// Also export to OpenTelemetry over OTLP/HTTP (protobuf): one trace per pm2 request
+    /// acting on an app, one log record per finding, sent to URL/v1/traces and URL/v1/logs.
+    /// Without URL: $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318.
+    /// OTEL_EXPORTER_OTLP_HEADERS (and the per-signal variables) are honoured
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    otlp: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -215,6 +229,17 @@ fn run_replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
             "pm2-trace: skipped {} records of kinds this version does not know",
             out.skipped
         );
+    }
+    if let Some(flag) = &a.otlp {
+        use pm2_trace::views::otlp;
+        let endpoint = otlp::Endpoint::resolve(flag, |k| std::env::var(k).ok())?;
+        match otlp::export_file(&a.file, &endpoint) {
+            Ok(stats) => eprintln!("pm2-trace: {}", stats.summary(&endpoint.traces.url)),
+            Err(e) => {
+                eprintln!("pm2-trace: error: OpenTelemetry export failed: {e:#}");
+                return Ok(ExitCode::from(2));
+            }
+        }
     }
     let level = a.fail_on.map(|f| match f {
         FailOn::Warning => Severity::Warning,
@@ -313,7 +338,13 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         proc_mode: args.proc.into(),
         max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
         command_line: std::env::args().collect(),
-        interpret: !args.quiet || args.tui,
+        interpret: !args.quiet || args.tui || args.otlp.is_some(),
+    };
+    let endpoint = match &args.otlp {
+        Some(flag) => Some(pm2_trace::views::otlp::Endpoint::resolve(flag, |k| {
+            std::env::var(k).ok()
+        })?),
+        None => None,
     };
     if opts.redact == RedactMode::None {
         eprintln!("pm2-trace: warning: --redact none: the capture will hold environment values (secrets) in clear");
@@ -328,19 +359,66 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         let out = pm2_trace::views::tui::record_tui(&opts, stop)?;
         return Ok(record_summary(&opts, &out));
     }
-    let mut live = (!args.quiet).then(|| record::LiveText::new(std::io::stdout()));
-    let mut on_event = |info: &pm2_trace::event::CaptureInfo,
-                        _ev: &pm2_trace::event::Stamped,
-                        entries: &[pm2_trace::timeline::Entry]| {
-        if let Some(l) = live.as_mut() {
-            l.event(info, entries);
-        }
+    let otlp = match endpoint {
+        Some(e) => Some(pm2_trace::views::otlp::LiveExporter::start(
+            e,
+            pm2_trace::views::otlp::Retry::default(),
+        )?),
+        None => None,
     };
-    let out = record::record(&opts, stop, &mut on_event)?;
-    if let Some(l) = live.take() {
+    let mut watchers = Watchers {
+        live: (!args.quiet).then(|| record::LiveText::new(std::io::stdout())),
+        otlp,
+        exported: None,
+    };
+    let out = record::record(&opts, stop, &mut watchers)?;
+    if let Some(l) = watchers.live.take() {
         l.finish();
     }
+    if let Some((endpoint, stats)) = &watchers.exported {
+        match stats.loss_note(endpoint) {
+            Some(note) => eprintln!("pm2-trace: warning: {note}"),
+            None => eprintln!("pm2-trace: {}", stats.summary(endpoint)),
+        }
+    }
     Ok(record_summary(&opts, &out))
+}
+
+/// How long a stopping recorder waits for the OpenTelemetry exporter to send what remains.
+const OTLP_FINISH: Duration = Duration::from_secs(5);
+
+/// What watches `record`: the live text view and the OpenTelemetry exporter.
+struct Watchers {
+    live: Option<record::LiveText<std::io::Stdout>>,
+    otlp: Option<pm2_trace::views::otlp::LiveExporter>,
+    exported: Option<(String, pm2_trace::views::otlp::ExportStats)>,
+}
+
+impl record::Observer for Watchers {
+    fn event(
+        &mut self,
+        info: &pm2_trace::event::CaptureInfo,
+        _ev: &pm2_trace::event::Stamped,
+        entries: &[pm2_trace::timeline::Entry],
+    ) {
+        if let Some(l) = self.live.as_mut() {
+            l.event(info, entries);
+        }
+        if let Some(x) = self.otlp.as_mut() {
+            x.offer(info, entries);
+        }
+    }
+
+    fn closing_notes(&mut self) -> Vec<String> {
+        let Some(x) = self.otlp.take() else {
+            return Vec::new();
+        };
+        let endpoint = x.endpoint().to_owned();
+        let stats = x.finish(OTLP_FINISH);
+        let note = stats.loss_note(&endpoint);
+        self.exported = Some((endpoint, stats));
+        note.into_iter().collect()
+    }
 }
 
 /// What `record --tui` prints once the terminal is back.

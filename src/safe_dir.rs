@@ -905,7 +905,7 @@ impl SocketRef {
         Ok(SocketRef {
             fd: self.fd.try_clone()?,
             path: self.path.clone(),
-            stat: self.stat.clone(),
+            stat: self.stat,
             peer_uid: self.peer_uid,
         })
     }

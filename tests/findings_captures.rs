@@ -11,6 +11,8 @@
 //! `cargo test --test findings_captures -- --ignored make_captures` (all scenarios), or with
 //! `CAPTURES=drain-child-restart-5.4.3,stop-timeout-7.0.4` for some.
 
+#[path = "findings_support/cluster.rs"]
+mod cluster;
 #[path = "support/pm2.rs"]
 mod pm2;
 #[path = "support/recorder.rs"]
@@ -87,6 +89,37 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("well-behaved-restarts-5.4.3", &[]),
     ("well-behaved-restarts-7.0.4", &[]),
+    // Cluster mode (`-i 2`) and wait_ready: tests/findings_support/cluster.rs.
+    (
+        "reload-crash-cluster-5.4.3",
+        &["reload-without-ready", "crash-loop-errored"],
+    ),
+    (
+        "reload-crash-cluster-6.0.14",
+        &["reload-without-ready", "crash-loop-errored"],
+    ),
+    (
+        "reload-crash-cluster-7.0.4",
+        &["reload-without-ready", "crash-loop-errored"],
+    ),
+    ("reload-clean-cluster-5.4.3", &[]),
+    ("reload-clean-cluster-6.0.14", &[]),
+    ("reload-clean-cluster-7.0.4", &[]),
+    ("reload-ready-cluster-7.0.4", &[]),
+    ("graceful-reload-cluster-7.0.4", &[]),
+    ("wait-ready-timeout-5.4.3", &["ready-timeout"]),
+    ("wait-ready-timeout-6.0.14", &["ready-timeout"]),
+    ("wait-ready-timeout-7.0.4", &["ready-timeout"]),
+    (
+        "wait-ready-dead-5.4.3",
+        &["ready-timeout", "crash-loop-errored"],
+    ),
+    (
+        "wait-ready-dead-6.0.14",
+        &["ready-timeout", "crash-loop-errored"],
+    ),
+    // pm2 7 concludes a generation that dies before `ready` at its exit: no timeout.
+    ("wait-ready-dead-7.0.4", &["crash-loop-errored"]),
 ];
 
 /// What the golden file keeps of a finding.
@@ -313,7 +346,8 @@ fn make_captures() {
         let (scenario, version) = name.rsplit_once('-').unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("capture.bin");
-        let run = scenarios::run(scenario, version, &path, false);
+        let run = cluster::run(scenario, version, &path, false)
+            .unwrap_or_else(|| scenarios::run(scenario, version, &path, false));
         eprintln!(
             "{name}: status {}; {}\n{}",
             run.status,

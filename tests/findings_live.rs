@@ -24,29 +24,7 @@ fn run(name: &str, version: &str) -> (tempfile::TempDir, Run) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(format!("{name}-{version}.bin"));
     let r = scenarios::run(name, version, &path, true);
-    eprintln!(
-        "{name} on pm2 {version}: status {}; {}\n{}",
-        r.status,
-        r.notes.join("; "),
-        r.lines()
-    );
-    r.expect_sorted();
-    for f in r.findings() {
-        let s = f["summary"].as_str().unwrap_or_default();
-        assert!(
-            s.ends_with('.') && s.contains("web"),
-            "{name}: a summary must be a sentence naming the app: {s}"
-        );
-        assert!(
-            !s.contains("<redacted"),
-            "{name}: a summary shows a value: {s}"
-        );
-        assert!(
-            !f["evidence"].as_array().unwrap().is_empty(),
-            "{name}: {} has no evidence",
-            f["kind"]
-        );
-    }
+    r.report_and_check();
     (dir, r)
 }
 

@@ -8,6 +8,10 @@
 //! replaced), and symlinks wait at every fixed name the tool uses (the lock file, the
 //! daemon socket's second name, `pm2.pid`, the capture and `--listen` names).
 //!
+//! Twice per version the recorder is SIGKILLed mid-recording, so its guardian restores
+//! under attack; at the end the owner records their own daemon without root (the least
+//! privilege README and `record --help` recommend).
+//!
 //! Pass: nothing in the root-only directory changes (owner, mode, content, entries); every
 //! run of the tool either works or fails with a clear error (never a panic, a signal or a
 //! hang); the daemon is never harmed by the tool (same pid, alone, its own socket at
@@ -22,7 +26,6 @@
 //! compiler is needed): hence `harness = false`.
 
 #[path = "support/pm2.rs"]
-#[allow(dead_code)]
 mod pm2;
 #[path = "support/recorder.rs"]
 mod recorder;
@@ -102,23 +105,31 @@ fn readable_by_nobody(path: &Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `exe`, or a copy of it that `nobody` can run (when the checkout is not readable to
+/// `nobody`, e.g. under /root).
+fn runnable_by_nobody(exe: PathBuf, name: &str) -> PathBuf {
+    if readable_by_nobody(&exe) {
+        return exe;
+    }
+    let dir = std::env::temp_dir().join(format!("p2t-hostile-exe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join(name);
+    if !copy.exists() {
+        std::fs::copy(&exe, &copy).expect("copy a binary for nobody");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    copy
+}
+
 /// Where `nobody` can run the attacker (this binary) from.
 fn attacker_exe() -> PathBuf {
-    static EXE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    EXE.get_or_init(|| {
-        let me = std::env::current_exe().expect("current_exe");
-        if readable_by_nobody(&me) {
-            return me;
-        }
-        let dir = std::env::temp_dir().join(format!("p2t-hostile-exe-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let copy = dir.join("attacker");
-        std::fs::copy(&me, &copy).expect("copy the test binary for nobody");
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        copy
-    })
-    .clone()
+    runnable_by_nobody(std::env::current_exe().expect("current_exe"), "attacker")
+}
+
+/// Where `nobody` can run pm2-trace from (the least-privilege run).
+fn owner_exe() -> PathBuf {
+    runnable_by_nobody(recorder::bin(), "pm2-trace")
 }
 
 /// Root and `nobody` are needed; the pinned pm2 versions must be readable by `nobody`
@@ -586,6 +597,47 @@ fn hostile_owner(version: &str) {
             );
             daemon_unharmed(&pm2, pid, sock_ino, &what("after the round"));
         }
+        if !plant_lock {
+            // The recorder SIGKILLed mid-recording, under attack: its guardian restores.
+            for i in 0..2 {
+                let cap = out_dir.path().join(format!("k-{i}.bin"));
+                let mut child = Command::new(recorder::bin())
+                    .args(["record", "--quiet", "--proc", "off", "--pm2-home"])
+                    .arg(h)
+                    .arg("-o")
+                    .arg(&cap)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(1500));
+                let _ = child.kill();
+                let _ = child.wait();
+                // The guardian acts on EOF; give it a generous moment (a hang guard, not a
+                // timing check: the guardian_restore benchmark measures it).
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while std::fs::symlink_metadata(pm2.rpc_sock())
+                    .map(|m| m.ino())
+                    .ok()
+                    != Some(sock_ino)
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                daemon_unharmed(
+                    &pm2,
+                    pid,
+                    sock_ino,
+                    &format!("pm2 {version}: after SIGKILL #{i}"),
+                );
+                assert_eq!(
+                    vault.snapshot(),
+                    before,
+                    "after SIGKILL #{i}: the root-only directory changed"
+                );
+            }
+        }
         swaps += atk.swaps.load(Ordering::Relaxed);
         drop(atk);
         if plant_lock {
@@ -602,6 +654,25 @@ fn hostile_owner(version: &str) {
     }
     assert_eq!(vault.snapshot(), before, "the root-only directory changed");
     daemon_unharmed(&pm2, pid, sock_ino, "at the end");
+    // Least privilege: the daemon's owner records their own daemon without root.
+    let owner_cap = home.join("owner.bin");
+    let owner = Command::new(owner_exe())
+        .args(["record", "--duration", "1s", "--quiet", "--pm2-home"])
+        .arg(h)
+        .arg("-o")
+        .arg(&owner_cap)
+        .env("HOME", pm2.user_home())
+        .uid(NOBODY)
+        .gid(NOGROUP)
+        .output()
+        .unwrap();
+    let owner_err = String::from_utf8_lossy(&owner.stderr);
+    assert!(
+        owner.status.success() && owner_err.contains("daemon socket restored"),
+        "the daemon's owner could not record it without root:\n{owner_err}"
+    );
+    assert_eq!(std::fs::metadata(&owner_cap).unwrap().uid(), NOBODY);
+    daemon_unharmed(&pm2, pid, sock_ino, "after the owner's own recording");
     // What root left in the owner's directory (reported: none of it can be a root file
     // the owner could use; private staging directories moved away by the attacker stay).
     let root_owned: Vec<String> = std::fs::read_dir(&home)

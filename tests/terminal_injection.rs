@@ -13,7 +13,6 @@
 //!   prints the same bytes raw does both, so the check can fail.
 
 #[path = "support/pm2.rs"]
-#[allow(dead_code)]
 mod pm2;
 #[path = "support/recorder.rs"]
 mod recorder;

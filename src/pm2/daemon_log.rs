@@ -18,7 +18,16 @@
 //! App [name:id] stale exit event ignored (pid %s)                                 7.x
 //! Script %s had too many unstable restarts (%d). Stopped. "errored"
 //! app=%s id=%d pid=%s could not be stopped
+//! App name:%s id:%s disconnected                                  (cluster mode)
+//! -reload- New worker listening                                   (reloadProcessId)
+//! -softReload- New worker listening                               (softReloadProcessId)
+//! -softReload- Old worker disconnected
+//! Process %s in a stopped status, starting it                     (reload of a non-online app)
 //! ```
+//!
+//! During a cluster reload the outgoing worker is parked under the id `_old_<pm_id>`
+//! (lib/God/Reload.js): `Stopping app:web id:_old_0`, `App [web:_old_0] exited ...`. Those
+//! lines carry the instance's pm_id with `old: true`.
 //!
 //! In `pm2.log` each line carries a prefix `<date>: PM2 <level>: ` (date format
 //! `PM2_LOG_DATE_FORMAT`, default `YYYY-MM-DDTHH:mm:ss`); `log:PM2` bus payloads do not.
@@ -32,8 +41,14 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "line", rename_all = "snake_case")]
 pub enum DaemonLogLine {
     /// `Stopping app:web id:0`: a stop began; pm2 sends the kill signal (SIGINT by default)
-    /// to the process (tree) right after.
-    Stopping { app: String, id: u64 },
+    /// to the process (tree) right after. `old`: the id was `_old_<id>`, the outgoing worker
+    /// of a cluster reload.
+    Stopping {
+        app: String,
+        id: u64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        old: bool,
+    },
     /// `pid=3456 msg=failed to kill - retrying in 100ms`: still alive at a poll.
     KillRetry { pid: i64, ms: u64 },
     /// `pid=3456 msg=process tree killed (1 pids)` (7.x): every pid of the tree is gone.
@@ -56,7 +71,26 @@ pub enum DaemonLogLine {
         id: u64,
         code: i64,
         signal: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        old: bool,
     },
+    /// `App name:web id:0 disconnected` (cluster mode): the worker's IPC channel closed, which
+    /// happens when it exits or is stopped.
+    Disconnected {
+        app: String,
+        id: u64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        old: bool,
+    },
+    /// `-reload- New worker listening` (reloadProcessId) or `-softReload- New worker
+    /// listening` (softReloadProcessId, `soft`): the replacement of a reload became ready
+    /// (listening, or `ready` under wait_ready) before listen_timeout. The line names no app.
+    ReloadReady { soft: bool },
+    /// `-softReload- Old worker disconnected`: the outgoing worker of a graceful reload left.
+    SoftReloadOldGone,
+    /// `Process 0 in a stopped status, starting it`: a reload of an app that was not online
+    /// (or not in cluster mode) became a restart.
+    ReloadBecameRestart { id: u64 },
     /// `App [web:0] starting in -fork mode-`: a new generation is being spawned.
     Starting { app: String, id: u64, mode: String },
     /// `App [web:0] online`.
@@ -78,6 +112,10 @@ pub enum DaemonLogLine {
     },
     /// Anything else, kept as it was (without the pm2.log prefix).
     Other { text: String },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The `pm2.log` prefix of a line: `2026-11-25T15:34:44: PM2 log: `.
@@ -143,6 +181,22 @@ pub(crate) fn parse_message(msg: &str) -> DaemonLogLine {
     if let Some(rest) = msg.strip_prefix("app=") {
         return could_not_be_stopped(rest).unwrap_or_else(other);
     }
+    if let Some(rest) = msg.strip_prefix("App name:") {
+        return disconnected(rest).unwrap_or_else(other);
+    }
+    match msg {
+        "-reload- New worker listening" => return DaemonLogLine::ReloadReady { soft: false },
+        "-softReload- New worker listening" => return DaemonLogLine::ReloadReady { soft: true },
+        "-softReload- Old worker disconnected" => return DaemonLogLine::SoftReloadOldGone,
+        _ => {}
+    }
+    if let Some(rest) = msg.strip_prefix("Process ") {
+        if let Some(id) = rest.strip_suffix(" in a stopped status, starting it") {
+            if let Some(id) = num(id) {
+                return DaemonLogLine::ReloadBecameRestart { id };
+            }
+        }
+    }
     other()
 }
 
@@ -154,12 +208,34 @@ fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
     s.parse().ok()
 }
 
-/// `web id:0`
+/// A pm_id as the daemon prints it: `0`, or `_old_0` for the outgoing worker of a reload.
+fn pm_id(s: &str) -> Option<(u64, bool)> {
+    match s.strip_prefix("_old_") {
+        Some(n) => Some((num(n)?, true)),
+        None => Some((num(s)?, false)),
+    }
+}
+
+/// `web id:0`, `web id:_old_0`
 fn stopping(rest: &str) -> Option<DaemonLogLine> {
     let (app, id) = rest.rsplit_once(" id:")?;
+    let (id, old) = pm_id(id)?;
     Some(DaemonLogLine::Stopping {
         app: app.to_owned(),
-        id: num(id)?,
+        id,
+        old,
+    })
+}
+
+/// `web id:0 disconnected`
+fn disconnected(rest: &str) -> Option<DaemonLogLine> {
+    let head = rest.strip_suffix(" disconnected")?;
+    let (app, id) = head.rsplit_once(" id:")?;
+    let (id, old) = pm_id(id)?;
+    Some(DaemonLogLine::Disconnected {
+        app: app.to_owned(),
+        id,
+        old,
     })
 }
 
@@ -228,15 +304,17 @@ fn app_line(rest: &str) -> Option<DaemonLogLine> {
         });
     }
     if let Some(pos) = rest.rfind("] exited with code [") {
-        let (app, id) = name_id(&rest[..pos])?;
+        let (app, id) = rest[..pos].rsplit_once(':')?;
+        let (id, old) = pm_id(id)?;
         let tail = &rest[pos + "] exited with code [".len()..];
         let (code, sig) = tail.split_once("] via signal [")?;
         let signal = sig.strip_suffix(']')?;
         return Some(DaemonLogLine::Exited {
-            app,
+            app: app.to_owned(),
             id,
             code: num(code)?,
             signal: signal.to_owned(),
+            old,
         });
     }
     if let Some(pos) = rest.rfind("] stale exit event ignored (pid ") {
@@ -285,14 +363,25 @@ impl DaemonLogLine {
     /// The app (name, pm_id) the line is about, when it names one.
     pub(crate) fn app(&self) -> Option<(&str, u64)> {
         match self {
-            DaemonLogLine::Stopping { app, id }
+            DaemonLogLine::Stopping { app, id, .. }
             | DaemonLogLine::Exited { app, id, .. }
+            | DaemonLogLine::Disconnected { app, id, .. }
             | DaemonLogLine::Starting { app, id, .. }
             | DaemonLogLine::Online { app, id }
             | DaemonLogLine::StaleExitIgnored { app, id, .. }
             | DaemonLogLine::CouldNotBeStopped { app, id, .. } => Some((app, *id)),
             _ => None,
         }
+    }
+
+    /// Whether the line is about the outgoing worker of a cluster reload (`_old_<id>`).
+    pub fn is_old_worker(&self) -> bool {
+        matches!(
+            self,
+            DaemonLogLine::Stopping { old: true, .. }
+                | DaemonLogLine::Exited { old: true, .. }
+                | DaemonLogLine::Disconnected { old: true, .. }
+        )
     }
 
     /// The OS pid the line is about, when it names one.
@@ -312,7 +401,12 @@ impl DaemonLogLine {
     /// What the line says, in words (without the app, which the caller shows).
     pub(crate) fn describe(&self) -> String {
         match self {
-            DaemonLogLine::Stopping { .. } => "stopping (daemon sends the kill signal)".into(),
+            DaemonLogLine::Stopping { old: false, .. } => {
+                "stopping (daemon sends the kill signal)".into()
+            }
+            DaemonLogLine::Stopping { old: true, id, .. } => {
+                format!("stopping the outgoing worker _old_{id} of the reload")
+            }
             DaemonLogLine::KillRetry { pid, ms } => {
                 format!("pid {pid} still alive, retrying in {ms} ms")
             }
@@ -334,8 +428,34 @@ impl DaemonLogLine {
             DaemonLogLine::CouldNotBeKilled { pid } => {
                 format!("pid {pid} could not be killed, even with SIGKILL")
             }
-            DaemonLogLine::Exited { code, signal, .. } => {
-                format!("exited code {code} via {signal} (daemon says)")
+            DaemonLogLine::Exited {
+                code,
+                signal,
+                old: false,
+                ..
+            } => format!("exited code {code} via {signal} (daemon says)"),
+            DaemonLogLine::Exited {
+                code,
+                signal,
+                old: true,
+                id,
+                ..
+            } => format!("outgoing worker _old_{id} exited code {code} via {signal} (daemon says)"),
+            DaemonLogLine::Disconnected { old: false, .. } => {
+                "worker disconnected (cluster IPC closed)".into()
+            }
+            DaemonLogLine::Disconnected { old: true, id, .. } => {
+                format!("outgoing worker _old_{id} disconnected")
+            }
+            DaemonLogLine::ReloadReady { soft: false } => {
+                "reload: new worker listening (or ready): the old one is stopped now".into()
+            }
+            DaemonLogLine::ReloadReady { soft: true } => {
+                "graceful reload: new worker listening: the old one is told to shut down".into()
+            }
+            DaemonLogLine::SoftReloadOldGone => "graceful reload: old worker disconnected".into(),
+            DaemonLogLine::ReloadBecameRestart { id } => {
+                format!("reload of {id}: not online in cluster mode, so restarted instead")
             }
             DaemonLogLine::Starting { mode, .. } => format!("starting ({mode} mode)"),
             DaemonLogLine::Online { .. } => "online (daemon log)".into(),
@@ -364,7 +484,19 @@ mod tests {
     fn every_line_from_the_field_notes() {
         use DaemonLogLine::*;
         let cases: Vec<(&str, DaemonLogLine)> = vec![
-            ("Stopping app:web id:0", Stopping { app: "web".into(), id: 0 }),
+            ("Stopping app:web id:0", Stopping { app: "web".into(), id: 0, old: false }),
+            ("Stopping app:web id:_old_1", Stopping { app: "web".into(), id: 1, old: true }),
+            ("App name:web id:0 disconnected", Disconnected { app: "web".into(), id: 0, old: false }),
+            ("App name:web id:_old_3 disconnected", Disconnected { app: "web".into(), id: 3, old: true }),
+            (
+                "App [web:_old_0] exited with code [0] via signal [SIGINT]",
+                Exited { app: "web".into(), id: 0, code: 0, signal: "SIGINT".into(), old: true },
+            ),
+            ("-reload- New worker listening", ReloadReady { soft: false }),
+            ("-softReload- New worker listening", ReloadReady { soft: true }),
+            ("-softReload- Old worker disconnected", SoftReloadOldGone),
+            ("Process 4 in a stopped status, starting it", ReloadBecameRestart { id: 4 }),
+            ("Process x in a stopped status, starting it", Other { text: "Process x in a stopped status, starting it".into() }),
             ("pid=3456 msg=failed to kill - retrying in 100ms", KillRetry { pid: 3456, ms: 100 }),
             ("pid=3456 msg=process tree killed (1 pids)", TreeKilled { pid: 3456, pids: 1 }),
             ("pid=3456 msg=process killed", ProcessKilled { pid: 3456 }),
@@ -379,7 +511,7 @@ mod tests {
             ("Process with pid 9 could not be killed", CouldNotBeKilled { pid: 9 }),
             (
                 "App [web:0] exited with code [1] via signal [SIGINT]",
-                Exited { app: "web".into(), id: 0, code: 1, signal: "SIGINT".into() },
+                Exited { app: "web".into(), id: 0, code: 1, signal: "SIGINT".into(), old: false },
             ),
             ("App [web:0] starting in -fork mode-", Starting { app: "web".into(), id: 0, mode: "fork".into() }),
             ("App [api:3] starting in -cluster mode-", Starting { app: "api".into(), id: 3, mode: "cluster".into() }),
@@ -419,7 +551,8 @@ mod tests {
             parse("Stopping app:a id:b id:4"),
             DaemonLogLine::Stopping {
                 app: "a id:b".into(),
-                id: 4
+                id: 4,
+                old: false
             }
         );
         assert_eq!(

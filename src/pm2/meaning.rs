@@ -288,6 +288,11 @@ pub struct MonitorProc {
     pub(crate) min_uptime: Option<u64>,
     /// pm2's default 16 applies when `None`.
     pub(crate) max_restarts: Option<u64>,
+    /// `--wait-ready`: pm2 waits for the app's `process.send('ready')` before online.
+    pub(crate) wait_ready: Option<bool>,
+    /// ms; how long pm2 waits for `ready` (wait_ready) or for a reload's new worker to
+    /// listen; pm2's default 3000 applies when `None`.
+    pub(crate) listen_timeout: Option<u64>,
     /// `pm_exec_path`: the script, as the daemon names it in "too many unstable restarts".
     pub(crate) exec_path: Option<String>,
     /// Fingerprint of `pm2_env.env` (values hashed).
@@ -314,6 +319,24 @@ fn i64_of(v: Option<&Value>) -> Option<i64> {
             .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    }
+}
+
+/// A pm_id as the bus sends it: a number, or `"_old_<n>"` for the outgoing worker of a
+/// cluster reload (second value `true`).
+fn pm_id_of(v: Option<&Value>) -> (Option<u64>, bool) {
+    match v {
+        Some(Value::String(s)) if s.starts_with("_old_") => {
+            (u64_of(Some(&Value::String(s[5..].to_owned()))), true)
+        }
+        other => (u64_of(other), false),
+    }
+}
+
+impl BusEvent {
+    /// Whether this is an app's `process.send('ready')`.
+    pub fn is_ready_message(&self) -> bool {
+        matches!(self, BusEvent::ProcessMsg { text: Some(t), .. } if t == "ready")
     }
 }
 
@@ -352,6 +375,8 @@ impl MonitorProc {
             treekill: bool_of(env.get("treekill")),
             min_uptime: u64_of(env.get("min_uptime")),
             max_restarts: u64_of(env.get("max_restarts")),
+            wait_ready: bool_of(env.get("wait_ready")),
+            listen_timeout: u64_of(env.get("listen_timeout")),
             exec_path: str_of(env.get("pm_exec_path")),
             env: env
                 .get("env")
@@ -447,6 +472,10 @@ pub struct ProcessEvent {
     /// ms since the epoch, daemon clock.
     pub at: Option<i64>,
     pub(crate) pm_id: Option<u64>,
+    /// The event is about the outgoing worker of a cluster reload: pm2 names it
+    /// `_old_<pm_id>` while the new worker takes its id.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) old: bool,
     pub(crate) name: Option<String>,
     /// The app's status when the event was emitted (e.g. `launching` for online in 7.x,
     /// `stopping` for the exit during a stop).
@@ -486,6 +515,16 @@ pub enum BusEvent {
         name: Option<String>,
         at: Option<i64>,
         data: String,
+    },
+    /// `process:msg`: a message an app sent to pm2 with `process.send` (not `{type, data}`,
+    /// which pm2 publishes under its own type). `process.send('ready')` is how an app tells a
+    /// `--wait-ready` pm2 (and a reload) that it is ready.
+    ProcessMsg {
+        pm_id: Option<u64>,
+        name: Option<String>,
+        at: Option<i64>,
+        /// The message when it is a string (at most 200 characters).
+        text: Option<String>,
     },
     /// `log:PM2`: what the daemon wrote to pm2.log, one entry per line.
     DaemonLog {
@@ -534,11 +573,13 @@ impl BusEvent {
                             .collect()
                     })
                     .unwrap_or_default();
+                let (pm_id, old) = pm_id_of(proc_.get("pm_id"));
                 BusEvent::ProcessEvent(ProcessEvent {
                     event: ProcessEventKind::parse(&ev),
                     manually: matches!(payload.get("manually"), Some(Value::Bool(true))),
                     at,
-                    pm_id: u64_of(proc_.get("pm_id")),
+                    pm_id,
+                    old,
                     name: str_of(proc_.get("name")),
                     status: str_of(proc_.get("status")),
                     exit_code: i64_of(proc_.get("exit_code")),
@@ -561,6 +602,15 @@ impl BusEvent {
                 name: str_of(proc_.get("name")),
                 at,
                 data: payload.get("data").map(json_text).unwrap_or_default(),
+            },
+            "process:msg" => BusEvent::ProcessMsg {
+                pm_id: u64_of(proc_.get("pm_id")),
+                name: str_of(proc_.get("name")),
+                at,
+                text: payload
+                    .get("raw")
+                    .and_then(Value::as_str)
+                    .map(|s| s.chars().take(200).collect()),
             },
             "log:PM2" => {
                 let data = payload.get("data").map(json_text).unwrap_or_default();
@@ -702,6 +752,33 @@ mod tests {
             (Some(1), Some(16), Some(5))
         );
         assert_eq!(e.tree_pids, vec![7, 8]);
+        assert!(!e.old);
+        // The outgoing worker of a cluster reload is named `_old_<pm_id>`.
+        let BusEvent::ProcessEvent(o) = BusEvent::from_parts(
+            "process:event",
+            json!({"event": "exit", "at": 6, "process": {"pm_id": "_old_1", "name": "web", "status": "stopping"}}),
+        ) else {
+            panic!()
+        };
+        assert_eq!((o.pm_id, o.old), (Some(1), true));
+        let r = BusEvent::from_parts(
+            "process:msg",
+            json!({"at": 7, "raw": "ready", "process": {"pm_id": 2, "name": "web", "namespace": "default"}}),
+        );
+        assert!(r.is_ready_message());
+        assert!(matches!(
+            r,
+            BusEvent::ProcessMsg {
+                pm_id: Some(2),
+                at: Some(7),
+                ..
+            }
+        ));
+        assert!(!BusEvent::from_parts(
+            "process:msg",
+            json!({"raw": {"x": 1}, "process": {"pm_id": 2}})
+        )
+        .is_ready_message());
         let l = BusEvent::from_parts(
             "log:PM2",
             json!({"process": {"pm_id": "PM2"}, "at": 9, "data": "App [web:0] online\nStopping app:web id:0\n"}),
@@ -717,7 +794,8 @@ mod tests {
                     },
                     DaemonLogLine::Stopping {
                         app: "web".into(),
-                        id: 0
+                        id: 0,
+                        old: false
                     }
                 ]
             }

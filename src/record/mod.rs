@@ -79,12 +79,28 @@ fn kernel() -> String {
         .unwrap_or_default()
 }
 
+/// What watches a recording as it is written: live views and exporters.
+pub trait Observer {
+    /// One event, just written, with its timeline entries (none unless `interpret`).
+    fn event(&mut self, info: &CaptureInfo, ev: &Stamped, entries: &[crate::timeline::Entry]);
+    /// Warnings to note in the capture before it is closed (e.g. what an exporter lost).
+    fn closing_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl<F: FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry])> Observer for F {
+    fn event(&mut self, info: &CaptureInfo, ev: &Stamped, entries: &[crate::timeline::Entry]) {
+        self(info, ev, entries)
+    }
+}
+
 /// Record until `stop` is asked, the duration ends, or the daemon goes away. `on_event`
-/// sees every event as it is written (for live views).
+/// sees every event as it is written (for live views and exporters).
 pub fn record(
     opts: &RecordOptions,
     stop: Stopper,
-    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
+    on_event: &mut dyn Observer,
 ) -> anyhow::Result<RecordOutcome> {
     let wall = event::wall_now_ns();
     let mono = event::mono_now();

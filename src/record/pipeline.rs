@@ -48,7 +48,7 @@ impl Ord for Ordered {
 pub(super) fn record_interposed(
     opts: &RecordOptions,
     stop: &Stopper,
-    on_event: &mut dyn FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]),
+    on_event: &mut dyn super::Observer,
     info: &mut CaptureInfo,
     redactor: &Arc<Redactor>,
     early_notes: Vec<Stamped>,
@@ -127,7 +127,8 @@ pub(super) fn record_interposed(
                          upto: u64,
                          writer: &mut CaptureWriter,
                          events: &mut u64,
-                         failed: &mut Option<String>| {
+                         failed: &mut Option<String>,
+                         on_event: &mut dyn super::Observer| {
         while heap.peek().is_some_and(|o| o.0.t <= upto) {
             let Some(Ordered(mut ev)) = heap.pop() else {
                 break;
@@ -151,7 +152,7 @@ pub(super) fn record_interposed(
             if opts.interpret {
                 interp.push_into(&ev, &mut entries);
             }
-            on_event(info, &ev, &entries);
+            on_event.event(info, &ev, &entries);
         }
     };
 
@@ -232,6 +233,7 @@ pub(super) fn record_interposed(
             &mut writer,
             &mut events,
             &mut write_failed,
+            &mut *on_event,
         );
         if last_flush.elapsed() > Duration::from_millis(500) {
             writer.flush();
@@ -260,6 +262,15 @@ pub(super) fn record_interposed(
             },
         }));
     }
+    for text in on_event.closing_notes() {
+        heap.push(Ordered(Stamped {
+            t: event::mono_now(),
+            event: Event::Note {
+                level: NoteLevel::Warning,
+                text,
+            },
+        }));
+    }
     heap.push(Ordered(Stamped {
         t: event::mono_now(),
         event: Event::Note {
@@ -273,6 +284,7 @@ pub(super) fn record_interposed(
         &mut writer,
         &mut events,
         &mut write_failed,
+        &mut *on_event,
     );
     let capture = match writer.finish() {
         Ok(c) => c,

@@ -423,6 +423,16 @@ pub(crate) fn ev(t: MonoNs, source: Source, what: impl Into<String>) -> Evidence
     }
 }
 
+/// Where the end of generation `g` was seen: the kernel when the watcher saw it, else the
+/// daemon's bus.
+pub fn end_source(g: &Generation) -> Source {
+    if g.os_exit.is_some() {
+        Source::Proc
+    } else {
+        Source::Bus
+    }
+}
+
 /// Evidence of a generation's start and end.
 pub(crate) fn generation_evidence(c: &AppCtx, g: &Generation, out: &mut Vec<Evidence>) {
     let pid = c.main_pid(g);

@@ -11,12 +11,14 @@
 //! | --- | --- | --- |
 //! | `address-held-by-previous-generation` | error (warning if the app recovered) | EADDRINUSE in the new generation's stderr, a snapshot showing an older generation's process holding the address, that process's exit |
 //! | `restart-env-changed` | error / warning / info | the restart's `env` keys whose value hashes differ from the app's, the next generation's exit |
+//! | `reload-without-ready` | error when no healthy worker was left, else warning | a cluster reload's `_old_<id>` stop before its replacement listened (`-reload- New worker listening`) or sent `ready`; the replacement's exits; the app's healthy-worker count over time |
 //! | `crash-loop-errored` | error | the daemon's `too many unstable restarts`, the early exits before it, min_uptime/max_restarts, the first failure's exit and stderr |
 //! | `stop-timeout-errored` | error | `could not be killed` / `could not be stopped`, the SIGKILL line, the kernel's exit of the process pm2 still saw |
 //! | `overlapping-restart` | warning | two action requests for one app in flight at once, their replies, the generations started |
 //! | `descendant-outlived-stop` | warning | processes of a stopped generation alive when pm2 started the next one (or said stopped) |
 //! | `graceful-shutdown-killed` | warning | `Stopping app`, the SIGKILL after kill_timeout, the kernel's SIGKILL exit status |
 //! | `early-exit-after-restart` | warning | the first generation after a restart dying within min_uptime, no more specific cause |
+//! | `ready-timeout` | warning (error when the generation was already dead) | wait_ready, a generation's start, no `ready` message, the daemon's `online` line listen_timeout later, the generation's exit |
 //!
 //! Findings come most severe first; a clean restart yields none of warning or error.
 
@@ -28,6 +30,8 @@ mod early_exit;
 mod env_changed;
 mod graceful_kill;
 mod overlapping;
+mod ready_timeout;
+mod reload_without_ready;
 mod stop_timeout;
 
 use crate::event::{MonoNs, Source};
@@ -85,13 +89,19 @@ pub struct Finding {
 pub(crate) const KINDS: &[&str] = &[
     address_held::KIND,
     env_changed::KIND,
+    reload_without_ready::KIND,
     crash_loop::KIND,
     stop_timeout::KIND,
     overlapping::KIND,
     descendant::KIND,
     graceful_kill::KIND,
     early_exit::KIND,
+    ready_timeout::KIND,
 ];
+
+/// The place of reload-without-ready (about all instances of an app, not one) among the
+/// per-app rules in [`analyze`], and in [`KINDS`].
+const RELOAD_RANK: usize = 2;
 
 /// Most findings one rule reports per app (a capture of days could repeat a pattern).
 const MAX_PER_RULE: usize = 20;
@@ -106,18 +116,26 @@ pub fn analyze(tl: &Timeline) -> Vec<Finding> {
         let mut per_rule: Vec<Vec<(MonoNs, Finding)>> = vec![
             address_held::findings(&c, &holders),
             env_changed::findings(&c),
+            Vec::new(), // reload-without-ready: about every instance of an app, below
             crash_loop::findings(&c, &holders),
             stop_timeout::findings(&c),
             overlapping::findings(&c),
             descendant::findings(&c),
             graceful_kill::findings(&c),
             early_exit::findings(&c, &holders),
+            ready_timeout::findings(&c),
         ];
         for (rank, list) in per_rule.iter_mut().enumerate() {
             for (t, f) in list.drain(..).take(MAX_PER_RULE) {
                 out.push((rank, t, f));
             }
         }
+    }
+    for (t, f) in reload_without_ready::findings(tl)
+        .into_iter()
+        .take(MAX_PER_RULE)
+    {
+        out.push((RELOAD_RANK, t, f));
     }
     out.sort_by(|x, y| {
         y.2.severity

@@ -84,6 +84,7 @@ fn an_empty_timeline_has_no_findings() {
 
 #[test]
 fn kinds_are_the_issue_names() {
+    assert_eq!(KINDS[RELOAD_RANK], reload_without_ready::KIND);
     let mut k = KINDS.to_vec();
     k.sort();
     assert_eq!(
@@ -95,6 +96,8 @@ fn kinds_are_the_issue_names() {
             "early-exit-after-restart",
             "graceful-shutdown-killed",
             "overlapping-restart",
+            "ready-timeout",
+            "reload-without-ready",
             "restart-env-changed",
             "stop-timeout-errored",
         ]
@@ -160,6 +163,7 @@ fn a_long_crash_looping_capture_is_analyzed_quickly() {
                 id: 0,
                 code: 1,
                 signal: "SIGINT".into(),
+                old: false,
             }),
         );
         if i % 16 == 15 {

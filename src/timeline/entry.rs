@@ -227,6 +227,17 @@ impl Entry {
                 format!("bus {name} {}", shorten(&payload.to_string(), 100))
             }
             EntryKind::Bus(BusEvent::Log { data, .. }) => shorten(data.trim_end(), 200),
+            EntryKind::Bus(b @ BusEvent::ProcessMsg { text, .. }) => {
+                let who = app().map(|a| format!("{a} ")).unwrap_or_default();
+                if b.is_ready_message() {
+                    format!("{who}sent ready (process.send('ready'))")
+                } else {
+                    match text {
+                        Some(t) => format!("{who}sent a message: {}", shorten(t, 100)),
+                        None => format!("{who}sent a message"),
+                    }
+                }
+            }
             EntryKind::Bus(BusEvent::DaemonLog { lines, .. }) => lines
                 .iter()
                 .map(|l| l.describe())
@@ -308,6 +319,14 @@ impl Entry {
                         if n == 1 { "" } else { "s" }
                     ));
                 }
+                if let Pm2Call::ReloadProcessId { graceful, .. } = call {
+                    // What the daemon does with it (lib/God/Reload.js), when in cluster mode.
+                    s.push_str(if *graceful {
+                        " (graceful: new worker first, the old one asked to shut down)"
+                    } else {
+                        " (new worker first, then the old one is stopped)"
+                    });
+                }
                 s
             }
             Pm2Call::StopProcessId { target }
@@ -342,7 +361,10 @@ impl Entry {
         let manually = if e.manually { " (manually)" } else { "" };
         match &e.event {
             ProcessEventKind::Exit => {
-                let mut s = format!("{who} exit event");
+                let mut s = match (e.old, e.pm_id) {
+                    (true, Some(id)) => format!("{who} outgoing worker _old_{id} exit event"),
+                    _ => format!("{who} exit event"),
+                };
                 let mut parts = Vec::new();
                 if let Some(c) = e.exit_code {
                     parts.push(format!("code {c}"));

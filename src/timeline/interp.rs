@@ -44,7 +44,9 @@ struct Conn {
 pub struct Interpreter {
     conns: HashMap<u64, Conn>,
     names: BTreeMap<u64, String>,
-    scripts: HashMap<String, u64>,
+    /// Script -> the one pm_id running it; `None` when several do (the instances of a
+    /// cluster app), so a line naming only the script names no app.
+    scripts: HashMap<String, Option<u64>>,
     pids: HashMap<i64, u64>,
     /// Apps with a `Stopping` line whose kill is not yet confirmed.
     stopping: BTreeSet<u64>,
@@ -106,10 +108,23 @@ impl Interpreter {
                 self.learn_pid(pid, id);
             }
             if let Some(s) = &p.exec_path {
-                if self.scripts.len() < MAX_APPS || self.scripts.contains_key(s) {
-                    self.scripts.insert(s.clone(), id);
+                self.learn_script(s, id);
+            }
+        }
+    }
+
+    fn learn_script(&mut self, script: &str, pm_id: u64) {
+        let room = self.scripts.len() < MAX_APPS;
+        match self.scripts.get_mut(script) {
+            Some(known) => {
+                if *known != Some(pm_id) {
+                    *known = None;
                 }
             }
+            None if room => {
+                self.scripts.insert(script.to_owned(), Some(pm_id));
+            }
+            None => {}
         }
     }
 
@@ -419,9 +434,7 @@ impl Interpreter {
             BusEvent::ProcessEvent(pe) => {
                 self.learn(pe.pm_id, pe.name.as_deref());
                 if let (Some(id), Some(s)) = (pe.pm_id, &pe.exec_path) {
-                    if self.scripts.len() < MAX_APPS || self.scripts.contains_key(s) {
-                        self.scripts.insert(s.clone(), id);
-                    }
+                    self.learn_script(s, id);
                 }
                 if let Some(id) = pe.pm_id {
                     for p in &pe.tree_pids {
@@ -497,6 +510,18 @@ impl Interpreter {
                     });
                 }
             }
+            BusEvent::ProcessMsg {
+                pm_id, ref name, ..
+            } => {
+                self.learn(pm_id, name.as_deref());
+                let app = pm_id.map(|i| self.app(i));
+                out.push(Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::Bus(ev),
+                });
+            }
             other => out.push(Entry {
                 t,
                 source,
@@ -527,11 +552,18 @@ impl Interpreter {
             return Some(self.app(id));
         }
         if let DaemonLogLine::TooManyUnstableRestarts { script, .. } = log {
-            let id = self.scripts.get(script).copied().or_else(|| {
-                let name = self.script_names.get(script)?;
-                self.names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)
-            });
+            let id = match self.scripts.get(script) {
+                Some(known) => *known,
+                // Known by name only (dump.pm2 keeps no pm_id).
+                None => self
+                    .script_names
+                    .get(script)
+                    .and_then(|name| self.names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)),
+            };
             return id.map(|i| self.app(i));
+        }
+        if let DaemonLogLine::ReloadBecameRestart { id } = log {
+            return Some(self.app(*id));
         }
         let pid = log.pid()?;
         let id = match self.pids.get(&pid) {

@@ -20,6 +20,9 @@ use std::collections::{BTreeMap, HashMap};
 pub(crate) const DEFAULT_MIN_UPTIME_MS: u64 = 1000;
 pub(crate) const DEFAULT_MAX_RESTARTS: u64 = 16;
 pub(crate) const DEFAULT_KILL_TIMEOUT_MS: u64 = 1600;
+/// How long pm2 waits for `ready` (wait_ready) or for a reload's new worker to listen
+/// (`GRACEFUL_LISTEN_TIMEOUT` in constants.js).
+pub(crate) const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 3000;
 
 /// Lines of stderr kept per generation (the last ones).
 pub(crate) const STDERR_TAIL: usize = 20;
@@ -75,6 +78,8 @@ pub(crate) struct AppConfig {
     pub(crate) kill_timeout: Option<u64>,
     pub(crate) treekill: Option<bool>,
     pub(crate) exec_mode: Option<String>,
+    pub(crate) wait_ready: Option<bool>,
+    pub(crate) listen_timeout: Option<u64>,
 }
 
 impl AppConfig {
@@ -86,6 +91,16 @@ impl AppConfig {
     }
     pub(crate) fn kill_timeout_ms(&self) -> u64 {
         self.kill_timeout.unwrap_or(DEFAULT_KILL_TIMEOUT_MS)
+    }
+    pub fn listen_timeout_ms(&self) -> u64 {
+        self.listen_timeout.unwrap_or(DEFAULT_LISTEN_TIMEOUT_MS)
+    }
+    /// `exec_mode` is `cluster_mode`: the daemon is the cluster master.
+    pub fn is_cluster(&self) -> bool {
+        self.exec_mode.as_deref() == Some("cluster_mode")
+    }
+    pub fn waits_ready(&self) -> bool {
+        self.wait_ready == Some(true)
     }
 }
 
@@ -130,6 +145,23 @@ pub struct Stop {
     pub(crate) gave_up: Option<TimeRef>,
 }
 
+impl Stop {
+    /// A stop that began at `requested` (`Stopping app:..`), during request `by_request`.
+    fn begun(requested: TimeRef, by_request: Option<usize>) -> Stop {
+        Stop {
+            requested,
+            by_request,
+            kill_retries: 0,
+            sigkill: None,
+            sigkill_after_ms: None,
+            sigkill_remaining: None,
+            confirmed: None,
+            tree_pids: None,
+            gave_up: None,
+        }
+    }
+}
+
 /// One spawn of an app: from start to exit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Generation {
@@ -149,6 +181,14 @@ pub struct Generation {
     pub online: Option<TimeRef>,
     /// Index into [`Timeline::requests`] of the request that was in progress when it started.
     pub started_by: Option<usize>,
+    /// The app sent `process.send('ready')` (what `--wait-ready` and a reload wait for).
+    pub ready_msg: Option<TimeRef>,
+    /// The daemon said the reload's new worker was listening (or ready, under wait_ready):
+    /// `-reload- New worker listening`.
+    pub listening: Option<TimeRef>,
+    /// Index into [`Timeline::requests`] of the cluster reload that parked this generation
+    /// as the outgoing worker `_old_<pm_id>` (replaced by a new worker under its id).
+    pub parked_by: Option<usize>,
     pub stop: Option<Stop>,
     pub exit: Option<Exit>,
     /// The process watcher saw the pid end.
@@ -183,6 +223,9 @@ impl Generation {
             starting: None,
             online: None,
             started_by: None,
+            ready_msg: None,
+            listening: None,
+            parked_by: None,
             stop: None,
             exit: None,
             os_exit: None,
@@ -211,6 +254,20 @@ impl Generation {
     /// Whether `pid` is this generation's process or one of its tree.
     pub(crate) fn has_pid(&self, pid: i64) -> bool {
         self.pid == Some(pid) || self.tree_pids.contains(&pid)
+    }
+
+    /// When it ended, as well as known (the kernel's instant first).
+    pub fn ended(&self) -> Option<TimeRef> {
+        self.os_exit.or(self.exit.as_ref().map(|e| e.at))
+    }
+
+    /// When it said it was ready: the daemon's reload line or the app's `ready` message,
+    /// whichever came first.
+    pub fn ready(&self) -> Option<TimeRef> {
+        match (self.listening, self.ready_msg) {
+            (Some(a), Some(b)) => Some(if a.t <= b.t { a } else { b }),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -244,6 +301,10 @@ pub struct AppTimeline {
     pub generations_dropped: u64,
     /// What the process watcher's snapshots showed of this app (at most [`MAX_SNAPSHOTS`]).
     pub snapshots: Vec<AppSnapshot>,
+    /// Every `App [..] online` the daemon logged (at most [`MAX_STATUSES`]). Under wait_ready
+    /// pm2 logs it when `ready` came or listen_timeout ran out, which can be long after that
+    /// generation died and newer ones started: the line says online, not for which pid.
+    pub online_reports: Vec<TimeRef>,
     /// Main pids of new generations the watcher reported before the generation was known
     /// here: (pid, restart_time).
     #[serde(skip)]
@@ -329,6 +390,10 @@ pub(crate) struct SnapSocket {
     pub(crate) pid: i64,
     pub(crate) generation: Option<u64>,
     pub(crate) in_tree: bool,
+    /// Held by the pm2 daemon as the cluster master of this cluster-mode app (its workers
+    /// hold no listening socket of their own).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) master: bool,
 }
 
 /// What the process watcher saw of one app at one moment.
@@ -364,6 +429,7 @@ impl AppTimeline {
             processes: Vec::new(),
             generations_dropped: 0,
             snapshots: Vec::new(),
+            online_reports: Vec::new(),
             pending_main: Vec::new(),
         }
     }
@@ -405,6 +471,16 @@ impl AppTimeline {
         g.expect("just pushed")
     }
 
+    /// A generation inserted at index `at` (it started before the ones after it).
+    fn insert_generation(&mut self, at: usize) -> &mut Generation {
+        self.generations.insert(at, Generation::new(0));
+        let base = self.generations_dropped;
+        for (i, g) in self.generations.iter_mut().enumerate().skip(at) {
+            g.seq = (base + i as u64) as u32;
+        }
+        &mut self.generations[at]
+    }
+
     /// The current generation, creating one (running since before the capture, or of
     /// unknown start) when there is none.
     fn current(&mut self) -> &mut Generation {
@@ -424,6 +500,15 @@ impl AppTimeline {
             return &mut self.generations[n - 2];
         }
         self.current()
+    }
+
+    /// The outgoing worker of the reload in progress (`_old_<pm_id>`): the last generation a
+    /// reload parked.
+    fn parked_index(&self) -> Option<usize> {
+        self.generations
+            .iter()
+            .rposition(|g| g.parked_by.is_some() && g.exit.is_none())
+            .or_else(|| self.generations.iter().rposition(|g| g.parked_by.is_some()))
     }
 
     /// The generation a kill line is about: the last one with a stop not yet confirmed.
@@ -682,6 +767,9 @@ impl Timeline {
                 ..
             } => self.answered(e, *conn, id, method.as_deref(), outcome, *new_pid, procs),
             EntryKind::Bus(BusEvent::ProcessEvent(pe)) => self.process_event(e, pe),
+            EntryKind::Bus(b @ BusEvent::ProcessMsg { at, .. }) if b.is_ready_message() => {
+                self.ready_message(e, *at)
+            }
             EntryKind::Daemon { at, log } => self.daemon_line(e, *at, log),
             EntryKind::AppLog { stream, line, .. } => {
                 if let Some(r) = &e.app {
@@ -796,6 +884,30 @@ impl Timeline {
     }
 
     fn snapshot(&mut self, t: MonoNs, snap: &Snapshot) {
+        // The daemon's sockets other than its own are the addresses of its cluster-mode
+        // apps: ascribed to the app when there is one such app (by name), else to none.
+        let cluster_names: std::collections::BTreeSet<&str> = self
+            .apps
+            .values()
+            .filter(|a| a.config.is_cluster())
+            .filter_map(|a| a.name.as_deref())
+            .collect();
+        let cluster_names: Vec<String> = cluster_names.into_iter().map(str::to_owned).collect();
+        let master: Vec<SnapSocket> = snap
+            .sockets
+            .iter()
+            .filter(|h| h.daemon && !h.is_pm2_own())
+            .take(super::procfacts::SNAP_SOCKETS)
+            .map(|h| SnapSocket {
+                proto: h.proto.name().to_owned(),
+                addr: h.addr.clone(),
+                port: h.port,
+                pid: i64::from(h.pid),
+                generation: None,
+                in_tree: true,
+                master: true,
+            })
+            .collect();
         for (pm_id, view) in snapshot_views(t, snap) {
             if !self.apps.contains_key(&pm_id) {
                 // An app the capture has not named yet: known from its processes.
@@ -816,6 +928,10 @@ impl Timeline {
             } = view.why
             {
                 a.learn_main_pid(pid, generation);
+            }
+            let mut view = view;
+            if a.config.is_cluster() && cluster_names.len() == 1 {
+                view.sockets.extend(master.iter().cloned());
             }
             if a.snapshots.len() >= MAX_SNAPSHOTS {
                 a.snapshots.drain(..MAX_SNAPSHOTS / 2);
@@ -891,8 +1007,45 @@ impl Timeline {
             env_changes,
             notified: None,
         });
-        self.open
-            .insert((conn, id.to_owned()), self.requests.len() - 1);
+        let idx = self.requests.len() - 1;
+        self.open.insert((conn, id.to_owned()), idx);
+        if let (Pm2Call::ReloadProcessId { .. }, Some(a)) =
+            (call, pm_id.and_then(|i| self.apps.get_mut(&i)))
+        {
+            // A cluster reload parks the running worker as `_old_<pm_id>` and starts its
+            // replacement first (a fork-mode app is restarted instead, and says so).
+            // The running worker: the newest generation that started before the request
+            // (the new worker's `starting` line may be read before the request).
+            let asked = e.t;
+            if a.config.exec_mode.is_none() || a.config.is_cluster() {
+                if let Some(g) = a.generations.iter_mut().rev().find(|g| {
+                    g.exit.is_none()
+                        && g.stop.is_none()
+                        && g.parked_by.is_none()
+                        && g.started().is_none_or(|s| s.t <= asked || g.before_capture)
+                }) {
+                    g.parked_by = Some(idx);
+                }
+            }
+        }
+    }
+
+    /// The reload in progress at `t` whose replacement has not yet been reported ready:
+    /// the app a `-reload- New worker listening` line (which names none) is about.
+    fn reload_in_flight(&self, t: MonoNs) -> Option<u64> {
+        self.requests
+            .iter()
+            .rev()
+            .take(64)
+            .filter(|r| r.method == "reloadProcessId" || r.method == "softReloadProcessId")
+            .filter(|r| r.error.is_none() && r.in_progress_at(t))
+            .find_map(|r| {
+                let a = self.apps.get(&r.pm_id?)?;
+                a.generations
+                    .last()
+                    .is_some_and(|g| g.listening.is_none())
+                    .then_some(a.pm_id)
+            })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -950,6 +1103,8 @@ impl Timeline {
         c.kill_timeout = p.kill_timeout.or(c.kill_timeout);
         c.treekill = p.treekill.or(c.treekill);
         c.exec_mode = p.exec_mode.clone().or(c.exec_mode.take());
+        c.wait_ready = p.wait_ready.or(c.wait_ready);
+        c.listen_timeout = p.listen_timeout.or(c.listen_timeout);
         if let Some(env) = &p.env {
             a.env = Some(env.clone());
         }
@@ -972,11 +1127,27 @@ impl Timeline {
             .or_else(|| {
                 a.generations
                     .last()
-                    .filter(|g| g.pid.is_none() && g.exit.is_none())
+                    .filter(|g| {
+                        g.pid.is_none() && g.exit.is_none() && !started_before(g, p, started)
+                    })
                     .map(|_| a.generations.len() - 1)
             });
+        // A process that started before the newest generation (a reply that arrived after a
+        // cluster reload's new worker began, which runs beside it): the generation before it.
+        let earlier = idx.is_none()
+            && a.generations
+                .last()
+                .is_some_and(|g| g.pid.is_none() && started_before(g, p, started));
         let g = match idx {
             Some(i) => &mut a.generations[i],
+            None if earlier => {
+                let at = a.generations.len() - 1;
+                let g = a.insert_generation(at);
+                g.before_capture = at == 0;
+                g.online = started.filter(|_| p.status.as_deref() == Some("online"));
+                g.starting = started;
+                g
+            }
             None => {
                 let first = a.generations.is_empty();
                 let g = a.push_generation();
@@ -1004,6 +1175,17 @@ impl Timeline {
             a.exec_path = pe.exec_path.clone();
         }
         let via = format!("bus {}", pe.event.as_str());
+        if pe.old {
+            // The outgoing worker of a reload: its end, not the app's status (the app's
+            // status is the new worker's).
+            if pe.event == ProcessEventKind::Exit {
+                let min_uptime = a.config.min_uptime_ms();
+                if let Some(i) = a.parked_index() {
+                    bus_exit(&mut a.generations[i], at, pe, min_uptime);
+                }
+            }
+            return;
+        }
         match &pe.event {
             ProcessEventKind::Online => {
                 a.set_status(at, "online", &via);
@@ -1025,15 +1207,7 @@ impl Timeline {
                 }
                 let min_uptime = a.config.min_uptime_ms();
                 let g = a.confirmed();
-                if g.exit.is_none() {
-                    g.exit = Some(Exit {
-                        at,
-                        code: pe.exit_code,
-                        signal: pe.signal.clone(),
-                        source: ExitSource::Bus,
-                    });
-                    set_early(g, min_uptime);
-                }
+                bus_exit(g, at, pe, min_uptime);
                 // The daemon resets the counter to 0 once errored, before this event.
                 if let Some(u) = pe.unstable_restarts {
                     g.unstable_restarts = Some(g.unstable_restarts.map_or(u, |x| x.max(u)));
@@ -1062,14 +1236,79 @@ impl Timeline {
         }
     }
 
+    /// An app's `process.send('ready')`: the newest generation of that instance said so.
+    fn ready_message(&mut self, e: &Entry, at_ms: Option<i64>) {
+        let Some(r) = &e.app else { return };
+        let a = self.app_mut(r);
+        if let Some(g) = a.generations.last_mut() {
+            g.ready_msg.get_or_insert(TimeRef::received(e.t, at_ms));
+        }
+    }
+
+    /// A daemon line about the outgoing worker `_old_<pm_id>` of a cluster reload.
+    fn old_worker_line(&mut self, r: &AppRef, at: TimeRef, line: &DaemonLogLine) {
+        let t = at.t;
+        let by = self.in_flight(r.pm_id, r.name.as_deref(), t);
+        let a = self.app_mut(r);
+        let min_uptime = a.config.min_uptime_ms();
+        // Without a reload seen (it began before the capture): the newest generation before
+        // the newest one that is still running.
+        let n = a.generations.len();
+        let Some(i) = a.parked_index().or_else(|| {
+            a.generations[..n.saturating_sub(1)]
+                .iter()
+                .rposition(|g| g.exit.is_none())
+        }) else {
+            return;
+        };
+        let g = &mut a.generations[i];
+        match line {
+            DaemonLogLine::Stopping { .. } => {
+                g.stop.get_or_insert(Stop::begun(at, by.or(g.parked_by)));
+            }
+            DaemonLogLine::Exited { code, signal, .. } => {
+                daemon_exit(g, at, *code, signal, min_uptime)
+            }
+            _ => {}
+        }
+    }
+
     fn daemon_line(&mut self, e: &Entry, at_ms: Option<i64>, line: &DaemonLogLine) {
         let at = TimeRef::received(e.t, at_ms);
+        if let DaemonLogLine::ReloadReady { .. } = line {
+            // The line names no app: the reload in progress whose new worker is not yet ready.
+            if let Some(a) = self
+                .reload_in_flight(e.t)
+                .and_then(|i| self.apps.get_mut(&i))
+            {
+                if let Some(g) = a.generations.last_mut() {
+                    g.listening.get_or_insert(at);
+                }
+            }
+            return;
+        }
         let Some(r) = &e.app else { return };
+        if line.is_old_worker() {
+            return self.old_worker_line(r, at, line);
+        }
         let t = e.t;
         let in_flight = self.in_flight(r.pm_id, r.name.as_deref(), t);
         let a = self.app_mut(r);
         match line {
-            DaemonLogLine::Starting { .. } => {
+            DaemonLogLine::ReloadBecameRestart { .. } => {
+                // No worker was parked: the reload is a restart.
+                if let Some(g) = a.generations.last_mut() {
+                    g.parked_by = None;
+                }
+            }
+            DaemonLogLine::Disconnected { .. }
+            | DaemonLogLine::ReloadReady { .. }
+            | DaemonLogLine::SoftReloadOldGone => {}
+            DaemonLogLine::Starting { mode, .. } => {
+                // `-cluster mode-` / `-fork mode-`: pm2's exec_mode, `cluster_mode`.
+                if a.config.exec_mode.is_none() && !mode.is_empty() && mode.len() < 32 {
+                    a.config.exec_mode = Some(format!("{mode}_mode"));
+                }
                 let early = a
                     .generations
                     .last()
@@ -1086,6 +1325,10 @@ impl Timeline {
                 }
             }
             DaemonLogLine::Online { .. } => {
+                if a.online_reports.len() >= MAX_STATUSES {
+                    a.online_reports.drain(..MAX_STATUSES / 2);
+                }
+                a.online_reports.push(at);
                 a.set_status(at, "online", "daemon log");
                 if a.generations.last().is_none_or(|g| g.exit.is_some()) {
                     a.push_generation();
@@ -1095,38 +1338,12 @@ impl Timeline {
             DaemonLogLine::Stopping { .. } => {
                 a.set_status(at, "stopping", "daemon log");
                 let g = a.confirmed();
-                if g.stop.is_none() {
-                    g.stop = Some(Stop {
-                        requested: at,
-                        by_request: in_flight,
-                        kill_retries: 0,
-                        sigkill: None,
-                        sigkill_after_ms: None,
-                        sigkill_remaining: None,
-                        confirmed: None,
-                        tree_pids: None,
-                        gave_up: None,
-                    });
-                }
+                g.stop.get_or_insert(Stop::begun(at, in_flight));
             }
             DaemonLogLine::Exited { code, signal, .. } => {
                 let min_uptime = a.config.min_uptime_ms();
                 let g = a.confirmed();
-                match &mut g.exit {
-                    Some(x) => {
-                        x.signal.get_or_insert_with(|| signal.clone());
-                        x.code.get_or_insert(*code);
-                    }
-                    None => {
-                        g.exit = Some(Exit {
-                            at,
-                            code: Some(*code),
-                            signal: Some(signal.clone()),
-                            source: ExitSource::DaemonLog,
-                        });
-                        set_early(g, min_uptime);
-                    }
-                }
+                daemon_exit(g, at, *code, signal, min_uptime);
             }
             DaemonLogLine::KillRetry { pid, .. } => {
                 if let Some(s) = stop_of(a, *pid) {
@@ -1184,6 +1401,18 @@ impl Timeline {
     }
 }
 
+/// Whether the process the daemon describes (`p`, started at `started`) is older than
+/// generation `g`: an earlier restart_time, or a start more than a second before `g`'s.
+fn started_before(g: &Generation, p: &MonitorProc, started: Option<TimeRef>) -> bool {
+    if let (Some(a), Some(b)) = (p.restart_time, g.restart_time) {
+        return a < b;
+    }
+    match (started, g.starting) {
+        (Some(a), Some(b)) => a.t + 1_000_000_000 < b.t,
+        _ => false,
+    }
+}
+
 /// The stop in progress that a kill line about `pid` belongs to; learns the pid.
 fn stop_of(a: &mut AppTimeline, pid: i64) -> Option<&mut Stop> {
     let idx = a
@@ -1199,6 +1428,38 @@ fn stop_of(a: &mut AppTimeline, pid: i64) -> Option<&mut Stop> {
     let g = &mut a.generations[idx];
     g.pid.get_or_insert(pid);
     g.stop.as_mut()
+}
+
+/// The end of `g` as a bus `exit` event reports it (the first report wins).
+fn bus_exit(g: &mut Generation, at: TimeRef, pe: &ProcessEvent, min_uptime_ms: u64) {
+    if g.exit.is_none() {
+        g.exit = Some(Exit {
+            at,
+            code: pe.exit_code,
+            signal: pe.signal.clone(),
+            source: ExitSource::Bus,
+        });
+        set_early(g, min_uptime_ms);
+    }
+}
+
+/// The end of `g` as the daemon's `exited with code` line reports it; completes a bus report.
+fn daemon_exit(g: &mut Generation, at: TimeRef, code: i64, signal: &str, min_uptime_ms: u64) {
+    match &mut g.exit {
+        Some(x) => {
+            x.signal.get_or_insert_with(|| signal.to_owned());
+            x.code.get_or_insert(code);
+        }
+        None => {
+            g.exit = Some(Exit {
+                at,
+                code: Some(code),
+                signal: Some(signal.to_owned()),
+                source: ExitSource::DaemonLog,
+            });
+            set_early(g, min_uptime_ms);
+        }
+    }
 }
 
 fn set_early(g: &mut Generation, min_uptime_ms: u64) {

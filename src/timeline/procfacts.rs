@@ -250,6 +250,7 @@ pub fn snapshot_views(t: MonoNs, snap: &Snapshot) -> Vec<(u64, AppSnapshot)> {
                     pid: i64::from(h.pid),
                     generation: app.generation,
                     in_tree: h.in_tree,
+                    master: false,
                 });
             }
         }

@@ -199,6 +199,42 @@ impl Run {
         );
     }
 
+    /// Print what was recorded, then check that findings come most severe first and that
+    /// each is well formed: a sentence naming the app, no value shown, evidence, a remedy.
+    pub fn report_and_check(&self) {
+        eprintln!(
+            "{} on pm2 {}: status {}; {}\n{}",
+            self.name,
+            self.version,
+            self.status,
+            self.notes.join("; "),
+            self.lines()
+        );
+        self.expect_sorted();
+        let name = &self.name;
+        for f in self.findings() {
+            let s = f["summary"].as_str().unwrap_or_default();
+            assert!(
+                s.ends_with('.') && s.contains("web"),
+                "{name}: a summary must be a sentence naming the app: {s}"
+            );
+            assert!(
+                !s.contains("<redacted"),
+                "{name}: a summary shows a value: {s}"
+            );
+            assert!(
+                !f["evidence"].as_array().unwrap().is_empty(),
+                "{name}: {} has no evidence",
+                f["kind"]
+            );
+            assert!(
+                !f["remedy"].as_str().unwrap_or_default().is_empty(),
+                "{name}: {} has no remedy",
+                f["kind"]
+            );
+        }
+    }
+
     /// Kinds of findings must come most severe first.
     pub fn expect_sorted(&self) {
         let rank = |f: &Value| match f["severity"].as_str() {

@@ -462,6 +462,20 @@ pub struct SocketHold {
 }
 
 impl SocketHold {
+    /// One of pm2's own sockets (`rpc.sock`, `pub.sock`, `interactor.sock` in PM2_HOME), not
+    /// an address it holds for an app.
+    pub fn is_pm2_own(&self) -> bool {
+        self.proto == Proto::Unix
+            && std::path::Path::new(&self.addr)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| {
+                    n.starts_with("rpc.sock")
+                        || n.starts_with("pub.sock")
+                        || n.starts_with("interactor.sock")
+                })
+    }
+
     /// `port 127.0.0.1:4211 held by pid 4100 web:0 gen 2 (outside pm2's tree)`.
     pub fn summary(&self) -> String {
         let what = match self.proto {
@@ -655,13 +669,24 @@ impl ProcEvent {
                 );
                 // The daemon's own sockets (rpc.sock, pub.sock) are in the data, not the line.
                 let apps: Vec<&SocketHold> = snap.sockets.iter().filter(|h| !h.daemon).collect();
-                if apps.is_empty() {
+                // In cluster mode the daemon is the cluster master: it holds its cluster
+                // apps' listening sockets, the workers hold none.
+                let master: Vec<&SocketHold> = snap
+                    .sockets
+                    .iter()
+                    .filter(|h| h.daemon && !h.is_pm2_own())
+                    .collect();
+                if apps.is_empty() && master.is_empty() {
                     s.push_str(", no app holds a listening socket");
-                } else {
-                    for h in apps {
-                        s.push_str("; ");
-                        s.push_str(&h.summary());
-                    }
+                }
+                for h in apps {
+                    s.push_str("; ");
+                    s.push_str(&h.summary());
+                }
+                for h in master {
+                    s.push_str("; ");
+                    s.push_str(&h.summary());
+                    s.push_str(", the cluster master, for its cluster-mode apps");
                 }
                 s
             }

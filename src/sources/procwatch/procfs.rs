@@ -117,8 +117,13 @@ pub(crate) struct Pm2Env {
 }
 
 /// Pick pm2's keys out of an environ block (`KEY=value\0...`) without copying the rest.
+///
+/// A cluster-mode worker is forked by the daemon with its whole pm2 environment in one
+/// variable, `pm2_env=<JSON>` (lib/God/ClusterMode.js), and `PM2_HOME` beside it: the keys
+/// are read from that JSON when they are not at top level.
 pub(crate) fn parse_pm2_env(block: &[u8]) -> Pm2Env {
     let mut e = Pm2Env::default();
+    let mut cluster: Option<&[u8]> = None;
     for entry in block.split(|&b| b == 0) {
         let Some(eq) = entry.iter().position(|&b| b == b'=') else {
             continue;
@@ -133,10 +138,39 @@ pub(crate) fn parse_pm2_env(block: &[u8]) -> Pm2Env {
             b"restart_time" => {
                 e.restart_time = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
             }
+            b"pm2_env" => cluster = Some(v),
             _ => {}
         }
     }
+    if let Some(json) = cluster.filter(|_| e.pm_id.is_none()) {
+        cluster_worker_env(json, &mut e);
+    }
     e
+}
+
+/// Fill in pm2's keys from a cluster worker's `pm2_env` JSON.
+fn cluster_worker_env(json: &[u8], e: &mut Pm2Env) {
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        pm_id: Option<serde_json::Value>,
+        name: Option<String>,
+        unique_id: Option<String>,
+        restart_time: Option<u64>,
+    }
+    let Ok(k) = serde_json::from_slice::<Keys>(json) else {
+        return;
+    };
+    e.pm_id = match k.pm_id {
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        _ => None,
+    };
+    if e.pm_id.is_none() {
+        return;
+    }
+    e.name = e.name.take().or(k.name);
+    e.unique_id = e.unique_id.take().or(k.unique_id);
+    e.restart_time = e.restart_time.or(k.restart_time);
 }
 
 /// Split an environ block into (key, value) pairs, in order. Entries without `=` are kept
@@ -425,6 +459,27 @@ mod tests {
         assert_eq!(all[7], ("NOEQ".to_string(), String::new()));
         assert_eq!(all[8], ("A".to_string(), "b=c".to_string()));
         assert_eq!(parse_pm2_env(b"pm_id=x\0"), Pm2Env::default());
+        // A cluster worker: everything in one JSON variable, PM2_HOME beside it.
+        let worker =
+            b"PM2_HOME=/h\0NODE_UNIQUE_ID=1\0pm2_env={\"name\":\"web\",\"env\":{\"A\":\"1\"},\
+                       \"pm_id\":1,\"restart_time\":3,\"unique_id\":\"u-1\"}\0";
+        let w = parse_pm2_env(worker);
+        assert_eq!(
+            (
+                w.pm_id,
+                w.name.as_deref(),
+                w.restart_time,
+                w.pm2_home.as_deref()
+            ),
+            (Some(1), Some("web"), Some(3), Some("/h"))
+        );
+        assert_eq!(w.unique_id.as_deref(), Some("u-1"));
+        // Not JSON, or no pm_id: nothing is made up.
+        assert_eq!(parse_pm2_env(b"pm2_env={oops\0").pm_id, None);
+        assert_eq!(
+            parse_pm2_env(b"pm2_env={\"name\":\"web\"}\0"),
+            Pm2Env::default()
+        );
         assert_eq!(parse_pm2_env(b""), Pm2Env::default());
     }
 

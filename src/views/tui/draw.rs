@@ -298,7 +298,7 @@ fn gen_bounds(gens: &[Generation], i: usize) -> (Option<f64>, Option<f64>) {
 
 fn mark_role(m: Mark, tone: Tone) -> Role {
     match m {
-        Mark::Online => Role::Good,
+        Mark::Online | Mark::Ready => Role::Good,
         Mark::Spawn => Role::Spawn,
         Mark::Stop => Role::Warn,
         Mark::Exit if tone >= Tone::Warn => Role::Bad,
@@ -626,13 +626,22 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
             if let Some(r) = g.online {
                 marks.push((r.t as f64, Mark::Online, Role::Good, None));
             }
-            if let Some(s) = &g.stop {
+            if let Some(r) = g.ready() {
                 marks.push((
-                    s.requested.t as f64,
-                    Mark::Stop,
-                    Role::Warn,
-                    Some(Cow::Borrowed("SIGINT")),
+                    r.t as f64,
+                    Mark::Ready,
+                    Role::Good,
+                    Some(Cow::Borrowed("ready")),
                 ));
+            }
+            if let Some(s) = &g.stop {
+                // A cluster reload's outgoing worker, parked as `_old_<id>`.
+                let what = if g.parked_by.is_some() {
+                    Cow::Owned(format!("SIGINT (reload: _old_{pm_id})"))
+                } else {
+                    Cow::Borrowed("SIGINT")
+                };
+                marks.push((s.requested.t as f64, Mark::Stop, Role::Warn, Some(what)));
                 if let Some(k) = s.sigkill {
                     marks.push((
                         k.t as f64,
@@ -1128,8 +1137,9 @@ pub(crate) const HELP: &[(&str, &str)] = &[
     ),
     (
         "Markers",
-        "S spawn o online i SIGINT K SIGKILL x exit E errored",
+        "S spawn o online r ready i SIGINT K SIGKILL x exit",
     ),
+    ("", "E errored; a reload's old worker _old_N keeps its lane"),
     ("", "━ running ╍ stopping ◆ evidence │ selection ▼ selected"),
 ];
 

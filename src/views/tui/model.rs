@@ -44,6 +44,8 @@ pub(crate) enum Mark {
     None,
     Plain,
     Online,
+    /// Ready: a reload's new worker listening, or the app's `ready` message.
+    Ready,
     Spawn,
     Stop,
     Exit,
@@ -58,6 +60,7 @@ impl Mark {
             Mark::None => ' ',
             Mark::Plain => '·',
             Mark::Online => 'o',
+            Mark::Ready => 'r',
             Mark::Spawn => 'S',
             Mark::Stop => 'i',
             Mark::Exit => 'x',
@@ -484,6 +487,9 @@ fn classify(e: &Entry) -> (RowKind, Mark) {
             };
             (RowKind::Daemon, m)
         }
+        EntryKind::Bus(b @ BusEvent::ProcessMsg { .. }) if b.is_ready_message() => {
+            (RowKind::Daemon, Mark::Ready)
+        }
         EntryKind::Bus(BusEvent::Log { .. }) | EntryKind::AppLog { .. } => {
             (RowKind::AppLog, Mark::None)
         }
@@ -492,6 +498,7 @@ fn classify(e: &Entry) -> (RowKind, Mark) {
             let m = match log {
                 DaemonLogLine::Starting { .. } => Mark::Spawn,
                 DaemonLogLine::Online { .. } => Mark::Online,
+                DaemonLogLine::ReloadReady { .. } => Mark::Ready,
                 DaemonLogLine::Stopping { .. } => Mark::Stop,
                 DaemonLogLine::SigkillAfterTimeout { .. } => Mark::Kill,
                 DaemonLogLine::Exited { .. } => Mark::Exit,
