@@ -308,12 +308,22 @@ fn clean_reload_has_no_error() {
 #[test]
 fn no_daemon_is_started() {
     let p = pm2::Pm2::start(V7);
-    let port = pm2::free_port();
-    pm2::assert_ok(
-        &p.start_app("web", "crash-on-start.js", port, &["--max-restarts", "3"]),
-        &["start"],
-    );
-    p.wait_for_status("web", "errored", std::time::Duration::from_secs(30))
+    // An ecosystem file: min_uptime 5000 keeps every crash unstable on a loaded machine
+    // (a node start can take more than pm2's default 1000 ms there).
+    let eco = p.user_home().join("crash.config.json");
+    std::fs::write(
+        &eco,
+        serde_json::json!({"apps": [{
+            "name": "web",
+            "script": pm2::app_path("crash-on-start.js"),
+            "min_uptime": 5000,
+            "max_restarts": 3,
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    pm2::assert_ok(&p.cmd(&["start", eco.to_str().unwrap()]), &["start"]);
+    p.wait_for_status("web", "errored", std::time::Duration::from_secs(60))
         .unwrap();
     pm2::assert_ok(&p.cmd(&["save"]), &["save"]);
     let home = p.home().to_owned();
