@@ -116,11 +116,8 @@ impl Interpreter {
     fn learn_script(&mut self, script: &str, pm_id: u64) {
         let room = self.scripts.len() < MAX_APPS;
         match self.scripts.get_mut(script) {
-            Some(known) => {
-                if *known != Some(pm_id) {
-                    *known = None;
-                }
-            }
+            Some(known) if *known != Some(pm_id) => *known = None,
+            Some(_) => {}
             None if room => {
                 self.scripts.insert(script.to_owned(), Some(pm_id));
             }
