@@ -52,6 +52,8 @@ pub struct Interpreter {
     stopping: BTreeSet<u64>,
     /// Scripts of apps known by name only (dump.pm2 keeps no pm_id).
     script_names: HashMap<String, String>,
+    /// The app of the last `starting` line: a spawn error that follows names no app.
+    last_starting: Option<u64>,
 }
 
 impl Interpreter {
@@ -63,6 +65,7 @@ impl Interpreter {
             pids: HashMap::new(),
             stopping: BTreeSet::new(),
             script_names: HashMap::new(),
+            last_starting: None,
         }
     }
 
@@ -530,6 +533,20 @@ impl Interpreter {
 
     /// The app a daemon log line is about; learns names and pids from it.
     fn daemon_app(&mut self, log: &DaemonLogLine) -> Option<AppRef> {
+        match log {
+            DaemonLogLine::SpawnFailed { .. } => return self.last_starting.map(|i| self.app(i)),
+            DaemonLogLine::MemoryRestart { id } => return Some(self.app(*id)),
+            DaemonLogLine::WatchRestart { app, .. } => {
+                let id = self
+                    .names
+                    .iter()
+                    .find(|(_, n)| *n == app)
+                    .map(|(i, _)| *i)?;
+                return Some(self.app(id));
+            }
+            DaemonLogLine::Starting { id, .. } => self.last_starting = Some(*id),
+            _ => {}
+        }
         if let Some((name, id)) = log.app() {
             self.learn(Some(id), Some(name));
             match log {
