@@ -65,6 +65,16 @@ impl Source {
     }
 }
 
+/// `+12.345s`: `t` relative to `reference` (a capture's start), in seconds with
+/// milliseconds, `-` before it. The one formatter of relative times for every view and
+/// finding.
+pub(crate) fn offset_text(t: MonoNs, reference: MonoNs) -> String {
+    let d = t as i128 - reference as i128;
+    let sign = if d < 0 { "-" } else { "+" };
+    let d = d.unsigned_abs();
+    format!("{sign}{}.{:03}s", d / 1_000_000_000, (d / 1_000_000) % 1000)
+}
+
 /// Direction of RPC bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

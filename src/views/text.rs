@@ -48,10 +48,7 @@ fn source_color(s: Source) -> &'static str {
 
 /// `+12.345s` (or `-0.002s` before the start).
 pub(crate) fn rel_time(info: &CaptureInfo, t: MonoNs) -> String {
-    let d = t as i128 - info.mono_ref_ns as i128;
-    let sign = if d < 0 { "-" } else { "+" };
-    let d = d.unsigned_abs();
-    format!("{sign}{}.{:03}s", d / 1_000_000_000, (d / 1_000_000) % 1000)
+    crate::event::offset_text(t, info.mono_ref_ns)
 }
 
 /// `15:34:44.479Z`: the wall clock of `t`, UTC.
