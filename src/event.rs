@@ -45,9 +45,13 @@ pub enum Source {
     Bus,
     /// The operating system: process events and snapshots.
     Proc,
+    /// Log files read afterwards by `explain` (pm2.log, app out/err logs). Not a capture
+    /// interface: `record` does not read logs.
+    Logs,
 }
 
 impl Source {
+    /// The capture's interfaces, in order (every source but [`Source::Logs`]).
     pub const ALL: [Source; 4] = [Source::Recorder, Source::Rpc, Source::Bus, Source::Proc];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +60,7 @@ impl Source {
             Source::Rpc => "rpc",
             Source::Bus => "bus",
             Source::Proc => "proc",
+            Source::Logs => "log",
         }
     }
 }
@@ -134,6 +139,8 @@ pub enum Event {
     /// Recording stopped here before the end of the capture (write error, disk full);
     /// events after this instant are missing.
     RecordingStopped { reason: String },
+    /// A line of pm2.log or of an app's log, placed at its own timestamp (`explain`).
+    LogLine(crate::sources::logs::LogLine),
 }
 
 impl Event {
@@ -147,6 +154,7 @@ impl Event {
             | Event::RpcClose { .. } => Source::Rpc,
             Event::BusMessage { .. } | Event::BusLink { .. } => Source::Bus,
             Event::Proc(_) => Source::Proc,
+            Event::LogLine(_) => Source::Logs,
         }
     }
 }

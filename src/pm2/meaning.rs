@@ -437,6 +437,11 @@ impl MonitorProc {
         }
     }
 
+    /// [`MonitorProc::from_node`] of a tree (for state read once, not the replay path).
+    pub(crate) fn from_value(v: &Value) -> MonitorProc {
+        MonitorProc::from_node(&Json::from(v.clone()).node())
+    }
+
     /// Read a `getMonitorData` reply's arguments (`[[proc, ...]]`).
     pub(crate) fn list_from_reply(args: &[Node]) -> Vec<MonitorProc> {
         match args.first().and_then(Node::items) {

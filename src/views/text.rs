@@ -42,6 +42,7 @@ fn source_color(s: Source) -> &'static str {
         Source::Rpc => "\x1b[36m",
         Source::Bus => "\x1b[34m",
         Source::Proc => "\x1b[33m",
+        Source::Logs => "\x1b[34m",
     }
 }
 
@@ -212,7 +213,6 @@ impl<W: Write> TextView<W> {
         Ok(())
     }
 
-    #[cfg(test)]
     pub(crate) fn into_inner(self) -> W {
         self.out
     }
