@@ -410,6 +410,10 @@ fn every_field_selects_the_records_replay_ties_to_it() {
         let method_of = |e: &Value| -> Option<String> {
             match e["call"]["call"].as_str() {
                 Some("other") => e["call"]["method"].as_str().map(str::to_owned),
+                // The wire method of a graceful reload.
+                Some("reloadProcessId") if e["call"]["graceful"] == true => {
+                    Some("softReloadProcessId".to_owned())
+                }
                 Some(c) => Some(c.to_owned()),
                 None => e["method"].as_str().map(str::to_owned),
             }
