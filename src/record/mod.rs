@@ -13,6 +13,7 @@
 mod comment;
 mod hints;
 mod live;
+mod order;
 mod pipeline;
 mod stop;
 

@@ -3,6 +3,7 @@
 
 use super::comment::comment;
 use super::hints::Hinter;
+use super::order::{Intake, Reorder};
 use super::stop::{process_alive, Stopper, DRAIN_TIMEOUT};
 use super::{RecordOptions, RecordOutcome};
 use crate::capture::writer::{CaptureSummary, CaptureWriter};
@@ -16,7 +17,7 @@ use crate::sources::guardian::Interposition;
 use crate::sources::procwatch::{ProcWatcher, WatcherHandle};
 use crate::sources::proxy::{Access, Proxy, Tap};
 use crate::wire::amp::Decoder;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,24 +26,6 @@ use std::time::{Duration, Instant};
 /// different delays (the tap decoder, the kernel), and this window puts them back in order.
 const REORDER_WINDOW_NS: u64 = 200_000_000;
 const PIDFD_REORDER_WINDOW_NS: u64 = 2_500_000_000;
-
-struct Ordered(Stamped);
-impl PartialEq for Ordered {
-    fn eq(&self, o: &Self) -> bool {
-        self.0.t == o.0.t
-    }
-}
-impl Eq for Ordered {}
-impl PartialOrd for Ordered {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Ordered {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        o.0.t.cmp(&self.0.t) // min-heap on t
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record_interposed(
@@ -89,8 +72,11 @@ pub(super) fn record_interposed(
 
     let mut writer = CaptureWriter::create(&opts.output, info, opts.overwrite)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut heap: BinaryHeap<Ordered> = early_notes.into_iter().map(Ordered).collect();
-    heap.push(Ordered(Stamped {
+    let mut intake = Intake::default();
+    for n in early_notes {
+        intake.take(n);
+    }
+    intake.take(Stamped {
         t: event::mono_now(),
         event: Event::Note {
             level: NoteLevel::Info,
@@ -109,7 +95,7 @@ pub(super) fn record_interposed(
                 ),
             },
         },
-    }));
+    });
 
     let started = Instant::now();
     let mut events = 0u64;
@@ -119,20 +105,15 @@ pub(super) fn record_interposed(
     let mut bus_stopped = false;
     let mut bus = Some(bus);
     let mut last_flush = Instant::now();
-    let mut connections = 0u64;
     let mut first_restore: Option<String> = None;
-    let mut bus_down = false;
 
-    let mut write_out = |heap: &mut BinaryHeap<Ordered>,
+    let mut write_out = |held: &mut Reorder,
                          upto: u64,
                          writer: &mut CaptureWriter,
                          events: &mut u64,
                          failed: &mut Option<String>,
                          on_event: &mut dyn super::Observer| {
-        while heap.peek().is_some_and(|o| o.0.t <= upto) {
-            let Some(Ordered(mut ev)) = heap.pop() else {
-                break;
-            };
+        while let Some(mut ev) = held.pop_upto(upto) {
             redactor.event(&mut ev.event);
             if failed.is_none() {
                 match writer.write(&ev, &comment(&ev.event)) {
@@ -183,13 +164,13 @@ pub(super) fn record_interposed(
                     if let Some(p) = proxy.as_ref() {
                         p.cut_all();
                     }
-                    heap.push(Ordered(Stamped {
+                    intake.take(Stamped {
                         t: event::mono_now(),
                         event: Event::Note {
                             level: NoteLevel::Warning,
                             text: format!("stopped with {} pm2 command(s) still in progress through the proxy", proxy.as_ref().map_or(0, |p| p.active())),
                         },
-                    }));
+                    });
                 }
                 drop(proxy.take());
                 if let Some(b) = bus.take() {
@@ -202,33 +183,18 @@ pub(super) fn record_interposed(
             }
         }
         // While the bus is down, watch whether the daemon itself is gone (pm2 kill, a crash).
-        if bus_down && stopping_since.is_none() {
+        if intake.bus_down && stopping_since.is_none() {
             if let Some(pid) = opts.daemon_pid.filter(|p| !process_alive(*p)) {
                 stop.stop(format!("the PM2 daemon (pid {pid}) exited"));
             }
         }
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(ev) => {
-                if let Event::RpcConnect { .. } = ev.event {
-                    connections += 1;
-                }
-                if let Event::BusLink { up, .. } = ev.event {
-                    bus_down = !up;
-                }
-                heap.push(Ordered(ev));
-                // Let a burst arrive, then take all of it at once: one wake-up per burst
-                // keeps the writer's work beside the traffic instead of inside each round trip.
-                std::thread::sleep(Duration::from_millis(2));
-                while let Some(ev) = rx.try_recv() {
-                    heap.push(Ordered(ev));
-                }
-            }
-            Err(true) => {}
+        match intake.receive(&mut rx, Duration::from_millis(50)) {
+            Ok(()) | Err(true) => {}
             Err(false) => break, // every source is gone
         }
         let now = event::mono_now();
         write_out(
-            &mut heap,
+            &mut intake.held,
             now.saturating_sub(reorder_window),
             &mut writer,
             &mut events,
@@ -242,7 +208,7 @@ pub(super) fn record_interposed(
     }
     let lost_taps = tap_thread.join().unwrap_or(0);
     if lost_taps > 0 {
-        heap.push(Ordered(Stamped {
+        intake.take(Stamped {
             t: event::mono_now(),
             event: Event::Note {
                 level: NoteLevel::Warning,
@@ -250,36 +216,36 @@ pub(super) fn record_interposed(
                     "{lost_taps} copies of RPC traffic were not recorded because the recorder fell behind (the traffic itself was forwarded)"
                 ),
             },
-        }));
+        });
     }
     let dropped = drop_counter.load(std::sync::atomic::Ordering::Relaxed);
     if dropped > 0 {
-        heap.push(Ordered(Stamped {
+        intake.take(Stamped {
             t: event::mono_now(),
             event: Event::Note {
                 level: NoteLevel::Warning,
                 text: format!("{dropped} events were dropped because the recorder fell behind"),
             },
-        }));
+        });
     }
     for text in on_event.closing_notes() {
-        heap.push(Ordered(Stamped {
+        intake.take(Stamped {
             t: event::mono_now(),
             event: Event::Note {
                 level: NoteLevel::Warning,
                 text,
             },
-        }));
+        });
     }
-    heap.push(Ordered(Stamped {
+    intake.take(Stamped {
         t: event::mono_now(),
         event: Event::Note {
             level: NoteLevel::Info,
             text: format!("recording stopped: {stop_reason}"),
         },
-    }));
+    });
     write_out(
-        &mut heap,
+        &mut intake.held,
         u64::MAX,
         &mut writer,
         &mut events,
@@ -304,7 +270,7 @@ pub(super) fn record_interposed(
         restore: first_restore.unwrap_or_default(),
         dropped_events: dropped,
         lost_taps,
-        connections,
+        connections: intake.connections,
         info: info.clone(),
     })
 }

@@ -74,6 +74,7 @@ fn id_of(arg: &Arg) -> Option<String> {
 }
 
 /// Build a request, for tests and benchmarks.
+#[cfg(any(test, feature = "test-hooks"))]
 pub fn encode_call(method: &str, args: Vec<Value>, id: &str) -> Message {
     Message::new(vec![
         Arg::Json(serde_json::json!({"type": "call", "method": method, "args": args})),
@@ -82,6 +83,7 @@ pub fn encode_call(method: &str, args: Vec<Value>, id: &str) -> Message {
 }
 
 /// Build a reply, for tests and benchmarks.
+#[cfg(any(test, feature = "test-hooks"))]
 pub fn encode_reply(args: Vec<Value>, id: &str) -> Message {
     Message::new(vec![
         Arg::Json(serde_json::json!({ "args": args })),

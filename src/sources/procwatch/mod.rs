@@ -37,8 +37,6 @@
 //! w.request_snapshot(SnapshotReason::StopRequested { pm_id: None });       // stop/delete "all"
 //! // replies: restartProcessId (new pid), getMonitorData (every pid): cheap when known
 //! w.hint_pid(pid, pm_id, &name);
-//! // a new daemon took over the home
-//! w.hint_daemon(pid);
 //! w.stop();                                         // before finalising the capture
 //! ```
 //!

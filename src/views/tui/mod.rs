@@ -81,6 +81,8 @@ fn run_loop(
 ) -> anyhow::Result<()> {
     let mut dirty = true;
     let mut last_draw = Instant::now() - Duration::from_secs(1);
+    #[cfg(feature = "test-hooks")]
+    let test_panic = std::env::var_os("PM2_TRACE_TEST_PANIC").is_some();
     loop {
         let (changed, end) = tick(app);
         if end {
@@ -93,7 +95,8 @@ fn run_loop(
             last_draw = Instant::now();
             dirty = false;
             // For the tests: a panic with the terminal taken over must give it back.
-            if std::env::var_os("PM2_TRACE_TEST_PANIC").is_some() {
+            #[cfg(feature = "test-hooks")]
+            if test_panic {
                 panic!("test panic (PM2_TRACE_TEST_PANIC is set)");
             }
         }
