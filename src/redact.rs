@@ -275,6 +275,12 @@ impl Redactor {
                         self.env_tree(k, child);
                     } else if self.mode == RedactMode::All && FREE_TEXT_KEYS.contains(&k.as_str()) {
                         self.all_strings(child);
+                    } else if self.mode == RedactMode::All && k == "raw" {
+                        // `process:msg`: what an app sent with `process.send`, except the
+                        // protocol word `ready` (wait_ready, reloads).
+                        if child.as_str() != Some("ready") {
+                            self.all_strings(child);
+                        }
                     } else {
                         self.json(child, false);
                     }
@@ -383,5 +389,18 @@ mod tests {
         assert_eq!(v["event"], "exit");
         assert_eq!(v["status"], "errored");
         assert_eq!(v["process"]["name"], "web");
+        // An app's process.send message is its own text; `ready` is pm2's protocol.
+        let mut m = json!({"raw": "token=s3cret", "process": {"pm_id": 0}});
+        r(RedactMode::All).json(&mut m, false);
+        assert!(m["raw"].as_str().unwrap().starts_with(REDACTED_PREFIX));
+        let mut o = json!({"raw": {"secret": "x"}});
+        r(RedactMode::All).json(&mut o, false);
+        assert!(o["raw"]["secret"]
+            .as_str()
+            .unwrap()
+            .starts_with(REDACTED_PREFIX));
+        let mut ready = json!({"raw": "ready", "process": {"pm_id": 0}});
+        r(RedactMode::All).json(&mut ready, false);
+        assert_eq!(ready["raw"], "ready");
     }
 }

@@ -7,7 +7,7 @@
 //! wording changes on purpose, rewrite the golden files with
 //! `UPDATE_GOLDEN=1 cargo test --test findings_captures`, and review the diff.
 //!
-//! Re-recording (real pm2 5.4.3 and 7.0.4, about three minutes):
+//! Re-recording (real pm2 5.4.3, 6.0.14 and 7.0.4, about seven minutes):
 //! `cargo test --test findings_captures -- --ignored make_captures` (all scenarios), or with
 //! `CAPTURES=drain-child-restart-5.4.3,stop-timeout-7.0.4` for some.
 
@@ -78,7 +78,10 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("crash-once-restart-5.4.3", &["early-exit-after-restart"]),
     ("crash-once-restart-7.0.4", &["early-exit-after-restart"]),
     ("stop-timeout-5.4.3", &["descendant-outlived-stop"]),
-    ("stop-timeout-7.0.4", &["stop-timeout-errored"]),
+    (
+        "stop-timeout-7.0.4",
+        &["stop-timeout-errored", "graceful-shutdown-killed"],
+    ),
     (
         "restart-while-waiting-5.4.3",
         &["overlapping-restart", "early-exit-after-restart"],
@@ -89,6 +92,58 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("well-behaved-restarts-5.4.3", &[]),
     ("well-behaved-restarts-7.0.4", &[]),
+    ("symlink-deploy-restart-5.4.3", &["start-path-missing"]),
+    ("symlink-deploy-restart-6.0.14", &["start-path-missing"]),
+    ("symlink-deploy-restart-7.0.4", &["start-path-missing"]),
+    ("symlink-keep-restart-7.0.4", &[]),
+    (
+        "port-other-daemon-restart-5.4.3",
+        &[
+            "address-held-by-other-process",
+            "restart-env-changed",
+            "crash-loop-errored",
+        ],
+    ),
+    (
+        "port-other-daemon-restart-6.0.14",
+        &[
+            "address-held-by-other-process",
+            "restart-env-changed",
+            "crash-loop-errored",
+        ],
+    ),
+    (
+        "port-other-daemon-restart-7.0.4",
+        &[
+            "address-held-by-other-process",
+            "restart-env-changed",
+            "crash-loop-errored",
+        ],
+    ),
+    ("port-moved-restart-7.0.4", &[]),
+    ("restart-delay-loop-5.4.3", &["restart-loop"]),
+    ("restart-delay-loop-6.0.14", &["restart-loop"]),
+    ("restart-delay-loop-7.0.4", &["restart-loop"]),
+    (
+        "unix-double-fork-restart-6.0.14",
+        &[
+            "address-held-by-previous-generation",
+            "crash-loop-errored",
+            "descendant-outlived-stop",
+        ],
+    ),
+    (
+        "unix-double-fork-restart-7.0.4",
+        &[
+            "address-held-by-previous-generation",
+            "crash-loop-errored",
+            "descendant-outlived-stop",
+        ],
+    ),
+    (
+        "stop-gave-up-restart-7.0.4",
+        &["stop-timeout-errored", "graceful-shutdown-killed"],
+    ),
     // Cluster mode (`-i 2`) and wait_ready: tests/findings_support/cluster.rs.
     (
         "reload-crash-cluster-5.4.3",

@@ -21,11 +21,7 @@ const V5: &str = "5.4.3";
 const V7: &str = "7.0.4";
 
 fn run(name: &str, version: &str) -> (tempfile::TempDir, Run) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(format!("{name}-{version}.bin"));
-    let r = scenarios::run(name, version, &path, true);
-    r.report_and_check();
-    (dir, r)
+    scenarios::run_live(name, version)
 }
 
 fn summary(f: &Value) -> &str {

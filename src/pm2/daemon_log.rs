@@ -110,6 +110,17 @@ pub enum DaemonLogLine {
         id: u64,
         pid: Option<i64>,
     },
+    /// `Error: spawn node ENOENT` (pm2 5.2.2+ logs the spawn's error and goes on): the
+    /// program could not be started (`ENOENT` also when the working directory is missing:
+    /// Node names the program either way). The line names no app.
+    SpawnFailed { program: String, code: String },
+    /// `App [web:0] will restart in 150ms` (exp_backoff_restart_delay only).
+    WillRestart { app: String, id: u64, ms: u64 },
+    /// `[PM2][WORKER] Process 0 restarted because it exceeds --max-memory-restart value
+    /// (current_memory=... max_memory_limit=... [octets])`: the number is the pm_id.
+    MemoryRestart { id: u64 },
+    /// `Change detected on path src/x.js for app web - restarting` (watch mode).
+    WatchRestart { path: String, app: String },
     /// Anything else, kept as it was (without the pm2.log prefix).
     Other { text: String },
 }
@@ -180,6 +191,38 @@ pub(crate) fn parse_message(msg: &str) -> DaemonLogLine {
     }
     if let Some(rest) = msg.strip_prefix("app=") {
         return could_not_be_stopped(rest).unwrap_or_else(other);
+    }
+    if let Some(rest) = msg.strip_prefix("Error: spawn ") {
+        if let Some((program, code)) = rest.rsplit_once(' ') {
+            if !program.is_empty() && code.starts_with('E') && code.len() < 16 {
+                return DaemonLogLine::SpawnFailed {
+                    program: program.to_owned(),
+                    code: code.to_owned(),
+                };
+            }
+        }
+        return other();
+    }
+    if let Some(rest) = msg.strip_prefix("[PM2][WORKER] Process ") {
+        if let Some((id, tail)) = rest.split_once(' ') {
+            if tail.starts_with("restarted because it exceeds --max-memory-restart") {
+                if let Some(id) = num(id) {
+                    return DaemonLogLine::MemoryRestart { id };
+                }
+            }
+        }
+        return other();
+    }
+    if let Some(rest) = msg.strip_prefix("Change detected on path ") {
+        if let Some((path, tail)) = rest.rsplit_once(" for app ") {
+            if let Some(app) = tail.strip_suffix(" - restarting") {
+                return DaemonLogLine::WatchRestart {
+                    path: path.to_owned(),
+                    app: app.to_owned(),
+                };
+            }
+        }
+        return other();
     }
     if let Some(rest) = msg.strip_prefix("App name:") {
         return disconnected(rest).unwrap_or_else(other);
@@ -317,6 +360,15 @@ fn app_line(rest: &str) -> Option<DaemonLogLine> {
             old,
         });
     }
+    if let Some(pos) = rest.rfind("] will restart in ") {
+        let (app, id) = name_id(&rest[..pos])?;
+        let ms = rest[pos + "] will restart in ".len()..].strip_suffix("ms")?;
+        return Some(DaemonLogLine::WillRestart {
+            app,
+            id,
+            ms: num(ms)?,
+        });
+    }
     if let Some(pos) = rest.rfind("] stale exit event ignored (pid ") {
         let (app, id) = name_id(&rest[..pos])?;
         let pid = rest[pos + "] stale exit event ignored (pid ".len()..].strip_suffix(')')?;
@@ -369,7 +421,8 @@ impl DaemonLogLine {
             | DaemonLogLine::Starting { app, id, .. }
             | DaemonLogLine::Online { app, id }
             | DaemonLogLine::StaleExitIgnored { app, id, .. }
-            | DaemonLogLine::CouldNotBeStopped { app, id, .. } => Some((app, *id)),
+            | DaemonLogLine::CouldNotBeStopped { app, id, .. }
+            | DaemonLogLine::WillRestart { app, id, .. } => Some((app, *id)),
             _ => None,
         }
     }
@@ -470,6 +523,16 @@ impl DaemonLogLine {
                 Some(p) => format!("pid {p} could not be stopped: errored"),
                 None => "could not be stopped: errored".into(),
             },
+            DaemonLogLine::SpawnFailed { program, code } => {
+                format!("could not spawn {program}: {code} (program or working directory missing)")
+            }
+            DaemonLogLine::WillRestart { ms, .. } => format!("will restart in {ms} ms"),
+            DaemonLogLine::MemoryRestart { id } => {
+                format!("pm_id {id} restarted: over max_memory_restart")
+            }
+            DaemonLogLine::WatchRestart { path, .. } => {
+                format!("change detected on {path}: restarting (watch)")
+            }
             DaemonLogLine::Other { text } => format!("daemon: {text}"),
         }
     }
@@ -509,6 +572,23 @@ mod tests {
                 SigkillAfterTimeout { pid: 26808, ms: 1600, remaining: None },
             ),
             ("Process with pid 9 could not be killed", CouldNotBeKilled { pid: 9 }),
+            (
+                "Error: spawn node ENOENT",
+                SpawnFailed { program: "node".into(), code: "ENOENT".into() },
+            ),
+            (
+                "Error: spawn /opt/my node/bin/node EACCES",
+                SpawnFailed { program: "/opt/my node/bin/node".into(), code: "EACCES".into() },
+            ),
+            ("App [web:0] will restart in 150ms", WillRestart { app: "web".into(), id: 0, ms: 150 }),
+            (
+                "[PM2][WORKER] Process 3 restarted because it exceeds --max-memory-restart value (current_memory=209 max_memory_limit=100 [octets])",
+                MemoryRestart { id: 3 },
+            ),
+            (
+                "Change detected on path src/a b.js for app web - restarting",
+                WatchRestart { path: "src/a b.js".into(), app: "web".into() },
+            ),
             (
                 "App [web:0] exited with code [1] via signal [SIGINT]",
                 Exited { app: "web".into(), id: 0, code: 1, signal: "SIGINT".into(), old: false },

@@ -295,9 +295,51 @@ pub struct MonitorProc {
     pub(crate) listen_timeout: Option<u64>,
     /// `pm_exec_path`: the script, as the daemon names it in "too many unstable restarts".
     pub(crate) exec_path: Option<String>,
+    /// `pm_cwd`: the working directory pm2 starts the app in.
+    pub(crate) cwd: Option<String>,
+    /// `exec_interpreter` (`node`, `python3`, `none`).
+    pub(crate) interpreter: Option<String>,
+    /// Restart settings (restart_delay, backoff, memory limit, watch).
+    pub(crate) restarts: RestartSettings,
     /// Fingerprint of `pm2_env.env` (values hashed).
     #[serde(skip)]
     pub(crate) env: Option<EnvFingerprint>,
+}
+
+/// How an app restarts by itself, from its `pm2_env` (getMonitorData or a bus event).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RestartSettings {
+    /// ms between an exit and the restart (`restart_delay`).
+    pub restart_delay: Option<u64>,
+    /// ms of the first delay of an exponential backoff (`exp_backoff_restart_delay`).
+    pub exp_backoff_restart_delay: Option<u64>,
+    /// bytes (`max_memory_restart`).
+    pub max_memory_restart: Option<u64>,
+    /// `watch` is on.
+    pub watch: Option<bool>,
+    /// ms; pm2's default 1000 applies when `None`.
+    pub min_uptime: Option<u64>,
+    /// pm2's default 16 applies when `None`.
+    pub max_restarts: Option<u64>,
+}
+
+impl RestartSettings {
+    pub fn from_env(env: &Value) -> RestartSettings {
+        RestartSettings {
+            restart_delay: u64_of(env.get("restart_delay")).filter(|d| *d > 0),
+            exp_backoff_restart_delay: u64_of(env.get("exp_backoff_restart_delay"))
+                .filter(|d| *d > 0),
+            max_memory_restart: u64_of(env.get("max_memory_restart")).filter(|d| *d > 0),
+            watch: match env.get("watch") {
+                Some(Value::Bool(b)) => Some(*b),
+                Some(Value::Array(a)) => Some(!a.is_empty()),
+                Some(Value::String(s)) => Some(!s.is_empty()),
+                _ => None,
+            },
+            min_uptime: u64_of(env.get("min_uptime")),
+            max_restarts: u64_of(env.get("max_restarts")),
+        }
+    }
 }
 
 fn u64_of(v: Option<&Value>) -> Option<u64> {
@@ -378,6 +420,9 @@ impl MonitorProc {
             wait_ready: bool_of(env.get("wait_ready")),
             listen_timeout: u64_of(env.get("listen_timeout")),
             exec_path: str_of(env.get("pm_exec_path")),
+            cwd: str_of(env.get("pm_cwd")),
+            interpreter: str_of(env.get("exec_interpreter")),
+            restarts: RestartSettings::from_env(env),
             env: env
                 .get("env")
                 .and_then(Value::as_object)
@@ -493,6 +538,9 @@ pub struct ProcessEvent {
     pub(crate) tree_pids: Vec<i64>,
     /// `pm_exec_path`.
     pub(crate) exec_path: Option<String>,
+    /// Restart settings from the event's pm2_env.
+    #[serde(default)]
+    pub(crate) restarts: Box<RestartSettings>,
 }
 
 /// Which output of an app a log line came from.
@@ -590,6 +638,7 @@ impl BusEvent {
                     pm_uptime: i64_of(proc_.get("pm_uptime")),
                     tree_pids,
                     exec_path: str_of(proc_.get("pm_exec_path")),
+                    restarts: Box::new(RestartSettings::from_env(proc_)),
                 })
             }
             "log:out" | "log:err" => BusEvent::Log {

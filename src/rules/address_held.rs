@@ -9,8 +9,7 @@
 //! holder's exit says until when.
 
 use super::ctx::{
-    crashed, cut, end_t, ev, exit_words, is_addr_in_use, is_redacted, lived_words, ms, plural,
-    start_t, AppCtx,
+    crashed, cut, end_t, ev, is_addr_in_use, is_redacted, ms, plural, start_t, AppCtx,
 };
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
@@ -75,9 +74,9 @@ pub(crate) fn find(c: &AppCtx) -> Vec<Holder> {
         let t1 = end_t(g).unwrap_or(t0).max(t0);
         let says = g.stderr_tail.iter().any(|l| is_addr_in_use(l));
         let blind = g.stderr_tail.is_empty() || g.stderr_tail.iter().all(|l| is_redacted(l));
-        if !says && !blind {
-            continue;
-        }
+        // A unix socket path the app held is an address it needs again, whatever its
+        // error text says; a port needs the text (or a blind capture).
+        let text_ok = says || blind;
         let named: Vec<u16> = g
             .stderr_tail
             .iter()
@@ -140,7 +139,20 @@ pub(crate) fn find(c: &AppCtx) -> Vec<Holder> {
                 continue;
             }
             for addr in &p.held {
-                cands.push((p.pid, p.generation, addr.clone(), None, port_of(addr), None));
+                // Exit events list held unix paths as `unix:/path`.
+                match addr.strip_prefix("unix:") {
+                    Some(path) => cands.push((
+                        p.pid,
+                        p.generation,
+                        path.to_owned(),
+                        Some("unix".to_owned()),
+                        None,
+                        None,
+                    )),
+                    None => {
+                        cands.push((p.pid, p.generation, addr.clone(), None, port_of(addr), None))
+                    }
+                }
             }
         }
         // The holder must still have been there when the generation started.
@@ -149,6 +161,11 @@ pub(crate) fn find(c: &AppCtx) -> Vec<Holder> {
                 .and_then(|p| p.exit)
                 .is_none_or(|e| e.t > t0)
         });
+        if !text_ok {
+            cands.retain(|(_, _, addr, ..)| {
+                crate::addr::Addr::parse(addr).is_some_and(|x| x.is_unix())
+            });
+        }
         let matching: Vec<&Cand> = cands
             .iter()
             .filter(|(_, _, addr, _, port, _)| {
@@ -297,14 +314,12 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
         };
         let says = if h.stderr_says {
             " with EADDRINUSE"
+        } else if h.proto.as_deref() == Some("unix") {
+            " (its error text did not say EADDRINUSE, but the path was held)"
         } else {
             ""
         };
-        let failed = if n == 1 {
-            format!("its start failed{says}")
-        } else {
-            format!("{n} starts in a row failed{says}")
-        };
+        let failed = super::ctx::failed_starts(n, says);
         let errored_w = errored
             .map(|t| format!(" and {} ended errored at {}", c.label(), c.at(t)))
             .unwrap_or_default();
@@ -394,39 +409,9 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
                 }
             }
         }
-        let vpid = c
-            .main_pid(first)
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
-        let quote = c
-            .failure_line(first)
-            .map(|q| format!(": {q}"))
-            .unwrap_or_default();
-        chain.push(format!(
-            "The new generation{vpid} {}{}{quote}.",
-            exit_words(first),
-            lived_words(first)
-        ));
+        chain.push(super::ctx::new_generation_failed(c, first));
         super::ctx::generation_evidence(c, first, &mut evidence);
-        if n > 1 {
-            let last_end = end_t(last)
-                .map(|t| format!(" until {}", c.at(t)))
-                .unwrap_or_default();
-            chain.push(format!(
-                "pm2 restarted it; {} failed the same way{last_end}.",
-                plural(n as u64 - 1, "more start", "more starts")
-            ));
-            super::ctx::generation_evidence(c, last, &mut evidence);
-        }
-        if let Some(t) = errored {
-            chain.push(format!(
-                "The daemon counted too many unstable restarts and set {} errored at {} \
-                 (see crash-loop-errored).",
-                c.label(),
-                c.at(t)
-            ));
-            evidence.push(ev(t, Source::Bus, format!("{} errored", c.label())));
-        }
+        super::ctx::repeats_then_errored(c, n, last, errored, &mut chain, &mut evidence);
         for t in h
             .seen_at
             .iter()

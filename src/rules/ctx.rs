@@ -423,6 +423,63 @@ pub(crate) fn ev(t: MonoNs, source: Source, what: impl Into<String>) -> Evidence
     }
 }
 
+/// `The new generation (pid 4100) exited with code 1 after 40 ms: "…EADDRINUSE…".`
+pub fn new_generation_failed(c: &AppCtx, g: &Generation) -> String {
+    let pid = c
+        .main_pid(g)
+        .map(|p| format!(" (pid {p})"))
+        .unwrap_or_default();
+    let quote = c
+        .failure_line(g)
+        .map(|q| format!(": {q}"))
+        .unwrap_or_default();
+    format!(
+        "The new generation{pid} {}{}{quote}.",
+        exit_words(g),
+        lived_words(g)
+    )
+}
+
+/// `its start failed with EADDRINUSE`, `16 starts in a row failed`.
+pub fn failed_starts(n: usize, says: &str) -> String {
+    if n == 1 {
+        format!("its start failed{says}")
+    } else {
+        format!("{n} starts in a row failed{says}")
+    }
+}
+
+/// The end of a run of `n` failed starts: the restarts after the first failure (up to
+/// generation `last`) and the errored status at `errored`, in the chain and the evidence.
+pub fn repeats_then_errored(
+    c: &AppCtx,
+    n: usize,
+    last: &Generation,
+    errored: Option<MonoNs>,
+    chain: &mut Vec<String>,
+    evidence: &mut Vec<Evidence>,
+) {
+    if n > 1 {
+        let last_end = end_t(last)
+            .map(|t| format!(" until {}", c.at(t)))
+            .unwrap_or_default();
+        chain.push(format!(
+            "pm2 restarted it; {} failed the same way{last_end}.",
+            plural(n as u64 - 1, "more start", "more starts")
+        ));
+        generation_evidence(c, last, evidence);
+    }
+    if let Some(t) = errored {
+        chain.push(format!(
+            "The daemon counted too many unstable restarts and set {} errored at {} \
+             (see crash-loop-errored).",
+            c.label(),
+            c.at(t)
+        ));
+        evidence.push(ev(t, Source::Bus, format!("{} errored", c.label())));
+    }
+}
+
 /// Where the end of generation `g` was seen: the kernel when the watcher saw it, else the
 /// daemon's bus.
 pub fn end_source(g: &Generation) -> Source {

@@ -20,9 +20,6 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let mut out = Vec::new();
     for g in &a.generations {
         let Some(stop) = &g.stop else { continue };
-        if stop.gave_up.is_some() {
-            continue; // stop-timeout-errored
-        }
         let t_int = stop.requested.t;
         let until = stop.confirmed.map(|x| x.t + LATE_NS).unwrap_or(u64::MAX);
         let killed: Vec<&SeenProcess> = c
@@ -32,6 +29,10 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             .filter(|p| p.exit.is_some_and(|x| x.t >= t_int && x.t <= until))
             .collect();
         if killed.is_empty() && stop.sigkill.is_none() {
+            continue;
+        }
+        // When pm2 gave up (stop-timeout-errored), only what the kernel saw SIGKILL end.
+        if stop.gave_up.is_some() && killed.is_empty() {
             continue;
         }
         let kt = a.config.kill_timeout_ms();

@@ -9,12 +9,15 @@
 //!
 //! | kind | severity | rests on |
 //! | --- | --- | --- |
+//! | `start-path-missing` | error | the daemon's `Error: spawn node ENOENT` after `starting` (or a generation dying within min_uptime), the watcher's start-path facts of the replaced generation: working directory marked deleted, script or interpreter gone, `PWD` and the symlinks on it |
 //! | `address-held-by-previous-generation` | error (warning if the app recovered) | EADDRINUSE in the new generation's stderr, a snapshot showing an older generation's process holding the address, that process's exit |
+//! | `address-held-by-other-process` | error (warning if the app recovered) | the address the failing generation needed (named in its stderr; a unix path the app held before, whatever the text), a snapshot showing it held by another app of the daemon or, from the host-wide scan, by another PM2 daemon's app (its `PM2_HOME`), a service or container (cgroup) or any other process (command line) |
 //! | `restart-env-changed` | error / warning / info | the restart's `env` keys whose value hashes differ from the app's, the next generation's exit |
 //! | `reload-without-ready` | error when no healthy worker was left, else warning | a cluster reload's `_old_<id>` stop before its replacement listened (`-reload- New worker listening`) or sent `ready`; the replacement's exits; the app's healthy-worker count over time |
 //! | `crash-loop-errored` | error | the daemon's `too many unstable restarts`, the early exits before it, min_uptime/max_restarts, the first failure's exit and stderr |
 //! | `stop-timeout-errored` | error | `could not be killed` / `could not be stopped`, the SIGKILL line, the kernel's exit of the process pm2 still saw |
 //! | `overlapping-restart` | warning | two action requests for one app in flight at once, their replies, the generations started |
+//! | `restart-loop` | warning | three or more starts by the daemon itself (no request in progress) without errored: the exits before them and min_uptime × max_restarts, restart_delay / `will restart in N ms`, `exceeds --max-memory-restart`, `Change detected on path` |
 //! | `descendant-outlived-stop` | warning | processes of a stopped generation alive when pm2 started the next one (or said stopped) |
 //! | `graceful-shutdown-killed` | warning | `Stopping app`, the SIGKILL after kill_timeout, the kernel's SIGKILL exit status |
 //! | `early-exit-after-restart` | warning | the first generation after a restart dying within min_uptime, no more specific cause |
@@ -23,6 +26,7 @@
 //! Findings come most severe first; a clean restart yields none of warning or error.
 
 mod address_held;
+mod address_other;
 mod crash_loop;
 mod ctx;
 mod descendant;
@@ -32,6 +36,8 @@ mod graceful_kill;
 mod overlapping;
 mod ready_timeout;
 mod reload_without_ready;
+mod restart_loop;
+mod start_path;
 mod stop_timeout;
 
 use crate::event::{MonoNs, Source};
@@ -87,12 +93,15 @@ pub struct Finding {
 /// (causes before consequences).
 #[cfg(test)]
 pub(crate) const KINDS: &[&str] = &[
+    start_path::KIND,
     address_held::KIND,
+    address_other::KIND,
     env_changed::KIND,
     reload_without_ready::KIND,
     crash_loop::KIND,
     stop_timeout::KIND,
     overlapping::KIND,
+    restart_loop::KIND,
     descendant::KIND,
     graceful_kill::KIND,
     early_exit::KIND,
@@ -101,7 +110,7 @@ pub(crate) const KINDS: &[&str] = &[
 
 /// The place of reload-without-ready (about all instances of an app, not one) among the
 /// per-app rules in [`analyze`], and in [`KINDS`].
-const RELOAD_RANK: usize = 2;
+const RELOAD_RANK: usize = 4;
 
 /// Most findings one rule reports per app (a capture of days could repeat a pattern).
 const MAX_PER_RULE: usize = 20;
@@ -114,12 +123,15 @@ pub fn analyze(tl: &Timeline) -> Vec<Finding> {
         let c = ctx::AppCtx::new(tl, a);
         let holders = address_held::find(&c);
         let mut per_rule: Vec<Vec<(MonoNs, Finding)>> = vec![
+            start_path::findings(&c),
             address_held::findings(&c, &holders),
+            address_other::findings(&c),
             env_changed::findings(&c),
             Vec::new(), // reload-without-ready: about every instance of an app, below
             crash_loop::findings(&c, &holders),
             stop_timeout::findings(&c),
             overlapping::findings(&c),
+            restart_loop::findings(&c),
             descendant::findings(&c),
             graceful_kill::findings(&c),
             early_exit::findings(&c, &holders),

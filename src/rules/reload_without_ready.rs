@@ -402,11 +402,11 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
          then switch traffic and stop the old one; "
     );
     if waits {
-        remedy.push_str(&format!(
+        remedy.push_str(
             "wait_ready is set, so make the app send `process.send('ready')` only once it \
              really serves, and keep listen_timeout above its real startup time (pm2 still \
-             stops the old worker when it runs out)."
-        ));
+             stops the old worker when it runs out).",
+        );
     } else {
         remedy.push_str(
             "and let pm2 wait for a real readiness signal (`--wait-ready` with \

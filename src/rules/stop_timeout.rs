@@ -7,7 +7,7 @@
 //! reaped (pm2's `kill(pid, 0)` counts zombies as alive); when it never died, it was
 //! unkillable (uninterruptible sleep).
 
-use super::ctx::{ev, ms, short_cmd, AppCtx};
+use super::ctx::{ev, ms, short_cmd, start_t, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::SeenProcess;
@@ -178,27 +178,97 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                     .to_owned(),
             ),
         };
-        chain.push(format!(
-            "The daemon marked {} errored at {} (the status a failed stop leaves; it is not \
-             restarted automatically).",
-            c.label(),
-            c.at(errored_t)
-        ));
-        let summary = format!(
-            "pm2 could not stop {} and marked it errored at {}: {} still counted as alive {} \
-             after SIGKILL, because {why}.",
-            c.label(),
-            c.at(errored_t),
-            who,
-            ms(gave_up.t.saturating_sub(t_kill.unwrap_or(t_int)))
-        );
-        let remedy = format!(
-            "{remedy_why} Then `pm2 restart {}` (an errored app is only started again).",
-            c.cli_name()
-        );
+        // pm2 7.x goes on with a restart after giving up on its stop.
+        let next_req = stop
+            .by_request
+            .and_then(|i| c.tl.requests.get(i))
+            .and_then(|r| c.next_request_after(r.asked))
+            .map(|r| r.asked)
+            .unwrap_or(u64::MAX);
+        let went_on = a
+            .generations
+            .iter()
+            .find(|h| start_t(h).is_some_and(|t| t + SLACK_NS >= gave_up.t && t < next_req));
+        let end_status = a
+            .statuses
+            .iter()
+            .rfind(|s| s.at.t >= errored_t && s.at.t < next_req);
+        let label = c.label();
+        let (summary, severity, remedy) = match went_on {
+            Some(h) => {
+                let t_start = start_t(h).unwrap_or(gave_up.t);
+                let pid = c
+                    .main_pid(h)
+                    .map(|p| format!(" (pid {p})"))
+                    .unwrap_or_default();
+                let end = match end_status {
+                    Some(s) if s.at.t > errored_t || s.status != "errored" => {
+                        evidence.push(ev(s.at.t, Source::Bus, format!("{label} {}", s.status)));
+                        format!("{label} ended {} at {}", s.status, c.at(s.at.t))
+                    }
+                    _ => format!("{label} stayed errored"),
+                };
+                chain.push(format!(
+                    "The daemon marked {label} errored at {}, then went on with the restart \
+                     anyway: it started the next generation{pid} at {}, {} after giving up, and \
+                     {end}.",
+                    c.at(errored_t),
+                    c.at(t_start),
+                    ms(t_start.saturating_sub(gave_up.t))
+                ));
+                evidence.push(ev(t_start, Source::Bus, format!("{label} starting{pid}")));
+                let recovered = end_status.is_some_and(|s| s.status == "online");
+                (
+                    format!(
+                        "pm2 could not stop {label}'s old generation: {who} still counted as \
+                         alive {} after SIGKILL, because {why}; pm2 marked it errored at {}, \
+                         then started the new generation at {} anyway and {end}.",
+                        ms(gave_up.t.saturating_sub(t_kill.unwrap_or(t_int))),
+                        c.at(errored_t),
+                        c.at(t_start)
+                    ),
+                    if recovered {
+                        Severity::Warning
+                    } else {
+                        Severity::Error
+                    },
+                    format!(
+                        "{remedy_why} The restart itself went through{}; the stop's wait was \
+                         wasted time and the errored status in between can trip monitoring.",
+                        if recovered {
+                            ""
+                        } else {
+                            " but did not recover the app"
+                        }
+                    ),
+                )
+            }
+            None => {
+                chain.push(format!(
+                    "The daemon marked {label} errored at {} (the status a failed stop leaves; \
+                     it is not restarted automatically).",
+                    c.at(errored_t)
+                ));
+                (
+                    format!(
+                        "pm2 could not stop {label} and marked it errored at {}: {} still \
+                         counted as alive {} after SIGKILL, because {why}.",
+                        c.at(errored_t),
+                        who,
+                        ms(gave_up.t.saturating_sub(t_kill.unwrap_or(t_int)))
+                    ),
+                    Severity::Error,
+                    format!(
+                        "{remedy_why} Then `pm2 restart {}` (an errored app is only started \
+                         again).",
+                        c.cli_name()
+                    ),
+                )
+            }
+        };
         out.push((
             gave_up.t,
-            c.finding(KIND, Severity::Error, summary, chain, evidence, remedy),
+            c.finding(KIND, severity, summary, chain, evidence, remedy),
         ));
     }
     out

@@ -90,6 +90,7 @@ fn kinds_are_the_issue_names() {
     assert_eq!(
         k,
         [
+            "address-held-by-other-process",
             "address-held-by-previous-generation",
             "crash-loop-errored",
             "descendant-outlived-stop",
@@ -99,6 +100,8 @@ fn kinds_are_the_issue_names() {
             "ready-timeout",
             "reload-without-ready",
             "restart-env-changed",
+            "restart-loop",
+            "start-path-missing",
             "stop-timeout-errored",
         ]
     );

@@ -406,7 +406,7 @@ pub fn identify(proc_root: &Path, pid: i32) -> Option<Identity> {
     let cmd = if args.is_empty() {
         format!("[{}]", stat.comm)
     } else {
-        crate::sources::procwatch::shorten(&args.join(" "), 300)
+        crate::sources::procwatch::shorten(args.join(" ").trim_end(), 300)
     };
     let uid = procfs::read_bounded(&dir.join("status"), 8 << 10)
         .ok()

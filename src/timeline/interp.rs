@@ -48,6 +48,8 @@ pub struct Interpreter {
     pids: HashMap<i64, u64>,
     /// Apps with a `Stopping` line whose kill is not yet confirmed.
     stopping: BTreeSet<u64>,
+    /// The app of the last `starting` line: a spawn error that follows names no app.
+    last_starting: Option<u64>,
 }
 
 impl Interpreter {
@@ -58,6 +60,7 @@ impl Interpreter {
             scripts: HashMap::new(),
             pids: HashMap::new(),
             stopping: BTreeSet::new(),
+            last_starting: None,
         }
     }
 
@@ -111,11 +114,8 @@ impl Interpreter {
     fn learn_script(&mut self, script: &str, pm_id: u64) {
         let room = self.scripts.len() < MAX_APPS;
         match self.scripts.get_mut(script) {
-            Some(known) => {
-                if *known != Some(pm_id) {
-                    *known = None;
-                }
-            }
+            Some(known) if *known != Some(pm_id) => *known = None,
+            Some(_) => {}
             None if room => {
                 self.scripts.insert(script.to_owned(), Some(pm_id));
             }
@@ -468,6 +468,20 @@ impl Interpreter {
 
     /// The app a daemon log line is about; learns names and pids from it.
     fn daemon_app(&mut self, log: &DaemonLogLine) -> Option<AppRef> {
+        match log {
+            DaemonLogLine::SpawnFailed { .. } => return self.last_starting.map(|i| self.app(i)),
+            DaemonLogLine::MemoryRestart { id } => return Some(self.app(*id)),
+            DaemonLogLine::WatchRestart { app, .. } => {
+                let id = self
+                    .names
+                    .iter()
+                    .find(|(_, n)| *n == app)
+                    .map(|(i, _)| *i)?;
+                return Some(self.app(id));
+            }
+            DaemonLogLine::Starting { id, .. } => self.last_starting = Some(*id),
+            _ => {}
+        }
         if let Some((name, id)) = log.app() {
             self.learn(Some(id), Some(name));
             match log {

@@ -17,7 +17,8 @@ pub use entry::{AppRef, Entry, EntryKind, Outcome, Tone};
 pub use interp::Interpreter;
 pub use model::Timeline;
 pub(crate) use model::{
-    AppTimeline, EnvChangeKind, Generation, Precision, Request, SeenProcess, SnapWhy, TimeRef,
+    AppTimeline, AutoRestart, AutoRestartCause, EnvChangeKind, Generation, OtherHolder,
+    OtherSocket, Precision, Request, SeenProcess, SnapWhy, TimeRef,
 };
 #[cfg(test)]
 pub(crate) use model::{MAX_GENERATIONS, MAX_STATUSES, STDERR_GENERATIONS};

@@ -10,9 +10,10 @@ use crate::event::{CaptureInfo, MonoNs, ProcEvent};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::meaning::{
     value_hash, BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
-    Stream,
+    RestartSettings, Stream,
 };
-use crate::sources::procwatch::Snapshot;
+use crate::sources::holders::Identity;
+use crate::sources::procwatch::{Snapshot, StartPaths};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -78,11 +79,27 @@ pub(crate) struct AppConfig {
     pub(crate) kill_timeout: Option<u64>,
     pub(crate) treekill: Option<bool>,
     pub(crate) exec_mode: Option<String>,
+    pub(crate) restart_delay: Option<u64>,
+    pub(crate) exp_backoff_restart_delay: Option<u64>,
+    pub(crate) max_memory_restart: Option<u64>,
+    pub(crate) watch: Option<bool>,
     pub(crate) wait_ready: Option<bool>,
     pub(crate) listen_timeout: Option<u64>,
 }
 
 impl AppConfig {
+    /// Take what the daemon reported of the app's restart settings.
+    fn learn_restarts(&mut self, r: &RestartSettings) {
+        self.restart_delay = r.restart_delay.or(self.restart_delay);
+        self.exp_backoff_restart_delay = r
+            .exp_backoff_restart_delay
+            .or(self.exp_backoff_restart_delay);
+        self.max_memory_restart = r.max_memory_restart.or(self.max_memory_restart);
+        self.watch = r.watch.or(self.watch);
+        self.min_uptime = r.min_uptime.or(self.min_uptime);
+        self.max_restarts = r.max_restarts.or(self.max_restarts);
+    }
+
     pub(crate) fn min_uptime_ms(&self) -> u64 {
         self.min_uptime.unwrap_or(DEFAULT_MIN_UPTIME_MS)
     }
@@ -201,6 +218,12 @@ pub struct Generation {
     pub early_exit: Option<bool>,
     /// The daemon's unstable restart counter as of the exit.
     pub(crate) unstable_restarts: Option<u64>,
+    /// The daemon could not spawn it (`Error: spawn node ENOENT`): when, and the words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) spawn_failed: Option<(TimeRef, String)>,
+    /// `will restart in N ms` after it exited (exp_backoff_restart_delay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) restart_in_ms: Option<u64>,
     /// The last [`STDERR_TAIL`] lines of stderr.
     pub stderr_tail: Vec<String>,
     pub(crate) stderr_lines: u64,
@@ -233,6 +256,8 @@ impl Generation {
             stale_exit: None,
             early_exit: None,
             unstable_restarts: None,
+            spawn_failed: None,
+            restart_in_ms: None,
             stderr_tail: Vec::new(),
             stderr_lines: 0,
             stdout_lines: 0,
@@ -287,6 +312,10 @@ pub struct AppTimeline {
     pub name: Option<String>,
     /// `pm_exec_path`.
     pub exec_path: Option<String>,
+    /// `pm_cwd`.
+    pub(crate) cwd: Option<String>,
+    /// `exec_interpreter`.
+    pub(crate) interpreter: Option<String>,
     pub(crate) config: AppConfig,
     pub generations: Vec<Generation>,
     pub statuses: Vec<StatusChange>,
@@ -301,6 +330,9 @@ pub struct AppTimeline {
     pub generations_dropped: u64,
     /// What the process watcher's snapshots showed of this app (at most [`MAX_SNAPSHOTS`]).
     pub snapshots: Vec<AppSnapshot>,
+    /// Restarts the daemon decided on by itself: memory limit, watch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auto_restarts: Vec<AutoRestart>,
     /// Every `App [..] online` the daemon logged (at most [`MAX_STATUSES`]). Under wait_ready
     /// pm2 logs it when `ready` came or listen_timeout ran out, which can be long after that
     /// generation died and newer ones started: the line says online, not for which pid.
@@ -309,6 +341,23 @@ pub struct AppTimeline {
     /// here: (pid, restart_time).
     #[serde(skip)]
     pending_main: Vec<(i64, u64)>,
+}
+
+/// Why the daemon restarted an app by itself, other than an exit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AutoRestartCause {
+    /// Over `max_memory_restart`.
+    Memory,
+    /// A watched file changed.
+    Watch { path: String },
+}
+
+/// A restart the daemon decided on by itself (its log says why).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AutoRestart {
+    pub at: TimeRef,
+    pub cause: AutoRestartCause,
 }
 
 /// Generations kept per app (the oldest half is forgotten beyond).
@@ -396,6 +445,33 @@ pub(crate) struct SnapSocket {
     pub(crate) master: bool,
 }
 
+/// Who holds a socket that is not this app's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OtherHolder {
+    /// Another app of the recorded daemon.
+    App {
+        name: String,
+        pm_id: u64,
+        generation: Option<u64>,
+        in_tree: bool,
+    },
+    /// A process elsewhere on the host (another PM2 daemon's app, a service, a container,
+    /// a stray process), as the host-wide scan identified it.
+    Host(Identity),
+}
+
+/// A listening (TCP), bound (UDP) or bound-path (unix) socket that something other than
+/// the app held (snapshots taken for one app only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OtherSocket {
+    pub proto: String,
+    pub addr: String,
+    pub port: Option<u16>,
+    pub pid: i64,
+    pub holder: OtherHolder,
+}
+
 /// What the process watcher saw of one app at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AppSnapshot {
@@ -403,6 +479,13 @@ pub struct AppSnapshot {
     pub(crate) why: SnapWhy,
     pub(crate) processes: Vec<SnapProcess>,
     pub(crate) sockets: Vec<SnapSocket>,
+    /// Sockets held by other apps of the daemon or elsewhere on the host (snapshots about
+    /// this app only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) others: Vec<OtherSocket>,
+    /// Where the app's generation being replaced was started from (stop/restart requests).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) paths: Vec<StartPaths>,
 }
 
 impl AppSnapshot {
@@ -421,6 +504,8 @@ impl AppTimeline {
             pm_id,
             name: None,
             exec_path: None,
+            cwd: None,
+            interpreter: None,
             config: AppConfig::default(),
             generations: Vec::new(),
             statuses: Vec::new(),
@@ -429,6 +514,7 @@ impl AppTimeline {
             processes: Vec::new(),
             generations_dropped: 0,
             snapshots: Vec::new(),
+            auto_restarts: Vec::new(),
             online_reports: Vec::new(),
             pending_main: Vec::new(),
         }
@@ -671,6 +757,8 @@ pub struct Timeline {
     pub pm2_version: Option<String>,
     /// Whether the capture has process-watcher events (a watcher ran).
     pub proc_watched: bool,
+    /// The recorded daemon's home (`PM2_HOME`).
+    pub pm2_home: String,
     /// Wall/monotonic pair, to place the daemon's millisecond timestamps.
     #[serde(skip)]
     wall_ref_ns: i128,
@@ -695,6 +783,7 @@ impl Timeline {
             last_t: None,
             pm2_version: info.pm2_version.clone(),
             proc_watched: false,
+            pm2_home: info.pm2_home.clone(),
             wall_ref_ns: info.wall_ref_ns,
             mono_ref_ns: info.mono_ref_ns,
             open: HashMap::new(),
@@ -1097,7 +1186,14 @@ impl Timeline {
         if p.exec_path.is_some() {
             a.exec_path = p.exec_path.clone();
         }
+        if p.cwd.is_some() {
+            a.cwd = p.cwd.clone();
+        }
+        if p.interpreter.is_some() {
+            a.interpreter = p.interpreter.clone();
+        }
         let c = &mut a.config;
+        c.learn_restarts(&p.restarts);
         c.min_uptime = p.min_uptime.or(c.min_uptime);
         c.max_restarts = p.max_restarts.or(c.max_restarts);
         c.kill_timeout = p.kill_timeout.or(c.kill_timeout);
@@ -1171,6 +1267,7 @@ impl Timeline {
         let Some(r) = &e.app else { return };
         let at = TimeRef::received(e.t, pe.at);
         let a = self.app_mut(r);
+        a.config.learn_restarts(&pe.restarts);
         if pe.exec_path.is_some() {
             a.exec_path = pe.exec_path.clone();
         }
@@ -1396,8 +1493,35 @@ impl Timeline {
                     g.stale_exit = Some(at);
                 }
             }
+            DaemonLogLine::SpawnFailed { program, code } => {
+                if let Some(g) = a.generations.last_mut() {
+                    g.spawn_failed
+                        .get_or_insert((at, format!("spawn {program} {code}")));
+                }
+            }
+            DaemonLogLine::WillRestart { ms, .. } => {
+                if let Some(g) = a.generations.last_mut() {
+                    g.restart_in_ms = Some(*ms);
+                }
+            }
+            DaemonLogLine::MemoryRestart { .. } => a.auto_restart(at, AutoRestartCause::Memory),
+            DaemonLogLine::WatchRestart { path, .. } => a.auto_restart(
+                at,
+                AutoRestartCause::Watch {
+                    path: path.chars().take(200).collect(),
+                },
+            ),
             DaemonLogLine::Other { .. } => {}
         }
+    }
+}
+
+impl AppTimeline {
+    fn auto_restart(&mut self, at: TimeRef, cause: AutoRestartCause) {
+        if self.auto_restarts.len() >= MAX_STATUSES {
+            self.auto_restarts.drain(..MAX_STATUSES / 2);
+        }
+        self.auto_restarts.push(AutoRestart { at, cause });
     }
 }
 

@@ -6,7 +6,7 @@
 //! (`{"kind": "exit", "who": {"pid": 5, "app": {"pm_id": 0, "generation": 3}},
 //! "status": {"kind": "code", "code": 1}, "timing": {"how": "kernel"}}`).
 
-use super::model::{AppSnapshot, SnapProcess, SnapSocket, SnapWhy};
+use super::model::{AppSnapshot, OtherHolder, OtherSocket, SnapProcess, SnapSocket, SnapWhy};
 use crate::event::{MonoNs, ProcEvent};
 use crate::pm2::meaning::json_text;
 use crate::sources::procwatch::{shorten, Snapshot, SnapshotReason};
@@ -216,6 +216,8 @@ pub fn snapshot_views(t: MonoNs, snap: &Snapshot) -> Vec<(u64, AppSnapshot)> {
             why: why.clone(),
             processes: Vec::new(),
             sockets: Vec::new(),
+            others: Vec::new(),
+            paths: Vec::new(),
         }))
     }
     if let Some(id) = scope {
@@ -255,7 +257,57 @@ pub fn snapshot_views(t: MonoNs, snap: &Snapshot) -> Vec<(u64, AppSnapshot)> {
             }
         }
     }
+    if let Some(id) = scope {
+        if let Some(v) = views.get_mut(&id) {
+            others_and_paths(v, id, snap);
+        }
+    }
     views.into_iter().collect()
+}
+
+/// For a snapshot about app `pm_id`: the sockets other apps of the daemon and processes
+/// elsewhere on the host held, and where the app's replaced generation started from.
+fn others_and_paths(v: &mut AppSnapshot, pm_id: u64, snap: &Snapshot) {
+    for h in &snap.sockets {
+        let Some(app) = &h.app else { continue };
+        if h.daemon || app.pm_id == pm_id || v.others.len() >= SNAP_SOCKETS {
+            continue;
+        }
+        v.others.push(OtherSocket {
+            proto: h.proto.name().to_owned(),
+            addr: h.addr.clone(),
+            port: h.port,
+            pid: i64::from(h.pid),
+            holder: OtherHolder::App {
+                name: app.name.clone(),
+                pm_id: app.pm_id,
+                generation: app.generation,
+                in_tree: h.in_tree,
+            },
+        });
+    }
+    for h in &snap.host {
+        let Some(first) = h.holders.first() else {
+            continue;
+        };
+        if v.others.len() >= SNAP_SOCKETS * 4 {
+            break;
+        }
+        v.others.push(OtherSocket {
+            proto: h.proto.clone(),
+            addr: h.addr.clone(),
+            port: h.port,
+            pid: i64::from(first.pid),
+            holder: OtherHolder::Host(first.clone()),
+        });
+    }
+    v.paths = snap
+        .paths
+        .iter()
+        .filter(|p| p.app.as_ref().is_none_or(|a| a.pm_id == pm_id))
+        .take(SNAP_PROCESSES)
+        .cloned()
+        .collect();
 }
 
 /// Words for a process-watcher event, from its serialized form: `exit pid=123 detail=...`.
@@ -366,6 +418,8 @@ mod tests {
             env: vec![],
             notes: vec![],
             cost_us: 1,
+            host: vec![],
+            paths: vec![],
         }
     }
 

@@ -805,3 +805,92 @@ fn endless_crash_loop_is_bounded() {
         .iter()
         .all(|g| g.exit.is_some() && g.early_exit.is_some()));
 }
+
+/// Cluster mode: the daemon (the cluster master) holds the app's listening socket; a
+/// snapshot ascribes it to the one cluster app, and its line names it.
+#[test]
+fn the_cluster_masters_socket_is_the_cluster_apps_address() {
+    use crate::event::ProcEvent;
+    use crate::sources::procwatch::{
+        AppRef as Who, ProcSnap, Proto, Snapshot, SnapshotReason, SocketHold,
+    };
+    let info = CaptureInfo::default();
+    let mut tl = Timeline::new(&info);
+    let app = Some(AppRef {
+        pm_id: 1,
+        name: Some("web".into()),
+    });
+    // `App [web:1] starting in -cluster mode-` tells the exec mode.
+    tl.apply(&Entry {
+        t: 10,
+        source: crate::event::Source::Bus,
+        app: app.clone(),
+        kind: EntryKind::Daemon {
+            at: None,
+            log: DaemonLogLine::Starting {
+                app: "web".into(),
+                id: 1,
+                mode: "cluster".into(),
+            },
+        },
+    });
+    let hold = |addr: &str, proto: Proto, port: Option<u16>| SocketHold {
+        proto,
+        addr: addr.into(),
+        port,
+        inode: 1,
+        pid: 50,
+        start: 1,
+        app: None,
+        daemon: true,
+        in_tree: true,
+    };
+    let worker = ProcSnap {
+        pid: 51,
+        ppid: 50,
+        pgid: 50,
+        sid: 50,
+        start: 2,
+        state: "S".into(),
+        cmdline: vec!["node".into(), "ProcessContainer.js".into()],
+        app: Some(Who {
+            pm2_home: "/h".into(),
+            pm_id: 1,
+            name: "web".into(),
+            generation: Some(0),
+            unique_id: None,
+        }),
+        how: None,
+        daemon: false,
+        in_tree: true,
+    };
+    let snap = ProcEvent::Snapshot(Snapshot {
+        reason: SnapshotReason::Start,
+        processes: vec![worker],
+        sockets: vec![
+            hold("/h/rpc.sock", Proto::Unix, None),
+            hold("/h/pub.sock", Proto::Unix, None),
+            hold("127.0.0.1:4000", Proto::Tcp, Some(4000)),
+        ],
+        env: vec![],
+        notes: vec![],
+        cost_us: 1,
+    });
+    let words = snap.summary();
+    assert!(
+        words.contains("port 127.0.0.1:4000 held by pid 50 (pm2 daemon), the cluster master")
+            && !words.contains("rpc.sock")
+            && !words.contains("no app holds"),
+        "{words}"
+    );
+    tl.apply(&Entry {
+        t: 20,
+        source: crate::event::Source::Proc,
+        app: None,
+        kind: EntryKind::Proc { event: snap },
+    });
+    let a = tl.app(1).expect("web:1");
+    let s = a.snapshots.last().expect("a snapshot of web:1");
+    assert_eq!(s.sockets.len(), 1, "{:?}", s.sockets);
+    assert!(s.sockets[0].master && s.sockets[0].port == Some(4000));
+}

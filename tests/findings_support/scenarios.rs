@@ -34,6 +34,14 @@ pub const ALL: &[&str] = &[
     "stop-timeout",
     "well-behaved-restarts",
     "restart-while-waiting",
+    "symlink-deploy-restart",
+    "symlink-keep-restart",
+    "port-other-daemon-restart",
+    "port-moved-restart",
+    "restart-delay-loop",
+    "unix-double-fork-restart",
+    "stop-gave-up-restart",
+    "plain-restart",
 ];
 
 /// What a scenario does, in words (for captures/README.md).
@@ -86,8 +94,75 @@ pub fn describe(name: &str, fast: bool) -> String {
              `pm2 restart web` 8 times back to back, then once more after 1.5 s"
                 .into()
         }
+        "symlink-deploy-restart" => {
+            "releases `srv/releases/1` and `2` (well-behaved.js as app.js), `srv/current -> \
+             releases/1`; `cd srv/current && PORT=p pm2 start app.js --name web`, online 1.5 s; \
+             then `current` re-pointed to `releases/2`, `releases/1` deleted, `pm2 restart web`"
+                .into()
+        }
+        "symlink-keep-restart" => "as symlink-deploy-restart, but `releases/1` is kept".into(),
+        "port-other-daemon-restart" => format!(
+            "a second daemon (its own PM2_HOME) runs `PORT=q pm2 start well-behaved.js --name \
+             other`; `PORT=p pm2 start well-behaved.js --name web{mr}`, online 1.5 s, then \
+             `PORT=q pm2 restart web --update-env`"
+        ),
+        "port-moved-restart" => {
+            "`PORT=p pm2 start well-behaved.js --name web`, online 1.5 s, then `PORT=q pm2 \
+             restart web --update-env` with q free"
+                .into()
+        }
+        "restart-delay-loop" => {
+            "`PORT=p pm2 start crash-on-start.js --name web --restart-delay 1500 \
+             --max-restarts 3` (unstable window 3 s), recorded for 8 s while it loops"
+                .into()
+        }
+        "unix-double-fork-restart" => format!(
+            "`SOCKET_PATH=s {drain} pm2 start unix-double-fork.py --interpreter python3 --name \
+             web{mr}`, online 1.5 s, then `pm2 restart web`"
+        ),
+        "stop-gave-up-restart" => {
+            "`PORT=p DRAIN_MS=6000 pm2 start slow-drain-child.js --name web`, online 1.5 s, \
+             freeze the harness's subreaper (the SIGKILLed child stays a zombie), then \
+             `pm2 restart web`"
+                .into()
+        }
+        "plain-restart" => {
+            "`PORT=p pm2 start well-behaved.js --name web`, online 1.5 s, then `pm2 restart web`"
+                .into()
+        }
         other => panic!("no scenario {other}"),
     }
+}
+
+/// Releases `srv/releases/{1,2}` with `app.js` (well-behaved.js) under the user's home, and
+/// `srv/current -> releases/1`. Returns `srv`.
+fn make_releases(p: &Pm2) -> PathBuf {
+    let srv = p.user_home().join("srv");
+    for r in ["1", "2"] {
+        let d = srv.join("releases").join(r);
+        std::fs::create_dir_all(&d).expect("release dir");
+        std::fs::copy(pm2::app_path("well-behaved.js"), d.join("app.js")).expect("app.js");
+    }
+    std::os::unix::fs::symlink("releases/1", srv.join("current")).expect("current");
+    srv
+}
+
+/// Re-point `srv/current` to `releases/2` atomically, as deploy tools do.
+fn switch_release(srv: &Path) {
+    let tmp = srv.join("current.new");
+    std::os::unix::fs::symlink("releases/2", &tmp).expect("current.new");
+    std::fs::rename(&tmp, srv.join("current")).expect("switch current");
+}
+
+/// The real python3 executable (not a version manager's shim, whose wrapper scripts would
+/// fill the capture with their own processes at every start).
+fn python3() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed for unix-double-fork.py: {e}"));
+    assert!(out.status.success(), "python3 -c failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A recorded scenario.
@@ -228,7 +303,7 @@ impl Run {
                 f["kind"]
             );
             assert!(
-                !f["remedy"].as_str().unwrap_or_default().is_empty(),
+                f["severity"] == "info" || !f["remedy"].as_str().unwrap_or_default().is_empty(),
                 "{name}: {} has no remedy",
                 f["kind"]
             );
@@ -279,10 +354,21 @@ fn status_of(v: &Value) -> String {
 
 /// Wait until `pred` holds for app `web` (polling the daemon's own socket every 50 ms).
 fn wait_app(p: &Pm2, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    wait_named(p, "web", what, timeout, pred)
+}
+
+/// Wait until `pred` holds for app `app` of daemon `p`.
+fn wait_named(
+    p: &Pm2,
+    app: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + timeout;
     let mut last = Value::Null;
     loop {
-        if let Some(a) = daemon_app(p, "web") {
+        if let Some(a) = daemon_app(p, app) {
             if pred(&a) {
                 return a;
             }
@@ -290,7 +376,7 @@ fn wait_app(p: &Pm2, what: &str, timeout: Duration, pred: impl Fn(&Value) -> boo
         }
         if Instant::now() > deadline {
             panic!(
-                "pm2 {}: web not {what} within {timeout:?}: last status {} restart_time {}\n{}",
+                "pm2 {}: {app} not {what} within {timeout:?}: last status {} restart_time {}\n{}",
                 p.version(),
                 last["pm2_env"]["status"],
                 last["pm2_env"]["restart_time"],
@@ -348,7 +434,67 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
     let marker_s = marker.to_str().unwrap().to_owned();
     // Bring the app up.
     let crash_app = name == "crash-on-start-restart";
+    let mut srv = None;
+    let mut other: Option<Pm2> = None;
+    let other_port = pm2::free_port();
+    let other_port_s = other_port.to_string();
+    let sock = p.user_home().join("app.sock");
+    let sock_s = sock.to_str().unwrap().to_owned();
     match name {
+        "symlink-deploy-restart" | "symlink-keep-restart" => {
+            let dir = make_releases(&p);
+            let out = p.cmd_in(
+                &dir.join("current"),
+                &[("PORT", &port_s)],
+                &["start", "app.js", "--name", "web"],
+            );
+            must(&out, "start app.js (in srv/current)");
+            srv = Some(dir);
+        }
+        "port-other-daemon-restart" => {
+            let o = Pm2::start(version);
+            o.start_app("other", "well-behaved.js", other_port, &[]);
+            wait_named(&o, "other", "online", Duration::from_secs(15), |a| {
+                status_of(a) == "online"
+            });
+            other = Some(o);
+            p.start_app("web", "well-behaved.js", port, mr);
+        }
+        "port-moved-restart" | "plain-restart" => {
+            p.start_app("web", "well-behaved.js", port, &[]);
+        }
+        "restart-delay-loop" => {
+            p.start_app(
+                "web",
+                "crash-on-start.js",
+                port,
+                &["--restart-delay", "1500", "--max-restarts", "3"],
+            );
+        }
+        "unix-double-fork-restart" => {
+            let path = pm2::app_path("unix-double-fork.py");
+            let py = python3();
+            let mut args = vec![
+                "start",
+                path.to_str().unwrap(),
+                "--interpreter",
+                &py,
+                "--name",
+                "web",
+            ];
+            args.extend_from_slice(mr);
+            let out = p.cmd_env(&[("SOCKET_PATH", &sock_s), ("DRAIN_MS", drain)], &args);
+            must(&out, "start unix-double-fork.py");
+        }
+        "stop-gave-up-restart" => {
+            p.start_app_env(
+                "web",
+                "slow-drain-child.js",
+                port,
+                &[("DRAIN_MS", "6000")],
+                &[],
+            );
+        }
         "drain-child-restart" | "stop-timeout" => {
             let d = if name == "stop-timeout" {
                 "6000"
@@ -408,6 +554,9 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         wait_app(&p, "errored", Duration::from_secs(30), |a| {
             status_of(a) == "errored"
         });
+    } else if name == "restart-delay-loop" {
+        // It crash-loops from the start: give it a second.
+        std::thread::sleep(Duration::from_millis(1000));
     } else {
         wait_app(&p, "online", Duration::from_secs(15), |a| {
             status_of(a) == "online"
@@ -481,6 +630,38 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
             p.thaw_reaper();
             notes.push(format!("status after stop: {}", status_of(&a)));
         }
+        "symlink-deploy-restart" | "symlink-keep-restart" => {
+            let dir = srv.as_ref().expect("releases");
+            switch_release(dir);
+            if name == "symlink-deploy-restart" {
+                std::fs::remove_dir_all(dir.join("releases/1")).expect("delete releases/1");
+            }
+            let out = p.cmd(&["restart", "web"]);
+            notes.push(format!("pm2 restart exit {:?}", out.status.code()));
+        }
+        "port-other-daemon-restart" | "port-moved-restart" => {
+            let q = if name == "port-moved-restart" {
+                pm2::free_port().to_string()
+            } else {
+                other_port_s.clone()
+            };
+            let out = p.cmd_env(&[("PORT", &q)], &["restart", "web", "--update-env"]);
+            must(&out, "restart web --update-env");
+        }
+        "restart-delay-loop" => {
+            // Nobody asks anything: the daemon restarts it by itself.
+            std::thread::sleep(Duration::from_millis(8000));
+        }
+        "stop-gave-up-restart" => {
+            assert!(p.freeze_reaper(), "the harness has no subreaper to freeze");
+            let out = p.cmd(&["restart", "web"]);
+            notes.push(format!("pm2 restart exit {:?}", out.status.code()));
+            wait_app(&p, "online again", Duration::from_secs(20), |a| {
+                status_of(a) == "online"
+                    && a["pm2_env"]["restart_time"].as_u64().unwrap_or(0) > restarts_before
+            });
+            p.thaw_reaper();
+        }
         "well-behaved-restarts" => {
             for _ in 0..8 {
                 must(&p.cmd(&["restart", "web"]), "restart web");
@@ -496,7 +677,9 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
     // The outcome.
     let end = wait_app(&p, "settled", Duration::from_secs(60), |a| {
         let rt = a["pm2_env"]["restart_time"].as_u64().unwrap_or(0);
-        name == "stop-timeout" || (settled(a) && rt > restarts_before)
+        name == "stop-timeout"
+            || name == "restart-delay-loop"
+            || (settled(a) && rt > restarts_before)
     });
     let status = status_of(&end);
     notes.push(format!(
@@ -505,7 +688,33 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         end["pm2_env"]["restart_time"],
         t0.elapsed().as_millis()
     ));
-    if status == "errored" && !crash_app && name != "env-broken-restart" && name != "stop-timeout" {
+    notes.push(format!("pid {}", end["pid"]));
+    if name == "unix-double-fork-restart" && status == "errored" {
+        // The old generation's server still holds the path: record until it lets go.
+        let t = Instant::now();
+        while sock.exists() {
+            assert!(
+                t.elapsed() < Duration::from_millis(drain_ms + 15_000),
+                "{} still bound",
+                sock.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        notes.push(format!(
+            "socket path gone {} ms after errored",
+            t.elapsed().as_millis()
+        ));
+    } else if status == "errored"
+        && !crash_app
+        && !matches!(
+            name,
+            "env-broken-restart"
+                | "stop-timeout"
+                | "port-other-daemon-restart"
+                | "symlink-deploy-restart"
+                | "unix-double-fork-restart"
+        )
+    {
         // An old generation's process still holds the port: record until it lets go.
         let held = wait_port_free(port, Duration::from_millis(drain_ms + 15_000));
         notes.push(format!(
@@ -517,6 +726,7 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
     let code = rec.stop();
     assert!(code.success(), "pm2-trace record ended with {code}");
     drop(p);
+    drop(other);
     let doc = recorder::replay_json(capture);
     let _ = port_s;
     Run {
@@ -527,4 +737,14 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         status,
         notes,
     }
+}
+
+/// Run scenario `name` on pm2 `version` with `fast` settings into a throw-away directory,
+/// print what it found and check what every finding must have ([`Run::report_and_check`]).
+pub fn run_live(name: &str, version: &str) -> (tempfile::TempDir, Run) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(format!("{name}-{version}.bin"));
+    let r = run(name, version, &path, true);
+    r.report_and_check();
+    (dir, r)
 }

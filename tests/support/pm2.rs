@@ -618,6 +618,17 @@ impl Pm2 {
         run_with_timeout(&mut c, timeout)
     }
 
+    /// Run `pm2 <args>` from directory `dir`, as a shell would after `cd dir` (the
+    /// logical `PWD` is `dir` even when it is reached through a symlink).
+    pub fn cmd_in(&self, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut c = self.command(args);
+        c.current_dir(dir).env("PWD", dir);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run_with_timeout(&mut c, CMD_TIMEOUT)
+    }
+
     /// Run `pm2 <args>` and panic with its output unless it exits 0.
     pub fn cmd_ok(&self, args: &[&str]) -> Output {
         let out = self.cmd(args);

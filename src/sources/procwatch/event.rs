@@ -532,6 +532,89 @@ pub struct Snapshot {
     pub notes: Vec<String>,
     /// How long taking the snapshot took, in microseconds.
     pub cost_us: u64,
+    /// For early exits: listening sockets anywhere on the host held by processes the
+    /// watcher does not track (another PM2 daemon's apps, services, containers, strays),
+    /// with who holds them (at most [`HOST_HOLDS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host: Vec<crate::sources::holders::HostHold>,
+    /// For stop/restart requests: where each generation being replaced was started from,
+    /// and whether those paths still exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<StartPaths>,
+}
+
+impl StartPaths {
+    /// `pid 4100 runs in /srv/app/releases/1 (deleted), started from /srv/app/current
+    /// (/srv/app/current -> releases/2 now)`.
+    pub fn summary(&self) -> String {
+        let mut s = format!("pid {}", self.pid);
+        if let Some(c) = &self.cwd {
+            s.push_str(&format!(" runs in {c}"));
+            if self.cwd_deleted {
+                s.push_str(" (deleted)");
+            }
+        }
+        if let Some(d) = &self.start_dir {
+            s.push_str(&format!(", started from {d}"));
+        }
+        if !self.symlinks.is_empty() {
+            let links: Vec<String> = self
+                .symlinks
+                .iter()
+                .map(|l| format!("{} -> {} now", l.link, l.target))
+                .collect();
+            s.push_str(&format!(" ({})", links.join(", ")));
+        }
+        if self.script_exists == Some(false) {
+            if let Some(sc) = &self.script {
+                s.push_str(&format!(", script {sc} missing"));
+            }
+        }
+        if self.exe_deleted && self.exe_exists == Some(false) {
+            if let Some(e) = &self.exe {
+                s.push_str(&format!(", interpreter {e} missing"));
+            }
+        }
+        s
+    }
+}
+
+/// Most host-wide holds one snapshot records.
+pub const HOST_HOLDS: usize = 256;
+
+/// A symlink on a start path and where it points now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkNow {
+    pub link: String,
+    pub target: String,
+}
+
+/// Where a process was started from (see `start_paths`): what the kernel says of its
+/// working directory and executable, its script, the logical start directory (`PWD`) and
+/// the symlinks on it as they point now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartPaths {
+    pub pid: i32,
+    pub app: Option<AppRef>,
+    /// The working directory (resolved, as the kernel names it).
+    pub cwd: Option<String>,
+    /// The kernel marks the working directory deleted.
+    pub cwd_deleted: bool,
+    /// The executable (the interpreter, for a script).
+    pub exe: Option<String>,
+    pub exe_deleted: bool,
+    /// Whether a file exists at `exe`'s path now (a deleted executable may have been
+    /// replaced by an upgrade); `None` when it could not be looked at.
+    pub exe_exists: Option<bool>,
+    /// The script (first absolute argument), if any.
+    pub script: Option<String>,
+    pub script_exists: Option<bool>,
+    /// `PWD` from its environment, when it differs from `cwd`: the directory pm2 was
+    /// started from, before symlinks were resolved.
+    pub start_dir: Option<String>,
+    /// Symlinks on `start_dir`, as they point now.
+    pub symlinks: Vec<LinkNow>,
+    pub notes: Vec<String>,
 }
 
 impl Snapshot {}
@@ -687,6 +770,16 @@ impl ProcEvent {
                     s.push_str("; ");
                     s.push_str(&h.summary());
                     s.push_str(", the cluster master, for its cluster-mode apps");
+                }
+                for p in &snap.paths {
+                    s.push_str("; ");
+                    s.push_str(&p.summary());
+                }
+                if !snap.host.is_empty() {
+                    s.push_str(&format!(
+                        "; {} listening sockets elsewhere on the host",
+                        snap.host.len()
+                    ));
                 }
                 s
             }
@@ -852,6 +945,8 @@ mod tests {
             }],
             notes: vec![],
             cost_us: 12,
+            host: vec![],
+            paths: vec![],
         };
         for pe in [
             ProcEvent::Snapshot(snap),

@@ -48,6 +48,7 @@
 pub mod event;
 pub mod netlink;
 pub(crate) mod procfs;
+pub(crate) mod start_paths;
 pub mod sys;
 mod watcher;
 

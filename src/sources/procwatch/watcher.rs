@@ -23,6 +23,9 @@ const VERIFY_BUFFER: usize = 65536;
 /// scans (they may have been caught between fork and exec).
 const REATTRIBUTE_AGE_NS: u64 = 5_000_000_000;
 
+/// Most host-wide socket scans (which read every process's descriptors) per this interval.
+const HOST_SCAN_SPACING_NS: u64 = 500_000_000;
+
 /// Most early-exit snapshots per app per this interval.
 const EARLY_SNAPSHOT_SPACING_NS: u64 = 100_000_000;
 
@@ -90,6 +93,9 @@ pub(crate) struct Core {
     flux_until: MonoNs,
     newest_gen: HashMap<u64, u64>,
     last_early_snap: HashMap<u64, MonoNs>,
+    /// When the last host-wide socket scan ran (early-exit snapshots, at most one per
+    /// [`HOST_SCAN_SPACING_NS`]).
+    last_host_scan: MonoNs,
     queued_snapshots: Vec<SnapshotReason>,
     boot_off: u64,
     tick_ns: u64,
@@ -485,6 +491,7 @@ impl Core {
             flux_until: 0,
             newest_gen: HashMap::new(),
             last_early_snap: HashMap::new(),
+            last_host_scan: 0,
             queued_snapshots: Vec::new(),
             boot_off: sys::boottime_offset_ns(),
             tick_ns,
@@ -1541,6 +1548,45 @@ impl Core {
             self.scan();
         }
         let scope = reason.pm_id();
+        // First, before the daemon's stop takes them away: the environment of the
+        // generation being replaced and where it was started from.
+        let mut env = Vec::new();
+        let mut paths = Vec::new();
+        if reason.wants_env() {
+            for p in self.replaced_generation_mains(scope) {
+                prefetch!(self);
+                let Some(t) = self.table.get(&p) else {
+                    continue;
+                };
+                let (app, start) = (t.app.clone(), t.start.unwrap_or(0));
+                let mut pwd = None;
+                match procfs::read_environ(&self.proc_root, p) {
+                    Ok((block, truncated)) => {
+                        let vars = procfs::parse_environ(&block)
+                            .into_iter()
+                            .map(|(k, v)| {
+                                if k == "PWD" {
+                                    pwd = Some(v.clone());
+                                }
+                                let value = (self.redact)(&k, &v);
+                                EnvVar { key: k, value }
+                            })
+                            .collect();
+                        env.push(EnvSnap {
+                            pid: p,
+                            start,
+                            app: app.clone(),
+                            vars,
+                            truncated,
+                        });
+                    }
+                    Err(e) => notes.push(format!("environment of pid {p} unreadable: {e}")),
+                }
+                if let Some(sp) = super::start_paths::probe(&self.proc_root, p, app, pwd) {
+                    paths.push(sp);
+                }
+            }
+        }
         // Fresh /proc state of every tracked process.
         let mut fresh: HashMap<i32, Stat> = HashMap::new();
         for t in self.table.values() {
@@ -1689,34 +1735,26 @@ impl Core {
                 }
             }
         }
-        // The environment of the generation being replaced.
-        let mut env = Vec::new();
-        if reason.wants_env() {
-            for p in self.replaced_generation_mains(scope) {
-                prefetch!(self);
-                let Some(t) = self.table.get(&p) else {
-                    continue;
-                };
-                match procfs::read_environ(&self.proc_root, p) {
-                    Ok((block, truncated)) => {
-                        let vars = procfs::parse_environ(&block)
-                            .into_iter()
-                            .map(|(k, v)| {
-                                let value = (self.redact)(&k, &v);
-                                EnvVar { key: k, value }
-                            })
-                            .collect();
-                        env.push(EnvSnap {
-                            pid: p,
-                            start: t.start.unwrap_or(0),
-                            app: t.app.clone(),
-                            vars,
-                            truncated,
-                        });
-                    }
-                    Err(e) => notes.push(format!("environment of pid {p} unreadable: {e}")),
+        // An early exit may be a bind that failed on an address held outside the tree.
+        let mut host = Vec::new();
+        if matches!(reason, SnapshotReason::EarlyExit { .. })
+            && t0.saturating_sub(self.last_host_scan) >= HOST_SCAN_SPACING_NS
+        {
+            self.last_host_scan = t0;
+            prefetch!(self);
+            let mut skip: HashSet<i32> = self.table.keys().copied().collect();
+            skip.insert(std::process::id() as i32);
+            match crate::sources::holders::scan(&self.proc_root, |_| true, &skip) {
+                Ok(mut scan) => {
+                    // Ports first: they are what a failing start usually needs.
+                    scan.holds.sort_by_key(|h| h.proto == "unix");
+                    scan.holds.truncate(HOST_HOLDS);
+                    host = scan.holds;
+                    notes.extend(scan.notes);
                 }
+                Err(e) => notes.push(format!("host sockets unreadable: {e}")),
             }
+            prefetch!(self);
         }
         if let Some(n) = &self.daemon_note {
             if matches!(reason, SnapshotReason::Start) {
@@ -1733,6 +1771,8 @@ impl Core {
                 env,
                 notes,
                 cost_us,
+                host,
+                paths,
             }),
         );
     }

@@ -1,0 +1,305 @@
+//! `restart-loop` (a warning): the app keeps restarting by itself without reaching
+//! `errored`, so pm2 never stops it and nobody is told.
+//!
+//! pm2 sets `errored` only after `max_restarts` *unstable* restarts: exits within
+//! `min_uptime` of a start, while the app was (re)started less than `min_uptime ×
+//! max_restarts` ago. Loops that escape that count:
+//!
+//! - `restart_delay` or `exp_backoff_restart_delay` spaces the crashes, so most fall
+//!   outside the unstable window;
+//! - the app crashes after running longer than `min_uptime` (each exit is "stable");
+//! - `max_memory_restart`: the daemon restarts the app itself and resets the counter;
+//! - `watch`: a changed file restarts it, and a file the app writes changes on each start.
+//!
+//! Evidence: the generations the daemon started with no request in progress, the exits
+//! before them, the daemon's `will restart in N ms`, `exceeds --max-memory-restart` and
+//! `Change detected on path` lines, and the app's configuration from getMonitorData.
+
+use super::ctx::{self, crashed, end_t, ev, ms, start_t, AppCtx};
+use super::{Finding, Severity};
+use crate::event::{MonoNs, Source};
+use crate::timeline::AutoRestartCause;
+
+pub const KIND: &str = "restart-loop";
+
+/// Restarts by the daemon itself, in a row, that make a loop.
+const MIN_RESTARTS: usize = 3;
+
+/// Whether the daemon's unstable-restart counter rose with each crash, as far as its
+/// events say (unknown counts as rising).
+fn unstable_counting(crashes: &[&&crate::timeline::Generation]) -> bool {
+    let counts: Vec<u64> = crashes.iter().filter_map(|g| g.unstable_restarts).collect();
+    counts.windows(2).all(|w| w[1] > w[0])
+}
+
+pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
+    let a = c.a;
+    // Generations the daemon started by itself.
+    let autos: Vec<usize> = a
+        .generations
+        .iter()
+        .enumerate()
+        .filter(|(i, g)| *i > 0 && !g.before_capture && g.started_by.is_none())
+        .filter(|(_, g)| start_t(g).is_some())
+        .map(|(i, _)| i)
+        .collect();
+    // Episodes: runs of them with no request for the app in between.
+    let mut episodes: Vec<Vec<usize>> = Vec::new();
+    for i in autos {
+        let t = start_t(&a.generations[i]).unwrap_or(0);
+        let joins = episodes.last().and_then(|e| e.last()).is_some_and(|&p| {
+            let tp = start_t(&a.generations[p]).unwrap_or(0);
+            c.next_request_after(tp).is_none_or(|r| r.asked > t)
+        });
+        if joins {
+            episodes.last_mut().expect("joins").push(i);
+        } else {
+            episodes.push(vec![i]);
+        }
+    }
+    let mut out = Vec::new();
+    for e in episodes {
+        if e.len() < MIN_RESTARTS {
+            continue;
+        }
+        let first_t = start_t(&a.generations[e[0]]).unwrap_or(0);
+        let next = c
+            .next_request_after(first_t)
+            .map(|r| r.asked)
+            .unwrap_or(u64::MAX);
+        // It reached errored: crash-loop-errored tells that story.
+        if a.statuses
+            .iter()
+            .any(|s| s.status == "errored" && s.at.t >= first_t && s.at.t < next)
+        {
+            continue;
+        }
+        if let Some(f) = finding(c, &e) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
+    let a = c.a;
+    let label = c.label();
+    let n = e.len();
+    let t_first = start_t(&a.generations[e[0]])?;
+    let t_last = start_t(&a.generations[*e.last()?])?;
+    let period = t_last.saturating_sub(t_first);
+    let every = period / (n as u64 - 1).max(1);
+    let cfg = &a.config;
+    let min_up = cfg.min_uptime_ms();
+    let window = min_up * cfg.max_restarts();
+    // The daemon's own reasons, within the episode.
+    let reasons: Vec<&crate::timeline::AutoRestart> = a
+        .auto_restarts
+        .iter()
+        .filter(|r| r.at.t + 2_000_000_000 >= t_first && r.at.t <= t_last + 1_000_000_000)
+        .collect();
+    let mem = reasons
+        .iter()
+        .filter(|r| r.cause == AutoRestartCause::Memory)
+        .count();
+    let watch: Vec<&str> = reasons
+        .iter()
+        .filter_map(|r| match &r.cause {
+            AutoRestartCause::Watch { path } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    // The exits that led to the restarts.
+    let before: Vec<&crate::timeline::Generation> =
+        e.iter().map(|&i| &a.generations[i - 1]).collect();
+    let crashes: Vec<&&crate::timeline::Generation> =
+        before.iter().filter(|g| crashed(g)).collect();
+    let early = crashes
+        .iter()
+        .filter(|g| g.uptime_ns().is_some_and(|u| u < min_up * 1_000_000))
+        .count();
+    // Gaps between an exit and the next start (restart_delay shows there).
+    let mut gaps: Vec<u64> = e
+        .iter()
+        .filter_map(|&i| {
+            let s = start_t(&a.generations[i])?;
+            let x = end_t(&a.generations[i - 1])?;
+            Some(s.saturating_sub(x))
+        })
+        .collect();
+    gaps.sort_unstable();
+    let median_gap = gaps.get(gaps.len() / 2).copied();
+    let backoff: Vec<u64> = before.iter().filter_map(|g| g.restart_in_ms).collect();
+    let mut evidence = Vec::new();
+    let mut chain = Vec::new();
+    let (cause, remedy) =
+        if mem > 0 {
+            chain.push(format!(
+                "The daemon restarted {label} {} because it exceeded max_memory_restart{}: such a \
+             restart resets pm2's unstable-restart count, so it never ends errored.",
+                ctx::plural(mem as u64, "time", "times"),
+                cfg.max_memory_restart
+                    .map(|b| format!(" ({} MB)", b / 1_048_576))
+                    .unwrap_or_default()
+            ));
+            for r in reasons
+                .iter()
+                .filter(|r| r.cause == AutoRestartCause::Memory)
+                .take(2)
+            {
+                evidence.push(ev(
+                    r.at.t,
+                    Source::Bus,
+                    "daemon: over --max-memory-restart: restarting",
+                ));
+            }
+            (
+            "max_memory_restart restarts it whenever its memory grows past the limit".to_owned(),
+            "Find what grows (a leak, a cache without bound: `node --inspect` heap snapshots, or \
+             `pm2 monit` over time) and fix it, or raise max_memory_restart if the app simply \
+             needs more; a memory restart hides the leak and drops the requests in flight."
+                .to_owned(),
+        )
+        } else if !watch.is_empty() {
+            chain.push(format!(
+                "The daemon restarted {label} {} because a watched file changed ({}).",
+                ctx::plural(watch.len() as u64, "time", "times"),
+                ctx::list_words(&watch.iter().map(|s| s.to_string()).collect::<Vec<_>>(), 3)
+            ));
+            for r in reasons
+                .iter()
+                .filter(|r| matches!(r.cause, AutoRestartCause::Watch { .. }))
+                .take(2)
+            {
+                evidence.push(ev(
+                    r.at.t,
+                    Source::Bus,
+                    "daemon: change detected: restarting (watch)",
+                ));
+            }
+            (
+                format!("watch restarts it on every change of {}", watch[0]),
+                "Exclude what the app itself writes (logs, uploads, caches, pid files) with \
+             `ignore_watch` in the ecosystem file, or turn watch off in production."
+                    .to_owned(),
+            )
+        } else if crashes.is_empty() {
+            return None;
+        } else if early == crashes.len()
+            && backoff.is_empty()
+            && cfg.restart_delay.is_none()
+            && unstable_counting(&crashes)
+        {
+            // Every crash counted as unstable: a crash loop on its way to errored (or cut
+            // short by a command), not a loop that escapes pm2's count.
+            return None;
+        } else {
+            let spacing =
+                if !backoff.is_empty() {
+                    format!(
+                "exp_backoff_restart_delay waits longer before each restart (the daemon said \
+                 `will restart in` {} ms)",
+                ctx::list_words(&backoff.iter().map(|b| b.to_string()).collect::<Vec<_>>(), 4)
+            )
+                } else if let Some(d) = cfg.restart_delay {
+                    format!("restart_delay waits {d} ms before each restart")
+                } else {
+                    String::new()
+                };
+            let first = crashes[0];
+            let quote = c
+                .failure_line(first)
+                .map(|q| format!(": {q}"))
+                .unwrap_or_default();
+            chain.push(format!(
+                "Each generation ended on its own: the first {}{}{quote}; {} of {} crashes came \
+             within min_uptime ({min_up} ms).",
+                ctx::exit_words(first),
+                ctx::lived_words(first),
+                early,
+                crashes.len()
+            ));
+            for g in crashes.iter().take(1).chain(crashes.iter().skip(1).last()) {
+                ctx::generation_evidence(c, g, &mut evidence);
+            }
+            let why = if spacing.is_empty() {
+                if early == 0 {
+                    format!(
+                    "each generation ran longer than min_uptime ({min_up} ms) before it crashed, \
+                     so pm2 counted no unstable restart"
+                )
+                } else {
+                    format!(
+                    "only {early} of the crashes came within min_uptime ({min_up} ms), short of \
+                     max_restarts ({})",
+                    cfg.max_restarts()
+                )
+                }
+            } else {
+                format!(
+                    "{spacing}, so the crashes fall outside pm2's unstable window (min_uptime × \
+                 max_restarts = {window} ms after a start or restart) and the count never \
+                 reaches max_restarts ({})",
+                    cfg.max_restarts()
+                )
+            };
+            chain.push(format!(
+                "pm2 restarted it each time{}; {why}.",
+                median_gap
+                    .map(|g| format!(" (median {} after the exit)", ms(g)))
+                    .unwrap_or_default()
+            ));
+            (
+                why,
+                format!(
+                    "Read why it crashes (`pm2 logs {} --err --lines 50`) and fix that: the loop \
+                 hides the failure (pm2 shows the app online between crashes and never sets \
+                 errored). To have pm2 give up instead, lower max_restarts or raise min_uptime \
+                 so that the crashes count as unstable; alert on the restart count (`pm2 jlist`, \
+                 restart_time) rather than on status.",
+                    c.cli_name()
+                ),
+            )
+        };
+    for &i in e.iter().take(1).chain(e.iter().skip(1).last()) {
+        let g = &a.generations[i];
+        evidence.push(ev(
+            start_t(g).unwrap_or(0),
+            Source::Bus,
+            format!(
+                "{label} starting{} (no request in progress)",
+                g.restart_time
+                    .map(|r| format!(" (restart_time {r})"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    chain.insert(
+        0,
+        format!(
+            "From {} to {} pm2 started {label} {n} times by itself, no `pm2` command asking, one \
+             start every {} on average.",
+            c.at(t_first),
+            c.at(t_last),
+            ms(every)
+        ),
+    );
+    let status = a
+        .statuses
+        .iter()
+        .rfind(|s| s.at.t <= c.end())
+        .map(|s| format!("; pm2 showed it {} at the end", s.status))
+        .unwrap_or_default();
+    chain.push(format!(
+        "It never reached errored{status}: pm2 will keep restarting it."
+    ));
+    let summary = format!(
+        "{label} restarted {n} times in {} ({} apart on average) without reaching errored: {cause}.",
+        ms(period),
+        ms(every)
+    );
+    Some((
+        t_first,
+        c.finding(KIND, Severity::Warning, summary, chain, evidence, remedy),
+    ))
+}
