@@ -516,6 +516,13 @@ local function parse_daemon_message(msg)
             if code and sig then return { line = "exited", app = app, id = id, code = code, signal = sig, old = old } end
             return other
         end
+        pos = rfind(rest, "] will restart in ")
+        if pos then
+            local app, id = name_id(rest:sub(1, pos - 1))
+            local ms = num(strip_suffix(rest:sub(pos + #"] will restart in "), "ms"))
+            if app and ms then return { line = "will_restart", app = app, id = id, ms = ms } end
+            return other
+        end
         pos = rfind(rest, "] stale exit event ignored (pid ")
         if pos then
             local app, id = name_id(rest:sub(1, pos - 1))
@@ -543,6 +550,30 @@ local function parse_daemon_message(msg)
         local app, id = rsplit_once(h2, " id=")
         id = num(id)
         if app and id then return { line = "could_not_be_stopped", app = app, id = id, pid = num(pid, true) } end
+        return other
+    end
+    rest = strip_prefix(msg, "Error: spawn ")
+    if rest then
+        local program, code = rsplit_once(rest, " ")
+        if program and program ~= "" and starts(code, "E") and #code < 16 then
+            return { line = "spawn_failed", program = program, code = code }
+        end
+        return other
+    end
+    rest = strip_prefix(msg, "[PM2][WORKER] Process ")
+    if rest then
+        local id, tail = split_once(rest, " ")
+        if id and starts(tail, "restarted because it exceeds --max-memory-restart") then
+            local n = num(id)
+            if n then return { line = "memory_restart", rid = n } end
+        end
+        return other
+    end
+    rest = strip_prefix(msg, "Change detected on path ")
+    if rest then
+        local path, tail = rsplit_once(rest, " for app ")
+        local app = tail and strip_suffix(tail, " - restarting")
+        if path and app then return { line = "watch_restart", path = path, wapp = app } end
         return other
     end
     rest = strip_prefix(msg, "App name:")
@@ -594,6 +625,12 @@ local function describe_daemon_line(l)
         return "reload: new worker listening (or ready): the old one is stopped now"
     end
     if k == "soft_reload_old_gone" then return "graceful reload: old worker disconnected" end
+    if k == "spawn_failed" then
+        return "could not spawn " .. l.program .. ": " .. l.code .. " (program or working directory missing)"
+    end
+    if k == "will_restart" then return "will restart in " .. d(l.ms) .. " ms" end
+    if k == "memory_restart" then return "pm_id " .. d(l.rid) .. " restarted: over max_memory_restart" end
+    if k == "watch_restart" then return "change detected on " .. l.path .. ": restarting (watch)" end
     if k == "reload_became_restart" then
         return "reload of " .. d(l.rid) .. ": not online in cluster mode, so restarted instead"
     end
@@ -735,6 +772,30 @@ local function pm2_own_socket(h)
     return starts(base, "rpc.sock") or starts(base, "pub.sock") or starts(base, "interactor.sock")
 end
 
+-- Where a process was started from (StartPaths::summary).
+local function start_paths_summary(p)
+    local s = "pid " .. d(as_i64(get(p, "pid")) or 0)
+    local cwd = as_str(get(p, "cwd"))
+    if cwd then
+        s = s .. " runs in " .. cwd
+        if get(p, "cwd_deleted") == true then s = s .. " (deleted)" end
+    end
+    local sd = as_str(get(p, "start_dir"))
+    if sd then s = s .. ", started from " .. sd end
+    local links = {}
+    for _, l in ipairs(arr_items(get(p, "symlinks"))) do
+        links[#links + 1] = (as_str(get(l, "link")) or "") .. " -> " .. (as_str(get(l, "target")) or "") .. " now"
+    end
+    if #links > 0 then s = s .. " (" .. table.concat(links, ", ") .. ")" end
+    local sc = as_str(get(p, "script"))
+    if get(p, "script_exists") == false and sc then s = s .. ", script " .. sc .. " missing" end
+    local exe = as_str(get(p, "exe"))
+    if get(p, "exe_deleted") == true and get(p, "exe_exists") == false and exe then
+        s = s .. ", interpreter " .. exe .. " missing"
+    end
+    return s
+end
+
 local function proc_summary(ev)
     local kind = as_str(get(ev, "kind"))
     local who = get(ev, "who")
@@ -811,6 +872,9 @@ local function proc_summary(ev)
         for _, h in ipairs(master) do
             s = s .. "; " .. socket_summary(h) .. ", the cluster master, for its cluster-mode apps"
         end
+        for _, sp in ipairs(arr_items(get(ev, "paths"))) do s = s .. "; " .. start_paths_summary(sp) end
+        local host = arr_items(get(ev, "host"))
+        if #host > 0 then s = s .. "; " .. d(#host) .. " listening sockets elsewhere on the host" end
         return s
     end
     if kind == "lost" then return "process events lost: " .. (as_str(get(ev, "why")) or "") end
@@ -1200,6 +1264,18 @@ local function describe_process_event(app, pe)
 end
 
 local function daemon_app(l)
+    if l.line == "spawn_failed" then return app_ref(st.last_starting) end
+    if l.line == "memory_restart" then return app_ref(l.rid) end
+    if l.line == "watch_restart" then
+        -- the lowest pm_id with that name
+        local best = nil
+        for id, n in pairs(st.names) do
+            if n == l.wapp and (best == nil or id < best) then best = id end
+        end
+        if best == nil then return nil end
+        return app_ref(best)
+    end
+    if l.line == "starting" then st.last_starting = l.id end
     local name, id = daemon_line_app(l)
     if name then
         learn(id, name)
