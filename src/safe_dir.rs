@@ -75,6 +75,12 @@ pub enum SafeDirError {
         uid: u32,
         dir_owner: u32,
     },
+    #[error("{path}: the process listening there is pid {pid}, not the PM2 daemon (pid {daemon}); not connecting")]
+    NotTheDaemon {
+        path: PathBuf,
+        pid: i32,
+        daemon: i32,
+    },
     #[error("{name:?} is not a single file name")]
     BadName { name: OsString },
 }
@@ -533,6 +539,7 @@ impl SafeDir {
             path: self.display(name),
             stat: st,
             peer_uid: self.owned_by_other().then_some(self.uid),
+            peer_pid: None,
         })
     }
 
@@ -805,6 +812,8 @@ pub struct SocketRef {
     stat: Stat,
     /// When set, the listening process must run as this uid (the directory's owner).
     peer_uid: Option<u32>,
+    /// When set, the listening process must be this one (the PM2 daemon).
+    peer_pid: Option<i32>,
 }
 
 impl SocketRef {
@@ -833,9 +842,12 @@ impl SocketRef {
                 error,
             },
         )?;
+        if self.peer_uid.is_none() && self.peer_pid.is_none() {
+            return Ok(s);
+        }
+        let cred = rustix::net::sockopt::socket_peercred(&s)
+            .map_err(|e| io_at(&self.path, "cannot tell who listens", e))?;
         if let Some(want) = self.peer_uid {
-            let cred = rustix::net::sockopt::socket_peercred(&s)
-                .map_err(|e| io_at(&self.path, "cannot tell who listens", e))?;
             let uid = cred.uid.as_raw();
             if uid != want {
                 return Err(SafeDirError::WrongPeer {
@@ -845,7 +857,25 @@ impl SocketRef {
                 });
             }
         }
+        if let Some(daemon) = self.peer_pid {
+            let pid = cred.pid.as_raw_nonzero().get();
+            if pid != daemon {
+                return Err(SafeDirError::NotTheDaemon {
+                    path: self.path.clone(),
+                    pid,
+                    daemon,
+                });
+            }
+        }
         Ok(s)
+    }
+
+    /// From now on, [`SocketRef::connect`] also requires the listening process to be `pid`
+    /// (the PM2 daemon found for this home): a socket path taken from the daemon's own
+    /// environment (`PM2_DAEMON_RPC_PORT`) cannot lead root to someone else's socket.
+    pub fn expect_listener(mut self, pid: Option<i32>) -> SocketRef {
+        self.peer_pid = pid;
+        self
     }
 
     /// Take over an `O_PATH` descriptor of a socket file inherited from the process that
@@ -864,6 +894,7 @@ impl SocketRef {
             path,
             stat,
             peer_uid,
+            peer_pid: None,
         })
     }
 
@@ -884,6 +915,7 @@ impl SocketRef {
             path: self.path.clone(),
             stat: self.stat,
             peer_uid: self.peer_uid,
+            peer_pid: self.peer_pid,
         })
     }
 }
@@ -1185,6 +1217,24 @@ mod tests {
                 ..
             }
         ));
+        // Only the daemon's own socket, when its pid is known.
+        let mine = UnixListener::bind(s.home.with_file_name("mine.sock")).unwrap();
+        let td = SafeDir::open(s.home.parent().unwrap()).unwrap();
+        let me = std::process::id() as i32;
+        assert!(td
+            .open_socket("mine.sock")
+            .unwrap()
+            .expect_listener(Some(me))
+            .connect()
+            .is_ok());
+        assert!(matches!(
+            td.open_socket("mine.sock")
+                .unwrap()
+                .expect_listener(Some(1))
+                .connect(),
+            Err(SafeDirError::NotTheDaemon { daemon: 1, .. })
+        ));
+        drop(mine);
         // A trusted directory: connected, through the inode even after a rename.
         let tmp = tempfile::tempdir().unwrap();
         let _ok = UnixListener::bind(tmp.path().join("a.sock")).unwrap();

@@ -277,3 +277,29 @@ fn events_reread_by_offset_are_identical() {
         );
     }
 }
+
+/// A cluster reload of a release that crashes at start (pm2 7.0.4, captures/): lanes per
+/// instance, the outgoing worker (generation #0, running since before the capture) drawn
+/// until pm2 stopped it (`i`) while the new workers crash beside it, and the reload's
+/// finding first.
+#[test]
+fn cluster_reload_lanes() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("captures/reload-crash-cluster-7.0.4.bin");
+    let m = Model::load(&path).expect("capture");
+    assert_eq!(m.findings[0].kind, "reload-without-ready");
+    let mut app = App::new(m, false);
+    let s = screen(&mut app, 160, 48);
+    assert!(s.contains("E web reload-without-ready"), "{s}");
+    let lane = |who: &str| {
+        s.lines()
+            .find(|l| l.contains(&format!("{who} #0")))
+            .unwrap_or_else(|| panic!("no lane for {who}'s old worker: {s}"))
+            .to_owned()
+    };
+    for who in ["web:0", "web:1"] {
+        let l = lane(who);
+        assert!(l.contains('━') && l.contains('S'), "{l}");
+    }
+    assert!(lane("web:1").contains('i'), "the old worker's stop: {s}");
+}

@@ -187,7 +187,7 @@ pub fn record(
                         format!("stale interposition from an earlier crash repaired: {what}"),
                     );
                 }
-                let (l, ip) = guardian::interpose(&sock_dir, &rpc_name)?;
+                let (l, ip) = guardian::interpose(&sock_dir, &rpc_name, opts.daemon_pid)?;
                 let up = ip.daemon.try_clone()?;
                 (l, Some(ip), up)
             }
@@ -199,7 +199,10 @@ pub fn record(
                         path.display()
                     )
                 };
-                let daemon = sock_dir.open_socket(&rpc_name).with_context(refuse)?;
+                let daemon = sock_dir
+                    .open_socket(&rpc_name)
+                    .with_context(refuse)?
+                    .expect_listener(opts.daemon_pid);
                 daemon.connect().with_context(refuse)?;
                 let (dir, name) = SafeDir::open_parent(path)?;
                 if dir.stat(&name)?.is_some() {

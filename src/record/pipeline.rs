@@ -56,7 +56,7 @@ pub(super) fn record_interposed(
     // normal priority): threads started from here on inherit the lower priority.
     lower_thread_priority();
     let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)?;
-    let bus = BusSubscriber::start(pub_dir, pub_name, sink.clone())?;
+    let bus = BusSubscriber::start(pub_dir, pub_name, opts.daemon_pid, sink.clone())?;
     eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
     // Sources deliver with different delays; the pidfd fallback finds new processes only at
     // its next /proc scan, so it needs a wider window to put events back in order.

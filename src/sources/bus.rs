@@ -26,16 +26,21 @@ impl BusSubscriber {
     ///
     /// The socket is `name` in `dir`, reached through the directory's descriptor and only
     /// when the directory's owner listens there ([`SafeDir::open_socket`]); it is looked up
-    /// again at each reconnection (a restarted daemon binds a new socket).
+    /// again at each reconnection (a restarted daemon binds a new socket). When
+    /// `daemon_pid` is known, only that process is subscribed to.
     pub(crate) fn start(
         dir: SafeDir,
         name: OsString,
+        daemon_pid: Option<i32>,
         sink: EventSink,
     ) -> std::io::Result<BusSubscriber> {
         let stop = Arc::new(AtomicBool::new(false));
         let stream: Arc<std::sync::Mutex<Option<UnixStream>>> = Default::default();
         let path = dir.display(&name);
-        let connect = move || dir.open_socket(&name).and_then(|s| s.connect());
+        let connect = move || {
+            dir.open_socket(&name)
+                .and_then(|s| s.expect_listener(daemon_pid).connect())
+        };
         let first = connect();
         let thread = {
             let (stop, stream) = (stop.clone(), stream.clone());

@@ -1,19 +1,24 @@
 //! Interposing on `rpc.sock`, and making sure the daemon gets its name back.
 //!
-//! Interposition never leaves `rpc.sock` missing, not even for an instant:
+//! Interposition never leaves `rpc.sock` missing, not even for an instant. Every step goes
+//! through the socket directory's descriptor ([`SafeDir`]): with root, no name the PM2_HOME
+//! owner controls is ever followed.
 //!
-//! 1. the proxy listens on a temporary name beside `rpc.sock`, with the daemon socket's
+//! 1. the proxy listens in a private 0700 directory, where it gets the daemon socket's
 //!    owner, group and mode;
-//! 2. the daemon's socket gets a second name, `rpc.sock.pm2-trace-daemon` (a hard link);
-//! 3. `rename(temporary, rpc.sock)` atomically points `rpc.sock` at the proxy.
+//! 2. the daemon's socket gets a second name there (a hard link), checked to be the socket
+//!    we connected to, then renamed to `rpc.sock.pm2-trace-daemon`;
+//! 3. one `renameat` puts the proxy at `rpc.sock`.
 //!
-//! Restoring is one atomic `rename(rpc.sock.pm2-trace-daemon, rpc.sock)`. Should the
-//! recorder die without restoring (SIGKILL, OOM killer), a guardian process does it: a
-//! copy of this binary started in its own session, holding the read end of a pipe whose
-//! write end only the recorder holds. When the recorder dies the pipe reports EOF, the
-//! guardian renames the daemon's socket back and relays any client that had already
-//! queued on the proxy's socket, then exits. A recorder that finishes normally restores
-//! the name itself and tells the guardian, by one byte, that nothing is left to do.
+//! Restoring puts the daemon's own socket, held by an `O_PATH` descriptor, back at
+//! `rpc.sock` with one atomic `renameat` (as root, relinked from that descriptor, so that
+//! only that inode can land there). Should the recorder die without restoring (SIGKILL, OOM
+//! killer), a guardian process does it: a copy of this binary started in its own session,
+//! holding the read end of a pipe whose write end only the recorder holds, and the
+//! directory and the daemon's socket as descriptors. When the recorder dies the pipe
+//! reports EOF, the guardian restores and relays any client that had already queued on the
+//! proxy's socket, then exits. A recorder that finishes normally restores the name itself
+//! and tells the guardian, by one byte, that nothing is left to do.
 //!
 //! A lock file (`pm2-trace.lock` in PM2_HOME, held by recorder and guardian) tells a new
 //! recorder whether another one is still at work; a leftover `rpc.sock.pm2-trace-daemon`
@@ -164,13 +169,16 @@ pub fn repair_stale(dir: &SafeDir, rpc_name: &OsStr) -> Result<StaleState, Inter
 }
 
 /// Put a proxy listener in front of the daemon listening on `rpc_name` in `dir`.
+///
+/// `daemon_pid`, when known, must be the process listening there.
 pub(crate) fn interpose(
     dir: &SafeDir,
     rpc_name: &OsStr,
+    daemon_pid: Option<i32>,
 ) -> Result<(UnixListener, Interposition), InterposeError> {
     let rpc_path = dir.display(rpc_name);
     let daemon = match dir.open_socket(rpc_name) {
-        Ok(s) => s,
+        Ok(s) => s.expect_listener(daemon_pid),
         Err(SafeDirError::WrongType { .. }) => return Err(InterposeError::NotASocket(rpc_path)),
         Err(e) => return Err(e.into()),
     };
@@ -440,7 +448,7 @@ mod tests {
         std::fs::set_permissions(&rpc_path, std::fs::Permissions::from_mode(0o660)).unwrap();
         let daemon_ino = std::fs::metadata(&rpc_path).unwrap().ino();
         let dir = SafeDir::open(tmp.path()).unwrap();
-        let (_proxy, ip) = interpose(&dir, rpc()).unwrap();
+        let (_proxy, ip) = interpose(&dir, rpc(), None).unwrap();
         let m = std::fs::metadata(&rpc_path).unwrap();
         assert_eq!(m.ino(), ip.proxy_ino);
         assert_eq!(m.mode() & 0o7777, 0o660);
@@ -473,7 +481,7 @@ mod tests {
         let target = p("precious");
         std::fs::write(&target, "keep").unwrap();
         let dir = SafeDir::open(tmp.path()).unwrap();
-        let (_proxy, ip) = interpose(&dir, rpc()).unwrap();
+        let (_proxy, ip) = interpose(&dir, rpc(), None).unwrap();
         std::fs::rename(&ip.aside_path, p("moved-away")).unwrap();
         std::os::unix::fs::symlink(&target, &ip.aside_path).unwrap();
         std::fs::rename(p("rpc.sock"), p("proxy-moved")).unwrap();
@@ -497,13 +505,13 @@ mod tests {
         drop(UnixListener::bind(tmp.path().join("rpc.sock")).unwrap());
         let dir = SafeDir::open(tmp.path()).unwrap();
         assert!(matches!(
-            interpose(&dir, rpc()),
+            interpose(&dir, rpc(), None),
             Err(InterposeError::DaemonNotListening { .. })
         ));
         std::fs::remove_file(tmp.path().join("rpc.sock")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("rpc.sock")).unwrap();
         assert!(matches!(
-            interpose(&dir, rpc()),
+            interpose(&dir, rpc(), None),
             Err(InterposeError::NotASocket(_))
         ));
     }
@@ -514,7 +522,7 @@ mod tests {
         let rpc_path = tmp.path().join("rpc.sock");
         let _daemon = UnixListener::bind(&rpc_path).unwrap();
         let dir = SafeDir::open(tmp.path()).unwrap();
-        let (proxy, _ip) = interpose(&dir, rpc()).unwrap();
+        let (proxy, _ip) = interpose(&dir, rpc(), None).unwrap();
         drop(proxy); // the recorder died: rpc.sock is a dead socket now
         assert!(UnixStream::connect(&rpc_path).is_err());
         assert!(matches!(

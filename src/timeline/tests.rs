@@ -875,6 +875,8 @@ fn the_cluster_masters_socket_is_the_cluster_apps_address() {
         env: vec![],
         notes: vec![],
         cost_us: 1,
+        host: vec![],
+        paths: vec![],
     });
     let words = snap.summary();
     assert!(
