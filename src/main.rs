@@ -17,7 +17,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// clock, and names the ordering that went wrong.
 #[derive(Parser, Debug)]
 #[command(name = "pm2-trace", version, about, long_about = None, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -43,8 +43,11 @@ enum Command {
     Replay(ReplayArgs),
     /// Explore a capture file in an interactive timeline (? lists the keys).
     Tui {
-        /// Capture file written by `pm2-trace record`
+        /// Capture file written by `pm2-trace record`, or a directory written by
+        /// `record --dir`
         file: PathBuf,
+        #[command(flatten)]
+        window: WindowArgs,
     },
     /// Restore a daemon socket left interposed by a crashed recorder (also done
     /// automatically when `record` starts).
@@ -64,9 +67,46 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct RecordArgs {
-    /// PM2 home directory of the daemon to record [default: $PM2_HOME, else ~/.pm2]
+    /// PM2 home directory of the daemon to record [default: $PM2_HOME, else ~/.pm2]. With
+    /// --dir it may be given more than once: each home is its own stream of segments
     #[arg(long, value_name = "DIR")]
-    pm2_home: Option<PathBuf>,
+    pm2_home: Vec<PathBuf>,
+    /// With --dir: record every PM2 daemon running on the host (every user, every PM2_HOME)
+    #[arg(long, requires = "dir", conflicts_with = "pm2_home")]
+    all: bool,
+    /// Always-on flight recorder: write segments into DIR (created 0700) within --keep and
+    /// --keep-for, write an incident file for each finding, and follow the daemon across
+    /// `pm2 kill` / `pm2 update` (never starting one); runs until SIGINT/SIGTERM
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["output", "force", "listen", "tui", "otlp"])]
+    dir: Option<PathBuf>,
+    /// With --dir: disk budget for the segments (KB, MB, GB; binary units). The oldest
+    /// segments are deleted first; incident files do not count
+    #[arg(long, default_value = "256MB", value_parser = parse_size, value_name = "SIZE", requires = "dir")]
+    keep: u64,
+    /// With --dir: also delete segments older than this, e.g. 12h, 7d
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "dir")]
+    keep_for: Option<Duration>,
+    /// With --dir: findings at or above this level write an incident file
+    #[arg(long, value_enum, default_value_t = FailOn::Error, value_name = "SEVERITY", requires = "dir")]
+    incident_level: FailOn,
+    /// With --dir: an incident file starts this long before the finding's first evidence
+    #[arg(long, default_value = "2m", value_parser = parse_duration, value_name = "DURATION", requires = "dir")]
+    before: Duration,
+    /// With --dir: an incident file ends this long after the finding's last evidence (it is
+    /// written then)
+    #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero, value_name = "DURATION", requires = "dir")]
+    after: Duration,
+    /// With --dir: keep at most this many incident files (the oldest are deleted)
+    #[arg(long, default_value_t = 100, value_name = "N", requires = "dir")]
+    keep_incidents: usize,
+    /// With --dir: run this shell command for each incident, with PM2_TRACE_INCIDENT_FILE,
+    /// PM2_TRACE_SUMMARY, PM2_TRACE_KIND, PM2_TRACE_SEVERITY and PM2_TRACE_APP in its
+    /// environment and the finding's JSON on stdin; failures are logged, recording goes on
+    #[arg(long, value_name = "CMD", requires = "dir")]
+    on_incident: Option<String>,
+    /// With --dir: --on-incident is killed (with its process group) after this long
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION", requires = "dir")]
+    on_incident_timeout: Duration,
     /// Capture file to write (created 0600)
     #[arg(short, long, default_value = "capture.bin", value_name = "FILE")]
     output: PathBuf,
@@ -128,8 +168,11 @@ impl From<WatchModeArg> for pm2_trace::sources::procwatch::WatchMode {
 
 #[derive(clap::Args, Debug)]
 struct ReplayArgs {
-    /// Capture file written by `pm2-trace record`
+    /// Capture file written by `pm2-trace record`, or a directory written by
+    /// `record --dir` (its segments are read in time order as one timeline)
     file: PathBuf,
+    #[command(flatten)]
+    window: WindowArgs,
     /// Print one JSON document {"capture", "events", "findings"} instead of text
     #[arg(long)]
     json: bool,
@@ -144,6 +187,45 @@ struct ReplayArgs {
     otlp: Option<String>,
 }
 
+/// Which part of a capture or directory to read.
+#[derive(clap::Args, Debug, Clone)]
+struct WindowArgs {
+    /// Only events from this time on: '2026-11-26 03:00' (local time), an RFC 3339 time
+    /// ('2026-11-26T03:00:00Z'), or a time of day ('03:00', today). For a directory only the
+    /// segments that overlap the window are read
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only events up to this time (same forms; a time of day takes --since's date)
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Which stream of a directory (one per PM2 home, named after it) when it holds several
+    #[arg(long, value_name = "NAME")]
+    stream: Option<String>,
+}
+
+impl WindowArgs {
+    fn window(&self) -> anyhow::Result<pm2_trace::replay::Window> {
+        use pm2_trace::replay::parse_when;
+        let since = self
+            .since
+            .as_deref()
+            .map(|s| parse_when(s, None))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--since: {e}"))?;
+        let until = self
+            .until
+            .as_deref()
+            .map(|s| parse_when(s, since))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--until: {e}"))?;
+        Ok(pm2_trace::replay::Window {
+            since,
+            until,
+            stream: self.stream.clone(),
+        })
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum FailOn {
     Warning,
@@ -152,7 +234,7 @@ enum FailOn {
 
 fn run_replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     use pm2_trace::rules::Severity;
-    let out = pm2_trace::replay::replay(&a.file, a.json)?;
+    let out = pm2_trace::replay::replay_window(&a.file, a.json, &a.window.window()?)?;
     if let Some((offset, records)) = out.truncated {
         eprintln!(
             "pm2-trace: {} ends inside a record at byte {offset} (truncated): replayed the {records} whole records before it",
@@ -189,6 +271,22 @@ fn run_replay(a: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(pm2_trace::replay::exit_code(&out, level)))
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    pm2_trace::record::segments::parse_size(s)
+}
+
+/// A duration that may be zero (`--after 0`).
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim()
+        .trim_end_matches(['s', 'm', 'h', 'd'])
+        .parse::<f64>()
+        == Ok(0.0)
+    {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(
@@ -203,7 +301,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s, m or h")),
+        "d" => n * 86400.0,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}`: use ms, s, m, h or d"
+            ))
+        }
     };
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("`{s}` must be a positive duration"));
@@ -255,10 +358,82 @@ fn install_signal_thread(stop: Stopper) {
     }
 }
 
+/// `record --dir`: the always-on recorder (see `record::always`).
+fn run_record_dir(args: RecordArgs, dir: PathBuf) -> anyhow::Result<ExitCode> {
+    use pm2_trace::record::{always, incident, segments};
+    let homes = if args.all {
+        let homes = record::follow::all_homes();
+        if homes.is_empty() {
+            anyhow::bail!("--all: no PM2 daemon runs on this host");
+        }
+        homes
+    } else if args.pm2_home.is_empty() {
+        vec![pm2_home(None)?]
+    } else {
+        args.pm2_home
+            .iter()
+            .map(|h| pm2_home(Some(h.clone())))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let stop = Stopper::new();
+    install_signal_thread(stop.clone());
+    pm2_trace::capture::ignore_sigxfsz();
+    if args.redact == RedactMode::None {
+        eprintln!("pm2-trace: warning: --redact none: the segments will hold environment values (secrets) in clear");
+    }
+    let template = RecordOptions {
+        rpc_path: PathBuf::new(),
+        pub_path: PathBuf::new(),
+        pm2_home: PathBuf::new(),
+        daemon_pid: None,
+        pm2_version: None,
+        output: dir.clone(),
+        overwrite: false,
+        duration: args.duration,
+        listen: None,
+        redact: args.redact,
+        proc_mode: args.proc.into(),
+        max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
+        command_line: std::env::args().collect(),
+        interpret: true,
+    };
+    let d = always::DirOptions {
+        dir,
+        budget: segments::Budget {
+            keep: args.keep,
+            keep_for: args.keep_for,
+        },
+        incidents: incident::IncidentConfig {
+            level: severity(args.incident_level),
+            before: args.before,
+            after: args.after,
+            keep_incidents: args.keep_incidents,
+            on_incident: args.on_incident,
+            command_timeout: args.on_incident_timeout,
+        },
+        homes,
+    };
+    always::record_dir(&template, &d, stop)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn severity(f: FailOn) -> pm2_trace::rules::Severity {
+    match f {
+        FailOn::Warning => pm2_trace::rules::Severity::Warning,
+        FailOn::Error => pm2_trace::rules::Severity::Error,
+    }
+}
+
 fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     use pm2_trace::pm2::home;
+    if let Some(dir) = args.dir.clone() {
+        return run_record_dir(args, dir);
+    }
+    if args.pm2_home.len() > 1 {
+        anyhow::bail!("--pm2-home may be given more than once only with --dir");
+    }
     let located = home::locate(
-        args.pm2_home.as_deref(),
+        args.pm2_home.first().map(PathBuf::as_path),
         |k| std::env::var_os(k),
         &home::list_daemons(),
     )?;
@@ -389,7 +564,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(a) => run_record(a),
         Command::Replay(a) => run_replay(a),
-        Command::Tui { file } => pm2_trace::views::tui::run_file(&file).map(|()| ExitCode::SUCCESS),
+        Command::Tui { file, window } => window.window().and_then(|w| {
+            if file.is_dir() {
+                pm2_trace::views::tui::run_dir(&file, &w)
+            } else {
+                pm2_trace::views::tui::run_file(&file)
+            }
+            .map(|()| ExitCode::SUCCESS)
+        }),
         Command::Repair { pm2_home: h } => pm2_home(h).and_then(|home| run_repair(&home)),
         Command::Guard {
             rpc,

@@ -5,42 +5,14 @@
 //! Needs root and permission to mount a tmpfs (as on the project's machines and CI).
 
 mod capture_util;
+#[path = "support/tmpfs.rs"]
+mod tmpfs;
 
 use capture_util::*;
 use pm2_trace::capture::{CaptureError, CaptureReader, CaptureWriter};
 use pm2_trace::event::{Event, NoteLevel, Stamped};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "pm2-trace-test",
-                dir.to_str().unwrap(),
-            ])
-            .output()
-            .expect("cannot run mount(8)");
-        assert!(
-            out.status.success(),
-            "this test needs root and permission to mount a tmpfs (mount -t tmpfs failed: {})",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(dir.to_owned())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
+use std::path::Path;
+use tmpfs::Tmpfs;
 
 fn fill_until_full(path: &Path, size: u64) {
     let mut w = CaptureWriter::create(path, &sample_info(), false).unwrap();

@@ -98,14 +98,16 @@ fn symlink_deploy_keeping_the_old_release_704_no_finding() {
 
 fn port_other_daemon(version: &str) {
     let (_d, r) = run("port-other-daemon-restart", version);
-    assert_eq!(r.status, "errored", "{}", r.lines());
-    r.expect_kinds(&[
-        "address-held-by-other-process",
-        "restart-env-changed",
-        "crash-loop-errored",
-    ]);
+    r.expect_kinds(&["address-held-by-other-process", "restart-env-changed"]);
     let f = r.finding("address-held-by-other-process");
-    assert_eq!(f["severity"], "error");
+    // Errored as on an idle machine; under heavy load a start can take longer than
+    // min_uptime to fail, and pm2 keeps restarting it instead.
+    if r.status == "errored" {
+        r.expect_kinds(&["crash-loop-errored"]);
+        assert_eq!(f["severity"], "error");
+    } else {
+        assert_eq!(f["severity"], "warning", "{}", r.lines());
+    }
     let s = summary(f);
     assert!(
         s.contains("app other:0 of another PM2 daemon (PM2_HOME=/tmp/p2t-")

@@ -16,6 +16,7 @@
 //! back to the last whole block and ends it with an
 //! [`Event::RecordingStopped`](crate::event::Event::RecordingStopped) marker.
 //! [`reader::CaptureReader`] streams a capture back with bounded memory.
+pub mod dir;
 pub(crate) mod reader;
 pub(crate) mod writer;
 

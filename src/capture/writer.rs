@@ -296,6 +296,11 @@ impl CaptureWriter {
         self.committed
     }
 
+    /// The file's length once the records buffered so far are written.
+    pub fn len_with_buffered(&self) -> u64 {
+        self.committed + self.pw.get_ref().len() as u64
+    }
+
     /// Why recording stopped, once a write has failed.
     pub fn stopped(&self) -> Option<&str> {
         self.stopped.as_deref()

@@ -442,6 +442,16 @@ impl MonitorProc {
         }
     }
 
+    /// The processes a reply to `method` names: every process of a `getMonitorData` list,
+    /// else the one process a reply returns ([`MonitorProc::from_reply`]). The interpreter and
+    /// the process watcher's hints both read replies through here.
+    pub(crate) fn in_reply(method: Option<&str>, args: &[Value]) -> Vec<MonitorProc> {
+        match method {
+            Some("getMonitorData") => MonitorProc::list_from_reply(args),
+            _ => MonitorProc::from_reply(args).into_iter().collect(),
+        }
+    }
+
     /// Read the process in a reply that returns one (restartProcessId, startProcessId,
     /// stopProcessId, reloadProcessId, prepare): the first object argument, or the first
     /// object of a first array argument.
@@ -455,6 +465,19 @@ impl MonitorProc {
         }
         Some(MonitorProc::from_value(v))
     }
+}
+
+/// Whether a successful reply to `method` reports a process pm2 has just started (its pid
+/// is the new generation's). One list for the interpreter and the watcher's hints.
+pub(crate) fn reply_starts_process(method: &str) -> bool {
+    matches!(
+        method,
+        "restartProcessId"
+            | "startProcessId"
+            | "reloadProcessId"
+            | "softReloadProcessId"
+            | "prepare"
+    )
 }
 
 /// `process:event`'s `event` field.
@@ -873,5 +896,31 @@ mod tests {
             BusEvent::from_message(&Message::new(vec![Arg::Raw(vec![1])])),
             None
         );
+    }
+
+    #[test]
+    fn every_start_reply_is_read_the_same_way() {
+        // The drift issue #12 found: the watcher's hints ignored softReloadProcessId and
+        // prepare replies while the interpreter counted them as starts.
+        for m in [
+            "restartProcessId",
+            "startProcessId",
+            "reloadProcessId",
+            "softReloadProcessId",
+            "prepare",
+        ] {
+            assert!(reply_starts_process(m), "{m}");
+        }
+        for m in [
+            "stopProcessId",
+            "getMonitorData",
+            "deleteProcessId",
+            "getVersion",
+        ] {
+            assert!(!reply_starts_process(m), "{m}");
+        }
+        let reply = [json!([{"pid": 42, "pm_id": 3, "name": "web", "pm2_env": {}}])];
+        let p = MonitorProc::in_reply(Some("prepare"), &reply);
+        assert_eq!((p.len(), p[0].pid, p[0].pm_id), (1, Some(42), Some(3)));
     }
 }

@@ -15,7 +15,7 @@ pub(super) struct Hinter {
 
 impl Hinter {
     pub(super) fn message(&mut self, conn: u64, dir: Direction, msg: &crate::wire::amp::Message) {
-        use crate::pm2::meaning::{MonitorProc, Pm2Call};
+        use crate::pm2::meaning::{reply_starts_process, MonitorProc, Pm2Call};
         use crate::wire::rpc;
         match dir {
             Direction::ToDaemon => {
@@ -48,12 +48,12 @@ impl Hinter {
                     return;
                 };
                 let Ok(args) = reply.outcome else { return };
-                let procs = match method.as_str() {
-                    "getMonitorData" => MonitorProc::list_from_reply(args),
-                    "restartProcessId" | "reloadProcessId" | "startProcessId" => {
-                        MonitorProc::from_reply(args).into_iter().collect()
-                    }
-                    _ => Vec::new(),
+                // The same reading of replies as the interpreter's: a getMonitorData list, or
+                // the process a start (restart, reload, softReload, prepare) reports.
+                let procs = if method == "getMonitorData" || reply_starts_process(&method) {
+                    MonitorProc::in_reply(Some(&method), args)
+                } else {
+                    Vec::new()
                 };
                 for p in procs {
                     if let (Some(pid), Some(pm_id)) = (p.pid, p.pm_id) {

@@ -8,17 +8,27 @@
 //! - [`stop`]: asking a recording to stop, and noticing the daemon is gone;
 //! - [`hints`]: what the RPC traffic tells the process watcher;
 //! - [`comment`]: the capture's packet comments;
-//! - [`live`]: the live text view.
+//! - [`live`]: the live text view;
+//! - [`store`]: where events go, one file or a directory of segments ([`segments`]);
+//! - `record --dir`, the always-on recorder: [`always`] runs one stream per PM2 home, each
+//!   following its daemon across restarts ([`follow`]) and writing incidents from the live
+//!   rules ([`incident`]).
 
+pub mod always;
 mod comment;
+pub mod follow;
 mod hints;
+pub mod incident;
 mod live;
 mod order;
 mod pipeline;
+pub mod segments;
 mod stop;
+pub mod store;
 
 pub use live::LiveText;
 pub use stop::Stopper;
+pub use store::{FileStore, Store};
 
 use crate::capture::writer::CaptureSummary;
 use crate::event::{self, CaptureInfo, Event, NoteLevel, Stamped};
@@ -66,6 +76,8 @@ pub struct RecordOutcome {
     pub lost_taps: u64,
     pub connections: u64,
     pub info: CaptureInfo,
+    /// The recording ended because the daemon exited (not because it was asked to stop).
+    pub daemon_exited: bool,
 }
 
 fn host_name() -> String {
@@ -103,6 +115,35 @@ pub fn record(
     stop: Stopper,
     on_event: &mut dyn Observer,
 ) -> anyhow::Result<RecordOutcome> {
+    // Fail before touching the daemon's socket when the capture cannot be written.
+    if !opts.overwrite && std::fs::symlink_metadata(&opts.output).is_ok() {
+        anyhow::bail!(
+            "{} already exists; choose another --output or add --force",
+            opts.output.display()
+        );
+    }
+    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "cannot write {}: {} is not a directory",
+                opts.output.display(),
+                dir.display()
+            );
+        }
+    }
+
+    let mut store = FileStore::new(opts.output.clone(), opts.overwrite);
+    record_to(opts, stop, on_event, &mut store)
+}
+
+/// Record one session (one daemon) into `store`: like [`record`], for callers that choose
+/// where the events go and keep the store across sessions (`record --dir`).
+pub fn record_to(
+    opts: &RecordOptions,
+    stop: Stopper,
+    on_event: &mut dyn Observer,
+    store: &mut dyn Store,
+) -> anyhow::Result<RecordOutcome> {
     let wall = event::wall_now_ns();
     let mono = event::mono_now();
     let mut info = CaptureInfo {
@@ -127,23 +168,6 @@ pub fn record(
             event: Event::Note { level, text },
         })
     };
-
-    // Fail before touching the daemon's socket when the capture cannot be written.
-    if !opts.overwrite && std::fs::symlink_metadata(&opts.output).is_ok() {
-        anyhow::bail!(
-            "{} already exists; choose another --output or add --force",
-            opts.output.display()
-        );
-    }
-    if let Some(dir) = opts.output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            anyhow::bail!(
-                "cannot write {}: {} is not a directory",
-                opts.output.display(),
-                dir.display()
-            );
-        }
-    }
 
     // The process watcher verifies its kernel subscription before it is trusted (up to a
     // few hundred ms when the connector is silent): do that before pm2's clients depend on
@@ -242,6 +266,7 @@ pub fn record(
         interposition.as_ref(),
         (sink, rx),
         watcher,
+        store,
     );
     let restore = match &interposition {
         Some(ip) => ip.restore().map(str::to_owned).unwrap_or_else(|e| {

@@ -5,8 +5,9 @@ use super::comment::comment;
 use super::hints::Hinter;
 use super::order::{Intake, Reorder};
 use super::stop::{process_alive, Stopper, DRAIN_TIMEOUT};
+use super::store::Store;
 use super::{RecordOptions, RecordOutcome};
-use crate::capture::writer::{CaptureSummary, CaptureWriter};
+use crate::capture::writer::CaptureSummary;
 use crate::event::{
     self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage,
 };
@@ -40,6 +41,7 @@ pub(super) fn record_interposed(
     interposition: Option<&Interposition>,
     (sink, mut rx): (EventSink, event::EventReceiver),
     mut watcher: Option<ProcWatcher>,
+    writer: &mut dyn Store,
 ) -> anyhow::Result<RecordOutcome> {
     let access = Access::of_socket(&upstream);
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
@@ -70,8 +72,7 @@ pub(super) fn record_interposed(
     let drop_counter = sink.drop_counter();
     drop(sink);
 
-    let mut writer = CaptureWriter::create(&opts.output, info, opts.overwrite)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    writer.begin(info).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut intake = Intake::default();
     for n in early_notes {
         intake.take(n);
@@ -106,10 +107,11 @@ pub(super) fn record_interposed(
     let mut bus = Some(bus);
     let mut last_flush = Instant::now();
     let mut first_restore: Option<String> = None;
+    let mut daemon_exited: Option<String> = None;
 
     let mut write_out = |held: &mut Reorder,
                          upto: u64,
-                         writer: &mut CaptureWriter,
+                         writer: &mut dyn Store,
                          events: &mut u64,
                          failed: &mut Option<String>,
                          on_event: &mut dyn super::Observer| {
@@ -141,8 +143,10 @@ pub(super) fn record_interposed(
         // Stop conditions.
         let (n_stops, why) = stop.requested();
         let timed_out = opts.duration.is_some_and(|d| started.elapsed() >= d);
-        if stopping_since.is_none() && (n_stops > 0 || timed_out) {
-            stop_reason = why.unwrap_or_else(|| "duration elapsed".into());
+        if stopping_since.is_none() && (n_stops > 0 || timed_out || daemon_exited.is_some()) {
+            stop_reason = why
+                .or_else(|| daemon_exited.clone())
+                .unwrap_or_else(|| "duration elapsed".into());
             stopping_since = Some(Instant::now());
             // New clients go straight to the daemon from now on.
             if let Some(ip) = interposition {
@@ -185,7 +189,7 @@ pub(super) fn record_interposed(
         // While the bus is down, watch whether the daemon itself is gone (pm2 kill, a crash).
         if intake.bus_down && stopping_since.is_none() {
             if let Some(pid) = opts.daemon_pid.filter(|p| !process_alive(*p)) {
-                stop.stop(format!("the PM2 daemon (pid {pid}) exited"));
+                daemon_exited = Some(format!("the PM2 daemon (pid {pid}) exited"));
             }
         }
         match intake.receive(&mut rx, Duration::from_millis(50)) {
@@ -196,7 +200,7 @@ pub(super) fn record_interposed(
         write_out(
             &mut intake.held,
             now.saturating_sub(reorder_window),
-            &mut writer,
+            writer,
             &mut events,
             &mut write_failed,
             &mut *on_event,
@@ -247,12 +251,12 @@ pub(super) fn record_interposed(
     write_out(
         &mut intake.held,
         u64::MAX,
-        &mut writer,
+        writer,
         &mut events,
         &mut write_failed,
         &mut *on_event,
     );
-    let capture = match writer.finish() {
+    let capture = match writer.end() {
         Ok(c) => c,
         // The failure surfaced only now (at the last flush): the file holds everything up to
         // the stop marker; report it like any other early stop.
@@ -272,6 +276,7 @@ pub(super) fn record_interposed(
         lost_taps,
         connections: intake.connections,
         info: info.clone(),
+        daemon_exited: daemon_exited.is_some() && stop.requested().0 == 0,
     })
 }
 
@@ -374,7 +379,7 @@ fn decode_taps(
 }
 
 /// Nice the calling thread to 10 (Linux nice values are per thread).
-fn lower_thread_priority() {
+pub(super) fn lower_thread_priority() {
     // SAFETY: gettid and setpriority on the calling thread only.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;

@@ -295,10 +295,7 @@ impl Interpreter {
                         None,
                     ),
                     Ok(args) => {
-                        let procs = match method.as_deref() {
-                            Some("getMonitorData") => MonitorProc::list_from_reply(args),
-                            _ => MonitorProc::from_reply(args).into_iter().collect(),
-                        };
+                        let procs = MonitorProc::in_reply(method.as_deref(), args);
                         let result = if procs.is_empty() {
                             result_words(args)
                         } else {
@@ -310,16 +307,9 @@ impl Interpreter {
                 for p in &procs {
                     self.learn_proc(p);
                 }
-                let starts = matches!(
-                    method.as_deref(),
-                    Some(
-                        "restartProcessId"
-                            | "startProcessId"
-                            | "reloadProcessId"
-                            | "softReloadProcessId"
-                            | "prepare"
-                    )
-                );
+                let starts = method
+                    .as_deref()
+                    .is_some_and(crate::pm2::meaning::reply_starts_process);
                 let new_pid = if starts {
                     procs.first().and_then(|p| p.pid).filter(|p| *p > 0)
                 } else {

@@ -113,7 +113,7 @@ pub fn describe(name: &str, fast: bool) -> String {
         }
         "restart-delay-loop" => {
             "`PORT=p pm2 start crash-on-start.js --name web --restart-delay 1500 \
-             --max-restarts 3` (unstable window 3 s), recorded for 8 s while it loops"
+             --max-restarts 3` (unstable window 3 s), recorded while it restarts 4 times by itself"
                 .into()
         }
         "unix-double-fork-restart" => format!(
@@ -649,8 +649,11 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
             must(&out, "restart web --update-env");
         }
         "restart-delay-loop" => {
-            // Nobody asks anything: the daemon restarts it by itself.
-            std::thread::sleep(Duration::from_millis(8000));
+            // Nobody asks anything: the daemon restarts it by itself, four times at least
+            // (about 8 s on an idle machine, longer under load).
+            wait_app(&p, "restarted 4 times", Duration::from_secs(45), |a| {
+                a["pm2_env"]["restart_time"].as_u64().unwrap_or(0) >= restarts_before + 4
+            });
         }
         "stop-gave-up-restart" => {
             assert!(p.freeze_reaper(), "the harness has no subreaper to freeze");
@@ -680,6 +683,9 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         name == "stop-timeout"
             || name == "restart-delay-loop"
             || (settled(a) && rt > restarts_before)
+            // Under heavy load a start can take longer than min_uptime to fail: pm2 then
+            // loops instead of reaching errored.
+            || (name == "port-other-daemon-restart" && rt >= restarts_before + 8)
     });
     let status = status_of(&end);
     notes.push(format!(

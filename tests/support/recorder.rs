@@ -65,27 +65,14 @@ impl Recorder {
                 });
             }
         }
-        let child = cmd
-            .arg("record")
+        cmd.arg("record")
             .arg("--pm2-home")
             .arg(home)
             .arg("-o")
             .arg(output)
             .arg("--force")
-            .args(extra)
-            .env_remove("PM2_HOME")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout_path).unwrap())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("cannot start pm2-trace record");
-        let mut r = Recorder {
-            child,
-            output: output.to_owned(),
-            home: home.to_owned(),
-            stderr_path,
-            stdout_path,
-        };
+            .args(extra);
+        let mut r = spawn(&mut cmd, output, home, stdout_path, stderr_path);
         let listen = extra
             .iter()
             .position(|a| *a == "--listen")
@@ -111,6 +98,36 @@ impl Recorder {
         }
         // Let the bus subscription settle.
         std::thread::sleep(Duration::from_millis(200));
+        r
+    }
+
+    /// `pm2-trace record --dir DIR --pm2-home H...` (one stream per home), waiting until every
+    /// home is interposed. stdout/stderr go to `DIR.stdout` / `DIR.stderr`.
+    pub fn start_dir(homes: &[&Path], dir: &Path, extra: &[&str]) -> Recorder {
+        let stderr_path = dir.with_extension("stderr");
+        let stdout_path = dir.with_extension("stdout");
+        let mut cmd = Command::new(bin());
+        cmd.arg("record").arg("--dir").arg(dir);
+        for h in homes {
+            cmd.arg("--pm2-home").arg(h);
+        }
+        let mut r = spawn(cmd.args(extra), dir, homes[0], stdout_path, stderr_path);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !homes.iter().all(|h| aside(h).exists()) {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!(
+                    "pm2-trace record --dir exited early ({status}): {}",
+                    r.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "recorder did not interpose within 15 s: {}",
+                r.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
         r
     }
 
@@ -148,6 +165,30 @@ impl Recorder {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Start `cmd` (a `pm2-trace record ...`) with its output in the given files.
+fn spawn(
+    cmd: &mut Command,
+    output: &Path,
+    home: &Path,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+) -> Recorder {
+    let child = cmd
+        .env_remove("PM2_HOME")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("cannot start pm2-trace record");
+    Recorder {
+        child,
+        output: output.to_owned(),
+        home: home.to_owned(),
+        stderr_path,
+        stdout_path,
     }
 }
 

@@ -26,6 +26,10 @@ const REATTRIBUTE_AGE_NS: u64 = 5_000_000_000;
 /// Most host-wide socket scans (which read every process's descriptors) per this interval.
 const HOST_SCAN_SPACING_NS: u64 = 500_000_000;
 
+/// An exit with an error code within this many times the early-exit window also gets an
+/// early-exit snapshot.
+const SLOW_FAILURE_FACTOR: u64 = 5;
+
 /// Most early-exit snapshots per app per this interval.
 const EARLY_SNAPSHOT_SPACING_NS: u64 = 100_000_000;
 
@@ -1073,6 +1077,7 @@ impl Core {
         let lived_ns = t.start_mono.map(|s| at.saturating_sub(s));
         let failed = matches!(status, ExitStatus::Signal { .. })
             || matches!(status, ExitStatus::Code { code } if code != 0);
+        let error_code = matches!(status, ExitStatus::Code { code } if code != 0);
         let in_tree = if t.daemon {
             Some(true)
         } else {
@@ -1134,7 +1139,11 @@ impl Core {
             let main = Some(parent_at_exit.unwrap_or(t.ppid)) == self.daemon;
             if let (Some(g), true) = (app.generation, main || failed) {
                 let newest = self.newest_gen.get(&app.pm_id).copied().unwrap_or(g);
-                if g >= newest && lived < self.tuning.early_exit.as_nanos() as u64 {
+                let early = self.tuning.early_exit.as_nanos() as u64;
+                // A start that fails with an error code a little after min_uptime (a slow
+                // start on a loaded machine) gets the same look at who holds what.
+                let crashed_soon = error_code && lived < early.saturating_mul(SLOW_FAILURE_FACTOR);
+                if g >= newest && (lived < early || crashed_soon) {
                     let last = self.last_early_snap.get(&app.pm_id).copied().unwrap_or(0);
                     if last == 0 || at.saturating_sub(last) >= EARLY_SNAPSHOT_SPACING_NS {
                         self.last_early_snap.insert(app.pm_id, at.max(1));

@@ -144,6 +144,28 @@ pub fn run_file(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `pm2-trace tui DIR`: the segments of a `record --dir` directory (or the window of them
+/// `w` selects) as one capture. They are read before the terminal is taken over.
+pub fn run_dir(dir: &Path, w: &crate::replay::Window) -> anyhow::Result<()> {
+    let mut events = crate::replay::dir_events(dir, w)?;
+    let info = events.info().clone();
+    let mut model = Model::live(info.clone(), dir.display().to_string());
+    let mut interp = crate::timeline::Interpreter::new(&info);
+    let mut entries = Vec::new();
+    for ev in events.by_ref() {
+        entries.clear();
+        interp.push_into(&ev, &mut entries);
+        model.push_live(ev, &entries);
+    }
+    model.refresh_findings();
+    let mut app = App::new(model, color_wanted());
+    app.loaded();
+    let mut term = term::Term::enter()?;
+    run_loop(&mut term, &mut app, |app| (false, app.quit))?;
+    drop(term);
+    Ok(())
+}
+
 enum LiveMsg {
     Event {
         info: Option<Box<CaptureInfo>>,
