@@ -8,7 +8,6 @@
 use pm2_trace::capture::{CaptureReader, CaptureWriter};
 use pm2_trace::event::{Event, Stamped};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 fn source() -> PathBuf {
@@ -25,23 +24,9 @@ fn source() -> PathBuf {
     found.into_iter().next().expect("no capture in captures/")
 }
 
-/// Run the binary on `file`; (seconds, peak RSS in kB, exit status).
-fn run(args: &[&str]) -> (f64, i64, i32) {
-    let t0 = Instant::now();
-    // Reaped by wait4 below, which also gives the peak memory.
-    #[allow(clippy::zombie_processes)]
-    let child = Command::new(env!("CARGO_BIN_EXE_pm2-trace"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for our own child, with out-pointers to locals.
-    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    (t0.elapsed().as_secs_f64(), usage.ru_maxrss, status)
-}
+#[path = "support/child.rs"]
+mod child;
+use child::run;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

@@ -164,6 +164,23 @@ pub fn named_in(line: &str) -> Vec<Addr> {
             }
         }
     }
+    if out.is_empty() {
+        // A port alone, after `on` or `port` (`listen on 4000 failed: EADDRINUSE`).
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ',' || c == ':')
+            .filter(|w| !w.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            if ["on", "port"].contains(&pair[0].to_ascii_lowercase().as_str()) {
+                if let Ok(port) = pair[1].trim_end_matches(['.', ')', ';']).parse::<u16>() {
+                    if port > 0 {
+                        out.push(Addr::Inet { ip: None, port });
+                        break;
+                    }
+                }
+            }
+        }
+    }
     out
 }
 
@@ -248,6 +265,11 @@ mod tests {
             named_in("listen tcp :8080: bind: address already in use"),
             vec![a(":8080")]
         );
+        assert_eq!(
+            named_in("slow-drain-child[child pid=9182]: listen on 42913 failed: EADDRINUSE"),
+            vec![a(":42913")]
+        );
+        assert_eq!(named_in("EADDRINUSE on port 8080."), vec![a(":8080")]);
         assert!(named_in("OSError: [Errno 98] Address already in use").is_empty());
         assert!(named_in("    at Server.listen (/srv/app/server.js:12:5)").is_empty());
         assert!(named_in("ENOENT: no such file or directory, open '/srv/x.json'").is_empty());

@@ -45,9 +45,13 @@ pub enum Source {
     Bus,
     /// The operating system: process events and snapshots.
     Proc,
+    /// Log files read afterwards by `explain` (pm2.log, app out/err logs). Not a capture
+    /// interface: `record` does not read logs.
+    Logs,
 }
 
 impl Source {
+    /// The capture's interfaces, in order (every source but [`Source::Logs`]).
     pub const ALL: [Source; 4] = [Source::Recorder, Source::Rpc, Source::Bus, Source::Proc];
 
     pub fn name(self) -> &'static str {
@@ -56,8 +60,19 @@ impl Source {
             Source::Rpc => "rpc",
             Source::Bus => "bus",
             Source::Proc => "proc",
+            Source::Logs => "log",
         }
     }
+}
+
+/// `+12.345s`: `t` relative to `reference` (a capture's start), in seconds with
+/// milliseconds, `-` before it. The one formatter of relative times for every view and
+/// finding.
+pub(crate) fn offset_text(t: MonoNs, reference: MonoNs) -> String {
+    let d = t as i128 - reference as i128;
+    let sign = if d < 0 { "-" } else { "+" };
+    let d = d.unsigned_abs();
+    format!("{sign}{}.{:03}s", d / 1_000_000_000, (d / 1_000_000) % 1000)
 }
 
 /// Direction of RPC bytes.
@@ -124,6 +139,8 @@ pub enum Event {
     /// Recording stopped here before the end of the capture (write error, disk full);
     /// events after this instant are missing.
     RecordingStopped { reason: String },
+    /// A line of pm2.log or of an app's log, placed at its own timestamp (`explain`).
+    LogLine(crate::sources::logs::LogLine),
 }
 
 impl Event {
@@ -137,6 +154,7 @@ impl Event {
             | Event::RpcClose { .. } => Source::Rpc,
             Event::BusMessage { .. } | Event::BusLink { .. } => Source::Bus,
             Event::Proc(_) => Source::Proc,
+            Event::LogLine(_) => Source::Logs,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`rules`] turn orderings into findings.
 //! - [`views`] present them: text, JSON, TUI.
 //! - [`record`] wires the sources to a capture for `pm2-trace record`.
+//! - [`explain`] runs the same timeline and rules on the logs the daemon and the apps
+//!   wrote, with the daemon's state and the system now, for `pm2-trace explain`.
 //!
 //! Two modules guard the trust boundaries (see SECURITY.md): [`safe_dir`] for every
 //! filesystem operation inside a directory another user may write, and
@@ -20,6 +22,7 @@
 pub mod addr;
 pub mod capture;
 pub mod event;
+pub mod explain;
 pub mod pm2;
 pub mod record;
 pub mod redact;

@@ -41,6 +41,14 @@ enum Command {
     Record(RecordArgs),
     /// Print the timeline and findings of a capture file.
     Replay(ReplayArgs),
+    /// Why is an app errored (or down), when nothing was recording: reads pm2.log and the
+    /// apps' logs (rotated and compressed copies too), the daemon's state (getMonitorData,
+    /// read-only, else dump.pm2) and the system now (who holds the app's address, whether
+    /// its paths exist, which old processes live on), and runs the same rules as replay.
+    ///
+    /// Never starts or changes a daemon. Every finding says what it rests on and what only
+    /// a recording would tell. pm2.log stamps whole seconds: so are its times here.
+    Explain(ExplainArgs),
     /// Explore a capture file in an interactive timeline (? lists the keys).
     Tui {
         /// Capture file written by `pm2-trace record`, or a directory written by
@@ -185,6 +193,57 @@ struct ReplayArgs {
     /// OTEL_EXPORTER_OTLP_HEADERS (and the per-signal variables) are honoured
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     otlp: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExplainArgs {
+    /// The app to explain, by name or pm id [default: every app that is errored, down, or
+    /// has findings]
+    app: Option<String>,
+    /// PM2 home directory of the daemon [default: $PM2_HOME, else ~/.pm2]
+    #[arg(long, value_name = "DIR")]
+    pm2_home: Option<PathBuf>,
+    /// How far back to read the logs, e.g. 30m, 6h [default: since the daemon started;
+    /// the last 24 h when no daemon runs]
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    since: Option<Duration>,
+    /// Print one JSON document {"source", "events", "findings"} instead of text; findings
+    /// are the same objects as `replay --json`'s
+    #[arg(long)]
+    json: bool,
+    /// Exit with status 1 when a finding is at least this severe (for scripts)
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    fail_on: Option<FailOn>,
+}
+
+fn run_explain(a: ExplainArgs) -> anyhow::Result<ExitCode> {
+    use pm2_trace::rules::Severity;
+    use std::io::IsTerminal;
+    let now_ms = (pm2_trace::event::wall_now_ns() / 1_000_000) as i64;
+    let x = pm2_trace::explain::explain(&pm2_trace::explain::ExplainOptions {
+        pm2_home: a.pm2_home,
+        app: a.app,
+        since: a.since,
+        now_ms,
+    })?;
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = if a.json {
+        pm2_trace::views::explain::write_json(&x, out).map(|_| ())
+    } else {
+        pm2_trace::views::explain::write_text(&x, out, std::io::stdout().is_terminal()).map(|_| ())
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    let level = a.fail_on.map(|f| match f {
+        FailOn::Warning => Severity::Warning,
+        FailOn::Error => Severity::Error,
+    });
+    Ok(ExitCode::from(pm2_trace::explain::exit_code(
+        &x.findings,
+        level,
+    )))
 }
 
 /// Which part of a capture or directory to read.
@@ -564,6 +623,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Record(a) => run_record(a),
         Command::Replay(a) => run_replay(a),
+        Command::Explain(a) => run_explain(a),
         Command::Tui { file, window } => window.window().and_then(|w| {
             if file.is_dir() {
                 pm2_trace::views::tui::run_dir(&file, &w)

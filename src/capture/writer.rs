@@ -108,6 +108,7 @@ fn interface_description(s: Source) -> &'static str {
         Source::Rpc => "PM2 rpc.sock: AMP messages between pm2 clients and the daemon",
         Source::Bus => "PM2 pub.sock: the daemon's event bus",
         Source::Proc => "operating system: process events and snapshots",
+        Source::Logs => "log files (explain only, never in a capture)",
     }
 }
 

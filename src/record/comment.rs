@@ -39,5 +39,6 @@ pub(crate) fn comment(ev: &Event) -> String {
         Event::Note { text, .. } => text.clone(),
         Event::RecordingStopped { reason } => format!("recording stopped: {reason}"),
         Event::Proc(p) => format!("{p:?}"),
+        Event::LogLine(l) => format!("log line at byte {}", l.offset),
     }
 }

@@ -81,10 +81,7 @@ impl<'a> AppCtx<'a> {
 
     /// `+1.234s`: `t` relative to the start of the capture, as the timeline view shows it.
     pub(crate) fn at(&self, t: MonoNs) -> String {
-        let d = t as i128 - self.tl.mono_ref() as i128;
-        let sign = if d < 0 { "-" } else { "+" };
-        let d = d.unsigned_abs();
-        format!("{sign}{}.{:03}s", d / 1_000_000_000, (d / 1_000_000) % 1000)
+        crate::event::offset_text(t, self.tl.mono_ref())
     }
 
     /// The end of the capture.

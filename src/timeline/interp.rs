@@ -7,8 +7,10 @@
 use super::entry::{AppRef, Entry, EntryKind, Outcome};
 use super::procfacts::ProcFacts;
 use crate::event::{CaptureInfo, Direction, Event, MonoNs, Source, Stamped};
-use crate::pm2::daemon_log::DaemonLogLine;
+use crate::pm2::daemon_log::{parse_message, DaemonLogLine};
+use crate::pm2::meaning::Stream;
 use crate::pm2::meaning::{json_text, BusEvent, MonitorProc, Pm2Call};
+use crate::sources::logs::{LogLine, LogStream};
 use crate::wire::amp::{Arg, Message};
 use crate::wire::rpc;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -48,6 +50,8 @@ pub struct Interpreter {
     pids: HashMap<i64, u64>,
     /// Apps with a `Stopping` line whose kill is not yet confirmed.
     stopping: BTreeSet<u64>,
+    /// Scripts of apps known by name only (dump.pm2 keeps no pm_id).
+    script_names: HashMap<String, String>,
     /// The app of the last `starting` line: a spawn error that follows names no app.
     last_starting: Option<u64>,
 }
@@ -60,6 +64,7 @@ impl Interpreter {
             scripts: HashMap::new(),
             pids: HashMap::new(),
             stopping: BTreeSet::new(),
+            script_names: HashMap::new(),
             last_starting: None,
         }
     }
@@ -204,6 +209,66 @@ impl Interpreter {
                     source,
                     app,
                     kind: EntryKind::Proc { event: p.clone() },
+                });
+            }
+            Event::LogLine(l) => self.log_line(t, l, out),
+        }
+    }
+
+    /// What the daemon says about an app, learnt outside the events (explain asks the
+    /// daemon, or reads dump.pm2): names, pids and scripts for attributing log lines.
+    pub fn learn_app(&mut self, p: &MonitorProc) {
+        self.learn_proc(p);
+        if let (None, Some(n), Some(s)) = (p.pm_id, &p.name, &p.exec_path) {
+            if self.script_names.len() < MAX_APPS {
+                self.script_names.insert(s.clone(), n.clone());
+            }
+        }
+    }
+
+    /// A line of pm2.log (parsed as the bus's `log:PM2` is) or of an app's log.
+    fn log_line(&mut self, t: MonoNs, l: &LogLine, out: &mut Vec<Entry>) {
+        match l.stream {
+            LogStream::Daemon => {
+                let log = match parse_message(&l.text) {
+                    DaemonLogLine::Other { text } => DaemonLogLine::Other {
+                        text: cap_line(&text),
+                    },
+                    log => log,
+                };
+                let app = self.daemon_app(&log);
+                out.push(Entry {
+                    t,
+                    source: Source::Logs,
+                    app,
+                    kind: EntryKind::Daemon { at: l.at_ms, log },
+                });
+            }
+            LogStream::Out | LogStream::Err => {
+                let app = l.app.as_ref().and_then(|a| {
+                    let id = a.pm_id.or_else(|| {
+                        self.names
+                            .iter()
+                            .find(|(_, n)| **n == a.name)
+                            .map(|(i, _)| *i)
+                    })?;
+                    self.learn(Some(id), Some(&a.name));
+                    Some(self.app(id))
+                });
+                let stream = if l.stream == LogStream::Out {
+                    Stream::Out
+                } else {
+                    Stream::Err
+                };
+                out.push(Entry {
+                    t,
+                    source: Source::Logs,
+                    app,
+                    kind: EntryKind::AppLog {
+                        stream,
+                        at: l.at_ms,
+                        line: cap_line(&l.text),
+                    },
                 });
             }
         }
@@ -491,12 +556,15 @@ impl Interpreter {
             return Some(self.app(id));
         }
         if let DaemonLogLine::TooManyUnstableRestarts { script, .. } = log {
-            return self
-                .scripts
-                .get(script)
-                .copied()
-                .flatten()
-                .map(|i| self.app(i));
+            let id = match self.scripts.get(script) {
+                Some(known) => *known,
+                // Known by name only (dump.pm2 keeps no pm_id).
+                None => self
+                    .script_names
+                    .get(script)
+                    .and_then(|name| self.names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)),
+            };
+            return id.map(|i| self.app(i));
         }
         if let DaemonLogLine::ReloadBecameRestart { id } = log {
             return Some(self.app(*id));

@@ -4,6 +4,7 @@
 //! Every text view passes untrusted text through [`terminal_safe`] before it reaches a
 //! terminal; colour comes only from the views themselves. JSON and OpenTelemetry keep the
 //! exact text.
+pub mod explain;
 pub(crate) mod json;
 pub mod otlp;
 pub mod terminal_safe;

@@ -42,15 +42,13 @@ fn source_color(s: Source) -> &'static str {
         Source::Rpc => "\x1b[36m",
         Source::Bus => "\x1b[34m",
         Source::Proc => "\x1b[33m",
+        Source::Logs => "\x1b[34m",
     }
 }
 
 /// `+12.345s` (or `-0.002s` before the start).
 pub(crate) fn rel_time(info: &CaptureInfo, t: MonoNs) -> String {
-    let d = t as i128 - info.mono_ref_ns as i128;
-    let sign = if d < 0 { "-" } else { "+" };
-    let d = d.unsigned_abs();
-    format!("{sign}{}.{:03}s", d / 1_000_000_000, (d / 1_000_000) % 1000)
+    crate::event::offset_text(t, info.mono_ref_ns)
 }
 
 /// `15:34:44.479Z`: the wall clock of `t`, UTC.
@@ -215,7 +213,6 @@ impl<W: Write> TextView<W> {
         Ok(())
     }
 
-    #[cfg(test)]
     pub(crate) fn into_inner(self) -> W {
         self.out
     }

@@ -43,7 +43,6 @@ impl Arg {
     }
 
     /// The bytes of this argument as they go on the wire (without the length field).
-    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         match self {
             Arg::Json(v) => {
@@ -88,9 +87,8 @@ impl Message {
     }
 
     /// Encode to wire bytes. Panics only if there are more than 15 arguments or an
-    /// argument exceeds 4 GiB, which no caller in this crate produces. For tests and
-    /// benchmarks (the recorder forwards bytes, it never re-encodes).
-    #[cfg(any(test, feature = "test-hooks"))]
+    /// argument exceeds 4 GiB, which no caller in this crate produces. `explain` encodes its
+    /// one getMonitorData request with it; the recorder forwards bytes, it never re-encodes.
     pub fn encode(&self) -> Vec<u8> {
         assert!(self.args.len() <= 15, "AMP carries at most 15 arguments");
         let bodies: Vec<Vec<u8>> = self.args.iter().map(Arg::to_bytes).collect();

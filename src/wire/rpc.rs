@@ -73,8 +73,7 @@ fn id_of(arg: &Arg) -> Option<String> {
     }
 }
 
-/// Build a request, for tests and benchmarks.
-#[cfg(any(test, feature = "test-hooks"))]
+/// Build a request (`explain` asks the daemon for getMonitorData; tests and benchmarks).
 pub fn encode_call(method: &str, args: Vec<Value>, id: &str) -> Message {
     Message::new(vec![
         Arg::Json(serde_json::json!({"type": "call", "method": method, "args": args})),

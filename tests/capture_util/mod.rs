@@ -45,6 +45,7 @@ pub fn kind(e: &Event) -> &'static str {
         Event::BusLink { .. } => "bus_link",
         Event::Proc(_) => "proc",
         Event::RecordingStopped { .. } => "recording_stopped",
+        Event::LogLine(_) => "log_line",
     }
 }
 
@@ -132,6 +133,18 @@ pub fn all_events() -> Vec<Stamped> {
         },
         Event::Proc(ProcEvent::Lost {
             why: "test: netlink buffer overrun".into(),
+        }),
+        Event::LogLine(pm2_trace::sources::logs::LogLine {
+            stream: pm2_trace::sources::logs::LogStream::Daemon,
+            app: None,
+            file: 0,
+            offset: 120,
+            at_ms: Some(1_795_556_677_000),
+            precision: pm2_trace::sources::logs::stamp::LinePrecision::Second,
+            inherited: false,
+            level: Some("log".into()),
+            text: "App [web:0] online".into(),
+            cut: false,
         }),
         Event::RecordingStopped {
             reason: "test marker".into(),

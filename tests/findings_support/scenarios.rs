@@ -423,6 +423,20 @@ fn must(out: &std::process::Output, what: &str) {
 /// Run scenario `name` on pm2 `version`, recording into `capture`. `fast` shortens what
 /// does not change the behaviour (fewer max_restarts, shorter drains).
 pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
+    run_with(name, version, Some(capture), fast, |_| Value::Null)
+}
+
+/// [`run`], recording into `capture` when given (else nothing records), calling
+/// `settled(&daemon)` once the outcome has settled, before the daemon is killed and before
+/// waiting for an old holder of the port to let go. Without a capture, [`Run::doc`] is
+/// what `settled` returned.
+pub fn run_with(
+    name: &str,
+    version: &str,
+    capture: Option<&Path>,
+    fast: bool,
+    settled_hook: impl FnOnce(&Pm2) -> Value,
+) -> Run {
     let p = Pm2::start(version);
     let port = pm2::free_port();
     let port_s = port.to_string();
@@ -566,7 +580,7 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
     }
     let before = daemon_app(&p, "web").expect("web");
     let restarts_before = before["pm2_env"]["restart_time"].as_u64().unwrap_or(0);
-    let rec = Recorder::start(p.home(), capture, &["--quiet"]);
+    let rec = capture.map(|c| Recorder::start(p.home(), c, &["--quiet"]));
     let t0 = Instant::now();
     match name {
         "env-broken-restart" => {
@@ -688,6 +702,7 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
             || (name == "port-other-daemon-restart" && rt >= restarts_before + 8)
     });
     let status = status_of(&end);
+    let hooked = settled_hook(&p);
     notes.push(format!(
         "CLI done after {} ms; status {status} (restart_time {}) after {} ms",
         cli.as_millis(),
@@ -729,16 +744,21 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Run {
         ));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let code = rec.stop();
-    assert!(code.success(), "pm2-trace record ended with {code}");
+    if let Some(rec) = rec {
+        let code = rec.stop();
+        assert!(code.success(), "pm2-trace record ended with {code}");
+    }
     drop(p);
     drop(other);
-    let doc = recorder::replay_json(capture);
+    let doc = match capture {
+        Some(c) => recorder::replay_json(c),
+        None => hooked,
+    };
     let _ = port_s;
     Run {
         name: name.to_owned(),
         version: version.to_owned(),
-        capture: capture.to_owned(),
+        capture: capture.map(Path::to_owned).unwrap_or_default(),
         doc,
         status,
         notes,

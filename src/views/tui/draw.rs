@@ -895,6 +895,7 @@ fn source_short(s: crate::event::Source) -> &'static str {
         crate::event::Source::Rpc => "rpc",
         crate::event::Source::Bus => "bus",
         crate::event::Source::Proc => "proc",
+        crate::event::Source::Logs => "log",
     }
 }
 
