@@ -56,7 +56,7 @@ fn generate(path: &Path, n: u64, per_cycle_logs: u64) -> u64 {
         Event::BusMessage {
             msg: WireMessage(Message::new(vec![
                 Arg::Str("log:out".into()),
-                Arg::Json(serde_json::json!({
+                Arg::json(serde_json::json!({
                     "process": {"pm_id": 0, "name": "web", "rev": null, "namespace": "default"},
                     "data": format!("GET /api/items/{} 200 {} ms\n", i % 9973, i % 97),
                     "at": 1_764_086_502_000i64 + (i / 10) as i64

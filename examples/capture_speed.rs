@@ -28,13 +28,13 @@ fn main() -> anyhow::Result<()> {
 
     // A mix of small events, as a busy recording would have.
     let call = WireMessage(Message::new(vec![
-        Arg::Json(json!({"type": "call", "method": "getMonitorData"})),
-        Arg::Json(json!({})),
+        Arg::json(json!({"type": "call", "method": "getMonitorData"})),
+        Arg::json(json!({})),
         Arg::Str("1:42".into()),
     ]));
     let bus = WireMessage(Message::new(vec![
         Arg::Str("log:out".into()),
-        Arg::Json(
+        Arg::json(
             json!({"process": {"pm_id": 0, "name": "api"}, "data": "GET /health 200\n", "at": 1714564800123u64}),
         ),
     ]));

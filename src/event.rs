@@ -177,12 +177,22 @@ impl Serialize for WireMessage {
         use serde::ser::SerializeSeq;
         let mut seq = s.serialize_seq(Some(self.0.args.len()))?;
         for a in &self.0.args {
+            // One-member objects written directly: the JSON text goes through as kept.
+            #[derive(Serialize)]
+            enum Stored<'a> {
+                #[serde(rename = "j")]
+                J(&'a crate::wire::json::Json),
+                #[serde(rename = "s")]
+                S(&'a str),
+                #[serde(rename = "b64")]
+                B64(String),
+            }
             match a {
-                Arg::Json(v) => seq.serialize_element(&serde_json::json!({ "j": v }))?,
-                Arg::Str(v) => seq.serialize_element(&serde_json::json!({ "s": v }))?,
-                Arg::Raw(b) => seq.serialize_element(
-                    &serde_json::json!({ "b64": base64::engine::general_purpose::STANDARD.encode(b) }),
-                )?,
+                Arg::Json(v) => seq.serialize_element(&Stored::J(v))?,
+                Arg::Str(v) => seq.serialize_element(&Stored::S(v))?,
+                Arg::Raw(b) => seq.serialize_element(&Stored::B64(
+                    base64::engine::general_purpose::STANDARD.encode(b),
+                ))?,
             }
         }
         seq.end()
@@ -197,7 +207,7 @@ impl<'de> Deserialize<'de> for WireMessage {
         struct StoredArg {
             /// Present-but-null is `Some(Null)`: `j:null` is a valid AMP argument.
             #[serde(default, deserialize_with = "present")]
-            j: Option<serde_json::Value>,
+            j: Option<crate::wire::json::Json>,
             s: Option<String>,
             b64: Option<String>,
         }
@@ -220,8 +230,8 @@ impl<'de> Deserialize<'de> for WireMessage {
     }
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
-    serde_json::Value::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::wire::json::Json>, D::Error> {
+    crate::wire::json::Json::deserialize(d).map(Some)
 }
 
 /// What is known about the recording as a whole; the first record of every capture.
@@ -259,10 +269,10 @@ mod tests {
     #[test]
     fn stamped_json_roundtrip() {
         let msg = Message::new(vec![
-            Arg::Json(serde_json::json!({"type": "call"})),
+            Arg::json(serde_json::json!({"type": "call"})),
             Arg::Str("1:0".into()),
             Arg::Raw(vec![0, 255]),
-            Arg::Json(serde_json::Value::Null),
+            Arg::json(serde_json::Value::Null),
         ]);
         let ev = Stamped {
             t: 42,

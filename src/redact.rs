@@ -244,7 +244,8 @@ impl Redactor {
                 // The daemon's own log lines are kept: they are how the daemon explains itself.
                 let daemon_log = msg.0.args.first().and_then(|a| a.as_str()) == Some("log:PM2");
                 for arg in &mut msg.0.args {
-                    if let crate::wire::amp::Arg::Json(v) = arg {
+                    if let crate::wire::amp::Arg::Json(j) = arg {
+                        let v = j.value_mut();
                         if daemon_log {
                             if let Some(Value::Object(m)) = Some(&mut *v) {
                                 for (k, child) in m.iter_mut() {

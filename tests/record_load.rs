@@ -29,7 +29,8 @@ fn call(path: &Path, method: &str, id: &str) -> serde_json::Value {
             let m = m.unwrap();
             let reply = rpc::parse_reply(&m).expect("a reply");
             assert_eq!(reply.id, id);
-            return serde_json::Value::Array(reply.outcome.expect("no error").to_vec());
+            let args = reply.outcome.expect("no error");
+            return serde_json::Value::Array(args.iter().map(|a| a.value()).collect());
         }
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "daemon closed the connection");

@@ -311,7 +311,7 @@ fn every_record_type_and_fragmented_records_match_replay() {
         conn: 7,
         dir: Direction::ToDaemon,
         msg: WireMessage(Message::new(vec![
-            Arg::Json(
+            Arg::json(
                 json!({"type": "call", "method": "sendSignalToProcessName", "args": [{"signal": "SIGUSR2", "process_name": "web"}, 1.5, "ünï\tcode"]}),
             ),
             Arg::Str("7:1".into()),
@@ -321,14 +321,14 @@ fn every_record_type_and_fragmented_records_match_replay() {
         conn: 7,
         dir: Direction::ToClient,
         msg: WireMessage(Message::new(vec![
-            Arg::Json(json!({"error": {"message": "process name not found"}})),
+            Arg::json(json!({"error": {"message": "process name not found"}})),
             Arg::Str("7:1".into()),
         ])),
     });
     push(Event::BusMessage {
         msg: WireMessage(Message::new(vec![
             Arg::Str("log:PM2".into()),
-            Arg::Json(
+            Arg::json(
                 json!({"at": 1, "data": "2026-01-01T00:00:00: PM2 log: App [web:0] exited with code [1] via signal [SIGTERM]\nPM2 log: Stopping app:web id:0\npid=4243 msg=failed to kill - retrying in 100ms\nsomething else\n"}),
             ),
         ])),
@@ -341,13 +341,13 @@ fn every_record_type_and_fragmented_records_match_replay() {
     push(Event::BusMessage {
         msg: WireMessage(Message::new(vec![
             Arg::Str("log:out".into()),
-            Arg::Json(json!({"at": 2, "process": {"pm_id": 0, "name": "web"}, "data": big})),
+            Arg::json(json!({"at": 2, "process": {"pm_id": 0, "name": "web"}, "data": big})),
         ])),
     });
     push(Event::BusMessage {
         msg: WireMessage(Message::new(vec![
             Arg::Str("custom:event".into()),
-            Arg::Json(json!({"k": [1, 2.5, null, true, "é"]})),
+            Arg::json(json!({"k": [1, 2.5, null, true, "é"]})),
         ])),
     });
     capture_util::write_capture(&cap, &events);

@@ -23,9 +23,12 @@
 
 use super::daemon_log::{self, DaemonLogLine};
 use crate::wire::amp::Message;
+use crate::wire::json::{Json, Node};
 use crate::wire::rpc::Call;
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// What a request names as its target.
@@ -249,18 +252,23 @@ pub(crate) fn json_text(v: &Value) -> String {
 /// (or ever showing) the values.
 pub(crate) type EnvFingerprint = BTreeMap<String, u64>;
 
-/// Fingerprint the non-object values of an environment object.
-pub(crate) fn env_fingerprint(env: &Map<String, Value>) -> EnvFingerprint {
+/// Fingerprint the non-object values of an environment object (its members as text).
+fn env_fingerprint(env: &[(Cow<str>, &RawValue)]) -> EnvFingerprint {
     env.iter()
+        .map(|(k, v)| (k, Node::new(v)))
         .filter(|(_, v)| !v.is_object())
-        .map(|(k, v)| (k.clone(), value_hash(v)))
+        .map(|(k, v)| (k.clone().into_owned(), text_hash(&v.text())))
         .collect()
 }
 
 /// A stable 64-bit hash of a JSON value as pm2 would stringify it into the environment.
 pub(crate) fn value_hash(v: &Value) -> u64 {
+    text_hash(&json_text(v))
+}
+
+/// [`value_hash`] of a value's [`json_text`].
+fn text_hash(text: &str) -> u64 {
     use sha2::Digest;
-    let text = json_text(v);
     let d = sha2::Sha256::digest(text.as_bytes());
     u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
@@ -324,26 +332,28 @@ pub struct RestartSettings {
 }
 
 impl RestartSettings {
-    pub fn from_env(env: &Value) -> RestartSettings {
+    pub(crate) fn from_env(env: Option<&Node>) -> RestartSettings {
+        let get = |k: &str| env.and_then(|e| e.get(k));
         RestartSettings {
-            restart_delay: u64_of(env.get("restart_delay")).filter(|d| *d > 0),
-            exp_backoff_restart_delay: u64_of(env.get("exp_backoff_restart_delay"))
-                .filter(|d| *d > 0),
-            max_memory_restart: u64_of(env.get("max_memory_restart")).filter(|d| *d > 0),
-            watch: match env.get("watch") {
-                Some(Value::Bool(b)) => Some(*b),
-                Some(Value::Array(a)) => Some(!a.is_empty()),
-                Some(Value::String(s)) => Some(!s.is_empty()),
-                _ => None,
-            },
-            min_uptime: u64_of(env.get("min_uptime")),
-            max_restarts: u64_of(env.get("max_restarts")),
+            restart_delay: u64_of(get("restart_delay")).filter(|d| *d > 0),
+            exp_backoff_restart_delay: u64_of(get("exp_backoff_restart_delay")).filter(|d| *d > 0),
+            max_memory_restart: u64_of(get("max_memory_restart")).filter(|d| *d > 0),
+            watch: get("watch").and_then(|w| match w.items() {
+                Some(a) => Some(!a.is_empty()),
+                None => match w.scalar()? {
+                    Value::Bool(b) => Some(b),
+                    Value::String(s) => Some(!s.is_empty()),
+                    _ => None,
+                },
+            }),
+            min_uptime: u64_of(get("min_uptime")),
+            max_restarts: u64_of(get("max_restarts")),
         }
     }
 }
 
-fn u64_of(v: Option<&Value>) -> Option<u64> {
-    match v? {
+fn u64_of(v: Option<Node>) -> Option<u64> {
+    match v?.scalar()? {
         Value::Number(n) => n.as_u64().or_else(|| {
             n.as_f64()
                 .filter(|f| *f >= 0.0 && f.is_finite())
@@ -354,8 +364,8 @@ fn u64_of(v: Option<&Value>) -> Option<u64> {
     }
 }
 
-fn i64_of(v: Option<&Value>) -> Option<i64> {
-    match v? {
+fn i64_of(v: Option<Node>) -> Option<i64> {
+    match v?.scalar()? {
         Value::Number(n) => n
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
@@ -366,12 +376,11 @@ fn i64_of(v: Option<&Value>) -> Option<i64> {
 
 /// A pm_id as the bus sends it: a number, or `"_old_<n>"` for the outgoing worker of a
 /// cluster reload (second value `true`).
-fn pm_id_of(v: Option<&Value>) -> (Option<u64>, bool) {
-    match v {
-        Some(Value::String(s)) if s.starts_with("_old_") => {
-            (u64_of(Some(&Value::String(s[5..].to_owned()))), true)
-        }
-        other => (u64_of(other), false),
+fn pm_id_of(v: Option<Node>) -> (Option<u64>, bool) {
+    let Some(v) = v else { return (None, false) };
+    match v.as_str() {
+        Some(s) if s.starts_with("_old_") => (s[5..].trim().parse().ok(), true),
+        _ => (u64_of(Some(v)), false),
     }
 }
 
@@ -382,13 +391,13 @@ impl BusEvent {
     }
 }
 
-fn str_of(v: Option<&Value>) -> Option<String> {
-    v.and_then(Value::as_str).map(str::to_owned)
+fn str_of(v: Option<Node>) -> Option<String> {
+    v?.as_str().map(Cow::into_owned)
 }
 
-fn bool_of(v: Option<&Value>) -> Option<bool> {
-    match v? {
-        Value::Bool(b) => Some(*b),
+fn bool_of(v: Option<Node>) -> Option<bool> {
+    match v?.scalar()? {
+        Value::Bool(b) => Some(b),
         Value::String(s) if s == "true" => Some(true),
         Value::String(s) if s == "false" => Some(false),
         _ => None,
@@ -397,9 +406,10 @@ fn bool_of(v: Option<&Value>) -> Option<bool> {
 
 impl MonitorProc {
     /// Read one process object (top level `pid`/`name`/`pm_id` plus `pm2_env`).
-    pub(crate) fn from_value(v: &Value) -> MonitorProc {
-        let env = v.get("pm2_env").unwrap_or(&Value::Null);
-        let get = |k: &str| v.get(k).or_else(|| env.get(k));
+    pub(crate) fn from_node(v: &Node) -> MonitorProc {
+        let env = v.get("pm2_env");
+        let env_get = |k: &str| env.as_ref().and_then(|e| e.get(k));
+        let get = |k: &str| v.get(k).or_else(|| env_get(k));
         let pid = i64_of(v.get("pid"))
             .or_else(|| i64_of(v.get("_handle").and_then(|h| h.get("pid"))))
             .or_else(|| i64_of(v.get("process").and_then(|p| p.get("pid"))));
@@ -407,45 +417,47 @@ impl MonitorProc {
             pm_id: u64_of(get("pm_id")),
             name: str_of(get("name")),
             pid,
-            status: str_of(env.get("status")),
-            restart_time: u64_of(env.get("restart_time")),
-            unstable_restarts: u64_of(env.get("unstable_restarts")),
-            pm_uptime: i64_of(env.get("pm_uptime")),
-            created_at: i64_of(env.get("created_at")),
-            exec_mode: str_of(env.get("exec_mode")),
-            kill_timeout: u64_of(env.get("kill_timeout")),
-            treekill: bool_of(env.get("treekill")),
-            min_uptime: u64_of(env.get("min_uptime")),
-            max_restarts: u64_of(env.get("max_restarts")),
-            wait_ready: bool_of(env.get("wait_ready")),
-            listen_timeout: u64_of(env.get("listen_timeout")),
-            exec_path: str_of(env.get("pm_exec_path")),
-            cwd: str_of(env.get("pm_cwd")),
-            interpreter: str_of(env.get("exec_interpreter")),
-            restarts: RestartSettings::from_env(env),
-            env: env
-                .get("env")
-                .and_then(Value::as_object)
-                .map(env_fingerprint),
+            status: str_of(env_get("status")),
+            restart_time: u64_of(env_get("restart_time")),
+            unstable_restarts: u64_of(env_get("unstable_restarts")),
+            pm_uptime: i64_of(env_get("pm_uptime")),
+            created_at: i64_of(env_get("created_at")),
+            exec_mode: str_of(env_get("exec_mode")),
+            kill_timeout: u64_of(env_get("kill_timeout")),
+            treekill: bool_of(env_get("treekill")),
+            min_uptime: u64_of(env_get("min_uptime")),
+            max_restarts: u64_of(env_get("max_restarts")),
+            wait_ready: bool_of(env_get("wait_ready")),
+            listen_timeout: u64_of(env_get("listen_timeout")),
+            exec_path: str_of(env_get("pm_exec_path")),
+            cwd: str_of(env_get("pm_cwd")),
+            interpreter: str_of(env_get("exec_interpreter")),
+            restarts: RestartSettings::from_env(env.as_ref()),
+            env: env_get("env").and_then(|e| e.members().map(env_fingerprint)),
         }
     }
 
+    /// [`MonitorProc::from_node`] of a tree (for state read once, not the replay path).
+    pub(crate) fn from_value(v: &Value) -> MonitorProc {
+        MonitorProc::from_node(&Json::from(v.clone()).node())
+    }
+
     /// Read a `getMonitorData` reply's arguments (`[[proc, ...]]`).
-    pub(crate) fn list_from_reply(args: &[Value]) -> Vec<MonitorProc> {
-        match args.first() {
-            Some(Value::Array(list)) => list
+    pub(crate) fn list_from_reply(args: &[Node]) -> Vec<MonitorProc> {
+        match args.first().and_then(Node::items) {
+            Some(list) => list
                 .iter()
                 .filter(|p| p.is_object())
-                .map(MonitorProc::from_value)
+                .map(MonitorProc::from_node)
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         }
     }
 
     /// The processes a reply to `method` names: every process of a `getMonitorData` list,
     /// else the one process a reply returns ([`MonitorProc::from_reply`]). The interpreter and
     /// the process watcher's hints both read replies through here.
-    pub(crate) fn in_reply(method: Option<&str>, args: &[Value]) -> Vec<MonitorProc> {
+    pub(crate) fn in_reply(method: Option<&str>, args: &[Node]) -> Vec<MonitorProc> {
         match method {
             Some("getMonitorData") => MonitorProc::list_from_reply(args),
             _ => MonitorProc::from_reply(args).into_iter().collect(),
@@ -455,15 +467,21 @@ impl MonitorProc {
     /// Read the process in a reply that returns one (restartProcessId, startProcessId,
     /// stopProcessId, reloadProcessId, prepare): the first object argument, or the first
     /// object of a first array argument.
-    pub(crate) fn from_reply(args: &[Value]) -> Option<MonitorProc> {
-        let v = match args.first()? {
-            Value::Array(a) => a.first()?,
-            v => v,
+    pub(crate) fn from_reply(args: &[Node]) -> Option<MonitorProc> {
+        let first = args.first()?;
+        let v = match first.items() {
+            Some(mut a) => {
+                if a.is_empty() {
+                    return None;
+                }
+                a.swap_remove(0)
+            }
+            None => first.clone(),
         };
         if !v.is_object() || (v.get("pm2_env").is_none() && v.get("pid").is_none()) {
             return None;
         }
-        Some(MonitorProc::from_value(v))
+        Some(MonitorProc::from_node(&v))
     }
 }
 
@@ -613,55 +631,57 @@ impl BusEvent {
     /// Read a bus message `[s:<event name>, j:<payload>]`. `None` if it is not shaped so.
     pub(crate) fn from_message(msg: &Message) -> Option<BusEvent> {
         let name = msg.args.first()?.as_str()?;
-        let payload = msg
-            .args
-            .get(1)
-            .and_then(|a| a.as_json())
-            .cloned()
-            .unwrap_or(Value::Null);
-        Some(BusEvent::from_parts(name, payload))
+        match msg.args.get(1).and_then(|a| a.as_payload()) {
+            Some(payload) => Some(BusEvent::from_parts(name, payload.node())),
+            None => {
+                let null = Json::from(Value::Null);
+                Some(BusEvent::from_parts(name, null.node()))
+            }
+        }
     }
 
     /// Interpret an event name and its payload.
-    pub(crate) fn from_parts(name: &str, payload: Value) -> BusEvent {
+    pub(crate) fn from_parts(name: &str, payload: Node) -> BusEvent {
         let at = i64_of(payload.get("at"));
-        let proc_ = payload.get("process").unwrap_or(&Value::Null);
+        let proc_ = payload.get("process");
+        let field = |k: &str| proc_.as_ref().and_then(|p| p.get(k));
         match name {
             "process:event" => {
-                let Some(ev) = payload.get("event").map(json_text) else {
+                let Some(ev) = payload.get("event").map(|e| e.text()) else {
                     return BusEvent::Other {
                         name: name.to_owned(),
-                        payload,
+                        payload: payload.value(),
                     };
                 };
-                let tree_pids = proc_
-                    .get("_tree_pids")
-                    .and_then(Value::as_array)
+                let tree_pids = field("_tree_pids")
+                    .and_then(|t| t.items())
                     .map(|a| {
-                        a.iter()
+                        a.into_iter()
                             .take(4096)
                             .filter_map(|p| i64_of(Some(p)))
                             .collect()
                     })
                     .unwrap_or_default();
-                let (pm_id, old) = pm_id_of(proc_.get("pm_id"));
+                let (pm_id, old) = pm_id_of(field("pm_id"));
                 BusEvent::ProcessEvent(ProcessEvent {
                     event: ProcessEventKind::parse(&ev),
-                    manually: matches!(payload.get("manually"), Some(Value::Bool(true))),
+                    manually: payload
+                        .get("manually")
+                        .and_then(|m| m.scalar())
+                        .is_some_and(|m| m == Value::Bool(true)),
                     at,
                     pm_id,
                     old,
-                    name: str_of(proc_.get("name")),
-                    status: str_of(proc_.get("status")),
-                    exit_code: i64_of(proc_.get("exit_code")),
-                    signal: str_of(proc_.get("signal"))
-                        .or_else(|| str_of(proc_.get("exit_signal"))),
-                    restart_time: u64_of(proc_.get("restart_time")),
-                    unstable_restarts: u64_of(proc_.get("unstable_restarts")),
-                    pm_uptime: i64_of(proc_.get("pm_uptime")),
+                    name: str_of(field("name")),
+                    status: str_of(field("status")),
+                    exit_code: i64_of(field("exit_code")),
+                    signal: str_of(field("signal")).or_else(|| str_of(field("exit_signal"))),
+                    restart_time: u64_of(field("restart_time")),
+                    unstable_restarts: u64_of(field("unstable_restarts")),
+                    pm_uptime: i64_of(field("pm_uptime")),
                     tree_pids,
-                    exec_path: str_of(proc_.get("pm_exec_path")),
-                    restarts: Box::new(RestartSettings::from_env(proc_)),
+                    exec_path: str_of(field("pm_exec_path")),
+                    restarts: Box::new(RestartSettings::from_env(proc_.as_ref())),
                 })
             }
             "log:out" | "log:err" => BusEvent::Log {
@@ -670,22 +690,22 @@ impl BusEvent {
                 } else {
                     Stream::Err
                 },
-                pm_id: u64_of(proc_.get("pm_id")),
-                name: str_of(proc_.get("name")),
+                pm_id: u64_of(field("pm_id")),
+                name: str_of(field("name")),
                 at,
-                data: payload.get("data").map(json_text).unwrap_or_default(),
+                data: payload.get("data").map(|d| d.text()).unwrap_or_default(),
             },
             "process:msg" => BusEvent::ProcessMsg {
-                pm_id: u64_of(proc_.get("pm_id")),
-                name: str_of(proc_.get("name")),
+                pm_id: u64_of(field("pm_id")),
+                name: str_of(field("name")),
                 at,
                 text: payload
                     .get("raw")
-                    .and_then(Value::as_str)
+                    .and_then(|r| r.as_str())
                     .map(|s| s.chars().take(200).collect()),
             },
             "log:PM2" => {
-                let data = payload.get("data").map(json_text).unwrap_or_default();
+                let data = payload.get("data").map(|d| d.text()).unwrap_or_default();
                 let lines = data
                     .lines()
                     .filter(|l| !l.is_empty())
@@ -695,7 +715,7 @@ impl BusEvent {
             }
             _ => BusEvent::Other {
                 name: name.to_owned(),
-                payload,
+                payload: payload.value(),
             },
         }
     }
@@ -789,7 +809,8 @@ mod tests {
             "pm2_env": {"status": "online", "restart_time": 2, "unstable_restarts": 0, "pm_uptime": 1000,
                 "created_at": 900, "exec_mode": "fork_mode", "treekill": true, "min_uptime": "2000",
                 "pm_exec_path": "/srv/web.js", "env": {"A": "1", "web": {}}}});
-        let p = MonitorProc::from_value(&v);
+        let v = Json::from(v);
+        let p = MonitorProc::from_node(&v.node());
         assert_eq!(p.pid, Some(42));
         assert_eq!(p.status.as_deref(), Some("online"));
         assert_eq!(p.min_uptime, Some(2000));
@@ -797,12 +818,14 @@ mod tests {
         assert_eq!(p.env.as_ref().map(|e| e.len()), Some(1));
         // restartProcessId reply: a cloned ChildProcess with the pid in `_handle`.
         let r = json!({"_handle": {"pid": 4242}, "pm2_env": {"pm_id": 0, "name": "web", "restart_time": 3}});
-        let p = MonitorProc::from_reply(&[r]).unwrap();
+        let r = Json::from(r);
+        let p = MonitorProc::from_reply(&[r.node()]).unwrap();
         assert_eq!(
             (p.pid, p.pm_id, p.restart_time),
             (Some(4242), Some(0), Some(3))
         );
-        assert_eq!(MonitorProc::from_reply(&[json!({"success": true})]), None);
+        let ok = Json::from(json!({"success": true}));
+        assert_eq!(MonitorProc::from_reply(&[ok.node()]), None);
         assert_eq!(MonitorProc::from_reply(&[]), None);
     }
 
@@ -810,7 +833,7 @@ mod tests {
     fn bus_messages() {
         let m = Message::new(vec![
             Arg::Str("process:event".into()),
-            Arg::Json(
+            Arg::json(
                 json!({"event": "restart overlimit", "manually": false, "at": 5,
                 "process": {"pm_id": 1, "name": "crash", "status": "errored", "unstable_restarts": 16, "_tree_pids": [7, 8]}}),
             ),
@@ -826,17 +849,11 @@ mod tests {
         assert_eq!(e.tree_pids, vec![7, 8]);
         assert!(!e.old);
         // The outgoing worker of a cluster reload is named `_old_<pm_id>`.
-        let BusEvent::ProcessEvent(o) = BusEvent::from_parts(
-            "process:event",
-            json!({"event": "exit", "at": 6, "process": {"pm_id": "_old_1", "name": "web", "status": "stopping"}}),
-        ) else {
+        let BusEvent::ProcessEvent(o) = BusEvent::from_parts("process:event", Json::from(json!({"event": "exit", "at": 6, "process": {"pm_id": "_old_1", "name": "web", "status": "stopping"}})).node()) else {
             panic!()
         };
         assert_eq!((o.pm_id, o.old), (Some(1), true));
-        let r = BusEvent::from_parts(
-            "process:msg",
-            json!({"at": 7, "raw": "ready", "process": {"pm_id": 2, "name": "web", "namespace": "default"}}),
-        );
+        let r = BusEvent::from_parts("process:msg", Json::from(json!({"at": 7, "raw": "ready", "process": {"pm_id": 2, "name": "web", "namespace": "default"}})).node());
         assert!(r.is_ready_message());
         assert!(matches!(
             r,
@@ -848,13 +865,10 @@ mod tests {
         ));
         assert!(!BusEvent::from_parts(
             "process:msg",
-            json!({"raw": {"x": 1}, "process": {"pm_id": 2}})
+            Json::from(json!({"raw": {"x": 1}, "process": {"pm_id": 2}})).node()
         )
         .is_ready_message());
-        let l = BusEvent::from_parts(
-            "log:PM2",
-            json!({"process": {"pm_id": "PM2"}, "at": 9, "data": "App [web:0] online\nStopping app:web id:0\n"}),
-        );
+        let l = BusEvent::from_parts("log:PM2", Json::from(json!({"process": {"pm_id": "PM2"}, "at": 9, "data": "App [web:0] online\nStopping app:web id:0\n"})).node());
         assert_eq!(
             l,
             BusEvent::DaemonLog {
@@ -874,7 +888,10 @@ mod tests {
         );
         let o = BusEvent::from_parts(
             "log:err",
-            json!({"process": {"pm_id": 1, "name": "crash"}, "at": 3, "data": "boom\n"}),
+            Json::from(
+                json!({"process": {"pm_id": 1, "name": "crash"}, "at": 3, "data": "boom\n"}),
+            )
+            .node(),
         );
         assert!(matches!(
             o,
@@ -885,11 +902,11 @@ mod tests {
             }
         ));
         assert!(matches!(
-            BusEvent::from_parts("pm2:kill", json!({})),
+            BusEvent::from_parts("pm2:kill", Json::from(json!({})).node()),
             BusEvent::Other { .. }
         ));
         assert!(matches!(
-            BusEvent::from_parts("process:event", json!(7)),
+            BusEvent::from_parts("process:event", Json::from(json!(7)).node()),
             BusEvent::Other { .. }
         ));
         assert_eq!(
@@ -919,8 +936,8 @@ mod tests {
         ] {
             assert!(!reply_starts_process(m), "{m}");
         }
-        let reply = [json!([{"pid": 42, "pm_id": 3, "name": "web", "pm2_env": {}}])];
-        let p = MonitorProc::in_reply(Some("prepare"), &reply);
+        let reply = Json::from(json!([{"pid": 42, "pm_id": 3, "name": "web", "pm2_env": {}}]));
+        let p = MonitorProc::in_reply(Some("prepare"), &[reply.node()]);
         assert_eq!((p.len(), p[0].pid, p[0].pm_id), (1, Some(42), Some(3)));
     }
 }

@@ -51,7 +51,7 @@ impl Hinter {
                 // The same reading of replies as the interpreter's: a getMonitorData list, or
                 // the process a start (restart, reload, softReload, prepare) reports.
                 let procs = if method == "getMonitorData" || reply_starts_process(&method) {
-                    MonitorProc::in_reply(Some(&method), args)
+                    MonitorProc::in_reply(Some(&method), &args)
                 } else {
                     Vec::new()
                 };

@@ -152,8 +152,8 @@ pub fn monitor_data(sock: &Path, timeout: Duration) -> Result<Vec<Value>, String
                 continue;
             }
             return match r.outcome {
-                Ok(args) => match args.first() {
-                    Some(Value::Array(list)) => Ok(list.clone()),
+                Ok(args) => match args.first().map(|a| a.value()) {
+                    Some(Value::Array(list)) => Ok(list),
                     _ => Err(format!(
                         "{}: getMonitorData reply is not a list",
                         sock.display()

@@ -12,6 +12,7 @@ use crate::pm2::meaning::Stream;
 use crate::pm2::meaning::{json_text, BusEvent, MonitorProc, Pm2Call};
 use crate::sources::logs::{LogLine, LogStream};
 use crate::wire::amp::{Arg, Message};
+use crate::wire::json::Node;
 use crate::wire::rpc;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -616,14 +617,16 @@ fn raw_words(msg: &Message) -> String {
 }
 
 /// Words for a reply that carries no process: `7.0.4`, `{"success":true}`.
-fn result_words(args: &[serde_json::Value]) -> Option<String> {
+fn result_words(args: &[Node]) -> Option<String> {
     match args {
         [] => None,
-        [v] if v.is_string() || v.is_number() || v.is_boolean() => Some(json_text(v)),
-        [v] => {
-            let s = v.to_string();
-            (s.len() <= 80).then_some(s)
-        }
+        [v] => match v.scalar() {
+            Some(s) if s.is_string() || s.is_number() || s.is_boolean() => Some(json_text(&s)),
+            _ => {
+                let s = v.value().to_string();
+                (s.len() <= 80).then_some(s)
+            }
+        },
         _ => None,
     }
 }

@@ -544,7 +544,7 @@ fn log_chunks_split_into_lines() {
     let mut it = Interpreter::new(&info);
     let m = crate::wire::amp::Message::new(vec![
         crate::wire::amp::Arg::Str("log:err".into()),
-        crate::wire::amp::Arg::Json(
+        crate::wire::amp::Arg::json(
             serde_json::json!({"process": {"pm_id": 1, "name": "api"}, "at": 1, "data": "Error: x\n    at y\n"}),
         ),
     ]);
@@ -602,7 +602,7 @@ fn unknown_things_are_kept() {
     assert!(out[0].describe().starts_with("bus (not an event)"));
     let ev = crate::wire::amp::Message::new(vec![
         crate::wire::amp::Arg::Str("pm2:kill".into()),
-        crate::wire::amp::Arg::Json(serde_json::json!({"status": "killed"})),
+        crate::wire::amp::Arg::json(serde_json::json!({"status": "killed"})),
     ]);
     let out = it.push(&Stamped {
         t: 0,
@@ -775,7 +775,7 @@ fn endless_crash_loop_is_bounded() {
     let bus = |name: &str, payload: serde_json::Value| Event::BusMessage {
         msg: WireMessage(crate::wire::amp::Message::new(vec![
             crate::wire::amp::Arg::Str(name.into()),
-            crate::wire::amp::Arg::Json(payload),
+            crate::wire::amp::Arg::json(payload),
         ])),
     };
     let n = MAX_GENERATIONS as u64 + 5_000;

@@ -8,6 +8,7 @@
 //! out. It never allocates more than `max_message` bytes for one message: a larger length
 //! field, or a header with a version other than 1, marks the stream undecodable.
 
+use super::json::Json;
 use std::fmt;
 
 /// The AMP protocol version axon speaks.
@@ -18,8 +19,8 @@ pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// One argument of an AMP message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
-    /// `j:` followed by valid JSON.
-    Json(serde_json::Value),
+    /// `j:` followed by valid JSON, kept as text until a tree is asked for.
+    Json(Json),
     /// `s:` followed by valid UTF-8.
     Str(String),
     /// Anything else, kept byte for byte (also `j:`/`s:` arguments whose body is not
@@ -31,7 +32,7 @@ impl Arg {
     /// Classify one argument's bytes.
     pub(crate) fn from_bytes(bytes: &[u8]) -> Arg {
         if let Some(body) = bytes.strip_prefix(b"j:") {
-            if let Ok(v) = serde_json::from_slice(body) {
+            if let Some(v) = Json::parse(body) {
                 return Arg::Json(v);
             }
         } else if let Some(body) = bytes.strip_prefix(b"s:") {
@@ -46,8 +47,10 @@ impl Arg {
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         match self {
             Arg::Json(v) => {
-                let mut out = b"j:".to_vec();
-                serde_json::to_writer(&mut out, v).expect("serialising a Value cannot fail");
+                let text = v.raw().get();
+                let mut out = Vec::with_capacity(text.len() + 2);
+                out.extend_from_slice(b"j:");
+                out.extend_from_slice(text.as_bytes());
                 out
             }
             Arg::Str(s) => {
@@ -60,11 +63,22 @@ impl Arg {
         }
     }
 
+    /// A JSON argument as a tree (built on first use).
     pub(crate) fn as_json(&self) -> Option<&serde_json::Value> {
+        self.as_payload().map(Json::value)
+    }
+
+    /// A JSON argument as it was decoded, to read through views.
+    pub(crate) fn as_payload(&self) -> Option<&Json> {
         match self {
             Arg::Json(v) => Some(v),
             _ => None,
         }
+    }
+
+    /// A JSON argument made from a tree.
+    pub fn json(v: serde_json::Value) -> Arg {
+        Arg::Json(v.into())
     }
 
     pub(crate) fn as_str(&self) -> Option<&str> {
@@ -364,7 +378,7 @@ mod tests {
                 any::<String>().prop_map(Arg::Str),
                 proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| Arg::from_bytes(&b)),
                 (any::<i64>(), "[a-z]{0,8}")
-                    .prop_map(|(n, k)| Arg::Json(serde_json::json!({ k: n }))),
+                    .prop_map(|(n, k)| Arg::json(serde_json::json!({ k: n }))),
             ]
         }
 

@@ -3,6 +3,7 @@
 //! Replies are matched to requests by id; one connection may carry several in flight.
 
 use super::amp::{Arg, Message};
+use super::json::Node;
 use serde_json::Value;
 
 /// A decoded RPC request.
@@ -13,12 +14,12 @@ pub(crate) struct Call {
     pub(crate) id: String,
 }
 
-/// A decoded RPC reply; its arguments are borrowed from the message (replies such as
-/// getMonitorData's are large).
+/// A decoded RPC reply; its arguments are views borrowed from the message's text (replies
+/// such as getMonitorData's are large and are never built into trees).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply<'a> {
     pub id: String,
-    pub outcome: Result<&'a [Value], RemoteError>,
+    pub outcome: Result<Vec<Node<'a>>, RemoteError>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,23 +46,23 @@ pub(crate) fn parse_call(msg: &Message) -> Option<Call> {
 
 /// Read a reply sent by the daemon. `None` if the message is not shaped like one.
 pub fn parse_reply(msg: &Message) -> Option<Reply<'_>> {
-    let body = msg.args.first()?.as_json()?;
+    let body = msg.args.first()?.as_payload()?.node();
     let id = msg.args.get(1).and_then(id_of).unwrap_or_default();
     if let Some(err) = body.get("error") {
-        let message = match err {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let stack = body.get("stack").and_then(Value::as_str).map(str::to_owned);
+        let message = err.text();
+        let stack = body
+            .get("stack")
+            .and_then(|s| s.as_str())
+            .map(|s| s.into_owned());
         return Some(Reply {
             id,
             outcome: Err(RemoteError { message, stack }),
         });
     }
-    let args = body.get("args")?.as_array()?;
+    let args = body.get("args")?.items()?;
     Some(Reply {
         id,
-        outcome: Ok(args.as_slice()),
+        outcome: Ok(args),
     })
 }
 
@@ -76,7 +77,7 @@ fn id_of(arg: &Arg) -> Option<String> {
 /// Build a request (`explain` asks the daemon for getMonitorData; tests and benchmarks).
 pub fn encode_call(method: &str, args: Vec<Value>, id: &str) -> Message {
     Message::new(vec![
-        Arg::Json(serde_json::json!({"type": "call", "method": method, "args": args})),
+        Arg::json(serde_json::json!({"type": "call", "method": method, "args": args})),
         Arg::Str(id.to_owned()),
     ])
 }
@@ -85,7 +86,7 @@ pub fn encode_call(method: &str, args: Vec<Value>, id: &str) -> Message {
 #[cfg(any(test, feature = "test-hooks"))]
 pub fn encode_reply(args: Vec<Value>, id: &str) -> Message {
     Message::new(vec![
-        Arg::Json(serde_json::json!({ "args": args })),
+        Arg::json(serde_json::json!({ "args": args })),
         Arg::Str(id.to_owned()),
     ])
 }
@@ -110,7 +111,7 @@ mod tests {
         assert_eq!(r.id, "77:2");
         assert!(r.outcome.is_ok());
         let e = Message::new(vec![
-            Arg::Json(json!({"error": "Process not found", "stack": "x"})),
+            Arg::json(json!({"error": "Process not found", "stack": "x"})),
             Arg::Str("77:3".into()),
         ]);
         assert_eq!(

@@ -51,8 +51,8 @@ pub fn kind(e: &Event) -> &'static str {
 
 pub fn restart_call() -> WireMessage {
     WireMessage(Message::new(vec![
-        Arg::Json(json!({"type": "call", "method": "restartProcessId"})),
-        Arg::Json(json!({"id": 0, "env": {"NODE_ENV": "<redacted:1f2e3d4c5b6a>"}})),
+        Arg::json(json!({"type": "call", "method": "restartProcessId"})),
+        Arg::json(json!({"id": 0, "env": {"NODE_ENV": "<redacted:1f2e3d4c5b6a>"}})),
         Arg::Str("1:7".into()),
     ]))
 }
@@ -101,8 +101,8 @@ pub fn all_events() -> Vec<Stamped> {
             conn: 1,
             dir: Direction::ToClient,
             msg: WireMessage(Message::new(vec![
-                Arg::Json(json!({"type": "reply"})),
-                Arg::Json(json!([{"pm_id": 0, "pid": 4243}])),
+                Arg::json(json!({"type": "reply"})),
+                Arg::json(json!([{"pm_id": 0, "pid": 4243}])),
                 Arg::Raw(vec![0, 1, 2, 255]),
             ])),
         },
@@ -120,7 +120,7 @@ pub fn all_events() -> Vec<Stamped> {
         Event::BusMessage {
             msg: WireMessage(Message::new(vec![
                 Arg::Str("process:event".into()),
-                Arg::Json(json!({"event": "exit", "manually": false, "process": {"pm_id": 0}})),
+                Arg::json(json!({"event": "exit", "manually": false, "process": {"pm_id": 0}})),
             ])),
         },
         Event::BusLink {

@@ -17,7 +17,7 @@ pub(crate) fn message_json(m: &WireMessage) -> Value {
         m.0.args
             .iter()
             .map(|a| match a {
-                Arg::Json(v) => v.clone(),
+                Arg::Json(v) => v.value().clone(),
                 Arg::Str(s) => Value::String(s.clone()),
                 Arg::Raw(b) => {
                     use base64::Engine as _;

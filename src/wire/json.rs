@@ -1,0 +1,344 @@
+//! A JSON payload kept as its text and read through views: the one decode of an AMP `j:`
+//! argument or a capture's stored `j`.
+//!
+//! [`Json`] holds the validated text (a `RawValue`) and builds a `serde_json::Value` tree
+//! only when something asks for one ([`Json::value`]: the TUI's detail pane, redaction,
+//! small request bodies). The timeline reads the dozen fields it needs through [`Node`]s
+//! borrowed from the text: a getMonitorData reply or a `process:event`, whose `pm2_env`
+//! carries every environment variable, is scanned, never built into a tree.
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::fmt;
+use std::sync::OnceLock;
+
+/// One JSON payload: its text, its tree, or both (whichever was asked for first; the other
+/// is made from it on demand).
+pub struct Json {
+    raw: OnceLock<Box<RawValue>>,
+    tree: OnceLock<Value>,
+}
+
+impl Json {
+    /// Validate `bytes` as one JSON value, keeping the text. None when it is not JSON.
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Json> {
+        serde_json::from_slice::<Box<RawValue>>(bytes)
+            .ok()
+            .map(Json::from_raw)
+    }
+
+    pub(crate) fn from_raw(raw: Box<RawValue>) -> Json {
+        Json {
+            raw: OnceLock::from(raw),
+            tree: OnceLock::new(),
+        }
+    }
+
+    /// The text, as a view's root.
+    pub(crate) fn raw(&self) -> &RawValue {
+        self.raw.get_or_init(|| {
+            let tree = self.tree.get().unwrap_or(&Value::Null);
+            serde_json::value::to_raw_value(tree).expect("a Value always serialises")
+        })
+    }
+
+    /// The root of a view of this payload.
+    pub(crate) fn node(&self) -> Node<'_> {
+        Node::new(self.raw())
+    }
+
+    /// The tree, built from the text the first time it is asked for. A text too deeply
+    /// nested for serde_json's tree (128 levels) reads as null.
+    pub(crate) fn value(&self) -> &Value {
+        self.tree.get_or_init(|| match self.raw.get() {
+            Some(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            None => Value::Null,
+        })
+    }
+
+    /// The tree, to change: the kept text is dropped (made again from the tree if asked).
+    pub(crate) fn value_mut(&mut self) -> &mut Value {
+        self.value();
+        self.raw = OnceLock::new();
+        self.tree.get_mut().expect("just built")
+    }
+}
+
+impl From<Value> for Json {
+    fn from(v: Value) -> Json {
+        Json {
+            raw: OnceLock::new(),
+            tree: OnceLock::from(v),
+        }
+    }
+}
+
+impl Clone for Json {
+    fn clone(&self) -> Json {
+        match self.raw.get() {
+            Some(raw) => Json::from_raw(raw.clone()),
+            None => Json::from(self.value().clone()),
+        }
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        match (self.raw.get(), other.raw.get()) {
+            (Some(a), Some(b)) if a.get() == b.get() => true,
+            _ => self.value() == other.value(),
+        }
+    }
+}
+
+impl fmt::Display for Json {
+    /// The JSON text (compact, as stored).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.raw().get())
+    }
+}
+
+impl fmt::Debug for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Json({self})")
+    }
+}
+
+impl Serialize for Json {
+    /// Writes the kept text through unchanged (or the tree, when it was changed).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.raw.get(), self.tree.get()) {
+            (None, Some(tree)) => tree.serialize(s),
+            _ => self.raw().serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    /// From serde_json's own reader, the text is kept (serde_json hands it over as a
+    /// `RawValue`); through any other deserializer (serde's buffering for flattened or
+    /// tagged types), a tree is built.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Json;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Json, M::Error> {
+                use serde::de::Error;
+                match m.next_key::<Cow<'de, str>>()? {
+                    Some(k) if k == RAW_TOKEN => {
+                        let text: String = m.next_value()?;
+                        RawValue::from_string(text)
+                            .map(Json::from_raw)
+                            .map_err(M::Error::custom)
+                    }
+                    _ => Err(M::Error::custom("expected serde_json's raw value")),
+                }
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+                Value::deserialize(d).map(Json::from)
+            }
+        }
+        d.deserialize_newtype_struct(RAW_TOKEN, V)
+    }
+}
+
+/// The name serde_json gives the newtype through which it hands out raw text.
+const RAW_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// A string borrowed from the text when it has no escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// An object's members in order, each value left as text.
+type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
+
+struct MembersOf<'a>(Members<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MembersOf<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = MembersOf<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<MembersOf<'a>, M::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                while let Some((Text(k), v)) = m.next_entry::<Text<'de>, &'de RawValue>()? {
+                    out.push((k, v));
+                }
+                Ok(MembersOf(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A view of one JSON value inside a payload's text: fields are found by scanning the text
+/// once per object (members are kept as text), scalars are read when asked for.
+#[derive(Clone)]
+pub struct Node<'a> {
+    raw: &'a RawValue,
+    members: OnceCell<Option<Members<'a>>>,
+}
+
+impl<'a> Node<'a> {
+    pub(crate) fn new(raw: &'a RawValue) -> Node<'a> {
+        Node {
+            raw,
+            members: OnceCell::new(),
+        }
+    }
+
+    fn first_byte(&self) -> u8 {
+        self.raw.get().trim_start().bytes().next().unwrap_or(b'n')
+    }
+
+    pub(crate) fn is_object(&self) -> bool {
+        self.first_byte() == b'{'
+    }
+
+    /// An object's members, in order (None for anything else).
+    pub(crate) fn members(&self) -> Option<&[(Cow<'a, str>, &'a RawValue)]> {
+        self.members
+            .get_or_init(|| {
+                self.is_object()
+                    .then(|| serde_json::from_str::<MembersOf<'a>>(self.raw.get()).ok())
+                    .flatten()
+                    .map(|m| m.0)
+            })
+            .as_deref()
+    }
+
+    /// A member of an object (the last of that name, as in a parsed tree).
+    pub(crate) fn get(&self, key: &str) -> Option<Node<'a>> {
+        self.members()?
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| Node::new(v))
+    }
+
+    /// An array's items (None for anything else).
+    pub(crate) fn items(&self) -> Option<Vec<Node<'a>>> {
+        if self.first_byte() != b'[' {
+            return None;
+        }
+        let items: Vec<&'a RawValue> = serde_json::from_str(self.raw.get()).ok()?;
+        Some(items.into_iter().map(Node::new).collect())
+    }
+
+    /// A string's content (None for anything else).
+    pub(crate) fn as_str(&self) -> Option<Cow<'a, str>> {
+        if self.first_byte() != b'"' {
+            return None;
+        }
+        serde_json::from_str::<Text<'a>>(self.raw.get())
+            .ok()
+            .map(|t| t.0)
+    }
+
+    /// A string, number, boolean or null as a tree (None for objects and arrays).
+    pub(crate) fn scalar(&self) -> Option<Value> {
+        match self.first_byte() {
+            b'{' | b'[' => None,
+            _ => serde_json::from_str(self.raw.get()).ok(),
+        }
+    }
+
+    /// The value as a tree (for the few places that keep a payload whole).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
+    }
+
+    /// A string's content, anything else as compact JSON: what pm2 would put in the
+    /// environment or print.
+    pub(crate) fn text(&self) -> String {
+        match self.as_str() {
+            Some(s) => s.into_owned(),
+            None => match self.scalar() {
+                Some(v) => v.to_string(),
+                None => self.value().to_string(),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Node<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Node({})", self.raw.get())
+    }
+}
+
+impl PartialEq for Node<'_> {
+    fn eq(&self, other: &Node<'_>) -> bool {
+        self.value() == other.value()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn views_read_the_text_as_a_tree_would() {
+        let j = Json::parse(br#"{"a": {"b": "x\"y", "n": 1.5}, "a2": [1, "s", {}], "d": 1, "d": 2, "e\u0041": null}"#).unwrap();
+        let n = j.node();
+        assert!(n.is_object());
+        assert_eq!(
+            n.get("a").unwrap().get("b").unwrap().as_str().unwrap(),
+            "x\"y"
+        );
+        assert_eq!(
+            n.get("a").unwrap().get("n").unwrap().scalar(),
+            Some(json!(1.5))
+        );
+        assert_eq!(
+            n.get("d").unwrap().scalar(),
+            Some(json!(2)),
+            "the last duplicate wins"
+        );
+        assert_eq!(
+            n.get("eA").unwrap().scalar(),
+            Some(Value::Null),
+            "escaped keys are read"
+        );
+        let items = n.get("a2").unwrap().items().unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[1].text(), "s");
+        assert_eq!(items[0].text(), "1");
+        assert_eq!(items[2].text(), "{}");
+        assert!(n.get("missing").is_none());
+        assert!(
+            n.get("a2").unwrap().get("x").is_none(),
+            "an array has no members"
+        );
+        assert_eq!(j.value()["a"]["b"], "x\"y");
+    }
+
+    #[test]
+    fn text_kept_until_changed() {
+        let text = r#"{"z":1,"a":[true,null]}"#;
+        let mut j = Json::parse(text.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_string(&j).unwrap(), text);
+        assert_eq!(j.to_string(), text);
+        j.value_mut()["z"] = json!(2);
+        assert_eq!(
+            serde_json::to_string(&j).unwrap(),
+            r#"{"z":2,"a":[true,null]}"#
+        );
+        assert_eq!(j.node().get("z").unwrap().scalar(), Some(json!(2)));
+        let from_tree = Json::from(json!({"k": "v"}));
+        assert_eq!(from_tree.to_string(), r#"{"k":"v"}"#);
+        assert_eq!(from_tree, Json::parse(br#"{ "k" : "v" }"#).unwrap());
+        assert!(Json::parse(b"{oops").is_none());
+    }
+}
