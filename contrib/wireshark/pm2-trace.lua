@@ -425,14 +425,28 @@ local function name_id(s)
     return name, id
 end
 
+-- `3` or `_old_3` (the outgoing worker of a cluster reload): the id and whether it is old.
+local function old_id(sid)
+    if sid == nil then return nil end
+    local rest = strip_prefix(sid, "_old_")
+    if rest then
+        local n = num(rest)
+        if n then return n, true end
+        return nil
+    end
+    local n = num(sid)
+    if n then return n, false end
+    return nil
+end
+
 local function parse_daemon_message(msg)
     msg = msg:gsub("[\r\n]+$", "")
     local other = { line = "other", text = msg }
     local rest = strip_prefix(msg, "Stopping app:")
     if rest then
-        local app, id = rsplit_once(rest, " id:")
-        id = num(id)
-        if app and id then return { line = "stopping", app = app, id = id } end
+        local app, sid = rsplit_once(rest, " id:")
+        local id, old = old_id(sid)
+        if app and id then return { line = "stopping", app = app, id = id, old = old } end
         return other
     end
     rest = strip_prefix(msg, "pid=")
@@ -493,12 +507,20 @@ local function parse_daemon_message(msg)
         end
         pos = rfind(rest, "] exited with code [")
         if pos then
-            local app, id = name_id(rest:sub(1, pos - 1))
-            if not app then return other end
+            local app, sid = rsplit_once(rest:sub(1, pos - 1), ":")
+            local id, old = old_id(sid)
+            if not (app and id) then return other end
             local code, sig = split_once(rest:sub(pos + #"] exited with code ["), "] via signal [")
             code = num(code, true)
             sig = sig and strip_suffix(sig, "]")
-            if code and sig then return { line = "exited", app = app, id = id, code = code, signal = sig } end
+            if code and sig then return { line = "exited", app = app, id = id, code = code, signal = sig, old = old } end
+            return other
+        end
+        pos = rfind(rest, "] will restart in ")
+        if pos then
+            local app, id = name_id(rest:sub(1, pos - 1))
+            local ms = num(strip_suffix(rest:sub(pos + #"] will restart in "), "ms"))
+            if app and ms then return { line = "will_restart", app = app, id = id, ms = ms } end
             return other
         end
         pos = rfind(rest, "] stale exit event ignored (pid ")
@@ -530,6 +552,47 @@ local function parse_daemon_message(msg)
         if app and id then return { line = "could_not_be_stopped", app = app, id = id, pid = num(pid, true) } end
         return other
     end
+    rest = strip_prefix(msg, "Error: spawn ")
+    if rest then
+        local program, code = rsplit_once(rest, " ")
+        if program and program ~= "" and starts(code, "E") and #code < 16 then
+            return { line = "spawn_failed", program = program, code = code }
+        end
+        return other
+    end
+    rest = strip_prefix(msg, "[PM2][WORKER] Process ")
+    if rest then
+        local id, tail = split_once(rest, " ")
+        if id and starts(tail, "restarted because it exceeds --max-memory-restart") then
+            local n = num(id)
+            if n then return { line = "memory_restart", rid = n } end
+        end
+        return other
+    end
+    rest = strip_prefix(msg, "Change detected on path ")
+    if rest then
+        local path, tail = rsplit_once(rest, " for app ")
+        local app = tail and strip_suffix(tail, " - restarting")
+        if path and app then return { line = "watch_restart", path = path, wapp = app } end
+        return other
+    end
+    rest = strip_prefix(msg, "App name:")
+    if rest then
+        local head = strip_suffix(rest, " disconnected")
+        if not head then return other end
+        local app, sid = rsplit_once(head, " id:")
+        local id, old = old_id(sid)
+        if app and id then return { line = "disconnected", app = app, id = id, old = old } end
+        return other
+    end
+    if msg == "-reload- New worker listening" then return { line = "reload_ready", soft = false } end
+    if msg == "-softReload- New worker listening" then return { line = "reload_ready", soft = true } end
+    if msg == "-softReload- Old worker disconnected" then return { line = "soft_reload_old_gone" } end
+    rest = strip_prefix(msg, "Process ")
+    if rest then
+        local id = num(strip_suffix(rest, " in a stopped status, starting it"))
+        if id then return { line = "reload_became_restart", rid = id } end
+    end
     return other
 end
 
@@ -549,7 +612,28 @@ end
 
 local function describe_daemon_line(l)
     local k = l.line
-    if k == "stopping" then return "stopping (daemon sends the kill signal)" end
+    if k == "stopping" then
+        if l.old then return "stopping the outgoing worker _old_" .. d(l.id) .. " of the reload" end
+        return "stopping (daemon sends the kill signal)"
+    end
+    if k == "disconnected" then
+        if l.old then return "outgoing worker _old_" .. d(l.id) .. " disconnected" end
+        return "worker disconnected (cluster IPC closed)"
+    end
+    if k == "reload_ready" then
+        if l.soft then return "graceful reload: new worker listening: the old one is told to shut down" end
+        return "reload: new worker listening (or ready): the old one is stopped now"
+    end
+    if k == "soft_reload_old_gone" then return "graceful reload: old worker disconnected" end
+    if k == "spawn_failed" then
+        return "could not spawn " .. l.program .. ": " .. l.code .. " (program or working directory missing)"
+    end
+    if k == "will_restart" then return "will restart in " .. d(l.ms) .. " ms" end
+    if k == "memory_restart" then return "pm_id " .. d(l.rid) .. " restarted: over max_memory_restart" end
+    if k == "watch_restart" then return "change detected on " .. l.path .. ": restarting (watch)" end
+    if k == "reload_became_restart" then
+        return "reload of " .. d(l.rid) .. ": not online in cluster mode, so restarted instead"
+    end
     if k == "kill_retry" then return "pid " .. d(l.pid) .. " still alive, retrying in " .. d(l.ms) .. " ms" end
     if k == "tree_killed" then
         return "pid " .. d(l.pid) .. ": process tree killed (" .. d(l.pids) .. " pid" .. (l.pids == 1 and "" or "s") .. ")"
@@ -562,7 +646,11 @@ local function describe_daemon_line(l)
         return "pid " .. d(l.pid) .. " still alive after " .. d(l.ms) .. " ms: SIGKILL"
     end
     if k == "could_not_be_killed" then return "pid " .. d(l.pid) .. " could not be killed, even with SIGKILL" end
-    if k == "exited" then return "exited code " .. d(l.code) .. " via " .. l.signal .. " (daemon says)" end
+    if k == "exited" then
+        local s = "exited code " .. d(l.code) .. " via " .. l.signal .. " (daemon says)"
+        if l.old then return "outgoing worker _old_" .. d(l.id) .. " " .. s end
+        return s
+    end
     if k == "starting" then return "starting (" .. l.mode .. " mode)" end
     if k == "online" then return "online (daemon log)" end
     if k == "stale_exit_ignored" then
@@ -676,6 +764,38 @@ local function socket_summary(h)
     return s
 end
 
+-- The daemon's own unix sockets (rpc.sock, pub.sock, interactor.sock).
+local function pm2_own_socket(h)
+    if as_str(get(h, "proto")) ~= "unix" then return false end
+    local addr = as_str(get(h, "addr")) or ""
+    local base = addr:match("([^/]*)$") or addr
+    return starts(base, "rpc.sock") or starts(base, "pub.sock") or starts(base, "interactor.sock")
+end
+
+-- Where a process was started from (StartPaths::summary).
+local function start_paths_summary(p)
+    local s = "pid " .. d(as_i64(get(p, "pid")) or 0)
+    local cwd = as_str(get(p, "cwd"))
+    if cwd then
+        s = s .. " runs in " .. cwd
+        if get(p, "cwd_deleted") == true then s = s .. " (deleted)" end
+    end
+    local sd = as_str(get(p, "start_dir"))
+    if sd then s = s .. ", started from " .. sd end
+    local links = {}
+    for _, l in ipairs(arr_items(get(p, "symlinks"))) do
+        links[#links + 1] = (as_str(get(l, "link")) or "") .. " -> " .. (as_str(get(l, "target")) or "") .. " now"
+    end
+    if #links > 0 then s = s .. " (" .. table.concat(links, ", ") .. ")" end
+    local sc = as_str(get(p, "script"))
+    if get(p, "script_exists") == false and sc then s = s .. ", script " .. sc .. " missing" end
+    local exe = as_str(get(p, "exe"))
+    if get(p, "exe_deleted") == true and get(p, "exe_exists") == false and exe then
+        s = s .. ", interpreter " .. exe .. " missing"
+    end
+    return s
+end
+
 local function proc_summary(ev)
     local kind = as_str(get(ev, "kind"))
     local who = get(ev, "who")
@@ -738,15 +858,23 @@ local function proc_summary(ev)
     if kind == "snapshot" then
         local procs = arr_items(get(ev, "processes"))
         local s = "snapshot (" .. reason_words(get(ev, "reason")) .. "): " .. d(#procs) .. " processes"
-        local apps = {}
+        local apps, master = {}, {}
         for _, h in ipairs(arr_items(get(ev, "sockets"))) do
-            if get(h, "daemon") ~= true then apps[#apps + 1] = h end
+            if get(h, "daemon") ~= true then
+                apps[#apps + 1] = h
+            elseif not pm2_own_socket(h) then
+                -- In cluster mode the daemon is the cluster master: it holds the sockets.
+                master[#master + 1] = h
+            end
         end
-        if #apps == 0 then
-            s = s .. ", no app holds a listening socket"
-        else
-            for _, h in ipairs(apps) do s = s .. "; " .. socket_summary(h) end
+        if #apps == 0 and #master == 0 then s = s .. ", no app holds a listening socket" end
+        for _, h in ipairs(apps) do s = s .. "; " .. socket_summary(h) end
+        for _, h in ipairs(master) do
+            s = s .. "; " .. socket_summary(h) .. ", the cluster master, for its cluster-mode apps"
         end
+        for _, sp in ipairs(arr_items(get(ev, "paths"))) do s = s .. "; " .. start_paths_summary(sp) end
+        local host = arr_items(get(ev, "host"))
+        if #host > 0 then s = s .. "; " .. d(#host) .. " listening sockets elsewhere on the host" end
         return s
     end
     if kind == "lost" then return "process events lost: " .. (as_str(get(ev, "why")) or "") end
@@ -939,6 +1067,13 @@ local function learn(pm_id, name)
     if pm_id ~= nil and name ~= nil then st.names[pm_id] = name end
 end
 
+-- Script -> the one pm_id running it; false when several do (a cluster app's instances).
+local function learn_script(script, pm_id)
+    local known = st.scripts[script]
+    if known == nil then st.scripts[script] = pm_id
+    elseif known ~= pm_id then st.scripts[script] = false end
+end
+
 local function learn_pid(pid, pm_id)
     if pid ~= nil and pid > 0 and pm_id ~= nil then st.pids[pid] = pm_id end
 end
@@ -959,6 +1094,12 @@ local function describe_call(app, mn)
     if mn.kind == "reload" then
         local s = mn.method .. " " .. app_words(app, mn.target)
         if mn.env_n > 0 then s = s .. " with " .. d(mn.env_n) .. " env value" .. (mn.env_n == 1 and "" or "s") end
+        -- What the daemon does with a reload (lib/God/Reload.js), in cluster mode.
+        if mn.method == "softReloadProcessId" then
+            s = s .. " (graceful: new worker first, the old one asked to shut down)"
+        elseif mn.method == "reloadProcessId" then
+            s = s .. " (new worker first, then the old one is stopped)"
+        end
         return s
     end
     if mn.kind == "action" then return mn.method .. " " .. app_words(app, mn.target) end
@@ -1064,7 +1205,7 @@ local function rpc_message(t, ev, x)
         learn(pr.pm_id, pr.name)
         if pr.pm_id then
             if pr.pid then learn_pid(pr.pid, pr.pm_id) end
-            if pr.exec_path then st.scripts[pr.exec_path] = pr.pm_id end
+            if pr.exec_path then learn_script(pr.exec_path, pr.pm_id) end
         end
     end
     local starts_proc = method == "restartProcessId" or method == "startProcessId" or method == "reloadProcessId"
@@ -1102,6 +1243,7 @@ local function describe_process_event(app, pe)
     local e = pe.event
     if e == "exit" then
         local s = who .. " exit event"
+        if pe.old and pe.pm_id then s = who .. " outgoing worker _old_" .. d(pe.pm_id) .. " exit event" end
         local parts = {}
         if pe.exit_code then parts[#parts + 1] = "code " .. d(pe.exit_code) end
         if pe.signal then parts[#parts + 1] = "signal " .. pe.signal end
@@ -1122,6 +1264,18 @@ local function describe_process_event(app, pe)
 end
 
 local function daemon_app(l)
+    if l.line == "spawn_failed" then return app_ref(st.last_starting) end
+    if l.line == "memory_restart" then return app_ref(l.rid) end
+    if l.line == "watch_restart" then
+        -- the lowest pm_id with that name
+        local best = nil
+        for id, n in pairs(st.names) do
+            if n == l.wapp and (best == nil or id < best) then best = id end
+        end
+        if best == nil then return nil end
+        return app_ref(best)
+    end
+    if l.line == "starting" then st.last_starting = l.id end
     local name, id = daemon_line_app(l)
     if name then
         learn(id, name)
@@ -1133,9 +1287,10 @@ local function daemon_app(l)
     end
     if l.line == "too_many_unstable_restarts" then
         local sid = st.scripts[l.script]
-        if sid ~= nil then return app_ref(sid) end
+        if sid ~= nil and sid ~= false then return app_ref(sid) end
         return nil
     end
+    if l.line == "reload_became_restart" then return app_ref(l.rid) end
     local pid = daemon_line_pid(l)
     if not pid then return nil end
     local id = st.pids[pid]
@@ -1166,10 +1321,15 @@ local function bus_message(ev, x)
     local pr = get(payload, "process")
     if pr == nil then pr = NULL end
     if name == "process:event" and get(payload, "event") ~= nil then
+        local raw_id, old = get(pr, "pm_id"), false
+        if type(raw_id) == "string" and starts(raw_id, "_old_") then
+            raw_id, old = raw_id:sub(6), true
+        end
         local pe = {
             event = json_text(get(payload, "event")),
             manually = get(payload, "manually") == true,
-            pm_id = u64_of(get(pr, "pm_id")),
+            old = old,
+            pm_id = u64_of(raw_id),
             name = as_str(get(pr, "name")),
             status = as_str(get(pr, "status")),
             exit_code = i64_of(get(pr, "exit_code")),
@@ -1179,7 +1339,7 @@ local function bus_message(ev, x)
         }
         x.event2 = pe.event
         learn(pe.pm_id, pe.name)
-        if pe.pm_id ~= nil and pe.exec_path then st.scripts[pe.exec_path] = pe.pm_id end
+        if pe.pm_id ~= nil and pe.exec_path then learn_script(pe.exec_path, pe.pm_id) end
         if pe.pm_id ~= nil then
             local n = 0
             for _, tp in ipairs(arr_items(get(pr, "_tree_pids"))) do
@@ -1193,6 +1353,17 @@ local function bus_message(ev, x)
         if pe.signal then x.signal = pe.signal end
         local app = app_ref(pe.pm_id)
         return { { app = app, text = describe_process_event(app, pe) } }
+    end
+    if name == "process:msg" then
+        local pm_id, pname = u64_of(get(pr, "pm_id")), as_str(get(pr, "name"))
+        learn(pm_id, pname)
+        local app = app_ref(pm_id)
+        local who = app and (app_text(app) .. " ") or ""
+        local raw = as_str(get(payload, "raw"))
+        if raw then raw = take_chars(raw, 200) end
+        if raw == "ready" then return { { app = app, text = who .. "sent ready (process.send('ready'))" } } end
+        if raw then return { { app = app, text = who .. "sent a message: " .. shorten(raw, 100) } } end
+        return { { app = app, text = who .. "sent a message" } }
     end
     if name == "log:out" or name == "log:err" then
         local pm_id, pname = u64_of(get(pr, "pm_id")), as_str(get(pr, "name"))
