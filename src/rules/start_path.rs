@@ -41,13 +41,30 @@ fn spawn_words(words: &str) -> (&str, &str) {
     rest.rsplit_once(' ').unwrap_or((rest, ""))
 }
 
-/// The start-path facts the watcher took for this app before generation `i` started.
-fn facts_before<'a>(c: &AppCtx<'a>, t0: MonoNs) -> Option<(MonoNs, &'a StartPaths)> {
-    c.a.snapshots
+/// The start-path facts the watcher took for this app before generation `i` started: the
+/// last snapshot with facts before its start, else one finished after it whose facts are
+/// about an earlier generation (the watcher read them from the generation being replaced
+/// when the restart was asked; on a fast daemon the new generation may start before the
+/// snapshot's other work is done).
+fn facts_before<'a>(c: &AppCtx<'a>, i: usize, t0: MonoNs) -> Option<(MonoNs, &'a StartPaths)> {
+    let a = c.a;
+    let earlier: Vec<i64> = a.generations[..i]
+        .iter()
+        .filter_map(|g| c.main_pid(g))
+        .collect();
+    a.snapshots
         .iter()
         .rev()
         .filter(|s| s.t <= t0)
         .find_map(|s| s.paths.first().map(|p| (s.t, p)))
+        .or_else(|| {
+            a.snapshots.iter().filter(|s| s.t > t0).find_map(|s| {
+                s.paths
+                    .iter()
+                    .find(|p| earlier.contains(&i64::from(p.pid)))
+                    .map(|p| (s.t, p))
+            })
+        })
 }
 
 fn missing<'a>(
@@ -91,7 +108,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             i += 1;
             continue;
         };
-        let facts = facts_before(c, t0);
+        let facts = facts_before(c, i, t0);
         let sp = facts.map(|(_, p)| p);
         let spawn_failed = g.spawn_failed.is_some();
         let died = crashed(g) && failed_early(g, min_up);
