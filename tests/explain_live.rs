@@ -157,7 +157,11 @@ fn check(name: &str, version: &str) {
     // can outlive min_uptime and stay online where the recording saw errored).
     let same_outcome = run.status == recorded_end;
     for k in &recorded {
-        if can(k) == Can::Logs && same_outcome {
+        // In stop-timeout the process SIGKILL cut is a descendant left a zombie: pm2.log
+        // says SIGKILL was sent but never logs that process's exit, which only the kernel
+        // (the recording) saw.
+        let descendant_kill = name == "stop-timeout" && k == "graceful-shutdown-killed";
+        if can(k) == Can::Logs && same_outcome && !descendant_kill {
             assert!(got.contains(k), "explain misses {k}\n{}", ctx());
         }
     }
