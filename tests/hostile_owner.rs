@@ -2,7 +2,7 @@
 //!
 //! `nobody` owns PM2_HOME and runs a real pm2 daemon (5.4.3 and 7.0.4). Root runs
 //! `pm2-trace record` (interposing, with `--listen`, with the capture inside PM2_HOME) and
-//! `pm2-trace repair` dozens of times while an attacker process, running as `nobody`,
+//! `pm2-trace repair` (and `explain`) dozens of times while an attacker process, running as `nobody`,
 //! races them with inotify: every new entry the tool makes in PM2_HOME is swapped for a
 //! symlink into a root-only directory (directories: renamed away or removed, then
 //! replaced), and symlinks wait at every fixed name the tool uses (the lock file, the
@@ -256,6 +256,10 @@ fn planted(vault: &Path, plant_lock: bool) -> Vec<(&'static str, PathBuf)> {
         ("pm2.pid", vault.join("secret")),
         ("capture.bin", vault.join("new-capture")),
         ("listen.sock", vault.join("secret")),
+        // What `explain` reads as root: the daemon's log, its dump and the apps' logs.
+        ("pm2.log", vault.join("secret")),
+        ("dump.pm2", vault.join("secret")),
+        ("logs", vault.join("sub")),
     ];
     if plant_lock {
         v.push(("pm2-trace.lock", vault.join("new-lock")));
@@ -419,16 +423,19 @@ fn run_tool(args: &[OsString], what: &str) -> (Outcome, String) {
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run pm2-trace");
-    let err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(err), &mut s);
-        s
-    });
+    let drain = |r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(r), &mut s);
+            s
+        })
+    };
+    let out_reader = drain(Box::new(child.stdout.take().unwrap()));
+    let reader = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
@@ -442,6 +449,14 @@ fn run_tool(args: &[OsString], what: &str) -> (Outcome, String) {
         std::thread::sleep(Duration::from_millis(20));
     };
     let stderr = reader.join().unwrap();
+    let stdout = out_reader.join().unwrap();
+    // Nothing of a root-only file reaches the output, whatever the attacker linked.
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains("root:only:content") && !text.contains("inner\n"),
+            "{what}: pm2-trace printed the content of a root-only file:\n{text}"
+        );
+    }
     assert!(
         !stderr.contains("panicked"),
         "{what}: pm2-trace panicked:\n{stderr}"
@@ -580,6 +595,26 @@ fn hostile_owner(version: &str) {
                         fresh.as_os_str(),
                     ]),
                     &what("record --listen fresh"),
+                ),
+            );
+            // The read-only explanation: every file it reads as root is raced too.
+            note(
+                "explain",
+                run_tool(
+                    &["explain".into(), "--pm2-home".into(), h.to_os_string()],
+                    &what("explain"),
+                ),
+            );
+            note(
+                "explain --json",
+                run_tool(
+                    &[
+                        "explain".into(),
+                        "--json".into(),
+                        "--pm2-home".into(),
+                        h.to_os_string(),
+                    ],
+                    &what("explain --json"),
                 ),
             );
             note(
