@@ -446,8 +446,12 @@ fn a_full_disk_leaves_pm2_working_and_segments_readable() {
     let pm2 = Pm2::start(V7);
     pm2.start_app("web", "well-behaved.js", pm2::free_port(), &[]);
     let dir = pm2.home().parent().unwrap().join("flight");
-    let _fs = Tmpfs::mount(&dir, "2m");
-    let rec = Recorder::start_dir(&[pm2.home()], &dir, &["--keep", "16MB", "--proc", "off"]);
+    // The recorder's own budget (2 MB, segments of 128 KiB) fits the 8 MB disk many times
+    // less than the filler: the space is taken by someone else, not by the recording
+    // itself (with a budget larger than the disk, its own segments filled it on a quiet
+    // machine and freeing the filler left no room).
+    let _fs = Tmpfs::mount(&dir, "8m");
+    let rec = Recorder::start_dir(&[pm2.home()], &dir, &["--keep", "2MB", "--proc", "off"]);
     // Someone else fills the disk.
     let filler = dir.join("filler");
     {
