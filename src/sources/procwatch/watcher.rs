@@ -1655,7 +1655,9 @@ impl Core {
         // Sockets: every tracked process's socket inodes, joined with the socket tables of
         // each network namespace they live in.
         let mut by_inode: HashMap<u64, i32> = HashMap::new();
-        let mut netns: HashMap<PathBuf, i32> = HashMap::new();
+        // Each namespace's tables are read through one of its processes; every candidate is
+        // kept, since a process of a crash loop can exit between here and the read.
+        let mut netns: HashMap<PathBuf, Vec<i32>> = HashMap::new();
         for &p in &pids {
             prefetch!(self);
             match procfs::socket_inodes(&self.proc_root, p) {
@@ -1665,7 +1667,7 @@ impl Core {
                             by_inode.entry(ino).or_insert(p);
                         }
                         if let Some(ns) = procfs::net_ns(&self.proc_root, p) {
-                            netns.entry(ns).or_insert(p);
+                            netns.entry(ns).or_default().push(p);
                         }
                     }
                 }
@@ -1673,10 +1675,17 @@ impl Core {
             }
         }
         let mut sockets = Vec::new();
-        let mut readers: Vec<i32> = netns.values().copied().collect();
+        let mut readers: Vec<Vec<i32>> = netns.into_values().collect();
         readers.sort_unstable();
-        for reader in readers {
-            let base = self.proc_root.join(reader.to_string()).join("net");
+        for candidates in readers {
+            let read = |file: &str| {
+                candidates.iter().find_map(|r| {
+                    std::fs::read_to_string(
+                        self.proc_root.join(r.to_string()).join("net").join(file),
+                    )
+                    .ok()
+                })
+            };
             for (file, proto) in [
                 ("tcp", Proto::Tcp),
                 ("tcp6", Proto::Tcp6),
@@ -1684,7 +1693,7 @@ impl Core {
                 ("udp6", Proto::Udp6),
             ] {
                 prefetch!(self);
-                let Ok(text) = std::fs::read_to_string(base.join(file)) else {
+                let Some(text) = read(file) else {
                     continue;
                 };
                 for line in text.lines().skip(1) {
@@ -1707,7 +1716,7 @@ impl Core {
                     }
                 }
             }
-            if let Ok(text) = std::fs::read_to_string(base.join("unix")) {
+            if let Some(text) = read("unix") {
                 for line in text.lines().skip(1) {
                     let Some(u) = procfs::parse_unix_line(line) else {
                         continue;
