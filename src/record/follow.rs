@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// How often a home without a daemon is looked at.
 pub const POLL: Duration = Duration::from_millis(100);
+/// How long to wait for a just-spawned daemon to set its process title (its pm2 version).
+const VERSION_WAIT: Duration = Duration::from_secs(2);
 
 /// Passes everything to `inner`, and writes `pending` notes right after the next `begin`.
 struct NotedStore<'a> {
@@ -93,6 +95,7 @@ pub fn follow(
     let mut gap_since: Option<(i128, String)> = None;
     let mut said_waiting = false;
     let mut last_error: Option<String> = None;
+    let mut version_wait: Option<Instant> = None;
     let name = home.display().to_string();
     loop {
         if let Some(why) = stop.requested().1 {
@@ -112,6 +115,17 @@ pub fn follow(
             continue;
         };
         said_waiting = false;
+        // A daemon that has just been spawned has not set its process title yet, and the
+        // title is where its pm2 version is read: give it a moment (at most VERSION_WAIT)
+        // so the gap note can name the new daemon's version.
+        if located.version.is_none() {
+            let first = *version_wait.get_or_insert_with(Instant::now);
+            if first.elapsed() < VERSION_WAIT {
+                std::thread::sleep(POLL);
+                continue;
+            }
+        }
+        version_wait = None;
         let mut opts = template.clone();
         opts.pm2_home = located.home.dir.clone();
         opts.rpc_path = located.sockets.rpc.clone();
