@@ -96,6 +96,16 @@ impl<'a> AppCtx<'a> {
             .is_some_and(|v| v.starts_with("5.") || v.starts_with("4.") || v.starts_with("3."))
     }
 
+    /// The daemon is known to be older than pm2 7.
+    pub(crate) fn is_pm2_before_7(&self) -> bool {
+        let major = |v: &str| v.split('.').next()?.parse::<u32>().ok();
+        self.tl
+            .pm2_version
+            .as_deref()
+            .and_then(major)
+            .is_some_and(|m| m < 7)
+    }
+
     /// A finding about this app.
     pub(crate) fn finding(
         &self,

@@ -39,30 +39,45 @@ struct TimedOut<'a> {
 fn timed_out<'a>(c: &AppCtx<'a>) -> Vec<TimedOut<'a>> {
     let a = c.a;
     let lt = a.config.listen_timeout_ms() * 1_000_000;
-    let mut out = Vec::new();
+    // Only pm2 7 writes an `online` line at a waiting generation's exit; in 5.x and 6.x an
+    // `online` close to some exit is a timer that ran out then (a crash loop's generations
+    // start every few hundred ms, so that happens).
+    let concludes_at_exit = !c.is_pm2_before_7();
+    let mut out: Vec<TimedOut> = Vec::new();
     for g in &a.generations {
+        // A generation already running when the capture began has no known start: the
+        // watcher's first sight of it is the capture's start, not its spawn.
+        if g.before_capture && g.starting.is_none() {
+            continue;
+        }
         // pm2 arms the timer right after the spawn: the kernel's instant of the main process
         // when the watcher saw it (the daemon's `starting` line can arrive late).
         let spawned = c
             .main_pid(g)
             .and_then(|pid| a.process(pid))
-            .filter(|p| g.starting.is_none_or(|s| p.first_seen.t <= s.t + EARLY_NS))
+            .filter(|p| {
+                g.starting.is_none_or(|s| {
+                    p.first_seen.t <= s.t + EARLY_NS && p.first_seen.t + LATE_NS >= s.t
+                })
+            })
             .map(|p| p.first_seen.t);
         let Some(started) = spawned.into_iter().chain(g.starting.map(|s| s.t)).min() else {
             continue;
         };
         let due = started + lt;
         let at_an_exit = |t: MonoNs| {
-            a.generations
-                .iter()
-                .filter_map(|x| x.exit.as_ref())
-                .any(|x| x.at.t.abs_diff(t) <= AT_EXIT_NS)
+            concludes_at_exit
+                && a.generations
+                    .iter()
+                    .filter_map(|x| x.exit.as_ref())
+                    .any(|x| x.at.t.abs_diff(t) <= AT_EXIT_NS)
         };
-        let Some(online) = a
-            .online_reports
-            .iter()
-            .find(|o| o.t + EARLY_NS >= due && o.t <= due + LATE_NS && !at_an_exit(o.t))
-        else {
+        let Some(online) = a.online_reports.iter().find(|o| {
+            o.t + EARLY_NS >= due
+                && o.t <= due + LATE_NS
+                && !at_an_exit(o.t)
+                && !out.iter().any(|h| h.online.t == o.t)
+        }) else {
             continue;
         };
         if g.ready_msg.is_some_and(|r| r.t <= online.t) || g.listening.is_some() {
@@ -237,4 +252,166 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
         first.started,
         c.finding(KIND, severity, summary, chain, evidence, remedy),
     )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CaptureInfo, ProcEvent};
+    use crate::pm2::daemon_log::DaemonLogLine;
+    use crate::pm2::meaning::{MonitorProc, Pm2Call, Target};
+    use crate::timeline::{AppRef, Entry, EntryKind, Outcome, Timeline};
+
+    const MS: u64 = 1_000_000;
+
+    fn put(tl: &mut Timeline, t: u64, source: Source, app: bool, kind: EntryKind) {
+        tl.apply(&Entry {
+            t,
+            source,
+            app: app.then(|| AppRef {
+                pm_id: 0,
+                name: Some("web".into()),
+            }),
+            kind,
+        });
+    }
+
+    fn line(tl: &mut Timeline, t: u64, log: DaemonLogLine) {
+        put(
+            tl,
+            t,
+            Source::Bus,
+            true,
+            EntryKind::Daemon { at: None, log },
+        );
+    }
+
+    fn answered(method: &str, procs: Vec<MonitorProc>, new_pid: Option<i64>) -> EntryKind {
+        EntryKind::RequestAnswered {
+            conn: 1,
+            id: format!("1:{method}"),
+            method: Some(method.into()),
+            latency_ns: None,
+            outcome: Outcome::Ok,
+            new_pid,
+            procs,
+            result: None,
+        }
+    }
+
+    /// A wait_ready app (pid 100) already running when the capture began, seen by the
+    /// watcher at +50 ms; `pm2 restart` at +0.9 s stops it; the new generation starts at
+    /// +1 s and, never sending `ready`, is declared online when listen_timeout runs out,
+    /// at +4.04 s (CI's timing on pm2 5.4.3).
+    fn restart_of_a_running_app() -> Timeline {
+        let mut tl = Timeline::new(&CaptureInfo::default());
+        let proc = MonitorProc {
+            pm_id: Some(0),
+            name: Some("web".into()),
+            pid: Some(100),
+            status: Some("online".into()),
+            restart_time: Some(0),
+            wait_ready: Some(true),
+            ..MonitorProc::default()
+        };
+        put(
+            &mut tl,
+            10 * MS,
+            Source::Rpc,
+            false,
+            answered("getMonitorData", vec![proc], None),
+        );
+        let tracked: ProcEvent = serde_json::from_value(serde_json::json!({
+            "kind": "tracked",
+            "who": {"pid": 100, "start": null, "ppid": 1, "how": null, "cmd": "node app.js",
+                    "app": {"pm2_home": "/h", "pm_id": 0, "name": "web", "generation": 0,
+                            "unique_id": null}},
+            "via": "proc_scan",
+            "timing": {"how": "before_start", "observed_ns": 50 * MS}
+        }))
+        .expect("a tracked event");
+        put(
+            &mut tl,
+            50 * MS,
+            Source::Proc,
+            true,
+            EntryKind::Proc { event: tracked },
+        );
+        put(
+            &mut tl,
+            900 * MS,
+            Source::Rpc,
+            true,
+            EntryKind::RequestAsked {
+                conn: 1,
+                id: "1:restartProcessId".into(),
+                call: Pm2Call::RestartProcessId {
+                    target: Some(Target::Id(0)),
+                    env: None,
+                },
+            },
+        );
+        let w = |s: &str| s.to_owned();
+        line(
+            &mut tl,
+            950 * MS,
+            DaemonLogLine::Stopping {
+                app: w("web"),
+                id: 0,
+                old: false,
+            },
+        );
+        line(
+            &mut tl,
+            960 * MS,
+            DaemonLogLine::Exited {
+                app: w("web"),
+                id: 0,
+                code: 0,
+                signal: w("SIGINT"),
+                old: false,
+            },
+        );
+        line(
+            &mut tl,
+            1000 * MS,
+            DaemonLogLine::Starting {
+                app: w("web"),
+                id: 0,
+                mode: w("fork"),
+            },
+        );
+        line(
+            &mut tl,
+            4040 * MS,
+            DaemonLogLine::Online {
+                app: w("web"),
+                id: 0,
+            },
+        );
+        put(
+            &mut tl,
+            4050 * MS,
+            Source::Rpc,
+            true,
+            answered("restartProcessId", Vec::new(), Some(101)),
+        );
+        tl
+    }
+
+    #[test]
+    fn a_generation_running_before_the_capture_is_not_timed_from_the_capture_start() {
+        let tl = restart_of_a_running_app();
+        let a = tl.app(0).expect("web");
+        assert!(a.generations[0].before_capture, "{:#?}", a.generations);
+        let c = AppCtx::new(&tl, a);
+        let f = findings(&c);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        let f = &f[0].1;
+        // The replacement (started at +1 s) is the one that waited; the stopped generation
+        // (seen at +50 ms, exited at +0.96 s) is not "a dead process declared online".
+        assert_eq!(f.severity, Severity::Warning, "{}", f.summary);
+        assert!(f.summary.contains("never sent `ready`"), "{}", f.summary);
+        assert!(!f.summary.contains("dead process"), "{}", f.summary);
+    }
 }
