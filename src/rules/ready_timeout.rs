@@ -45,9 +45,11 @@ fn timed_out<'a>(c: &AppCtx<'a>) -> Vec<TimedOut<'a>> {
     let concludes_at_exit = !c.is_pm2_before_7();
     let mut out: Vec<TimedOut> = Vec::new();
     for g in &a.generations {
-        // A generation already running when the capture began has no known start: the
-        // watcher's first sight of it is the capture's start, not its spawn.
-        if g.before_capture && g.starting.is_none() {
+        // A generation already running when the capture began has no known spawn instant:
+        // the watcher's first sight of it is the capture's start, and pm2's `pm_uptime`
+        // (what a getMonitorData reply dates it by) is when it went online, listen_timeout
+        // after its spawn under wait_ready.
+        if g.before_capture {
             continue;
         }
         // pm2 arms the timer right after the spawn: the kernel's instant of the main process
@@ -299,8 +301,8 @@ mod tests {
         }
     }
 
-    /// A wait_ready app (pid 100) already running when the capture began, seen by the
-    /// watcher at +50 ms; `pm2 restart` at +0.9 s stops it; the new generation starts at
+    /// A wait_ready app (pid 100) already running when the capture began, online since
+    /// +40 ms (`pm_uptime`), seen by the watcher at +50 ms; `pm2 restart` at +0.9 s stops it; the new generation starts at
     /// +1 s and, never sending `ready`, is declared online when listen_timeout runs out,
     /// at +4.04 s (CI's timing on pm2 5.4.3).
     fn restart_of_a_running_app() -> Timeline {
@@ -312,6 +314,8 @@ mod tests {
             status: Some("online".into()),
             restart_time: Some(0),
             wait_ready: Some(true),
+            // Online (its own listen_timeout ran out) just before the capture began.
+            pm_uptime: Some(40),
             ..MonitorProc::default()
         };
         put(
