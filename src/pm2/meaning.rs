@@ -125,7 +125,7 @@ fn env_keys<S: Serializer>(env: &Option<Map<String, Value>>, s: S) -> Result<S::
     }
 }
 
-fn first_arg(call: &Call) -> &Value {
+fn first_arg<'a>(call: &Call<'a>) -> &'a Value {
     call.args.first().unwrap_or(&Value::Null)
 }
 
@@ -137,7 +137,7 @@ impl Pm2Call {
     /// The meaning of a decoded request.
     pub(crate) fn from_call(call: &Call) -> Pm2Call {
         let a = first_arg(call);
-        match call.method.as_str() {
+        match call.method {
             "restartProcessId" => Pm2Call::RestartProcessId {
                 target: Target::from_value(a),
                 env: env_of(a),
@@ -176,8 +176,8 @@ impl Pm2Call {
                 Pm2Call::Prepare { names }
             }
             _ => Pm2Call::Other {
-                method: call.method.clone(),
-                args: call.args.clone(),
+                method: call.method.to_owned(),
+                args: call.args.to_vec(),
             },
         }
     }
@@ -456,7 +456,7 @@ impl MonitorProc {
 
     /// The processes a reply to `method` names: every process of a `getMonitorData` list,
     /// else the one process a reply returns ([`MonitorProc::from_reply`]). The interpreter and
-    /// the process watcher's hints both read replies through here.
+    /// the process watcher's hints both read replies through [`super::exchange::ReplyProcs`].
     pub(crate) fn in_reply(method: Option<&str>, args: &[Node]) -> Vec<MonitorProc> {
         match method {
             Some("getMonitorData") => MonitorProc::list_from_reply(args),
@@ -483,19 +483,6 @@ impl MonitorProc {
         }
         Some(MonitorProc::from_node(&v))
     }
-}
-
-/// Whether a successful reply to `method` reports a process pm2 has just started (its pid
-/// is the new generation's). One list for the interpreter and the watcher's hints.
-pub(crate) fn reply_starts_process(method: &str) -> bool {
-    matches!(
-        method,
-        "restartProcessId"
-            | "startProcessId"
-            | "reloadProcessId"
-            | "softReloadProcessId"
-            | "prepare"
-    )
 }
 
 /// `process:event`'s `event` field.
@@ -913,31 +900,5 @@ mod tests {
             BusEvent::from_message(&Message::new(vec![Arg::Raw(vec![1])])),
             None
         );
-    }
-
-    #[test]
-    fn every_start_reply_is_read_the_same_way() {
-        // The drift issue #12 found: the watcher's hints ignored softReloadProcessId and
-        // prepare replies while the interpreter counted them as starts.
-        for m in [
-            "restartProcessId",
-            "startProcessId",
-            "reloadProcessId",
-            "softReloadProcessId",
-            "prepare",
-        ] {
-            assert!(reply_starts_process(m), "{m}");
-        }
-        for m in [
-            "stopProcessId",
-            "getMonitorData",
-            "deleteProcessId",
-            "getVersion",
-        ] {
-            assert!(!reply_starts_process(m), "{m}");
-        }
-        let reply = Json::from(json!([{"pid": 42, "pm_id": 3, "name": "web", "pm2_env": {}}]));
-        let p = MonitorProc::in_reply(Some("prepare"), &[reply.node()]);
-        assert_eq!((p.len(), p[0].pid, p[0].pm_id), (1, Some(42), Some(3)));
     }
 }

@@ -288,10 +288,7 @@ fn decode_taps(
     watcher: Option<WatcherHandle>,
 ) -> u64 {
     lower_thread_priority();
-    let mut hinter = watcher.map(|watcher| Hinter {
-        watcher,
-        pending: HashMap::new(),
-    });
+    let mut hinter = watcher.map(Hinter::new);
     let mut streams: HashMap<(u64, Direction), Decoder> = HashMap::new();
     let mut batch = Vec::new();
     // Ends once the proxy and all its forwarding threads are gone.

@@ -285,7 +285,8 @@ mod tests {
                 let n = c.read(&mut buf).unwrap();
                 dec.push(&buf[..n]);
                 if let Some(m) = dec.next() {
-                    let call = rpc::parse_call(&m.unwrap()).unwrap();
+                    let m = m.unwrap();
+                    let call = rpc::parse_call(&m).unwrap();
                     let reply = rpc::encode_reply(
                         vec![
                             serde_json::json!([{"name":"web","pm_id":0,"pid":42,"pm2_env":{"status":"online"}}]),
@@ -293,7 +294,7 @@ mod tests {
                         &call.id,
                     );
                     c.write_all(&reply.encode()).unwrap();
-                    return call.method;
+                    return call.method.to_owned();
                 }
             }
         });

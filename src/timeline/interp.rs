@@ -1,13 +1,14 @@
 //! The interpreter: stored events in, timeline entries out, one event at a time.
 //!
-//! It keeps only what pairing and naming need: the requests still waiting for a reply (per
-//! connection, by id), the app names and scripts per pm_id, and which pid belongs to which
-//! app. All of it is bounded.
+//! It keeps only what pairing and naming need: the requests still waiting for a reply (paired
+//! by [`Exchanges`], the one pairing the recorder's watcher hints use too), the app names and
+//! scripts per pm_id, and which pid belongs to which app. All of it is bounded.
 
 use super::entry::{AppRef, Entry, EntryKind, Outcome};
 use super::procfacts::ProcFacts;
 use crate::event::{CaptureInfo, Direction, Event, MonoNs, Source, Stamped};
 use crate::pm2::daemon_log::{parse_message, DaemonLogLine};
+use crate::pm2::exchange::{Exchanges, ReplyProcs};
 use crate::pm2::meaning::Stream;
 use crate::pm2::meaning::{json_text, BusEvent, MonitorProc, Pm2Call};
 use crate::sources::logs::{LogLine, LogStream};
@@ -16,10 +17,6 @@ use crate::wire::json::Node;
 use crate::wire::rpc;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Requests kept waiting per connection; older ones are forgotten beyond this.
-const MAX_PENDING: usize = 1024;
-/// Connections tracked at once.
-const MAX_CONNS: usize = 4096;
 /// pid -> pm_id associations kept.
 const MAX_PIDS: usize = 65_536;
 /// Apps (pm_ids) named at once.
@@ -29,21 +26,16 @@ const MAX_LINES_PER_MESSAGE: usize = 1000;
 /// Longest log line shown, in characters.
 const MAX_LINE_CHARS: usize = 2000;
 
+/// What the interpreter keeps of a request until its reply.
 struct Pending {
     t: MonoNs,
     method: String,
     target: Option<u64>,
 }
 
-#[derive(Default)]
-struct Conn {
-    pending: HashMap<String, Pending>,
-    last_t: MonoNs,
-}
-
 /// Turns stored events into timeline entries.
 pub struct Interpreter {
-    conns: HashMap<u64, Conn>,
+    pending: Exchanges<Pending>,
     names: BTreeMap<u64, String>,
     /// Script -> the one pm_id running it; `None` when several do (the instances of a
     /// cluster app), so a line naming only the script names no app.
@@ -60,7 +52,7 @@ pub struct Interpreter {
 impl Interpreter {
     pub fn new(_info: &CaptureInfo) -> Interpreter {
         Interpreter {
-            conns: HashMap::new(),
+            pending: Exchanges::new(),
             names: BTreeMap::new(),
             scripts: HashMap::new(),
             pids: HashMap::new(),
@@ -148,7 +140,6 @@ impl Interpreter {
                 reason: reason.clone(),
             })),
             Event::RpcConnect { conn, peer } => {
-                self.conn(*conn, t);
                 out.push(plain(EntryKind::ConnOpened {
                     conn: *conn,
                     peer: *peer,
@@ -174,17 +165,12 @@ impl Interpreter {
                 to_client_bytes,
                 to_daemon_bytes,
             } => {
-                let mut unanswered: Vec<(MonoNs, String)> = self
-                    .conns
-                    .remove(conn)
-                    .map(|c| c.pending.into_values().map(|p| (p.t, p.method)).collect())
-                    .unwrap_or_default();
-                unanswered.sort();
+                let unanswered = self.pending.close(*conn);
                 out.push(plain(EntryKind::ConnClosed {
                     conn: *conn,
                     to_client_bytes: *to_client_bytes,
                     to_daemon_bytes: *to_daemon_bytes,
-                    unanswered: unanswered.into_iter().map(|(_, m)| m).collect(),
+                    unanswered: unanswered.into_iter().map(|p| p.method).collect(),
                 }));
             }
             Event::RpcMessage { conn, dir, msg } => self.rpc(t, *conn, *dir, &msg.0, out),
@@ -275,23 +261,6 @@ impl Interpreter {
         }
     }
 
-    fn conn(&mut self, conn: u64, t: MonoNs) -> &mut Conn {
-        if !self.conns.contains_key(&conn) && self.conns.len() >= MAX_CONNS {
-            // Forget the connection idle the longest (its close was never recorded).
-            if let Some(old) = self
-                .conns
-                .iter()
-                .min_by_key(|(_, c)| c.last_t)
-                .map(|(k, _)| *k)
-            {
-                self.conns.remove(&old);
-            }
-        }
-        let c = self.conns.entry(conn).or_default();
-        c.last_t = c.last_t.max(t);
-        c
-    }
-
     fn rpc(&mut self, t: MonoNs, conn: u64, dir: Direction, msg: &Message, out: &mut Vec<Entry>) {
         let source = Source::Rpc;
         // A message that is neither a request nor a reply is kept, shown raw.
@@ -313,22 +282,12 @@ impl Interpreter {
                 };
                 let meaning = Pm2Call::from_call(&call);
                 let target = meaning.target_id();
-                let c = self.conn(conn, t);
-                if c.pending.len() >= MAX_PENDING {
-                    if let Some(old) = c
-                        .pending
-                        .iter()
-                        .min_by_key(|(_, p)| p.t)
-                        .map(|(k, _)| k.clone())
-                    {
-                        c.pending.remove(&old);
-                    }
-                }
-                c.pending.insert(
-                    call.id.clone(),
+                self.pending.ask(
+                    conn,
+                    &call.id,
                     Pending {
                         t,
-                        method: call.method.clone(),
+                        method: call.method.to_owned(),
                         target,
                     },
                 );
@@ -349,38 +308,33 @@ impl Interpreter {
                     out.push(other());
                     return;
                 };
-                let pending = self.conn(conn, t).pending.remove(&reply.id);
+                let pending = self.pending.answer(conn, &reply.id);
                 let method = pending.as_ref().map(|p| p.method.clone());
                 let latency_ns = pending.as_ref().map(|p| t.saturating_sub(p.t));
-                let (outcome, procs, result) = match &reply.outcome {
+                let (outcome, procs, new_pid, result) = match &reply.outcome {
                     Err(e) => (
                         Outcome::Error {
                             message: e.message.clone(),
                         },
                         Vec::new(),
                         None,
+                        None,
                     ),
                     Ok(args) => {
-                        let procs = MonitorProc::in_reply(method.as_deref(), args);
+                        let read = ReplyProcs::read(method.as_deref(), args);
+                        let new_pid = read.new_pid();
+                        let procs = read.into_procs();
                         let result = if procs.is_empty() {
                             result_words(args)
                         } else {
                             None
                         };
-                        (Outcome::Ok, procs, result)
+                        (Outcome::Ok, procs, new_pid, result)
                     }
                 };
                 for p in &procs {
                     self.learn_proc(p);
                 }
-                let starts = method
-                    .as_deref()
-                    .is_some_and(crate::pm2::meaning::reply_starts_process);
-                let new_pid = if starts {
-                    procs.first().and_then(|p| p.pid).filter(|p| *p > 0)
-                } else {
-                    None
-                };
                 let pm_id = pending.as_ref().and_then(|p| p.target).or_else(|| {
                     (method.as_deref() != Some("getMonitorData"))
                         .then(|| procs.first().and_then(|p| p.pm_id))

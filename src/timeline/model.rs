@@ -8,6 +8,7 @@ use super::entry::{AppRef, Entry, EntryKind, Outcome};
 use super::procfacts::{snapshot_views, ProcFacts};
 use crate::event::{CaptureInfo, MonoNs, ProcEvent};
 use crate::pm2::daemon_log::DaemonLogLine;
+use crate::pm2::exchange::Exchanges;
 use crate::pm2::meaning::{
     value_hash, BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
     RestartSettings, Stream,
@@ -764,8 +765,9 @@ pub struct Timeline {
     wall_ref_ns: i128,
     #[serde(skip)]
     mono_ref_ns: MonoNs,
+    /// Index in `requests` of each request waiting for its reply.
     #[serde(skip)]
-    open: HashMap<(u64, String), usize>,
+    open: Exchanges<usize>,
     #[serde(skip)]
     peers: HashMap<u64, i32>,
 }
@@ -786,7 +788,7 @@ impl Timeline {
             pm2_home: info.pm2_home.clone(),
             wall_ref_ns: info.wall_ref_ns,
             mono_ref_ns: info.mono_ref_ns,
-            open: HashMap::new(),
+            open: Exchanges::new(),
             peers: HashMap::new(),
         }
     }
@@ -891,7 +893,7 @@ impl Timeline {
             }
             EntryKind::ConnClosed { conn, .. } => {
                 self.peers.remove(conn);
-                self.open.retain(|(c, _), _| c != conn);
+                self.open.close(*conn);
             }
             EntryKind::Undecodable { conn, error, .. } => {
                 self.gap(e.t, format!("RPC connection {conn} undecodable: {error}"));
@@ -1097,7 +1099,7 @@ impl Timeline {
             notified: None,
         });
         let idx = self.requests.len() - 1;
-        self.open.insert((conn, id.to_owned()), idx);
+        self.open.ask(conn, id, idx);
         if let (Pm2Call::ReloadProcessId { .. }, Some(a)) =
             (call, pm_id.and_then(|i| self.apps.get_mut(&i)))
         {
@@ -1148,7 +1150,7 @@ impl Timeline {
         new_pid: Option<i64>,
         procs: &[MonitorProc],
     ) {
-        let req = self.open.remove(&(conn, id.to_owned()));
+        let req = self.open.answer(conn, id);
         if let Some(i) = req {
             let r = &mut self.requests[i];
             r.answered = Some(e.t);

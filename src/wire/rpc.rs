@@ -6,11 +6,12 @@ use super::amp::{Arg, Message};
 use super::json::Node;
 use serde_json::Value;
 
-/// A decoded RPC request.
+/// A decoded RPC request; method and arguments are borrowed from the message's tree (a
+/// restart's arguments carry the caller's whole environment: never copied to be read).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Call {
-    pub(crate) method: String,
-    pub(crate) args: Vec<Value>,
+pub(crate) struct Call<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) args: &'a [Value],
     pub(crate) id: String,
 }
 
@@ -29,17 +30,16 @@ pub struct RemoteError {
 }
 
 /// Read a request sent by a pm2 client. `None` if the message is not shaped like one.
-pub(crate) fn parse_call(msg: &Message) -> Option<Call> {
+pub(crate) fn parse_call(msg: &Message) -> Option<Call<'_>> {
     let body = msg.args.first()?.as_json()?;
     if body.get("type")?.as_str()? != "call" {
         return None;
     }
-    let method = body.get("method")?.as_str()?.to_owned();
+    let method = body.get("method")?.as_str()?;
     let args = body
         .get("args")
         .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+        .map_or(&[][..], Vec::as_slice);
     let id = msg.args.get(1).and_then(id_of).unwrap_or_default();
     Some(Call { method, args, id })
 }

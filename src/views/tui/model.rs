@@ -7,6 +7,7 @@ use super::raw::RawStore;
 use crate::capture::{CaptureError, CaptureReader};
 use crate::event::{CaptureInfo, MonoNs, Source, Stamped};
 use crate::pm2::daemon_log::DaemonLogLine;
+use crate::pm2::exchange::Exchanges;
 use crate::pm2::meaning::{BusEvent, ProcessEventKind};
 use crate::rules::{self, Finding};
 use crate::timeline::{AppRef, Entry, EntryKind, Interpreter, Timeline, Tone};
@@ -137,7 +138,8 @@ pub struct Model {
     app_ix: HashMap<u64, u32>,
     /// Rows of the daemon lane, in order.
     pub(crate) daemon: Vec<u32>,
-    open_asks: HashMap<(u64, String), u32>,
+    /// Row of each request waiting for its reply.
+    open_asks: Exchanges<u32>,
     pub timeline: Timeline,
     pub findings: Vec<Finding>,
     raw: RawStore,
@@ -165,7 +167,7 @@ impl Model {
             apps: Vec::new(),
             app_ix: HashMap::new(),
             daemon: Vec::new(),
-            open_asks: HashMap::new(),
+            open_asks: Exchanges::new(),
             findings: Vec::new(),
             raw,
             problems: Vec::new(),
@@ -338,17 +340,15 @@ impl Model {
             let (kind, mark) = classify(e);
             let mut pair = NONE;
             match &e.kind {
-                EntryKind::RequestAsked { conn, id, .. } if self.open_asks.len() < 1 << 16 => {
-                    self.open_asks.insert((*conn, id.clone()), idx);
-                }
+                EntryKind::RequestAsked { conn, id, .. } => self.open_asks.ask(*conn, id, idx),
                 EntryKind::RequestAnswered { conn, id, .. } => {
-                    if let Some(ask) = self.open_asks.remove(&(*conn, id.clone())) {
+                    if let Some(ask) = self.open_asks.answer(*conn, id) {
                         pair = ask;
                         self.rows[ask as usize].pair = idx;
                     }
                 }
                 EntryKind::ConnClosed { conn, .. } => {
-                    self.open_asks.retain(|(c, _), _| c != conn);
+                    self.open_asks.close(*conn);
                 }
                 _ => {}
             }

@@ -1,0 +1,314 @@
+//! Pairing a request with its reply, and what a reply says about processes: the one place
+//! both are decided, for the tap's watcher hints (as the bytes are decoded, before the daemon
+//! acts), the interpreter, the timeline and the TUI.
+//!
+//! pm2-axon-rpc matches a reply to its request by the id the client chose, per connection;
+//! one connection may carry several requests in flight. A client may also never read its
+//! replies, or the capture may begin after a request was sent, so what is kept is bounded:
+//!
+//! - at most [`MAX_WAITING_PER_CONN`] requests wait per connection; beyond, the oldest is
+//!   forgotten (its reply, if it comes, pairs with nothing);
+//! - at most [`MAX_CONNS`] connections have requests waiting; beyond, the connection idle
+//!   the longest is forgotten (its close was not seen);
+//! - a connection's close drops everything it had waiting (returned, oldest first);
+//! - a request sent again with an id still waiting replaces the first.
+
+use super::meaning::MonitorProc;
+use crate::wire::json::Node;
+use std::collections::{BTreeMap, HashMap};
+
+/// Requests kept waiting per connection.
+pub(crate) const MAX_WAITING_PER_CONN: usize = 1024;
+/// Connections with requests waiting, at once.
+pub(crate) const MAX_CONNS: usize = 4096;
+
+/// The requests still waiting for their reply, by connection and id, each with what its
+/// owner keeps about it (`V`: the method for the hints, the request's row for the TUI...).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Exchanges<V> {
+    conns: HashMap<u64, Waiting<V>>,
+    /// Connections with something waiting, by their last activity: the first is the one
+    /// idle the longest.
+    idle: BTreeMap<u64, u64>,
+    /// Counts asks and answers: the order of requests and of activity.
+    clock: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Waiting<V> {
+    by_id: HashMap<String, (u64, V)>,
+    /// Ids by the order they were asked in: the first is the oldest.
+    order: BTreeMap<u64, String>,
+    /// When (on `clock`) the connection was last active.
+    last: u64,
+}
+
+impl<V> Default for Exchanges<V> {
+    fn default() -> Self {
+        Exchanges {
+            conns: HashMap::new(),
+            idle: BTreeMap::new(),
+            clock: 0,
+        }
+    }
+}
+
+impl<V> Exchanges<V> {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Request `id` was sent on `conn`; `value` is given back with its reply.
+    pub(crate) fn ask(&mut self, conn: u64, id: &str, value: V) {
+        self.clock += 1;
+        let now = self.clock;
+        if !self.conns.contains_key(&conn) && self.conns.len() >= MAX_CONNS {
+            if let Some((_, old)) = self.idle.pop_first() {
+                self.conns.remove(&old);
+            }
+        }
+        let w = self.conns.entry(conn).or_insert_with(|| Waiting {
+            by_id: HashMap::new(),
+            order: BTreeMap::new(),
+            last: now,
+        });
+        self.idle.remove(&w.last);
+        w.last = now;
+        self.idle.insert(now, conn);
+        if let Some((seq, _)) = w.by_id.remove(id) {
+            w.order.remove(&seq);
+        } else if w.by_id.len() >= MAX_WAITING_PER_CONN {
+            if let Some((_, old)) = w.order.pop_first() {
+                w.by_id.remove(&old);
+            }
+        }
+        w.by_id.insert(id.to_owned(), (now, value));
+        w.order.insert(now, id.to_owned());
+    }
+
+    /// The reply `id` arrived on `conn`: what was kept with its request, if it was waiting.
+    pub(crate) fn answer(&mut self, conn: u64, id: &str) -> Option<V> {
+        let w = self.conns.get_mut(&conn)?;
+        let (seq, value) = w.by_id.remove(id)?;
+        w.order.remove(&seq);
+        self.idle.remove(&w.last);
+        if w.by_id.is_empty() {
+            self.conns.remove(&conn);
+        } else {
+            self.clock += 1;
+            w.last = self.clock;
+            self.idle.insert(self.clock, conn);
+        }
+        Some(value)
+    }
+
+    /// `conn` closed: what its requests still waiting kept, oldest first.
+    pub(crate) fn close(&mut self, conn: u64) -> Vec<V> {
+        let Some(mut w) = self.conns.remove(&conn) else {
+            return Vec::new();
+        };
+        self.idle.remove(&w.last);
+        let order = std::mem::take(&mut w.order);
+        order
+            .into_values()
+            .filter_map(|id| w.by_id.remove(&id).map(|(_, v)| v))
+            .collect()
+    }
+
+    /// Requests waiting, over all connections.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.conns.values().map(|w| w.by_id.len()).sum()
+    }
+}
+
+/// What a successful reply says about processes, read the same way for the watcher's hints
+/// and for the interpreter.
+pub(crate) struct ReplyProcs {
+    /// Every app of a getMonitorData list, or the one process a restart, stop, ... reply
+    /// carries.
+    pub(crate) procs: Vec<MonitorProc>,
+    /// Whether the reply lists what is running now: a getMonitorData list, or the process a
+    /// start (restart, start, reload, softReload, prepare) reports.
+    current: bool,
+    starts: bool,
+}
+
+impl ReplyProcs {
+    /// Read a reply's arguments, given the method of its request (if it was seen).
+    pub(crate) fn read(method: Option<&str>, args: &[Node]) -> ReplyProcs {
+        let starts = method.is_some_and(starts_process);
+        ReplyProcs {
+            procs: MonitorProc::in_reply(method, args),
+            current: starts || method == Some("getMonitorData"),
+            starts,
+        }
+    }
+
+    /// The pid of the process the request started (its new generation).
+    pub(crate) fn new_pid(&self) -> Option<i64> {
+        if !self.starts {
+            return None;
+        }
+        self.procs.first().and_then(|p| p.pid).filter(|p| *p > 0)
+    }
+
+    /// The processes the daemon says run now, as (pid, pm_id, name).
+    pub(crate) fn running(&self) -> impl Iterator<Item = (i64, u64, &str)> {
+        self.procs
+            .iter()
+            .filter(|_| self.current)
+            .filter_map(|p| match (p.pid, p.pm_id) {
+                (Some(pid), Some(pm_id)) if pid > 0 => {
+                    Some((pid, pm_id, p.name.as_deref().unwrap_or("")))
+                }
+                _ => None,
+            })
+    }
+
+    pub(crate) fn into_procs(self) -> Vec<MonitorProc> {
+        self.procs
+    }
+}
+
+/// Whether a successful reply to `method` reports a process pm2 has just started (its pid
+/// is the new generation's).
+fn starts_process(method: &str) -> bool {
+    matches!(
+        method,
+        "restartProcessId"
+            | "startProcessId"
+            | "reloadProcessId"
+            | "softReloadProcessId"
+            | "prepare"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_by_connection_and_id() {
+        let mut x = Exchanges::new();
+        x.ask(1, "a", "restartProcessId");
+        x.ask(2, "a", "getMonitorData");
+        assert_eq!(x.answer(2, "a"), Some("getMonitorData"));
+        assert_eq!(x.answer(2, "a"), None, "a reply pairs once");
+        assert_eq!(x.answer(3, "a"), None);
+        assert_eq!(x.answer(1, "a"), Some("restartProcessId"));
+        assert_eq!(x.waiting(), 0);
+        assert!(x.conns.is_empty() && x.idle.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_unanswered_requests_stays_bounded() {
+        let mut x = Exchanges::new();
+        for i in 0..100_000u64 {
+            x.ask(7, &i.to_string(), i);
+        }
+        assert_eq!(x.waiting(), MAX_WAITING_PER_CONN);
+        // The oldest were forgotten, the newest still pair.
+        assert_eq!(x.answer(7, "0"), None);
+        assert_eq!(x.answer(7, "99999"), Some(99_999));
+        let first_kept = 100_000 - MAX_WAITING_PER_CONN as u64;
+        assert_eq!(x.answer(7, &first_kept.to_string()), Some(first_kept));
+        // Many connections: the one idle the longest is forgotten.
+        let mut x = Exchanges::new();
+        for c in 0..(MAX_CONNS as u64 + 500) {
+            x.ask(c, "1", c);
+            x.ask(c, "2", c);
+        }
+        assert_eq!(x.conns.len(), MAX_CONNS);
+        assert_eq!(x.idle.len(), MAX_CONNS);
+        assert_eq!(x.waiting(), 2 * MAX_CONNS);
+        assert_eq!(x.answer(0, "1"), None);
+        assert_eq!(
+            x.answer(MAX_CONNS as u64 + 499, "1"),
+            Some(MAX_CONNS as u64 + 499)
+        );
+    }
+
+    #[test]
+    fn activity_keeps_a_connection() {
+        let mut x = Exchanges::new();
+        x.ask(0, "old", 0u64);
+        x.ask(0, "keep", 0);
+        for c in 1..MAX_CONNS as u64 {
+            x.ask(c, "1", c);
+        }
+        // Connection 0 answers: it is now the most recently active.
+        assert_eq!(x.answer(0, "old"), Some(0));
+        x.ask(MAX_CONNS as u64, "1", 9);
+        assert_eq!(x.answer(0, "keep"), Some(0));
+        assert_eq!(x.answer(1, "1"), None, "connection 1 was idle the longest");
+    }
+
+    #[test]
+    fn close_drops_what_was_waiting_oldest_first() {
+        let mut x = Exchanges::new();
+        x.ask(1, "b", "first");
+        x.ask(1, "a", "second");
+        x.ask(2, "a", "other conn");
+        assert_eq!(x.close(1), vec!["first", "second"]);
+        assert_eq!(x.answer(1, "a"), None);
+        assert_eq!(x.close(1), Vec::<&str>::new());
+        assert_eq!(x.waiting(), 1);
+        assert_eq!(x.close(2), vec!["other conn"]);
+        assert!(x.conns.is_empty() && x.idle.is_empty());
+    }
+
+    #[test]
+    fn an_id_asked_again_replaces_the_first() {
+        let mut x = Exchanges::new();
+        x.ask(1, "a", 1);
+        x.ask(1, "a", 2);
+        assert_eq!(x.waiting(), 1);
+        assert_eq!(x.close(1), vec![2]);
+    }
+
+    fn reply(json: &str) -> crate::wire::json::Json {
+        crate::wire::json::Json::parse(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_start_method_reports_its_new_process() {
+        let r = reply(r#"[{"pid":4242,"pm_id":3,"name":"web","pm2_env":{"status":"online"}}]"#);
+        let args = r.node().items().unwrap();
+        for m in [
+            "restartProcessId",
+            "startProcessId",
+            "reloadProcessId",
+            "softReloadProcessId",
+            "prepare",
+        ] {
+            let read = ReplyProcs::read(Some(m), &args);
+            assert_eq!(read.new_pid(), Some(4242), "{m}");
+            assert_eq!(
+                read.running().collect::<Vec<_>>(),
+                vec![(4242, 3, "web")],
+                "{m}"
+            );
+        }
+        // A stop reply names the process but reports nothing running; an unpaired reply
+        // (its request unseen) neither.
+        for m in [Some("stopProcessId"), Some("deleteProcessId"), None] {
+            let read = ReplyProcs::read(m, &args);
+            assert_eq!(read.procs.len(), 1, "{m:?}");
+            assert_eq!(read.new_pid(), None, "{m:?}");
+            assert_eq!(read.running().count(), 0, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn a_monitor_list_reports_every_running_process() {
+        let r = reply(
+            r#"[[{"pid":10,"pm_id":0,"name":"a","pm2_env":{}},{"pid":0,"pm_id":1,"name":"b","pm2_env":{}}]]"#,
+        );
+        let args = r.node().items().unwrap();
+        let read = ReplyProcs::read(Some("getMonitorData"), &args);
+        assert_eq!(read.procs.len(), 2);
+        assert_eq!(read.new_pid(), None);
+        assert_eq!(read.running().collect::<Vec<_>>(), vec![(10, 0, "a")]);
+    }
+}
