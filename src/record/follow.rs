@@ -38,7 +38,8 @@ impl Store for NotedStore<'_> {
                 t: event::mono_now(),
                 event: Event::Note { level, text },
             };
-            self.inner.write(&ev, &super::comment::comment(&ev.event))?;
+            self.inner
+                .write(&ev, &super::comment::comment(&ev.event, &[]))?;
         }
         Ok(())
     }

@@ -456,10 +456,10 @@ fn copy_events(
                         text: format!("incident: {} {}: {}", f.severity.name(), f.kind, f.summary),
                     },
                 };
-                w.write(&note, &super::comment::comment(&note.event))?;
+                w.write(&note, &super::comment::comment(&note.event, &[]))?;
             }
         }
-        match w.write(&ev, &super::comment::comment(&ev.event)) {
+        match w.write(&ev, &super::comment::comment(&ev.event, &[])) {
             Ok(()) => count += 1,
             Err(crate::capture::CaptureError::TooLarge { .. }) => {}
             Err(e) => return Err(e.into()),

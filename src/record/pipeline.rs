@@ -117,8 +117,12 @@ pub(super) fn record_interposed(
                          on_event: &mut dyn super::Observer| {
         while let Some(mut ev) = held.pop_upto(upto) {
             redactor.event(&mut ev.event);
+            entries.clear();
+            if opts.interpret {
+                interp.push_into(&ev, &mut entries);
+            }
             if failed.is_none() {
-                match writer.write(&ev, &comment(&ev.event)) {
+                match writer.write(&ev, &comment(&ev.event, &entries)) {
                     Ok(()) => {}
                     // One oversized event is skipped (and counted); the recording goes on.
                     Err(crate::capture::CaptureError::TooLarge { .. }) => {}
@@ -131,10 +135,6 @@ pub(super) fn record_interposed(
                 }
             }
             *events += 1;
-            entries.clear();
-            if opts.interpret {
-                interp.push_into(&ev, &mut entries);
-            }
             on_event.event(info, &ev, &entries);
         }
     };

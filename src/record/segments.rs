@@ -293,7 +293,7 @@ impl SegmentWriter {
                 ),
             },
         };
-        let _ = w.write(&ev, &super::comment::comment(&ev.event));
+        let _ = w.write(&ev, &super::comment::comment(&ev.event, &[]));
     }
 }
 
