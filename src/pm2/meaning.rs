@@ -83,16 +83,13 @@ pub enum Pm2Call {
     #[serde(rename = "restartProcessId")]
     RestartProcessId {
         target: Option<Target>,
-        /// Serialized as its keys only: values may be secrets.
-        #[serde(serialize_with = "env_keys")]
-        env: Option<Map<String, Value>>,
+        env: Option<SentEnv>,
     },
     /// `reloadProcessId`, or `softReloadProcessId` when `graceful`.
     #[serde(rename = "reloadProcessId")]
     ReloadProcessId {
         target: Option<Target>,
-        #[serde(serialize_with = "env_keys")]
-        env: Option<Map<String, Value>>,
+        env: Option<SentEnv>,
         graceful: bool,
     },
     #[serde(rename = "stopProcessId")]
@@ -117,11 +114,26 @@ pub enum Pm2Call {
     Other { method: String, args: Vec<Value> },
 }
 
-/// Serialize an environment as the list of its keys.
-fn env_keys<S: Serializer>(env: &Option<Map<String, Value>>, s: S) -> Result<S::Ok, S::Error> {
-    match env {
-        Some(m) => s.collect_seq(m.keys()),
-        None => s.serialize_none(),
+/// The `env` a restart or reload sends, without its values (they may be secrets; with
+/// `--update-env` it is the caller's whole environment): each key in the order sent, with
+/// the [`value_hash`] of a value the daemon merges into the app's environment, `None` for an
+/// object (an env section, which pm2's `Utility.extend` skips). Serialized as its keys.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SentEnv(Vec<(String, Option<u64>)>);
+
+impl SentEnv {
+    fn of(env: &Map<String, Value>) -> SentEnv {
+        SentEnv(
+            env.iter()
+                .map(|(k, v)| (k.clone(), (!v.is_object()).then(|| value_hash(v))))
+                .collect(),
+        )
+    }
+}
+
+impl Serialize for SentEnv {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(k, _)| k))
     }
 }
 
@@ -129,8 +141,8 @@ fn first_arg<'a>(call: &Call<'a>) -> &'a Value {
     call.args.first().unwrap_or(&Value::Null)
 }
 
-fn env_of(v: &Value) -> Option<Map<String, Value>> {
-    v.get("env").and_then(Value::as_object).cloned()
+fn env_of(v: &Value) -> Option<SentEnv> {
+    v.get("env").and_then(Value::as_object).map(SentEnv::of)
 }
 
 impl Pm2Call {
@@ -225,15 +237,16 @@ impl Pm2Call {
         )
     }
 
-    /// The environment values the daemon would merge into the app's environment: the
-    /// non-object entries of `env` (pm2's `Utility.extend` skips objects).
-    pub(crate) fn env_vars(&self) -> Vec<(&str, &Value)> {
+    /// The environment values the daemon would merge into the app's environment, as
+    /// [`value_hash`]es: the non-object entries of `env` (pm2's `Utility.extend` skips
+    /// objects).
+    pub(crate) fn env_vars(&self) -> Vec<(&str, u64)> {
         match self {
             Pm2Call::RestartProcessId { env: Some(env), .. }
             | Pm2Call::ReloadProcessId { env: Some(env), .. } => env
+                .0
                 .iter()
-                .filter(|(_, v)| !v.is_object())
-                .map(|(k, v)| (k.as_str(), v))
+                .filter_map(|(k, h)| Some((k.as_str(), (*h)?)))
                 .collect(),
             _ => Vec::new(),
         }
@@ -731,7 +744,12 @@ mod tests {
             json!([{"id": 0, "env": {"current_conf": {"a": 1}, "web": {}, "FOO": "bar"}}]),
         );
         assert_eq!(c.target_id(), Some(0));
-        assert_eq!(c.env_vars(), vec![("FOO", &json!("bar"))]);
+        assert_eq!(c.env_vars(), vec![("FOO", value_hash(&json!("bar")))]);
+        // Shown as its keys, in the order sent; never its values.
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["env"],
+            json!(["current_conf", "web", "FOO"])
+        );
         assert!(c.is_action());
         assert_eq!(
             call("stopProcessId", json!([3])),

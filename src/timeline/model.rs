@@ -10,7 +10,7 @@ use crate::event::{CaptureInfo, MonoNs, ProcEvent};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::exchange::Exchanges;
 use crate::pm2::meaning::{
-    value_hash, BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
+    BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
     RestartSettings, Stream,
 };
 use crate::sources::holders::Identity;
@@ -1068,7 +1068,7 @@ impl Timeline {
                         key: k.to_owned(),
                         change: EnvChangeKind::Added,
                     }),
-                    Some(h) if *h != value_hash(v) => Some(EnvChange {
+                    Some(h) if *h != v => Some(EnvChange {
                         key: k.to_owned(),
                         change: EnvChangeKind::Changed,
                     }),
