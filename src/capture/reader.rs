@@ -140,6 +140,49 @@ struct Probe<'a> {
     capture_info: Option<serde::de::IgnoredAny>,
 }
 
+/// An error from reading an event's tags alone: whether serde met a variant name the event
+/// schema does not have (a type written by a newer pm2-trace), told by serde's own
+/// `unknown_variant` hook rather than by the wording of its message.
+#[derive(Debug)]
+enum TagError {
+    UnknownVariant,
+    Other,
+}
+
+impl std::fmt::Display for TagError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TagError::UnknownVariant => "unknown variant",
+            TagError::Other => "other error",
+        })
+    }
+}
+
+impl std::error::Error for TagError {}
+
+impl serde::de::Error for TagError {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        TagError::Other
+    }
+    fn unknown_variant(_: &str, _: &'static [&'static str]) -> Self {
+        TagError::UnknownVariant
+    }
+}
+
+/// Whether a record's `type` (and, for `proc`, its `kind`) names an event this version does
+/// not know: such a record is skipped, not an error.
+fn unknown_event_type(ty: &str, kind: Option<&str>) -> bool {
+    use serde::de::value::MapDeserializer;
+    use serde::Deserialize;
+    let mut tags = vec![("type", ty)];
+    if let (Some(kind), "proc") = (kind, ty) {
+        tags.push(("kind", kind));
+    }
+    // Only the tags are given: a known type fails later, on its missing fields.
+    let tags = MapDeserializer::<_, TagError>::new(tags.into_iter());
+    matches!(Event::deserialize(tags), Err(TagError::UnknownVariant))
+}
+
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
@@ -856,20 +899,16 @@ fn decode_json(
                 Ok(p) => p,
                 Err(e) => return Err(corrupt(format!("record is not a JSON object: {e}"))),
             };
-            let msg = err.to_string();
-            let unknown = |name: &str| msg.starts_with(&format!("unknown variant `{name}`"));
-            let skip = match (&probe.ty, &probe.kind) {
-                (None, _) if probe.capture_info.is_some() => true,
-                (Some(ty), _) if unknown(ty) => true,
-                (Some(ty), Some(kind)) if ty == "proc" && unknown(kind) => true,
-                _ => false,
+            let skip = match &probe.ty {
+                None => probe.capture_info.is_some(),
+                Some(ty) => unknown_event_type(ty, probe.kind.as_deref()),
             };
             if skip {
                 *skipped += 1;
                 Ok(Decoded::Skip)
             } else {
                 Err(corrupt(format!(
-                    "record does not match the event schema: {msg}"
+                    "record does not match the event schema: {err}"
                 )))
             }
         }
@@ -944,6 +983,38 @@ impl CaptureReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unknown types are told from known ones by serde's unknown-variant hook, not by the
+    /// wording of its error message.
+    #[test]
+    fn unknown_event_types_are_told_by_type() {
+        assert!(unknown_event_type("daemon_replaced", None));
+        assert!(unknown_event_type("proc", Some("cgroup_moved")));
+        for known in ["note", "rpc_message", "bus_link", "recording_stopped"] {
+            assert!(!unknown_event_type(known, None), "{known}");
+            // Only `proc` reads `kind`.
+            assert!(!unknown_event_type(known, Some("cgroup_moved")), "{known}");
+        }
+        assert!(!unknown_event_type("proc", Some("exit")));
+        // A known type whose fields do not fit stays an error naming the file and offset.
+        let mut skipped = 0;
+        let e = decode_json(
+            Path::new("x.pcapng"),
+            64,
+            br#"{"t":1,"type":"note","level":"loud","text":"x"}"#,
+            true,
+            &mut skipped,
+        );
+        match e {
+            Err(CaptureError::Corrupt {
+                offset: 64, what, ..
+            }) => {
+                assert!(what.contains("does not match the event schema"), "{what}")
+            }
+            _ => panic!("a known type with a bad field must be an error"),
+        }
+        assert_eq!(skipped, 0);
+    }
 
     /// The fast path gives exactly what serde's derived decoding gives, or falls back.
     #[test]
