@@ -1,6 +1,7 @@
 //! pm2-axon-rpc on top of AMP: a request is `[j:{"type":"call","method":M,"args":[...]}, s:<id>]`,
 //! a reply `[j:{"args":[...]}, s:<id>]` or `[j:{"error":..,"stack":..}, s:<id>]`.
-//! Replies are matched to requests by id; one connection may carry several in flight.
+//! Replies are matched to requests by id ([`crate::pm2::exchange::Exchanges`]); one connection may
+//! carry several in flight.
 
 use super::amp::{Arg, Message};
 use super::json::Node;
