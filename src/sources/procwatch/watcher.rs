@@ -63,9 +63,12 @@ struct MainFacts {
     /// When the watcher first saw it (its fork's instant when known).
     seen: MonoNs,
     app: Option<AppRef>,
-    environ: Result<(Vec<u8>, bool), String>,
+    environ: Environ,
     paths: Option<super::start_paths::ProcPaths>,
 }
+
+/// A process's environment block (and whether it was cut short), or why it was unreadable.
+type Environ = Result<(Vec<u8>, bool), String>;
 
 /// The main process of a generation a stop or restart replaces.
 struct ReplacedMain {
@@ -73,10 +76,7 @@ struct ReplacedMain {
     start: Option<u64>,
     app: Option<AppRef>,
     /// Its environment and paths as read when it appeared, when the watcher saw it appear.
-    remembered: Option<(
-        Result<(Vec<u8>, bool), String>,
-        Option<super::start_paths::ProcPaths>,
-    )>,
+    remembered: Option<(Environ, Option<super::start_paths::ProcPaths>)>,
 }
 
 /// Generations remembered per app by [`MainFacts`].
