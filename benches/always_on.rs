@@ -12,7 +12,6 @@
 //! answered throughout). Timings depend on the machine's load: say what else ran.
 
 #[path = "../tests/support/pm2.rs"]
-#[allow(dead_code)]
 mod pm2;
 
 use serde_json::json;

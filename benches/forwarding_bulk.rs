@@ -5,7 +5,6 @@
 //! Run: `cargo bench --bench forwarding_bulk` (prints a table; asserts only "nothing lost").
 
 #[path = "../tests/support/pm2.rs"]
-#[allow(dead_code)]
 mod pm2;
 
 use pm2_trace::sources::proxy::{tap_channel, Access, Proxy, Tap};

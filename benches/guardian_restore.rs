@@ -5,7 +5,6 @@
 //! Run: `cargo bench --bench guardian_restore` (prints a table row; asserts nothing).
 
 #[path = "../tests/support/pm2.rs"]
-#[allow(dead_code)]
 mod pm2;
 
 use std::process::{Command, Stdio};

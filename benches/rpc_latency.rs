@@ -5,7 +5,6 @@
 //! Run: `cargo bench --bench rpc_latency` (prints a table; asserts nothing).
 
 #[path = "../tests/support/pm2.rs"]
-#[allow(dead_code)]
 mod pm2;
 
 use pm2_trace::wire::amp::Decoder;

@@ -144,8 +144,13 @@ impl WatchConfig {
 }
 
 pub(crate) enum Cmd {
-    Hint { pid: i32, pm_id: u64, name: String },
-    Snapshot(SnapshotReason),
+    Hint {
+        pid: i32,
+        pm_id: u64,
+        name: String,
+    },
+    /// A snapshot, and when it was asked for (monotonic ns).
+    Snapshot(SnapshotReason, crate::event::MonoNs),
     Stop,
 }
 
@@ -245,7 +250,7 @@ impl WatcherHandle {
 
     /// Take a snapshot now (asynchronously: it is emitted as an event).
     pub fn request_snapshot(&self, reason: SnapshotReason) {
-        self.send(Cmd::Snapshot(reason));
+        self.send(Cmd::Snapshot(reason, crate::event::mono_now()));
     }
 
     fn send(&self, c: Cmd) {

@@ -69,7 +69,17 @@ fn script_of(cmdline: &[String]) -> Option<String> {
 struct FsFacts {
     script_exists: Option<bool>,
     exe_exists: Option<bool>,
+    cwd_exists: Option<bool>,
     links: Vec<LinkNow>,
+}
+
+/// The paths to look up.
+struct Lookups {
+    script: Option<String>,
+    exe: Option<String>,
+    /// Only for a process that is gone (for a live one the kernel says it).
+    cwd: Option<String>,
+    start_dir: Option<String>,
 }
 
 /// Symlinks among the components of `dir` and where each points now (at most 40 components).
@@ -103,13 +113,7 @@ fn exists(p: &str) -> Option<bool> {
 
 /// Run the filesystem lookups as `uid`/`gid` (when we are root; otherwise as ourselves,
 /// which grants nothing more than we have).
-fn lookup_as(
-    uid: u32,
-    gid: u32,
-    script: Option<String>,
-    exe: Option<String>,
-    start_dir: Option<String>,
-) -> Result<FsFacts, String> {
+fn lookup_as(uid: u32, gid: u32, l: Lookups) -> Result<FsFacts, String> {
     let t = std::thread::Builder::new()
         .name("pm2-trace-paths".into())
         .spawn(move || {
@@ -128,9 +132,11 @@ fn lookup_as(
                 ));
             }
             Ok(FsFacts {
-                script_exists: script.as_deref().and_then(exists),
-                exe_exists: exe.as_deref().and_then(exists),
-                links: start_dir
+                script_exists: l.script.as_deref().and_then(exists),
+                exe_exists: l.exe.as_deref().and_then(exists),
+                cwd_exists: l.cwd.as_deref().and_then(exists),
+                links: l
+                    .start_dir
                     .as_deref()
                     .map(|d| links_on(Path::new(d)))
                     .unwrap_or_default(),
@@ -141,28 +147,54 @@ fn lookup_as(
         .map_err(|_| "the path lookups panicked".to_owned())?
 }
 
-/// The start paths of process `pid` (a main process of the generation about to be stopped),
-/// given `PWD` from its environment (the caller has read it).
-pub fn probe(
-    proc_root: &Path,
-    pid: i32,
-    app: Option<AppRef>,
-    pwd: Option<String>,
-) -> Option<StartPaths> {
-    let (cwd, cwd_deleted) = proc_link(proc_root, pid, "cwd").unzip();
-    let (exe, exe_deleted) = proc_link(proc_root, pid, "exe").unzip();
+/// What `/proc` says of a process's start paths, read while it runs: enough to describe
+/// where it was started from after it is gone (a restart may find it already killed).
+#[derive(Debug, Clone)]
+pub struct ProcPaths {
+    pub pid: i32,
+    cwd: Option<(String, bool)>,
+    exe: Option<(String, bool)>,
+    script: Option<String>,
+    /// Real uid and gid, the identity the filesystem lookups take.
+    owner: Option<(u32, u32)>,
+}
+
+/// Read process `pid`'s paths from `/proc`; `None` when it is gone or not ours to read.
+pub fn read(proc_root: &Path, pid: i32) -> Option<ProcPaths> {
+    let cwd = proc_link(proc_root, pid, "cwd");
+    let exe = proc_link(proc_root, pid, "exe");
     if cwd.is_none() && exe.is_none() {
-        return None; // gone, or not ours to read
+        return None;
     }
     let cmdline = procfs::read_cmdline(proc_root, pid).unwrap_or_default();
-    let script = script_of(&cmdline);
+    Some(ProcPaths {
+        pid,
+        cwd,
+        exe,
+        script: script_of(&cmdline),
+        owner: owner(proc_root, pid),
+    })
+}
+
+/// Start paths from `/proc` facts and the filesystem as it is now. `gone`: the process has
+/// exited since `pp` was read, so the kernel cannot mark its directory or executable
+/// deleted any more; a path that no longer exists says it instead.
+pub fn complete(pp: ProcPaths, app: Option<AppRef>, pwd: Option<String>, gone: bool) -> StartPaths {
+    let (cwd, mut cwd_deleted) = pp.cwd.unzip();
+    let (exe, mut exe_deleted) = pp.exe.unzip();
     let pwd = pwd.filter(|p| p.starts_with('/'));
     // Only a logical start directory that differs from the resolved one can hold a symlink.
     let start_dir = pwd.filter(|p| Some(p) != cwd.as_ref());
     let mut notes = Vec::new();
-    let facts = match owner(proc_root, pid) {
+    let facts = match pp.owner {
         Some((uid, gid)) => {
-            match lookup_as(uid, gid, script.clone(), exe.clone(), start_dir.clone()) {
+            let lookups = Lookups {
+                script: pp.script.clone(),
+                exe: exe.clone(),
+                cwd: if gone { cwd.clone() } else { None },
+                start_dir: start_dir.clone(),
+            };
+            match lookup_as(uid, gid, lookups) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     notes.push(e);
@@ -171,28 +203,42 @@ pub fn probe(
             }
         }
         None => {
-            notes.push(format!("owner of pid {pid} unreadable"));
+            notes.push(format!("owner of pid {} unreadable", pp.pid));
             None
         }
     };
+    if gone {
+        notes.push(format!(
+            "pid {} had exited: its paths as read while it ran, checked against the filesystem now",
+            pp.pid
+        ));
+    }
     let (script_exists, exe_exists, symlinks) = match facts {
-        Some(f) => (f.script_exists, f.exe_exists, f.links),
+        Some(f) => {
+            if f.cwd_exists == Some(false) {
+                cwd_deleted = Some(true);
+            }
+            if gone && f.exe_exists == Some(false) {
+                exe_deleted = Some(true);
+            }
+            (f.script_exists, f.exe_exists, f.links)
+        }
         None => (None, None, Vec::new()),
     };
-    Some(StartPaths {
-        pid,
+    StartPaths {
+        pid: pp.pid,
         app,
         cwd,
         cwd_deleted: cwd_deleted.unwrap_or(false),
         exe,
         exe_deleted: exe_deleted.unwrap_or(false),
         exe_exists,
-        script,
+        script: pp.script,
         script_exists,
         start_dir,
         symlinks,
         notes,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -237,15 +283,30 @@ mod tests {
             .env("PWD", &current)
             .spawn()
             .unwrap();
+        // As the watcher reads a generation's main when it appears.
+        let early = read(Path::new("/proc"), child.id() as i32).expect("read while it runs");
         std::fs::remove_file(&current).unwrap();
         std::os::unix::fs::symlink("releases/2", &current).unwrap();
         std::fs::remove_dir_all(&r1).unwrap();
         let pwd = Some(current.to_string_lossy().into_owned());
-        let p = probe(Path::new("/proc"), child.id() as i32, None, pwd);
+        let p = read(Path::new("/proc"), child.id() as i32)
+            .map(|pp| complete(pp, None, pwd.clone(), false));
         let _ = child.kill();
         let _ = child.wait();
+        // Killed before the restart's snapshot (pm2 7): the facts read while it ran, and
+        // the filesystem now, tell the same.
+        let gone = complete(early, None, pwd, true);
         let _ = std::fs::remove_dir_all(&base);
         let p = p.expect("probe");
+        assert!(gone.cwd_deleted, "{gone:?}");
+        assert_eq!(gone.cwd, p.cwd);
+        assert_eq!(gone.symlinks, p.symlinks);
+        assert_eq!(gone.exe_exists, Some(true), "{gone:?}");
+        assert!(!gone.exe_deleted, "{gone:?}");
+        assert!(
+            gone.notes.iter().any(|n| n.contains("had exited")),
+            "{gone:?}"
+        );
         assert_eq!(p.cwd.as_deref(), r1.to_str());
         assert!(p.cwd_deleted, "{p:?}");
         assert!(!p.exe_deleted, "{p:?}");

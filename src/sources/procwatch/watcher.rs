@@ -54,6 +54,36 @@ struct Tracked {
     born_dead: bool,
 }
 
+/// A generation's main process as it was when the watcher first saw it: what a stop or
+/// restart request needs from the generation it replaces, kept because pm2 (7.x above
+/// all) can kill that process and spawn the next before the request's snapshot runs.
+struct MainFacts {
+    pid: i32,
+    start: Option<u64>,
+    /// When the watcher first saw it (its fork's instant when known).
+    seen: MonoNs,
+    app: Option<AppRef>,
+    environ: Environ,
+    paths: Option<super::start_paths::ProcPaths>,
+}
+
+/// A process's environment block (and whether it was cut short), or why it was unreadable.
+type Environ = Result<(Vec<u8>, bool), String>;
+
+/// The main process of a generation a stop or restart replaces.
+struct ReplacedMain {
+    pid: i32,
+    start: Option<u64>,
+    app: Option<AppRef>,
+    /// Its environment and paths as read when it appeared, when the watcher saw it appear.
+    remembered: Option<(Environ, Option<super::start_paths::ProcPaths>)>,
+}
+
+/// Generations remembered per app by [`MainFacts`].
+const MAINS_PER_APP: usize = 3;
+/// Apps whose generations are remembered.
+const MAINS_APPS: usize = 4096;
+
 /// An exit seen on a pidfd whose status is not known yet (waiting for the parent to reap).
 struct PendingExit {
     t: Tracked,
@@ -100,7 +130,12 @@ pub(crate) struct Core {
     /// When the last host-wide socket scan ran (early-exit snapshots, at most one per
     /// [`HOST_SCAN_SPACING_NS`]).
     last_host_scan: MonoNs,
-    queued_snapshots: Vec<SnapshotReason>,
+    /// Snapshots to take, with the instant each was asked for (the tap's instant for a
+    /// stop or restart request).
+    queued_snapshots: Vec<(SnapshotReason, MonoNs)>,
+    /// The main processes of each app's latest generations (pm_id -> oldest first), with
+    /// what they were started with, read when they appeared.
+    mains: HashMap<u64, Vec<MainFacts>>,
     boot_off: u64,
     tick_ns: u64,
     my_uid: u32,
@@ -497,6 +532,7 @@ impl Core {
             last_early_snap: HashMap::new(),
             last_host_scan: 0,
             queued_snapshots: Vec::new(),
+            mains: HashMap::new(),
             boot_off: sys::boottime_offset_ns(),
             tick_ns,
             my_uid,
@@ -603,13 +639,48 @@ impl Core {
         };
         if newer {
             self.newest_gen.insert(pm_id, g);
-            if !self.initializing && t.ppid == self.daemon.unwrap_or(-1) {
-                self.queued_snapshots.push(SnapshotReason::NewGeneration {
-                    pm_id,
-                    pid: Some(pid),
-                    generation: Some(g),
-                });
+            let main = t.ppid == self.daemon.unwrap_or(-1);
+            if !self.initializing && main {
+                self.queued_snapshots.push((
+                    SnapshotReason::NewGeneration {
+                        pm_id,
+                        pid: Some(pid),
+                        generation: Some(g),
+                    },
+                    mono_now(),
+                ));
             }
+            if main {
+                self.remember_main(pid);
+            }
+        }
+    }
+
+    /// Read what a generation's main process was started with (environment, working
+    /// directory, executable, script), while it runs.
+    fn remember_main(&mut self, pid: i32) {
+        let Some(t) = self.table.get(&pid) else {
+            return;
+        };
+        let Some(pm_id) = t.app.as_ref().map(|a| a.pm_id) else {
+            return;
+        };
+        if !self.mains.contains_key(&pm_id) && self.mains.len() >= MAINS_APPS {
+            return;
+        }
+        let facts = MainFacts {
+            pid,
+            start: t.start,
+            seen: t.start_mono.unwrap_or(t.seen_ns),
+            app: t.app.clone(),
+            environ: procfs::read_environ(&self.proc_root, pid).map_err(|e| e.to_string()),
+            paths: super::start_paths::read(&self.proc_root, pid),
+        };
+        let v = self.mains.entry(pm_id).or_default();
+        v.retain(|m| m.pid != pid);
+        v.push(facts);
+        if v.len() > MAINS_PER_APP {
+            v.remove(0);
         }
     }
 
@@ -723,7 +794,7 @@ impl Core {
         if self.early_lost {
             self.lost("events arrived faster than they could be buffered during start-up".into());
         }
-        self.snapshot(SnapshotReason::Start);
+        self.snapshot(SnapshotReason::Start, mono_now());
         self.run_queued_snapshots();
 
         let mut ready = Vec::new();
@@ -742,9 +813,9 @@ impl Core {
                         match c {
                             Cmd::Stop => return,
                             Cmd::Hint { pid, pm_id, name } => self.on_hint(pid, pm_id, &name),
-                            Cmd::Snapshot(r) => {
+                            Cmd::Snapshot(r, asked) => {
                                 self.flux();
-                                self.queued_snapshots.push(r)
+                                self.queued_snapshots.push((r, asked))
                             }
                         }
                     }
@@ -1147,12 +1218,15 @@ impl Core {
                     let last = self.last_early_snap.get(&app.pm_id).copied().unwrap_or(0);
                     if last == 0 || at.saturating_sub(last) >= EARLY_SNAPSHOT_SPACING_NS {
                         self.last_early_snap.insert(app.pm_id, at.max(1));
-                        self.queued_snapshots.push(SnapshotReason::EarlyExit {
-                            pm_id: app.pm_id,
-                            pid: t.pid,
-                            generation: Some(g),
-                            lived_ms: Some(lived / 1_000_000),
-                        });
+                        self.queued_snapshots.push((
+                            SnapshotReason::EarlyExit {
+                                pm_id: app.pm_id,
+                                pid: t.pid,
+                                generation: Some(g),
+                                lived_ms: Some(lived / 1_000_000),
+                            },
+                            at,
+                        ));
                     }
                 }
             }
@@ -1542,14 +1616,14 @@ impl Core {
     fn run_queued_snapshots(&mut self) {
         while !self.queued_snapshots.is_empty() {
             let mut q = std::mem::take(&mut self.queued_snapshots);
-            q.dedup();
-            for r in q {
-                self.snapshot(r);
+            q.dedup_by(|a, b| a.0 == b.0);
+            for (r, asked) in q {
+                self.snapshot(r, asked);
             }
         }
     }
 
-    fn snapshot(&mut self, reason: SnapshotReason) {
+    fn snapshot(&mut self, reason: SnapshotReason, asked: MonoNs) {
         let t0 = mono_now();
         let mut notes = Vec::new();
         if self.mode != ActiveMode::Netlink && !matches!(reason, SnapshotReason::Start) {
@@ -1562,14 +1636,24 @@ impl Core {
         let mut env = Vec::new();
         let mut paths = Vec::new();
         if reason.wants_env() {
-            for p in self.replaced_generation_mains(scope) {
+            for m in self.replaced_generation_mains(scope, asked) {
                 prefetch!(self);
-                let Some(t) = self.table.get(&p) else {
-                    continue;
+                let p = m.pid;
+                let (app, start) = (m.app.clone(), m.start.unwrap_or(0));
+                // The environment as read when the process appeared (it does not change
+                // after exec), else now. A live read can also come too late: a process
+                // being killed has lost its memory (an empty environment) while /proc
+                // still shows its directory.
+                let alive = self
+                    .table
+                    .get(&p)
+                    .is_some_and(|t| t.start == m.start && t.app.is_some());
+                let environ = match m.remembered.as_ref().map(|r| &r.0) {
+                    Some(Ok(e)) if !e.0.is_empty() => Ok(e.clone()),
+                    _ => procfs::read_environ(&self.proc_root, p).map_err(|e| e.to_string()),
                 };
-                let (app, start) = (t.app.clone(), t.start.unwrap_or(0));
                 let mut pwd = None;
-                match procfs::read_environ(&self.proc_root, p) {
+                match environ {
                     Ok((block, truncated)) => {
                         let vars = procfs::parse_environ(&block)
                             .into_iter()
@@ -1591,8 +1675,15 @@ impl Core {
                     }
                     Err(e) => notes.push(format!("environment of pid {p} unreadable: {e}")),
                 }
-                if let Some(sp) = super::start_paths::probe(&self.proc_root, p, app, pwd) {
-                    paths.push(sp);
+                let live = alive
+                    .then(|| super::start_paths::read(&self.proc_root, p))
+                    .flatten();
+                let (pp, gone) = match live {
+                    Some(pp) => (Some(pp), false),
+                    None => (m.remembered.as_ref().and_then(|r| r.1.clone()), true),
+                };
+                if let Some(pp) = pp {
+                    paths.push(super::start_paths::complete(pp, app, pwd, gone));
                 }
             }
         }
@@ -1823,7 +1914,10 @@ impl Core {
 
     /// The main process of the current generation of each app in scope: attributed from its
     /// environment, newest generation, a child of the daemon if there is one, oldest first.
-    fn replaced_generation_mains(&self, scope: Option<u64>) -> Vec<i32> {
+    /// The main process of the generation each app in `scope` ran when a stop or restart
+    /// was asked at `asked`: the newest remembered main first seen before then, else the
+    /// newest generation's main among the tracked processes.
+    fn replaced_generation_mains(&self, scope: Option<u64>, asked: MonoNs) -> Vec<ReplacedMain> {
         let mut best: HashMap<u64, (u64, bool, u64, i32)> = HashMap::new();
         for t in self.table.values() {
             let Some(a) = &t.app else { continue };
@@ -1841,8 +1935,41 @@ impl Core {
                 *e = key;
             }
         }
-        let mut v: Vec<i32> = best.values().map(|k| k.3).collect();
-        v.sort_unstable();
-        v
+        let mut ids: Vec<u64> = best.keys().copied().collect();
+        ids.extend(
+            self.mains
+                .keys()
+                .filter(|id| scope.is_none_or(|s| s == **id)),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = Vec::new();
+        for id in ids {
+            let remembered = self
+                .mains
+                .get(&id)
+                .and_then(|v| v.iter().rev().find(|m| m.seen <= asked));
+            match remembered {
+                Some(m) => out.push(ReplacedMain {
+                    pid: m.pid,
+                    start: m.start,
+                    app: m.app.clone(),
+                    remembered: Some((m.environ.clone(), m.paths.clone())),
+                }),
+                None => {
+                    let Some(t) = best.get(&id).and_then(|k| self.table.get(&k.3)) else {
+                        continue;
+                    };
+                    out.push(ReplacedMain {
+                        pid: t.pid,
+                        start: t.start,
+                        app: t.app.clone(),
+                        remembered: None,
+                    });
+                }
+            }
+        }
+        out.sort_unstable_by_key(|m| m.pid);
+        out
     }
 }
