@@ -123,26 +123,33 @@ impl<V> Exchanges<V> {
 }
 
 /// What a successful reply says about processes, read the same way for the watcher's hints
-/// and for the interpreter.
-pub(crate) struct ReplyProcs {
+/// and for the interpreter: the same process objects ([`MonitorProc::nodes_in_reply`]), the
+/// same rule for what is running and what was just started.
+pub(crate) struct ReplyProcs<'a> {
     /// Every app of a getMonitorData list, or the one process a restart, stop, ... reply
-    /// carries.
-    pub(crate) procs: Vec<MonitorProc>,
+    /// carries, still as views of the reply's text.
+    nodes: Vec<Node<'a>>,
     /// Whether the reply lists what is running now: a getMonitorData list, or the process a
     /// start (restart, start, reload, softReload, prepare) reports.
     current: bool,
     starts: bool,
 }
 
-impl ReplyProcs {
-    /// Read a reply's arguments, given the method of its request (if it was seen).
-    pub(crate) fn read(method: Option<&str>, args: &[Node]) -> ReplyProcs {
+impl<'a> ReplyProcs<'a> {
+    /// Find the processes in a reply's arguments, given the method of its request (if it
+    /// was seen).
+    pub(crate) fn read(method: Option<&str>, args: &[Node<'a>]) -> ReplyProcs<'a> {
         let starts = method.is_some_and(starts_process);
         ReplyProcs {
-            procs: MonitorProc::in_reply(method, args),
+            nodes: MonitorProc::nodes_in_reply(method, args),
             current: starts || method == Some("getMonitorData"),
             starts,
         }
+    }
+
+    /// Everything the reply says about each process (the interpreter's reading).
+    pub(crate) fn procs(&self) -> Vec<MonitorProc> {
+        self.nodes.iter().map(MonitorProc::from_node).collect()
     }
 
     /// The pid of the process the request started (its new generation).
@@ -150,24 +157,26 @@ impl ReplyProcs {
         if !self.starts {
             return None;
         }
-        self.procs.first().and_then(|p| p.pid).filter(|p| *p > 0)
+        MonitorProc::ids_of(self.nodes.first()?)
+            .0
+            .filter(|p| *p > 0)
     }
 
-    /// The processes the daemon says run now, as (pid, pm_id, name).
-    pub(crate) fn running(&self) -> impl Iterator<Item = (i64, u64, &str)> {
-        self.procs
+    /// The processes the daemon says run now, as (pid, pm_id, name): only these fields are
+    /// read (the watcher's hints, on the tap thread).
+    pub(crate) fn running(&self) -> Vec<(i64, u64, String)> {
+        if !self.current {
+            return Vec::new();
+        }
+        self.nodes
             .iter()
-            .filter(|_| self.current)
-            .filter_map(|p| match (p.pid, p.pm_id) {
-                (Some(pid), Some(pm_id)) if pid > 0 => {
-                    Some((pid, pm_id, p.name.as_deref().unwrap_or("")))
+            .filter_map(|n| match MonitorProc::ids_of(n) {
+                (Some(pid), Some(pm_id), name) if pid > 0 => {
+                    Some((pid, pm_id, name.unwrap_or_default()))
                 }
                 _ => None,
             })
-    }
-
-    pub(crate) fn into_procs(self) -> Vec<MonitorProc> {
-        self.procs
+            .collect()
     }
 }
 
@@ -284,19 +293,15 @@ mod tests {
         ] {
             let read = ReplyProcs::read(Some(m), &args);
             assert_eq!(read.new_pid(), Some(4242), "{m}");
-            assert_eq!(
-                read.running().collect::<Vec<_>>(),
-                vec![(4242, 3, "web")],
-                "{m}"
-            );
+            assert_eq!(read.running(), vec![(4242, 3, "web".into())], "{m}");
         }
         // A stop reply names the process but reports nothing running; an unpaired reply
         // (its request unseen) neither.
         for m in [Some("stopProcessId"), Some("deleteProcessId"), None] {
             let read = ReplyProcs::read(m, &args);
-            assert_eq!(read.procs.len(), 1, "{m:?}");
+            assert_eq!(read.procs().len(), 1, "{m:?}");
             assert_eq!(read.new_pid(), None, "{m:?}");
-            assert_eq!(read.running().count(), 0, "{m:?}");
+            assert!(read.running().is_empty(), "{m:?}");
         }
     }
 
@@ -307,8 +312,8 @@ mod tests {
         );
         let args = r.node().items().unwrap();
         let read = ReplyProcs::read(Some("getMonitorData"), &args);
-        assert_eq!(read.procs.len(), 2);
+        assert_eq!(read.procs().len(), 2);
         assert_eq!(read.new_pid(), None);
-        assert_eq!(read.running().collect::<Vec<_>>(), vec![(10, 0, "a")]);
+        assert_eq!(read.running(), vec![(10, 0, "a".into())]);
     }
 }

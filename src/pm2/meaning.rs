@@ -422,13 +422,10 @@ impl MonitorProc {
     pub(crate) fn from_node(v: &Node) -> MonitorProc {
         let env = v.get("pm2_env");
         let env_get = |k: &str| env.as_ref().and_then(|e| e.get(k));
-        let get = |k: &str| v.get(k).or_else(|| env_get(k));
-        let pid = i64_of(v.get("pid"))
-            .or_else(|| i64_of(v.get("_handle").and_then(|h| h.get("pid"))))
-            .or_else(|| i64_of(v.get("process").and_then(|p| p.get("pid"))));
+        let (pid, pm_id, name) = MonitorProc::ids_of(v);
         MonitorProc {
-            pm_id: u64_of(get("pm_id")),
-            name: str_of(get("name")),
+            pm_id,
+            name,
             pid,
             status: str_of(env_get("status")),
             restart_time: u64_of(env_get("restart_time")),
@@ -450,51 +447,61 @@ impl MonitorProc {
         }
     }
 
+    /// Only the pid, pm_id and name of a process object, read as [`MonitorProc::from_node`]
+    /// reads them (what the process watcher's hints need, on the tap thread).
+    pub(crate) fn ids_of(v: &Node) -> (Option<i64>, Option<u64>, Option<String>) {
+        let env = v.get("pm2_env");
+        let get = |k: &str| v.get(k).or_else(|| env.as_ref().and_then(|e| e.get(k)));
+        let pid = i64_of(v.get("pid"))
+            .or_else(|| i64_of(v.get("_handle").and_then(|h| h.get("pid"))))
+            .or_else(|| i64_of(v.get("process").and_then(|p| p.get("pid"))));
+        (pid, u64_of(get("pm_id")), str_of(get("name")))
+    }
+
     /// [`MonitorProc::from_node`] of a tree (for state read once, not the replay path).
     pub(crate) fn from_value(v: &Value) -> MonitorProc {
         MonitorProc::from_node(&Json::from(v.clone()).node())
     }
 
-    /// Read a `getMonitorData` reply's arguments (`[[proc, ...]]`).
-    pub(crate) fn list_from_reply(args: &[Node]) -> Vec<MonitorProc> {
-        match args.first().and_then(Node::items) {
-            Some(list) => list
-                .iter()
-                .filter(|p| p.is_object())
-                .map(MonitorProc::from_node)
-                .collect(),
-            None => Vec::new(),
+    /// The process objects a reply to `method` names: every object of a `getMonitorData`
+    /// list (`[[proc, ...]]`), else the one process a reply returns (restartProcessId,
+    /// startProcessId, stopProcessId, reloadProcessId, prepare): the first object argument,
+    /// or the first object of a first array argument, if it has a `pm2_env` or a `pid`. Read
+    /// through [`super::exchange::ReplyProcs`] by the interpreter and the watcher's hints.
+    pub(crate) fn nodes_in_reply<'a>(method: Option<&str>, args: &[Node<'a>]) -> Vec<Node<'a>> {
+        if method == Some("getMonitorData") {
+            return match args.first().and_then(Node::items) {
+                Some(mut list) => {
+                    list.retain(Node::is_object);
+                    list
+                }
+                None => Vec::new(),
+            };
         }
-    }
-
-    /// The processes a reply to `method` names: every process of a `getMonitorData` list,
-    /// else the one process a reply returns ([`MonitorProc::from_reply`]). The interpreter and
-    /// the process watcher's hints both read replies through [`super::exchange::ReplyProcs`].
-    pub(crate) fn in_reply(method: Option<&str>, args: &[Node]) -> Vec<MonitorProc> {
-        match method {
-            Some("getMonitorData") => MonitorProc::list_from_reply(args),
-            _ => MonitorProc::from_reply(args).into_iter().collect(),
-        }
-    }
-
-    /// Read the process in a reply that returns one (restartProcessId, startProcessId,
-    /// stopProcessId, reloadProcessId, prepare): the first object argument, or the first
-    /// object of a first array argument.
-    pub(crate) fn from_reply(args: &[Node]) -> Option<MonitorProc> {
-        let first = args.first()?;
+        let Some(first) = args.first() else {
+            return Vec::new();
+        };
         let v = match first.items() {
             Some(mut a) => {
                 if a.is_empty() {
-                    return None;
+                    return Vec::new();
                 }
                 a.swap_remove(0)
             }
             None => first.clone(),
         };
         if !v.is_object() || (v.get("pm2_env").is_none() && v.get("pid").is_none()) {
-            return None;
+            return Vec::new();
         }
-        Some(MonitorProc::from_node(&v))
+        vec![v]
+    }
+
+    /// The process a reply that returns one carries (see [`MonitorProc::nodes_in_reply`]).
+    #[cfg(test)]
+    pub(crate) fn from_reply(args: &[Node]) -> Option<MonitorProc> {
+        MonitorProc::nodes_in_reply(None, args)
+            .first()
+            .map(MonitorProc::from_node)
     }
 }
 

@@ -70,7 +70,7 @@ impl<S: HintSink> Hinter<S> {
                 };
                 let Ok(args) = reply.outcome else { return };
                 for (pid, pm_id, name) in ReplyProcs::read(Some(&method), &args).running() {
-                    self.sink.pid(pid as i32, pm_id, name);
+                    self.sink.pid(pid as i32, pm_id, &name);
                 }
             }
         }

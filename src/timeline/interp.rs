@@ -323,7 +323,7 @@ impl Interpreter {
                     Ok(args) => {
                         let read = ReplyProcs::read(method.as_deref(), args);
                         let new_pid = read.new_pid();
-                        let procs = read.into_procs();
+                        let procs = read.procs();
                         let result = if procs.is_empty() {
                             result_words(args)
                         } else {
