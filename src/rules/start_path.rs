@@ -48,10 +48,14 @@ fn spawn_words(words: &str) -> (&str, &str) {
 /// snapshot's other work is done).
 fn facts_before<'a>(c: &AppCtx<'a>, i: usize, t0: MonoNs) -> Option<(MonoNs, &'a StartPaths)> {
     let a = c.a;
-    let earlier: Vec<i64> = a.generations[..i]
-        .iter()
-        .filter_map(|g| c.main_pid(g))
-        .collect();
+    // Asked only of a process a snapshot names (a crash loop has thousands of generations
+    // and few snapshots: no list of every earlier main pid per generation).
+    let earlier = |pid: i64| {
+        a.generations[..i]
+            .iter()
+            .rev()
+            .any(|g| c.main_pid(g) == Some(pid))
+    };
     a.snapshots
         .iter()
         .rev()
@@ -61,7 +65,7 @@ fn facts_before<'a>(c: &AppCtx<'a>, i: usize, t0: MonoNs) -> Option<(MonoNs, &'a
             a.snapshots.iter().filter(|s| s.t > t0).find_map(|s| {
                 s.paths
                     .iter()
-                    .find(|p| earlier.contains(&i64::from(p.pid)))
+                    .find(|p| earlier(i64::from(p.pid)))
                     .map(|p| (s.t, p))
             })
         })

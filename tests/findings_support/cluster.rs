@@ -184,6 +184,19 @@ fn soft_reload(p: &Pm2, n: u64) -> std::process::Output {
 /// `None` when `name` is not one of these. `fast` lowers max_restarts (same behaviour,
 /// shorter crash loops).
 pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Option<Run> {
+    run_with(name, version, Some(capture), fast, |_| Value::Null)
+}
+
+/// [`run`], recording into `capture` when given (else nothing records), calling
+/// `settled(&daemon)` once the outcome has settled, before the daemon is killed. Without a
+/// capture, [`Run::doc`] is what `settled` returned.
+pub fn run_with(
+    name: &str,
+    version: &str,
+    capture: Option<&Path>,
+    fast: bool,
+    settled_hook: impl FnOnce(&Pm2) -> Value,
+) -> Option<Run> {
     if !ALL.contains(&name) {
         return None;
     }
@@ -222,7 +235,7 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Option<Run>
     pm2::assert_ok(&out, &["start", "ecosystem.json"]);
     wait_all(&p, "online", n, Duration::from_secs(20), up);
     let mut notes = Vec::new();
-    let rec = Recorder::start(p.home(), capture, &["--quiet"]);
+    let rec = capture.map(|c| Recorder::start(p.home(), c, &["--quiet"]));
     // Let the recorder's first snapshot and bus subscription settle.
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
@@ -284,20 +297,26 @@ pub fn run(name: &str, version: &str, capture: &Path, fast: bool) -> Option<Run>
             ))
             .collect::<Vec<_>>()
     ));
+    let hooked = settled_hook(&p);
     std::thread::sleep(Duration::from_millis(300));
-    let code = rec.stop();
-    assert!(code.success(), "pm2-trace record ended with {code}");
+    if let Some(rec) = rec {
+        let code = rec.stop();
+        assert!(code.success(), "pm2-trace record ended with {code}");
+    }
     let end_status = instances(&p, "web")
         .first()
         .map(|a| status(a).to_owned())
         .unwrap_or_default();
     notes.push(format!("daemon log tail:\n{}", p.log_tail(12)));
     drop(p);
-    let doc = recorder::replay_json(capture);
+    let doc = match capture {
+        Some(c) => recorder::replay_json(c),
+        None => hooked,
+    };
     Some(Run {
         name: name.to_owned(),
         version: version.to_owned(),
-        capture: capture.to_owned(),
+        capture: capture.map(Path::to_owned).unwrap_or_default(),
         doc,
         status: end_status,
         notes,
