@@ -6,10 +6,10 @@
 //! one connection may carry several requests in flight. A client may also never read its
 //! replies, or the capture may begin after a request was sent, so what is kept is bounded:
 //!
-//! - at most [`MAX_WAITING_PER_CONN`] requests wait per connection; beyond, the oldest is
-//!   forgotten (its reply, if it comes, pairs with nothing);
-//! - at most [`MAX_CONNS`] connections have requests waiting; beyond, the connection idle
-//!   the longest is forgotten (its close was not seen);
+//! - at most [`MAX_WAITING_PER_CONN`] requests wait per connection; beyond, the connection's
+//!   oldest is forgotten (its reply, if it comes, pairs with nothing);
+//! - at most [`MAX_WAITING`] wait in all; beyond, the oldest of all is forgotten (so many
+//!   connections whose close was not seen cost no more);
 //! - a connection's close drops everything it had waiting (returned, oldest first);
 //! - a request sent again with an id still waiting replaces the first.
 
@@ -19,18 +19,18 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Requests kept waiting per connection.
 pub(crate) const MAX_WAITING_PER_CONN: usize = 1024;
-/// Connections with requests waiting, at once.
-pub(crate) const MAX_CONNS: usize = 4096;
+/// Requests kept waiting in all.
+pub(crate) const MAX_WAITING: usize = 65_536;
 
 /// The requests still waiting for their reply, by connection and id, each with what its
 /// owner keeps about it (`V`: the method for the hints, the request's row for the TUI...).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Exchanges<V> {
     conns: HashMap<u64, Waiting<V>>,
-    /// Connections with something waiting, by their last activity: the first is the one
-    /// idle the longest.
-    idle: BTreeMap<u64, u64>,
-    /// Counts asks and answers: the order of requests and of activity.
+    /// The connection of every waiting request, by the order they were asked in: the first
+    /// is the oldest.
+    order: BTreeMap<u64, u64>,
+    /// Counts requests: their order.
     clock: u64,
 }
 
@@ -39,15 +39,13 @@ struct Waiting<V> {
     by_id: HashMap<String, (u64, V)>,
     /// Ids by the order they were asked in: the first is the oldest.
     order: BTreeMap<u64, String>,
-    /// When (on `clock`) the connection was last active.
-    last: u64,
 }
 
 impl<V> Default for Exchanges<V> {
     fn default() -> Self {
         Exchanges {
             conns: HashMap::new(),
-            idle: BTreeMap::new(),
+            order: BTreeMap::new(),
             clock: 0,
         }
     }
@@ -61,29 +59,48 @@ impl<V> Exchanges<V> {
     /// Request `id` was sent on `conn`; `value` is given back with its reply.
     pub(crate) fn ask(&mut self, conn: u64, id: &str, value: V) {
         self.clock += 1;
-        let now = self.clock;
-        if !self.conns.contains_key(&conn) && self.conns.len() >= MAX_CONNS {
-            if let Some((_, old)) = self.idle.pop_first() {
-                self.conns.remove(&old);
+        let seq = self.clock;
+        let full = match self.conns.get_mut(&conn) {
+            Some(w) => match w.by_id.remove(id) {
+                Some((old, _)) => {
+                    w.order.remove(&old);
+                    self.order.remove(&old);
+                    false
+                }
+                None => w.by_id.len() >= MAX_WAITING_PER_CONN,
+            },
+            None => false,
+        };
+        if full {
+            if let Some(&oldest) = self.conns.get(&conn).and_then(|w| w.order.keys().next()) {
+                self.forget(oldest, conn);
+            }
+        }
+        if self.order.len() >= MAX_WAITING {
+            if let Some((&oldest, &c)) = self.order.iter().next() {
+                self.forget(oldest, c);
             }
         }
         let w = self.conns.entry(conn).or_insert_with(|| Waiting {
             by_id: HashMap::new(),
             order: BTreeMap::new(),
-            last: now,
         });
-        self.idle.remove(&w.last);
-        w.last = now;
-        self.idle.insert(now, conn);
-        if let Some((seq, _)) = w.by_id.remove(id) {
-            w.order.remove(&seq);
-        } else if w.by_id.len() >= MAX_WAITING_PER_CONN {
-            if let Some((_, old)) = w.order.pop_first() {
-                w.by_id.remove(&old);
+        w.by_id.insert(id.to_owned(), (seq, value));
+        w.order.insert(seq, id.to_owned());
+        self.order.insert(seq, conn);
+    }
+
+    /// Forget request number `seq` of `conn`.
+    fn forget(&mut self, seq: u64, conn: u64) {
+        self.order.remove(&seq);
+        if let Some(w) = self.conns.get_mut(&conn) {
+            if let Some(id) = w.order.remove(&seq) {
+                w.by_id.remove(&id);
+            }
+            if w.by_id.is_empty() {
+                self.conns.remove(&conn);
             }
         }
-        w.by_id.insert(id.to_owned(), (now, value));
-        w.order.insert(now, id.to_owned());
     }
 
     /// The reply `id` arrived on `conn`: what was kept with its request, if it was waiting.
@@ -91,13 +108,9 @@ impl<V> Exchanges<V> {
         let w = self.conns.get_mut(&conn)?;
         let (seq, value) = w.by_id.remove(id)?;
         w.order.remove(&seq);
-        self.idle.remove(&w.last);
+        self.order.remove(&seq);
         if w.by_id.is_empty() {
             self.conns.remove(&conn);
-        } else {
-            self.clock += 1;
-            w.last = self.clock;
-            self.idle.insert(self.clock, conn);
         }
         Some(value)
     }
@@ -107,18 +120,24 @@ impl<V> Exchanges<V> {
         let Some(mut w) = self.conns.remove(&conn) else {
             return Vec::new();
         };
-        self.idle.remove(&w.last);
         let order = std::mem::take(&mut w.order);
         order
-            .into_values()
-            .filter_map(|id| w.by_id.remove(&id).map(|(_, v)| v))
+            .into_iter()
+            .filter_map(|(seq, id)| {
+                self.order.remove(&seq);
+                w.by_id.remove(&id).map(|(_, v)| v)
+            })
             .collect()
     }
 
     /// Requests waiting, over all connections.
     #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
-        self.conns.values().map(|w| w.by_id.len()).sum()
+        debug_assert_eq!(
+            self.order.len(),
+            self.conns.values().map(|w| w.by_id.len()).sum::<usize>()
+        );
+        self.order.len()
     }
 }
 
@@ -207,7 +226,7 @@ mod tests {
         assert_eq!(x.answer(3, "a"), None);
         assert_eq!(x.answer(1, "a"), Some("restartProcessId"));
         assert_eq!(x.waiting(), 0);
-        assert!(x.conns.is_empty() && x.idle.is_empty());
+        assert!(x.conns.is_empty());
     }
 
     #[test]
@@ -222,35 +241,32 @@ mod tests {
         assert_eq!(x.answer(7, "99999"), Some(99_999));
         let first_kept = 100_000 - MAX_WAITING_PER_CONN as u64;
         assert_eq!(x.answer(7, &first_kept.to_string()), Some(first_kept));
-        // Many connections: the one idle the longest is forgotten.
+        // Many connections never closed: the oldest request of all is forgotten.
         let mut x = Exchanges::new();
-        for c in 0..(MAX_CONNS as u64 + 500) {
+        let conns = (MAX_WAITING / 2 + 500) as u64;
+        for c in 0..conns {
             x.ask(c, "1", c);
             x.ask(c, "2", c);
         }
-        assert_eq!(x.conns.len(), MAX_CONNS);
-        assert_eq!(x.idle.len(), MAX_CONNS);
-        assert_eq!(x.waiting(), 2 * MAX_CONNS);
+        assert_eq!(x.waiting(), MAX_WAITING);
+        assert_eq!(x.conns.len(), MAX_WAITING / 2);
         assert_eq!(x.answer(0, "1"), None);
-        assert_eq!(
-            x.answer(MAX_CONNS as u64 + 499, "1"),
-            Some(MAX_CONNS as u64 + 499)
-        );
+        assert_eq!(x.answer(499, "2"), None);
+        assert_eq!(x.answer(500, "1"), Some(500));
+        assert_eq!(x.answer(conns - 1, "2"), Some(conns - 1));
     }
 
     #[test]
-    fn activity_keeps_a_connection() {
+    fn the_oldest_of_all_goes_first() {
         let mut x = Exchanges::new();
         x.ask(0, "old", 0u64);
-        x.ask(0, "keep", 0);
-        for c in 1..MAX_CONNS as u64 {
-            x.ask(c, "1", c);
+        for i in 1..MAX_WAITING as u64 {
+            x.ask(i % 100 + 1, &i.to_string(), i);
         }
-        // Connection 0 answers: it is now the most recently active.
-        assert_eq!(x.answer(0, "old"), Some(0));
-        x.ask(MAX_CONNS as u64, "1", 9);
-        assert_eq!(x.answer(0, "keep"), Some(0));
-        assert_eq!(x.answer(1, "1"), None, "connection 1 was idle the longest");
+        x.ask(0, "new", 1);
+        assert_eq!(x.waiting(), MAX_WAITING);
+        assert_eq!(x.answer(0, "old"), None);
+        assert_eq!(x.answer(0, "new"), Some(1));
     }
 
     #[test]
@@ -264,7 +280,8 @@ mod tests {
         assert_eq!(x.close(1), Vec::<&str>::new());
         assert_eq!(x.waiting(), 1);
         assert_eq!(x.close(2), vec!["other conn"]);
-        assert!(x.conns.is_empty() && x.idle.is_empty());
+        assert_eq!(x.waiting(), 0);
+        assert!(x.conns.is_empty());
     }
 
     #[test]
