@@ -673,7 +673,12 @@ impl Core {
             start: t.start,
             seen: t.start_mono.unwrap_or(t.seen_ns),
             app: t.app.clone(),
-            environ: procfs::read_environ(&self.proc_root, pid).map_err(|e| e.to_string()),
+            environ: procfs::read_environ(&self.proc_root, pid)
+                .map(|(mut block, cut)| {
+                    block.shrink_to_fit();
+                    (block, cut)
+                })
+                .map_err(|e| e.to_string()),
             paths: super::start_paths::read(&self.proc_root, pid),
         };
         let v = self.mains.entry(pm_id).or_default();
