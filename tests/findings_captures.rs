@@ -38,9 +38,25 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "descendant-outlived-stop",
         ],
     ),
+    (
+        "drain-child-restart-6.0.14",
+        &[
+            "address-held-by-previous-generation",
+            "crash-loop-errored",
+            "descendant-outlived-stop",
+        ],
+    ),
     ("drain-child-restart-7.0.4", &["graceful-shutdown-killed"]),
     (
         "double-fork-restart-5.4.3",
+        &[
+            "address-held-by-previous-generation",
+            "crash-loop-errored",
+            "descendant-outlived-stop",
+        ],
+    ),
+    (
+        "double-fork-restart-6.0.14",
         &[
             "address-held-by-previous-generation",
             "crash-loop-errored",
@@ -56,9 +72,17 @@ const EXPECTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("slow-graceful-restart-5.4.3", &["graceful-shutdown-killed"]),
+    (
+        "slow-graceful-restart-6.0.14",
+        &["graceful-shutdown-killed"],
+    ),
     ("slow-graceful-restart-7.0.4", &["graceful-shutdown-killed"]),
     (
         "env-broken-restart-5.4.3",
+        &["restart-env-changed", "crash-loop-errored"],
+    ),
+    (
+        "env-broken-restart-6.0.14",
         &["restart-env-changed", "crash-loop-errored"],
     ),
     (
@@ -70,14 +94,21 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["overlapping-restart", "graceful-shutdown-killed"],
     ),
     (
+        "overlapping-restart-6.0.14",
+        &["overlapping-restart", "graceful-shutdown-killed"],
+    ),
+    (
         "overlapping-restart-7.0.4",
         &["overlapping-restart", "graceful-shutdown-killed"],
     ),
     ("crash-on-start-restart-5.4.3", &["crash-loop-errored"]),
+    ("crash-on-start-restart-6.0.14", &["crash-loop-errored"]),
     ("crash-on-start-restart-7.0.4", &["crash-loop-errored"]),
     ("crash-once-restart-5.4.3", &["early-exit-after-restart"]),
+    ("crash-once-restart-6.0.14", &["early-exit-after-restart"]),
     ("crash-once-restart-7.0.4", &["early-exit-after-restart"]),
     ("stop-timeout-5.4.3", &["descendant-outlived-stop"]),
+    ("stop-timeout-6.0.14", &["descendant-outlived-stop"]),
     (
         "stop-timeout-7.0.4",
         &["stop-timeout-errored", "graceful-shutdown-killed"],
@@ -87,10 +118,15 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["overlapping-restart", "early-exit-after-restart"],
     ),
     (
+        "restart-while-waiting-6.0.14",
+        &["overlapping-restart", "early-exit-after-restart"],
+    ),
+    (
         "restart-while-waiting-7.0.4",
         &["overlapping-restart", "early-exit-after-restart"],
     ),
     ("well-behaved-restarts-5.4.3", &[]),
+    ("well-behaved-restarts-6.0.14", &[]),
     ("well-behaved-restarts-7.0.4", &[]),
     ("symlink-deploy-restart-5.4.3", &["start-path-missing"]),
     ("symlink-deploy-restart-6.0.14", &["start-path-missing"]),
@@ -287,6 +323,38 @@ fn without_process_events_the_crash_loop_is_still_named() {
         !kinds.contains(&"address-held-by-previous-generation".to_string()),
         "no holder can be named without the watcher: {kinds:?}"
     );
+}
+
+/// pm2 6.0.14 stops like 5.4.3 (lib/God/Methods.js polls the main pid only; 7.x polls the
+/// tree it signalled): the drain-child restart ends errored on both, and the findings say
+/// which versions wait for the tree.
+#[test]
+fn pm2_6_waits_for_the_main_pid_only() {
+    for v in ["5.4.3", "6.0.14"] {
+        let findings = analyze_with_output(&format!("drain-child-restart-{v}"), str::to_owned);
+        let text = |kind: &str| {
+            let f = findings
+                .iter()
+                .find(|f| f.kind == kind)
+                .unwrap_or_else(|| panic!("{v}: no {kind}"));
+            serde_json::to_string(f).expect("a finding as JSON")
+        };
+        let d = text("descendant-outlived-stop");
+        assert!(
+            d.contains("pm2 before 7 signals the tree but waits only for the main pid"),
+            "{v}: {d}"
+        );
+        assert!(
+            d.contains("pm2 7+ waits for the whole process tree"),
+            "{v}: {d}"
+        );
+        let a = text("address-held-by-previous-generation");
+        assert!(
+            a.contains("pm2 before 7 waits only for the main pid"),
+            "{v}: {a}"
+        );
+        assert!(!a.contains("pm2 6+") && !d.contains("pm2 6+"), "{v}");
+    }
 }
 
 /// Replay a capture, rewriting each app output line with `f` before the model sees it.

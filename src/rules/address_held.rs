@@ -376,8 +376,8 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
             let main = c.main_pid(old);
             let why = if h.in_tree_first == Some(false) {
                 "it was not in the tree pm2 waits for".to_owned()
-            } else if c.is_pm2_5() {
-                "pm2 5.x waits only for the main pid".to_owned()
+            } else if c.waits_for_main_pid_only() {
+                "pm2 before 7 waits only for the main pid".to_owned()
             } else {
                 "pm2 did not wait for it".to_owned()
             };
@@ -493,10 +493,10 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
              closed the listener before it exits: pm2 cannot signal or wait for processes \
              outside its tree."
                 .to_owned()
-        } else if c.is_pm2_5() {
+        } else if c.waits_for_main_pid_only() {
             "Lasting fix: make the main process forward the stop signal to the child that owns \
-             the listener and exit only after the child has closed it (pm2 5.x waits only for \
-             the main pid; pm2 6+ waits for the whole tree, up to kill_timeout)."
+             the listener and exit only after the child has closed it (pm2 before 7 waits only for \
+             the main pid; pm2 7+ waits for the whole tree, up to kill_timeout)."
                 .to_owned()
         } else {
             "Lasting fix: make the main process exit only after the child that owns the \

@@ -89,11 +89,11 @@ impl<'a> AppCtx<'a> {
         self.tl.last_t.unwrap_or(0)
     }
 
-    pub(crate) fn is_pm2_5(&self) -> bool {
-        self.tl
-            .pm2_version
-            .as_deref()
-            .is_some_and(|v| v.starts_with("5.") || v.starts_with("4.") || v.starts_with("3."))
+    /// The daemon stops a generation by waiting for its main pid alone (pm2 before 7:
+    /// lib/God/Methods.js `killProcess` polls only `pid`; 7.x polls `_tree_pids`, every
+    /// process of the tree it signalled).
+    pub(crate) fn waits_for_main_pid_only(&self) -> bool {
+        self.is_pm2_before_7()
     }
 
     /// The daemon is known to be older than pm2 7.

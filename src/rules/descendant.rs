@@ -1,6 +1,6 @@
 //! `descendant-outlived-stop`: pm2 treated a generation as stopped (and started the next, or
-//! reported it stopped) while descendants of it were still alive: pm2 5.x waits only for the
-//! main pid; no version waits for a process double-forked out of its tree.
+//! reported it stopped) while descendants of it were still alive: pm2 before 7 waits only for
+//! the main pid; no version waits for a process double-forked out of its tree.
 //!
 //! Evidence: the stop (`Stopping app`), the moment pm2 was done with it (the next
 //! generation's start, else the daemon's `process killed` line), and the process watcher's
@@ -111,8 +111,8 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             "It was outside pm2's process tree (double-forked), so pm2 neither signalled nor \
              waited for it."
                 .to_owned()
-        } else if c.is_pm2_5() {
-            "pm2 5.x signals the tree but waits only for the main pid before it calls the \
+        } else if c.waits_for_main_pid_only() {
+            "pm2 before 7 signals the tree but waits only for the main pid before it calls the \
              generation stopped."
                 .to_owned()
         } else {
@@ -183,8 +183,8 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
              SIGINT/SIGTERM and wait for them); never detach workers out of the process pm2 \
              starts.{} Until then, stop with `pm2 stop {name}`, wait until pid {} has exited, then \
              `pm2 start {name}`.",
-            if c.is_pm2_5() {
-                " pm2 6+ waits for the whole process tree (up to kill_timeout)."
+            if c.waits_for_main_pid_only() {
+                " pm2 7+ waits for the whole process tree (up to kill_timeout)."
             } else {
                 ""
             },

@@ -142,9 +142,9 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                 ));
             }
         }
-        if !c.is_pm2_5() && killed.iter().any(|p| Some(p.pid) != c.main_pid(g)) {
+        if !c.waits_for_main_pid_only() && killed.iter().any(|p| Some(p.pid) != c.main_pid(g)) {
             chain.push(
-                "pm2 6+ waits for every process of the tree it signalled, and kills the ones \
+                "pm2 7+ waits for every process of the tree it signalled, and kills the ones \
                  still alive at kill_timeout."
                     .into(),
             );
