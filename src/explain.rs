@@ -19,7 +19,7 @@ use crate::rules::{self, Evidence, Finding, Severity};
 use crate::sources::daemon_state::{self, AppState, DaemonState, StateOrigin};
 use crate::sources::holders::{self, Identity, Pm2Role, Relation};
 use crate::sources::logs::{LogApp, LogLine, LogReport, LogSet, LogSpec, LogStream};
-use crate::sources::procwatch::event::shorten;
+use crate::event::proc::shorten;
 use crate::sources::system_now::{self, PathCheck, ProcScan};
 use crate::timeline::{Entry, EntryKind, Interpreter, Outcome, Timeline, Tone};
 use crate::views::terminal_safe;

@@ -3,7 +3,8 @@
 use crate::event::Direction;
 use crate::pm2::exchange::{Exchanges, ReplyProcs};
 use crate::pm2::meaning::Pm2Call;
-use crate::sources::procwatch::{SnapshotReason, WatcherHandle};
+use crate::event::proc::SnapshotReason;
+use crate::sources::procwatch::WatcherHandle;
 use crate::wire::amp::Message;
 use crate::wire::rpc;
 

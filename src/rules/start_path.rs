@@ -18,7 +18,7 @@
 use super::ctx::{self, crashed, ev, failed_early, start_t, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
-use crate::sources::procwatch::StartPaths;
+use crate::event::proc::StartPaths;
 use crate::timeline::Generation;
 
 pub const KIND: &str = "start-path-missing";

@@ -33,7 +33,7 @@
 //! and counted in [`HostScan::unreadable`].
 
 use super::procwatch::procfs;
-use super::procwatch::Proto;
+use crate::event::proc::Proto;
 use crate::addr::{Addr, Transport};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -406,7 +406,7 @@ pub fn identify(proc_root: &Path, pid: i32) -> Option<Identity> {
     let cmd = if args.is_empty() {
         format!("[{}]", stat.comm)
     } else {
-        crate::sources::procwatch::shorten(args.join(" ").trim_end(), 300)
+        crate::event::proc::shorten(args.join(" ").trim_end(), 300)
     };
     let uid = procfs::read_bounded(&dir.join("status"), 8 << 10)
         .ok()

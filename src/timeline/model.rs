@@ -14,7 +14,7 @@ use crate::pm2::meaning::{
     RestartSettings, Stream,
 };
 use crate::sources::holders::Identity;
-use crate::sources::procwatch::{Snapshot, StartPaths};
+use crate::event::proc::{Snapshot, StartPaths};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 

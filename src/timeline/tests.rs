@@ -811,7 +811,7 @@ fn endless_crash_loop_is_bounded() {
 #[test]
 fn the_cluster_masters_socket_is_the_cluster_apps_address() {
     use crate::event::ProcEvent;
-    use crate::sources::procwatch::{
+    use crate::event::proc::{
         AppRef as Who, ProcSnap, Proto, Snapshot, SnapshotReason, SocketHold,
     };
     let info = CaptureInfo::default();

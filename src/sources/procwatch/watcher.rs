@@ -1,6 +1,6 @@
 //! The watcher thread: mode selection, the tracking table, event handling and snapshots.
 
-use super::event::*;
+use crate::event::proc::*;
 use super::netlink::{self, CnEvent, NetlinkSock};
 use super::procfs::{self, Stat};
 use super::sys::{self, Epoll, EventFd, PidfdExit};

@@ -1,4 +1,4 @@
-//! What the process watcher records.
+//! What the process watcher records (in [`super::Event::Proc`]).
 //!
 //! Every [`ProcEvent`] is self-contained: it names the process (pid and start time, so a
 //! reused pid is never confused with its predecessor), what pm2 app and generation it
