@@ -7,9 +7,9 @@
 //! "status": {"kind": "code", "code": 1}, "timing": {"how": "kernel"}}`).
 
 use super::model::{AppSnapshot, OtherHolder, OtherSocket, SnapProcess, SnapSocket, SnapWhy};
+use crate::event::proc::{shorten, Snapshot, SnapshotReason};
 use crate::event::{MonoNs, ProcEvent};
 use crate::pm2::meaning::json_text;
-use crate::event::proc::{shorten, Snapshot, SnapshotReason};
 use serde_json::Value;
 use std::collections::BTreeMap;
 

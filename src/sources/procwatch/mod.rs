@@ -179,10 +179,10 @@ impl ProcWatcher {
     ) -> std::io::Result<ProcWatcher> {
         let (tx, rx) = mpsc::channel();
         let wake = Arc::new(sys::EventFd::new()?);
-        let (core, report) = watcher::Core::new(cfg, sink, redact, wake.clone())?;
+        let (watcher, report) = watcher::Watcher::new(cfg, sink, redact, wake.clone())?;
         let thread = std::thread::Builder::new()
             .name("pm2-trace-procwatch".into())
-            .spawn(move || core.run(rx))?;
+            .spawn(move || watcher.run(rx))?;
         Ok(ProcWatcher {
             report,
             tx,
