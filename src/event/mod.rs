@@ -5,8 +5,10 @@
 //! PM2 meaning is derived later by the timeline, identically live and on replay.
 //!
 //! These are the capture format's types: what a capture stores is defined here and in
-//! [`proc`] (what the process watcher observed), and sources depend on them.
+//! [`proc`] (what the process watcher observed) and [`host`] (who holds an address elsewhere
+//! on the host); sources depend on them.
 
+pub mod host;
 pub mod proc;
 
 use crate::wire::amp::{Arg, Message};

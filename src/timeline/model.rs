@@ -6,6 +6,8 @@
 
 use super::entry::{AppRef, Entry, EntryKind, Outcome};
 use super::procfacts::{snapshot_views, ProcFacts};
+use crate::event::host::Identity;
+use crate::event::proc::{Snapshot, StartPaths};
 use crate::event::{CaptureInfo, MonoNs, ProcEvent};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::exchange::Exchanges;
@@ -13,8 +15,6 @@ use crate::pm2::meaning::{
     BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
     RestartSettings, Stream,
 };
-use crate::sources::holders::Identity;
-use crate::event::proc::{Snapshot, StartPaths};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 

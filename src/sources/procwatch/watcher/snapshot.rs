@@ -6,12 +6,12 @@
 //! ([`super::netlink_events::NetlinkInbox::keep_up`]).
 
 use super::Watcher;
+use crate::event::host::HostHold;
 use crate::event::proc::{
     ActiveMode, EnvSnap, EnvVar, ProcEvent, ProcSnap, Proto, Snapshot, SnapshotReason, SocketHold,
     StartPaths, HOST_HOLDS,
 };
 use crate::event::{mono_now, MonoNs};
-use crate::sources::holders::HostHold;
 use crate::sources::procwatch::procfs::{self, Stat};
 use crate::sources::procwatch::start_paths;
 use std::collections::{HashMap, HashSet};
