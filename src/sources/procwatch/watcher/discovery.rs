@@ -245,29 +245,11 @@ impl Watcher {
             if exec {
                 t.cmd = cmd;
             }
-            let changed = app.is_some() && app != t.app;
-            if app.is_some() {
-                t.app = app;
-                t.how = Some(AttrHow::Environ);
-            }
-            let (not_before, who) = (t.seen_ns, t.who());
-            if exec {
-                self.emit(
-                    now,
-                    ProcEvent::Exec {
-                        who: who.clone(),
-                        via: Via::ProcScan,
-                        timing: Timing::Between {
-                            not_before_ns: not_before,
-                            observed_ns: now,
-                        },
-                    },
-                );
-            }
-            if changed {
-                self.emit(now, ProcEvent::Attributed { who });
-                self.note_generation(p);
-            }
+            let timing = Timing::Between {
+                not_before_ns: t.seen_ns,
+                observed_ns: now,
+            };
+            self.reattribute(p, app, exec.then_some((Via::ProcScan, timing)), now);
         }
     }
 }

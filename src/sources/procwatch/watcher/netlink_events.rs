@@ -251,26 +251,10 @@ impl Watcher {
         };
         // After an exec the parent's command line is wrong; unknown is better.
         t.cmd = cmd;
-        let changed = app.is_some() && app != t.app;
-        if app.is_some() {
-            t.app = app;
-            t.how = Some(AttrHow::Environ);
-        }
-        let who = t.who();
-        self.emit(
-            ts,
-            ProcEvent::Exec {
-                who: who.clone(),
-                via: Via::Netlink,
-                timing: Timing::Kernel {
-                    kernel_ns: ts,
-                    observed_ns: observed,
-                },
-            },
-        );
-        if changed {
-            self.emit(ts, ProcEvent::Attributed { who });
-            self.note_generation(tgid);
-        }
+        let timing = Timing::Kernel {
+            kernel_ns: ts,
+            observed_ns: observed,
+        };
+        self.reattribute(tgid, app, Some((Via::Netlink, timing)), ts);
     }
 }

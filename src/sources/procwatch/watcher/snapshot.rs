@@ -5,6 +5,7 @@
 //! replaced. Long steps keep reading the netlink socket between them
 //! ([`super::netlink_events::NetlinkInbox::keep_up`]).
 
+use super::table::descends_from;
 use super::Watcher;
 use crate::event::host::HostHold;
 use crate::event::proc::{
@@ -28,18 +29,8 @@ struct Fresh {
 
 impl Fresh {
     /// Whether `pid`'s ancestry, as /proc shows it now, leads to the daemon.
-    fn in_tree(&self, mut pid: i32) -> bool {
-        let Some(d) = self.daemon else { return false };
-        for _ in 0..128 {
-            if pid == d {
-                return true;
-            }
-            match self.stats.get(&pid) {
-                Some(s) if s.ppid > 0 && s.ppid != pid => pid = s.ppid,
-                _ => return false,
-            }
-        }
-        false
+    fn in_tree(&self, pid: i32) -> bool {
+        descends_from(self.daemon, pid, |p| self.stats.get(&p).map(|s| s.ppid))
     }
 
     /// The running pids, in order.

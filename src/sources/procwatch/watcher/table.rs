@@ -65,6 +65,26 @@ pub(super) fn join_cmd(args: &[String]) -> Option<String> {
     }
 }
 
+/// Whether the ancestry of `pid`, each parent as `ppid_of` says, leads to `daemon` (within
+/// 128 generations).
+pub(super) fn descends_from(
+    daemon: Option<i32>,
+    mut pid: i32,
+    ppid_of: impl Fn(i32) -> Option<i32>,
+) -> bool {
+    let Some(d) = daemon else { return false };
+    for _ in 0..128 {
+        if pid == d {
+            return true;
+        }
+        match ppid_of(pid) {
+            Some(ppid) if ppid > 0 && ppid != pid => pid = ppid,
+            _ => return false,
+        }
+    }
+    false
+}
+
 impl Watcher {
     fn home_matches(&self, env_home: &str) -> bool {
         if normalize_home(env_home) == normalize_home(&self.home) {
@@ -99,18 +119,8 @@ impl Watcher {
     }
 
     /// Whether `pid`'s ancestry, as tracked, leads to the daemon.
-    pub(super) fn in_tree(&self, mut pid: i32) -> bool {
-        let Some(d) = self.daemon else { return false };
-        for _ in 0..128 {
-            if pid == d {
-                return true;
-            }
-            match self.table.get(&pid) {
-                Some(t) if t.ppid > 0 && t.ppid != pid => pid = t.ppid,
-                _ => return false,
-            }
-        }
-        false
+    pub(super) fn in_tree(&self, pid: i32) -> bool {
+        descends_from(self.daemon, pid, |p| self.table.get(&p).map(|t| t.ppid))
     }
 
     /// Start tracking `pid` (attributed from its environment, else as `inherit` says; in
@@ -194,6 +204,35 @@ impl Watcher {
         }
         self.table.insert(pid, t);
         true
+    }
+
+    /// Tracked `pid` executed a new program (`exec`: how that was seen) or was looked at
+    /// again, and its environment names `app`: emit the exec, then its new attribution
+    /// when that changed, all at `at`.
+    pub(super) fn reattribute(
+        &mut self,
+        pid: i32,
+        app: Option<AppRef>,
+        exec: Option<(Via, Timing)>,
+        at: MonoNs,
+    ) {
+        let Some(t) = self.table.get_mut(&pid) else {
+            return;
+        };
+        let changed = app.is_some() && app != t.app;
+        if app.is_some() {
+            t.app = app;
+            t.how = Some(AttrHow::Environ);
+        }
+        let who = t.who();
+        if let Some((via, timing)) = exec {
+            let who = who.clone();
+            self.emit(at, ProcEvent::Exec { who, via, timing });
+        }
+        if changed {
+            self.emit(at, ProcEvent::Attributed { who });
+            self.note_generation(pid);
+        }
     }
 
     /// The recorder learned that `pid` is app `pm_id` (`name`): track it if it is not, and
