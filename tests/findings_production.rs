@@ -239,13 +239,11 @@ fn memory_restart_loop(version: &str) {
     );
     let all = text(f);
     assert!(
-        all.contains("because it exceeded max_memory_restart (50 MB)"),
+        all.contains("because it exceeded max_memory_restart (50 MB)")
+            && all.contains("when the daemon's memory check"),
         "{all}"
     );
-    assert!(
-        evidence(f).contains("over --max-memory-restart"),
-        "{f:#}"
-    );
+    assert!(evidence(f).contains("over --max-memory-restart"), "{f:#}");
 }
 
 #[test]
@@ -267,16 +265,24 @@ fn watch_restart_loop(version: &str) {
     let (_d, r) = run("watch-restart-loop", version);
     let f = daemon_driven_loop(&r);
     let s = summary(f);
+    // pm2 names the path relative to the app's working directory (site/): the finding
+    // names it in full, says the changes follow each start, and what to ignore.
     assert!(
-        s.contains("watch restarts it on every change of") && s.contains("logs/app.log"),
+        s.contains("watch restarts it on every change of /tmp/p2t-")
+            && s.ends_with("/site/logs/app.log."),
         "{s}"
     );
+    let all = text(f);
     assert!(
-        text(f).contains("because a watched file changed"),
-        "{}",
-        text(f)
+        all.contains("because a watched file changed: /tmp/p2t-")
+            && all.contains("after a start of web:0")
+            && all.contains("--ignore-watch=\"logs\""),
+        "{all}"
     );
-    assert!(evidence(f).contains("change detected"), "{f:#}");
+    assert!(
+        evidence(f).contains("change detected on /tmp/p2t-"),
+        "{f:#}"
+    );
 }
 
 #[test]
@@ -292,6 +298,20 @@ fn watch_restart_loop_6014() {
 #[test]
 fn watch_restart_loop_704() {
     watch_restart_loop(V7);
+}
+
+/// The remedy, on a real daemon: with `--ignore-watch=logs` the same app writes the same file
+/// and pm2 leaves it alone; no finding.
+#[test]
+fn watch_with_the_log_ignored_704_no_finding() {
+    let (_d, r) = run("watch-ignored", V7);
+    assert_eq!(r.status, "online");
+    r.expect_quiet();
+    assert!(
+        r.notes.iter().any(|n| n.contains("(restart_time 0)")),
+        "pm2 restarted it: {:?}",
+        r.notes
+    );
 }
 
 fn unix_double_fork(version: &str) {

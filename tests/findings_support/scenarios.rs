@@ -41,6 +41,7 @@ pub const ALL: &[&str] = &[
     "restart-delay-loop",
     "memory-restart-loop",
     "watch-restart-loop",
+    "watch-ignored",
     "unix-double-fork-restart",
     "stop-gave-up-restart",
     "plain-restart",
@@ -129,6 +130,11 @@ pub fn describe(name: &str, fast: bool) -> String {
             "watch-self-writer.js copied to `site/app.js`; `cd site && PORT=p pm2 start app.js \
              --name web --watch` (the app appends to `site/logs/app.log` 200 ms after it \
              starts), online, recorded while the daemon restarts it 6 times by itself"
+                .into()
+        }
+        "watch-ignored" => {
+            "as watch-restart-loop, started with `--watch --ignore-watch=logs` (the remedy); \
+             recorded 3 s, nobody asks anything"
                 .into()
         }
         "unix-double-fork-restart" => format!(
@@ -514,17 +520,17 @@ pub fn run_with(
                 &["--max-memory-restart", "50M"],
             );
         }
-        "watch-restart-loop" => {
+        "watch-restart-loop" | "watch-ignored" => {
             // pm2 watches the app's working directory (pm_cwd) with `--watch`.
             let site = p.user_home().join("site");
             std::fs::create_dir_all(&site).expect("site dir");
             std::fs::copy(pm2::app_path("watch-self-writer.js"), site.join("app.js"))
                 .expect("app.js");
-            let out = p.cmd_in(
-                &site,
-                &[("PORT", &port_s)],
-                &["start", "app.js", "--name", "web", "--watch"],
-            );
+            let mut args = vec!["start", "app.js", "--name", "web", "--watch"];
+            if name == "watch-ignored" {
+                args.push("--ignore-watch=logs");
+            }
+            let out = p.cmd_in(&site, &[("PORT", &port_s)], &args);
             must(&out, "start app.js --watch (in site)");
         }
         "unix-double-fork-restart" => {
@@ -714,6 +720,12 @@ pub fn run_with(
                 a["pm2_env"]["restart_time"].as_u64().unwrap_or(0) >= restarts_before + n
             });
         }
+        "watch-ignored" => {
+            // The app writes logs/app.log 200 ms after each start; nothing else happens.
+            std::thread::sleep(Duration::from_millis(3000));
+            let log = p.user_home().join("site/logs/app.log");
+            assert!(log.exists(), "{} was never written", log.display());
+        }
         "stop-gave-up-restart" => {
             assert!(p.freeze_reaper(), "the harness has no subreaper to freeze");
             let out = p.cmd(&["restart", "web"]);
@@ -742,7 +754,7 @@ pub fn run_with(
         name == "stop-timeout"
             || matches!(
                 name,
-                "restart-delay-loop" | "memory-restart-loop" | "watch-restart-loop"
+                "restart-delay-loop" | "memory-restart-loop" | "watch-restart-loop" | "watch-ignored"
             )
             || (settled(a) && rt > restarts_before)
             // Under heavy load a start can take longer than min_uptime to fail: pm2 then
