@@ -284,7 +284,7 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
 }
 
 /// How long after the latest start of the app each of the daemon's reasons came:
-/// `878 ms` or `95 to 410 ms`.
+/// `878 ms` or `95 to 410 ms` (from pm2.log alone, explain, only to the second: explain says so).
 fn after_start(a: &AppTimeline, reasons: &[&&AutoRestart]) -> Option<String> {
     let deltas: Vec<u64> = reasons
         .iter()
@@ -350,7 +350,7 @@ fn watch_cause(
             }
         }
     }
-    paths.sort_by(|x, y| y.1.cmp(&x.1));
+    paths.sort_by_key(|p| std::cmp::Reverse(p.1));
     let cwd = a.cwd.as_deref();
     let main = paths.first().map(|p| p.0).unwrap_or_default();
     let shown: Vec<String> = paths
