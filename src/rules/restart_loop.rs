@@ -8,8 +8,14 @@
 //! - `restart_delay` or `exp_backoff_restart_delay` spaces the crashes, so most fall
 //!   outside the unstable window;
 //! - the app crashes after running longer than `min_uptime` (each exit is "stable");
-//! - `max_memory_restart`: the daemon restarts the app itself and resets the counter;
-//! - `watch`: a changed file restarts it, and a file the app writes changes on each start.
+//! - `max_memory_restart`: the daemon's worker (every `PM2_WORKER_INTERVAL` ms, 30 s by
+//!   default) finds the app over the limit and reloads it, which in fork mode is a restart
+//!   (`Process N in a stopped status, starting it`); `restartProcessId` resets the counter;
+//! - `watch`: a changed file restarts it (`restartProcessId` again), and a file the app writes
+//!   changes on each start. pm2 names the path relative to the app's `pm_cwd`.
+//!
+//! Both reproduced on pm2 5.4.3, 6.0.14 and 7.0.4 (scenarios `memory-restart-loop` and
+//! `watch-restart-loop`).
 //!
 //! Evidence: the generations the daemon started with no request in progress, the exits
 //! before them, the daemon's `will restart in N ms`, `exceeds --max-memory-restart` and
