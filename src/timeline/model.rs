@@ -1276,6 +1276,9 @@ impl Timeline {
         if pe.exec_path.is_some() {
             a.exec_path = pe.exec_path.clone();
         }
+        if pe.cwd.is_some() {
+            a.cwd = pe.cwd.clone();
+        }
         let via = format!("bus {}", pe.event.as_str());
         if pe.old {
             // The outgoing worker of a reload: its end, not the app's status (the app's
