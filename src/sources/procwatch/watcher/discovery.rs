@@ -15,6 +15,15 @@ use std::path::Path;
 /// scans (they may have been caught between fork and exec).
 const REATTRIBUTE_AGE_NS: u64 = 5_000_000_000;
 
+/// A process a scan started tracking.
+struct Found {
+    pid: i32,
+    /// Its parent, when that is tracked (a fork); `None`: found by its environment.
+    parent: Option<i32>,
+    start_ticks: u64,
+    zombie: bool,
+}
+
 /// The daemon's pid from `<pm2_home>/pm2.pid`, checked to be a God daemon; else `None`
 /// and why.
 pub(super) fn daemon_from_pidfile(
@@ -98,10 +107,25 @@ impl Watcher {
             return;
         }
         let listed: HashSet<i32> = pids.iter().copied().collect();
+        let found = self.track_new(&pids, &listed);
+        self.announce(found, now);
+        if self.mode != ActiveMode::Netlink && !self.initializing {
+            self.scan_exits(&listed, now);
+            for t in self.table.values_mut() {
+                t.seen_ns = now;
+            }
+            self.reattribute_young(now);
+        }
+        self.pid_buf = pids;
+    }
+
+    /// Track the listed processes that are new: descendants of tracked ones, and those
+    /// whose environment names an app of this home; remember the others as foreign.
+    fn track_new(&mut self, pids: &[i32], listed: &HashSet<i32>) -> Vec<Found> {
         // Candidates: pids neither tracked nor known to be foreign.
         let mut cands: Vec<Stat> = Vec::new();
         let mut foreign = HashSet::with_capacity(self.foreign.len() + 16);
-        for &p in &pids {
+        for &p in pids {
             if self.table.contains_key(&p) {
                 continue;
             }
@@ -119,26 +143,34 @@ impl Watcher {
             }
         }
         cands.sort_by_key(|s| (s.starttime, s.pid));
-        let initial = self.initializing;
-        let mut new_pids = Vec::new();
+        let mut found = Vec::new();
         for s in cands {
             let p = s.pid;
             let parent = self.table.get(&s.ppid).map(|t| t.app.clone());
-            let is_zombie = s.state == 'Z';
+            let zombie = s.state == 'Z';
+            let start_ticks = s.starttime;
             match parent {
                 Some(papp) => {
                     let inherit = papp.map(|a| (s.ppid, a));
-                    let start_ticks = s.starttime;
                     let ppid = s.ppid;
                     if self.track(p, Some(s), None, inherit) {
-                        new_pids.push((p, Some(ppid), start_ticks, is_zombie));
+                        found.push(Found {
+                            pid: p,
+                            parent: Some(ppid),
+                            start_ticks,
+                            zombie,
+                        });
                     }
                 }
                 None => {
                     if self.env_attribution(p, false).is_some() {
-                        let start_ticks = s.starttime;
                         if self.track(p, Some(s), None, None) {
-                            new_pids.push((p, None, start_ticks, is_zombie));
+                            found.push(Found {
+                                pid: p,
+                                parent: None,
+                                start_ticks,
+                                zombie,
+                            });
                         }
                     } else {
                         foreign.insert(p);
@@ -148,8 +180,15 @@ impl Watcher {
         }
         self.foreign = foreign;
         self.exited.retain(|p, _| listed.contains(p));
-        for (p, parent, start_ticks, zombie) in new_pids {
-            let Some(t) = self.table.get(&p) else {
+        found
+    }
+
+    /// Emit what a scan found: processes that existed before the watcher (first scan), else
+    /// forks and newly visible apps, at their start time.
+    fn announce(&mut self, found: Vec<Found>, now: MonoNs) {
+        let initial = self.initializing;
+        for f in found {
+            let Some(t) = self.table.get(&f.pid) else {
                 continue;
             };
             let who = t.who();
@@ -162,11 +201,11 @@ impl Watcher {
                 }
             } else {
                 let timing = Timing::StartTime {
-                    not_before_ns: self.ticks_to_mono(start_ticks),
+                    not_before_ns: self.ticks_to_mono(f.start_ticks),
                     resolution_ns: self.tick_ns,
                     observed_ns: now,
                 };
-                match parent {
+                match f.parent {
                     Some(pp) => ProcEvent::Fork {
                         parent: pp,
                         who,
@@ -183,42 +222,39 @@ impl Watcher {
             self.emit(at, ev);
             if !initial {
                 self.flux();
-                self.note_generation(p);
+                self.note_generation(f.pid);
             }
             // A zombie found by a scan in netlink mode exited before we subscribed or will be
             // reported by its exit event; in scan modes its status is readable now.
-            if zombie && self.mode == ActiveMode::ProcScan {
-                self.scan_exit(p, now);
+            if f.zombie && self.mode == ActiveMode::ProcScan {
+                self.scan_exit(f.pid, now);
             }
         }
-        if self.mode != ActiveMode::Netlink && !initial {
-            // Exits seen by the scan (procscan mode; pidfd mode only for processes without a pidfd).
-            let gone: Vec<i32> = self
-                .table
-                .values()
-                .filter(|t| t.pidfd.is_none())
-                .filter(|t| {
-                    if !listed.contains(&t.pid) {
-                        return true;
+    }
+
+    /// Exits seen by a scan (procscan mode; pidfd mode only for processes without a pidfd):
+    /// tracked processes no longer listed, zombies, and pids now used by another process.
+    fn scan_exits(&mut self, listed: &HashSet<i32>, now: MonoNs) {
+        let gone: Vec<i32> = self
+            .table
+            .values()
+            .filter(|t| t.pidfd.is_none())
+            .filter(|t| {
+                if !listed.contains(&t.pid) {
+                    return true;
+                }
+                match procfs::read_stat(&self.proc_root, t.pid) {
+                    None => true,
+                    Some(s) => {
+                        s.state == 'Z' || (t.start.is_some() && Some(s.starttime) != t.start)
                     }
-                    match procfs::read_stat(&self.proc_root, t.pid) {
-                        None => true,
-                        Some(s) => {
-                            s.state == 'Z' || (t.start.is_some() && Some(s.starttime) != t.start)
-                        }
-                    }
-                })
-                .map(|t| t.pid)
-                .collect();
-            for p in gone {
-                self.scan_exit(p, now);
-            }
-            for t in self.table.values_mut() {
-                t.seen_ns = now;
-            }
-            self.reattribute_young(now);
+                }
+            })
+            .map(|t| t.pid)
+            .collect();
+        for p in gone {
+            self.scan_exit(p, now);
         }
-        self.pid_buf = pids;
     }
 
     /// Processes caught between fork and exec have their parent's environment; look again.
