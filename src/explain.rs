@@ -257,6 +257,7 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
         kind: EntryKind::RequestAnswered {
             conn: 0,
             id: "explain".into(),
+            ask: None,
             method: Some("getMonitorData".into()),
             latency_ns: None,
             outcome: Outcome::Ok,
@@ -357,6 +358,7 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
             kind: EntryKind::RequestAnswered {
                 conn: 0,
                 id: "explain-now".into(),
+                ask: None,
                 method: Some("getMonitorData".into()),
                 latency_ns: None,
                 outcome: Outcome::Ok,
