@@ -9,6 +9,9 @@ use std::sync::mpsc::{Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// What a live source sends the view, in order.
+// Nearly every message is an event; boxing it would cost an allocation each, for the one
+// small `Ended`.
+#[allow(clippy::large_enum_variant)]
 pub enum LiveMsg {
     /// One event as written, with the timeline entries made of it; the first carries the
     /// capture's metadata.
