@@ -2,6 +2,12 @@
 //! real PM2 7.0.4 daemon: direct, through `pm2-trace record`, through plain `socat`, and
 //! through `socat -x -v` (the usual way to sniff a unix socket).
 //!
+//! And the runtime question of docs/architecture.md (threads or tokio for the proxy): two
+//! bare forwarders in this process, same sockets, nothing recorded: two threads per
+//! connection with blocking reads (the recorder's design), and tokio (multi-thread runtime,
+//! 2 workers, `copy_bidirectional` per connection). Also the recorder's threads per client
+//! connection (from /proc/<pid>/task).
+//!
 //! Run: `cargo bench --bench rpc_latency` (prints a table; asserts nothing).
 
 #[path = "../tests/support/pm2.rs"]
@@ -85,6 +91,66 @@ fn socat(args: &[&str], listen: &Path, target: &Path) -> std::process::Child {
     c
 }
 
+/// A bare forwarder: two threads per connection, each a blocking copy one way.
+fn thread_forwarder(listen: &Path, target: &Path) {
+    let l = std::os::unix::net::UnixListener::bind(listen).expect("bind");
+    let target = target.to_owned();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let Ok(d) = UnixStream::connect(&target) else {
+                continue;
+            };
+            let (mut c2, mut d2) = (c.try_clone().unwrap(), d.try_clone().unwrap());
+            let (mut c, mut d) = (c, d);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c, &mut d);
+                let _ = d.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut d2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    wait_for(listen);
+}
+
+/// A bare forwarder on tokio: a multi-thread runtime of 2 workers, one task per connection.
+fn tokio_forwarder(listen: &Path, target: &Path) -> tokio::runtime::Runtime {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io()
+        .build()
+        .expect("tokio runtime");
+    let l = {
+        let _g = rt.enter();
+        tokio::net::UnixListener::bind(listen).expect("bind")
+    };
+    let target = target.to_owned();
+    rt.spawn(async move {
+        loop {
+            let Ok((mut c, _)) = l.accept().await else {
+                continue;
+            };
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut d) = tokio::net::UnixStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut d).await;
+                }
+            });
+        }
+    });
+    wait_for(listen);
+    rt
+}
+
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -114,13 +180,34 @@ fn main() {
     let mut s1 = socat(&[], &plain_path, &daemon);
     let mut s2 = socat(&["-x", "-v"], &verbose_path, &daemon);
 
-    let names = ["direct", "pm2-trace record", "socat", "socat -x -v"];
+    let threads_path = pm2.home().join("threads.sock");
+    let tokio_path = pm2.home().join("tokio.sock");
+    thread_forwarder(&threads_path, &daemon);
+    let rt = tokio_forwarder(&tokio_path, &daemon);
+
+    let names = [
+        "direct",
+        "pm2-trace record",
+        "socat",
+        "socat -x -v",
+        "threads (bare)",
+        "tokio (bare)",
+    ];
+    const PATHS: usize = 6;
+    let idle_threads = threads_of(rec.id());
     let mut clients = [
         Client::connect(&daemon),
         Client::connect(&rpc_sock),
         Client::connect(&plain_path),
         Client::connect(&verbose_path),
+        Client::connect(&threads_path),
+        Client::connect(&tokio_path),
     ];
+    // The recorder's threads for 10 more open client connections.
+    let extra: Vec<Client> = (0..10).map(|_| Client::connect(&rpc_sock)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let per_conn = (threads_of(rec.id()) as f64 - idle_threads as f64) / 11.0;
+    drop(extra);
     for c in clients.iter_mut() {
         for _ in 0..WARMUP {
             c.round_trip();
@@ -128,10 +215,10 @@ fn main() {
     }
     // Interleaved: each round measures every path once, in a rotating order, so that load on
     // the machine falls on all paths alike; added latency is the per-round difference.
-    let mut samples: [Vec<f64>; 4] = Default::default();
+    let mut samples: [Vec<f64>; PATHS] = Default::default();
     for i in 0..ROUNDS {
-        for k in 0..4 {
-            let p = (i + k) % 4;
+        for k in 0..PATHS {
+            let p = (i + k) % PATHS;
             samples[p].push(clients[p].round_trip());
         }
     }
@@ -154,6 +241,7 @@ fn main() {
             pct(&mut v, 99)
         );
     }
+    drop(rt);
     for s in [&mut s1, &mut s2] {
         let _ = s.kill();
         let _ = s.wait();
@@ -175,5 +263,13 @@ fn main() {
     println!(
         "| capture written during the run | | {cap_len} bytes | {} round trips recorded |",
         ROUNDS + WARMUP
+    );
+    let (th_med, th_p99) = added(4);
+    let (tk_med, tk_p99) = added(5);
+    println!(
+        "| bare forwarder, threads: added median / p99 | | {th_med:.1} / {th_p99:.1} µs | tokio (2 workers): {tk_med:.1} / {tk_p99:.1} µs |"
+    );
+    println!(
+        "| recorder threads per client connection | | {per_conn:.1} | {idle_threads} threads idle |"
     );
 }

@@ -6,47 +6,17 @@
 //! `nobody` (uid/gid 65534) and feeds the capture on stdin (the capture itself is 0600).
 
 mod capture_util;
+#[path = "support/tshark.rs"]
+mod tshark;
 
 use capture_util::*;
 use pm2_trace::capture::{CaptureWriter, MAX_PACKET_LEN};
 use pm2_trace::event::{mono_now, wall_now_ns, CaptureInfo, Event, NoteLevel, Stamped};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-struct Out {
-    stdout: String,
-    stderr: String,
-}
-
-fn tshark(capture: &Path, args: &[&str]) -> Out {
-    let file = std::fs::File::open(capture).unwrap();
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg("-").args(args).stdin(Stdio::from(file));
-    cmd.env("TZ", "UTC").env("LC_ALL", "C");
-    if unsafe { libc::geteuid() } == 0 {
-        // nobody's home (/nonexistent): tshark reads no personal preferences.
-        cmd.uid(65534).gid(65534).env("HOME", "/nonexistent");
-    }
-    let out = match cmd.output() {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("tshark is missing: install Debian's tshark package (apt-get install -y tshark)")
-        }
-        Err(e) => panic!("cannot run tshark: {e}"),
-    };
-    let r = Out {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        out.status.success(),
-        "tshark {args:?} failed: {}\n{}",
-        out.status,
-        r.stderr
-    );
-    assert_eq!(r.stderr, "", "tshark {args:?} printed warnings");
-    r
+/// tshark on `capture` (see tests/support/tshark.rs).
+fn tshark(capture: &Path, args: &[&str]) -> String {
+    tshark::run(&[], capture, args, "C")
 }
 
 /// A capture stamped with the real clocks, so times are "now".
@@ -81,40 +51,35 @@ fn tshark_reads_comments_json_and_wall_times_without_warnings() {
     let v = tshark(&path, &["-V"]);
     for (_, comment) in &written {
         assert!(
-            v.stdout.contains(comment.as_str()),
+            v.contains(comment.as_str()),
             "comment {comment:?} missing from tshark -V"
         );
     }
     let frames = written.len() + 1; // + the capture-info record
     assert_eq!(
-        v.stdout.matches("\nJavaScript Object Notation\n").count(),
+        v.matches("\nJavaScript Object Notation\n").count(),
         frames,
         "JSON not dissected:\n{}",
-        v.stdout
+        v
     );
     assert_eq!(
-        v.stdout
-            .matches("Encapsulation type: Wireshark Upper PDU export")
+        v.matches("Encapsulation type: Wireshark Upper PDU export")
             .count(),
         frames
     );
     for name in ["recorder", "rpc", "bus", "proc"] {
         assert!(
-            v.stdout.contains(&format!("Interface name: {name}\n")),
+            v.contains(&format!("Interface name: {name}\n")),
             "interface {name} missing"
         );
     }
-    assert!(v.stdout.contains("Column protocol string: pm2-trace"));
+    assert!(v.contains("Column protocol string: pm2-trace"));
     assert!(
-        v.stdout.contains("String value: restartProcessId"),
+        v.contains("String value: restartProcessId"),
         "JSON members not dissected"
     );
-    assert!(
-        !v.stdout.contains("Malformed"),
-        "malformed packet:\n{}",
-        v.stdout
-    );
-    assert!(!v.stdout.contains("Expert Info (Warning") && !v.stdout.contains("Expert Info (Error"));
+    assert!(!v.contains("Malformed"), "malformed packet:\n{}", v);
+    assert!(!v.contains("Expert Info (Warning") && !v.contains("Expert Info (Error"));
 
     // Per packet: comment, exact nanosecond wall time, interface and direction flags.
     let f = tshark(
@@ -134,8 +99,8 @@ fn tshark_reads_comments_json_and_wall_times_without_warnings() {
             "frame.packet_flags_direction",
         ],
     );
-    let lines: Vec<&str> = f.stdout.lines().collect();
-    assert_eq!(lines.len(), frames, "{}", f.stdout);
+    let lines: Vec<&str> = f.lines().collect();
+    assert_eq!(lines.len(), frames, "{}", f);
     assert!(lines[0].starts_with("pm2-trace "), "{}", lines[0]);
     for ((ev, comment), line) in written.iter().zip(&lines[1..]) {
         let cols: Vec<&str> = line.split('|').collect();
@@ -177,7 +142,7 @@ fn tshark_reads_comments_json_and_wall_times_without_warnings() {
 
     // The summary line's UTC time (-t ud) matches the wall clock within a second.
     let s = tshark(&path, &["-t", "ud", "-c", "2"]);
-    let second = s.stdout.lines().nth(1).expect("two summary lines");
+    let second = s.lines().nth(1).expect("two summary lines");
     let ts = second
         .split_whitespace()
         .skip(1)
@@ -224,10 +189,10 @@ fn tshark_reads_fragmented_records_and_stop_marker_without_warnings() {
     };
     let written = write_live(&path, &info, vec![big, stop]);
     let v = tshark(&path, &["-V"]);
-    assert!(v.stdout.contains("[record part 1/3]") && v.stdout.contains("[record part 3/3]"));
-    assert!(!v.stdout.contains("Malformed"));
+    assert!(v.contains("[record part 1/3]") && v.contains("[record part 3/3]"));
+    assert!(!v.contains("Malformed"));
     let f = tshark(&path, &["-T", "fields", "-e", "frame.comment"]);
-    assert!(f.stdout.contains(written.last().unwrap().1.as_str()));
+    assert!(f.contains(written.last().unwrap().1.as_str()));
     // The reader reassembles what tshark shows as three data packets.
     let (_, back) = read_all(&path);
     assert_eq!(back.len(), written.len());
@@ -249,10 +214,9 @@ fn tshark_reads_every_shipped_capture_without_warnings() {
             &path,
             &["-T", "fields", "-e", "frame.comment", "-e", "json.object"],
         );
-        let packets = out.stdout.lines().count();
+        let packets = out.lines().count();
         assert!(packets > 10, "{}: only {packets} packets", path.display());
         let commented = out
-            .stdout
             .lines()
             .filter(|l| !l.starts_with('\t') && !l.is_empty())
             .count();

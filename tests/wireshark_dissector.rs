@@ -8,15 +8,16 @@
 
 #[path = "capture_util/mod.rs"]
 mod capture_util;
+#[path = "support/tshark.rs"]
+mod tshark;
 
 use pm2_trace::event::{Direction, Event, Stamped, WireMessage};
 use pm2_trace::wire::amp::{Arg, Message};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The dissector, readable by `nobody`.
 struct Script {
@@ -39,39 +40,11 @@ fn script() -> Script {
 
 /// tshark with the dissector on `capture`; asserts success and an empty stderr.
 fn tshark(script: &Script, capture: &Path, args: &[&str]) -> String {
-    let file = std::fs::File::open(capture).unwrap();
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-X")
-        .arg(format!("lua_script:{}", script.path.display()))
-        .arg("-r")
-        .arg("-")
-        .args(args)
-        .stdin(Stdio::from(file));
-    cmd.env("TZ", "UTC").env("LC_ALL", "C.UTF-8");
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.uid(65534).gid(65534).env("HOME", "/nonexistent");
-    }
-    let out = match cmd.output() {
-        Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("tshark is missing: install Debian's tshark package (apt-get install -y tshark)")
-        }
-        Err(e) => panic!("cannot run tshark: {e}"),
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "tshark {args:?} on {} failed: {}\n{stderr}",
-        capture.display(),
-        out.status
-    );
-    assert_eq!(
-        stderr,
-        "",
-        "tshark {args:?} printed warnings on {}",
-        capture.display()
-    );
-    String::from_utf8(out.stdout).expect("tshark prints UTF-8")
+    let pre = [
+        "-X".to_owned(),
+        format!("lua_script:{}", script.path.display()),
+    ];
+    tshark::run(&pre, capture, args, "C.UTF-8")
 }
 
 fn shipped_captures() -> Vec<PathBuf> {

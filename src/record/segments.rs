@@ -197,6 +197,11 @@ impl SegmentWriter {
                 Err(e) => {
                     eprintln!("pm2-trace: {e}");
                     self.summary.stopped.get_or_insert(e.to_string());
+                    // A segment that could not be closed whole (a full disk found by its last
+                    // flush, at rotation) lost events like a failed write: the next segment
+                    // says so, and waits as after a failed write.
+                    self.outage.get_or_insert((wall_now_ns(), e.to_string(), 0));
+                    self.failed_at = Some(Instant::now());
                 }
             }
             self.retention.set_open(&path, false);
@@ -287,7 +292,12 @@ impl SegmentWriter {
             event: crate::event::Event::Note {
                 level: crate::event::NoteLevel::Warning,
                 text: format!(
-                    "{lost} events were not recorded from {} to {}: the capture could not be written ({why})",
+                    "{} not recorded from {} to {}: the capture could not be written ({why})",
+                    match lost {
+                        0 => "Events were".to_owned(),
+                        1 => "1 event was".to_owned(),
+                        n => format!("{n} events were"),
+                    },
                     dir::utc_stamp(since),
                     dir::utc_stamp(wall_now_ns())
                 ),

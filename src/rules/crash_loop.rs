@@ -125,10 +125,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
             ),
             _ => String::new(),
         };
-        let first_pid = c
-            .main_pid(first)
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
+        let first_pid = c.pid_words(first);
         let starts_w = if n == 1 {
             "1 start died".to_owned()
         } else {

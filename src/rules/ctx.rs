@@ -176,6 +176,13 @@ impl<'a> AppCtx<'a> {
         })
     }
 
+    /// ` (pid 4100)`: generation `g`'s main pid for a sentence, or nothing when unknown.
+    pub(crate) fn pid_words(&self, g: &Generation) -> String {
+        self.main_pid(g)
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default()
+    }
+
     /// The processes the watcher saw of generation `g`: by restart_time, or descendants of
     /// its main pid.
     pub(crate) fn processes_of(&self, g: &Generation) -> Vec<&'a SeenProcess> {
@@ -432,10 +439,7 @@ pub(crate) fn ev(t: MonoNs, source: Source, what: impl Into<String>) -> Evidence
 
 /// `The new generation (pid 4100) exited with code 1 after 40 ms: "…EADDRINUSE…".`
 pub fn new_generation_failed(c: &AppCtx, g: &Generation) -> String {
-    let pid = c
-        .main_pid(g)
-        .map(|p| format!(" (pid {p})"))
-        .unwrap_or_default();
+    let pid = c.pid_words(g);
     let quote = c
         .failure_line(g)
         .map(|q| format!(": {q}"))

@@ -70,9 +70,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
                     "it".into()
                 },
                 c.at(start_t(n).unwrap_or(0)),
-                c.main_pid(n)
-                    .map(|p| format!(" (pid {p})"))
-                    .unwrap_or_default()
+                c.pid_words(n)
             ),
             None => match c.next_request_after(r.asked) {
                 Some(nr) => format!(
@@ -88,10 +86,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
                 ),
             },
         };
-        let pid = c
-            .main_pid(g)
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
+        let pid = c.pid_words(g);
         let quote = c
             .failure_line(g)
             .map(|q| format!(": {q}"))

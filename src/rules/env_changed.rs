@@ -56,10 +56,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
         let kinds = kinds.join("; ");
         let failed = crashed(g);
         let errored = super::address_held::errored_after(c, r.asked);
-        let pid = c
-            .main_pid(g)
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
+        let pid = c.pid_words(g);
         let cmd = format!(
             "`{} {} --update-env`",
             super::ctx::cli_words(&r.method),

@@ -57,10 +57,7 @@ fn while_waiting(c: &AppCtx, b: &Request) -> Finding {
         Some(t) => format!(
             "; pm2 started the app itself at {} when the delay ran out{}",
             c.at(t),
-            later
-                .and_then(|g| c.main_pid(g))
-                .map(|p| format!(" (pid {p})"))
-                .unwrap_or_default()
+            later.map(|g| c.pid_words(g)).unwrap_or_default()
         ),
         None => String::new(),
     };

@@ -108,11 +108,6 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let lt_ms = a.config.listen_timeout_ms();
     let label = c.label();
     let name = c.cli_name();
-    let pid_of = |g: &Generation| {
-        c.main_pid(g)
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default()
-    };
     let req = first.g.started_by.and_then(|i| c.tl.requests.get(i));
     let waited = first.online.t.saturating_sub(first.started);
     let by_req = match req {
@@ -139,7 +134,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             "{by_req}{label}{} never sent `ready` (wait_ready), so pm2 waited the whole \
              listen_timeout ({lt_ms} ms) and declared it online anyway at {}, {} after it \
              started{answered}.",
-            pid_of(first.g),
+            c.pid_words(first.g),
             c.at(first.online.t),
             super::ctx::ms(waited)
         ),
@@ -149,7 +144,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
              dead process as online{answered}.",
             c.at(first.online.t),
             super::ctx::ms(waited),
-            pid_of(first.g),
+            c.pid_words(first.g),
             exit_words(first.g),
             c.at(d.t)
         ),
@@ -190,7 +185,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
         }
     }
     for h in hits.iter().take(5) {
-        let pid = pid_of(h.g);
+        let pid = c.pid_words(h.g);
         chain.push(match h.dead {
             None => format!(
                 "The generation{pid} started at {} sent no `ready`; pm2 declared it online at {} \

@@ -202,10 +202,7 @@ fn finding(
         chain.push(s);
         evidence.push(ev(t, Source::Proc, format!("snapshot: {}", sp.summary())));
     }
-    let pid_w = c
-        .main_pid(g)
-        .map(|p| format!(" (pid {p})"))
-        .unwrap_or_default();
+    let pid_w = c.pid_words(g);
     match &g.spawn_failed {
         Some((at, words)) => {
             let (program, code) = spawn_words(words);

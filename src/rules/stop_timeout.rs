@@ -197,10 +197,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
         let (summary, severity, remedy) = match went_on {
             Some(h) => {
                 let t_start = start_t(h).unwrap_or(gave_up.t);
-                let pid = c
-                    .main_pid(h)
-                    .map(|p| format!(" (pid {p})"))
-                    .unwrap_or_default();
+                let pid = c.pid_words(h);
                 let end = match end_status {
                     Some(s) if s.at.t > errored_t || s.status != "errored" => {
                         evidence.push(ev(s.at.t, Source::Bus, format!("{label} {}", s.status)));
