@@ -5,11 +5,10 @@
 //!
 //! Run: `cargo bench --bench exit_latency` (prints a table row; asserts nothing).
 
+use pm2_trace::event::proc::SnapshotReason;
+use pm2_trace::event::proc::{ProcEvent, Timing};
 use pm2_trace::event::{Event, EventSink};
-use pm2_trace::sources::procwatch::event::{ProcEvent, Timing};
-use pm2_trace::sources::procwatch::{
-    no_redaction, ProcWatcher, SnapshotReason, WatchConfig, WatchMode,
-};
+use pm2_trace::sources::procwatch::{no_redaction, ProcWatcher, WatchConfig, WatchMode};
 use std::time::{Duration, Instant};
 
 fn main() {

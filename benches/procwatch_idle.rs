@@ -97,9 +97,7 @@ pub fn measure(mode: WatchMode, apps: usize, secs: f64) -> Measured {
     let mut tracked = 0;
     while let Some(e) = rx.try_recv() {
         events += 1;
-        if let pm2_trace::event::Event::Proc(pm2_trace::sources::procwatch::ProcEvent::Tracked {
-            ..
-        }) = e.event
+        if let pm2_trace::event::Event::Proc(pm2_trace::event::ProcEvent::Tracked { .. }) = e.event
         {
             tracked += 1;
         }

@@ -11,15 +11,16 @@
 //! occurrence. [`crate::views::explain`] presents the result.
 
 use crate::addr::{self, Addr, Transport};
+use crate::event::host::{Identity, Pm2Role};
+use crate::event::proc::shorten;
 use crate::event::{CaptureInfo, Event, MonoNs, Source, Stamped};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::home;
 use crate::pm2::meaning::MonitorProc;
 use crate::rules::{self, Evidence, Finding, Severity};
 use crate::sources::daemon_state::{self, AppState, DaemonState, StateOrigin};
-use crate::sources::holders::{self, Identity, Pm2Role, Relation};
+use crate::sources::holders::{self, Relation};
 use crate::sources::logs::{LogApp, LogLine, LogReport, LogSet, LogSpec, LogStream};
-use crate::sources::procwatch::event::shorten;
 use crate::sources::system_now::{self, PathCheck, ProcScan};
 use crate::timeline::{Entry, EntryKind, Interpreter, Outcome, Timeline, Tone};
 use crate::views::terminal_safe;

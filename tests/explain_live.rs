@@ -293,6 +293,8 @@ scenario_tests! {
     restart_delay_loop_5: "restart-delay-loop", V5;
     restart_delay_loop_6: "restart-delay-loop", V6;
     restart_delay_loop_7: "restart-delay-loop", V7;
+    memory_restart_loop_7: "memory-restart-loop", V7;
+    watch_restart_loop_7: "watch-restart-loop", V7;
     reload_crash_cluster_7: "reload-crash-cluster", V7;
     wait_ready_timeout_5: "wait-ready-timeout", V5;
     wait_ready_timeout_7: "wait-ready-timeout", V7;

@@ -160,6 +160,12 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("restart-delay-loop-5.4.3", &["restart-loop"]),
     ("restart-delay-loop-6.0.14", &["restart-loop"]),
     ("restart-delay-loop-7.0.4", &["restart-loop"]),
+    ("memory-restart-loop-5.4.3", &["restart-loop"]),
+    ("memory-restart-loop-6.0.14", &["restart-loop"]),
+    ("memory-restart-loop-7.0.4", &["restart-loop"]),
+    ("watch-restart-loop-5.4.3", &["restart-loop"]),
+    ("watch-restart-loop-6.0.14", &["restart-loop"]),
+    ("watch-restart-loop-7.0.4", &["restart-loop"]),
     (
         "unix-double-fork-restart-6.0.14",
         &[

@@ -6,7 +6,9 @@
 //!   keeps it (no finding);
 //! - a port taken by an app of another PM2 daemon after `pm2 restart --update-env` changed
 //!   PORT (`address-held-by-other-process`), and a port moved to a free one (no finding);
-//! - a restart loop spaced by restart_delay (`restart-loop`);
+//! - restart loops (`restart-loop`) spaced by restart_delay, driven by max_memory_restart
+//!   (an app that grows past the limit, with the daemon's worker checking every second), and
+//!   driven by watch (an app that writes a log into its own watched directory);
 //! - a unix socket path held by a double-forked helper of the previous generation, in a
 //!   Python app whose error text does not say EADDRINUSE
 //!   (`address-held-by-previous-generation`);
@@ -196,6 +198,120 @@ fn restart_delay_loop_6014() {
 #[test]
 fn restart_delay_loop_704() {
     restart_delay_loop(V7);
+}
+
+/// The evidence lines of a finding (`what`), joined.
+fn evidence(f: &Value) -> String {
+    f["evidence"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["what"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// A restart loop the daemon drives itself (memory or watch): named as a warning, not as a
+/// crash loop, and never errored.
+fn daemon_driven_loop(r: &Run) -> &Value {
+    assert_ne!(r.status, "errored", "{}", r.lines());
+    r.expect_kinds(&["restart-loop"]);
+    let f = r.finding("restart-loop");
+    assert_eq!(f["severity"], "warning", "{f:#}");
+    assert!(summary(f).contains("without reaching errored"), "{f:#}");
+    assert!(
+        !r.kinds().iter().any(|k| k == "crash-loop-errored"),
+        "{}",
+        r.lines()
+    );
+    f
+}
+
+fn memory_restart_loop(version: &str) {
+    let (_d, r) = run("memory-restart-loop", version);
+    let f = daemon_driven_loop(&r);
+    let s = summary(f);
+    assert!(
+        s.contains("max_memory_restart restarts it whenever its memory grows past the limit"),
+        "{s}"
+    );
+    let all = text(f);
+    assert!(
+        all.contains("because it exceeded max_memory_restart (50 MB)")
+            && all.contains("when the daemon's memory check"),
+        "{all}"
+    );
+    assert!(evidence(f).contains("over --max-memory-restart"), "{f:#}");
+}
+
+#[test]
+fn memory_restart_loop_543() {
+    memory_restart_loop(V5);
+}
+
+#[test]
+fn memory_restart_loop_6014() {
+    memory_restart_loop(V6);
+}
+
+#[test]
+fn memory_restart_loop_704() {
+    memory_restart_loop(V7);
+}
+
+fn watch_restart_loop(version: &str) {
+    let (_d, r) = run("watch-restart-loop", version);
+    let f = daemon_driven_loop(&r);
+    let s = summary(f);
+    // pm2 names the path relative to the app's working directory (site/): the finding
+    // names it in full, says the changes follow each start, and what to ignore.
+    assert!(
+        s.contains("watch restarts it on every change of /tmp/p2t-")
+            && s.ends_with("/site/logs/app.log."),
+        "{s}"
+    );
+    let all = text(f);
+    assert!(
+        all.contains("because a watched file changed: /tmp/p2t-")
+            && all.contains("after a start of web:0")
+            && all.contains("--ignore-watch=\"logs\""),
+        "{all}"
+    );
+    assert!(
+        evidence(f).contains("change detected on /tmp/p2t-"),
+        "{f:#}"
+    );
+}
+
+#[test]
+fn watch_restart_loop_543() {
+    watch_restart_loop(V5);
+}
+
+#[test]
+fn watch_restart_loop_6014() {
+    watch_restart_loop(V6);
+}
+
+#[test]
+fn watch_restart_loop_704() {
+    watch_restart_loop(V7);
+}
+
+/// The remedy, on a real daemon: with `--ignore-watch=logs` the same app writes the same file
+/// and pm2 leaves it alone; no finding.
+#[test]
+fn watch_with_the_log_ignored_704_no_finding() {
+    let (_d, r) = run("watch-ignored", V7);
+    assert_eq!(r.status, "online");
+    r.expect_quiet();
+    assert!(
+        r.notes.iter().any(|n| n.contains("(restart_time 0)")),
+        "pm2 restarted it: {:?}",
+        r.notes
+    );
 }
 
 fn unix_double_fork(version: &str) {

@@ -8,11 +8,9 @@
 //! - A pid named by the recorder (`hint_pid`) is tracked and attributed even without
 //!   pm2's environment; its exit is recorded, in both modes.
 
+use pm2_trace::event::proc::{ActiveMode, AttrHow, ExitStatus, ProcEvent, Via};
 use pm2_trace::event::{Event, EventReceiver, EventSink, Stamped};
-use pm2_trace::sources::procwatch::{
-    no_redaction, ActiveMode, AttrHow, ExitStatus, ProcEvent, ProcWatcher, Via, WatchConfig,
-    WatchMode,
-};
+use pm2_trace::sources::procwatch::{no_redaction, ProcWatcher, WatchConfig, WatchMode};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

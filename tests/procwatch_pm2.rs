@@ -6,11 +6,11 @@
 #[path = "support/pm2.rs"]
 mod pm2;
 
-use pm2_trace::event::{Event, EventReceiver, EventSink, Stamped};
-use pm2_trace::sources::procwatch::{
-    no_redaction, ActiveMode, AttrHow, ExitStatus, ProcEvent, ProcWatcher, Snapshot,
-    SnapshotReason, StatusFrom, Timing, WatchConfig, WatchMode, Who,
+use pm2_trace::event::proc::{
+    ActiveMode, AttrHow, ExitStatus, ProcEvent, Snapshot, SnapshotReason, StatusFrom, Timing, Who,
 };
+use pm2_trace::event::{Event, EventReceiver, EventSink, Stamped};
+use pm2_trace::sources::procwatch::{no_redaction, ProcWatcher, WatchConfig, WatchMode};
 use std::time::{Duration, Instant};
 
 struct Watch {

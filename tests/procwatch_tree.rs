@@ -9,11 +9,11 @@
 //! not (forced by disabling PIDFD_INFO_EXIT and zombie reads, as on an older kernel or for
 //! another user's processes).
 
-use pm2_trace::event::{Event, EventReceiver, EventSink, Stamped};
-use pm2_trace::sources::procwatch::{
-    no_redaction, ActiveMode, ExitStatus, ProcEvent, ProcWatcher, Proto, SnapshotReason,
-    StatusFrom, Timing, Tuning, Via, WatchConfig, WatchMode,
+use pm2_trace::event::proc::{
+    ActiveMode, ExitStatus, ProcEvent, Proto, SnapshotReason, StatusFrom, Timing, Via,
 };
+use pm2_trace::event::{Event, EventReceiver, EventSink, Stamped};
+use pm2_trace::sources::procwatch::{no_redaction, ProcWatcher, Tuning, WatchConfig, WatchMode};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

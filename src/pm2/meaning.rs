@@ -586,6 +586,10 @@ pub struct ProcessEvent {
     pub(crate) tree_pids: Vec<i64>,
     /// `pm_exec_path`.
     pub(crate) exec_path: Option<String>,
+    /// `pm_cwd`: the app's working directory (what `--watch` watches, and what pm2's watch
+    /// lines name paths relative to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cwd: Option<String>,
     /// Restart settings from the event's pm2_env.
     #[serde(default)]
     pub(crate) restarts: Box<RestartSettings>,
@@ -688,6 +692,7 @@ impl BusEvent {
                     pm_uptime: i64_of(field("pm_uptime")),
                     tree_pids,
                     exec_path: str_of(field("pm_exec_path")),
+                    cwd: str_of(field("pm_cwd")),
                     restarts: Box::new(RestartSettings::from_env(proc_.as_ref())),
                 })
             }

@@ -1,9 +1,10 @@
 //! What the RPC traffic tells the process watcher, as the tap decoder sees it.
 
+use crate::event::proc::SnapshotReason;
 use crate::event::Direction;
 use crate::pm2::exchange::{Exchanges, ReplyProcs};
 use crate::pm2::meaning::Pm2Call;
-use crate::sources::procwatch::{SnapshotReason, WatcherHandle};
+use crate::sources::procwatch::WatcherHandle;
 use crate::wire::amp::Message;
 use crate::wire::rpc;
 

@@ -16,8 +16,9 @@ use super::address_held::errored_after;
 use super::ctx::{self, crashed, end_t, ev, start_t, AppCtx};
 use super::{Finding, Severity};
 use crate::addr::{self, Addr, Transport};
+use crate::event::host::Pm2Role;
 use crate::event::{MonoNs, Source};
-use crate::sources::holders::{Pm2Role, Relation};
+use crate::sources::holders::Relation;
 use crate::timeline::{OtherHolder, OtherSocket};
 
 pub const KIND: &str = "address-held-by-other-process";

@@ -8,17 +8,23 @@
 //! - `restart_delay` or `exp_backoff_restart_delay` spaces the crashes, so most fall
 //!   outside the unstable window;
 //! - the app crashes after running longer than `min_uptime` (each exit is "stable");
-//! - `max_memory_restart`: the daemon restarts the app itself and resets the counter;
-//! - `watch`: a changed file restarts it, and a file the app writes changes on each start.
+//! - `max_memory_restart`: the daemon's worker (every `PM2_WORKER_INTERVAL` ms, 30 s by
+//!   default) finds the app over the limit and reloads it, which in fork mode is a restart
+//!   (`Process N in a stopped status, starting it`); `restartProcessId` resets the counter;
+//! - `watch`: a changed file restarts it (`restartProcessId` again), and a file the app writes
+//!   changes on each start. pm2 names the path relative to the app's `pm_cwd`.
+//!
+//! Both reproduced on pm2 5.4.3, 6.0.14 and 7.0.4 (scenarios `memory-restart-loop` and
+//! `watch-restart-loop`).
 //!
 //! Evidence: the generations the daemon started with no request in progress, the exits
 //! before them, the daemon's `will restart in N ms`, `exceeds --max-memory-restart` and
 //! `Change detected on path` lines, and the app's configuration from getMonitorData.
 
 use super::ctx::{self, crashed, end_t, ev, ms, start_t, AppCtx};
-use super::{Finding, Severity};
+use super::{Evidence, Finding, Severity};
 use crate::event::{MonoNs, Source};
-use crate::timeline::AutoRestartCause;
+use crate::timeline::{AppTimeline, AutoRestart, AutoRestartCause};
 
 pub const KIND: &str = "restart-loop";
 
@@ -92,22 +98,20 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
     let cfg = &a.config;
     let min_up = cfg.min_uptime_ms();
     let window = min_up * cfg.max_restarts();
-    // The daemon's own reasons, within the episode.
+    // The daemon's own reasons for the starts of the episode: each comes just before the
+    // start it causes (a reason after the last start is for a start not recorded).
     let reasons: Vec<&crate::timeline::AutoRestart> = a
         .auto_restarts
         .iter()
-        .filter(|r| r.at.t + 2_000_000_000 >= t_first && r.at.t <= t_last + 1_000_000_000)
+        .filter(|r| r.at.t + 2_000_000_000 >= t_first && r.at.t <= t_last)
         .collect();
-    let mem = reasons
+    let mem: Vec<&&crate::timeline::AutoRestart> = reasons
         .iter()
         .filter(|r| r.cause == AutoRestartCause::Memory)
-        .count();
-    let watch: Vec<&str> = reasons
+        .collect();
+    let watch: Vec<&&crate::timeline::AutoRestart> = reasons
         .iter()
-        .filter_map(|r| match &r.cause {
-            AutoRestartCause::Watch { path } => Some(path.as_str()),
-            _ => None,
-        })
+        .filter(|r| matches!(r.cause, AutoRestartCause::Watch { .. }))
         .collect();
     // The exits that led to the restarts.
     let before: Vec<&crate::timeline::Generation> =
@@ -133,20 +137,22 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
     let mut evidence = Vec::new();
     let mut chain = Vec::new();
     let (cause, remedy) =
-        if mem > 0 {
+        if !mem.is_empty() {
             chain.push(format!(
                 "The daemon restarted {label} {} because it exceeded max_memory_restart{}: such a \
              restart resets pm2's unstable-restart count, so it never ends errored.",
-                ctx::plural(mem as u64, "time", "times"),
+                ctx::plural(mem.len() as u64, "time", "times"),
                 cfg.max_memory_restart
                     .map(|b| format!(" ({} MB)", b / 1_048_576))
                     .unwrap_or_default()
             ));
-            for r in reasons
-                .iter()
-                .filter(|r| r.cause == AutoRestartCause::Memory)
-                .take(2)
-            {
+            if let Some(range) = after_start(a, &mem) {
+                chain.push(format!(
+                    "Each generation had run {range} when the daemon's memory check (every \
+                 PM2_WORKER_INTERVAL ms, 30 s by default) found it over the limit."
+                ));
+            }
+            for r in mem.iter().take(2) {
                 evidence.push(ev(
                     r.at.t,
                     Source::Bus,
@@ -161,28 +167,7 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
                 .to_owned(),
         )
         } else if !watch.is_empty() {
-            chain.push(format!(
-                "The daemon restarted {label} {} because a watched file changed ({}).",
-                ctx::plural(watch.len() as u64, "time", "times"),
-                ctx::list_words(&watch.iter().map(|s| s.to_string()).collect::<Vec<_>>(), 3)
-            ));
-            for r in reasons
-                .iter()
-                .filter(|r| matches!(r.cause, AutoRestartCause::Watch { .. }))
-                .take(2)
-            {
-                evidence.push(ev(
-                    r.at.t,
-                    Source::Bus,
-                    "daemon: change detected: restarting (watch)",
-                ));
-            }
-            (
-                format!("watch restarts it on every change of {}", watch[0]),
-                "Exclude what the app itself writes (logs, uploads, caches, pid files) with \
-             `ignore_watch` in the ecosystem file, or turn watch off in production."
-                    .to_owned(),
-            )
+            watch_cause(c, &watch, &mut chain, &mut evidence)
         } else if crashes.is_empty() {
             return None;
         } else if early == crashes.len()
@@ -302,4 +287,151 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
         t_first,
         c.finding(KIND, Severity::Warning, summary, chain, evidence, remedy),
     ))
+}
+
+/// How long after the latest start of the app each of the daemon's reasons came:
+/// `878 ms` or `95 to 410 ms` (from pm2.log alone, explain, only to the second: explain says so).
+fn after_start(a: &AppTimeline, reasons: &[&&AutoRestart]) -> Option<String> {
+    let deltas: Vec<u64> = reasons
+        .iter()
+        .filter_map(|r| {
+            // The generation running then (its start seen, not ended before the reason).
+            let g = a
+                .generations
+                .iter()
+                .filter(|g| start_t(g).is_some_and(|s| s <= r.at.t))
+                .max_by_key(|g| start_t(g))?;
+            if end_t(g).is_some_and(|e| e < r.at.t) {
+                return None;
+            }
+            Some(r.at.t - start_t(g)?)
+        })
+        .collect();
+    let lo = *deltas.iter().min()?;
+    let hi = *deltas.iter().max()?;
+    Some(if lo / 1_000_000 == hi / 1_000_000 {
+        ms(lo)
+    } else {
+        format!("{} to {}", ms(lo).trim_end_matches(" ms"), ms(hi))
+    })
+}
+
+/// The path of a watch line: pm2 (chokidar, `cwd: pm_cwd`) names it relative to the app's
+/// working directory, which is where `--watch` looks.
+fn watched_path(cwd: Option<&str>, path: &str) -> String {
+    match cwd {
+        Some(d) if d.starts_with('/') && !path.starts_with('/') => {
+            format!("{}/{path}", d.trim_end_matches('/'))
+        }
+        _ => path.to_owned(),
+    }
+}
+
+/// What to put in ignore_watch for a changed path (relative to the app's directory): its
+/// top directory, or the file itself.
+fn ignore_entry(path: &str) -> &str {
+    let p = path.trim_start_matches("./");
+    match p.split_once('/') {
+        Some((top, _)) if !top.is_empty() && !p.starts_with('/') => top,
+        _ => p,
+    }
+}
+
+/// The cause, remedy, chain and evidence of a loop driven by watch restarts.
+fn watch_cause(
+    c: &AppCtx,
+    watch: &[&&AutoRestart],
+    chain: &mut Vec<String>,
+    evidence: &mut Vec<Evidence>,
+) -> (String, String) {
+    let a = c.a;
+    let label = c.label();
+    // The changed paths, most often first (the first seen first among equals).
+    let mut paths: Vec<(&str, usize)> = Vec::new();
+    for r in watch {
+        if let AutoRestartCause::Watch { path } = &r.cause {
+            match paths.iter_mut().find(|(p, _)| *p == path.as_str()) {
+                Some((_, n)) => *n += 1,
+                None => paths.push((path.as_str(), 1)),
+            }
+        }
+    }
+    paths.sort_by_key(|p| std::cmp::Reverse(p.1));
+    let cwd = a.cwd.as_deref();
+    let main = paths.first().map(|p| p.0).unwrap_or_default();
+    let shown: Vec<String> = paths
+        .iter()
+        .map(|(p, n)| {
+            let times = if *n > 1 {
+                format!(" ({n} times)")
+            } else {
+                String::new()
+            };
+            format!("{}{times}", watched_path(cwd, p))
+        })
+        .collect();
+    chain.push(format!(
+        "The daemon restarted {label} {} because a watched file changed: {}.",
+        ctx::plural(watch.len() as u64, "time", "times"),
+        ctx::list_words(&shown, 3),
+    ));
+    if let Some(range) = after_start(a, watch) {
+        chain.push(format!(
+            "Each change came {range} after a start of {label}: a file written as it starts, \
+             most likely by the app itself, so every restart causes the next."
+        ));
+    }
+    for r in watch.iter().take(2) {
+        if let AutoRestartCause::Watch { path } = &r.cause {
+            evidence.push(ev(
+                r.at.t,
+                Source::Bus,
+                format!(
+                    "daemon: change detected on {}: restarting (watch)",
+                    watched_path(cwd, path)
+                ),
+            ));
+        }
+    }
+    let ignore = ignore_entry(main);
+    (
+        format!(
+            "watch restarts it on every change of {}",
+            watched_path(cwd, main)
+        ),
+        format!(
+            "Exclude what the app itself writes (logs, uploads, caches, pid files) from watch: \
+             `pm2 start ... --watch --ignore-watch=\"{ignore}\"`, or `ignore_watch: \
+             [\"{ignore}\"]` in the ecosystem file (relative to the app's directory); or \
+             turn watch off in production."
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_paths_are_relative_to_the_working_directory() {
+        assert_eq!(
+            watched_path(Some("/srv/app/"), "logs/app.log"),
+            "/srv/app/logs/app.log"
+        );
+        assert_eq!(watched_path(Some("/srv/app"), "/var/x"), "/var/x");
+        // Unknown or hashed (`--redact all`) directory: the path as pm2 said it.
+        assert_eq!(watched_path(None, "logs/app.log"), "logs/app.log");
+        assert_eq!(
+            watched_path(Some("<redacted:0123>"), "cache.json"),
+            "cache.json"
+        );
+    }
+
+    #[test]
+    fn ignore_watch_names_the_top_directory_or_the_file() {
+        assert_eq!(ignore_entry("logs/app.log"), "logs");
+        assert_eq!(ignore_entry("./tmp/cache/x"), "tmp");
+        assert_eq!(ignore_entry("app.pid"), "app.pid");
+        assert_eq!(ignore_entry("/abs/file"), "/abs/file");
+    }
 }

@@ -17,8 +17,8 @@
 
 use super::ctx::{self, crashed, ev, failed_early, start_t, AppCtx};
 use super::{Finding, Severity};
+use crate::event::proc::StartPaths;
 use crate::event::{MonoNs, Source};
-use crate::sources::procwatch::StartPaths;
 use crate::timeline::Generation;
 
 pub const KIND: &str = "start-path-missing";

@@ -6,14 +6,14 @@
 
 use super::entry::{AppRef, Entry, EntryKind, Outcome};
 use super::procfacts::{snapshot_views, ProcFacts};
+use crate::event::host::Identity;
+use crate::event::proc::{Snapshot, StartPaths};
 use crate::event::{CaptureInfo, MonoNs, ProcEvent};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::meaning::{
     BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
     RestartSettings, Stream,
 };
-use crate::sources::holders::Identity;
-use crate::sources::procwatch::{Snapshot, StartPaths};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -1294,6 +1294,9 @@ impl Timeline {
         a.config.learn_restarts(&pe.restarts);
         if pe.exec_path.is_some() {
             a.exec_path = pe.exec_path.clone();
+        }
+        if pe.cwd.is_some() {
+            a.cwd = pe.cwd.clone();
         }
         let via = format!("bus {}", pe.event.as_str());
         if pe.old {

@@ -7,9 +7,9 @@
 //! "status": {"kind": "code", "code": 1}, "timing": {"how": "kernel"}}`).
 
 use super::model::{AppSnapshot, OtherHolder, OtherSocket, SnapProcess, SnapSocket, SnapWhy};
+use crate::event::proc::{shorten, Snapshot, SnapshotReason};
 use crate::event::{MonoNs, ProcEvent};
 use crate::pm2::meaning::json_text;
-use crate::sources::procwatch::{shorten, Snapshot, SnapshotReason};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -48,7 +48,7 @@ impl ProcFacts {
     /// Facts of a typed event, read straight from its fields (the serialized route of
     /// [`ProcFacts::from_value`] cost a tenth of replay's time).
     pub fn of(event: &ProcEvent) -> ProcFacts {
-        use crate::sources::procwatch::{ExitStatus, Timing, Who};
+        use crate::event::proc::{ExitStatus, Timing, Who};
         let (kind, who, parent, timing): (&str, &Who, Option<i32>, Option<&Timing>) = match event {
             ProcEvent::Tracked { who, timing, .. } => ("tracked", who, None, Some(timing)),
             ProcEvent::Fork {
@@ -370,7 +370,7 @@ mod tests {
     }
 
     fn snap(reason: SnapshotReason) -> Snapshot {
-        use crate::sources::procwatch::{AppRef, ProcSnap, Proto, SocketHold};
+        use crate::event::proc::{AppRef, ProcSnap, Proto, SocketHold};
         let app = |pm_id: u64, gen: u64| AppRef {
             pm2_home: "/h".into(),
             pm_id,

@@ -935,10 +935,10 @@ fn endless_crash_loop_is_bounded() {
 /// snapshot ascribes it to the one cluster app, and its line names it.
 #[test]
 fn the_cluster_masters_socket_is_the_cluster_apps_address() {
-    use crate::event::ProcEvent;
-    use crate::sources::procwatch::{
+    use crate::event::proc::{
         AppRef as Who, ProcSnap, Proto, Snapshot, SnapshotReason, SocketHold,
     };
+    use crate::event::ProcEvent;
     let info = CaptureInfo::default();
     let mut tl = Timeline::new(&info);
     let app = Some(AppRef {

@@ -39,6 +39,9 @@ pub const ALL: &[&str] = &[
     "port-other-daemon-restart",
     "port-moved-restart",
     "restart-delay-loop",
+    "memory-restart-loop",
+    "watch-restart-loop",
+    "watch-ignored",
     "unix-double-fork-restart",
     "stop-gave-up-restart",
     "plain-restart",
@@ -114,6 +117,24 @@ pub fn describe(name: &str, fast: bool) -> String {
         "restart-delay-loop" => {
             "`PORT=p pm2 start crash-on-start.js --name web --restart-delay 1500 \
              --max-restarts 3` (unstable window 3 s), recorded while it restarts 4 times by itself"
+                .into()
+        }
+        "memory-restart-loop" => {
+            "daemon started with `PM2_WORKER_INTERVAL=1000` (its memory check every second \
+             instead of 30 s); `PORT=p pm2 start memory-grower.js --name web \
+             --max-memory-restart 50M` (the app holds 80 MB within a second), online, recorded \
+             while the daemon restarts it 6 times by itself"
+                .into()
+        }
+        "watch-restart-loop" => {
+            "watch-self-writer.js copied to `site/app.js`; `cd site && PORT=p pm2 start app.js \
+             --name web --watch` (the app appends to `site/logs/app.log` 200 ms after it \
+             starts), online, recorded while the daemon restarts it 6 times by itself"
+                .into()
+        }
+        "watch-ignored" => {
+            "as watch-restart-loop, started with `--watch --ignore-watch=logs` (the remedy); \
+             recorded 3 s, nobody asks anything"
                 .into()
         }
         "unix-double-fork-restart" => format!(
@@ -437,7 +458,13 @@ pub fn run_with(
     fast: bool,
     settled_hook: impl FnOnce(&Pm2) -> Value,
 ) -> Run {
-    let p = Pm2::start(version);
+    let p = if name == "memory-restart-loop" {
+        // The daemon checks max_memory_restart every PM2_WORKER_INTERVAL ms (constants.js of
+        // 5.4.3, 6.0.14 and 7.0.4), 30 s by default.
+        Pm2::start_with_daemon_env(version, &[("PM2_WORKER_INTERVAL", "1000")])
+    } else {
+        Pm2::start(version)
+    };
     let port = pm2::free_port();
     let port_s = port.to_string();
     let drain = if fast { "6000" } else { "12000" };
@@ -484,6 +511,27 @@ pub fn run_with(
                 port,
                 &["--restart-delay", "1500", "--max-restarts", "3"],
             );
+        }
+        "memory-restart-loop" => {
+            p.start_app(
+                "web",
+                "memory-grower.js",
+                port,
+                &["--max-memory-restart", "50M"],
+            );
+        }
+        "watch-restart-loop" | "watch-ignored" => {
+            // pm2 watches the app's working directory (pm_cwd) with `--watch`.
+            let site = p.user_home().join("site");
+            std::fs::create_dir_all(&site).expect("site dir");
+            std::fs::copy(pm2::app_path("watch-self-writer.js"), site.join("app.js"))
+                .expect("app.js");
+            let mut args = vec!["start", "app.js", "--name", "web", "--watch"];
+            if name == "watch-ignored" {
+                args.push("--ignore-watch=logs");
+            }
+            let out = p.cmd_in(&site, &[("PORT", &port_s)], &args);
+            must(&out, "start app.js --watch (in site)");
         }
         "unix-double-fork-restart" => {
             let path = pm2::app_path("unix-double-fork.py");
@@ -662,12 +710,21 @@ pub fn run_with(
             let out = p.cmd_env(&[("PORT", &q)], &["restart", "web", "--update-env"]);
             must(&out, "restart web --update-env");
         }
-        "restart-delay-loop" => {
+        "restart-delay-loop" | "memory-restart-loop" | "watch-restart-loop" => {
             // Nobody asks anything: the daemon restarts it by itself, four times at least
-            // (about 8 s on an idle machine, longer under load).
-            wait_app(&p, "restarted 4 times", Duration::from_secs(45), |a| {
-                a["pm2_env"]["restart_time"].as_u64().unwrap_or(0) >= restarts_before + 4
+            // (restart-delay-loop: about 8 s on an idle machine, longer under load). The
+            // memory and watch loops restart every 0.5-1 s, some of them while the recorder
+            // starts: six, so that the recording holds at least three.
+            let n = if name == "restart-delay-loop" { 4 } else { 6 };
+            wait_app(&p, "restarted by itself", Duration::from_secs(45), |a| {
+                a["pm2_env"]["restart_time"].as_u64().unwrap_or(0) >= restarts_before + n
             });
+        }
+        "watch-ignored" => {
+            // The app writes logs/app.log 200 ms after each start; nothing else happens.
+            std::thread::sleep(Duration::from_millis(3000));
+            let log = p.user_home().join("site/logs/app.log");
+            assert!(log.exists(), "{} was never written", log.display());
         }
         "stop-gave-up-restart" => {
             assert!(p.freeze_reaper(), "the harness has no subreaper to freeze");
@@ -695,7 +752,10 @@ pub fn run_with(
     let end = wait_app(&p, "settled", Duration::from_secs(60), |a| {
         let rt = a["pm2_env"]["restart_time"].as_u64().unwrap_or(0);
         name == "stop-timeout"
-            || name == "restart-delay-loop"
+            || matches!(
+                name,
+                "restart-delay-loop" | "memory-restart-loop" | "watch-restart-loop" | "watch-ignored"
+            )
             || (settled(a) && rt > restarts_before)
             // Under heavy load a start can take longer than min_uptime to fail: pm2 then
             // loops instead of reaching errored.

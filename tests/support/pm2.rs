@@ -337,6 +337,8 @@ pub struct Pm2 {
     reaper: Option<Child>,
     /// uid and gid the daemon, the CLI and the apps run as (None: this process's).
     user: Option<(u32, u32)>,
+    /// Extra environment of the daemon only (e.g. `PM2_WORKER_INTERVAL`), not of the CLI.
+    daemon_env: Vec<(String, String)>,
 }
 
 /// perl child subreaper: runs its argv (the `pm2 ping` that spawns the daemon),
@@ -373,17 +375,28 @@ impl Pm2 {
     /// Install `version` if needed, create a fresh home under /tmp and start its
     /// daemon. Panics with a precise message when anything is missing.
     pub fn start(version: &str) -> Pm2 {
-        Pm2::start_with_user(version, None)
+        Pm2::start_with_user(version, None, &[])
+    }
+
+    /// [`Pm2::start`] with extra variables in the daemon's environment only, e.g.
+    /// `PM2_WORKER_INTERVAL=1000` (constants.js: how often, in ms, the daemon's worker checks
+    /// max_memory_restart; 30000 by default).
+    pub fn start_with_daemon_env(version: &str, env: &[(&str, &str)]) -> Pm2 {
+        Pm2::start_with_user(version, None, env)
     }
 
     /// [`Pm2::start`] with the daemon, the CLI and the apps run as `uid`:`gid`, and the
     /// home (`/tmp/p2t-XXXXXX` and its `.pm2`) owned by that user: an unprivileged user's
     /// pm2, as root sees it in production. Needs root.
     pub fn start_as(version: &str, uid: u32, gid: u32) -> Pm2 {
-        Pm2::start_with_user(version, Some((uid, gid)))
+        Pm2::start_with_user(version, Some((uid, gid)), &[])
     }
 
-    fn start_with_user(version: &str, user: Option<(u32, u32)>) -> Pm2 {
+    fn start_with_user(
+        version: &str,
+        user: Option<(u32, u32)>,
+        daemon_env: &[(&str, &str)],
+    ) -> Pm2 {
         let bin = ensure_installed(version);
         let node = which("node").expect("node on PATH (checked by ensure_installed)");
         let dir = tempfile::Builder::new()
@@ -412,6 +425,10 @@ impl Pm2 {
             home,
             reaper: None,
             user,
+            daemon_env: daemon_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         pm2.spawn_daemon();
         pm2
@@ -430,6 +447,7 @@ impl Pm2 {
                     .arg(&self.bin)
                     .arg("ping");
                 self.apply_env(&mut c);
+                c.envs(self.daemon_env.iter().map(|(k, v)| (k, v)));
                 c.stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit())
@@ -463,7 +481,12 @@ impl Pm2 {
                      starting the pm2 daemon without a child subreaper; orphaned zombies are \
                      then reaped by pid 1, which may be slow and change pm2's stop timing"
                 );
-                let out = self.cmd(&["ping"]);
+                let env: Vec<(&str, &str)> = self
+                    .daemon_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let out = self.cmd_env(&env, &["ping"]);
                 assert!(
                     out.status.success(),
                     "pm2 {} ping failed: {}",

@@ -2,8 +2,11 @@
 //!
 //! [`ProcWatcher::start`] picks a mode, tracks the PM2 daemon, its descendants and every
 //! process whose environment says it is a pm2 app of this `PM2_HOME`, and sends
-//! [`ProcEvent`]s (inside [`crate::event::Event::Proc`]) to the recorder's [`EventSink`],
-//! stamped on CLOCK_MONOTONIC like every other source.
+//! [`ProcEvent`]s (inside [`crate::event::Event::Proc`]; their types, the capture's, are in
+//! [`crate::event::proc`]) to the recorder's [`EventSink`], stamped on CLOCK_MONOTONIC like
+//! every other source.
+//!
+//! [`ProcEvent`]: crate::event::ProcEvent
 //!
 //! - **netlink**: the kernel's process connector gives fork, exec and exit of every process
 //!   with the kernel's timestamp and the wait status; everything not tracked is dropped
@@ -45,15 +48,14 @@
 //! `reap_grace` later); pidfd/procscan forks are stamped at the process's start time and
 //! arrive with the next scan (up to `idle_scan` later while nothing is in flux).
 
-pub mod event;
 pub mod netlink;
 pub(crate) mod procfs;
 pub(crate) mod start_paths;
 pub mod sys;
 mod watcher;
 
+use crate::event::proc::{SnapshotReason, WatchModeReport};
 use crate::event::EventSink;
-pub use event::*;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -165,8 +167,8 @@ pub struct ProcWatcher {
 impl ProcWatcher {
     /// Choose the mode (verifying netlink with a throw-away child, at most
     /// `2 × verify_timeout`), then start the watcher thread, which emits a
-    /// [`ProcEvent::Mode`], a [`ProcEvent::Tracked`] per process found and a start
-    /// [`ProcEvent::Snapshot`], then events as they happen.
+    /// `ProcEvent::Mode`, a `ProcEvent::Tracked` per process found and a start
+    /// `ProcEvent::Snapshot` (see [`crate::event::ProcEvent`]), then events as they happen.
     ///
     /// Errors: a forced mode (Netlink, Pidfd) that does not work here, or a failure to set
     /// up epoll/eventfd or the thread.
@@ -177,10 +179,10 @@ impl ProcWatcher {
     ) -> std::io::Result<ProcWatcher> {
         let (tx, rx) = mpsc::channel();
         let wake = Arc::new(sys::EventFd::new()?);
-        let (core, report) = watcher::Core::new(cfg, sink, redact, wake.clone())?;
+        let (watcher, report) = watcher::Watcher::new(cfg, sink, redact, wake.clone())?;
         let thread = std::thread::Builder::new()
             .name("pm2-trace-procwatch".into())
-            .spawn(move || core.run(rx))?;
+            .spawn(move || watcher.run(rx))?;
         Ok(ProcWatcher {
             report,
             tx,

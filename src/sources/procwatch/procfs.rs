@@ -1,7 +1,7 @@
 //! Readers and parsers for the /proc files the watcher uses. The parsers are pure functions
 //! over text or bytes (unit-tested); the readers bound how much they read.
 
-use super::event::Proto;
+use crate::event::proc::Proto;
 use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};

@@ -15,8 +15,8 @@
 //! thread's filesystem capabilities): root sees exactly what the app's user could see,
 //! and nothing is opened, only `lstat`ed or `readlink`ed.
 
-use super::event::{AppRef, LinkNow, StartPaths};
 use super::procfs;
+use crate::event::proc::{AppRef, LinkNow, StartPaths};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,4 @@
-//! What the process watcher records.
+//! What the process watcher records (in [`super::Event::Proc`]).
 //!
 //! Every [`ProcEvent`] is self-contained: it names the process (pid and start time, so a
 //! reused pid is never confused with its predecessor), what pm2 app and generation it
@@ -536,7 +536,7 @@ pub struct Snapshot {
     /// watcher does not track (another PM2 daemon's apps, services, containers, strays),
     /// with who holds them (at most [`HOST_HOLDS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub host: Vec<crate::sources::holders::HostHold>,
+    pub host: Vec<super::host::HostHold>,
     /// For stop/restart requests: where each generation being replaced was started from,
     /// and whether those paths still exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -3,12 +3,19 @@
 //! An [`Event`] is what one source observed, at one instant of the recorder's monotonic
 //! clock ([`Stamped::t`]). Events are stored as they were observed (after redaction); their
 //! PM2 meaning is derived later by the timeline, identically live and on replay.
+//!
+//! These are the capture format's types: what a capture stores is defined here and in
+//! [`proc`] (what the process watcher observed) and [`host`] (who holds an address elsewhere
+//! on the host); sources depend on them.
+
+pub mod host;
+pub mod proc;
 
 use crate::wire::amp::{Arg, Message};
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use crate::sources::procwatch::event::ProcEvent;
+pub use proc::ProcEvent;
 
 /// Nanoseconds of CLOCK_MONOTONIC: the one clock every source is ordered on (the kernel's
 /// process-connector timestamps use it too).
