@@ -258,6 +258,7 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
         kind: EntryKind::RequestAnswered {
             conn: 0,
             id: "explain".into(),
+            ask: None,
             method: Some("getMonitorData".into()),
             latency_ns: None,
             outcome: Outcome::Ok,
@@ -358,6 +359,7 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
             kind: EntryKind::RequestAnswered {
                 conn: 0,
                 id: "explain-now".into(),
+                ask: None,
                 method: Some("getMonitorData".into()),
                 latency_ns: None,
                 outcome: Outcome::Ok,

@@ -531,7 +531,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         opts.output.display()
     );
     if args.tui {
-        let out = pm2_trace::views::tui::record_tui(&opts, stop)?;
+        let out = record::record_tui(&opts, stop)?;
         return Ok(record_summary(&opts, &out));
     }
     let otlp = match endpoint {

@@ -1,6 +1,7 @@
 //! Pairing a request with its reply, and what a reply says about processes: the one place
 //! both are decided, for the tap's watcher hints (as the bytes are decoded, before the daemon
-//! acts), the interpreter, the timeline and the TUI.
+//! acts) and the interpreter. The interpreter's pairing is carried in its entries (each
+//! request's number, [`Exchanges::ask`]), which the timeline and the TUI follow.
 //!
 //! pm2-axon-rpc matches a reply to its request by the id the client chose, per connection;
 //! one connection may carry several requests in flight. A client may also never read its
@@ -56,8 +57,10 @@ impl<V> Exchanges<V> {
         Self::default()
     }
 
-    /// Request `id` was sent on `conn`; `value` is given back with its reply.
-    pub(crate) fn ask(&mut self, conn: u64, id: &str, value: V) {
+    /// Request `id` was sent on `conn`; `value` is given back with its reply. Returns the
+    /// request's number: requests are numbered from 1 in the order they are asked, over all
+    /// connections.
+    pub(crate) fn ask(&mut self, conn: u64, id: &str, value: V) -> u64 {
         self.clock += 1;
         let seq = self.clock;
         let full = match self.conns.get_mut(&conn) {
@@ -88,6 +91,7 @@ impl<V> Exchanges<V> {
         w.by_id.insert(id.to_owned(), (seq, value));
         w.order.insert(seq, id.to_owned());
         self.order.insert(seq, conn);
+        seq
     }
 
     /// Forget request number `seq` of `conn`.
@@ -103,8 +107,9 @@ impl<V> Exchanges<V> {
         }
     }
 
-    /// The reply `id` arrived on `conn`: what was kept with its request, if it was waiting.
-    pub(crate) fn answer(&mut self, conn: u64, id: &str) -> Option<V> {
+    /// The reply `id` arrived on `conn`: the number of its request and what was kept with
+    /// it, if it was waiting.
+    pub(crate) fn answer(&mut self, conn: u64, id: &str) -> Option<(u64, V)> {
         let w = self.conns.get_mut(&conn)?;
         let (seq, value) = w.by_id.remove(id)?;
         w.order.remove(&seq);
@@ -112,7 +117,7 @@ impl<V> Exchanges<V> {
         if w.by_id.is_empty() {
             self.conns.remove(&conn);
         }
-        Some(value)
+        Some((seq, value))
     }
 
     /// `conn` closed: what its requests still waiting kept, oldest first.
@@ -216,15 +221,20 @@ fn starts_process(method: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// What was kept with the request a reply pairs with.
+    fn kept<V>(x: &mut Exchanges<V>, conn: u64, id: &str) -> Option<V> {
+        x.answer(conn, id).map(|(_, v)| v)
+    }
+
     #[test]
     fn pairs_by_connection_and_id() {
         let mut x = Exchanges::new();
-        x.ask(1, "a", "restartProcessId");
-        x.ask(2, "a", "getMonitorData");
-        assert_eq!(x.answer(2, "a"), Some("getMonitorData"));
+        assert_eq!(x.ask(1, "a", "restartProcessId"), 1);
+        assert_eq!(x.ask(2, "a", "getMonitorData"), 2);
+        assert_eq!(x.answer(2, "a"), Some((2, "getMonitorData")));
         assert_eq!(x.answer(2, "a"), None, "a reply pairs once");
         assert_eq!(x.answer(3, "a"), None);
-        assert_eq!(x.answer(1, "a"), Some("restartProcessId"));
+        assert_eq!(x.answer(1, "a"), Some((1, "restartProcessId")));
         assert_eq!(x.waiting(), 0);
         assert!(x.conns.is_empty());
     }
@@ -237,10 +247,10 @@ mod tests {
         }
         assert_eq!(x.waiting(), MAX_WAITING_PER_CONN);
         // The oldest were forgotten, the newest still pair.
-        assert_eq!(x.answer(7, "0"), None);
-        assert_eq!(x.answer(7, "99999"), Some(99_999));
+        assert_eq!(kept(&mut x, 7, "0"), None);
+        assert_eq!(kept(&mut x, 7, "99999"), Some(99_999));
         let first_kept = 100_000 - MAX_WAITING_PER_CONN as u64;
-        assert_eq!(x.answer(7, &first_kept.to_string()), Some(first_kept));
+        assert_eq!(kept(&mut x, 7, &first_kept.to_string()), Some(first_kept));
         // Many connections never closed: the oldest request of all is forgotten.
         let mut x = Exchanges::new();
         let conns = (MAX_WAITING / 2 + 500) as u64;
@@ -250,10 +260,10 @@ mod tests {
         }
         assert_eq!(x.waiting(), MAX_WAITING);
         assert_eq!(x.conns.len(), MAX_WAITING / 2);
-        assert_eq!(x.answer(0, "1"), None);
-        assert_eq!(x.answer(499, "2"), None);
-        assert_eq!(x.answer(500, "1"), Some(500));
-        assert_eq!(x.answer(conns - 1, "2"), Some(conns - 1));
+        assert_eq!(kept(&mut x, 0, "1"), None);
+        assert_eq!(kept(&mut x, 499, "2"), None);
+        assert_eq!(kept(&mut x, 500, "1"), Some(500));
+        assert_eq!(kept(&mut x, conns - 1, "2"), Some(conns - 1));
     }
 
     #[test]
@@ -265,8 +275,8 @@ mod tests {
         }
         x.ask(0, "new", 1);
         assert_eq!(x.waiting(), MAX_WAITING);
-        assert_eq!(x.answer(0, "old"), None);
-        assert_eq!(x.answer(0, "new"), Some(1));
+        assert_eq!(kept(&mut x, 0, "old"), None);
+        assert_eq!(kept(&mut x, 0, "new"), Some(1));
     }
 
     #[test]
@@ -276,7 +286,7 @@ mod tests {
         x.ask(1, "a", "second");
         x.ask(2, "a", "other conn");
         assert_eq!(x.close(1), vec!["first", "second"]);
-        assert_eq!(x.answer(1, "a"), None);
+        assert_eq!(kept(&mut x, 1, "a"), None);
         assert_eq!(x.close(1), Vec::<&str>::new());
         assert_eq!(x.waiting(), 1);
         assert_eq!(x.close(2), vec!["other conn"]);

@@ -66,7 +66,7 @@ impl<S: HintSink> Hinter<S> {
                 let Some(reply) = rpc::parse_reply(msg) else {
                     return;
                 };
-                let Some(method) = self.pending.answer(conn, &reply.id) else {
+                let Some((_, method)) = self.pending.answer(conn, &reply.id) else {
                     return;
                 };
                 let Ok(args) = reply.outcome else { return };

@@ -8,7 +8,8 @@
 //! - [`stop`]: asking a recording to stop, and noticing the daemon is gone;
 //! - [`hints`]: what the RPC traffic tells the process watcher;
 //! - [`comment`]: the capture's packet comments;
-//! - [`live`]: the live text view;
+//! - [`live`]: the live text view; [`live_tui`]: `record --tui`, the recording feeding the
+//!   terminal view;
 //! - [`store`]: where events go, one file or a directory of segments ([`segments`]);
 //! - `record --dir`, the always-on recorder: [`always`] runs one stream per PM2 home, each
 //!   following its daemon across restarts ([`follow`]) and writing incidents from the live
@@ -20,6 +21,7 @@ pub mod follow;
 mod hints;
 pub mod incident;
 mod live;
+mod live_tui;
 mod order;
 mod pipeline;
 pub mod segments;
@@ -27,6 +29,7 @@ mod stop;
 pub mod store;
 
 pub use live::LiveText;
+pub use live_tui::record_tui;
 pub use stop::Stopper;
 pub use store::{FileStore, Store};
 

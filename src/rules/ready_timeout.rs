@@ -283,10 +283,17 @@ mod tests {
         );
     }
 
-    fn answered(method: &str, procs: Vec<MonitorProc>, new_pid: Option<i64>) -> EntryKind {
+    /// A reply on connection 1 to request number `ask` (`None`: a request not seen).
+    fn answered(
+        method: &str,
+        ask: Option<u64>,
+        procs: Vec<MonitorProc>,
+        new_pid: Option<i64>,
+    ) -> EntryKind {
         EntryKind::RequestAnswered {
             conn: 1,
             id: format!("1:{method}"),
+            ask,
             method: Some(method.into()),
             latency_ns: None,
             outcome: Outcome::Ok,
@@ -318,7 +325,7 @@ mod tests {
             10 * MS,
             Source::Rpc,
             false,
-            answered("getMonitorData", vec![proc], None),
+            answered("getMonitorData", None, vec![proc], None),
         );
         let tracked: ProcEvent = serde_json::from_value(serde_json::json!({
             "kind": "tracked",
@@ -344,6 +351,7 @@ mod tests {
             EntryKind::RequestAsked {
                 conn: 1,
                 id: "1:restartProcessId".into(),
+                ask: 1,
                 call: Pm2Call::RestartProcessId {
                     target: Some(Target::Id(0)),
                     env: None,
@@ -393,7 +401,7 @@ mod tests {
             4050 * MS,
             Source::Rpc,
             true,
-            answered("restartProcessId", Vec::new(), Some(101)),
+            answered("restartProcessId", Some(1), Vec::new(), Some(101)),
         );
         tl
     }

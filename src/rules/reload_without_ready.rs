@@ -542,6 +542,7 @@ mod tests {
             EntryKind::RequestAnswered {
                 conn: 1,
                 id: "1:0".into(),
+                ask: None,
                 method: Some("getMonitorData".into()),
                 latency_ns: None,
                 outcome: Outcome::Ok,
@@ -562,6 +563,7 @@ mod tests {
                 EntryKind::RequestAsked {
                     conn: 1,
                     id: rid.clone(),
+                    ask: id + 1,
                     call: Pm2Call::ReloadProcessId {
                         target: Some(Target::Id(id)),
                         env: None,
@@ -639,6 +641,7 @@ mod tests {
                 EntryKind::RequestAnswered {
                     conn: 1,
                     id: rid,
+                    ask: Some(id + 1),
                     method: Some("reloadProcessId".into()),
                     latency_ns: None,
                     outcome: Outcome::Ok,

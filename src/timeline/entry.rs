@@ -51,6 +51,9 @@ pub enum EntryKind {
     RequestAsked {
         conn: u64,
         id: String,
+        /// The request's number, given where it is paired with its reply (the interpreter):
+        /// from 1, in the order requests are asked, over all connections. Its reply names it.
+        ask: u64,
         call: Pm2Call,
     },
     /// The daemon answered a request (`method` is `None` when the request was not seen,
@@ -58,6 +61,9 @@ pub enum EntryKind {
     RequestAnswered {
         conn: u64,
         id: String,
+        /// The number of the request this answers (its `RequestAsked`'s `ask`); `None` when
+        /// it pairs with no request seen.
+        ask: Option<u64>,
         method: Option<String>,
         latency_ns: Option<u64>,
         outcome: Outcome,

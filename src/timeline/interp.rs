@@ -3,6 +3,10 @@
 //! It keeps only what pairing and naming need: the requests still waiting for a reply (paired
 //! by [`Exchanges`], the one pairing the recorder's watcher hints use too), the app names and
 //! scripts per pm_id, and which pid belongs to which app. All of it is bounded.
+//!
+//! The pairing is decided here only: each request's entry carries its number (`ask`) and its
+//! reply's entry names it, so the timeline and the TUI follow the entries and keep no
+//! pairing of their own.
 
 use super::entry::{AppRef, Entry, EntryKind, Outcome};
 use super::procfacts::ProcFacts;
@@ -282,7 +286,7 @@ impl Interpreter {
                 };
                 let meaning = Pm2Call::from_call(&call);
                 let target = meaning.target_id();
-                self.pending.ask(
+                let ask = self.pending.ask(
                     conn,
                     &call.id,
                     Pending {
@@ -299,6 +303,7 @@ impl Interpreter {
                     kind: EntryKind::RequestAsked {
                         conn,
                         id: call.id,
+                        ask,
                         call: meaning,
                     },
                 });
@@ -308,7 +313,7 @@ impl Interpreter {
                     out.push(other());
                     return;
                 };
-                let pending = self.pending.answer(conn, &reply.id);
+                let (ask, pending) = self.pending.answer(conn, &reply.id).unzip();
                 let method = pending.as_ref().map(|p| p.method.clone());
                 let latency_ns = pending.as_ref().map(|p| t.saturating_sub(p.t));
                 let (outcome, procs, new_pid, result) = match &reply.outcome {
@@ -348,6 +353,7 @@ impl Interpreter {
                     kind: EntryKind::RequestAnswered {
                         conn,
                         id: reply.id,
+                        ask,
                         method,
                         latency_ns,
                         outcome,

@@ -10,7 +10,6 @@ use crate::event::host::Identity;
 use crate::event::proc::{Snapshot, StartPaths};
 use crate::event::{CaptureInfo, MonoNs, ProcEvent};
 use crate::pm2::daemon_log::DaemonLogLine;
-use crate::pm2::exchange::Exchanges;
 use crate::pm2::meaning::{
     BusEvent, EnvFingerprint, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind,
     RestartSettings, Stream,
@@ -718,6 +717,10 @@ pub struct EnvChange {
 pub struct Request {
     pub conn: u64,
     pub(crate) id: String,
+    /// The request's number in the entries (`RequestAsked`'s `ask`), by which its reply
+    /// names it.
+    #[serde(skip)]
+    pub(crate) ask: u64,
     /// The client's pid (SO_PEERCRED), when known.
     pub(crate) peer_pid: Option<i32>,
     pub method: String,
@@ -768,9 +771,10 @@ pub struct Timeline {
     wall_ref_ns: i128,
     #[serde(skip)]
     mono_ref_ns: MonoNs,
-    /// Index in `requests` of each request waiting for its reply.
+    /// Where in `requests` the current numbering of asks begins: the entries of one
+    /// interpreter number them upwards, so `requests[numbered_from..]` is sorted by `ask`.
     #[serde(skip)]
-    open: Exchanges<usize>,
+    numbered_from: usize,
     #[serde(skip)]
     peers: HashMap<u64, i32>,
 }
@@ -791,7 +795,7 @@ impl Timeline {
             pm2_home: info.pm2_home.clone(),
             wall_ref_ns: info.wall_ref_ns,
             mono_ref_ns: info.mono_ref_ns,
-            open: Exchanges::new(),
+            numbered_from: 0,
             peers: HashMap::new(),
         }
     }
@@ -850,16 +854,20 @@ impl Timeline {
         self.first_t = Some(self.first_t.map_or(e.t, |f| f.min(e.t)));
         self.last_t = Some(self.last_t.map_or(e.t, |l| l.max(e.t)));
         match &e.kind {
-            EntryKind::RequestAsked { conn, id, call } => self.asked(e, *conn, id, call),
-            EntryKind::RequestAnswered {
+            EntryKind::RequestAsked {
                 conn,
                 id,
+                ask,
+                call,
+            } => self.asked(e, *conn, id, *ask, call),
+            EntryKind::RequestAnswered {
+                ask,
                 outcome,
                 new_pid,
                 procs,
                 method,
                 ..
-            } => self.answered(e, *conn, id, method.as_deref(), outcome, *new_pid, procs),
+            } => self.answered(e, *ask, method.as_deref(), outcome, *new_pid, procs),
             EntryKind::Bus(BusEvent::ProcessEvent(pe)) => self.process_event(e, pe),
             EntryKind::Bus(b @ BusEvent::ProcessMsg { at, .. }) if b.is_ready_message() => {
                 self.ready_message(e, *at)
@@ -896,7 +904,6 @@ impl Timeline {
             }
             EntryKind::ConnClosed { conn, .. } => {
                 self.peers.remove(conn);
-                self.open.close(*conn);
             }
             EntryKind::Undecodable { conn, error, .. } => {
                 self.gap(e.t, format!("RPC connection {conn} undecodable: {error}"));
@@ -1040,7 +1047,7 @@ impl Timeline {
         }
     }
 
-    fn asked(&mut self, e: &Entry, conn: u64, id: &str, call: &Pm2Call) {
+    fn asked(&mut self, e: &Entry, conn: u64, id: &str, ask: u64, call: &Pm2Call) {
         if let Pm2Call::NotifyByProcessId { .. } = call {
             // Mark the latest answered action of this connection for the same app.
             let target = call.target_id();
@@ -1087,9 +1094,15 @@ impl Timeline {
             Pm2Call::Prepare { names } => names.clone(),
             _ => Vec::new(),
         };
+        if self.requests.last().is_some_and(|r| r.ask >= ask) {
+            // Numbered anew (another interpreter's entries): the earlier requests can no
+            // longer be answered.
+            self.numbered_from = self.requests.len();
+        }
         self.requests.push(Request {
             conn,
             id: id.to_owned(),
+            ask,
             peer_pid: self.peers.get(&conn).copied(),
             method: call.method().to_owned(),
             pm_id,
@@ -1102,7 +1115,6 @@ impl Timeline {
             notified: None,
         });
         let idx = self.requests.len() - 1;
-        self.open.ask(conn, id, idx);
         if let (Pm2Call::ReloadProcessId { .. }, Some(a)) =
             (call, pm_id.and_then(|i| self.apps.get_mut(&i)))
         {
@@ -1142,18 +1154,25 @@ impl Timeline {
             })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The request numbered `ask`, if it acted on an app (only those are kept).
+    fn request_numbered(&self, ask: u64) -> Option<usize> {
+        let from = self.numbered_from;
+        self.requests[from..]
+            .binary_search_by_key(&ask, |r| r.ask)
+            .ok()
+            .map(|i| from + i)
+    }
+
     fn answered(
         &mut self,
         e: &Entry,
-        conn: u64,
-        id: &str,
+        ask: Option<u64>,
         method: Option<&str>,
         outcome: &Outcome,
         new_pid: Option<i64>,
         procs: &[MonitorProc],
     ) {
-        let req = self.open.answer(conn, id);
+        let req = ask.and_then(|a| self.request_numbered(a));
         if let Some(i) = req {
             let r = &mut self.requests[i];
             r.answered = Some(e.t);

@@ -509,6 +509,24 @@ fn pairs_out_of_order_replies() {
     let ws: Vec<String> = out.iter().map(Entry::describe).collect();
     assert_eq!(ws[3], "getMonitorData -> no apps after 0.0 ms");
     assert_eq!(ws[4], "getVersion -> 7.0.4 after 0.0 ms");
+    // The requests are numbered as they are asked; each reply names the one it answers,
+    // a reply after its connection's other asks too.
+    let asks: Vec<u64> = out[..3]
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::RequestAsked { ask, .. } => *ask,
+            k => panic!("{k:?}"),
+        })
+        .collect();
+    assert_eq!(asks, [1, 2, 3]);
+    let answers: Vec<Option<u64>> = out[3..5]
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::RequestAnswered { ask, .. } => *ask,
+            k => panic!("{k:?}"),
+        })
+        .collect();
+    assert_eq!(answers, [Some(2), Some(1)]);
     match &out[4].kind {
         EntryKind::RequestAnswered { latency_ns, .. } => assert_eq!(*latency_ns, Some(40)),
         _ => panic!(),
@@ -536,6 +554,113 @@ fn pairs_out_of_order_replies() {
         out[6].describe(),
         "reply to a request sent before the capture -> ok"
     );
+    assert!(matches!(
+        out[6].kind,
+        EntryKind::RequestAnswered { ask: None, .. }
+    ));
+}
+
+/// Events where the interpreter's one bound decides a pairing: `pm2 stop` on connection 1,
+/// then `pm2 restart` on connection 2, then 1024 polls on connection 1 that are never
+/// answered (the stop is forgotten behind them: 1024 requests wait per connection), then
+/// the stop's reply (at `t`, which pairs with nothing) and the restart's (at `t + 1`).
+/// Returns the events and `t`.
+pub(crate) fn a_reply_forgotten_behind_polls() -> (Vec<Stamped>, u64) {
+    use crate::pm2::exchange::MAX_WAITING_PER_CONN;
+    use crate::wire::rpc::{encode_call, encode_reply};
+    use serde_json::json;
+    let msg = |t, conn, dir, m| Stamped {
+        t,
+        event: Event::RpcMessage {
+            conn,
+            dir,
+            msg: WireMessage(m),
+        },
+    };
+    let mut events = vec![
+        msg(
+            1,
+            1,
+            Direction::ToDaemon,
+            encode_call("stopProcessId", vec![json!(0)], "stop"),
+        ),
+        msg(
+            2,
+            2,
+            Direction::ToDaemon,
+            encode_call("restartProcessId", vec![json!({"id": 0})], "restart"),
+        ),
+    ];
+    for i in 0..MAX_WAITING_PER_CONN {
+        let t = 3 + i as u64;
+        let call = encode_call("getMonitorData", vec![json!({})], &format!("poll {i}"));
+        events.push(msg(t, 1, Direction::ToDaemon, call));
+    }
+    let t = events.len() as u64 + 10;
+    events.push(msg(t, 1, Direction::ToClient, encode_reply(vec![], "stop")));
+    events.push(msg(
+        t + 1,
+        2,
+        Direction::ToClient,
+        encode_reply(vec![], "restart"),
+    ));
+    (events, t)
+}
+
+/// The timeline keeps no pairing of its own: a reply answers the request its entry names,
+/// and a reply the interpreter did not pair (its request forgotten under the one bound)
+/// answers none, though its connection and id match a request the timeline holds.
+#[test]
+fn the_timeline_follows_the_interpreters_pairing() {
+    let (events, t) = a_reply_forgotten_behind_polls();
+    let tl = replay(&CaptureInfo::default(), events, |_| Ok::<(), ()>(())).unwrap();
+    let by_method = |m: &str| tl.requests.iter().find(|r| r.method == m).unwrap();
+    assert_eq!(by_method("stopProcessId").answered, None);
+    assert_eq!(by_method("restartProcessId").answered, Some(t + 1));
+    assert_eq!(tl.requests.len(), 2);
+}
+
+/// Entries of another interpreter (numbered from 1 again) do not answer the earlier
+/// requests that bear the same numbers.
+#[test]
+fn asks_numbered_anew_do_not_answer_earlier_requests() {
+    let info = CaptureInfo::default();
+    let stop = |t, ask| Entry {
+        t,
+        source: crate::event::Source::Rpc,
+        app: None,
+        kind: EntryKind::RequestAsked {
+            conn: 1,
+            id: format!("{t}"),
+            ask,
+            call: Pm2Call::StopProcessId {
+                target: Some(crate::pm2::meaning::Target::Id(0)),
+            },
+        },
+    };
+    let answer = |t, ask| Entry {
+        t,
+        source: crate::event::Source::Rpc,
+        app: None,
+        kind: EntryKind::RequestAnswered {
+            conn: 1,
+            id: String::new(),
+            ask: Some(ask),
+            method: Some("stopProcessId".into()),
+            latency_ns: None,
+            outcome: Outcome::Ok,
+            new_pid: None,
+            procs: Vec::new(),
+            result: None,
+        },
+    };
+    let mut tl = Timeline::new(&info);
+    tl.apply(&stop(1, 1));
+    tl.apply(&stop(2, 2));
+    tl.apply(&stop(3, 1));
+    tl.apply(&answer(4, 1));
+    let answered: Vec<_> = tl.requests.iter().map(|r| r.answered).collect();
+    assert_eq!(answered, [None, None, Some(4)]);
 }
 
 #[test]

@@ -35,12 +35,14 @@
 //!   in the file and are re-read for the detail pane.
 //! - [`app::App`]: the view state and what keys and the mouse do.
 //! - [`draw::draw`]: one frame; only what is visible is looked at.
-//! - [`run_file`] / [`record_tui`]: the terminal loop, for a file and for a live recording.
+//! - [`run_file`] / [`run_live`]: the terminal loop, for a file and for a live source (the
+//!   recorder feeds it events through a channel, as it feeds any view: `live.rs`).
 
 pub mod app;
 mod detail;
 pub(crate) mod doc;
 pub mod draw;
+mod live;
 pub(crate) mod model;
 mod raw;
 mod search;
@@ -48,11 +50,9 @@ mod term;
 mod util;
 
 pub use app::{App, Pane};
+pub use live::{run_live, LiveMsg, LiveSource};
 pub use model::Model;
 
-use crate::event::{CaptureInfo, Stamped};
-use crate::record::{RecordOptions, RecordOutcome, Stopper};
-use crate::timeline::Entry;
 use crossterm::event::{self, Event as TermEvent};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -164,125 +164,4 @@ pub fn run_dir(dir: &Path, w: &crate::replay::Window) -> anyhow::Result<()> {
     run_loop(&mut term, &mut app, |app| (false, app.quit))?;
     drop(term);
     Ok(())
-}
-
-enum LiveMsg {
-    Event {
-        info: Option<Box<CaptureInfo>>,
-        ev: Stamped,
-        entries: Vec<Entry>,
-    },
-}
-
-/// `pm2-trace record --tui`: record (on a thread of its own) while the view follows the
-/// events as they are written. `q` stops the recording; the view ends once the recorder
-/// has restored the daemon's socket and closed the capture. Stop requests from signals
-/// (through `stop`) end the view too.
-pub fn record_tui(opts: &RecordOptions, stop: Stopper) -> anyhow::Result<RecordOutcome> {
-    let mut term = term::Term::enter()?;
-    let diverted = term::divert_stderr().ok();
-    let (tx, rx) = std::sync::mpsc::channel::<LiveMsg>();
-    let recorder = {
-        let opts = opts.clone();
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("recorder".into())
-            .spawn(move || {
-                let mut sent_info = false;
-                let mut on_event = |info: &CaptureInfo, ev: &Stamped, entries: &[Entry]| {
-                    let info = (!sent_info).then(|| Box::new(info.clone()));
-                    sent_info = true;
-                    let _ = tx.send(LiveMsg::Event {
-                        info,
-                        ev: ev.clone(),
-                        entries: entries.to_vec(),
-                    });
-                };
-                crate::record::record(&opts, stop, &mut on_event)
-            })?
-    };
-    let name = opts.output.display().to_string();
-    let mut app = App::new(Model::live(CaptureInfo::default(), name), color_wanted());
-    app.live = Some(app::LiveState::Recording);
-    app.follow = true;
-    let mut recorder = Some(recorder);
-    let mut outcome: Option<anyhow::Result<RecordOutcome>> = None;
-    let mut we_stopped = false;
-    let mut last_rules = Instant::now();
-    let result = run_loop(&mut term, &mut app, |app| {
-        let mut changed = false;
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(30) {
-            match rx.try_recv() {
-                Ok(LiveMsg::Event { info, ev, entries }) => {
-                    if let Some(i) = info {
-                        app.model.set_info(*i);
-                    }
-                    app.model.push_live(ev, &entries);
-                    changed = true;
-                }
-                Err(_) => break,
-            }
-        }
-        if app.model.findings_stale() && last_rules.elapsed() >= Duration::from_millis(500) {
-            app.model.refresh_findings();
-            last_rules = Instant::now();
-            changed = true;
-        }
-        if app.quit && !we_stopped && recorder.is_some() {
-            we_stopped = true;
-            app.quit = false;
-            stop.stop("q pressed in the TUI");
-            app.live = Some(app::LiveState::Stopping);
-            changed = true;
-        }
-        if recorder.as_ref().is_some_and(|h| h.is_finished()) {
-            let h = recorder.take().expect("checked");
-            let r = h
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the recorder thread panicked")));
-            // Take the last events written before it ended.
-            while let Ok(LiveMsg::Event { info, ev, entries }) = rx.try_recv() {
-                if let Some(i) = info {
-                    app.model.set_info(*i);
-                }
-                app.model.push_live(ev, &entries);
-            }
-            app.model.refresh_findings();
-            let end = match &r {
-                Ok(o) => o.stop_reason.clone(),
-                Err(e) => format!("{e:#}"),
-            };
-            let failed = r.is_err();
-            outcome = Some(r);
-            app.live = Some(app::LiveState::Ended(end));
-            changed = true;
-            // Quit when asked (q, a signal) or when recording could not even start.
-            if we_stopped || stop.requested().0 > 0 || failed {
-                return (changed, true);
-            }
-        }
-        if recorder.is_none() && app.quit {
-            return (changed, true);
-        }
-        (changed, false)
-    });
-    if result.is_err() && recorder.is_some() {
-        // The terminal failed: still stop the recording cleanly.
-        stop.stop("the TUI failed");
-    }
-    if let Some(h) = recorder.take() {
-        outcome = Some(
-            h.join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the recorder thread panicked"))),
-        );
-    }
-    drop(term);
-    if let Some(d) = diverted {
-        for l in d.lines() {
-            eprintln!("{l}");
-        }
-    }
-    result?;
-    outcome.unwrap_or_else(|| Err(anyhow::anyhow!("the recording did not run")))
 }

@@ -7,7 +7,6 @@ use super::raw::RawStore;
 use crate::capture::{CaptureError, CaptureReader};
 use crate::event::{CaptureInfo, MonoNs, Source, Stamped};
 use crate::pm2::daemon_log::DaemonLogLine;
-use crate::pm2::exchange::Exchanges;
 use crate::pm2::meaning::{BusEvent, ProcessEventKind};
 use crate::rules::{self, Finding};
 use crate::timeline::{AppRef, Entry, EntryKind, Interpreter, Timeline, Tone};
@@ -138,8 +137,11 @@ pub struct Model {
     app_ix: HashMap<u64, u32>,
     /// Rows of the daemon lane, in order.
     pub(crate) daemon: Vec<u32>,
-    /// Row of each request waiting for its reply.
-    open_asks: Exchanges<u32>,
+    /// The row of each ask not yet answered, by the number the interpreter gave it
+    /// (ascending: it numbers asks in the order it makes them). The pairing is the
+    /// interpreter's; this only finds the row an answer names. Grows only with asks that
+    /// never get an answer, by 16 bytes each, less than their rows.
+    waiting_asks: Vec<(u64, u32)>,
     pub timeline: Timeline,
     pub findings: Vec<Finding>,
     raw: RawStore,
@@ -167,7 +169,7 @@ impl Model {
             apps: Vec::new(),
             app_ix: HashMap::new(),
             daemon: Vec::new(),
-            open_asks: Exchanges::new(),
+            waiting_asks: Vec::new(),
             findings: Vec::new(),
             raw,
             problems: Vec::new(),
@@ -340,15 +342,19 @@ impl Model {
             let (kind, mark) = classify(e);
             let mut pair = NONE;
             match &e.kind {
-                EntryKind::RequestAsked { conn, id, .. } => self.open_asks.ask(*conn, id, idx),
-                EntryKind::RequestAnswered { conn, id, .. } => {
-                    if let Some(ask) = self.open_asks.answer(*conn, id) {
-                        pair = ask;
-                        self.rows[ask as usize].pair = idx;
+                EntryKind::RequestAsked { ask, .. } => {
+                    if self.waiting_asks.last().is_some_and(|&(a, _)| a >= *ask) {
+                        // Numbered anew (another interpreter's entries).
+                        self.waiting_asks.clear();
                     }
+                    self.waiting_asks.push((*ask, idx));
                 }
-                EntryKind::ConnClosed { conn, .. } => {
-                    self.open_asks.close(*conn);
+                EntryKind::RequestAnswered { ask: Some(ask), .. } => {
+                    if let Ok(i) = self.waiting_asks.binary_search_by_key(ask, |&(a, _)| a) {
+                        let (_, row) = self.waiting_asks.remove(i);
+                        pair = row;
+                        self.rows[row as usize].pair = idx;
+                    }
                 }
                 _ => {}
             }
@@ -572,4 +578,49 @@ fn load_thread(
         )));
     }
     let _ = tx.send(LoadMsg::Done);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows link an ask and its answer as the interpreter paired them, and nothing
+    /// else: a reply it did not pair (its request forgotten under the one bound) links to
+    /// no row, though its connection and id match an ask shown.
+    #[test]
+    fn rows_pair_as_the_interpreter_did() {
+        let (events, _) = crate::timeline::tests::a_reply_forgotten_behind_polls();
+        let info = CaptureInfo::default();
+        let mut interp = Interpreter::new(&info);
+        let mut m = Model::live(info, "test");
+        let mut entries = Vec::new();
+        for ev in events {
+            entries.clear();
+            interp.push_into(&ev, &mut entries);
+            m.push_live(ev, &entries);
+        }
+        let n = m.len();
+        let (stop_ask, restart_ask) = (0, 1);
+        let (stop_answer, restart_answer) = (n - 2, n - 1);
+        assert!(
+            m.text(stop_ask).starts_with("stopProcessId"),
+            "{}",
+            m.text(stop_ask)
+        );
+        assert!(
+            m.text(stop_answer)
+                .starts_with("reply to a request sent before"),
+            "{}",
+            m.text(stop_answer)
+        );
+        assert_eq!(m.row(stop_ask).pair, NONE);
+        assert_eq!(m.row(stop_answer).pair, NONE);
+        assert_eq!(m.row(restart_ask).pair, restart_answer as u32);
+        assert_eq!(m.row(restart_answer).pair, restart_ask as u32);
+        // What was answered no longer waits: the polls and the forgotten stop do.
+        assert_eq!(
+            m.waiting_asks.len(),
+            crate::pm2::exchange::MAX_WAITING_PER_CONN + 1
+        );
+    }
 }
