@@ -356,17 +356,7 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
             t: now_t,
             source: Source::Rpc,
             app: None,
-            kind: EntryKind::RequestAnswered {
-                conn: 0,
-                id: "explain-now".into(),
-                ask: None,
-                method: Some("getMonitorData".into()),
-                latency_ns: None,
-                outcome: Outcome::Ok,
-                new_pid: None,
-                procs,
-                result: None,
-            },
+            kind: EntryKind::monitor_data(0, "explain-now", procs),
         });
     }
     // Apps known by name only (dump.pm2 or log file names): their pm_id as the log names it.

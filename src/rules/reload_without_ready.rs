@@ -539,17 +539,7 @@ mod tests {
             S,
             Source::Rpc,
             None,
-            EntryKind::RequestAnswered {
-                conn: 1,
-                id: "1:0".into(),
-                ask: None,
-                method: Some("getMonitorData".into()),
-                latency_ns: None,
-                outcome: Outcome::Ok,
-                new_pid: None,
-                procs,
-                result: None,
-            },
+            EntryKind::monitor_data(1, "1:0", procs),
         );
         let mut t = 2 * S;
         for (id, listen) in listening_after.into_iter().enumerate() {

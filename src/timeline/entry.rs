@@ -136,6 +136,24 @@ pub enum EntryKind {
     },
 }
 
+impl EntryKind {
+    /// A successful getMonitorData reply listing `procs`, paired with no request: what
+    /// `explain` reads from the daemon now, and the rules' tests.
+    pub(crate) fn monitor_data(conn: u64, id: &str, procs: Vec<MonitorProc>) -> EntryKind {
+        EntryKind::RequestAnswered {
+            conn,
+            id: id.to_owned(),
+            ask: None,
+            method: Some("getMonitorData".into()),
+            latency_ns: None,
+            outcome: Outcome::Ok,
+            new_pid: None,
+            procs,
+            result: None,
+        }
+    }
+}
+
 /// How serious an entry looks on its own, for colouring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tone {
