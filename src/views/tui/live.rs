@@ -95,8 +95,9 @@ pub fn run_live(name: String, source: &mut dyn LiveSource) -> anyhow::Result<()>
     }
     drop(term);
     if let Some(d) = diverted {
+        // The recorder's messages name paths in a PM2_HOME another user may own.
         for l in d.lines() {
-            eprintln!("{l}");
+            eprintln!("{}", crate::views::terminal_safe::terminal_safe(&l));
         }
     }
     result

@@ -125,9 +125,12 @@ impl Watcher {
                 .table
                 .get(&p)
                 .is_some_and(|t| t.start == m.start && t.app.is_some());
+            // Never a live read of a pid that is no longer the tracked process: it may have
+            // been reused by another process, whose environment is none of ours.
             let environ = match m.remembered.as_ref().map(|r| &r.0) {
                 Some(Ok(e)) if !e.0.is_empty() => Ok(e.clone()),
-                _ => procfs::read_environ(&self.proc_root, p).map_err(|e| e.to_string()),
+                _ if alive => procfs::read_environ(&self.proc_root, p).map_err(|e| e.to_string()),
+                _ => Err("it had exited, and its environment was not read while it ran".into()),
             };
             let mut pwd = None;
             match environ {
