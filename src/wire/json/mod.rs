@@ -66,13 +66,6 @@ impl Json {
         })
     }
 
-    /// The tree, to change: the kept text is dropped (made again from the tree if asked).
-    pub(crate) fn value_mut(&mut self) -> &mut Value {
-        self.value();
-        self.text = OnceLock::new();
-        self.tree.get_mut().expect("just built")
-    }
-
     /// Replace the text (already validated): any tree built from the old one is dropped.
     pub(crate) fn set_valid_text(&mut self, text: String) {
         self.text = OnceLock::from(text.into_boxed_str());
@@ -214,11 +207,6 @@ impl<'a> Node<'a> {
         }
     }
 
-    /// The value's JSON text.
-    pub(crate) fn raw(&self) -> &'a str {
-        self.raw
-    }
-
     fn first_byte(&self) -> u8 {
         self.raw.as_bytes().first().copied().unwrap_or(b'n')
     }
@@ -348,7 +336,8 @@ mod tests {
         let mut j = Json::parse(text.as_bytes()).unwrap();
         assert_eq!(serde_json::to_string(&j).unwrap(), text);
         assert_eq!(j.to_string(), text);
-        j.value_mut()["z"] = json!(2);
+        assert_eq!(j.value()["z"], json!(1));
+        j.set_valid_text(r#"{"z":2,"a":[true,null]}"#.into());
         assert_eq!(
             serde_json::to_string(&j).unwrap(),
             r#"{"z":2,"a":[true,null]}"#

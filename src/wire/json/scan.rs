@@ -72,11 +72,6 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Position after the whitespace at `i`.
-pub(crate) fn ws(b: &[u8], i: usize) -> usize {
-    skip_ws(b, i)
-}
-
 /// Validate the string whose opening quote is at `i`; the position after its closing quote.
 fn string(b: &[u8], i: usize) -> Result<usize, Invalid> {
     let bad = |offset, what| Err(Invalid { offset, what });
@@ -282,12 +277,6 @@ pub(crate) fn validate(b: &[u8]) -> Result<std::ops::Range<usize>, Invalid> {
     Ok(start..end)
 }
 
-/// Validate one value starting at `i` inside text known to be UTF-8 (for a record whose
-/// UTF-8 was checked as a whole); the position after it.
-pub(crate) fn validate_at(b: &[u8], i: usize) -> Result<usize, Invalid> {
-    value_at(b, i)
-}
-
 // ---- Walks over validated text. They never panic on other text: they stop at its end.
 
 /// The end of the string whose opening quote is at `i`, in validated text.
@@ -451,9 +440,7 @@ pub(crate) fn unescape(s: &str) -> Cow<'_, str> {
                     chars.next();
                 }
                 let mut code = hi;
-                if (0xD800..0xDC00).contains(&hi)
-                    && inner.get(i + 6..i + 8) == Some("\\u")
-                {
+                if (0xD800..0xDC00).contains(&hi) && inner.get(i + 6..i + 8) == Some("\\u") {
                     if let Some(lo) = hex(i + 8).filter(|lo| (0xDC00..0xE000).contains(lo)) {
                         code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
                         for _ in 0..6 {
@@ -481,13 +468,54 @@ mod tests {
     #[test]
     fn accepts_what_serde_json_accepts_and_rejects_the_rest() {
         let cases = [
-            "0", "-0", "1.5e10", "-12.0E-3", "1E+2", "true", "false", "null", r#""""#,
-            r#""a\"b\\c\/\b\f\n\r\t\u00e9\ud83d\ude00""#, r#""\ud800""#, "[]", "{}",
-            " [1, [2, [3]], {\"a\": {\"b\": []}}] ", r#"{"a":1,"a":2}"#, "\"é\u{1F600}\"",
-            "01", "1.", ".5", "1e", "-", "+1", "tru", "nul", "[1,]", "[,1]", "{\"a\"}",
-            "{\"a\":}", "{a:1}", "{\"a\":1,}", "[1 2]", "\"a", "\"\\x\"", "\"\\u12\"",
-            "\"a\u{1}b\"", "[1]]", "{}{}", "", "   ", "[", "{\"a\":1", "\"\\", "NaN",
-            "Infinity", "[1,\n2\t]\r\n", "\"\u{7f}\"", "1.0e+", "-a",
+            "0",
+            "-0",
+            "1.5e10",
+            "-12.0E-3",
+            "1E+2",
+            "true",
+            "false",
+            "null",
+            r#""""#,
+            r#""a\"b\\c\/\b\f\n\r\t\u00e9\ud83d\ude00""#,
+            r#""\ud800""#,
+            "[]",
+            "{}",
+            " [1, [2, [3]], {\"a\": {\"b\": []}}] ",
+            r#"{"a":1,"a":2}"#,
+            "\"é\u{1F600}\"",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "+1",
+            "tru",
+            "nul",
+            "[1,]",
+            "[,1]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{a:1}",
+            "{\"a\":1,}",
+            "[1 2]",
+            "\"a",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"a\u{1}b\"",
+            "[1]]",
+            "{}{}",
+            "",
+            "   ",
+            "[",
+            "{\"a\":1",
+            "\"\\",
+            "NaN",
+            "Infinity",
+            "[1,\n2\t]\r\n",
+            "\"\u{7f}\"",
+            "1.0e+",
+            "-a",
         ];
         for c in cases {
             let serde = serde_json::from_str::<serde::de::IgnoredAny>(c).is_ok();
@@ -529,13 +557,24 @@ mod tests {
         assert_eq!(items("[ ]").count(), 0);
         assert_eq!(members("{ }").count(), 0);
         assert_eq!(unescape(m[2].0), "eA");
-        assert_eq!(unescape(r#""\ud83d\ude00 \ud800 \n""#), "\u{1F600} \u{FFFD} \n");
+        assert_eq!(
+            unescape(r#""\ud83d\ude00 \ud800 \n""#),
+            "\u{1F600} \u{FFFD} \n"
+        );
         assert!(matches!(unescape(r#""plain""#), Cow::Borrowed("plain")));
     }
 
     #[test]
     fn walks_stop_at_the_end_of_text_that_is_not_json() {
-        for t in ["{\"a", "{\"a\":", "{\"a\":[1,", "[\"", "{\"a\":1,\"b", "[{[{", "{\"\\"] {
+        for t in [
+            "{\"a",
+            "{\"a\":",
+            "{\"a\":[1,",
+            "[\"",
+            "{\"a\":1,\"b",
+            "[{[{",
+            "{\"\\",
+        ] {
             let _ = members(t).count();
             let _ = items(t).count();
             let _ = skip(t.as_bytes(), 0);
