@@ -211,8 +211,19 @@ impl<'de> Deserialize<'de> for AnyStr<'de> {
     }
 }
 
-/// An object's members in order: each key (unescaped) and its value.
-type Members<'a> = Vec<(Cow<'a, str>, Node<'a>)>;
+/// An object's members in order: each key as raw text (with its quotes) and its value's
+/// text.
+type Members<'a> = Vec<(&'a str, &'a str)>;
+
+/// Whether raw key `raw` (with its quotes) is `key`.
+fn key_is(raw: &str, key: &str) -> bool {
+    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
+    if inner.contains('\\') {
+        scan::unescape(raw) == key
+    } else {
+        inner == key
+    }
+}
 
 /// A view of one JSON value inside a payload's validated text: an object's members are
 /// found by one walk over its text (kept), scalars are read when asked for.
@@ -241,27 +252,33 @@ impl<'a> Node<'a> {
         self.first_byte() == b'{'
     }
 
-    /// An object's members, in order (None for anything else).
-    pub(crate) fn members(&self) -> Option<&[(Cow<'a, str>, Node<'a>)]> {
+    /// An object's members, found once (None for anything else).
+    fn member_texts(&self) -> Option<&[(&'a str, &'a str)]> {
         self.members
             .get_or_init(|| {
-                self.is_object().then(|| {
-                    self.doc
-                        .members(self.raw)
-                        .map(|(k, v)| (scan::unescape(k), Node::new(self.doc, v)))
-                        .collect()
-                })
+                self.is_object()
+                    .then(|| self.doc.members(self.raw).collect())
             })
             .as_deref()
     }
 
+    /// An object's members, in order (None for anything else).
+    pub(crate) fn members(&self) -> Option<impl Iterator<Item = (Cow<'a, str>, Node<'a>)> + '_> {
+        let doc = self.doc;
+        Some(
+            self.member_texts()?
+                .iter()
+                .map(move |&(k, v)| (scan::unescape(k), Node::new(doc, v))),
+        )
+    }
+
     /// A member of an object (the last of that name, as in a parsed tree).
     pub(crate) fn get(&self, key: &str) -> Option<Node<'a>> {
-        self.members()?
+        self.member_texts()?
             .iter()
             .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| Node::new(self.doc, v.raw))
+            .find(|(k, _)| key_is(k, key))
+            .map(|&(_, v)| Node::new(self.doc, v))
     }
 
     /// An array's items (None for anything else).
