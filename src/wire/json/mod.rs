@@ -215,14 +215,17 @@ impl<'de> Deserialize<'de> for AnyStr<'de> {
 /// text.
 type Members<'a> = Vec<(&'a str, &'a str)>;
 
-/// Whether raw key `raw` (with its quotes) is `key`.
+/// Whether raw key `raw` (with its quotes) is `key`. An escape makes the raw text longer
+/// than what it stands for, so only a longer raw key can need unescaping.
+#[inline]
 fn key_is(raw: &str, key: &str) -> bool {
     let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
-    if inner.contains('\\') {
-        scan::unescape(raw) == key
-    } else {
-        inner == key
+    match inner.len().cmp(&key.len()) {
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => inner == key,
+        std::cmp::Ordering::Greater => inner.contains('\\') && scan::unescape(raw) == key,
     }
+}
 }
 
 /// A view of one JSON value inside a payload's validated text: an object's members are
