@@ -279,6 +279,8 @@ fn every_record_type_and_fragmented_records_match_replay() {
         conn: 7,
         dir: Direction::ToDaemon,
         msg: WireMessage(Message::new(vec![Arg::Raw(frame), Arg::Str("x".into())])),
+        ask: None,
+        asked: None,
     });
     push(Event::RpcMessage {
         conn: 7,
@@ -289,6 +291,8 @@ fn every_record_type_and_fragmented_records_match_replay() {
             ),
             Arg::Str("7:1".into()),
         ])),
+        ask: None,
+        asked: None,
     });
     push(Event::RpcMessage {
         conn: 7,
@@ -297,6 +301,8 @@ fn every_record_type_and_fragmented_records_match_replay() {
             Arg::json(json!({"error": {"message": "process name not found"}})),
             Arg::Str("7:1".into()),
         ])),
+        ask: None,
+        asked: None,
     });
     push(Event::BusMessage {
         msg: WireMessage(Message::new(vec![

@@ -809,6 +809,9 @@ struct FastRecord {
     error: Option<String>,
     to_client_bytes: Option<u64>,
     to_daemon_bytes: Option<u64>,
+    ask: Option<u64>,
+    asked: Option<crate::event::Asked>,
+    unanswered: Option<Vec<String>>,
     up: Option<bool>,
     detail: Option<String>,
 }
@@ -845,6 +848,8 @@ fn fast_decode(json: &[u8]) -> Option<Stamped> {
             conn: r.conn?,
             dir: r.dir?,
             msg: r.msg?,
+            ask: r.ask,
+            asked: r.asked,
         },
         FastType::RpcUndecodable => Event::RpcUndecodable {
             conn: r.conn?,
@@ -856,6 +861,7 @@ fn fast_decode(json: &[u8]) -> Option<Stamped> {
             conn: r.conn?,
             to_client_bytes: r.to_client_bytes?,
             to_daemon_bytes: r.to_daemon_bytes?,
+            unanswered: r.unanswered.unwrap_or_default(),
         },
         FastType::BusMessage => Event::BusMessage { msg: r.msg? },
         FastType::BusLink => Event::BusLink {
