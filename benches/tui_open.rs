@@ -1,19 +1,26 @@
-//! How fast the TUI opens a capture of a million events and answers a key.
+//! How fast the TUI opens a capture and answers a key, on two captures:
 //!
-//! The capture is generated with `CaptureWriter` from real events: the recording of a
-//! real crash loop (`tests/tui_captures/crash-loop-5.4.3.bin`: a restart, its RPC
-//! exchange, daemon log lines, bus events, process events) repeated with shifted times and
-//! connection ids, between bursts of app output lines, as a long recording of a busy app
-//! would be. Then it measures:
+//! - **real**: the capture `pm2-trace record` made from a real pm2 7.0.4 daemon with 20 apps,
+//!   two getMonitorData pollers and a restart every 500 ms (made once and cached under
+//!   `target/bench-captures/`; how, exactly: benches/support/real_capture.rs; at least
+//!   PM2_TRACE_BENCH_MB, default 550, MB): few events, large ones (getMonitorData replies
+//!   carrying 20 apps' `pm2_env`);
+//! - **synthetic**, a million events: the recording of a real crash loop
+//!   (`tests/tui_captures/crash-loop-5.4.3.bin`: a restart, its RPC exchange, daemon log
+//!   lines, bus events, process events) repeated with shifted times and connection ids,
+//!   between bursts of app output lines, as a long recording of a busy app would be.
+//!
+//! For each it measures:
 //!
 //! - open: reading and indexing the whole capture, the rules, and the first frame;
 //! - per key: the key's work plus one redraw (120x40), for moves, zoom, pan, findings,
 //!   filters, a detail pane that re-reads its event from the file;
 //! - search: a `/` search that has to scan every row.
 //!
-//! Run: `cargo bench --bench tui_open [-- EVENTS [LOG_LINES_PER_RESTART]]` (default 1,000,000
-//! and 2000: 22% of the events are the restart story, 62% of the bytes; prints, asserts
-//! nothing).
+//! Run: `cargo bench --bench tui_open [-- EVENTS [LOG_LINES_PER_RESTART]]` (synthetic: default
+//! 1,000,000 events and 2000 lines: 22% of the events are the restart story, 62% of the
+//! bytes; prints, asserts nothing). PM2_TRACE_BENCH_SYNTHETIC=1 measures only the synthetic
+//! capture, PM2_TRACE_BENCH_REAL=1 only the real one.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use pm2_trace::capture::{CaptureReader, CaptureWriter};
@@ -24,6 +31,9 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+#[path = "support/real_capture.rs"]
+mod real_capture;
 
 fn template() -> (pm2_trace::event::CaptureInfo, Vec<Stamped>) {
     let path =
@@ -118,27 +128,55 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
     let nums: Vec<u64> = std::env::args()
         .skip(1)
         .filter(|a| a.chars().all(|c| c.is_ascii_digit()) && !a.is_empty())
         .map(|a| a.parse().expect("a number"))
         .collect();
-    let n = nums.first().copied().unwrap_or(1_000_000);
-    let logs = nums.get(1).copied().unwrap_or(2000);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("million.bin");
-    let t = Instant::now();
-    let written = generate(&path, n, logs);
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "generated {written} events ({:.0} MB; {logs} app output lines per restart) in {:.1} s",
-        size as f64 / 1e6,
-        t.elapsed().as_secs_f64()
-    );
+    let only_synthetic = std::env::var_os("PM2_TRACE_BENCH_SYNTHETIC").is_some();
+    let only_real = std::env::var_os("PM2_TRACE_BENCH_REAL").is_some();
+    if !only_synthetic {
+        let mb: u64 = std::env::var("PM2_TRACE_BENCH_MB")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(550);
+        let path = real_capture::real_capture(mb * 1_000_000);
+        println!(
+            "== real: {} (recorded from a pm2 {} daemon, {} apps, getMonitorData pollers)",
+            path.display(),
+            real_capture::VERSION,
+            real_capture::APPS
+        );
+        measure(&path, "recorded from a real daemon");
+    }
+    if !only_real {
+        let n = nums.first().copied().unwrap_or(1_000_000);
+        let logs = nums.get(1).copied().unwrap_or(2000);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("million.bin");
+        let t = Instant::now();
+        let written = generate(&path, n, logs);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "== synthetic: generated {written} events ({:.0} MB; {logs} app output lines per restart) in {:.1} s",
+            size as f64 / 1e6,
+            t.elapsed().as_secs_f64()
+        );
+        measure(&path, "synthetic");
+    }
+}
+
+/// Open `path` in the TUI's model, press keys, search; print the figures (`what`: which
+/// capture, for the table).
+fn measure(path: &Path, what: &str) {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
 
     // Where the time goes: reading alone, reading and interpreting.
     let t = Instant::now();
-    let mut r = CaptureReader::open(&path).expect("open");
+    let mut r = CaptureReader::open(path).expect("open");
     let info = r.info().clone();
     let mut k = 0u64;
     for e in r.by_ref() {
@@ -148,7 +186,7 @@ fn main() {
     let read_only = t.elapsed();
     println!("  read + decode only: {:.0} ms ({k} events)", ms(read_only));
     let t = Instant::now();
-    let r = CaptureReader::open(&path).expect("open");
+    let r = CaptureReader::open(path).expect("open");
     let mut interp = pm2_trace::timeline::Interpreter::new(&info);
     let mut buf = Vec::new();
     let mut entries = 0;
@@ -162,7 +200,7 @@ fn main() {
         ms(t.elapsed())
     );
     let t = Instant::now();
-    let r = CaptureReader::open(&path).expect("open");
+    let r = CaptureReader::open(path).expect("open");
     let mut interp = pm2_trace::timeline::Interpreter::new(&info);
     let mut tl = pm2_trace::timeline::Timeline::new(&info);
     let mut describe = Duration::ZERO;
@@ -189,7 +227,7 @@ fn main() {
     // Open: read + index + rules + first frame.
     let cpu0 = cpu_s();
     let t = Instant::now();
-    let (mut model, mut loader) = Model::open(&path).expect("open");
+    let (mut model, mut loader) = Model::open(path).expect("open");
     let mut first_rows = None;
     let mut frames_while_loading = 0;
     let mut term = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
@@ -301,7 +339,7 @@ fn main() {
     println!("| figure | target | measured | reference |");
     println!("|---|---|---|---|");
     println!(
-        "| TUI open of {}k events ({:.0} MB): first rows shown / fully indexed with findings | ~1 s | {:.0} ms / {:.1} s | reading + decoding alone {:.1} s; {cpu:.1} s CPU |",
+        "| TUI open of {}k events ({:.0} MB, {what}): first rows shown / fully indexed with findings | ~1 s | {:.0} ms / {:.1} s | reading + decoding alone {:.1} s; {cpu:.1} s CPU |",
         rows / 1000,
         size as f64 / 1e6,
         first_rows.map_or(0.0, ms),
@@ -309,14 +347,14 @@ fn main() {
         read_only.as_secs_f64()
     );
     println!(
-        "| TUI key + redraw (120x40) on {}k events, worst of {} keys | < 16.7 ms (a frame) | {worst:.2} ms | full redraw {:.2} ms; search of every row {:.0} ms |",
+        "| TUI key + redraw (120x40) on {}k events ({what}), worst of {} keys | < 16.7 ms (a frame) | {worst:.2} ms | full redraw {:.2} ms; search of every row {:.0} ms |",
         rows / 1000,
         key_times.len(),
         key_times[0].1,
         ms(search)
     );
     println!(
-        "| TUI peak memory with {}k events | | {:.0} MB | VmHWM of the benchmark process |",
+        "| TUI peak memory with {}k events ({what}) | | {:.0} MB | VmHWM of the benchmark process |",
         rows / 1000,
         rss_mb()
     );

@@ -1,5 +1,6 @@
-//! The recording pipeline: the tap decoder turns tapped copies into RPC events; the
-//! caller's thread orders events from every source, redacts and writes them.
+//! The recording pipeline: the tap decoder turns tapped copies into RPC events; the recorder
+//! loop orders events from every source, redacts and writes them. Both run in the idle
+//! scheduling class, beside the proxy's forwarding threads.
 
 use super::comment::comment;
 use super::hints::{HintSink, Hinter};
@@ -40,8 +41,8 @@ pub(super) fn record_interposed(
     listener: UnixListener,
     upstream: SocketRef,
     interposition: Option<&Interposition>,
-    (sink, mut rx): (EventSink, event::EventReceiver),
-    mut watcher: Option<ProcWatcher>,
+    (sink, rx): (EventSink, event::EventReceiver),
+    watcher: Option<ProcWatcher>,
     writer: &mut dyn Store,
 ) -> anyhow::Result<RecordOutcome> {
     let access = Access::of_socket(&upstream);
@@ -54,10 +55,56 @@ pub(super) fn record_interposed(
             .name("tap-decoder".into())
             .spawn(move || decode_taps(tap_rx, sink, max, hints))?
     };
-    let mut proxy = Some(Proxy::start(listener, upstream, access, tap)?);
-    // Everything but forwarding yields the CPU to the forwarding threads (spawned above, at
-    // normal priority): threads started from here on inherit the lower priority.
-    lower_thread_priority();
+    let proxy = Proxy::start(listener, upstream, access, tap)?;
+    // Everything but forwarding runs on a thread of its own in the idle class, and the bus
+    // subscriber it starts inherits that: the forwarding threads (spawned above, at the
+    // caller's priority) preempt it whenever they wake. The caller's thread keeps its
+    // priority, so that the next session's proxy (`record --dir` follows the daemon across
+    // restarts on one thread) starts its forwarding threads at normal priority again.
+    std::thread::scope(|scope| {
+        let recorder = std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn_scoped(scope, move || {
+                lower_thread_priority();
+                record_loop(
+                    opts,
+                    stop,
+                    on_event,
+                    info,
+                    redactor,
+                    early_notes,
+                    interposition,
+                    (sink, rx),
+                    watcher,
+                    writer,
+                    proxy,
+                    tap_thread,
+                )
+            })?;
+        recorder
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The recorder's loop: start the bus subscriber, then order, redact, interpret and write
+/// events until the recording stops.
+#[allow(clippy::too_many_arguments)]
+fn record_loop(
+    opts: &RecordOptions,
+    stop: &Stopper,
+    on_event: &mut dyn super::Observer,
+    info: &mut CaptureInfo,
+    redactor: &Arc<Redactor>,
+    early_notes: Vec<Stamped>,
+    interposition: Option<&Interposition>,
+    (sink, mut rx): (EventSink, event::EventReceiver),
+    mut watcher: Option<ProcWatcher>,
+    writer: &mut dyn Store,
+    proxy: Proxy,
+    tap_thread: std::thread::JoinHandle<u64>,
+) -> anyhow::Result<RecordOutcome> {
+    let mut proxy = Some(proxy);
     let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)?;
     let bus = BusSubscriber::start(pub_dir, pub_name, opts.daemon_pid, sink.clone())?;
     eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
@@ -432,12 +479,19 @@ impl<S: HintSink> TapDecoder<S> {
     }
 }
 
-/// Nice the calling thread to 10 (Linux nice values are per thread).
+/// Put the calling thread in the `SCHED_IDLE` class (policies are per thread on Linux; threads
+/// it spawns inherit it): it runs only on CPU time no normal thread wants, and a forwarding
+/// thread that wakes up preempts it at once (a nice-10 thread keeps the CPU until its slice
+/// ends, ~1.5 ms on 2 cores, which is what the tail of a round trip measured). Falls back to
+/// nice 19 if the kernel refuses.
 pub(super) fn lower_thread_priority() {
-    // SAFETY: gettid and setpriority on the calling thread only.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler/setpriority on the calling thread (0 / its tid) only.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        }
     }
 }
 

@@ -876,7 +876,8 @@ pub fn assert_ok(out: &Output, args: &[&str]) {
 
 // ---- minimal axon RPC client (std only) -----------------------------------
 
-fn encode_msg(args: &[Vec<u8>]) -> Vec<u8> {
+/// One axon message of `args` (each with its `j:`/`s:` prefix), framed.
+pub fn encode_msg(args: &[Vec<u8>]) -> Vec<u8> {
     let mut v = vec![(1u8 << 4) | (args.len() as u8)];
     for a in args {
         v.extend_from_slice(&(a.len() as u32).to_be_bytes());
@@ -886,7 +887,7 @@ fn encode_msg(args: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Read one axon message: its arguments as raw bytes (with their `j:`/`s:` prefix).
-fn read_msg(r: &mut impl Read) -> std::io::Result<Vec<Vec<u8>>> {
+pub fn read_msg(r: &mut impl Read) -> std::io::Result<Vec<Vec<u8>>> {
     let mut h = [0u8; 1];
     r.read_exact(&mut h)?;
     let argc = (h[0] & 0x0f) as usize;
