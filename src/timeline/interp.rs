@@ -631,15 +631,11 @@ mod tests {
                 .map(|mut ev| {
                     let t = ev.t;
                     match &mut ev.event {
-                        Event::RpcMessage {
-                            conn,
-                            dir,
-                            msg,
-                            ask,
-                            asked,
-                        } => {
+                        Event::RpcMessage { conn, dir, msg, .. } => {
                             let p = tap.pair(t, *conn, &Rpc::decode(*dir, &msg.0));
-                            (*ask, *asked) = (p.ask, p.asked);
+                            if let Event::RpcMessage { ask, asked, .. } = &mut ev.event {
+                                (*ask, *asked) = (p.ask, p.asked);
+                            }
                         }
                         Event::RpcClose {
                             conn, unanswered, ..
