@@ -867,6 +867,8 @@ fn fast_decode(json: &[u8]) -> Option<Stamped> {
             conn: f.get("conn")?,
             dir: f.get("dir")?,
             msg: f.msg("msg")?,
+            ask: f.get("ask")?,
+            asked: f.get("asked")?,
         },
         "rpc_undecodable" => Event::RpcUndecodable {
             conn: f.get("conn")?,
@@ -878,6 +880,10 @@ fn fast_decode(json: &[u8]) -> Option<Stamped> {
             conn: f.get("conn")?,
             to_client_bytes: f.get("to_client_bytes")?,
             to_daemon_bytes: f.get("to_daemon_bytes")?,
+            // Absent when nothing was left waiting (serde's default).
+            unanswered: f
+                .get::<Option<Vec<String>>>("unanswered")?
+                .unwrap_or_default(),
         },
         "bus_message" => Event::BusMessage { msg: f.msg("msg")? },
         "bus_link" => Event::BusLink {
