@@ -226,7 +226,6 @@ fn key_is(raw: &str, key: &str) -> bool {
         std::cmp::Ordering::Greater => inner.contains('\\') && scan::unescape(raw) == key,
     }
 }
-}
 
 /// A view of one JSON value inside a payload's validated text: an object's members are
 /// found by one walk over its text (kept), scalars are read when asked for.
