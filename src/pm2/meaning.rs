@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// What a request names as its target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +276,40 @@ fn env_fingerprint(env: &[(Cow<str>, &RawValue)]) -> EnvFingerprint {
         .collect()
 }
 
+/// Apps whose last environment [`env_of_app`] remembers (beyond, it starts afresh).
+const ENV_MEMO_APPS: usize = 4096;
+
+thread_local! {
+    /// Per pm_id, the last `pm2_env.env` text fingerprinted and its fingerprint: a poller's
+    /// getMonitorData replies repeat each app's environment unchanged, so it is compared
+    /// (bytes) instead of walked and hashed again, and every reply shares one fingerprint.
+    static ENV_MEMO: RefCell<HashMap<u64, (Box<str>, Arc<EnvFingerprint>)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The fingerprint of app `pm_id`'s environment, `pm2_env`'s member `env` (None: no such
+/// object).
+fn env_of_app(pm_id: Option<u64>, pm2_env: &Node) -> Option<Arc<EnvFingerprint>> {
+    let raw: &RawValue = pm2_env.members()?.iter().rev().find(|(k, _)| k == "env")?.1;
+    let env = Node::new(raw);
+    let fresh = || env.members().map(|m| Arc::new(env_fingerprint(m)));
+    let Some(id) = pm_id else { return fresh() };
+    let text = raw.get();
+    ENV_MEMO.with_borrow_mut(|memo| {
+        if let Some((known, fp)) = memo.get(&id) {
+            if **known == *text {
+                return Some(fp.clone());
+            }
+        }
+        let fp = fresh()?;
+        if memo.len() >= ENV_MEMO_APPS && !memo.contains_key(&id) {
+            memo.clear();
+        }
+        memo.insert(id, (text.into(), fp.clone()));
+        Some(fp)
+    })
+}
+
 /// A stable 64-bit hash of a JSON value as pm2 would stringify it into the environment.
 pub(crate) fn value_hash(v: &Value) -> u64 {
     text_hash(&json_text(v))
@@ -322,9 +358,10 @@ pub struct MonitorProc {
     pub(crate) interpreter: Option<String>,
     /// Restart settings (restart_delay, backoff, memory limit, watch).
     pub(crate) restarts: RestartSettings,
-    /// Fingerprint of `pm2_env.env` (values hashed).
+    /// Fingerprint of `pm2_env.env` (values hashed), shared by every reading of the same
+    /// environment text.
     #[serde(skip)]
-    pub(crate) env: Option<EnvFingerprint>,
+    pub(crate) env: Option<Arc<EnvFingerprint>>,
 }
 
 /// How an app restarts by itself, from its `pm2_env` (getMonitorData or a bus event).
@@ -422,7 +459,7 @@ impl MonitorProc {
     pub(crate) fn from_node(v: &Node) -> MonitorProc {
         let env = v.get("pm2_env");
         let env_get = |k: &str| env.as_ref().and_then(|e| e.get(k));
-        let (pid, pm_id, name) = MonitorProc::ids_of(v);
+        let (pid, pm_id, name) = MonitorProc::ids_in(v, env.as_ref());
         MonitorProc {
             pm_id,
             name,
@@ -443,15 +480,22 @@ impl MonitorProc {
             cwd: str_of(env_get("pm_cwd")),
             interpreter: str_of(env_get("exec_interpreter")),
             restarts: RestartSettings::from_env(env.as_ref()),
-            env: env_get("env").and_then(|e| e.members().map(env_fingerprint)),
+            env: env.as_ref().and_then(|e| env_of_app(pm_id, e)),
         }
     }
 
     /// Only the pid, pm_id and name of a process object, read as [`MonitorProc::from_node`]
     /// reads them (what the process watcher's hints need, on the tap thread).
     pub(crate) fn ids_of(v: &Node) -> (Option<i64>, Option<u64>, Option<String>) {
-        let env = v.get("pm2_env");
-        let get = |k: &str| v.get(k).or_else(|| env.as_ref().and_then(|e| e.get(k)));
+        MonitorProc::ids_in(v, v.get("pm2_env").as_ref())
+    }
+
+    /// [`MonitorProc::ids_of`] with the object's `pm2_env` already found.
+    fn ids_in<'a>(
+        v: &Node<'a>,
+        env: Option<&Node<'a>>,
+    ) -> (Option<i64>, Option<u64>, Option<String>) {
+        let get = |k: &str| v.get(k).or_else(|| env.and_then(|e| e.get(k)));
         let pid = i64_of(v.get("pid"))
             .or_else(|| i64_of(v.get("_handle").and_then(|h| h.get("pid"))))
             .or_else(|| i64_of(v.get("process").and_then(|p| p.get("pid"))));

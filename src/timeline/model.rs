@@ -321,7 +321,7 @@ pub struct AppTimeline {
     pub statuses: Vec<StatusChange>,
     /// Fingerprint of the app's environment as last reported by the daemon.
     #[serde(skip)]
-    pub env: Option<EnvFingerprint>,
+    pub env: Option<std::sync::Arc<EnvFingerprint>>,
     pub deleted: Option<TimeRef>,
     /// Processes the watcher tied to this app: main processes and descendants, also
     /// those that left pm2's tree (at most [`MAX_PROCESSES`]).
