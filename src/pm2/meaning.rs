@@ -276,38 +276,57 @@ fn env_fingerprint(env: &[(Cow<str>, &RawValue)]) -> EnvFingerprint {
         .collect()
 }
 
-/// Apps whose last environment [`env_of_app`] remembers (beyond, it starts afresh).
-const ENV_MEMO_APPS: usize = 4096;
+/// Apps a [`Memo`] remembers (beyond, it starts afresh).
+const MEMO_APPS: usize = 4096;
+
+/// Per pm_id, the last text read and what was read from it. A poller's getMonitorData
+/// replies repeat each app's `pm2_env` (and its `env`) unchanged between restarts, so the
+/// text is compared (bytes) instead of walked and read again.
+struct Memo<T>(HashMap<u64, (Box<str>, T)>);
+
+impl<T: Clone> Memo<T> {
+    fn new() -> Memo<T> {
+        Memo(HashMap::new())
+    }
+
+    /// What `read` makes of `text` for app `id`: remembered when the text is the same.
+    fn read(&mut self, id: u64, text: &str, read: impl FnOnce() -> Option<T>) -> Option<T> {
+        if let Some((known, v)) = self.0.get(&id) {
+            if **known == *text {
+                return Some(v.clone());
+            }
+        }
+        let v = read()?;
+        if self.0.len() >= MEMO_APPS && !self.0.contains_key(&id) {
+            self.0.clear();
+        }
+        self.0.insert(id, (text.into(), v.clone()));
+        Some(v)
+    }
+}
 
 thread_local! {
-    /// Per pm_id, the last `pm2_env.env` text fingerprinted and its fingerprint: a poller's
-    /// getMonitorData replies repeat each app's environment unchanged, so it is compared
-    /// (bytes) instead of walked and hashed again, and every reply shares one fingerprint.
-    static ENV_MEMO: RefCell<HashMap<u64, (Box<str>, Arc<EnvFingerprint>)>> =
-        RefCell::new(HashMap::new());
+    /// What each app's `pm2_env` said, by pm_id (the ids excepted).
+    static PM2_ENV_MEMO: RefCell<Memo<MonitorProc>> = RefCell::new(Memo::new());
+    /// Each app's `pm2_env.env` fingerprint, shared by every reading of the same text.
+    static ENV_MEMO: RefCell<Memo<Arc<EnvFingerprint>>> = RefCell::new(Memo::new());
+}
+
+/// An object's member `key` (the last of that name) and its JSON text.
+fn member_text<'a>(obj: &Node<'a>, key: &str) -> Option<(Node<'a>, &'a str)> {
+    let raw: &'a RawValue = obj.members()?.iter().rev().find(|(k, _)| k == key)?.1;
+    Some((Node::new(raw), raw.get()))
 }
 
 /// The fingerprint of app `pm_id`'s environment, `pm2_env`'s member `env` (None: no such
 /// object).
 fn env_of_app(pm_id: Option<u64>, pm2_env: &Node) -> Option<Arc<EnvFingerprint>> {
-    let raw: &RawValue = pm2_env.members()?.iter().rev().find(|(k, _)| k == "env")?.1;
-    let env = Node::new(raw);
+    let (env, text) = member_text(pm2_env, "env")?;
     let fresh = || env.members().map(|m| Arc::new(env_fingerprint(m)));
-    let Some(id) = pm_id else { return fresh() };
-    let text = raw.get();
-    ENV_MEMO.with_borrow_mut(|memo| {
-        if let Some((known, fp)) = memo.get(&id) {
-            if **known == *text {
-                return Some(fp.clone());
-            }
-        }
-        let fp = fresh()?;
-        if memo.len() >= ENV_MEMO_APPS && !memo.contains_key(&id) {
-            memo.clear();
-        }
-        memo.insert(id, (text.into(), fp.clone()));
-        Some(fp)
-    })
+    match pm_id {
+        Some(id) => ENV_MEMO.with_borrow_mut(|memo| memo.read(id, text, fresh)),
+        None => fresh(),
+    }
 }
 
 /// A stable 64-bit hash of a JSON value as pm2 would stringify it into the environment.
@@ -457,13 +476,28 @@ fn bool_of(v: Option<Node>) -> Option<bool> {
 impl MonitorProc {
     /// Read one process object (top level `pid`/`name`/`pm_id` plus `pm2_env`).
     pub(crate) fn from_node(v: &Node) -> MonitorProc {
-        let env = v.get("pm2_env");
-        let env_get = |k: &str| env.as_ref().and_then(|e| e.get(k));
-        let (pid, pm_id, name) = MonitorProc::ids_in(v, env.as_ref());
+        let env = member_text(v, "pm2_env");
+        let (pid, pm_id, name) = MonitorProc::ids_in(v, env.as_ref().map(|e| &e.0));
+        let read = |env: Option<&Node>| MonitorProc::from_pm2_env(pm_id, env);
+        let mut p = match (pm_id, &env) {
+            (Some(id), Some((env, text))) => PM2_ENV_MEMO
+                .with_borrow_mut(|memo| memo.read(id, text, || Some(read(Some(env)))))
+                .unwrap_or_default(),
+            _ => read(env.as_ref().map(|e| &e.0)),
+        };
+        p.pid = pid;
+        p.pm_id = pm_id;
+        p.name = name;
+        p
+    }
+
+    /// What a process object's `pm2_env` says of app `pm_id` (its ids left out).
+    fn from_pm2_env(pm_id: Option<u64>, env: Option<&Node>) -> MonitorProc {
+        let env_get = |k: &str| env.and_then(|e| e.get(k));
         MonitorProc {
-            pm_id,
-            name,
-            pid,
+            pm_id: None,
+            name: None,
+            pid: None,
             status: str_of(env_get("status")),
             restart_time: u64_of(env_get("restart_time")),
             unstable_restarts: u64_of(env_get("unstable_restarts")),
@@ -479,8 +513,8 @@ impl MonitorProc {
             exec_path: str_of(env_get("pm_exec_path")),
             cwd: str_of(env_get("pm_cwd")),
             interpreter: str_of(env_get("exec_interpreter")),
-            restarts: RestartSettings::from_env(env.as_ref()),
-            env: env.as_ref().and_then(|e| env_of_app(pm_id, e)),
+            restarts: RestartSettings::from_env(env),
+            env: env.and_then(|e| env_of_app(pm_id, e)),
         }
     }
 
@@ -791,6 +825,36 @@ mod tests {
             "1:0",
         );
         Pm2Call::from_call(&parse_call(&msg).unwrap())
+    }
+
+    #[test]
+    fn a_repeated_pm2_env_is_read_once_and_a_changed_one_again() {
+        let proc_ = |status: &str, secret: &str| {
+            Json::from(
+                json!({"pid": 7, "name": "memo", "pm_id": 90_001, "monit": {"cpu": 1},
+                "pm2_env": {"status": status, "restart_time": 2,
+                    "env": {"SECRET": secret, "PORT": "80"}}}),
+            )
+        };
+        let a = MonitorProc::from_node(&proc_("online", "x").node());
+        let b = MonitorProc::from_node(&proc_("online", "x").node());
+        assert_eq!(a, b);
+        assert_eq!(a.status.as_deref(), Some("online"));
+        assert_eq!(a.pid, Some(7));
+        // The same environment text: one fingerprint, shared.
+        assert!(Arc::ptr_eq(
+            a.env.as_ref().unwrap(),
+            b.env.as_ref().unwrap()
+        ));
+        // A new status with the same environment: read again, same fingerprint.
+        let c = MonitorProc::from_node(&proc_("stopping", "x").node());
+        assert_eq!(c.status.as_deref(), Some("stopping"));
+        assert_eq!(c.env, a.env);
+        // A changed value: another fingerprint, for that key only.
+        let d = MonitorProc::from_node(&proc_("stopping", "y").node());
+        let (old, new) = (a.env.unwrap(), d.env.unwrap());
+        assert_ne!(old.get("SECRET"), new.get("SECRET"));
+        assert_eq!(old.get("PORT"), new.get("PORT"));
     }
 
     #[test]
