@@ -26,7 +26,6 @@ use crate::wire::amp::Message;
 use crate::wire::json::{Json, Node};
 use crate::wire::rpc::Call;
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -268,9 +267,8 @@ pub(crate) fn json_text(v: &Value) -> String {
 pub(crate) type EnvFingerprint = BTreeMap<String, u64>;
 
 /// Fingerprint the non-object values of an environment object (its members as text).
-fn env_fingerprint(env: &[(Cow<str>, &RawValue)]) -> EnvFingerprint {
+fn env_fingerprint(env: &[(Cow<str>, Node)]) -> EnvFingerprint {
     env.iter()
-        .map(|(k, v)| (k, Node::new(v)))
         .filter(|(_, v)| !v.is_object())
         .map(|(k, v)| (k.clone().into_owned(), text_hash(&v.text())))
         .collect()

@@ -2,7 +2,8 @@
 //!
 //! Threads: the proxy's accept and forwarding threads (which only forward and tap), a tap
 //! decoder (AMP framing of the tapped copies, off the forwarding path), the bus subscriber,
-//! the process watcher, and the caller's thread, which redacts, orders and writes events.
+//! the process watcher, and the recorder loop (a thread of its own, in the idle class like the
+//! tap decoder), which orders, redacts and writes events.
 //!
 //! - [`pipeline`]: the tap decoder and the loop that orders, redacts and writes events;
 //! - [`stop`]: asking a recording to stop, and noticing the daemon is gone;
@@ -95,8 +96,9 @@ fn kernel() -> String {
         .unwrap_or_default()
 }
 
-/// What watches a recording as it is written: live views and exporters.
-pub trait Observer {
+/// What watches a recording as it is written: live views and exporters. Called on the
+/// recorder loop's own thread (hence `Send`).
+pub trait Observer: Send {
     /// One event, just written, with its timeline entries (none unless `interpret`).
     fn event(&mut self, info: &CaptureInfo, ev: &Stamped, entries: &[crate::timeline::Entry]);
     /// Warnings to note in the capture before it is closed (e.g. what an exporter lost).
@@ -105,7 +107,7 @@ pub trait Observer {
     }
 }
 
-impl<F: FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry])> Observer for F {
+impl<F: FnMut(&CaptureInfo, &Stamped, &[crate::timeline::Entry]) + Send> Observer for F {
     fn event(&mut self, info: &CaptureInfo, ev: &Stamped, entries: &[crate::timeline::Entry]) {
         self(info, ev, entries)
     }
@@ -162,6 +164,8 @@ pub fn record_to(
         redaction: opts.redact.name().into(),
         proc_mode: "off".into(),
         command_line: opts.command_line.clone(),
+        // The tap decoder pairs every RPC message as it decodes it.
+        rpc_paired: true,
     };
     let redactor = Arc::new(Redactor::new(opts.redact));
     let mut early_notes: Vec<Stamped> = Vec::new();

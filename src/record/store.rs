@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// [`CaptureInfo`] is known, then `write`s events in time order, `flush`es periodically
 /// and [`Store::end`]s. A directory store outlives sessions (the daemon restarts, the
 /// recorder follows it) and starts a new segment at each `begin`.
-pub trait Store {
+pub trait Store: Send {
     fn begin(&mut self, info: &CaptureInfo) -> Result<(), CaptureError>;
     /// Append one event. A write failure the store cannot recover from is returned once
     /// ([`CaptureError::WriteFailed`]); the recorder then stops writing to this store.

@@ -1,77 +1,82 @@
 //! A JSON payload kept as its text and read through views: the one decode of an AMP `j:`
 //! argument or a capture's stored `j`.
 //!
-//! [`Json`] holds the validated text (a `RawValue`) and builds a `serde_json::Value` tree
-//! only when something asks for one ([`Json::value`]: the TUI's detail pane, redaction,
-//! small request bodies). The timeline reads the dozen fields it needs through [`Node`]s
-//! borrowed from the text: a getMonitorData reply or a `process:event`, whose `pm2_env`
-//! carries every environment variable, is scanned, never built into a tree.
+//! [`Json`] holds the text, validated once by [`scan::validate`] when it enters the program,
+//! and builds a `serde_json::Value` tree only when something asks for one ([`Json::value`]:
+//! the TUI's detail pane, small request bodies). The timeline reads the dozen fields it
+//! needs through [`Node`]s borrowed from the text, found by [`scan`]'s walks: a
+//! getMonitorData reply or a `process:event`, whose `pm2_env` carries every environment
+//! variable, is skipped over, never built into a tree.
+
+pub(crate) mod scan;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::fmt;
 use std::sync::OnceLock;
 
 /// One JSON payload: its text, its tree, or both (whichever was asked for first; the other
 /// is made from it on demand).
 pub struct Json {
-    raw: OnceLock<Box<RawValue>>,
+    text: OnceLock<Box<str>>,
     tree: OnceLock<Value>,
 }
 
 impl Json {
-    /// Validate `bytes` as one JSON value, keeping the text. None when it is not JSON.
+    /// Validate `bytes` as one JSON value, keeping the text (without surrounding
+    /// whitespace). None when it is not JSON.
     pub(crate) fn parse(bytes: &[u8]) -> Option<Json> {
-        serde_json::from_slice::<Box<RawValue>>(bytes)
-            .ok()
-            .map(Json::from_raw)
+        let range = scan::validate(bytes).ok()?;
+        let text = std::str::from_utf8(&bytes[range]).ok()?;
+        Some(Json::from_valid(text.into()))
     }
 
-    pub(crate) fn from_raw(raw: Box<RawValue>) -> Json {
+    /// Text already validated as one JSON value with no surrounding whitespace.
+    pub(crate) fn from_valid(text: Box<str>) -> Json {
         Json {
-            raw: OnceLock::from(raw),
+            text: OnceLock::from(text),
             tree: OnceLock::new(),
         }
     }
 
-    /// The text, as a view's root.
-    pub(crate) fn raw(&self) -> &RawValue {
-        self.raw.get_or_init(|| {
+    /// The text (compact JSON when it was made from a tree).
+    pub(crate) fn text(&self) -> &str {
+        self.text.get_or_init(|| {
             let tree = self.tree.get().unwrap_or(&Value::Null);
-            serde_json::value::to_raw_value(tree).expect("a Value always serialises")
+            serde_json::to_string(tree)
+                .expect("a Value always serialises")
+                .into()
         })
     }
 
     /// The root of a view of this payload.
     pub(crate) fn node(&self) -> Node<'_> {
-        Node::new(self.raw())
+        Node::new(self.text())
     }
 
     /// The tree, built from the text the first time it is asked for. A text too deeply
     /// nested for serde_json's tree (128 levels) reads as null.
     pub(crate) fn value(&self) -> &Value {
-        self.tree.get_or_init(|| match self.raw.get() {
-            Some(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+        self.tree.get_or_init(|| match self.text.get() {
+            Some(text) => serde_json::from_str(text).unwrap_or(Value::Null),
             None => Value::Null,
         })
     }
 
-    /// The tree, to change: the kept text is dropped (made again from the tree if asked).
-    pub(crate) fn value_mut(&mut self) -> &mut Value {
-        self.value();
-        self.raw = OnceLock::new();
-        self.tree.get_mut().expect("just built")
+    /// Replace the text (already validated): any tree built from the old one is dropped.
+    pub(crate) fn set_valid_text(&mut self, text: String) {
+        self.text = OnceLock::from(text.into_boxed_str());
+        self.tree = OnceLock::new();
     }
 }
 
 impl From<Value> for Json {
     fn from(v: Value) -> Json {
         Json {
-            raw: OnceLock::new(),
+            text: OnceLock::new(),
             tree: OnceLock::from(v),
         }
     }
@@ -79,8 +84,8 @@ impl From<Value> for Json {
 
 impl Clone for Json {
     fn clone(&self) -> Json {
-        match self.raw.get() {
-            Some(raw) => Json::from_raw(raw.clone()),
+        match self.text.get() {
+            Some(text) => Json::from_valid(text.clone()),
             None => Json::from(self.value().clone()),
         }
     }
@@ -88,17 +93,17 @@ impl Clone for Json {
 
 impl PartialEq for Json {
     fn eq(&self, other: &Json) -> bool {
-        match (self.raw.get(), other.raw.get()) {
-            (Some(a), Some(b)) if a.get() == b.get() => true,
+        match (self.text.get(), other.text.get()) {
+            (Some(a), Some(b)) if a == b => true,
             _ => self.value() == other.value(),
         }
     }
 }
 
 impl fmt::Display for Json {
-    /// The JSON text (compact, as stored).
+    /// The JSON text (as kept: compact when it came from pm2 or a capture).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.raw().get())
+        f.write_str(self.text())
     }
 }
 
@@ -109,19 +114,25 @@ impl fmt::Debug for Json {
 }
 
 impl Serialize for Json {
-    /// Writes the kept text through unchanged (or the tree, when it was changed).
+    /// Writes the kept text through unchanged (or the tree, when it was changed), the way
+    /// serde_json writes its own `RawValue`.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match (self.raw.get(), self.tree.get()) {
+        match (self.text.get(), self.tree.get()) {
             (None, Some(tree)) => tree.serialize(s),
-            _ => self.raw().serialize(s),
+            _ => {
+                let mut raw = s.serialize_struct(RAW_TOKEN, 1)?;
+                raw.serialize_field(RAW_TOKEN, self.text())?;
+                raw.end()
+            }
         }
     }
 }
 
 impl<'de> Deserialize<'de> for Json {
-    /// From serde_json's own reader, the text is kept (serde_json hands it over as a
-    /// `RawValue`); through any other deserializer (serde's buffering for flattened or
-    /// tagged types), a tree is built.
+    /// From serde_json's own reader, the text is kept (serde_json hands it over as a raw
+    /// value; it is validated again here, cheaply, so a `Json` always holds JSON); through
+    /// any other deserializer (serde's buffering for flattened or tagged types), a tree is
+    /// built.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -133,10 +144,9 @@ impl<'de> Deserialize<'de> for Json {
                 use serde::de::Error;
                 match m.next_key::<Cow<'de, str>>()? {
                     Some(k) if k == RAW_TOKEN => {
-                        let text: String = m.next_value()?;
-                        RawValue::from_string(text)
-                            .map(Json::from_raw)
-                            .map_err(M::Error::custom)
+                        let text = m.next_value::<AnyStr<'de>>()?.0;
+                        Json::parse(text.as_bytes())
+                            .ok_or_else(|| M::Error::custom("raw value is not JSON"))
                     }
                     _ => Err(M::Error::custom("expected serde_json's raw value")),
                 }
@@ -152,53 +162,53 @@ impl<'de> Deserialize<'de> for Json {
 /// The name serde_json gives the newtype through which it hands out raw text.
 const RAW_TOKEN: &str = "$serde_json::private::RawValue";
 
-/// A string borrowed from the text when it has no escapes.
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+/// A string, borrowed from the input when the deserializer lends it.
+struct AnyStr<'a>(Cow<'a, str>);
 
-/// An object's members in order, each value left as text.
-type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
-
-struct MembersOf<'a>(Members<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for MembersOf<'a> {
+impl<'de> Deserialize<'de> for AnyStr<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = MembersOf<'a>;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyStr<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("a string")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<MembersOf<'a>, M::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
-                while let Some((Text(k), v)) = m.next_entry::<Text<'de>, &'de RawValue>()? {
-                    out.push((k, v));
-                }
-                Ok(MembersOf(out))
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<AnyStr<'de>, E> {
+                Ok(AnyStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<AnyStr<'de>, E> {
+                Ok(AnyStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<AnyStr<'de>, E> {
+                Ok(AnyStr(Cow::Owned(v)))
             }
         }
-        d.deserialize_map(V(std::marker::PhantomData))
+        d.deserialize_str(V)
     }
 }
 
-/// A view of one JSON value inside a payload's text: fields are found by scanning the text
-/// once per object (members are kept as text), scalars are read when asked for.
+/// An object's members in order: each key (unescaped) and its value.
+type Members<'a> = Vec<(Cow<'a, str>, Node<'a>)>;
+
+/// A view of one JSON value inside a payload's validated text: an object's members are
+/// found by one walk over its text (kept), scalars are read when asked for.
 #[derive(Clone)]
 pub struct Node<'a> {
-    raw: &'a RawValue,
-    members: OnceCell<Option<Members<'a>>>,
+    raw: &'a str,
+    members: std::cell::OnceCell<Option<Members<'a>>>,
 }
 
 impl<'a> Node<'a> {
-    pub(crate) fn new(raw: &'a RawValue) -> Node<'a> {
+    /// A view of validated JSON text with no surrounding whitespace.
+    pub(crate) fn new(raw: &'a str) -> Node<'a> {
         Node {
             raw,
-            members: OnceCell::new(),
+            members: std::cell::OnceCell::new(),
         }
     }
 
     fn first_byte(&self) -> u8 {
-        self.raw.get().trim_start().bytes().next().unwrap_or(b'n')
+        self.raw.as_bytes().first().copied().unwrap_or(b'n')
     }
 
     pub(crate) fn is_object(&self) -> bool {
@@ -206,13 +216,14 @@ impl<'a> Node<'a> {
     }
 
     /// An object's members, in order (None for anything else).
-    pub(crate) fn members(&self) -> Option<&[(Cow<'a, str>, &'a RawValue)]> {
+    pub(crate) fn members(&self) -> Option<&[(Cow<'a, str>, Node<'a>)]> {
         self.members
             .get_or_init(|| {
-                self.is_object()
-                    .then(|| serde_json::from_str::<MembersOf<'a>>(self.raw.get()).ok())
-                    .flatten()
-                    .map(|m| m.0)
+                self.is_object().then(|| {
+                    scan::members(self.raw)
+                        .map(|(k, v)| (scan::unescape(k), Node::new(v)))
+                        .collect()
+                })
             })
             .as_deref()
     }
@@ -223,7 +234,7 @@ impl<'a> Node<'a> {
             .iter()
             .rev()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| Node::new(v))
+            .map(|(_, v)| Node::new(v.raw))
     }
 
     /// An array's items (None for anything else).
@@ -231,31 +242,26 @@ impl<'a> Node<'a> {
         if self.first_byte() != b'[' {
             return None;
         }
-        let items: Vec<&'a RawValue> = serde_json::from_str(self.raw.get()).ok()?;
-        Some(items.into_iter().map(Node::new).collect())
+        Some(scan::items(self.raw).map(Node::new).collect())
     }
 
     /// A string's content (None for anything else).
     pub(crate) fn as_str(&self) -> Option<Cow<'a, str>> {
-        if self.first_byte() != b'"' {
-            return None;
-        }
-        serde_json::from_str::<Text<'a>>(self.raw.get())
-            .ok()
-            .map(|t| t.0)
+        (self.first_byte() == b'"').then(|| scan::unescape(self.raw))
     }
 
     /// A string, number, boolean or null as a tree (None for objects and arrays).
     pub(crate) fn scalar(&self) -> Option<Value> {
         match self.first_byte() {
             b'{' | b'[' => None,
-            _ => serde_json::from_str(self.raw.get()).ok(),
+            b'"' => Some(Value::String(scan::unescape(self.raw).into_owned())),
+            _ => serde_json::from_str(self.raw).ok(),
         }
     }
 
     /// The value as a tree (for the few places that keep a payload whole).
     pub fn value(&self) -> Value {
-        serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
+        serde_json::from_str(self.raw).unwrap_or(Value::Null)
     }
 
     /// A string's content, anything else as compact JSON: what pm2 would put in the
@@ -273,7 +279,7 @@ impl<'a> Node<'a> {
 
 impl fmt::Debug for Node<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Node({})", self.raw.get())
+        write!(f, "Node({})", self.raw)
     }
 }
 
@@ -330,7 +336,8 @@ mod tests {
         let mut j = Json::parse(text.as_bytes()).unwrap();
         assert_eq!(serde_json::to_string(&j).unwrap(), text);
         assert_eq!(j.to_string(), text);
-        j.value_mut()["z"] = json!(2);
+        assert_eq!(j.value()["z"], json!(1));
+        j.set_valid_text(r#"{"z":2,"a":[true,null]}"#.into());
         assert_eq!(
             serde_json::to_string(&j).unwrap(),
             r#"{"z":2,"a":[true,null]}"#
