@@ -312,8 +312,9 @@ thread_local! {
 
 /// An object's member `key` (the last of that name) and its JSON text.
 fn member_text<'a>(obj: &Node<'a>, key: &str) -> Option<(Node<'a>, &'a str)> {
-    let raw: &'a RawValue = obj.members()?.iter().rev().find(|(k, _)| k == key)?.1;
-    Some((Node::new(raw), raw.get()))
+    let v = obj.get(key)?;
+    let text = v.raw();
+    Some((v, text))
 }
 
 /// The fingerprint of app `pm_id`'s environment, `pm2_env`'s member `env` (None: no such
