@@ -328,6 +328,13 @@ impl<'a> Node<'a> {
     }
 }
 
+impl<'a> Node<'a> {
+    /// The value's JSON text (what a reader compares to tell that a value repeats).
+    pub(crate) fn raw(&self) -> &'a str {
+        self.raw
+    }
+}
+
 impl fmt::Debug for Node<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Node({})", self.raw)
