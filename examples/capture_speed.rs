@@ -44,6 +44,8 @@ fn main() -> anyhow::Result<()> {
                 conn: i / 100,
                 dir: Direction::ToDaemon,
                 msg: call.clone(),
+                ask: Some(i / 4 + 1),
+                asked: None,
             },
             1 => Event::BusMessage { msg: bus.clone() },
             2 => Event::Note {
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
                 conn: i,
                 to_client_bytes: 4096,
                 to_daemon_bytes: 512,
+                unanswered: Vec::new(),
             },
         };
         Stamped {

@@ -232,6 +232,8 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
         redaction: "none (nothing is stored)".into(),
         proc_mode: "off (explain reads logs and /proc now)".into(),
         command_line: std::env::args().collect(),
+        // Logs only: no RPC message to pair.
+        rpc_paired: false,
     };
     let mut interp = Interpreter::new(&info);
     let mut tl = Timeline::new(&info);

@@ -7,9 +7,11 @@
 //! values cannot be recovered or guessed offline.
 
 use crate::event::Event;
+use crate::wire::json::scan;
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
 use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// What to redact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -186,8 +188,20 @@ const PM2_CONFIG_KEYS: &[&str] = &[
 
 pub(crate) struct Redactor {
     mode: RedactMode,
-    key: [u8; 32],
+    /// HMAC-SHA256 keyed with the capture's key, cloned for each value (the key schedule is
+    /// done once).
+    mac: Hmac<Sha256>,
+    /// Hashes already computed, by value: a poller's replies repeat the same environment
+    /// every time. Bounded: emptied when full.
+    seen: Mutex<HashMap<Box<str>, Box<str>>>,
 }
+
+/// Values whose hash is kept for reuse (a few MB at most).
+const SEEN_MAX: usize = 16_384;
+
+/// Nesting below which a payload is walked; a deeper value is hashed whole (no pm2 payload
+/// comes near; a hostile client's must not exhaust the stack).
+const MAX_DEPTH: usize = 128;
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,26 +216,43 @@ impl Redactor {
     pub(crate) fn new(mode: RedactMode) -> Self {
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key).expect("the OS random source is unavailable");
-        Redactor { mode, key }
+        Redactor::keyed(mode, key)
+    }
+
+    fn keyed(mode: RedactMode, key: [u8; 32]) -> Self {
+        Redactor {
+            mode,
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key"),
+            seen: Mutex::new(HashMap::new()),
+        }
     }
 
     /// A redactor with a given key, for tests.
     #[cfg(test)]
     pub(crate) fn with_key(mode: RedactMode, key: [u8; 32]) -> Self {
-        Redactor { mode, key }
+        Redactor::keyed(mode, key)
     }
 
     /// The keyed hash standing for `value`.
     pub(crate) fn hash(&self, value: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key");
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = seen.get(value) {
+            return h.to_string();
+        }
+        let mut mac = self.mac.clone();
         mac.update(value.as_bytes());
         let tag = mac.finalize().into_bytes();
         let mut out = String::with_capacity(REDACTED_PREFIX.len() + 13);
         out.push_str(REDACTED_PREFIX);
         for b in &tag[..6] {
-            out.push_str(&format!("{b:02x}"));
+            use std::fmt::Write;
+            let _ = write!(out, "{b:02x}");
         }
         out.push('>');
+        if seen.len() >= SEEN_MAX {
+            seen.clear();
+        }
+        seen.insert(value.into(), out.as_str().into());
         out
     }
 
@@ -234,7 +265,8 @@ impl Redactor {
         }
     }
 
-    /// Redact an event in place before it is stored.
+    /// Redact an event in place before it is stored. JSON arguments are rewritten on their
+    /// text: only the values that change are replaced, no tree is built.
     pub(crate) fn event(&self, ev: &mut Event) {
         if self.mode == RedactMode::None {
             return;
@@ -245,17 +277,21 @@ impl Redactor {
                 let daemon_log = msg.0.args.first().and_then(|a| a.as_str()) == Some("log:PM2");
                 for arg in &mut msg.0.args {
                     if let crate::wire::amp::Arg::Json(j) = arg {
-                        let v = j.value_mut();
+                        let doc = j.doc();
+                        let mut out = Rewrite::new(doc);
                         if daemon_log {
-                            if let Some(Value::Object(m)) = Some(&mut *v) {
-                                for (k, child) in m.iter_mut() {
-                                    if k != "data" {
-                                        self.json(child, false);
+                            if doc.text().starts_with('{') {
+                                for (k, child) in doc.members(doc.text()) {
+                                    if scan::unescape(k) != "data" {
+                                        self.json(&mut out, child, false, 1);
                                     }
                                 }
                             }
                         } else {
-                            self.json(v, false);
+                            self.json(&mut out, doc.text(), false, 0);
+                        }
+                        if let Some(text) = out.finish() {
+                            j.set_valid_text(text);
                         }
                     }
                 }
@@ -264,77 +300,304 @@ impl Redactor {
         }
     }
 
-    /// Redact a JSON value from PM2: env objects, pm2_env objects, and (mode `all`) every
-    /// free-text string.
-    pub(crate) fn json(&self, v: &mut Value, inside_env: bool) {
-        match v {
-            Value::Object(map) => {
-                let pm2_env = is_pm2_env(map);
-                for (k, child) in map.iter_mut() {
+    /// Redact a JSON value from PM2 (`v`, a slice of the text `out` rewrites): env objects,
+    /// pm2_env objects, and (mode `all`) every free-text string.
+    fn json(&self, out: &mut Rewrite, v: &str, inside_env: bool, depth: usize) {
+        if depth > MAX_DEPTH {
+            return self.replace_whole(out, v);
+        }
+        match v.as_bytes().first() {
+            Some(b'{') => {
+                let members: Vec<(std::borrow::Cow<str>, &str)> = out
+                    .doc
+                    .members(v)
+                    .map(|(k, child)| (scan::unescape(k), child))
+                    .collect();
+                let has = |key: &str| members.iter().any(|(k, _)| k == key);
+                let pm2_env = has("pm_id") && (has("pm_exec_path") || has("exec_interpreter"));
+                for (k, child) in &members {
+                    let k: &str = k;
                     let env_like = inside_env || k == "env" || k.starts_with("env_");
-                    if env_like || (pm2_env && !PM2_CONFIG_KEYS.contains(&k.as_str())) {
-                        self.env_tree(k, child);
-                    } else if self.mode == RedactMode::All && FREE_TEXT_KEYS.contains(&k.as_str()) {
-                        self.all_strings(child);
+                    if env_like || (pm2_env && !PM2_CONFIG_KEYS.contains(&k)) {
+                        self.env_tree(out, k, child, depth + 1);
+                    } else if self.mode == RedactMode::All && FREE_TEXT_KEYS.contains(&k) {
+                        self.all_strings(out, child, depth + 1);
                     } else if self.mode == RedactMode::All && k == "raw" {
                         // `process:msg`: what an app sent with `process.send`, except the
                         // protocol word `ready` (wait_ready, reloads).
-                        if child.as_str() != Some("ready") {
-                            self.all_strings(child);
+                        if !(child.starts_with('"') && scan::unescape(child) == "ready") {
+                            self.all_strings(out, child, depth + 1);
                         }
                     } else {
-                        self.json(child, false);
+                        self.json(out, child, false, depth + 1);
                     }
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|i| self.json(i, inside_env)),
+            Some(b'[') => {
+                for item in out.doc.items(v) {
+                    self.json(out, item, inside_env, depth + 1);
+                }
+            }
             _ => {}
         }
     }
 
     /// Every string below a free-text key (mode `all`).
-    fn all_strings(&self, v: &mut Value) {
-        match v {
-            Value::String(s) if !s.starts_with(REDACTED_PREFIX) => *s = self.hash(s),
-            Value::Array(items) => items.iter_mut().for_each(|i| self.all_strings(i)),
-            Value::Object(m) => m.values_mut().for_each(|i| self.all_strings(i)),
+    fn all_strings(&self, out: &mut Rewrite, v: &str, depth: usize) {
+        if depth > MAX_DEPTH {
+            return self.replace_whole(out, v);
+        }
+        match v.as_bytes().first() {
+            Some(b'"') => {
+                let s = scan::unescape(v);
+                if !s.starts_with(REDACTED_PREFIX) {
+                    out.replace(v, &self.hash(&s));
+                }
+            }
+            Some(b'[') => out
+                .doc
+                .items(v)
+                .for_each(|i| self.all_strings(out, i, depth + 1)),
+            Some(b'{') => out
+                .doc
+                .members(v)
+                .for_each(|(_, c)| self.all_strings(out, c, depth + 1)),
             _ => {}
         }
     }
 
     /// Everything below an environment key: scalars hashed, structure kept.
-    fn env_tree(&self, key: &str, v: &mut Value) {
-        match v {
-            Value::Object(map) => {
-                for (k, child) in map.iter_mut() {
-                    self.env_tree(k, child);
+    fn env_tree(&self, out: &mut Rewrite, key: &str, v: &str, depth: usize) {
+        if depth > MAX_DEPTH {
+            return self.replace_whole(out, v);
+        }
+        match v.as_bytes().first() {
+            Some(b'{') => {
+                for (k, child) in out.doc.members(v) {
+                    self.env_tree(out, &scan::unescape(k), child, depth + 1);
                 }
             }
-            Value::Array(items) => items.iter_mut().for_each(|i| self.env_tree(key, i)),
-            Value::String(s) => {
+            Some(b'[') => out
+                .doc
+                .items(v)
+                .for_each(|i| self.env_tree(out, key, i, depth + 1)),
+            Some(b'"') => {
+                let s = scan::unescape(v);
                 if !s.starts_with(REDACTED_PREFIX) {
-                    *s = self.env_value(key, s)
+                    let red = self.env_value(key, &s);
+                    if red != s {
+                        out.replace(v, &red);
+                    }
                 }
             }
-            Value::Number(n) => {
-                let text = n.to_string();
+            Some(b't' | b'f' | b'n') | None => {}
+            Some(_) => {
+                // A number, as a tree would print it (`1e3` is `1000.0`).
+                let text = serde_json::from_str::<serde_json::Number>(v)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|_| v.to_owned());
                 let red = self.env_value(key, &text);
                 if red != text {
-                    *v = Value::String(red);
+                    out.replace(v, &red);
                 }
             }
-            Value::Bool(_) | Value::Null => {}
         }
+    }
+
+    /// A value nested deeper than [`MAX_DEPTH`]: hashed whole, as one string.
+    fn replace_whole(&self, out: &mut Rewrite, v: &str) {
+        out.replace(v, &self.hash(v));
     }
 }
 
-fn is_pm2_env(map: &Map<String, Value>) -> bool {
-    map.contains_key("pm_id")
-        && (map.contains_key("pm_exec_path") || map.contains_key("exec_interpreter"))
+/// A JSON text being rewritten: replacements of slices of it (in order, not overlapping)
+/// by strings, applied in one copy at the end.
+struct Rewrite<'a> {
+    /// The text, walked with its tape.
+    doc: scan::Doc<'a>,
+    text: &'a str,
+    /// Byte range replaced, and the JSON text that replaces it.
+    edits: Vec<(std::ops::Range<usize>, String)>,
+}
+
+impl<'a> Rewrite<'a> {
+    fn new(doc: scan::Doc<'a>) -> Rewrite<'a> {
+        Rewrite {
+            doc,
+            text: doc.text(),
+            edits: Vec::new(),
+        }
+    }
+
+    /// Replace `slice` (a slice of the text) by the JSON string `with`.
+    fn replace(&mut self, slice: &str, with: &str) {
+        let start = slice.as_ptr() as usize - self.text.as_ptr() as usize;
+        let json = serde_json::to_string(with).expect("a string always serialises");
+        self.edits.push((start..start + slice.len(), json));
+    }
+
+    /// The rewritten text, if anything was replaced.
+    fn finish(self) -> Option<String> {
+        if self.edits.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(self.text.len() + self.edits.len() * 8);
+        let mut at = 0;
+        for (range, with) in self.edits {
+            out.push_str(&self.text[at..range.start]);
+            out.push_str(&with);
+            at = range.end;
+        }
+        out.push_str(&self.text[at..]);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::*;
+    use crate::event::WireMessage;
+    use crate::wire::amp::{Arg, Message};
+    use serde_json::{Map, Value};
+
+    /// The tree-walking redactor this module had before it rewrote text: the model the
+    /// text rewriting must agree with.
+    struct Model<'a>(&'a Redactor);
+
+    impl Model<'_> {
+        fn env_value(&self, key: &str, value: &str) -> String {
+            self.0.env_value(key, value)
+        }
+        fn hash(&self, value: &str) -> String {
+            self.0.hash(value)
+        }
+        /// Redact a JSON value from PM2: env objects, pm2_env objects, and (mode `all`) every
+        /// free-text string.
+        fn json(&self, v: &mut Value, inside_env: bool) {
+            match v {
+                Value::Object(map) => {
+                    let pm2_env = is_pm2_env(map);
+                    for (k, child) in map.iter_mut() {
+                        let env_like = inside_env || k == "env" || k.starts_with("env_");
+                        if env_like || (pm2_env && !PM2_CONFIG_KEYS.contains(&k.as_str())) {
+                            self.env_tree(k, child);
+                        } else if self.0.mode == RedactMode::All
+                            && FREE_TEXT_KEYS.contains(&k.as_str())
+                        {
+                            self.all_strings(child);
+                        } else if self.0.mode == RedactMode::All && k == "raw" {
+                            // `process:msg`: what an app sent with `process.send`, except the
+                            // protocol word `ready` (wait_ready, reloads).
+                            if child.as_str() != Some("ready") {
+                                self.all_strings(child);
+                            }
+                        } else {
+                            self.json(child, false);
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter_mut().for_each(|i| self.json(i, inside_env)),
+                _ => {}
+            }
+        }
+
+        /// Every string below a free-text key (mode `all`).
+        fn all_strings(&self, v: &mut Value) {
+            match v {
+                Value::String(s) if !s.starts_with(REDACTED_PREFIX) => *s = self.hash(s),
+                Value::Array(items) => items.iter_mut().for_each(|i| self.all_strings(i)),
+                Value::Object(m) => m.values_mut().for_each(|i| self.all_strings(i)),
+                _ => {}
+            }
+        }
+
+        /// Everything below an environment key: scalars hashed, structure kept.
+        fn env_tree(&self, key: &str, v: &mut Value) {
+            match v {
+                Value::Object(map) => {
+                    for (k, child) in map.iter_mut() {
+                        self.env_tree(k, child);
+                    }
+                }
+                Value::Array(items) => items.iter_mut().for_each(|i| self.env_tree(key, i)),
+                Value::String(s) => {
+                    if !s.starts_with(REDACTED_PREFIX) {
+                        *s = self.env_value(key, s)
+                    }
+                }
+                Value::Number(n) => {
+                    let text = n.to_string();
+                    let red = self.env_value(key, &text);
+                    if red != text {
+                        *v = Value::String(red);
+                    }
+                }
+                Value::Bool(_) | Value::Null => {}
+            }
+        }
+    }
+
+    fn is_pm2_env(map: &Map<String, Value>) -> bool {
+        map.contains_key("pm_id")
+            && (map.contains_key("pm_exec_path") || map.contains_key("exec_interpreter"))
+    }
+
+    /// (text rewritten by `red`, the model's tree) for payload `v`, as a daemon log
+    /// message (`log:PM2`) or not.
+    pub(super) fn redact_both(red: &Redactor, v: &Value, log: bool) -> (Value, Value) {
+        let mut want = v.clone();
+        let model = Model(red);
+        match (&mut want, log) {
+            (Value::Object(m), true) => {
+                for (k, child) in m.iter_mut() {
+                    if k != "data" {
+                        model.json(child, false);
+                    }
+                }
+            }
+            (_, true) => {}
+            (w, false) => model.json(w, false),
+        }
+        let mut args = vec![Arg::Json(
+            crate::wire::json::Json::parse(v.to_string().as_bytes()).unwrap(),
+        )];
+        if log {
+            args.insert(0, Arg::Str("log:PM2".into()));
+        }
+        let mut ev = Event::BusMessage {
+            msg: WireMessage(Message::new(args)),
+        };
+        red.event(&mut ev);
+        let Event::BusMessage { msg } = ev else {
+            unreachable!()
+        };
+        let got = msg.0.args.last().unwrap().as_payload().unwrap();
+        // What is stored is valid JSON.
+        let got = serde_json::from_str(&got.to_string()).unwrap();
+        (got, want)
+    }
+
+    /// Redact `v` the way an RPC message carrying it is redacted.
+    pub(super) fn redact(red: &Redactor, v: &mut Value) {
+        let mut ev = Event::BusMessage {
+            msg: WireMessage(Message::new(vec![Arg::json(v.clone())])),
+        };
+        // From text, as a message from the wire or a capture.
+        if let Event::BusMessage { msg } = &mut ev {
+            let text = msg.0.args[0].as_payload().unwrap().to_string();
+            msg.0.args[0] = Arg::Json(crate::wire::json::Json::parse(text.as_bytes()).unwrap());
+        }
+        red.event(&mut ev);
+        let Event::BusMessage { msg } = ev else {
+            unreachable!()
+        };
+        *v = msg.0.args[0].as_json().unwrap().clone();
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::tests_support::redact;
     use super::*;
     use serde_json::json;
 
@@ -346,7 +609,7 @@ mod tests {
     fn restart_request_env_is_hashed_keys_kept() {
         let mut v = json!({"type":"call","method":"restartProcessId","args":[{"id":0,"env":{
             "DB_PASSWORD":"hunter2","name":"web","current_conf":{"env":{"API_KEY":"sk-123"}}}}]});
-        r(RedactMode::Values).json(&mut v, false);
+        redact(&r(RedactMode::Values), &mut v);
         let text = v.to_string();
         assert!(
             !text.contains("hunter2") && !text.contains("sk-123"),
@@ -361,7 +624,7 @@ mod tests {
     fn pm2_env_top_level_env_vars_hashed_config_kept() {
         let mut v = json!({"pm_id":0,"name":"web","pm_exec_path":"/app.js","status":"online",
             "SECRET":"s3cr3t","restart_time":3,"kill_timeout":1600});
-        r(RedactMode::Values).json(&mut v, false);
+        redact(&r(RedactMode::Values), &mut v);
         assert_ne!(v["SECRET"], "s3cr3t");
         assert_eq!(v["status"], "online");
         assert_eq!(v["restart_time"], 3);
@@ -384,7 +647,7 @@ mod tests {
     fn all_mode_hashes_free_text_but_keeps_protocol_words() {
         let mut v = json!({"data": "password=1", "process": {"pm_id": 0, "name": "web"}, "type": "call",
             "method": "restartProcessId", "event": "exit", "status": "errored"});
-        r(RedactMode::All).json(&mut v, false);
+        redact(&r(RedactMode::All), &mut v);
         assert!(v["data"].as_str().unwrap().starts_with(REDACTED_PREFIX));
         assert_eq!(v["method"], "restartProcessId");
         assert_eq!(v["event"], "exit");
@@ -392,16 +655,96 @@ mod tests {
         assert_eq!(v["process"]["name"], "web");
         // An app's process.send message is its own text; `ready` is pm2's protocol.
         let mut m = json!({"raw": "token=s3cret", "process": {"pm_id": 0}});
-        r(RedactMode::All).json(&mut m, false);
+        redact(&r(RedactMode::All), &mut m);
         assert!(m["raw"].as_str().unwrap().starts_with(REDACTED_PREFIX));
         let mut o = json!({"raw": {"secret": "x"}});
-        r(RedactMode::All).json(&mut o, false);
+        redact(&r(RedactMode::All), &mut o);
         assert!(o["raw"]["secret"]
             .as_str()
             .unwrap()
             .starts_with(REDACTED_PREFIX));
         let mut ready = json!({"raw": "ready", "process": {"pm_id": 0}});
-        r(RedactMode::All).json(&mut ready, false);
+        redact(&r(RedactMode::All), &mut ready);
         assert_eq!(ready["raw"], "ready");
+    }
+}
+
+#[cfg(test)]
+mod agreement {
+    use super::tests_support::*;
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    const KEYS: &[&str] = &[
+        "env",
+        "env_production",
+        "pm_id",
+        "pm_exec_path",
+        "exec_interpreter",
+        "name",
+        "status",
+        "data",
+        "raw",
+        "args",
+        "PORT",
+        "SECRET",
+        "restart_time",
+        "process",
+        "a",
+        "k\"q",
+        "é",
+    ];
+    const STRINGS: &[&str] = &["ready", "<redacted:00>", "hunter2", "", "a\"b\\c\n", "é😀"];
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            prop::sample::select(STRINGS).prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            prop::sample::select(&[1.5f64, -0.25, 1e3, 3e-7][..]).prop_map(Value::from),
+            any::<bool>().prop_map(Value::from),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|m| {
+                    Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Rewriting the text gives what walking a tree gave, in every mode, also for the
+        /// daemon's log messages.
+        #[test]
+        fn text_rewrite_agrees_with_the_tree_model(v in value(), all in any::<bool>(), log in any::<bool>()) {
+            let mode = if all { RedactMode::All } else { RedactMode::Values };
+            let red = Redactor::with_key(mode, [3; 32]);
+            let (got, want) = redact_both(&red, &v, log);
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn deep_payloads_are_hashed_below_the_limit_not_walked() {
+        let red = Redactor::with_key(RedactMode::Values, [3; 32]);
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let text = format!(r#"{{"env":{{"SECRET":"s3cret","deep":{deep}}}}}"#);
+        let mut ev = Event::BusMessage {
+            msg: crate::event::WireMessage(crate::wire::amp::Message::new(vec![
+                crate::wire::amp::Arg::Json(
+                    crate::wire::json::Json::parse(text.as_bytes()).unwrap(),
+                ),
+            ])),
+        };
+        red.event(&mut ev);
+        let Event::BusMessage { msg } = ev else {
+            unreachable!()
+        };
+        let out = msg.0.args[0].as_payload().unwrap().to_string();
+        assert!(!out.contains("s3cret"));
+        assert!(out.len() < 2_000, "the deep value is one hash now");
     }
 }

@@ -11,7 +11,7 @@ mod capture_util;
 #[path = "support/tshark.rs"]
 mod tshark;
 
-use pm2_trace::event::{Direction, Event, Stamped, WireMessage};
+use pm2_trace::event::{Asked, Direction, Event, Stamped, WireMessage};
 use pm2_trace::wire::amp::{Arg, Message};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -265,6 +265,8 @@ fn every_record_type_and_fragmented_records_match_replay() {
         .filter(|e| !matches!(e.event, Event::LogLine(_)))
         .collect();
     let mut t = events.last().unwrap().t;
+    // The request below is the second event pushed.
+    let asked_at = t + 2_000_000;
     let mut push = |event: Event| {
         t += 1_000_000;
         events.push(Stamped { t, event });
@@ -279,6 +281,8 @@ fn every_record_type_and_fragmented_records_match_replay() {
         conn: 7,
         dir: Direction::ToDaemon,
         msg: WireMessage(Message::new(vec![Arg::Raw(frame), Arg::Str("x".into())])),
+        ask: None,
+        asked: None,
     });
     push(Event::RpcMessage {
         conn: 7,
@@ -289,7 +293,10 @@ fn every_record_type_and_fragmented_records_match_replay() {
             ),
             Arg::Str("7:1".into()),
         ])),
+        ask: Some(2),
+        asked: None,
     });
+    // Paired by the recorder: the dissector reads the request's method and instant here.
     push(Event::RpcMessage {
         conn: 7,
         dir: Direction::ToClient,
@@ -297,6 +304,12 @@ fn every_record_type_and_fragmented_records_match_replay() {
             Arg::json(json!({"error": {"message": "process name not found"}})),
             Arg::Str("7:1".into()),
         ])),
+        ask: Some(2),
+        asked: Some(Asked {
+            t: asked_at,
+            method: "sendSignalToProcessName".into(),
+            pm_id: None,
+        }),
     });
     push(Event::BusMessage {
         msg: WireMessage(Message::new(vec![

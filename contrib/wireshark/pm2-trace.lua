@@ -1042,6 +1042,10 @@ local st -- reset by p.init
 
 local function reset_state()
     st = {
+        -- The recorder paired requests with replies and stored it (`asked` on a reply,
+        -- `unanswered` on a close): read, not paired again. A capture recorded before it did
+        -- (no `rpc_paired`) is paired here, as the interpreter pairs it.
+        paired = false,
         conns = {},     -- conn -> { pending = { id -> {t, method, target} }, peer = pid }
         names = {},     -- pm_id -> name
         scripts = {},   -- exec path -> pm_id
@@ -1168,8 +1172,9 @@ local function rpc_message(t, ev, x)
         if not call then return other() end
         local mn = meaning_of(call)
         local target = target_id(mn)
-        local c = conn_state(conn)
-        c.pending[call.id] = { t = t, method = call.method, target = target }
+        if not st.paired then
+            conn_state(conn).pending[call.id] = { t = t, method = call.method, target = target }
+        end
         x.method = call.method
         local app = app_ref(target)
         return { { app = app, text = describe_call(app, mn) } }
@@ -1181,9 +1186,17 @@ local function rpc_message(t, ev, x)
     local err = get(body, "error")
     local rargs = get(body, "args")
     if err == nil and not is_arr(rargs) then return other() end
-    local c = conn_state(conn)
-    local pending = c.pending[id]
-    c.pending[id] = nil
+    local pending
+    if st.paired then
+        local asked = get(ev, "asked")
+        if asked ~= nil then
+            pending = { t = as_u64(get(asked, "t")) or t, method = as_str(get(asked, "method")), target = as_u64(get(asked, "pm_id")) }
+        end
+    else
+        local c = conn_state(conn)
+        pending = c.pending[id]
+        c.pending[id] = nil
+    end
     local method = pending and pending.method
     x.method = method
     local latency = pending and (t - pending.t) or nil
@@ -1493,7 +1506,11 @@ local function interpret(rec)
             return a.method < b.method
         end)
         local names = {}
-        for k, pd in ipairs(un) do names[k] = pd.method end
+        if st.paired then
+            for k, m in ipairs(arr_items(get(rec, "unanswered"))) do names[k] = as_str(m) or "?" end
+        else
+            for k, pd in ipairs(un) do names[k] = pd.method end
+        end
         x.peer = c and c.peer
         if #names == 0 then
             es = { { text = "client disconnected (conn " .. d(conn) .. ")" } }
@@ -1690,6 +1707,7 @@ local function compute(tvb)
         x.info = "capture of pm2 " .. (as_str(get(ci, "pm2_version")) or "unknown") .. " at " .. (as_str(get(ci, "pm2_home")) or "?")
             .. (as_i64(get(ci, "daemon_pid")) and (", daemon pid " .. d(as_i64(get(ci, "daemon_pid")))) or "")
             .. " on " .. (as_str(get(ci, "host")) or "?")
+        st.paired = get(ci, "rpc_paired") == true
         local dp = as_i64(get(ci, "daemon_pid"))
         if dp then x.pid = { dp } end
         x.record = rec

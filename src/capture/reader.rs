@@ -11,9 +11,9 @@ use super::{
     tag, CaptureError, FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, LINKTYPE_WIRESHARK_UPPER_PDU,
     MAX_BLOCK_LEN, MAX_RECORD_LEN,
 };
-use crate::event::{
-    CaptureInfo, Direction, Event, NoteLevel, PeerCred, Source, Stamped, WireMessage,
-};
+use crate::event::{CaptureInfo, Event, Source, Stamped, WireMessage};
+use crate::wire::amp::Arg;
+use crate::wire::json::{scan, Json};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
@@ -773,99 +773,136 @@ impl Fail {
     }
 }
 
-/// The event types [`fast_decode`] handles; anything else takes the general path.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum FastType {
-    Note,
-    RpcConnect,
-    RpcRefused,
-    RpcMessage,
-    RpcUndecodable,
-    RpcClose,
-    BusMessage,
-    BusLink,
-    RecordingStopped,
-    #[serde(other)]
-    Other,
+/// A record's top-level members, read from its validated text.
+struct Fields<'a> {
+    doc: scan::Doc<'a>,
+    members: Vec<(&'a str, &'a str)>,
 }
 
-/// All fields of the events [`fast_decode`] handles, flat.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FastRecord {
-    t: u64,
-    #[serde(rename = "type")]
-    ty: FastType,
-    level: Option<NoteLevel>,
-    text: Option<String>,
-    conn: Option<u64>,
-    #[serde(default, deserialize_with = "present")]
-    peer: Option<Option<PeerCred>>,
-    reason: Option<String>,
-    dir: Option<Direction>,
-    msg: Option<WireMessage>,
-    offset: Option<u64>,
-    error: Option<String>,
-    to_client_bytes: Option<u64>,
-    to_daemon_bytes: Option<u64>,
-    up: Option<bool>,
-    detail: Option<String>,
+impl<'a> Fields<'a> {
+    /// The members of the object `text` (validated), or None when it is not an object or a
+    /// key repeats or is escaped (serde's derived decoding decides those).
+    fn of(doc: scan::Doc<'a>, text: &'a str) -> Option<Fields<'a>> {
+        if !text.starts_with('{') {
+            return None;
+        }
+        let mut members: Vec<(&str, &str)> = Vec::with_capacity(8);
+        for (k, v) in doc.members(text) {
+            let k = k.get(1..k.len() - 1)?;
+            if k.contains('\\') || members.iter().any(|(seen, _)| *seen == k) {
+                return None;
+            }
+            members.push((k, v));
+        }
+        Some(Fields { doc, members })
+    }
+
+    fn raw(&self, name: &str) -> Option<&'a str> {
+        self.members
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+    }
+
+    /// Field `name` decoded as the type the event's own declaration gives it (inferred at
+    /// the call); a missing field reads as `null` (so as `None` for an optional field, and
+    /// fails otherwise, as serde's derive does).
+    fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        serde_json::from_str(self.raw(name).unwrap_or("null")).ok()
+    }
+
+    /// A stored AMP message (`[{"j": ...}, {"s": "..."}, {"b64": "..."}]`): JSON arguments
+    /// keep their validated text, without a second pass.
+    fn msg(&self, name: &str) -> Option<WireMessage> {
+        let text = self.raw(name)?;
+        if !text.starts_with('[') {
+            return None;
+        }
+        let mut args = Vec::new();
+        for item in self.doc.items(text) {
+            let f = Fields::of(self.doc, item)?;
+            let arg = if let Some(j) = f.raw("j") {
+                Arg::Json(Json::from_valid(j.into(), Some(self.doc.tape_of(j))))
+            } else if let Some(s) = f.raw("s") {
+                Arg::Str(f.get::<String>("s").filter(|_| s.starts_with('"'))?)
+            } else if f.raw("b64").is_some() {
+                use base64::Engine;
+                let b64: String = f.get("b64")?;
+                Arg::Raw(base64::engine::general_purpose::STANDARD.decode(b64).ok()?)
+            } else {
+                return None;
+            };
+            args.push(arg);
+        }
+        Some(WireMessage(crate::wire::amp::Message::new(args)))
+    }
 }
 
-/// `Some(value)` for a present field, even when the value is null.
-fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-/// Decode the common event types without the buffering that serde's flattened, internally
-/// tagged `Stamped` needs (about twice as fast). Returns None for anything it does not
-/// handle exactly — other types, unknown or missing fields — which then takes the general
-/// path, so the result is always what `Stamped`'s own `Deserialize` would give. The
-/// variants are built with struct literals: a field added to or removed from `Event` fails
-/// to compile here rather than being lost.
+/// Decode the common event types straight from the record's validated text, without the
+/// buffering serde's flattened, internally tagged `Stamped` needs (which would also build a
+/// tree of every payload). Each variant is built with a struct literal whose field types
+/// come from `Event` itself ([`Fields::get`] infers them): a field added to, removed from or
+/// retyped in `Event` fails to compile here or decodes as declared, never drifts. Returns
+/// None for anything it does not handle exactly (other types, a missing or mistyped field,
+/// a repeated key), which then takes the general path, so the result is always what
+/// `Stamped`'s own `Deserialize` gives.
 fn fast_decode(json: &[u8]) -> Option<Stamped> {
-    let r: FastRecord = serde_json::from_slice(json).ok()?;
-    let event = match r.ty {
-        FastType::Note => Event::Note {
-            level: r.level?,
-            text: r.text?,
+    let (text, tape) = scan::validate(json).ok()?;
+    let f = Fields::of(scan::Doc::new(text, &tape), text)?;
+    let ty: String = f.get("type")?;
+    let event = match ty.as_str() {
+        "note" => Event::Note {
+            level: f.get("level")?,
+            text: f.get("text")?,
         },
-        FastType::RpcConnect => Event::RpcConnect {
-            conn: r.conn?,
-            peer: r.peer.unwrap_or(None),
+        "rpc_connect" => Event::RpcConnect {
+            conn: f.get("conn")?,
+            peer: f.get("peer")?,
         },
-        FastType::RpcRefused => Event::RpcRefused {
-            peer: r.peer??,
-            reason: r.reason?,
+        "rpc_refused" => Event::RpcRefused {
+            peer: f.get("peer")?,
+            reason: f.get("reason")?,
         },
-        FastType::RpcMessage => Event::RpcMessage {
-            conn: r.conn?,
-            dir: r.dir?,
-            msg: r.msg?,
+        "rpc_message" => Event::RpcMessage {
+            conn: f.get("conn")?,
+            dir: f.get("dir")?,
+            msg: f.msg("msg")?,
+            ask: f.get("ask")?,
+            asked: f.get("asked")?,
         },
-        FastType::RpcUndecodable => Event::RpcUndecodable {
-            conn: r.conn?,
-            dir: r.dir?,
-            offset: r.offset?,
-            error: r.error?,
+        "rpc_undecodable" => Event::RpcUndecodable {
+            conn: f.get("conn")?,
+            dir: f.get("dir")?,
+            offset: f.get("offset")?,
+            error: f.get("error")?,
         },
-        FastType::RpcClose => Event::RpcClose {
-            conn: r.conn?,
-            to_client_bytes: r.to_client_bytes?,
-            to_daemon_bytes: r.to_daemon_bytes?,
+        "rpc_close" => Event::RpcClose {
+            conn: f.get("conn")?,
+            to_client_bytes: f.get("to_client_bytes")?,
+            to_daemon_bytes: f.get("to_daemon_bytes")?,
+            // Absent when nothing was left waiting (serde's default).
+            unanswered: f
+                .get::<Option<Vec<String>>>("unanswered")?
+                .unwrap_or_default(),
         },
-        FastType::BusMessage => Event::BusMessage { msg: r.msg? },
-        FastType::BusLink => Event::BusLink {
-            up: r.up?,
-            detail: r.detail?,
+        "bus_message" => Event::BusMessage { msg: f.msg("msg")? },
+        "bus_link" => Event::BusLink {
+            up: f.get("up")?,
+            detail: f.get("detail")?,
         },
-        FastType::RecordingStopped => Event::RecordingStopped { reason: r.reason? },
-        FastType::Other => return None,
+        "recording_stopped" => Event::RecordingStopped {
+            reason: f.get("reason")?,
+        },
+        // Their own tagged types, decoded from the record (whose `t` and `type` they
+        // ignore) with one level of serde's buffering instead of three.
+        "proc" => Event::Proc(serde_json::from_str(text).ok()?),
+        "log_line" => Event::LogLine(serde_json::from_str(text).ok()?),
+        _ => return None,
     };
-    Some(Stamped { t: r.t, event })
+    Some(Stamped {
+        t: f.get("t")?,
+        event,
+    })
 }
 
 /// Decode one JSON record: the capture info (first), an event, or something to skip.
@@ -1052,9 +1089,33 @@ mod tests {
         // And the fast path is taken for the common, well-formed records.
         assert!(fast_decode(records[0].as_bytes()).is_some());
         assert!(fast_decode(records[11].as_bytes()).is_some());
-        assert!(
-            fast_decode(records[17].as_bytes()).is_none(),
-            "proc takes the general path"
-        );
+    }
+
+    /// Every record of every shipped capture decodes the same through the fast path as
+    /// through serde's derived decoding, and takes the fast path.
+    #[test]
+    fn fast_decode_agrees_on_every_shipped_capture() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "bin") {
+                continue;
+            }
+            let mut r = CaptureReader::open(&path).unwrap();
+            while let Some(rec) = r.next_json() {
+                let (offset, json) = rec.unwrap();
+                let derived = serde_json::from_slice::<Stamped>(json).unwrap();
+                let fast = fast_decode(json);
+                assert_eq!(
+                    fast.as_ref(),
+                    Some(&derived),
+                    "{} offset {offset}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "only {checked} records in captures/");
     }
 }

@@ -118,11 +118,20 @@ pub enum Event {
     RpcConnect { conn: u64, peer: Option<PeerCred> },
     /// A client was refused because the daemon's own socket would not admit it.
     RpcRefused { peer: PeerCred, reason: String },
-    /// One whole AMP message on an RPC connection.
+    /// One whole AMP message on an RPC connection, with how the recorder paired it as it
+    /// decoded it ([`crate::pm2::exchange::Pairing`]; absent from captures recorded before it
+    /// did, see [`CaptureInfo::rpc_paired`]).
     RpcMessage {
         conn: u64,
         dir: Direction,
         msg: WireMessage,
+        /// A request: its number (from 1, over all connections, in the order asked). A
+        /// reply: the number of the request it answers; none if it answers none waiting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ask: Option<u64>,
+        /// A reply: the request it answers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        asked: Option<Asked>,
     },
     /// The RPC stream could not be decoded from `offset` on; its bytes were still forwarded.
     RpcUndecodable {
@@ -136,6 +145,10 @@ pub enum Event {
         conn: u64,
         to_client_bytes: u64,
         to_daemon_bytes: u64,
+        /// Methods of the requests still waiting for their reply, oldest first (as paired by
+        /// the recorder, like [`Event::RpcMessage`]'s `ask`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        unanswered: Vec<String>,
     },
     /// One message on the event bus.
     BusMessage { msg: WireMessage },
@@ -164,6 +177,18 @@ impl Event {
             Event::LogLine(_) => Source::Logs,
         }
     }
+}
+
+/// The request a reply answers, as the pairing kept it: what the timeline needs of it
+/// without looking for it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Asked {
+    /// When the request was seen.
+    pub t: MonoNs,
+    pub method: String,
+    /// The app the request named by pm_id, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pm_id: Option<u64>,
 }
 
 /// An event with the instant it was observed.
@@ -260,6 +285,11 @@ pub struct CaptureInfo {
     /// How the process watcher ran (`netlink`, `pidfd`, `off`) and why.
     pub proc_mode: String,
     pub command_line: Vec<String>,
+    /// Whether the recorder paired the RPC messages as it decoded them (`ask`, `asked` and
+    /// `unanswered` on the RPC events). Captures recorded before it did lack them; they are
+    /// paired when read, by the same [`crate::pm2::exchange::Pairing`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rpc_paired: bool,
 }
 
 impl CaptureInfo {
@@ -287,6 +317,8 @@ mod tests {
                 conn: 1,
                 dir: Direction::ToDaemon,
                 msg: WireMessage(msg),
+                ask: None,
+                asked: None,
             },
         };
         let text = serde_json::to_string(&ev).unwrap();

@@ -1,7 +1,12 @@
-//! Pairing a request with its reply, and what a reply says about processes: the one place
-//! both are decided, for the tap's watcher hints (as the bytes are decoded, before the daemon
-//! acts) and the interpreter. The interpreter's pairing is carried in its entries (each
-//! request's number, [`Exchanges::ask`]), which the timeline and the TUI follow.
+//! Decoding an RPC message, pairing a request with its reply, and what a reply says about
+//! processes: the one place each is decided.
+//!
+//! The recorder's tap decoder pairs each message as it decodes it ([`Pairing`], before the
+//! daemon acts on it): the watcher's hints follow that result, and the capture stores it
+//! (`ask` and `asked` on each RPC message, `unanswered` on a close). The interpreter reads
+//! the pairing from the events, the timeline and the TUI from the interpreter's entries;
+//! none of them pairs again. A capture recorded before the recorder paired is paired when
+//! interpreted, by the same [`Pairing`].
 //!
 //! pm2-axon-rpc matches a reply to its request by the id the client chose, per connection;
 //! one connection may carry several requests in flight. A client may also never read its
@@ -14,9 +19,93 @@
 //! - a connection's close drops everything it had waiting (returned, oldest first);
 //! - a request sent again with an id still waiting replaces the first.
 
-use super::meaning::MonitorProc;
+use super::meaning::{MonitorProc, Pm2Call};
+use crate::event::{Asked, Direction, MonoNs};
+use crate::wire::amp::Message;
 use crate::wire::json::Node;
+use crate::wire::rpc::{self, Call, Reply};
 use std::collections::{BTreeMap, HashMap};
+
+/// One RPC message, decoded: a request with its PM2 meaning, a reply, or neither.
+pub(crate) enum Rpc<'m> {
+    Call {
+        call: Call<'m>,
+        meaning: Pm2Call,
+    },
+    Reply(Reply<'m>),
+    /// Neither shaped like a request nor like a reply (kept, shown raw).
+    Other,
+}
+
+impl<'m> Rpc<'m> {
+    /// Decode a message that went in direction `dir`.
+    pub(crate) fn decode(dir: Direction, msg: &'m Message) -> Rpc<'m> {
+        match dir {
+            Direction::ToDaemon => match rpc::parse_call(msg) {
+                Some(call) => {
+                    let meaning = Pm2Call::from_call(&call);
+                    Rpc::Call { call, meaning }
+                }
+                None => Rpc::Other,
+            },
+            Direction::ToClient => rpc::parse_reply(msg).map_or(Rpc::Other, Rpc::Reply),
+        }
+    }
+}
+
+/// What the pairing decided for one message: what [`crate::event::Event::RpcMessage`] stores.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Paired {
+    /// A request's number; for a reply, the number of the request it answers.
+    pub(crate) ask: Option<u64>,
+    /// For a reply: the request it answers.
+    pub(crate) asked: Option<Asked>,
+}
+
+/// The one pairing of RPC requests and replies, under the bounded policy of [`Exchanges`].
+/// The recorder's tap decoder runs it on every message as it decodes it; the interpreter runs
+/// it only on a capture recorded before the recorder did (whose messages carry no pairing).
+#[derive(Debug, Default)]
+pub(crate) struct Pairing {
+    waiting: Exchanges<Asked>,
+}
+
+impl Pairing {
+    pub(crate) fn new() -> Pairing {
+        Pairing::default()
+    }
+
+    /// Pair message `rpc`, seen at `t` on `conn`.
+    pub(crate) fn pair(&mut self, t: MonoNs, conn: u64, rpc: &Rpc) -> Paired {
+        match rpc {
+            Rpc::Call { call, meaning } => {
+                let asked = Asked {
+                    t,
+                    method: call.method.to_owned(),
+                    pm_id: meaning.target_id(),
+                };
+                Paired {
+                    ask: Some(self.waiting.ask(conn, &call.id, asked)),
+                    asked: None,
+                }
+            }
+            Rpc::Reply(reply) => {
+                let (ask, asked) = self.waiting.answer(conn, &reply.id).unzip();
+                Paired { ask, asked }
+            }
+            Rpc::Other => Paired::default(),
+        }
+    }
+
+    /// `conn` closed: the methods of its requests still waiting, oldest first.
+    pub(crate) fn close(&mut self, conn: u64) -> Vec<String> {
+        self.waiting
+            .close(conn)
+            .into_iter()
+            .map(|a| a.method)
+            .collect()
+    }
+}
 
 /// Requests kept waiting per connection.
 pub(crate) const MAX_WAITING_PER_CONN: usize = 1024;
@@ -53,10 +142,6 @@ impl<V> Default for Exchanges<V> {
 }
 
 impl<V> Exchanges<V> {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-
     /// Request `id` was sent on `conn`; `value` is given back with its reply. Returns the
     /// request's number: requests are numbered from 1 in the order they are asked, over all
     /// connections.
@@ -228,7 +313,7 @@ mod tests {
 
     #[test]
     fn pairs_by_connection_and_id() {
-        let mut x = Exchanges::new();
+        let mut x = Exchanges::default();
         assert_eq!(x.ask(1, "a", "restartProcessId"), 1);
         assert_eq!(x.ask(2, "a", "getMonitorData"), 2);
         assert_eq!(x.answer(2, "a"), Some((2, "getMonitorData")));
@@ -241,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_unanswered_requests_stays_bounded() {
-        let mut x = Exchanges::new();
+        let mut x = Exchanges::default();
         for i in 0..100_000u64 {
             x.ask(7, &i.to_string(), i);
         }
@@ -252,7 +337,7 @@ mod tests {
         let first_kept = 100_000 - MAX_WAITING_PER_CONN as u64;
         assert_eq!(kept(&mut x, 7, &first_kept.to_string()), Some(first_kept));
         // Many connections never closed: the oldest request of all is forgotten.
-        let mut x = Exchanges::new();
+        let mut x = Exchanges::default();
         let conns = (MAX_WAITING / 2 + 500) as u64;
         for c in 0..conns {
             x.ask(c, "1", c);
@@ -268,7 +353,7 @@ mod tests {
 
     #[test]
     fn the_oldest_of_all_goes_first() {
-        let mut x = Exchanges::new();
+        let mut x = Exchanges::default();
         x.ask(0, "old", 0u64);
         for i in 1..MAX_WAITING as u64 {
             x.ask(i % 100 + 1, &i.to_string(), i);
@@ -281,7 +366,7 @@ mod tests {
 
     #[test]
     fn close_drops_what_was_waiting_oldest_first() {
-        let mut x = Exchanges::new();
+        let mut x = Exchanges::default();
         x.ask(1, "b", "first");
         x.ask(1, "a", "second");
         x.ask(2, "a", "other conn");
@@ -296,7 +381,7 @@ mod tests {
 
     #[test]
     fn an_id_asked_again_replaces_the_first() {
-        let mut x = Exchanges::new();
+        let mut x = Exchanges::default();
         x.ask(1, "a", 1);
         x.ask(1, "a", 2);
         assert_eq!(x.waiting(), 1);

@@ -8,7 +8,7 @@ use crate::timeline::{Entry, EntryKind};
 /// (the message is decoded once); without them the message is read here.
 pub(crate) fn comment(ev: &Event, entries: &[Entry]) -> String {
     match ev {
-        Event::RpcMessage { conn, dir, msg } => {
+        Event::RpcMessage { conn, dir, msg, .. } => {
             let said = entries.iter().find_map(|e| match &e.kind {
                 EntryKind::RequestAsked { id, call, .. } => Some(Said::Call(call.method(), id)),
                 EntryKind::RequestAnswered { id, outcome, .. } => Some(Said::Reply(
@@ -138,6 +138,8 @@ mod tests {
                 conn: 7,
                 dir,
                 msg: WireMessage(msg),
+                ask: None,
+                asked: None,
             };
             let entries = interp.push(&Stamped {
                 t: 1,

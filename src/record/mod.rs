@@ -164,6 +164,8 @@ pub fn record_to(
         redaction: opts.redact.name().into(),
         proc_mode: "off".into(),
         command_line: opts.command_line.clone(),
+        // The tap decoder pairs every RPC message as it decodes it.
+        rpc_paired: true,
     };
     let redactor = Arc::new(Redactor::new(opts.redact));
     let mut early_notes: Vec<Stamped> = Vec::new();

@@ -3,7 +3,7 @@
 //! scheduling class, beside the proxy's forwarding threads.
 
 use super::comment::comment;
-use super::hints::Hinter;
+use super::hints::{HintSink, Hinter};
 use super::order::{Intake, Reorder};
 use super::stop::{process_alive, Stopper, DRAIN_TIMEOUT};
 use super::store::Store;
@@ -12,6 +12,7 @@ use crate::capture::writer::CaptureSummary;
 use crate::event::{
     self, CaptureInfo, Direction, Event, EventSink, NoteLevel, Stamped, WireMessage,
 };
+use crate::pm2::exchange::{Pairing, Rpc};
 use crate::redact::Redactor;
 use crate::safe_dir::{SafeDir, SocketRef};
 use crate::sources::bus::BusSubscriber;
@@ -327,7 +328,8 @@ fn record_loop(
     })
 }
 
-/// Turn tapped copies into whole RPC messages, per connection and direction.
+/// Turn tapped copies into events (see [`TapDecoder`]) until the proxy and all its
+/// forwarding threads are gone; returns the copies lost.
 fn decode_taps(
     rx: crate::sources::proxy::TapReceiver,
     sink: EventSink,
@@ -335,91 +337,146 @@ fn decode_taps(
     watcher: Option<WatcherHandle>,
 ) -> u64 {
     lower_thread_priority();
-    let mut hinter = watcher.map(Hinter::new);
-    let mut streams: HashMap<(u64, Direction), Decoder> = HashMap::new();
+    let mut decoder = TapDecoder::new(sink, max_message, watcher.map(Hinter::new));
     let mut batch = Vec::new();
-    // Ends once the proxy and all its forwarding threads are gone.
     while rx.recv_batch(&mut batch) {
+        decoder.take_batch(&mut batch, |bytes| rx.recycle(bytes));
+    }
+    rx.lost()
+}
+
+/// When a tapped copy was seen.
+fn tap_time(tap: &Tap) -> event::MonoNs {
+    match tap {
+        Tap::Open { t, .. }
+        | Tap::Data { t, .. }
+        | Tap::Gap { t, .. }
+        | Tap::Close { t, .. }
+        | Tap::Refused { t, .. }
+        | Tap::UpstreamFailed { t, .. } => *t,
+    }
+}
+
+/// The tap decoder: whole RPC messages out of tapped copies, per connection and direction,
+/// each decoded once ([`Rpc::decode`]) and paired there ([`Pairing`], the one pairing). The
+/// watcher's hints follow that result as soon as it is known, before the daemon acts; the
+/// event carries it to the capture, the interpreter, the timeline and the TUI.
+pub(super) struct TapDecoder<S: HintSink> {
+    sink: EventSink,
+    max_message: usize,
+    streams: HashMap<(u64, Direction), Decoder>,
+    pairing: Pairing,
+    hinter: Option<Hinter<S>>,
+}
+
+impl<S: HintSink> TapDecoder<S> {
+    pub(super) fn new(sink: EventSink, max_message: usize, hinter: Option<Hinter<S>>) -> Self {
+        TapDecoder {
+            sink,
+            max_message,
+            streams: HashMap::new(),
+            pairing: Pairing::new(),
+            hinter,
+        }
+    }
+
+    /// Take a batch of tapped copies (emptying it); each copy's buffer goes to `recycle`.
+    pub(super) fn take_batch(&mut self, batch: &mut Vec<Tap>, mut recycle: impl FnMut(Vec<u8>)) {
+        // The forwarding threads stamp each copy before forwarding it and queue it after, so
+        // a batch can hold them out of time order (a reply queued before its request): pair
+        // them in the order they were seen, which is the order the capture stores them in.
+        batch.sort_by_key(tap_time);
         for item in batch.drain(..) {
-            match item {
-                Tap::Open { t, conn, peer } => sink.emit_at(t, Event::RpcConnect { conn, peer }),
-                Tap::Data {
-                    t,
-                    conn,
-                    dir,
-                    bytes,
-                } => {
-                    let dec = streams
-                        .entry((conn, dir))
-                        .or_insert_with(|| Decoder::new(max_message));
-                    dec.push(&bytes);
-                    rx.recycle(bytes);
-                    while let Some(m) = dec.next() {
-                        match m {
-                            Ok(msg) => {
-                                if let Some(h) = hinter.as_mut() {
-                                    h.message(conn, dir, &msg);
-                                }
-                                sink.emit_at(
-                                    t,
-                                    Event::RpcMessage {
-                                        conn,
-                                        dir,
-                                        msg: WireMessage(msg),
-                                    },
-                                )
-                            }
-                            Err(e) => sink.emit_at(
-                                t,
-                                Event::RpcUndecodable {
-                                    conn,
-                                    dir,
-                                    offset: e.offset(),
-                                    error: e.to_string(),
-                                },
-                            ),
-                        }
-                    }
-                }
-                Tap::Gap { t, conn, dir } => {
-                    let offset = streams.get(&(conn, dir)).map_or(0, |d| d.offset());
-                    streams.remove(&(conn, dir));
-                    sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
-                }
-                Tap::Close {
-                    t,
-                    conn,
-                    to_client_bytes,
-                    to_daemon_bytes,
-                } => {
-                    streams.remove(&(conn, Direction::ToDaemon));
-                    streams.remove(&(conn, Direction::ToClient));
-                    if let Some(h) = hinter.as_mut() {
-                        h.closed(conn);
-                    }
-                    sink.emit_at(
-                        t,
-                        Event::RpcClose {
-                            conn,
-                            to_client_bytes,
-                            to_daemon_bytes,
-                        },
-                    );
-                }
-                Tap::Refused { t, peer, reason } => {
-                    sink.emit_at(t, Event::RpcRefused { peer, reason })
-                }
-                Tap::UpstreamFailed { t, conn, error } => sink.emit_at(
-                    t,
-                    Event::Note {
-                        level: NoteLevel::Error,
-                        text: format!("connection {conn}: cannot reach the daemon: {error}"),
-                    },
-                ),
+            if let Some(bytes) = self.take(item) {
+                recycle(bytes);
             }
         }
     }
-    rx.lost()
+
+    /// Take one tapped copy, in the order seen; gives back a copy's buffer for reuse.
+    pub(super) fn take(&mut self, item: Tap) -> Option<Vec<u8>> {
+        let sink = &self.sink;
+        match item {
+            Tap::Open { t, conn, peer } => sink.emit_at(t, Event::RpcConnect { conn, peer }),
+            Tap::Data {
+                t,
+                conn,
+                dir,
+                bytes,
+            } => {
+                let max = self.max_message;
+                let dec = self
+                    .streams
+                    .entry((conn, dir))
+                    .or_insert_with(|| Decoder::new(max));
+                dec.push(&bytes);
+                while let Some(m) = dec.next() {
+                    match m {
+                        Ok(msg) => {
+                            let rpc = Rpc::decode(dir, &msg);
+                            let paired = self.pairing.pair(t, conn, &rpc);
+                            if let Some(h) = self.hinter.as_mut() {
+                                h.message(&rpc, &paired);
+                            }
+                            drop(rpc);
+                            sink.emit_at(
+                                t,
+                                Event::RpcMessage {
+                                    conn,
+                                    dir,
+                                    msg: WireMessage(msg),
+                                    ask: paired.ask,
+                                    asked: paired.asked,
+                                },
+                            )
+                        }
+                        Err(e) => sink.emit_at(
+                            t,
+                            Event::RpcUndecodable {
+                                conn,
+                                dir,
+                                offset: e.offset(),
+                                error: e.to_string(),
+                            },
+                        ),
+                    }
+                }
+                return Some(bytes);
+            }
+            Tap::Gap { t, conn, dir } => {
+                let offset = self.streams.get(&(conn, dir)).map_or(0, |d| d.offset());
+                self.streams.remove(&(conn, dir));
+                sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
+            }
+            Tap::Close {
+                t,
+                conn,
+                to_client_bytes,
+                to_daemon_bytes,
+            } => {
+                self.streams.remove(&(conn, Direction::ToDaemon));
+                self.streams.remove(&(conn, Direction::ToClient));
+                sink.emit_at(
+                    t,
+                    Event::RpcClose {
+                        conn,
+                        to_client_bytes,
+                        to_daemon_bytes,
+                        unanswered: self.pairing.close(conn),
+                    },
+                );
+            }
+            Tap::Refused { t, peer, reason } => sink.emit_at(t, Event::RpcRefused { peer, reason }),
+            Tap::UpstreamFailed { t, conn, error } => sink.emit_at(
+                t,
+                Event::Note {
+                    level: NoteLevel::Error,
+                    text: format!("connection {conn}: cannot reach the daemon: {error}"),
+                },
+            ),
+        }
+        None
+    }
 }
 
 /// Put the calling thread in the `SCHED_IDLE` class (policies are per thread on Linux; threads
@@ -435,5 +492,169 @@ pub(super) fn lower_thread_priority() {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
             libc::setpriority(libc::PRIO_PROCESS, tid, 19);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{CaptureReader, CaptureWriter};
+    use crate::event::Asked;
+    use crate::timeline::{EntryKind, Interpreter};
+    use crate::wire::rpc::{encode_call, encode_reply};
+    use serde_json::json;
+
+    fn data(t: u64, conn: u64, dir: Direction, msg: crate::wire::amp::Message) -> Tap {
+        Tap::Data {
+            t,
+            conn,
+            dir,
+            bytes: msg.encode(),
+        }
+    }
+
+    /// The events the tap decoder makes of one batch.
+    fn decode(mut batch: Vec<Tap>) -> Vec<Stamped> {
+        let (sink, mut rx) = EventSink::channel(1024);
+        let mut dec = TapDecoder::<WatcherHandle>::new(sink, 1 << 20, None);
+        dec.take_batch(&mut batch, drop);
+        drop(dec);
+        std::iter::from_fn(|| rx.try_recv()).collect()
+    }
+
+    fn pairing(ev: &Stamped) -> (Option<u64>, Option<Asked>) {
+        match &ev.event {
+            Event::RpcMessage { ask, asked, .. } => (*ask, asked.clone()),
+            e => panic!("not an RPC message: {e:?}"),
+        }
+    }
+
+    /// A reply paired in the tap carries its request's number and method into the capture,
+    /// and a replay takes them from there: the interpreter does not pair again.
+    #[test]
+    fn the_tap_pairing_goes_through_the_capture_to_the_entries() {
+        let restart = encode_call("restartProcessId", vec![json!({"id": 3})], "7");
+        let started = encode_reply(
+            vec![json!({"pid": 4242, "pm_id": 3, "name": "web", "pm2_env": {}})],
+            "7",
+        );
+        // Queued reply first, as when the request's forwarding thread is slow to queue it.
+        let events = decode(vec![
+            data(2_000, 1, Direction::ToClient, started),
+            data(1_000, 1, Direction::ToDaemon, restart),
+        ]);
+        assert_eq!(pairing(&events[0]), (Some(1), None));
+        let asked = Asked {
+            t: 1_000,
+            method: "restartProcessId".into(),
+            pm_id: Some(3),
+        };
+        assert_eq!(pairing(&events[1]), (Some(1), Some(asked.clone())));
+
+        // Through a capture file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("paired.bin");
+        let info = CaptureInfo {
+            rpc_paired: true,
+            ..CaptureInfo::default()
+        };
+        let mut w = CaptureWriter::create(&path, &info, false).unwrap();
+        for ev in &events {
+            w.write(ev, "").unwrap();
+        }
+        w.finish().unwrap();
+        let r = CaptureReader::open(&path).unwrap();
+        assert!(r.info().rpc_paired);
+        let info = r.info().clone();
+        let mut read: Vec<Stamped> = r.map(Result::unwrap).collect();
+        assert_eq!(read, events);
+
+        // The reply's id no longer matches its request's: pairing again by (connection, id)
+        // would leave it unanswered; the interpreter follows the capture.
+        if let Event::RpcMessage { msg, .. } = &mut read[1].event {
+            msg.0.args[1] = crate::wire::amp::Arg::Str("other".into());
+        }
+        let mut interp = Interpreter::new(&info);
+        let entries: Vec<_> = read.iter().flat_map(|e| interp.push(e)).collect();
+        match &entries[1].kind {
+            EntryKind::RequestAnswered {
+                ask,
+                method,
+                latency_ns,
+                new_pid,
+                ..
+            } => {
+                assert_eq!(*ask, Some(1));
+                assert_eq!(method.as_deref(), Some("restartProcessId"));
+                assert_eq!(*latency_ns, Some(1_000));
+                assert_eq!(*new_pid, Some(4242));
+            }
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(entries[1].app.as_ref().map(|a| a.pm_id), Some(3));
+    }
+
+    /// Requests are numbered over all connections in the order seen; a close lists what was
+    /// still waiting, and a reply that comes after pairs with nothing.
+    #[test]
+    fn requests_are_numbered_in_the_order_seen() {
+        let events = decode(vec![
+            data(
+                30,
+                2,
+                Direction::ToDaemon,
+                encode_call("getVersion", vec![], "1"),
+            ),
+            data(
+                10,
+                1,
+                Direction::ToDaemon,
+                encode_call("getMonitorData", vec![], "1"),
+            ),
+            data(20, 1, Direction::ToDaemon, encode_call("ping", vec![], "2")),
+            Tap::Close {
+                t: 40,
+                conn: 1,
+                to_client_bytes: 0,
+                to_daemon_bytes: 0,
+            },
+            data(
+                50,
+                2,
+                Direction::ToClient,
+                encode_reply(vec![json!("7.0.4")], "1"),
+            ),
+            data(
+                60,
+                1,
+                Direction::ToClient,
+                encode_reply(vec![json!([])], "1"),
+            ),
+        ]);
+        let asks: Vec<_> = events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Event::RpcMessage { ask, asked, .. } => Some((
+                    e.t,
+                    *ask,
+                    asked.as_ref().map(|a| a.method.as_str().to_owned()),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            asks,
+            vec![
+                (10, Some(1), None),
+                (20, Some(2), None),
+                (30, Some(3), None),
+                (50, Some(3), Some("getVersion".into())),
+                (60, None, None),
+            ]
+        );
+        assert!(matches!(
+            &events[3].event,
+            Event::RpcClose { unanswered, .. } if unanswered == &["getMonitorData", "ping"]
+        ));
     }
 }

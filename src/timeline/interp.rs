@@ -1,24 +1,24 @@
 //! The interpreter: stored events in, timeline entries out, one event at a time.
 //!
-//! It keeps only what pairing and naming need: the requests still waiting for a reply (paired
-//! by [`Exchanges`], the one pairing the recorder's watcher hints use too), the app names and
-//! scripts per pm_id, and which pid belongs to which app. All of it is bounded.
+//! It keeps only what naming needs: the app names and scripts per pm_id, and which pid belongs
+//! to which app. All of it is bounded.
 //!
-//! The pairing is decided here only: each request's entry carries its number (`ask`) and its
-//! reply's entry names it, so the timeline and the TUI follow the entries and keep no
-//! pairing of their own.
+//! It does not pair requests with replies: the recorder did, as it decoded them, and each RPC
+//! event carries the result (a request's number `ask`; a reply's `ask` and `asked`, the
+//! request it answers). Entries pass it on (`RequestAsked { ask }`, `RequestAnswered { ask }`),
+//! so the timeline and the TUI follow it too. Only a capture recorded before the recorder
+//! paired ([`CaptureInfo::rpc_paired`] false) is paired here, by the same [`Pairing`].
 
 use super::entry::{AppRef, Entry, EntryKind, Outcome};
 use super::procfacts::ProcFacts;
 use crate::event::{CaptureInfo, Direction, Event, MonoNs, Source, Stamped};
 use crate::pm2::daemon_log::{parse_message, DaemonLogLine};
-use crate::pm2::exchange::{Exchanges, ReplyProcs};
+use crate::pm2::exchange::{Paired, Pairing, ReplyProcs, Rpc};
 use crate::pm2::meaning::Stream;
-use crate::pm2::meaning::{json_text, BusEvent, MonitorProc, Pm2Call};
+use crate::pm2::meaning::{json_text, BusEvent, MonitorProc};
 use crate::sources::logs::{LogLine, LogStream};
 use crate::wire::amp::{Arg, Message};
 use crate::wire::json::Node;
-use crate::wire::rpc;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// pid -> pm_id associations kept.
@@ -30,16 +30,11 @@ const MAX_LINES_PER_MESSAGE: usize = 1000;
 /// Longest log line shown, in characters.
 const MAX_LINE_CHARS: usize = 2000;
 
-/// What the interpreter keeps of a request until its reply.
-struct Pending {
-    t: MonoNs,
-    method: String,
-    target: Option<u64>,
-}
-
 /// Turns stored events into timeline entries.
 pub struct Interpreter {
-    pending: Exchanges<Pending>,
+    /// The recorder's pairing, for a capture whose events do not carry it (recorded before
+    /// the recorder paired).
+    unpaired: Option<Pairing>,
     names: BTreeMap<u64, String>,
     /// Script -> the one pm_id running it; `None` when several do (the instances of a
     /// cluster app), so a line naming only the script names no app.
@@ -54,9 +49,9 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    pub fn new(_info: &CaptureInfo) -> Interpreter {
+    pub fn new(info: &CaptureInfo) -> Interpreter {
         Interpreter {
-            pending: Exchanges::new(),
+            unpaired: (!info.rpc_paired).then(Pairing::new),
             names: BTreeMap::new(),
             scripts: HashMap::new(),
             pids: HashMap::new(),
@@ -168,16 +163,36 @@ impl Interpreter {
                 conn,
                 to_client_bytes,
                 to_daemon_bytes,
+                unanswered,
             } => {
-                let unanswered = self.pending.close(*conn);
+                let unanswered = match &mut self.unpaired {
+                    Some(pairing) => pairing.close(*conn),
+                    None => unanswered.clone(),
+                };
                 out.push(plain(EntryKind::ConnClosed {
                     conn: *conn,
                     to_client_bytes: *to_client_bytes,
                     to_daemon_bytes: *to_daemon_bytes,
-                    unanswered: unanswered.into_iter().map(|p| p.method).collect(),
+                    unanswered,
                 }));
             }
-            Event::RpcMessage { conn, dir, msg } => self.rpc(t, *conn, *dir, &msg.0, out),
+            Event::RpcMessage {
+                conn,
+                dir,
+                msg,
+                ask,
+                asked,
+            } => {
+                let rpc = Rpc::decode(*dir, &msg.0);
+                let paired = match &mut self.unpaired {
+                    Some(pairing) => pairing.pair(t, *conn, &rpc),
+                    None => Paired {
+                        ask: *ask,
+                        asked: asked.clone(),
+                    },
+                };
+                self.rpc(t, *conn, *dir, &msg.0, rpc, paired, out)
+            }
             Event::BusMessage { msg } => self.bus(t, &msg.0, out),
             Event::BusLink { up, detail } => out.push(plain(EntryKind::BusLink {
                 up: *up,
@@ -265,37 +280,33 @@ impl Interpreter {
         }
     }
 
-    fn rpc(&mut self, t: MonoNs, conn: u64, dir: Direction, msg: &Message, out: &mut Vec<Entry>) {
+    /// The entry of RPC message `msg`, decoded (`rpc`) and paired.
+    #[allow(clippy::too_many_arguments)]
+    fn rpc(
+        &mut self,
+        t: MonoNs,
+        conn: u64,
+        dir: Direction,
+        msg: &Message,
+        rpc: Rpc,
+        paired: Paired,
+        out: &mut Vec<Entry>,
+    ) {
         let source = Source::Rpc;
-        // A message that is neither a request nor a reply is kept, shown raw.
-        let other = || Entry {
-            t,
-            source,
-            app: None,
-            kind: EntryKind::RpcOther {
-                conn,
-                dir,
-                raw: raw_words(msg),
-            },
-        };
-        match dir {
-            Direction::ToDaemon => {
-                let Some(call) = rpc::parse_call(msg) else {
-                    out.push(other());
-                    return;
-                };
-                let meaning = Pm2Call::from_call(&call);
-                let target = meaning.target_id();
-                let ask = self.pending.ask(
+        match rpc {
+            // A message that is neither a request nor a reply is kept, shown raw.
+            Rpc::Other => out.push(Entry {
+                t,
+                source,
+                app: None,
+                kind: EntryKind::RpcOther {
                     conn,
-                    &call.id,
-                    Pending {
-                        t,
-                        method: call.method.to_owned(),
-                        target,
-                    },
-                );
-                let app = target.map(|i| self.app(i));
+                    dir,
+                    raw: raw_words(msg),
+                },
+            }),
+            Rpc::Call { call, meaning } => {
+                let app = meaning.target_id().map(|i| self.app(i));
                 out.push(Entry {
                     t,
                     source,
@@ -303,19 +314,16 @@ impl Interpreter {
                     kind: EntryKind::RequestAsked {
                         conn,
                         id: call.id,
-                        ask,
+                        // Every request the recorder decoded has a number.
+                        ask: paired.ask.unwrap_or_default(),
                         call: meaning,
                     },
                 });
             }
-            Direction::ToClient => {
-                let Some(reply) = rpc::parse_reply(msg) else {
-                    out.push(other());
-                    return;
-                };
-                let (ask, pending) = self.pending.answer(conn, &reply.id).unzip();
-                let method = pending.as_ref().map(|p| p.method.clone());
-                let latency_ns = pending.as_ref().map(|p| t.saturating_sub(p.t));
+            Rpc::Reply(reply) => {
+                let Paired { ask, asked } = paired;
+                let method = asked.as_ref().map(|a| a.method.clone());
+                let latency_ns = asked.as_ref().map(|a| t.saturating_sub(a.t));
                 let (outcome, procs, new_pid, result) = match &reply.outcome {
                     Err(e) => (
                         Outcome::Error {
@@ -340,7 +348,7 @@ impl Interpreter {
                 for p in &procs {
                     self.learn_proc(p);
                 }
-                let pm_id = pending.as_ref().and_then(|p| p.target).or_else(|| {
+                let pm_id = asked.as_ref().and_then(|a| a.pm_id).or_else(|| {
                     (method.as_deref() != Some("getMonitorData"))
                         .then(|| procs.first().and_then(|p| p.pm_id))
                         .flatten()
@@ -588,5 +596,69 @@ fn result_words(args: &[Node]) -> Option<String> {
             }
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::CaptureReader;
+
+    /// Every shipped capture was recorded before the tap paired: read, it is paired by the
+    /// interpreter. Paired as the tap pairs (the same [`Pairing`], its result stored in the
+    /// events), it gives the same entries: the interpreter reads the method, the latency, the
+    /// app and what a close left unanswered from the events alone.
+    #[test]
+    fn shipped_captures_read_the_same_paired_by_the_tap_or_when_read() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/captures");
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+            .collect();
+        paths.sort();
+        assert!(paths.len() >= 10, "captures in {dir}: {paths:?}");
+        let mut answered = 0;
+        for path in paths {
+            let r = CaptureReader::open(&path).unwrap();
+            let info = r.info().clone();
+            assert!(!info.rpc_paired, "{}", path.display());
+            let events: Vec<Stamped> = r.map(Result::unwrap).collect();
+            let mut tap = Pairing::new();
+            let paired: Vec<Stamped> = events
+                .iter()
+                .cloned()
+                .map(|mut ev| {
+                    let t = ev.t;
+                    match &mut ev.event {
+                        Event::RpcMessage { conn, dir, msg, .. } => {
+                            let p = tap.pair(t, *conn, &Rpc::decode(*dir, &msg.0));
+                            if let Event::RpcMessage { ask, asked, .. } = &mut ev.event {
+                                (*ask, *asked) = (p.ask, p.asked);
+                            }
+                        }
+                        Event::RpcClose {
+                            conn, unanswered, ..
+                        } => *unanswered = tap.close(*conn),
+                        _ => {}
+                    }
+                    ev
+                })
+                .collect();
+            let mut interp = Interpreter::new(&info);
+            let read: Vec<Entry> = events.iter().flat_map(|e| interp.push(e)).collect();
+            let tap_info = CaptureInfo {
+                rpc_paired: true,
+                ..info
+            };
+            let mut interp = Interpreter::new(&tap_info);
+            let stored: Vec<Entry> = paired.iter().flat_map(|e| interp.push(e)).collect();
+            assert_eq!(read, stored, "{}", path.display());
+            answered += read
+                .iter()
+                .filter(|e| matches!(e.kind, EntryKind::RequestAnswered { ask: Some(_), .. }))
+                .count();
+        }
+        assert!(answered > 100, "{answered} replies paired");
     }
 }

@@ -40,6 +40,8 @@ pub(crate) fn load_fixture(name: &str) -> (CaptureInfo, Vec<Stamped>) {
                     redaction: "none".into(),
                     proc_mode: "off".into(),
                     command_line: vec![],
+                    // Paired by the interpreter, as an old capture is.
+                    rpc_paired: false,
                 }
             }
             "note" => events.push(Stamped {
@@ -61,6 +63,7 @@ pub(crate) fn load_fixture(name: &str) -> (CaptureInfo, Vec<Stamped>) {
                         conn,
                         to_client_bytes: c,
                         to_daemon_bytes: d,
+                        unanswered: Vec::new(),
                     },
                 })
             }
@@ -89,7 +92,13 @@ pub(crate) fn load_fixture(name: &str) -> (CaptureInfo, Vec<Stamped>) {
                         } else {
                             Direction::ToDaemon
                         };
-                        Event::RpcMessage { conn, dir, msg }
+                        Event::RpcMessage {
+                            conn,
+                            dir,
+                            msg,
+                            ask: None,
+                            asked: None,
+                        }
                     };
                     events.push(Stamped { t, event });
                 }
@@ -468,6 +477,8 @@ fn pairs_out_of_order_replies() {
             conn,
             dir,
             msg: WireMessage(m),
+            ask: None,
+            asked: None,
         },
     };
     let mut out = Vec::new();
@@ -539,6 +550,7 @@ fn pairs_out_of_order_replies() {
                 conn: 2,
                 to_client_bytes: 0,
                 to_daemon_bytes: 9,
+                unanswered: Vec::new(),
             },
         },
         &mut out,
@@ -575,6 +587,8 @@ pub(crate) fn a_reply_forgotten_behind_polls() -> (Vec<Stamped>, u64) {
             conn,
             dir,
             msg: WireMessage(m),
+            ask: None,
+            asked: None,
         },
     };
     let mut events = vec![
@@ -702,6 +716,8 @@ fn unknown_things_are_kept() {
             conn: 1,
             dir: Direction::ToDaemon,
             msg: WireMessage(call),
+            ask: None,
+            asked: None,
         },
     });
     assert_eq!(out[0].describe(), "frobnicate {\"x\":1}");
@@ -712,6 +728,8 @@ fn unknown_things_are_kept() {
             conn: 1,
             dir: Direction::ToDaemon,
             msg: WireMessage(odd.clone()),
+            ask: None,
+            asked: None,
         },
     });
     assert_eq!(
@@ -859,6 +877,8 @@ fn long_polling_capture_stays_small() {
                         vec![serde_json::json!({})],
                         &id,
                     )),
+                    ask: None,
+                    asked: None,
                 },
             },
             Stamped {
@@ -867,6 +887,8 @@ fn long_polling_capture_stays_small() {
                     conn,
                     dir: Direction::ToClient,
                     msg: WireMessage(encode_reply(vec![mon.clone()], &id)),
+                    ask: None,
+                    asked: None,
                 },
             },
             // Every other client leaves without its reply... and without a close record.
@@ -876,6 +898,8 @@ fn long_polling_capture_stays_small() {
                     conn,
                     dir: Direction::ToDaemon,
                     msg: WireMessage(encode_call("getVersion", vec![], &format!("{i}:1"))),
+                    ask: None,
+                    asked: None,
                 },
             },
         ]

@@ -47,7 +47,7 @@ impl Arg {
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         match self {
             Arg::Json(v) => {
-                let text = v.raw().get();
+                let text = v.text();
                 let mut out = Vec::with_capacity(text.len() + 2);
                 out.extend_from_slice(b"j:");
                 out.extend_from_slice(text.as_bytes());

@@ -3,7 +3,7 @@
 
 use pm2_trace::capture::{CaptureReader, CaptureWriter};
 use pm2_trace::event::{
-    CaptureInfo, Direction, Event, NoteLevel, PeerCred, ProcEvent, Stamped, WireMessage,
+    Asked, CaptureInfo, Direction, Event, NoteLevel, PeerCred, ProcEvent, Stamped, WireMessage,
 };
 use pm2_trace::wire::amp::{Arg, Message};
 use serde_json::json;
@@ -28,6 +28,7 @@ pub fn sample_info() -> CaptureInfo {
         redaction: "values".into(),
         proc_mode: "netlink".into(),
         command_line: vec!["pm2-trace".into(), "record".into()],
+        rpc_paired: true,
     }
 }
 
@@ -96,6 +97,8 @@ pub fn all_events() -> Vec<Stamped> {
             conn: 1,
             dir: Direction::ToDaemon,
             msg: restart_call(),
+            ask: Some(1),
+            asked: None,
         },
         Event::RpcMessage {
             conn: 1,
@@ -105,6 +108,12 @@ pub fn all_events() -> Vec<Stamped> {
                 Arg::json(json!([{"pm_id": 0, "pid": 4243}])),
                 Arg::Raw(vec![0, 1, 2, 255]),
             ])),
+            ask: Some(1),
+            asked: Some(Asked {
+                t: MONO_REF + 1_000,
+                method: "restartProcessId".into(),
+                pm_id: Some(0),
+            }),
         },
         Event::RpcUndecodable {
             conn: 2,
@@ -116,6 +125,7 @@ pub fn all_events() -> Vec<Stamped> {
             conn: 1,
             to_client_bytes: 512,
             to_daemon_bytes: 256,
+            unanswered: vec!["getVersion".into()],
         },
         Event::BusMessage {
             msg: WireMessage(Message::new(vec![

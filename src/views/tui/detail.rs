@@ -47,7 +47,7 @@ fn tone_cls(t: Tone) -> Cls {
 /// A label and the JSON of a raw event.
 fn event_json(ev: &Stamped) -> (String, Value) {
     match &ev.event {
-        Event::RpcMessage { conn, dir, msg } => {
+        Event::RpcMessage { conn, dir, msg, .. } => {
             let d = match dir {
                 Direction::ToDaemon => "to daemon",
                 Direction::ToClient => "to client",

@@ -1,0 +1,409 @@
+//! A JSON payload kept as its text and read through views: the one decode of an AMP `j:`
+//! argument or a capture's stored `j`.
+//!
+//! [`Json`] holds the text, validated once by [`scan::validate`] when it enters the program,
+//! and builds a `serde_json::Value` tree only when something asks for one ([`Json::value`]:
+//! the TUI's detail pane, small request bodies). The timeline reads the dozen fields it
+//! needs through [`Node`]s borrowed from the text, found by [`scan`]'s walks: a
+//! getMonitorData reply or a `process:event`, whose `pm2_env` carries every environment
+//! variable, is skipped over, never built into a tree.
+
+pub(crate) mod scan;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
+
+/// One JSON payload: its text, its tree, or both (whichever was asked for first; the other
+/// is made from it on demand).
+pub struct Json {
+    text: OnceLock<Box<str>>,
+    /// Where the text's containers end (see [`scan::Tape`]).
+    tape: OnceLock<Box<[(u32, u32)]>>,
+    tree: OnceLock<Value>,
+}
+
+impl Json {
+    /// Validate `bytes` as one JSON value, keeping the text (without surrounding
+    /// whitespace). None when it is not JSON.
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Json> {
+        let (text, tape) = scan::validate(bytes).ok()?;
+        Some(Json::from_valid(text.into(), Some(tape)))
+    }
+
+    /// Text already validated as one JSON value with no surrounding whitespace, with its
+    /// tape when the validation made one (else it is made when a view first needs it).
+    pub(crate) fn from_valid(text: Box<str>, tape: Option<scan::Tape>) -> Json {
+        Json {
+            text: OnceLock::from(text),
+            tape: tape
+                .map(Vec::into_boxed_slice)
+                .map_or_else(OnceLock::new, OnceLock::from),
+            tree: OnceLock::new(),
+        }
+    }
+
+    /// The text with its tape, to walk.
+    pub(crate) fn doc(&self) -> scan::Doc<'_> {
+        let text = self.text();
+        let tape = self.tape.get_or_init(|| {
+            scan::validate(text.as_bytes())
+                .map(|(_, t)| t)
+                .unwrap_or_default()
+                .into_boxed_slice()
+        });
+        scan::Doc::new(text, tape)
+    }
+
+    /// The text (compact JSON when it was made from a tree).
+    pub(crate) fn text(&self) -> &str {
+        self.text.get_or_init(|| {
+            let tree = self.tree.get().unwrap_or(&Value::Null);
+            serde_json::to_string(tree)
+                .expect("a Value always serialises")
+                .into()
+        })
+    }
+
+    /// The root of a view of this payload.
+    pub(crate) fn node(&self) -> Node<'_> {
+        let doc = self.doc();
+        Node::new(doc, doc.text())
+    }
+
+    /// The tree, built from the text the first time it is asked for. A text too deeply
+    /// nested for serde_json's tree (128 levels) reads as null.
+    pub(crate) fn value(&self) -> &Value {
+        self.tree.get_or_init(|| match self.text.get() {
+            Some(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+            None => Value::Null,
+        })
+    }
+
+    /// Replace the text (already validated): any tree built from the old one is dropped.
+    pub(crate) fn set_valid_text(&mut self, text: String) {
+        self.text = OnceLock::from(text.into_boxed_str());
+        self.tape = OnceLock::new();
+        self.tree = OnceLock::new();
+    }
+}
+
+impl From<Value> for Json {
+    fn from(v: Value) -> Json {
+        Json {
+            text: OnceLock::new(),
+            tape: OnceLock::new(),
+            tree: OnceLock::from(v),
+        }
+    }
+}
+
+impl Clone for Json {
+    fn clone(&self) -> Json {
+        match self.text.get() {
+            Some(text) => Json {
+                text: OnceLock::from(text.clone()),
+                tape: self.tape.clone(),
+                tree: OnceLock::new(),
+            },
+            None => Json::from(self.value().clone()),
+        }
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        match (self.text.get(), other.text.get()) {
+            (Some(a), Some(b)) if a == b => true,
+            _ => self.value() == other.value(),
+        }
+    }
+}
+
+impl fmt::Display for Json {
+    /// The JSON text (as kept: compact when it came from pm2 or a capture).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl fmt::Debug for Json {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Json({self})")
+    }
+}
+
+impl Serialize for Json {
+    /// Writes the kept text through unchanged (or the tree, when it was changed), the way
+    /// serde_json writes its own `RawValue`.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match (self.text.get(), self.tree.get()) {
+            (None, Some(tree)) => tree.serialize(s),
+            _ => {
+                let mut raw = s.serialize_struct(RAW_TOKEN, 1)?;
+                raw.serialize_field(RAW_TOKEN, self.text())?;
+                raw.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    /// From serde_json's own reader, the text is kept (serde_json hands it over as a raw
+    /// value; it is validated again here, cheaply, so a `Json` always holds JSON); through
+    /// any other deserializer (serde's buffering for flattened or tagged types), a tree is
+    /// built.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Json;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Json, M::Error> {
+                use serde::de::Error;
+                match m.next_key::<Cow<'de, str>>()? {
+                    Some(k) if k == RAW_TOKEN => {
+                        let text = m.next_value::<AnyStr<'de>>()?.0;
+                        Json::parse(text.as_bytes())
+                            .ok_or_else(|| M::Error::custom("raw value is not JSON"))
+                    }
+                    _ => Err(M::Error::custom("expected serde_json's raw value")),
+                }
+            }
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Json, D::Error> {
+                Value::deserialize(d).map(Json::from)
+            }
+        }
+        d.deserialize_newtype_struct(RAW_TOKEN, V)
+    }
+}
+
+/// The name serde_json gives the newtype through which it hands out raw text.
+const RAW_TOKEN: &str = "$serde_json::private::RawValue";
+
+/// A string, borrowed from the input when the deserializer lends it.
+struct AnyStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for AnyStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<AnyStr<'de>, E> {
+                Ok(AnyStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<AnyStr<'de>, E> {
+                Ok(AnyStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<AnyStr<'de>, E> {
+                Ok(AnyStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// An object's members in order: each key as raw text (with its quotes) and its value's
+/// text.
+type Members<'a> = Vec<(&'a str, &'a str)>;
+
+/// Whether raw key `raw` (with its quotes) is `key`. An escape makes the raw text longer
+/// than what it stands for, so only a longer raw key can need unescaping.
+#[inline]
+fn key_is(raw: &str, key: &str) -> bool {
+    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
+    match inner.len().cmp(&key.len()) {
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => inner == key,
+        std::cmp::Ordering::Greater => inner.contains('\\') && scan::unescape(raw) == key,
+    }
+}
+
+/// A view of one JSON value inside a payload's validated text: an object's members are
+/// found by one walk over its text (kept), scalars are read when asked for.
+#[derive(Clone)]
+pub struct Node<'a> {
+    doc: scan::Doc<'a>,
+    raw: &'a str,
+    members: std::cell::OnceCell<Option<Members<'a>>>,
+}
+
+impl<'a> Node<'a> {
+    /// A view of the value `raw`, a slice of the validated text `doc`.
+    fn new(doc: scan::Doc<'a>, raw: &'a str) -> Node<'a> {
+        Node {
+            doc,
+            raw,
+            members: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn first_byte(&self) -> u8 {
+        self.raw.as_bytes().first().copied().unwrap_or(b'n')
+    }
+
+    pub(crate) fn is_object(&self) -> bool {
+        self.first_byte() == b'{'
+    }
+
+    /// An object's members, found once (None for anything else).
+    fn member_texts(&self) -> Option<&[(&'a str, &'a str)]> {
+        self.members
+            .get_or_init(|| {
+                self.is_object()
+                    .then(|| self.doc.members(self.raw).collect())
+            })
+            .as_deref()
+    }
+
+    /// An object's members, in order (None for anything else).
+    pub(crate) fn members(&self) -> Option<impl Iterator<Item = (Cow<'a, str>, Node<'a>)> + '_> {
+        let doc = self.doc;
+        Some(
+            self.member_texts()?
+                .iter()
+                .map(move |&(k, v)| (scan::unescape(k), Node::new(doc, v))),
+        )
+    }
+
+    /// A member of an object (the last of that name, as in a parsed tree).
+    pub(crate) fn get(&self, key: &str) -> Option<Node<'a>> {
+        self.member_texts()?
+            .iter()
+            .rev()
+            .find(|(k, _)| key_is(k, key))
+            .map(|&(_, v)| Node::new(self.doc, v))
+    }
+
+    /// An array's items (None for anything else).
+    pub(crate) fn items(&self) -> Option<Vec<Node<'a>>> {
+        if self.first_byte() != b'[' {
+            return None;
+        }
+        Some(
+            self.doc
+                .items(self.raw)
+                .map(|v| Node::new(self.doc, v))
+                .collect(),
+        )
+    }
+
+    /// A string's content (None for anything else).
+    pub(crate) fn as_str(&self) -> Option<Cow<'a, str>> {
+        (self.first_byte() == b'"').then(|| scan::unescape(self.raw))
+    }
+
+    /// A string, number, boolean or null as a tree (None for objects and arrays).
+    pub(crate) fn scalar(&self) -> Option<Value> {
+        match self.first_byte() {
+            b'{' | b'[' => None,
+            b'"' => Some(Value::String(scan::unescape(self.raw).into_owned())),
+            _ => serde_json::from_str(self.raw).ok(),
+        }
+    }
+
+    /// The value as a tree (for the few places that keep a payload whole).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.raw).unwrap_or(Value::Null)
+    }
+
+    /// A string's content, anything else as compact JSON: what pm2 would put in the
+    /// environment or print.
+    pub(crate) fn text(&self) -> String {
+        match self.as_str() {
+            Some(s) => s.into_owned(),
+            None => match self.scalar() {
+                Some(v) => v.to_string(),
+                None => self.value().to_string(),
+            },
+        }
+    }
+}
+
+impl<'a> Node<'a> {
+    /// The value's JSON text (what a reader compares to tell that a value repeats).
+    pub(crate) fn raw(&self) -> &'a str {
+        self.raw
+    }
+}
+
+impl fmt::Debug for Node<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Node({})", self.raw)
+    }
+}
+
+impl PartialEq for Node<'_> {
+    fn eq(&self, other: &Node<'_>) -> bool {
+        self.value() == other.value()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn views_read_the_text_as_a_tree_would() {
+        let j = Json::parse(br#"{"a": {"b": "x\"y", "n": 1.5}, "a2": [1, "s", {}], "d": 1, "d": 2, "e\u0041": null}"#).unwrap();
+        let n = j.node();
+        assert!(n.is_object());
+        assert_eq!(
+            n.get("a").unwrap().get("b").unwrap().as_str().unwrap(),
+            "x\"y"
+        );
+        assert_eq!(
+            n.get("a").unwrap().get("n").unwrap().scalar(),
+            Some(json!(1.5))
+        );
+        assert_eq!(
+            n.get("d").unwrap().scalar(),
+            Some(json!(2)),
+            "the last duplicate wins"
+        );
+        assert_eq!(
+            n.get("eA").unwrap().scalar(),
+            Some(Value::Null),
+            "escaped keys are read"
+        );
+        let items = n.get("a2").unwrap().items().unwrap();
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[1].text(), "s");
+        assert_eq!(items[0].text(), "1");
+        assert_eq!(items[2].text(), "{}");
+        assert!(n.get("missing").is_none());
+        assert!(
+            n.get("a2").unwrap().get("x").is_none(),
+            "an array has no members"
+        );
+        assert_eq!(j.value()["a"]["b"], "x\"y");
+    }
+
+    #[test]
+    fn text_kept_until_changed() {
+        let text = r#"{"z":1,"a":[true,null]}"#;
+        let mut j = Json::parse(text.as_bytes()).unwrap();
+        assert_eq!(serde_json::to_string(&j).unwrap(), text);
+        assert_eq!(j.to_string(), text);
+        assert_eq!(j.value()["z"], json!(1));
+        j.set_valid_text(r#"{"z":2,"a":[true,null]}"#.into());
+        assert_eq!(
+            serde_json::to_string(&j).unwrap(),
+            r#"{"z":2,"a":[true,null]}"#
+        );
+        assert_eq!(j.node().get("z").unwrap().scalar(), Some(json!(2)));
+        let from_tree = Json::from(json!({"k": "v"}));
+        assert_eq!(from_tree.to_string(), r#"{"k":"v"}"#);
+        assert_eq!(from_tree, Json::parse(br#"{ "k" : "v" }"#).unwrap());
+        assert!(Json::parse(b"{oops").is_none());
+    }
+}

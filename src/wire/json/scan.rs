@@ -1,0 +1,751 @@
+//! A hand-written JSON scanner: strict validation in one pass over the bytes, then cheap
+//! walks over text already validated.
+//!
+//! Payloads are large (a getMonitorData reply carries every app's environment) and only a
+//! dozen of their fields are ever read, so the text is validated once, when it enters the
+//! program (an AMP argument, a capture record), and afterwards only boundaries are found:
+//! [`skip`] jumps over a value without looking at what is inside its strings but the quotes
+//! and backslashes, eight bytes at a time.
+//!
+//! [`validate`] accepts exactly RFC 8259 JSON (as serde_json does, including its leniency on
+//! unpaired `\u` surrogates, which [`unescape`] turns into U+FFFD). It keeps its own stack of
+//! open containers, so nesting depth costs memory in proportion to the input, never the
+//! call stack.
+
+use std::borrow::Cow;
+
+/// Why a text is not JSON, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Invalid {
+    /// Byte offset of the problem in the text given.
+    pub(crate) offset: usize,
+    pub(crate) what: &'static str,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.offset)
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of a byte is set in the result for a byte of `w` that is a quote, a backslash or a
+/// control character (below 0x20): the bytes that end a run of plain string content. The
+/// lowest flagged byte is always a true one; bytes above it may be flagged falsely.
+#[inline(always)]
+fn specials(w: u64) -> u64 {
+    let q = w ^ (ONES * b'"' as u64);
+    let b = w ^ (ONES * b'\\' as u64);
+    let quote = q.wrapping_sub(ONES) & !q;
+    let backslash = b.wrapping_sub(ONES) & !b;
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    (quote | backslash | control) & HIGHS
+}
+
+/// Position of the first quote, backslash or control byte at or after `i` (or `b.len()`).
+#[inline(always)]
+fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
+        let m = specials(w);
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i] != b'"' && b[i] != b'\\' && b[i] >= 0x20 {
+        i += 1;
+    }
+    i
+}
+
+#[inline(always)]
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(&c) = b.get(i) {
+        if !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// Validate the string whose opening quote is at `i`; the position after its closing quote.
+fn string(b: &[u8], i: usize) -> Result<usize, Invalid> {
+    let bad = |offset, what| Err(Invalid { offset, what });
+    let mut i = i + 1;
+    loop {
+        i = plain_run_end(b, i);
+        match b.get(i) {
+            None => return bad(i, "unterminated string"),
+            Some(b'"') => return Ok(i + 1),
+            Some(b'\\') => match b.get(i + 1) {
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                Some(b'u') => {
+                    let hex = b.get(i + 2..i + 6);
+                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                        return bad(i, "invalid \\u escape");
+                    }
+                    i += 6;
+                }
+                Some(_) => return bad(i, "invalid escape"),
+                None => return bad(i, "unterminated string"),
+            },
+            Some(_) => return bad(i, "control character in a string"),
+        }
+    }
+}
+
+/// Validate the number starting at `i`; the position after it.
+fn number(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
+    let digits = |b: &[u8], mut i: usize| {
+        let from = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i, i > from)
+    };
+    let start = i;
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(b, i).0,
+        _ => {
+            return Err(Invalid {
+                offset: start,
+                what: "invalid number",
+            })
+        }
+    }
+    if b.get(i) == Some(&b'.') {
+        let (j, any) = digits(b, i + 1);
+        if !any {
+            return Err(Invalid {
+                offset: i,
+                what: "invalid number",
+            });
+        }
+        i = j;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        let mut j = i + 1;
+        if matches!(b.get(j), Some(b'+' | b'-')) {
+            j += 1;
+        }
+        let (j, any) = digits(b, j);
+        if !any {
+            return Err(Invalid {
+                offset: i,
+                what: "invalid number",
+            });
+        }
+        i = j;
+    }
+    Ok(i)
+}
+
+/// Where containers end: `(start, end)` byte positions of every object and array of at
+/// least [`TAPE_MIN`] bytes, in the order they start. Made while validating; a walk that
+/// meets such a container jumps to its end instead of scanning it again, so reading a
+/// field three objects deep costs a walk over the members on the way, not over the bytes.
+pub(crate) type Tape = Vec<(u32, u32)>;
+
+/// Containers shorter than this are scanned when skipped (cheaper than a lookup); it also
+/// bounds the tape to an eighth of the text's size.
+const TAPE_MIN: usize = 64;
+
+/// Validate one value starting at `i` (no leading whitespace); the position after it.
+/// The bytes must already be known to be UTF-8 (strings are not checked for it here).
+/// Containers are recorded in `tape` (when positions fit in 32 bits).
+fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
+    let taped = u32::try_from(b.len()).is_ok();
+    // Open containers: (is an object, start, its entry in the tape).
+    let mut stack: Vec<(bool, usize, usize)> = Vec::new();
+    let open = |stack: &mut Vec<(bool, usize, usize)>, tape: &mut Tape, object: bool, at: usize| {
+        stack.push((object, at, tape.len()));
+        if taped {
+            tape.push((at as u32, 0));
+        }
+    };
+    let mut i = i;
+    'value: loop {
+        // A value starts at i.
+        let end = match b.get(i) {
+            Some(b'"') => string(b, i)?,
+            Some(b'{') => {
+                let j = skip_ws(b, i + 1);
+                if b.get(j) == Some(&b'}') {
+                    j + 1
+                } else {
+                    open(&mut stack, tape, true, i);
+                    i = member_key(b, j)?;
+                    continue 'value;
+                }
+            }
+            Some(b'[') => {
+                let j = skip_ws(b, i + 1);
+                if b.get(j) == Some(&b']') {
+                    j + 1
+                } else {
+                    open(&mut stack, tape, false, i);
+                    i = j;
+                    continue 'value;
+                }
+            }
+            Some(b't') if b[i..].starts_with(b"true") => i + 4,
+            Some(b'f') if b[i..].starts_with(b"false") => i + 5,
+            Some(b'n') if b[i..].starts_with(b"null") => i + 4,
+            Some(b'-' | b'0'..=b'9') => number(b, i)?,
+            Some(_) => {
+                return Err(Invalid {
+                    offset: i,
+                    what: "expected a value",
+                })
+            }
+            None => {
+                return Err(Invalid {
+                    offset: i,
+                    what: "unexpected end",
+                })
+            }
+        };
+        // After a value: close containers or go on to the next member/item.
+        i = end;
+        loop {
+            let Some(&(object, _, _)) = stack.last() else {
+                return Ok(i);
+            };
+            let j = skip_ws(b, i);
+            match (b.get(j), object) {
+                (Some(b','), true) => {
+                    i = member_key(b, skip_ws(b, j + 1))?;
+                    continue 'value;
+                }
+                (Some(b','), false) => {
+                    i = skip_ws(b, j + 1);
+                    continue 'value;
+                }
+                (Some(b'}'), true) | (Some(b']'), false) => {
+                    let (_, start, entry) = stack.pop().expect("a container is open");
+                    i = j + 1;
+                    if taped {
+                        // Containers inside a short one are shorter: already popped, so
+                        // this one is the last entry.
+                        if i - start < TAPE_MIN {
+                            tape.truncate(entry);
+                        } else {
+                            tape[entry].1 = i as u32;
+                        }
+                    }
+                }
+                (None, _) => {
+                    return Err(Invalid {
+                        offset: j,
+                        what: "unexpected end",
+                    })
+                }
+                (Some(_), true) => {
+                    return Err(Invalid {
+                        offset: j,
+                        what: "expected ',' or '}'",
+                    })
+                }
+                (Some(_), false) => {
+                    return Err(Invalid {
+                        offset: j,
+                        what: "expected ',' or ']'",
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Validate `"key" :` at `i`; the position of the value after it.
+fn member_key(b: &[u8], i: usize) -> Result<usize, Invalid> {
+    if b.get(i) != Some(&b'"') {
+        return Err(Invalid {
+            offset: i,
+            what: "expected a string key",
+        });
+    }
+    let j = skip_ws(b, string(b, i)?);
+    if b.get(j) != Some(&b':') {
+        return Err(Invalid {
+            offset: j,
+            what: "expected ':'",
+        });
+    }
+    Ok(skip_ws(b, j + 1))
+}
+
+/// Validate that `b` is exactly one JSON value, with optional whitespace around it: the
+/// value's text (without that whitespace) and its containers' [`Tape`], positions counted
+/// from the start of that text.
+pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
+    let text = match std::str::from_utf8(b) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(Invalid {
+                offset: e.valid_up_to(),
+                what: "invalid UTF-8",
+            })
+        }
+    };
+    let start = skip_ws(b, 0);
+    let mut tape = Tape::new();
+    let end = value_at(b, start, &mut tape)?;
+    let rest = skip_ws(b, end);
+    if rest != b.len() {
+        return Err(Invalid {
+            offset: rest,
+            what: "trailing characters",
+        });
+    }
+    if start > 0 {
+        for e in &mut tape {
+            e.0 -= start as u32;
+            e.1 -= start as u32;
+        }
+    }
+    Ok((&text[start..end], tape))
+}
+
+// ---- Walks over validated text. They never panic on other text: they stop at its end.
+
+/// The end of the string whose opening quote is at `i`, in validated text.
+#[inline]
+fn skip_string(b: &[u8], mut i: usize) -> usize {
+    i += 1;
+    loop {
+        i = plain_run_end(b, i);
+        match b.get(i) {
+            Some(b'"') => return i + 1,
+            Some(b'\\') => i += 2,
+            Some(_) => i += 1,
+            None => return b.len(),
+        }
+    }
+}
+
+/// The end of the value starting at `i` (no leading whitespace) in validated text, scanned.
+fn skip(b: &[u8], i: usize) -> usize {
+    match b.get(i) {
+        Some(b'"') => skip_string(b, i),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut i = i;
+            while let Some(&c) = b.get(i) {
+                match c {
+                    b'"' => {
+                        i = skip_string(b, i);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            b.len()
+        }
+        Some(_) => {
+            let mut i = i;
+            while let Some(&c) = b.get(i) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                    break;
+                }
+                i += 1;
+            }
+            i
+        }
+        None => i,
+    }
+}
+
+/// A validated JSON text with its [`Tape`] (empty when not known: walks then scan).
+#[derive(Clone, Copy)]
+pub(crate) struct Doc<'a> {
+    text: &'a str,
+    tape: &'a [(u32, u32)],
+}
+
+impl<'a> Doc<'a> {
+    pub(crate) fn new(text: &'a str, tape: &'a [(u32, u32)]) -> Doc<'a> {
+        Doc { text, tape }
+    }
+
+    pub(crate) fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Where slice `v` of the text starts in it.
+    fn offset(&self, v: &str) -> usize {
+        let at = (v.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        assert!(
+            at <= self.text.len() && at + v.len() <= self.text.len(),
+            "a slice of another text"
+        );
+        at
+    }
+
+    /// The end of the value starting at `i`.
+    fn skip(&self, i: usize) -> usize {
+        let b = self.text.as_bytes();
+        if matches!(b.get(i), Some(b'{' | b'[')) {
+            if let Ok(k) = self.tape.binary_search_by_key(&(i as u32), |e| e.0) {
+                return self.tape[k].1 as usize;
+            }
+        }
+        skip(b, i)
+    }
+
+    /// The members of object `v` (a slice of the text starting with `{`): each key's raw
+    /// text (with its quotes) and its value's text.
+    pub(crate) fn members(&self, v: &'a str) -> Members<'a> {
+        let at = self.offset(v);
+        Members {
+            doc: *self,
+            i: skip_ws(self.text.as_bytes(), at + 1),
+            end: at + v.len(),
+        }
+    }
+
+    /// The items of array `v` (a slice of the text starting with `[`).
+    pub(crate) fn items(&self, v: &'a str) -> Items<'a> {
+        let at = self.offset(v);
+        Items {
+            doc: *self,
+            i: skip_ws(self.text.as_bytes(), at + 1),
+            end: at + v.len(),
+        }
+    }
+
+    /// The part of the tape inside slice `v`, counted from `v`'s start.
+    pub(crate) fn tape_of(&self, v: &str) -> Tape {
+        let at = self.offset(v);
+        let from = self.tape.partition_point(|e| (e.0 as usize) < at);
+        self.tape[from..]
+            .iter()
+            .take_while(|e| (e.0 as usize) < at + v.len())
+            .map(|&(s, e)| (s - at as u32, e - at as u32))
+            .collect()
+    }
+}
+
+/// Iterator of [`Doc::members`].
+pub(crate) struct Members<'a> {
+    doc: Doc<'a>,
+    i: usize,
+    end: usize,
+}
+
+impl<'a> Iterator for Members<'a> {
+    /// (key with its quotes, value)
+    type Item = (&'a str, &'a str);
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.doc.text.as_bytes();
+        if self.i >= self.end || b.get(self.i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = skip_string(b, self.i);
+        let colon = skip_ws(b, key_end);
+        let v = skip_ws(b, colon + 1);
+        let v_end = self.doc.skip(v).min(self.end);
+        let key = self.doc.text.get(self.i..key_end)?;
+        let value = self.doc.text.get(v..v_end)?;
+        let next = skip_ws(b, v_end);
+        self.i = if b.get(next) == Some(&b',') {
+            skip_ws(b, next + 1)
+        } else {
+            self.end
+        };
+        Some((key, value))
+    }
+}
+
+/// Iterator of [`Doc::items`].
+pub(crate) struct Items<'a> {
+    doc: Doc<'a>,
+    i: usize,
+    end: usize,
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let b = self.doc.text.as_bytes();
+        if self.i >= self.end || matches!(b.get(self.i), None | Some(b']')) {
+            return None;
+        }
+        let end = self.doc.skip(self.i).min(self.end);
+        let item = self.doc.text.get(self.i..end)?;
+        let next = skip_ws(b, end);
+        self.i = if b.get(next) == Some(&b',') {
+            skip_ws(b, next + 1)
+        } else {
+            self.end
+        };
+        Some(item)
+    }
+}
+
+/// The content of a validated string literal `s` (with its quotes): borrowed when it has
+/// no escapes. An unpaired surrogate escape becomes U+FFFD.
+pub(crate) fn unescape(s: &str) -> Cow<'_, str> {
+    let inner = s
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .unwrap_or(s);
+    if !inner.contains('\\') {
+        return Cow::Borrowed(inner);
+    }
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.char_indices();
+    let hex = |at: usize| {
+        inner
+            .get(at..at + 4)
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    };
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next().map(|(_, e)| e) {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let Some(hi) = hex(i + 2) else { break };
+                for _ in 0..4 {
+                    chars.next();
+                }
+                let mut code = hi;
+                if (0xD800..0xDC00).contains(&hi) && inner.get(i + 6..i + 8) == Some("\\u") {
+                    if let Some(lo) = hex(i + 8).filter(|lo| (0xDC00..0xE000).contains(lo)) {
+                        code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                        for _ in 0..6 {
+                            chars.next();
+                        }
+                    }
+                }
+                out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+            }
+            Some(other) => out.push(other),
+            None => break,
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> bool {
+        validate(s.as_bytes()).is_ok()
+    }
+
+    #[test]
+    fn accepts_what_serde_json_accepts_and_rejects_the_rest() {
+        let cases = [
+            "0",
+            "-0",
+            "1.5e10",
+            "-12.0E-3",
+            "1E+2",
+            "true",
+            "false",
+            "null",
+            r#""""#,
+            r#""a\"b\\c\/\b\f\n\r\t\u00e9\ud83d\ude00""#,
+            r#""\ud800""#,
+            "[]",
+            "{}",
+            " [1, [2, [3]], {\"a\": {\"b\": []}}] ",
+            r#"{"a":1,"a":2}"#,
+            "\"é\u{1F600}\"",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "+1",
+            "tru",
+            "nul",
+            "[1,]",
+            "[,1]",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{a:1}",
+            "{\"a\":1,}",
+            "[1 2]",
+            "\"a",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"a\u{1}b\"",
+            "[1]]",
+            "{}{}",
+            "",
+            "   ",
+            "[",
+            "{\"a\":1",
+            "\"\\",
+            "NaN",
+            "Infinity",
+            "[1,\n2\t]\r\n",
+            "\"\u{7f}\"",
+            "1.0e+",
+            "-a",
+        ];
+        for c in cases {
+            let serde = serde_json::from_str::<serde::de::IgnoredAny>(c).is_ok();
+            assert_eq!(ok(c), serde, "{c:?}");
+        }
+        assert!(validate(b"\"\xff\"").is_err(), "invalid UTF-8");
+    }
+
+    #[test]
+    fn deep_nesting_uses_no_call_stack() {
+        let deep = "[".repeat(1_000_000) + &"]".repeat(1_000_000);
+        assert!(ok(&deep));
+        assert!(!ok(&deep[..deep.len() - 1]));
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = validate(br#"{"a": [1, 2,, 3]}"#).unwrap_err();
+        assert_eq!(e.offset, 12);
+        assert_eq!(e.what, "expected a value");
+    }
+
+    #[test]
+    fn walks_find_members_items_and_ends() {
+        let t = r#"{ "a" : "x\"}y" , "b":[1,{"c":"]"}, "d"], "e\u0041":{}, "n":-1.5e3}"#;
+        assert!(ok(t));
+        let bare = Doc::new(t, &[]);
+        let m: Vec<_> = bare.members(t).collect();
+        let (text, tape) = validate(format!("  {t}\n").as_bytes())
+            .map(|(x, tp)| (x.to_owned(), tp))
+            .unwrap();
+        assert_eq!(text, t);
+        assert_eq!(
+            tape,
+            vec![(0, t.len() as u32)],
+            "only containers of 64 bytes or more"
+        );
+        assert_eq!(Doc::new(t, &tape).members(t).collect::<Vec<_>>(), m);
+        assert_eq!(
+            m,
+            vec![
+                (r#""a""#, r#""x\"}y""#),
+                (r#""b""#, r#"[1,{"c":"]"}, "d"]"#),
+                (r#""e\u0041""#, "{}"),
+                (r#""n""#, "-1.5e3"),
+            ]
+        );
+        let it: Vec<_> = bare.items(m[1].1).collect();
+        assert_eq!(it, vec!["1", r#"{"c":"]"}"#, r#""d""#]);
+        assert_eq!(Doc::new("[ ]", &[]).items("[ ]").count(), 0);
+        assert_eq!(Doc::new("{ }", &[]).members("{ }").count(), 0);
+        assert_eq!(unescape(m[2].0), "eA");
+        assert_eq!(
+            unescape(r#""\ud83d\ude00 \ud800 \n""#),
+            "\u{1F600} \u{FFFD} \n"
+        );
+        assert!(matches!(unescape(r#""plain""#), Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn the_tape_gives_the_same_walks_as_scanning() {
+        let long = "x".repeat(70);
+        let t = format!(
+            r#"{{"a":{{"b":["{long}",{{"c":"{long}"}},[]],"d":{{}}}},"e":[[["{long}"]]],"f":"}}"}}"#
+        );
+        let (text, tape) = validate(t.as_bytes()).unwrap();
+        assert!(tape.len() >= 5, "{tape:?}");
+        for &(s, e) in &tape {
+            assert_eq!(skip(text.as_bytes(), s as usize), e as usize);
+            assert!(e as usize - s as usize >= TAPE_MIN);
+        }
+        let bare = Doc::new(text, &[]);
+        let taped = Doc::new(text, &tape);
+        fn walk(d: Doc, v: &str, out: &mut Vec<String>) {
+            if v.starts_with('{') {
+                for (k, c) in d.members(v) {
+                    out.push(k.to_owned());
+                    walk(d, c, out);
+                }
+            } else if v.starts_with('[') {
+                for c in d.items(v) {
+                    walk(d, c, out);
+                }
+            } else {
+                out.push(v.to_owned());
+            }
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        walk(bare, text, &mut a);
+        walk(taped, text, &mut b);
+        assert_eq!(a, b);
+        let inner = taped.members(text).next().unwrap().1;
+        let sub = taped.tape_of(inner);
+        let (mut c, mut d) = (Vec::new(), Vec::new());
+        walk(Doc::new(inner, &sub), inner, &mut c);
+        walk(Doc::new(inner, &[]), inner, &mut d);
+        assert_eq!(c, d);
+        assert!(!sub.is_empty());
+    }
+
+    #[test]
+    fn deep_big_containers_tape_in_linear_time() {
+        let n = 200_000;
+        let deep = "[".repeat(n) + &"0,".repeat(40) + "0" + &"]".repeat(n);
+        let (_, tape) = validate(deep.as_bytes()).unwrap();
+        assert!(!tape.is_empty());
+    }
+
+    #[test]
+    fn walks_stop_at_the_end_of_text_that_is_not_json() {
+        for t in [
+            "{\"a",
+            "{\"a\":",
+            "{\"a\":[1,",
+            "[\"",
+            "{\"a\":1,\"b",
+            "[{[{",
+            "{\"\\",
+        ] {
+            let _ = Doc::new(t, &[]).members(t).count();
+            let _ = Doc::new(t, &[]).items(t).count();
+            let _ = skip(t.as_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn plain_runs_stop_at_every_special_byte() {
+        for n in 0..20 {
+            for special in [b'"', b'\\', 0x1f, 0x00] {
+                let mut v = vec![b'a'; n];
+                v.push(special);
+                v.extend_from_slice(b"zzzzzzzzzz");
+                assert_eq!(plain_run_end(&v, 0), n);
+            }
+            let mut v = "é".repeat(n).into_bytes();
+            v.push(b'"');
+            assert_eq!(plain_run_end(&v, 0), v.len() - 1);
+        }
+    }
+}
