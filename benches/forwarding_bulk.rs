@@ -47,7 +47,8 @@ fn serve(listener: UnixListener, reply: Arc<Vec<u8>>) {
         for s in listener.incoming() {
             let Ok(mut s) = s else { return };
             let reply = reply.clone();
-            std::thread::spawn(move || {
+            let server = std::thread::Builder::new().name("server".into());
+            let _ = server.spawn(move || {
                 let mut dec = Decoder::default();
                 let mut buf = vec![0u8; 65536];
                 loop {
@@ -122,46 +123,54 @@ struct CpuSampler {
     thread: std::thread::JoinHandle<HashMap<i32, (String, u64)>>,
 }
 
-fn role(name: &str) -> &'static str {
+fn role(name: &str) -> String {
     if name.starts_with("proxy-") {
         "forwarding"
     } else if name == "tap-decoder" {
         "tap decoder"
     } else if name == "recorder" {
         "recorder loop"
+    } else if name == "forwarding_bulk" {
+        "bench client"
     } else {
-        "bench client and server"
+        name
     }
+    .to_owned()
 }
 
 impl CpuSampler {
     fn start() -> CpuSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut seen: HashMap<i32, (String, u64)> = HashMap::new();
-            while !s.load(Ordering::Relaxed) {
-                for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-                    let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                        continue;
-                    };
-                    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
-                    else {
-                        continue;
-                    };
-                    // comm is in parentheses and may hold spaces: fields after the last ')'.
-                    let Some(close) = stat.rfind(')') else {
-                        continue;
-                    };
-                    let name = stat[stat.find('(').unwrap_or(0) + 1..close].to_owned();
-                    let f: Vec<&str> = stat[close + 2..].split(' ').collect();
-                    let ticks = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
-                    seen.insert(tid, (name, ticks));
+        let thread = std::thread::Builder::new()
+            .name("cpu-sampler".into())
+            .spawn(move || {
+                let mut seen: HashMap<i32, (String, u64)> = HashMap::new();
+                while !s.load(Ordering::Relaxed) {
+                    for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+                        let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                            continue;
+                        };
+                        let Ok(stat) =
+                            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                        else {
+                            continue;
+                        };
+                        // comm is in parentheses and may hold spaces: fields after the last ')'.
+                        let Some(close) = stat.rfind(')') else {
+                            continue;
+                        };
+                        let name = stat[stat.find('(').unwrap_or(0) + 1..close].to_owned();
+                        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+                        let ticks =
+                            f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+                        seen.insert(tid, (name, ticks));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            seen
-        });
+                seen
+            })
+            .unwrap();
         CpuSampler { stop, thread }
     }
 
@@ -175,11 +184,14 @@ impl CpuSampler {
 fn by_role(
     now: &HashMap<i32, (String, u64)>,
     before: &HashMap<i32, (String, u64)>,
-) -> Vec<(&'static str, f64)> {
+) -> Vec<(String, f64)> {
     // SAFETY: sysconf has no side effects.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut roles: Vec<(&'static str, f64)> = Vec::new();
+    let mut roles: Vec<(String, f64)> = Vec::new();
     for (tid, (name, ticks)) in now {
+        if name == "cpu-sampler" {
+            continue;
+        }
         let was = before.get(tid).map_or(0, |(_, t)| *t);
         let secs = ticks.saturating_sub(was) as f64 / hz;
         let r = role(name);
@@ -199,9 +211,10 @@ struct Session {
     dropped_events: u64,
     replies_recorded: u64,
     capture_bytes: u64,
-    /// From the traffic's end to the recording having written everything.
+    /// From the traffic's end to the last reply written (events are held 200 ms to be put in
+    /// order, so this is at least that).
     catch_up: f64,
-    cpu: Vec<(&'static str, f64)>,
+    cpu: Vec<(String, f64)>,
 }
 
 impl Session {
@@ -255,20 +268,26 @@ fn session(home: &Path, reply_len: usize, seconds: f64, rate: Option<f64>) -> Se
     };
     let stop = Stopper::new();
     let replies = Arc::new(AtomicU64::new(0));
+    let last_reply = Arc::new(std::sync::Mutex::new(Instant::now()));
     let recorder = {
-        let (stop, replies) = (stop.clone(), replies.clone());
-        std::thread::spawn(move || {
-            let mut on_event = move |_: &CaptureInfo, ev: &Stamped, _: &[pm2_trace::timeline::Entry]| {
-                if let Event::RpcMessage {
-                    dir: Direction::ToClient,
-                    ..
-                } = ev.event
-                {
-                    replies.fetch_add(1, Ordering::Relaxed);
-                }
-            };
-            record(&opts, stop, &mut on_event)
-        })
+        let (stop, replies, last_reply) = (stop.clone(), replies.clone(), last_reply.clone());
+        let caller = std::thread::Builder::new().name("record-caller".into());
+        caller
+            .spawn(move || {
+                let mut on_event =
+                    move |_: &CaptureInfo, ev: &Stamped, _: &[pm2_trace::timeline::Entry]| {
+                        if let Event::RpcMessage {
+                            dir: Direction::ToClient,
+                            ..
+                        } = ev.event
+                        {
+                            replies.fetch_add(1, Ordering::Relaxed);
+                            *last_reply.lock().unwrap() = Instant::now();
+                        }
+                    };
+                record(&opts, stop, &mut on_event)
+            })
+            .unwrap()
     };
     let end = Instant::now() + Duration::from_secs(10);
     while UnixStream::connect(&listen).is_err() {
@@ -281,7 +300,10 @@ fn session(home: &Path, reply_len: usize, seconds: f64, rate: Option<f64>) -> Se
     let traffic_end = Instant::now();
     stop.stop("bench done");
     let outcome = recorder.join().unwrap().expect("recording");
-    let catch_up = traffic_end.elapsed().as_secs_f64();
+    let last_reply = *last_reply.lock().unwrap();
+    let catch_up = last_reply
+        .checked_duration_since(traffic_end)
+        .map_or(0.0, |d| d.as_secs_f64());
     let cpu = by_role(&sampler.finish(), &before);
     Session {
         fetched,
@@ -337,7 +359,10 @@ fn main() {
         .tempdir_in("/tmp")
         .unwrap();
     let home: PathBuf = dir.path().to_owned();
-    serve(UnixListener::bind(home.join("rpc.sock")).unwrap(), reply.clone());
+    serve(
+        UnixListener::bind(home.join("rpc.sock")).unwrap(),
+        reply.clone(),
+    );
     silent_bus(UnixListener::bind(home.join("pub.sock")).unwrap());
 
     let direct = fetch(&home.join("rpc.sock"), reply.len(), UNPACED_SECONDS, None);
@@ -403,8 +428,5 @@ fn main() {
             redact_name()
         ),
     }
-    println!(
-        "| CPU per GB, unpaced run | | {} | |",
-        cpu_text(&unpaced)
-    );
+    println!("| CPU per GB, unpaced run | | {} | |", cpu_text(&unpaced));
 }
