@@ -341,7 +341,9 @@ fn decode_taps(
     let mut batch = Vec::new();
     while rx.recv_batch(&mut batch) {
         decoder.take_batch(&mut batch, |bytes| rx.recycle(bytes));
-        decoder.release_held(Some(event::mono_now().saturating_sub(HOLD_UNPAIRED_NS)));
+        // Measured on the copies' own clock, not the time now: when this thread falls
+        // behind, a request queued just after its reply is in the next batch, however late.
+        decoder.release_held(Some(decoder.latest().saturating_sub(HOLD_UNPAIRED_NS)));
     }
     decoder.release_held(None);
     rx.lost()
@@ -359,9 +361,14 @@ fn tap_time(tap: &Tap) -> event::MonoNs {
     }
 }
 
-/// How long a reply that answers no request waiting is held back in case its request is
-/// still on its way (well inside the reorder window, so it is still written in time order).
-const HOLD_UNPAIRED_NS: u64 = 50_000_000;
+/// How long a reply that answers no request waiting is held back for its request, on the
+/// copies' own clock: until a copy this much younger than the reply was taken. Its request
+/// is always queued before its connection's close (the close is queued once both forwarding
+/// threads are done), which releases it too; this bounds the wait on a connection that
+/// stays open. Under load a forwarding thread was seen to queue a request's copy more than
+/// 150 ms after stamping it, behind its reply; a reply held that long is written out of
+/// time order (as the late request itself is, beyond the reorder window).
+const HOLD_UNPAIRED_NS: u64 = 1_000_000_000;
 /// Replies held back at most; beyond, the oldest goes on unpaired.
 const MAX_HELD: usize = 1024;
 
@@ -387,6 +394,8 @@ pub(super) struct TapDecoder<S: HintSink> {
     /// before it forwards the bytes and queues it after: a request's copy can be queued
     /// after the reply the daemon already sent, beyond the batch that holds the reply.
     held: std::collections::VecDeque<HeldReply>,
+    /// The latest instant of a copy taken.
+    latest: event::MonoNs,
 }
 
 impl<S: HintSink> TapDecoder<S> {
@@ -398,7 +407,13 @@ impl<S: HintSink> TapDecoder<S> {
             pairing: Pairing::new(),
             hinter,
             held: Default::default(),
+            latest: 0,
         }
+    }
+
+    /// The latest instant of a copy taken so far.
+    pub(super) fn latest(&self) -> event::MonoNs {
+        self.latest
     }
 
     /// One whole message: decoded once, paired, hinted, and sent on as an event. A reply
@@ -496,6 +511,9 @@ impl<S: HintSink> TapDecoder<S> {
         // a batch can hold them out of time order (a reply queued before its request): pair
         // them in the order they were seen, which is the order the capture stores them in.
         batch.sort_by_key(tap_time);
+        if let Some(last) = batch.last() {
+            self.latest = self.latest.max(tap_time(last));
+        }
         for item in batch.drain(..) {
             if let Some(bytes) = self.take(item) {
                 recycle(bytes);
