@@ -617,6 +617,73 @@ mod tests {
         assert!(validate(b"\"\xff\"").is_err(), "invalid UTF-8");
     }
 
+    proptest::proptest! {
+        /// On JSON texts with a byte changed, inserted or removed, the validator agrees with
+        /// serde_json (at depths serde_json's recursion limit allows), and the walks agree
+        /// with a tree on what is valid.
+        #[test]
+        fn agrees_with_serde_json_on_damaged_texts(
+            v in json_value(),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), 0u8..3, proptest::prelude::any::<u8>()), 0..3),
+        ) {
+            let mut b = serde_json::to_vec(&v).unwrap();
+            for (at, op, byte) in edits {
+                let at = at % (b.len() + 1);
+                let table = b"{}[]\",:0-eE.tfn \\u\x01";
+                let byte = table[byte as usize % table.len()];
+                match op {
+                    0 if at < b.len() => b[at] = byte,
+                    1 => b.insert(at, byte),
+                    _ if at < b.len() => { b.remove(at); }
+                    _ => {}
+                }
+            }
+            // As a raw value (what was kept before this scanner): numbers out of f64's range
+            // are valid JSON, as serde_json says of them.
+            let serde = serde_json::from_slice::<&serde_json::value::RawValue>(&b);
+            let ours = validate(&b);
+            proptest::prop_assert_eq!(ours.is_ok(), serde.is_ok(), "{}", String::from_utf8_lossy(&b));
+            let tree = serde_json::from_slice::<serde_json::Value>(&b);
+            if let (Ok((text, tape)), Ok(tree)) = (ours, tree) {
+                proptest::prop_assert_eq!(walk_to_tree(Doc::new(text, &tape), text), tree);
+            }
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z\\\"\u{0}-\u{1f}é😀]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 80, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z\"]{0,70}", inner), 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A tree made by walking validated text (keys unescaped, scalars by serde_json).
+    fn walk_to_tree(d: Doc, v: &str) -> serde_json::Value {
+        use serde_json::Value;
+        match v.as_bytes()[0] {
+            b'{' => Value::Object(
+                d.members(v)
+                    .map(|(k, c)| (unescape(k).into_owned(), walk_to_tree(d, c)))
+                    .collect(),
+            ),
+            b'[' => Value::Array(d.items(v).map(|c| walk_to_tree(d, c)).collect()),
+            b'"' => Value::String(unescape(v).into_owned()),
+            _ => serde_json::from_str(v).unwrap(),
+        }
+    }
+
     #[test]
     fn deep_nesting_uses_no_call_stack() {
         let deep = "[".repeat(1_000_000) + &"]".repeat(1_000_000);
