@@ -430,6 +430,53 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// The text with `edits` applied (byte ranges of the text, in order, not overlapping,
+    /// each replaced by a JSON text), and the new text's tape, shifted from this one
+    /// (containers inside a replaced range are dropped), without scanning again.
+    pub(crate) fn splice(&self, edits: &[(std::ops::Range<usize>, String)]) -> (String, Tape) {
+        let grow: isize = edits
+            .iter()
+            .map(|(r, with)| with.len() as isize - r.len() as isize)
+            .sum();
+        let mut out = String::with_capacity((self.text.len() as isize + grow).max(0) as usize);
+        let mut at = 0;
+        for (range, with) in edits {
+            out.push_str(&self.text[at..range.start]);
+            out.push_str(with);
+            at = range.end;
+        }
+        out.push_str(&self.text[at..]);
+        // Shift of a position: what the edits ending at or before it added.
+        let mut ends = Vec::with_capacity(edits.len());
+        let mut sum = 0isize;
+        for (r, with) in edits {
+            sum += with.len() as isize - r.len() as isize;
+            ends.push((r.end, sum));
+        }
+        let shift = |p: usize| {
+            let k = ends.partition_point(|&(end, _)| end <= p);
+            if k == 0 {
+                p
+            } else {
+                (p as isize + ends[k - 1].1) as usize
+            }
+        };
+        let inside = |p: usize| {
+            let k = edits.partition_point(|(r, _)| r.end <= p);
+            edits.get(k).is_some_and(|(r, _)| r.start <= p)
+        };
+        let tape = if u32::try_from(out.len()).is_ok() {
+            self.tape
+                .iter()
+                .filter(|&&(s, _)| !inside(s as usize))
+                .map(|&(s, e)| (shift(s as usize) as u32, shift(e as usize) as u32))
+                .collect()
+        } else {
+            Tape::new()
+        };
+        (out, tape)
+    }
+
     /// The part of the tape inside slice `v`, counted from `v`'s start.
     pub(crate) fn tape_of(&self, v: &str) -> Tape {
         let at = self.offset(v);
@@ -774,6 +821,40 @@ mod tests {
         walk(Doc::new(inner, &[]), inner, &mut d);
         assert_eq!(c, d);
         assert!(!sub.is_empty());
+    }
+
+    proptest::proptest! {
+        /// A spliced text's shifted tape walks it as scanning it does.
+        #[test]
+        fn spliced_tapes_walk_as_scanning(v in json_value(), picks in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..6), long in proptest::prelude::any::<bool>()) {
+            let text = serde_json::to_string(&v).unwrap();
+            let (text, tape) = validate(text.as_bytes()).unwrap();
+            // Scalars of the text, in order, to replace.
+            fn scalars<'a>(d: Doc<'a>, v: &'a str, out: &mut Vec<&'a str>) {
+                match v.as_bytes()[0] {
+                    b'{' => d.members(v).for_each(|(_, c)| scalars(d, c, out)),
+                    b'[' => d.items(v).for_each(|c| scalars(d, c, out)),
+                    _ => out.push(v),
+                }
+            }
+            let doc = Doc::new(text, &tape);
+            let mut all = Vec::new();
+            scalars(doc, text, &mut all);
+            let mut chosen: Vec<usize> = picks.iter().filter(|_| !all.is_empty()).map(|p| *p as usize % all.len()).collect();
+            chosen.sort();
+            chosen.dedup();
+            let with = if long { format!("\"{}\"", "z".repeat(90)) } else { "1".to_owned() };
+            let edits: Vec<_> = chosen.iter().map(|&i| {
+                let at = doc.offset(all[i]);
+                (at..at + all[i].len(), with.clone())
+            }).collect();
+            let (new, new_tape) = doc.splice(&edits);
+            proptest::prop_assert!(validate(new.as_bytes()).is_ok());
+            proptest::prop_assert_eq!(walk_to_tree(Doc::new(&new, &new_tape), &new), walk_to_tree(Doc::new(&new, &[]), &new));
+            for &(s, e) in &new_tape {
+                proptest::prop_assert_eq!(skip(new.as_bytes(), s as usize), e as usize);
+            }
+        }
     }
 
     #[test]
