@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 #[path = "support/real_capture.rs"]
 mod real_capture;
 
+/// The allocator the shipped binary uses (src/main.rs), so that the TUI is measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn template() -> (pm2_trace::event::CaptureInfo, Vec<Stamped>) {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/tui_captures/crash-loop-5.4.3.bin");

@@ -28,7 +28,9 @@ use crate::wire::rpc::Call;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// What a request names as its target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,11 +267,64 @@ pub(crate) fn json_text(v: &Value) -> String {
 pub(crate) type EnvFingerprint = BTreeMap<String, u64>;
 
 /// Fingerprint the non-object values of an environment object (its members as text).
-fn env_fingerprint(env: &[(Cow<str>, Node)]) -> EnvFingerprint {
-    env.iter()
-        .filter(|(_, v)| !v.is_object())
+fn env_fingerprint<'a>(env: impl Iterator<Item = (Cow<'a, str>, Node<'a>)>) -> EnvFingerprint {
+    env.filter(|(_, v)| !v.is_object())
         .map(|(k, v)| (k.clone().into_owned(), text_hash(&v.text())))
         .collect()
+}
+
+/// Apps a [`Memo`] remembers (beyond, it starts afresh).
+const MEMO_APPS: usize = 4096;
+
+/// Per pm_id, the last text read and what was read from it. A poller's getMonitorData
+/// replies repeat each app's `pm2_env` (and its `env`) unchanged between restarts, so the
+/// text is compared (bytes) instead of walked and read again.
+struct Memo<T>(HashMap<u64, (Box<str>, T)>);
+
+impl<T: Clone> Memo<T> {
+    fn new() -> Memo<T> {
+        Memo(HashMap::new())
+    }
+
+    /// What `read` makes of `text` for app `id`: remembered when the text is the same.
+    fn read(&mut self, id: u64, text: &str, read: impl FnOnce() -> Option<T>) -> Option<T> {
+        if let Some((known, v)) = self.0.get(&id) {
+            if **known == *text {
+                return Some(v.clone());
+            }
+        }
+        let v = read()?;
+        if self.0.len() >= MEMO_APPS && !self.0.contains_key(&id) {
+            self.0.clear();
+        }
+        self.0.insert(id, (text.into(), v.clone()));
+        Some(v)
+    }
+}
+
+thread_local! {
+    /// What each app's `pm2_env` said, by pm_id (the ids excepted).
+    static PM2_ENV_MEMO: RefCell<Memo<MonitorProc>> = RefCell::new(Memo::new());
+    /// Each app's `pm2_env.env` fingerprint, shared by every reading of the same text.
+    static ENV_MEMO: RefCell<Memo<Arc<EnvFingerprint>>> = RefCell::new(Memo::new());
+}
+
+/// An object's member `key` (the last of that name) and its JSON text.
+fn member_text<'a>(obj: &Node<'a>, key: &str) -> Option<(Node<'a>, &'a str)> {
+    let v = obj.get(key)?;
+    let text = v.raw();
+    Some((v, text))
+}
+
+/// The fingerprint of app `pm_id`'s environment, `pm2_env`'s member `env` (None: no such
+/// object).
+fn env_of_app(pm_id: Option<u64>, pm2_env: &Node) -> Option<Arc<EnvFingerprint>> {
+    let (env, text) = member_text(pm2_env, "env")?;
+    let fresh = || env.members().map(|m| Arc::new(env_fingerprint(m)));
+    match pm_id {
+        Some(id) => ENV_MEMO.with_borrow_mut(|memo| memo.read(id, text, fresh)),
+        None => fresh(),
+    }
 }
 
 /// A stable 64-bit hash of a JSON value as pm2 would stringify it into the environment.
@@ -320,9 +375,10 @@ pub struct MonitorProc {
     pub(crate) interpreter: Option<String>,
     /// Restart settings (restart_delay, backoff, memory limit, watch).
     pub(crate) restarts: RestartSettings,
-    /// Fingerprint of `pm2_env.env` (values hashed).
+    /// Fingerprint of `pm2_env.env` (values hashed), shared by every reading of the same
+    /// environment text.
     #[serde(skip)]
-    pub(crate) env: Option<EnvFingerprint>,
+    pub(crate) env: Option<Arc<EnvFingerprint>>,
 }
 
 /// How an app restarts by itself, from its `pm2_env` (getMonitorData or a bus event).
@@ -418,13 +474,28 @@ fn bool_of(v: Option<Node>) -> Option<bool> {
 impl MonitorProc {
     /// Read one process object (top level `pid`/`name`/`pm_id` plus `pm2_env`).
     pub(crate) fn from_node(v: &Node) -> MonitorProc {
-        let env = v.get("pm2_env");
-        let env_get = |k: &str| env.as_ref().and_then(|e| e.get(k));
-        let (pid, pm_id, name) = MonitorProc::ids_of(v);
+        let env = member_text(v, "pm2_env");
+        let (pid, pm_id, name) = MonitorProc::ids_in(v, env.as_ref().map(|e| &e.0));
+        let read = |env: Option<&Node>| MonitorProc::from_pm2_env(pm_id, env);
+        let mut p = match (pm_id, &env) {
+            (Some(id), Some((env, text))) => PM2_ENV_MEMO
+                .with_borrow_mut(|memo| memo.read(id, text, || Some(read(Some(env)))))
+                .unwrap_or_default(),
+            _ => read(env.as_ref().map(|e| &e.0)),
+        };
+        p.pid = pid;
+        p.pm_id = pm_id;
+        p.name = name;
+        p
+    }
+
+    /// What a process object's `pm2_env` says of app `pm_id` (its ids left out).
+    fn from_pm2_env(pm_id: Option<u64>, env: Option<&Node>) -> MonitorProc {
+        let env_get = |k: &str| env.and_then(|e| e.get(k));
         MonitorProc {
-            pm_id,
-            name,
-            pid,
+            pm_id: None,
+            name: None,
+            pid: None,
             status: str_of(env_get("status")),
             restart_time: u64_of(env_get("restart_time")),
             unstable_restarts: u64_of(env_get("unstable_restarts")),
@@ -440,16 +511,23 @@ impl MonitorProc {
             exec_path: str_of(env_get("pm_exec_path")),
             cwd: str_of(env_get("pm_cwd")),
             interpreter: str_of(env_get("exec_interpreter")),
-            restarts: RestartSettings::from_env(env.as_ref()),
-            env: env_get("env").and_then(|e| e.members().map(env_fingerprint)),
+            restarts: RestartSettings::from_env(env),
+            env: env.and_then(|e| env_of_app(pm_id, e)),
         }
     }
 
     /// Only the pid, pm_id and name of a process object, read as [`MonitorProc::from_node`]
     /// reads them (what the process watcher's hints need, on the tap thread).
     pub(crate) fn ids_of(v: &Node) -> (Option<i64>, Option<u64>, Option<String>) {
-        let env = v.get("pm2_env");
-        let get = |k: &str| v.get(k).or_else(|| env.as_ref().and_then(|e| e.get(k)));
+        MonitorProc::ids_in(v, v.get("pm2_env").as_ref())
+    }
+
+    /// [`MonitorProc::ids_of`] with the object's `pm2_env` already found.
+    fn ids_in<'a>(
+        v: &Node<'a>,
+        env: Option<&Node<'a>>,
+    ) -> (Option<i64>, Option<u64>, Option<String>) {
+        let get = |k: &str| v.get(k).or_else(|| env.and_then(|e| e.get(k)));
         let pid = i64_of(v.get("pid"))
             .or_else(|| i64_of(v.get("_handle").and_then(|h| h.get("pid"))))
             .or_else(|| i64_of(v.get("process").and_then(|p| p.get("pid"))));
@@ -745,6 +823,36 @@ mod tests {
             "1:0",
         );
         Pm2Call::from_call(&parse_call(&msg).unwrap())
+    }
+
+    #[test]
+    fn a_repeated_pm2_env_is_read_once_and_a_changed_one_again() {
+        let proc_ = |status: &str, secret: &str| {
+            Json::from(
+                json!({"pid": 7, "name": "memo", "pm_id": 90_001, "monit": {"cpu": 1},
+                "pm2_env": {"status": status, "restart_time": 2,
+                    "env": {"SECRET": secret, "PORT": "80"}}}),
+            )
+        };
+        let a = MonitorProc::from_node(&proc_("online", "x").node());
+        let b = MonitorProc::from_node(&proc_("online", "x").node());
+        assert_eq!(a, b);
+        assert_eq!(a.status.as_deref(), Some("online"));
+        assert_eq!(a.pid, Some(7));
+        // The same environment text: one fingerprint, shared.
+        assert!(Arc::ptr_eq(
+            a.env.as_ref().unwrap(),
+            b.env.as_ref().unwrap()
+        ));
+        // A new status with the same environment: read again, same fingerprint.
+        let c = MonitorProc::from_node(&proc_("stopping", "x").node());
+        assert_eq!(c.status.as_deref(), Some("stopping"));
+        assert_eq!(c.env, a.env);
+        // A changed value: another fingerprint, for that key only.
+        let d = MonitorProc::from_node(&proc_("stopping", "y").node());
+        let (old, new) = (a.env.unwrap(), d.env.unwrap());
+        assert_ne!(old.get("SECRET"), new.get("SECRET"));
+        assert_eq!(old.get("PORT"), new.get("PORT"));
     }
 
     #[test]

@@ -321,7 +321,7 @@ pub struct AppTimeline {
     pub statuses: Vec<StatusChange>,
     /// Fingerprint of the app's environment as last reported by the daemon.
     #[serde(skip)]
-    pub env: Option<EnvFingerprint>,
+    pub env: Option<std::sync::Arc<EnvFingerprint>>,
     pub deleted: Option<TimeRef>,
     /// Processes the watcher tied to this app: main processes and descendants, also
     /// those that left pm2's tree (at most [`MAX_PROCESSES`]).
@@ -341,6 +341,11 @@ pub struct AppTimeline {
     /// here: (pid, restart_time).
     #[serde(skip)]
     pending_main: Vec<(i64, u64)>,
+    /// The index in `processes` of the latest process seen with each pid (pids are reused:
+    /// an earlier one has exited), so that a process event finds its process without a
+    /// scan of up to [`MAX_PROCESSES`].
+    #[serde(skip)]
+    process_ix: HashMap<i64, usize>,
 }
 
 /// Why the daemon restarted an app by itself, other than an exit.
@@ -520,6 +525,7 @@ impl AppTimeline {
             auto_restarts: Vec::new(),
             online_reports: Vec::new(),
             pending_main: Vec::new(),
+            process_ix: HashMap::new(),
         }
     }
 
@@ -621,7 +627,7 @@ impl AppTimeline {
 
     /// The process the watcher saw with `pid` (the latest one, pids are reused).
     pub(crate) fn process(&self, pid: i64) -> Option<&SeenProcess> {
-        self.processes.iter().rev().find(|p| p.pid == pid)
+        self.process_ix.get(&pid).map(|&i| &self.processes[i])
     }
 
     /// Give the generation with restart_time `rt` (or the newest one still without a pid)
@@ -660,10 +666,7 @@ impl AppTimeline {
 
     fn set_main_pid(&mut self, i: usize, pid: i64, rt: Option<u64>) {
         let exit = self
-            .processes
-            .iter()
-            .rev()
-            .find(|p| p.pid == pid)
+            .process(pid)
             .and_then(|p| p.exit.map(|e| (e, p.exit_status.clone())));
         let min_uptime = self.config.min_uptime_ms();
         let g = &mut self.generations[i];
@@ -932,13 +935,17 @@ impl Timeline {
             }
         };
         let a = self.app_mut(r);
+        // A new process is added only when none with its pid is open, so the open one, if
+        // any, is the latest with that pid.
         let idx = a
-            .processes
-            .iter()
-            .rposition(|p| p.pid == pid && p.exit.is_none());
+            .process_ix
+            .get(&pid)
+            .copied()
+            .filter(|&i| a.processes[i].exit.is_none());
         let seen = match idx {
             Some(i) => Some(&mut a.processes[i]),
             None if a.processes.len() < MAX_PROCESSES => {
+                a.process_ix.insert(pid, a.processes.len());
                 a.processes.push(SeenProcess {
                     pid,
                     generation: f.generation,

@@ -53,13 +53,31 @@ pub(crate) fn rel_time(info: &CaptureInfo, t: MonoNs) -> String {
 
 /// `15:34:44.479Z`: the wall clock of `t`, UTC.
 pub(crate) fn wall_time(info: &CaptureInfo, t: MonoNs) -> String {
+    let mut s = String::with_capacity(13);
+    push_wall_time(&mut s, info, t);
+    s
+}
+
+/// [`wall_time`], appended to `out` (written by hand: chrono's formatter was a tenth of a
+/// text replay; the same digits, milliseconds truncated as `%.3f` does).
+fn push_wall_time(out: &mut String, info: &CaptureInfo, t: MonoNs) {
+    use std::fmt::Write as _;
     let ns = info.wall_ns(t);
     let secs = ns.div_euclid(1_000_000_000) as i64;
     let sub = ns.rem_euclid(1_000_000_000) as u32;
-    match chrono::DateTime::from_timestamp(secs, sub) {
-        Some(dt) => dt.format("%H:%M:%S%.3fZ").to_string(),
-        None => "??:??:??.???Z".into(),
+    if chrono::DateTime::from_timestamp(secs, sub).is_none() {
+        out.push_str("??:??:??.???Z");
+        return;
     }
+    let day = secs.rem_euclid(86_400);
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}.{:03}Z",
+        day / 3600,
+        day / 60 % 60,
+        day % 60,
+        sub / 1_000_000
+    );
 }
 
 /// Full UTC date and time, for headers.
@@ -76,24 +94,69 @@ pub(crate) fn wall_datetime(info: &CaptureInfo, t: MonoNs) -> String {
 
 /// One entry as one line (no newline).
 pub(crate) fn format_entry(info: &CaptureInfo, e: &Entry, color: bool) -> String {
-    let app = e
-        .app
-        .as_ref()
-        .map(|a| terminal_safe(&a.to_string()).into_owned())
-        .unwrap_or_else(|| "-".into());
-    let words = terminal_safe(&e.describe().replace(['\n', '\r'], " ")).into_owned();
+    let mut line = String::new();
+    push_entry(&mut line, &mut String::new(), info, e, color);
+    line
+}
+
+/// [`format_entry`], appended to `out`; `scratch` is a buffer to reuse between calls.
+fn push_entry(out: &mut String, scratch: &mut String, info: &CaptureInfo, e: &Entry, color: bool) {
+    use std::fmt::Write as _;
     let rel = rel_time(info, e.t);
-    let wall = wall_time(info, e.t);
     let src = e.source.name();
-    if !color {
-        return format!("{rel:>9}  {wall}  {src:<8} {app:<12} {words}");
+    // The columns as `{rel:>9}  {wall}  {src:<8} {app:<12} {words}` would pad them.
+    let pad = |out: &mut String, text: &str, width: usize| {
+        let n = text.chars().count();
+        out.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
+    };
+    pad(out, &rel, 9);
+    out.push_str(&rel);
+    out.push_str("  ");
+    if color {
+        out.push_str("\x1b[2m");
     }
-    let tc = tone_color(e.tone());
-    let tr = if tc.is_empty() { "" } else { RESET };
-    format!(
-        "{rel:>9}  \x1b[2m{wall}{RESET}  {sc}{src:<8}{RESET} \x1b[1m{app:<12}{RESET} {tc}{words}{tr}",
-        sc = source_color(e.source)
-    )
+    push_wall_time(out, info, e.t);
+    if color {
+        out.push_str(RESET);
+    }
+    out.push_str("  ");
+    if color {
+        out.push_str(source_color(e.source));
+    }
+    out.push_str(src);
+    pad(out, src, 8);
+    if color {
+        out.push_str(RESET);
+        out.push_str(" \x1b[1m");
+    } else {
+        out.push(' ');
+    }
+    scratch.clear();
+    match &e.app {
+        Some(a) => {
+            let _ = write!(scratch, "{a}");
+        }
+        None => scratch.push('-'),
+    }
+    let app = terminal_safe(scratch);
+    out.push_str(&app);
+    pad(out, &app, 12);
+    if color {
+        out.push_str(RESET);
+    }
+    out.push(' ');
+    let described = e.describe();
+    let words = if described.contains(['\n', '\r']) {
+        std::borrow::Cow::Owned(described.replace(['\n', '\r'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(described.as_str())
+    };
+    let tc = if color { tone_color(e.tone()) } else { "" };
+    out.push_str(tc);
+    out.push_str(&terminal_safe(&words));
+    if !tc.is_empty() {
+        out.push_str(RESET);
+    }
 }
 
 /// Writes a timeline as text, entry by entry, then the findings.
@@ -102,6 +165,9 @@ pub(crate) struct TextView<W: Write> {
     info: CaptureInfo,
     color: bool,
     entries: u64,
+    /// The line being written, and a scratch buffer (kept to reuse their memory).
+    line: String,
+    scratch: String,
 }
 
 impl<W: Write> TextView<W> {
@@ -111,6 +177,8 @@ impl<W: Write> TextView<W> {
             info: info.clone(),
             color,
             entries: 0,
+            line: String::new(),
+            scratch: String::new(),
         }
     }
 
@@ -144,7 +212,10 @@ impl<W: Write> TextView<W> {
 
     pub(crate) fn entry(&mut self, e: &Entry) -> io::Result<()> {
         self.entries += 1;
-        writeln!(self.out, "{}", format_entry(&self.info, e, self.color))
+        self.line.clear();
+        push_entry(&mut self.line, &mut self.scratch, &self.info, e, self.color);
+        self.line.push('\n');
+        self.out.write_all(self.line.as_bytes())
     }
 
     /// The findings, most severe first.
@@ -241,6 +312,28 @@ mod tests {
     use crate::rules::Evidence;
     use crate::timeline::tests::load_fixture;
     use crate::timeline::EntryKind;
+
+    #[test]
+    fn wall_time_as_chrono_writes_it() {
+        let mut info = CaptureInfo {
+            mono_ref_ns: 0,
+            ..load_fixture("pm2-7.0.4").0
+        };
+        for wall in [
+            0i128,
+            1_764_086_502_123_456_789,
+            86_399_999_999_999,
+            -1_500_000_000,
+        ] {
+            info.wall_ref_ns = wall;
+            let dt = chrono::DateTime::from_timestamp(
+                wall.div_euclid(1_000_000_000) as i64,
+                wall.rem_euclid(1_000_000_000) as u32,
+            )
+            .unwrap();
+            assert_eq!(wall_time(&info, 0), dt.format("%H:%M:%S%.3fZ").to_string());
+        }
+    }
 
     /// The entries of a fixture from the note `pm2 <cmd>` to the next command, as text.
     fn render_section(fixture: &str, cmd: &str) -> String {

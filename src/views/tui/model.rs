@@ -21,6 +21,10 @@ pub(crate) const NONE: u32 = u32::MAX;
 const MAX_TEXT: usize = 512;
 /// Events per batch from the loader thread.
 const BATCH: usize = 1024;
+/// Capture bytes per batch from the loader thread: with large events (getMonitorData
+/// replies of 150 KB), batches of [`BATCH`] events queued on the channel would hold
+/// hundreds of MB.
+const BATCH_BYTES: u64 = 4 << 20;
 /// Read problems kept for the status line.
 const MAX_PROBLEMS: usize = 100;
 
@@ -534,6 +538,7 @@ fn load_thread(
     used: Receiver<Vec<(u64, Stamped)>>,
 ) {
     let mut items: Vec<(u64, Stamped)> = Vec::with_capacity(BATCH);
+    let mut batch_from = reader.offset();
     loop {
         // Free what the view is done with, here where it was allocated.
         while let Ok(v) = used.try_recv() {
@@ -549,7 +554,8 @@ fn load_thread(
                 }
             }
         }
-        if items.len() >= BATCH {
+        if items.len() >= BATCH || reader.offset() - batch_from >= BATCH_BYTES {
+            batch_from = reader.offset();
             let batch = std::mem::replace(&mut items, Vec::with_capacity(BATCH));
             if tx
                 .send(LoadMsg::Batch {
