@@ -277,17 +277,18 @@ impl Redactor {
                 let daemon_log = msg.0.args.first().and_then(|a| a.as_str()) == Some("log:PM2");
                 for arg in &mut msg.0.args {
                     if let crate::wire::amp::Arg::Json(j) = arg {
-                        let mut out = Rewrite::new(j.text());
+                        let doc = j.doc();
+                        let mut out = Rewrite::new(doc);
                         if daemon_log {
-                            if j.text().starts_with('{') {
-                                for (k, child) in scan::members(j.text()) {
+                            if doc.text().starts_with('{') {
+                                for (k, child) in doc.members(doc.text()) {
                                     if scan::unescape(k) != "data" {
                                         self.json(&mut out, child, false, 1);
                                     }
                                 }
                             }
                         } else {
-                            self.json(&mut out, j.text(), false, 0);
+                            self.json(&mut out, doc.text(), false, 0);
                         }
                         if let Some(text) = out.finish() {
                             j.set_valid_text(text);
@@ -307,7 +308,9 @@ impl Redactor {
         }
         match v.as_bytes().first() {
             Some(b'{') => {
-                let members: Vec<(std::borrow::Cow<str>, &str)> = scan::members(v)
+                let members: Vec<(std::borrow::Cow<str>, &str)> = out
+                    .doc
+                    .members(v)
                     .map(|(k, child)| (scan::unescape(k), child))
                     .collect();
                 let has = |key: &str| members.iter().any(|(k, _)| k == key);
@@ -331,7 +334,7 @@ impl Redactor {
                 }
             }
             Some(b'[') => {
-                for item in scan::items(v) {
+                for item in out.doc.items(v) {
                     self.json(out, item, inside_env, depth + 1);
                 }
             }
@@ -351,8 +354,14 @@ impl Redactor {
                     out.replace(v, &self.hash(&s));
                 }
             }
-            Some(b'[') => scan::items(v).for_each(|i| self.all_strings(out, i, depth + 1)),
-            Some(b'{') => scan::members(v).for_each(|(_, c)| self.all_strings(out, c, depth + 1)),
+            Some(b'[') => out
+                .doc
+                .items(v)
+                .for_each(|i| self.all_strings(out, i, depth + 1)),
+            Some(b'{') => out
+                .doc
+                .members(v)
+                .for_each(|(_, c)| self.all_strings(out, c, depth + 1)),
             _ => {}
         }
     }
@@ -364,11 +373,14 @@ impl Redactor {
         }
         match v.as_bytes().first() {
             Some(b'{') => {
-                for (k, child) in scan::members(v) {
+                for (k, child) in out.doc.members(v) {
                     self.env_tree(out, &scan::unescape(k), child, depth + 1);
                 }
             }
-            Some(b'[') => scan::items(v).for_each(|i| self.env_tree(out, key, i, depth + 1)),
+            Some(b'[') => out
+                .doc
+                .items(v)
+                .for_each(|i| self.env_tree(out, key, i, depth + 1)),
             Some(b'"') => {
                 let s = scan::unescape(v);
                 if !s.starts_with(REDACTED_PREFIX) {
@@ -401,15 +413,18 @@ impl Redactor {
 /// A JSON text being rewritten: replacements of slices of it (in order, not overlapping)
 /// by strings, applied in one copy at the end.
 struct Rewrite<'a> {
+    /// The text, walked with its tape.
+    doc: scan::Doc<'a>,
     text: &'a str,
     /// Byte range replaced, and the JSON text that replaces it.
     edits: Vec<(std::ops::Range<usize>, String)>,
 }
 
 impl<'a> Rewrite<'a> {
-    fn new(text: &'a str) -> Rewrite<'a> {
+    fn new(doc: scan::Doc<'a>) -> Rewrite<'a> {
         Rewrite {
-            text,
+            doc,
+            text: doc.text(),
             edits: Vec::new(),
         }
     }

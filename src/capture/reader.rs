@@ -775,25 +775,26 @@ impl Fail {
 
 /// A record's top-level members, read from its validated text.
 struct Fields<'a> {
+    doc: scan::Doc<'a>,
     members: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Fields<'a> {
     /// The members of the object `text` (validated), or None when it is not an object or a
     /// key repeats or is escaped (serde's derived decoding decides those).
-    fn of(text: &'a str) -> Option<Fields<'a>> {
+    fn of(doc: scan::Doc<'a>, text: &'a str) -> Option<Fields<'a>> {
         if !text.starts_with('{') {
             return None;
         }
         let mut members: Vec<(&str, &str)> = Vec::with_capacity(8);
-        for (k, v) in scan::members(text) {
+        for (k, v) in doc.members(text) {
             let k = k.get(1..k.len() - 1)?;
             if k.contains('\\') || members.iter().any(|(seen, _)| *seen == k) {
                 return None;
             }
             members.push((k, v));
         }
-        Some(Fields { members })
+        Some(Fields { doc, members })
     }
 
     fn raw(&self, name: &str) -> Option<&'a str> {
@@ -818,10 +819,10 @@ impl<'a> Fields<'a> {
             return None;
         }
         let mut args = Vec::new();
-        for item in scan::items(text) {
-            let f = Fields::of(item)?;
+        for item in self.doc.items(text) {
+            let f = Fields::of(self.doc, item)?;
             let arg = if let Some(j) = f.raw("j") {
-                Arg::Json(Json::from_valid(j.into()))
+                Arg::Json(Json::from_valid(j.into(), Some(self.doc.tape_of(j))))
             } else if let Some(s) = f.raw("s") {
                 Arg::Str(f.get::<String>("s").filter(|_| s.starts_with('"'))?)
             } else if f.raw("b64").is_some() {
@@ -846,9 +847,8 @@ impl<'a> Fields<'a> {
 /// a repeated key), which then takes the general path, so the result is always what
 /// `Stamped`'s own `Deserialize` gives.
 fn fast_decode(json: &[u8]) -> Option<Stamped> {
-    let range = scan::validate(json).ok()?;
-    let text = std::str::from_utf8(&json[range]).ok()?;
-    let f = Fields::of(text)?;
+    let (text, tape) = scan::validate(json).ok()?;
+    let f = Fields::of(scan::Doc::new(text, &tape), text)?;
     let ty: String = f.get("type")?;
     let event = match ty.as_str() {
         "note" => Event::Note {

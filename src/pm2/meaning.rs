@@ -267,9 +267,8 @@ pub(crate) fn json_text(v: &Value) -> String {
 pub(crate) type EnvFingerprint = BTreeMap<String, u64>;
 
 /// Fingerprint the non-object values of an environment object (its members as text).
-fn env_fingerprint(env: &[(Cow<str>, Node)]) -> EnvFingerprint {
-    env.iter()
-        .filter(|(_, v)| !v.is_object())
+fn env_fingerprint<'a>(env: impl Iterator<Item = (Cow<'a, str>, Node<'a>)>) -> EnvFingerprint {
+    env.filter(|(_, v)| !v.is_object())
         .map(|(k, v)| (k.clone().into_owned(), text_hash(&v.text())))
         .collect()
 }

@@ -22,6 +22,8 @@ use std::sync::OnceLock;
 /// is made from it on demand).
 pub struct Json {
     text: OnceLock<Box<str>>,
+    /// Where the text's containers end (see [`scan::Tape`]).
+    tape: OnceLock<Box<[(u32, u32)]>>,
     tree: OnceLock<Value>,
 }
 
@@ -29,17 +31,32 @@ impl Json {
     /// Validate `bytes` as one JSON value, keeping the text (without surrounding
     /// whitespace). None when it is not JSON.
     pub(crate) fn parse(bytes: &[u8]) -> Option<Json> {
-        let range = scan::validate(bytes).ok()?;
-        let text = std::str::from_utf8(&bytes[range]).ok()?;
-        Some(Json::from_valid(text.into()))
+        let (text, tape) = scan::validate(bytes).ok()?;
+        Some(Json::from_valid(text.into(), Some(tape)))
     }
 
-    /// Text already validated as one JSON value with no surrounding whitespace.
-    pub(crate) fn from_valid(text: Box<str>) -> Json {
+    /// Text already validated as one JSON value with no surrounding whitespace, with its
+    /// tape when the validation made one (else it is made when a view first needs it).
+    pub(crate) fn from_valid(text: Box<str>, tape: Option<scan::Tape>) -> Json {
         Json {
             text: OnceLock::from(text),
+            tape: tape
+                .map(Vec::into_boxed_slice)
+                .map_or_else(OnceLock::new, OnceLock::from),
             tree: OnceLock::new(),
         }
+    }
+
+    /// The text with its tape, to walk.
+    pub(crate) fn doc(&self) -> scan::Doc<'_> {
+        let text = self.text();
+        let tape = self.tape.get_or_init(|| {
+            scan::validate(text.as_bytes())
+                .map(|(_, t)| t)
+                .unwrap_or_default()
+                .into_boxed_slice()
+        });
+        scan::Doc::new(text, tape)
     }
 
     /// The text (compact JSON when it was made from a tree).
@@ -54,7 +71,8 @@ impl Json {
 
     /// The root of a view of this payload.
     pub(crate) fn node(&self) -> Node<'_> {
-        Node::new(self.text())
+        let doc = self.doc();
+        Node::new(doc, doc.text())
     }
 
     /// The tree, built from the text the first time it is asked for. A text too deeply
@@ -69,6 +87,7 @@ impl Json {
     /// Replace the text (already validated): any tree built from the old one is dropped.
     pub(crate) fn set_valid_text(&mut self, text: String) {
         self.text = OnceLock::from(text.into_boxed_str());
+        self.tape = OnceLock::new();
         self.tree = OnceLock::new();
     }
 }
@@ -77,6 +96,7 @@ impl From<Value> for Json {
     fn from(v: Value) -> Json {
         Json {
             text: OnceLock::new(),
+            tape: OnceLock::new(),
             tree: OnceLock::from(v),
         }
     }
@@ -85,7 +105,11 @@ impl From<Value> for Json {
 impl Clone for Json {
     fn clone(&self) -> Json {
         match self.text.get() {
-            Some(text) => Json::from_valid(text.clone()),
+            Some(text) => Json {
+                text: OnceLock::from(text.clone()),
+                tape: self.tape.clone(),
+                tree: OnceLock::new(),
+            },
             None => Json::from(self.value().clone()),
         }
     }
@@ -187,21 +211,36 @@ impl<'de> Deserialize<'de> for AnyStr<'de> {
     }
 }
 
-/// An object's members in order: each key (unescaped) and its value.
-type Members<'a> = Vec<(Cow<'a, str>, Node<'a>)>;
+/// An object's members in order: each key as raw text (with its quotes) and its value's
+/// text.
+type Members<'a> = Vec<(&'a str, &'a str)>;
+
+/// Whether raw key `raw` (with its quotes) is `key`. An escape makes the raw text longer
+/// than what it stands for, so only a longer raw key can need unescaping.
+#[inline]
+fn key_is(raw: &str, key: &str) -> bool {
+    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
+    match inner.len().cmp(&key.len()) {
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => inner == key,
+        std::cmp::Ordering::Greater => inner.contains('\\') && scan::unescape(raw) == key,
+    }
+}
 
 /// A view of one JSON value inside a payload's validated text: an object's members are
 /// found by one walk over its text (kept), scalars are read when asked for.
 #[derive(Clone)]
 pub struct Node<'a> {
+    doc: scan::Doc<'a>,
     raw: &'a str,
     members: std::cell::OnceCell<Option<Members<'a>>>,
 }
 
 impl<'a> Node<'a> {
-    /// A view of validated JSON text with no surrounding whitespace.
-    pub(crate) fn new(raw: &'a str) -> Node<'a> {
+    /// A view of the value `raw`, a slice of the validated text `doc`.
+    fn new(doc: scan::Doc<'a>, raw: &'a str) -> Node<'a> {
         Node {
+            doc,
             raw,
             members: std::cell::OnceCell::new(),
         }
@@ -215,26 +254,33 @@ impl<'a> Node<'a> {
         self.first_byte() == b'{'
     }
 
-    /// An object's members, in order (None for anything else).
-    pub(crate) fn members(&self) -> Option<&[(Cow<'a, str>, Node<'a>)]> {
+    /// An object's members, found once (None for anything else).
+    fn member_texts(&self) -> Option<&[(&'a str, &'a str)]> {
         self.members
             .get_or_init(|| {
-                self.is_object().then(|| {
-                    scan::members(self.raw)
-                        .map(|(k, v)| (scan::unescape(k), Node::new(v)))
-                        .collect()
-                })
+                self.is_object()
+                    .then(|| self.doc.members(self.raw).collect())
             })
             .as_deref()
     }
 
+    /// An object's members, in order (None for anything else).
+    pub(crate) fn members(&self) -> Option<impl Iterator<Item = (Cow<'a, str>, Node<'a>)> + '_> {
+        let doc = self.doc;
+        Some(
+            self.member_texts()?
+                .iter()
+                .map(move |&(k, v)| (scan::unescape(k), Node::new(doc, v))),
+        )
+    }
+
     /// A member of an object (the last of that name, as in a parsed tree).
     pub(crate) fn get(&self, key: &str) -> Option<Node<'a>> {
-        self.members()?
+        self.member_texts()?
             .iter()
             .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| Node::new(v.raw))
+            .find(|(k, _)| key_is(k, key))
+            .map(|&(_, v)| Node::new(self.doc, v))
     }
 
     /// An array's items (None for anything else).
@@ -242,7 +288,12 @@ impl<'a> Node<'a> {
         if self.first_byte() != b'[' {
             return None;
         }
-        Some(scan::items(self.raw).map(Node::new).collect())
+        Some(
+            self.doc
+                .items(self.raw)
+                .map(|v| Node::new(self.doc, v))
+                .collect(),
+        )
     }
 
     /// A string's content (None for anything else).

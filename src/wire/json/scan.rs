@@ -148,11 +148,29 @@ fn number(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
     Ok(i)
 }
 
+/// Where containers end: `(start, end)` byte positions of every object and array of at
+/// least [`TAPE_MIN`] bytes, in the order they start. Made while validating; a walk that
+/// meets such a container jumps to its end instead of scanning it again, so reading a
+/// field three objects deep costs a walk over the members on the way, not over the bytes.
+pub(crate) type Tape = Vec<(u32, u32)>;
+
+/// Containers shorter than this are scanned when skipped (cheaper than a lookup); it also
+/// bounds the tape to an eighth of the text's size.
+const TAPE_MIN: usize = 64;
+
 /// Validate one value starting at `i` (no leading whitespace); the position after it.
 /// The bytes must already be known to be UTF-8 (strings are not checked for it here).
-fn value_at(b: &[u8], i: usize) -> Result<usize, Invalid> {
-    // Open containers: true for an object.
-    let mut stack: Vec<bool> = Vec::new();
+/// Containers are recorded in `tape` (when positions fit in 32 bits).
+fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
+    let taped = u32::try_from(b.len()).is_ok();
+    // Open containers: (is an object, start, its entry in the tape).
+    let mut stack: Vec<(bool, usize, usize)> = Vec::new();
+    let open = |stack: &mut Vec<(bool, usize, usize)>, tape: &mut Tape, object: bool, at: usize| {
+        stack.push((object, at, tape.len()));
+        if taped {
+            tape.push((at as u32, 0));
+        }
+    };
     let mut i = i;
     'value: loop {
         // A value starts at i.
@@ -163,7 +181,7 @@ fn value_at(b: &[u8], i: usize) -> Result<usize, Invalid> {
                 if b.get(j) == Some(&b'}') {
                     j + 1
                 } else {
-                    stack.push(true);
+                    open(&mut stack, tape, true, i);
                     i = member_key(b, j)?;
                     continue 'value;
                 }
@@ -173,7 +191,7 @@ fn value_at(b: &[u8], i: usize) -> Result<usize, Invalid> {
                 if b.get(j) == Some(&b']') {
                     j + 1
                 } else {
-                    stack.push(false);
+                    open(&mut stack, tape, false, i);
                     i = j;
                     continue 'value;
                 }
@@ -198,7 +216,7 @@ fn value_at(b: &[u8], i: usize) -> Result<usize, Invalid> {
         // After a value: close containers or go on to the next member/item.
         i = end;
         loop {
-            let Some(&object) = stack.last() else {
+            let Some(&(object, _, _)) = stack.last() else {
                 return Ok(i);
             };
             let j = skip_ws(b, i);
@@ -212,8 +230,17 @@ fn value_at(b: &[u8], i: usize) -> Result<usize, Invalid> {
                     continue 'value;
                 }
                 (Some(b'}'), true) | (Some(b']'), false) => {
-                    stack.pop();
+                    let (_, start, entry) = stack.pop().expect("a container is open");
                     i = j + 1;
+                    if taped {
+                        // Containers inside a short one are shorter: already popped, so
+                        // this one is the last entry.
+                        if i - start < TAPE_MIN {
+                            tape.truncate(entry);
+                        } else {
+                            tape[entry].1 = i as u32;
+                        }
+                    }
                 }
                 (None, _) => {
                     return Err(Invalid {
@@ -256,17 +283,22 @@ fn member_key(b: &[u8], i: usize) -> Result<usize, Invalid> {
     Ok(skip_ws(b, j + 1))
 }
 
-/// Validate that `b` is exactly one JSON value, with optional whitespace around it; the
-/// range of the value itself.
-pub(crate) fn validate(b: &[u8]) -> Result<std::ops::Range<usize>, Invalid> {
-    if let Err(e) = std::str::from_utf8(b) {
-        return Err(Invalid {
-            offset: e.valid_up_to(),
-            what: "invalid UTF-8",
-        });
-    }
+/// Validate that `b` is exactly one JSON value, with optional whitespace around it: the
+/// value's text (without that whitespace) and its containers' [`Tape`], positions counted
+/// from the start of that text.
+pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
+    let text = match std::str::from_utf8(b) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(Invalid {
+                offset: e.valid_up_to(),
+                what: "invalid UTF-8",
+            })
+        }
+    };
     let start = skip_ws(b, 0);
-    let end = value_at(b, start)?;
+    let mut tape = Tape::new();
+    let end = value_at(b, start, &mut tape)?;
     let rest = skip_ws(b, end);
     if rest != b.len() {
         return Err(Invalid {
@@ -274,7 +306,13 @@ pub(crate) fn validate(b: &[u8]) -> Result<std::ops::Range<usize>, Invalid> {
             what: "trailing characters",
         });
     }
-    Ok(start..end)
+    if start > 0 {
+        for e in &mut tape {
+            e.0 -= start as u32;
+            e.1 -= start as u32;
+        }
+    }
+    Ok((&text[start..end], tape))
 }
 
 // ---- Walks over validated text. They never panic on other text: they stop at its end.
@@ -294,8 +332,8 @@ fn skip_string(b: &[u8], mut i: usize) -> usize {
     }
 }
 
-/// The end of the value starting at `i` (no leading whitespace) in validated text.
-pub(crate) fn skip(b: &[u8], i: usize) -> usize {
+/// The end of the value starting at `i` (no leading whitespace) in validated text, scanned.
+fn skip(b: &[u8], i: usize) -> usize {
     match b.get(i) {
         Some(b'"') => skip_string(b, i),
         Some(b'{' | b'[') => {
@@ -334,73 +372,128 @@ pub(crate) fn skip(b: &[u8], i: usize) -> usize {
     }
 }
 
-/// The members of the object in validated text `t` (which starts with `{`): each key's raw
-/// text (with its quotes) and its value's text.
-pub(crate) fn members(t: &str) -> Members<'_> {
-    Members {
-        t,
-        i: skip_ws(t.as_bytes(), 1),
+/// A validated JSON text with its [`Tape`] (empty when not known: walks then scan).
+#[derive(Clone, Copy)]
+pub(crate) struct Doc<'a> {
+    text: &'a str,
+    tape: &'a [(u32, u32)],
+}
+
+impl<'a> Doc<'a> {
+    pub(crate) fn new(text: &'a str, tape: &'a [(u32, u32)]) -> Doc<'a> {
+        Doc { text, tape }
+    }
+
+    pub(crate) fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Where slice `v` of the text starts in it.
+    fn offset(&self, v: &str) -> usize {
+        let at = (v.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        assert!(
+            at <= self.text.len() && at + v.len() <= self.text.len(),
+            "a slice of another text"
+        );
+        at
+    }
+
+    /// The end of the value starting at `i`.
+    fn skip(&self, i: usize) -> usize {
+        let b = self.text.as_bytes();
+        if matches!(b.get(i), Some(b'{' | b'[')) {
+            if let Ok(k) = self.tape.binary_search_by_key(&(i as u32), |e| e.0) {
+                return self.tape[k].1 as usize;
+            }
+        }
+        skip(b, i)
+    }
+
+    /// The members of object `v` (a slice of the text starting with `{`): each key's raw
+    /// text (with its quotes) and its value's text.
+    pub(crate) fn members(&self, v: &'a str) -> Members<'a> {
+        let at = self.offset(v);
+        Members {
+            doc: *self,
+            i: skip_ws(self.text.as_bytes(), at + 1),
+            end: at + v.len(),
+        }
+    }
+
+    /// The items of array `v` (a slice of the text starting with `[`).
+    pub(crate) fn items(&self, v: &'a str) -> Items<'a> {
+        let at = self.offset(v);
+        Items {
+            doc: *self,
+            i: skip_ws(self.text.as_bytes(), at + 1),
+            end: at + v.len(),
+        }
+    }
+
+    /// The part of the tape inside slice `v`, counted from `v`'s start.
+    pub(crate) fn tape_of(&self, v: &str) -> Tape {
+        let at = self.offset(v);
+        let from = self.tape.partition_point(|e| (e.0 as usize) < at);
+        self.tape[from..]
+            .iter()
+            .take_while(|e| (e.0 as usize) < at + v.len())
+            .map(|&(s, e)| (s - at as u32, e - at as u32))
+            .collect()
     }
 }
 
-/// Iterator of [`members`].
+/// Iterator of [`Doc::members`].
 pub(crate) struct Members<'a> {
-    t: &'a str,
+    doc: Doc<'a>,
     i: usize,
+    end: usize,
 }
 
 impl<'a> Iterator for Members<'a> {
     /// (key with its quotes, value)
     type Item = (&'a str, &'a str);
     fn next(&mut self) -> Option<Self::Item> {
-        let b = self.t.as_bytes();
-        if b.get(self.i) != Some(&b'"') {
+        let b = self.doc.text.as_bytes();
+        if self.i >= self.end || b.get(self.i) != Some(&b'"') {
             return None;
         }
         let key_end = skip_string(b, self.i);
         let colon = skip_ws(b, key_end);
         let v = skip_ws(b, colon + 1);
-        let v_end = skip(b, v);
-        let key = self.t.get(self.i..key_end)?;
-        let value = self.t.get(v..v_end)?;
+        let v_end = self.doc.skip(v).min(self.end);
+        let key = self.doc.text.get(self.i..key_end)?;
+        let value = self.doc.text.get(v..v_end)?;
         let next = skip_ws(b, v_end);
         self.i = if b.get(next) == Some(&b',') {
             skip_ws(b, next + 1)
         } else {
-            b.len()
+            self.end
         };
         Some((key, value))
     }
 }
 
-/// The items of the array in validated text `t` (which starts with `[`).
-pub(crate) fn items(t: &str) -> Items<'_> {
-    Items {
-        t,
-        i: skip_ws(t.as_bytes(), 1),
-    }
-}
-
-/// Iterator of [`items`].
+/// Iterator of [`Doc::items`].
 pub(crate) struct Items<'a> {
-    t: &'a str,
+    doc: Doc<'a>,
     i: usize,
+    end: usize,
 }
 
 impl<'a> Iterator for Items<'a> {
     type Item = &'a str;
     fn next(&mut self) -> Option<&'a str> {
-        let b = self.t.as_bytes();
-        if matches!(b.get(self.i), None | Some(b']')) {
+        let b = self.doc.text.as_bytes();
+        if self.i >= self.end || matches!(b.get(self.i), None | Some(b']')) {
             return None;
         }
-        let end = skip(b, self.i);
-        let item = self.t.get(self.i..end)?;
+        let end = self.doc.skip(self.i).min(self.end);
+        let item = self.doc.text.get(self.i..end)?;
         let next = skip_ws(b, end);
         self.i = if b.get(next) == Some(&b',') {
             skip_ws(b, next + 1)
         } else {
-            b.len()
+            self.end
         };
         Some(item)
     }
@@ -542,7 +635,18 @@ mod tests {
     fn walks_find_members_items_and_ends() {
         let t = r#"{ "a" : "x\"}y" , "b":[1,{"c":"]"}, "d"], "e\u0041":{}, "n":-1.5e3}"#;
         assert!(ok(t));
-        let m: Vec<_> = members(t).collect();
+        let bare = Doc::new(t, &[]);
+        let m: Vec<_> = bare.members(t).collect();
+        let (text, tape) = validate(format!("  {t}\n").as_bytes())
+            .map(|(x, tp)| (x.to_owned(), tp))
+            .unwrap();
+        assert_eq!(text, t);
+        assert_eq!(
+            tape,
+            vec![(0, t.len() as u32)],
+            "only containers of 64 bytes or more"
+        );
+        assert_eq!(Doc::new(t, &tape).members(t).collect::<Vec<_>>(), m);
         assert_eq!(
             m,
             vec![
@@ -552,16 +656,65 @@ mod tests {
                 (r#""n""#, "-1.5e3"),
             ]
         );
-        let it: Vec<_> = items(m[1].1).collect();
+        let it: Vec<_> = bare.items(m[1].1).collect();
         assert_eq!(it, vec!["1", r#"{"c":"]"}"#, r#""d""#]);
-        assert_eq!(items("[ ]").count(), 0);
-        assert_eq!(members("{ }").count(), 0);
+        assert_eq!(Doc::new("[ ]", &[]).items("[ ]").count(), 0);
+        assert_eq!(Doc::new("{ }", &[]).members("{ }").count(), 0);
         assert_eq!(unescape(m[2].0), "eA");
         assert_eq!(
             unescape(r#""\ud83d\ude00 \ud800 \n""#),
             "\u{1F600} \u{FFFD} \n"
         );
         assert!(matches!(unescape(r#""plain""#), Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn the_tape_gives_the_same_walks_as_scanning() {
+        let long = "x".repeat(70);
+        let t = format!(
+            r#"{{"a":{{"b":["{long}",{{"c":"{long}"}},[]],"d":{{}}}},"e":[[["{long}"]]],"f":"}}"}}"#
+        );
+        let (text, tape) = validate(t.as_bytes()).unwrap();
+        assert!(tape.len() >= 5, "{tape:?}");
+        for &(s, e) in &tape {
+            assert_eq!(skip(text.as_bytes(), s as usize), e as usize);
+            assert!(e as usize - s as usize >= TAPE_MIN);
+        }
+        let bare = Doc::new(text, &[]);
+        let taped = Doc::new(text, &tape);
+        fn walk(d: Doc, v: &str, out: &mut Vec<String>) {
+            if v.starts_with('{') {
+                for (k, c) in d.members(v) {
+                    out.push(k.to_owned());
+                    walk(d, c, out);
+                }
+            } else if v.starts_with('[') {
+                for c in d.items(v) {
+                    walk(d, c, out);
+                }
+            } else {
+                out.push(v.to_owned());
+            }
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        walk(bare, text, &mut a);
+        walk(taped, text, &mut b);
+        assert_eq!(a, b);
+        let inner = taped.members(text).next().unwrap().1;
+        let sub = taped.tape_of(inner);
+        let (mut c, mut d) = (Vec::new(), Vec::new());
+        walk(Doc::new(inner, &sub), inner, &mut c);
+        walk(Doc::new(inner, &[]), inner, &mut d);
+        assert_eq!(c, d);
+        assert!(!sub.is_empty());
+    }
+
+    #[test]
+    fn deep_big_containers_tape_in_linear_time() {
+        let n = 200_000;
+        let deep = "[".repeat(n) + &"0,".repeat(40) + "0" + &"]".repeat(n);
+        let (_, tape) = validate(deep.as_bytes()).unwrap();
+        assert!(!tape.is_empty());
     }
 
     #[test]
@@ -575,8 +728,8 @@ mod tests {
             "[{[{",
             "{\"\\",
         ] {
-            let _ = members(t).count();
-            let _ = items(t).count();
+            let _ = Doc::new(t, &[]).members(t).count();
+            let _ = Doc::new(t, &[]).items(t).count();
             let _ = skip(t.as_bytes(), 0);
         }
     }
