@@ -12,7 +12,7 @@ use crate::rules::{self, Finding};
 use crate::timeline::{AppRef, Entry, EntryKind, Interpreter, Timeline, Tone};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
 /// No index (pair, app).
@@ -96,26 +96,41 @@ pub struct Row {
     pub(crate) mark: Mark,
 }
 
-/// Reading a capture in the background.
+/// Reading a capture in the background, in two threads: one reads and decodes the events
+/// (`tui-loader`), the other interprets them (`tui-interp`), so that the view's thread only
+/// indexes the entries.
 pub struct Loader {
-    rx: Receiver<LoadMsg>,
-    /// Used batches go back to the reading thread to be freed there: freeing memory
-    /// another thread allocated is slow with the system allocator.
-    recycle: std::sync::mpsc::Sender<Vec<(u64, Stamped)>>,
+    rx: Receiver<LoadMsg<Interpreted>>,
+    /// Used batches go back to the thread that made them, to be freed (and their memory
+    /// reused) there: freeing memory another thread allocated is slow with the system
+    /// allocator.
+    recycle: Sender<Interpreted>,
     /// File length, for the progress shown while loading.
     pub(crate) total: u64,
     /// Bytes read so far.
     pub(crate) read: u64,
+    /// The interpreting thread (it waits for the reading thread before it ends).
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
-enum LoadMsg {
-    Batch {
-        items: Vec<(u64, Stamped)>,
-        read: u64,
-    },
+/// What a loading thread passes on: batches (of events read, or of their entries), problems
+/// met, and the end.
+enum LoadMsg<B> {
+    Batch { batch: B, read: u64 },
     Problem(String),
     Done,
+}
+
+/// Events read, each with its offset in the file.
+type Read = Vec<(u64, Stamped)>;
+
+/// The entries the interpreter made of a batch of events.
+#[derive(Default)]
+struct Interpreted {
+    entries: Vec<Entry>,
+    /// Per event that made entries: its offset in the file, and how many of `entries`
+    /// (in order) it made.
+    events: Vec<(u64, usize)>,
 }
 
 impl Drop for Loader {
@@ -156,17 +171,12 @@ pub struct Model {
     pub(crate) version: u64,
     /// Rows added since the findings were computed.
     stale_findings: bool,
-    /// Interprets the events a [`Loader`] reads (the reading thread only decodes).
-    interp: Interpreter,
-    entries: Vec<Entry>,
 }
 
 impl Model {
     fn new(info: CaptureInfo, name: String, raw: RawStore) -> Model {
         Model {
             timeline: Timeline::new(&info),
-            interp: Interpreter::new(&info),
-            entries: Vec::new(),
             info,
             name,
             rows: Vec::new(),
@@ -192,7 +202,6 @@ impl Model {
     pub(crate) fn set_info(&mut self, info: CaptureInfo) {
         if self.rows.is_empty() {
             self.timeline = Timeline::new(&info);
-            self.interp = Interpreter::new(&info);
         }
         self.info = info;
         self.version += 1;
@@ -210,17 +219,28 @@ impl Model {
             .unwrap_or_else(|| path.display().to_string());
         let raw = RawStore::file(path);
         let model = Model::new(info.clone(), name, raw);
-        let (tx, rx) = std::sync::mpsc::sync_channel(8);
-        let (recycle, used) = std::sync::mpsc::channel();
-        let handle = std::thread::Builder::new()
+        let spawn_error = |error| CaptureError::Io {
+            path: path.to_owned(),
+            offset: 0,
+            op: "cannot start the loader threads",
+            error,
+        };
+        let (read_tx, read_rx) = std::sync::mpsc::sync_channel(4);
+        let (read_recycle, read_used) = std::sync::mpsc::channel();
+        let reading = std::thread::Builder::new()
             .name("tui-loader".into())
-            .spawn(move || load_thread(reader, tx, used))
-            .map_err(|error| CaptureError::Io {
-                path: path.to_owned(),
-                offset: 0,
-                op: "cannot start the loader thread",
-                error,
-            })?;
+            .spawn(move || load_thread(reader, read_tx, read_used))
+            .map_err(spawn_error)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (recycle, used) = std::sync::mpsc::channel();
+        let interp = Interpreter::new(&info);
+        let handle = std::thread::Builder::new()
+            .name("tui-interp".into())
+            .spawn(move || {
+                interp_thread(interp, read_rx, read_recycle, tx, used);
+                let _ = reading.join();
+            })
+            .map_err(spawn_error)?;
         Ok((
             model,
             Loader {
@@ -258,10 +278,15 @@ impl Model {
                 }
             };
             match msg {
-                LoadMsg::Batch { items, read } => {
+                LoadMsg::Batch { batch, read } => {
                     loader.read = read;
-                    let used = self.take_batch(items);
-                    let _ = loader.recycle.send(used);
+                    let mut at = 0;
+                    for &(offset, n) in &batch.events {
+                        let raw = self.raw.add_offset(offset);
+                        self.push_entries(raw, &batch.entries[at..at + n]);
+                        at += n;
+                    }
+                    let _ = loader.recycle.send(batch);
                 }
                 LoadMsg::Problem(p) => self.problem(p),
                 LoadMsg::Done => {
@@ -271,22 +296,6 @@ impl Model {
                 }
             }
         }
-    }
-
-    fn take_batch(&mut self, items: Vec<(u64, Stamped)>) -> Vec<(u64, Stamped)> {
-        let mut buf = std::mem::take(&mut self.entries);
-        for (offset, ev) in &items {
-            let offset = *offset;
-            buf.clear();
-            self.interp.push_into(ev, &mut buf);
-            if !buf.is_empty() {
-                let raw = self.raw.add_offset(offset);
-                self.push_entries(raw, &buf);
-            }
-        }
-        buf.clear();
-        self.entries = buf;
-        items
     }
 
     pub(crate) fn problem(&mut self, p: String) {
@@ -532,12 +541,49 @@ fn classify(e: &Entry) -> (RowKind, Mark) {
     }
 }
 
-fn load_thread(
-    mut reader: CaptureReader,
-    tx: SyncSender<LoadMsg>,
-    used: Receiver<Vec<(u64, Stamped)>>,
+/// Interpret the batches of events `rx` brings, passing their entries (and the problems and
+/// the end) on to `tx`; used batches go back through `recycle`, and come back from the
+/// view through `used`.
+fn interp_thread(
+    mut interp: Interpreter,
+    rx: Receiver<LoadMsg<Read>>,
+    recycle: Sender<Read>,
+    tx: SyncSender<LoadMsg<Interpreted>>,
+    used: Receiver<Interpreted>,
 ) {
-    let mut items: Vec<(u64, Stamped)> = Vec::with_capacity(BATCH);
+    let mut spare: Vec<Interpreted> = Vec::new();
+    for msg in rx {
+        let msg = match msg {
+            LoadMsg::Batch { batch: items, read } => {
+                // Free (and reuse) what the view is done with, here where it was allocated.
+                spare.extend(used.try_iter().map(|mut b| {
+                    b.entries.clear();
+                    b.events.clear();
+                    b
+                }));
+                let mut batch = spare.pop().unwrap_or_default();
+                for (offset, ev) in &items {
+                    let before = batch.entries.len();
+                    interp.push_into(ev, &mut batch.entries);
+                    let n = batch.entries.len() - before;
+                    if n > 0 {
+                        batch.events.push((*offset, n));
+                    }
+                }
+                let _ = recycle.send(items);
+                LoadMsg::Batch { batch, read }
+            }
+            LoadMsg::Problem(p) => LoadMsg::Problem(p),
+            LoadMsg::Done => LoadMsg::Done,
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+fn load_thread(mut reader: CaptureReader, tx: SyncSender<LoadMsg<Read>>, used: Receiver<Read>) {
+    let mut items: Read = Vec::with_capacity(BATCH);
     let mut batch_from = reader.offset();
     loop {
         // Free what the view is done with, here where it was allocated.
@@ -559,7 +605,7 @@ fn load_thread(
             let batch = std::mem::replace(&mut items, Vec::with_capacity(BATCH));
             if tx
                 .send(LoadMsg::Batch {
-                    items: batch,
+                    batch,
                     read: reader.offset(),
                 })
                 .is_err()
@@ -571,7 +617,7 @@ fn load_thread(
     if !items.is_empty()
         && tx
             .send(LoadMsg::Batch {
-                items,
+                batch: items,
                 read: reader.offset(),
             })
             .is_err()
