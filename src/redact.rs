@@ -290,8 +290,8 @@ impl Redactor {
                         } else {
                             self.json(&mut out, doc.text(), false, 0);
                         }
-                        if let Some(text) = out.finish() {
-                            j.set_valid_text(text);
+                        if let Some((text, tape)) = out.finish() {
+                            j.set_valid_text(text, Some(tape));
                         }
                     }
                 }
@@ -436,20 +436,9 @@ impl<'a> Rewrite<'a> {
         self.edits.push((start..start + slice.len(), json));
     }
 
-    /// The rewritten text, if anything was replaced.
-    fn finish(self) -> Option<String> {
-        if self.edits.is_empty() {
-            return None;
-        }
-        let mut out = String::with_capacity(self.text.len() + self.edits.len() * 8);
-        let mut at = 0;
-        for (range, with) in self.edits {
-            out.push_str(&self.text[at..range.start]);
-            out.push_str(&with);
-            at = range.end;
-        }
-        out.push_str(&self.text[at..]);
-        Some(out)
+    /// The rewritten text and its tape, if anything was replaced.
+    fn finish(self) -> Option<(String, scan::Tape)> {
+        (!self.edits.is_empty()).then(|| self.doc.splice(&self.edits))
     }
 }
 

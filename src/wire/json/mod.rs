@@ -84,10 +84,13 @@ impl Json {
         })
     }
 
-    /// Replace the text (already validated): any tree built from the old one is dropped.
-    pub(crate) fn set_valid_text(&mut self, text: String) {
+    /// Replace the text (already validated), with its tape when known: any tree built from
+    /// the old one is dropped.
+    pub(crate) fn set_valid_text(&mut self, text: String, tape: Option<scan::Tape>) {
         self.text = OnceLock::from(text.into_boxed_str());
-        self.tape = OnceLock::new();
+        self.tape = tape
+            .map(Vec::into_boxed_slice)
+            .map_or_else(OnceLock::new, OnceLock::from);
         self.tree = OnceLock::new();
     }
 }
@@ -395,7 +398,7 @@ mod tests {
         assert_eq!(serde_json::to_string(&j).unwrap(), text);
         assert_eq!(j.to_string(), text);
         assert_eq!(j.value()["z"], json!(1));
-        j.set_valid_text(r#"{"z":2,"a":[true,null]}"#.into());
+        j.set_valid_text(r#"{"z":2,"a":[true,null]}"#.into(), None);
         assert_eq!(
             serde_json::to_string(&j).unwrap(),
             r#"{"z":2,"a":[true,null]}"#

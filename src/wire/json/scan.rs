@@ -430,6 +430,53 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// The text with `edits` applied (byte ranges of the text, in order, not overlapping,
+    /// each replaced by a JSON text), and the new text's tape, shifted from this one
+    /// (containers inside a replaced range are dropped), without scanning again.
+    pub(crate) fn splice(&self, edits: &[(std::ops::Range<usize>, String)]) -> (String, Tape) {
+        let grow: isize = edits
+            .iter()
+            .map(|(r, with)| with.len() as isize - r.len() as isize)
+            .sum();
+        let mut out = String::with_capacity((self.text.len() as isize + grow).max(0) as usize);
+        let mut at = 0;
+        for (range, with) in edits {
+            out.push_str(&self.text[at..range.start]);
+            out.push_str(with);
+            at = range.end;
+        }
+        out.push_str(&self.text[at..]);
+        // Shift of a position: what the edits ending at or before it added.
+        let mut ends = Vec::with_capacity(edits.len());
+        let mut sum = 0isize;
+        for (r, with) in edits {
+            sum += with.len() as isize - r.len() as isize;
+            ends.push((r.end, sum));
+        }
+        let shift = |p: usize| {
+            let k = ends.partition_point(|&(end, _)| end <= p);
+            if k == 0 {
+                p
+            } else {
+                (p as isize + ends[k - 1].1) as usize
+            }
+        };
+        let inside = |p: usize| {
+            let k = edits.partition_point(|(r, _)| r.end <= p);
+            edits.get(k).is_some_and(|(r, _)| r.start <= p)
+        };
+        let tape = if u32::try_from(out.len()).is_ok() {
+            self.tape
+                .iter()
+                .filter(|&&(s, _)| !inside(s as usize))
+                .map(|&(s, e)| (shift(s as usize) as u32, shift(e as usize) as u32))
+                .collect()
+        } else {
+            Tape::new()
+        };
+        (out, tape)
+    }
+
     /// The part of the tape inside slice `v`, counted from `v`'s start.
     pub(crate) fn tape_of(&self, v: &str) -> Tape {
         let at = self.offset(v);
@@ -617,6 +664,73 @@ mod tests {
         assert!(validate(b"\"\xff\"").is_err(), "invalid UTF-8");
     }
 
+    proptest::proptest! {
+        /// On JSON texts with a byte changed, inserted or removed, the validator agrees with
+        /// serde_json (at depths serde_json's recursion limit allows), and the walks agree
+        /// with a tree on what is valid.
+        #[test]
+        fn agrees_with_serde_json_on_damaged_texts(
+            v in json_value(),
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), 0u8..3, proptest::prelude::any::<u8>()), 0..3),
+        ) {
+            let mut b = serde_json::to_vec(&v).unwrap();
+            for (at, op, byte) in edits {
+                let at = at % (b.len() + 1);
+                let table = b"{}[]\",:0-eE.tfn \\u\x01";
+                let byte = table[byte as usize % table.len()];
+                match op {
+                    0 if at < b.len() => b[at] = byte,
+                    1 => b.insert(at, byte),
+                    _ if at < b.len() => { b.remove(at); }
+                    _ => {}
+                }
+            }
+            // As a raw value (what was kept before this scanner): numbers out of f64's range
+            // are valid JSON, as serde_json says of them.
+            let serde = serde_json::from_slice::<&serde_json::value::RawValue>(&b);
+            let ours = validate(&b);
+            proptest::prop_assert_eq!(ours.is_ok(), serde.is_ok(), "{}", String::from_utf8_lossy(&b));
+            let tree = serde_json::from_slice::<serde_json::Value>(&b);
+            if let (Ok((text, tape)), Ok(tree)) = (ours, tree) {
+                proptest::prop_assert_eq!(walk_to_tree(Doc::new(text, &tape), text), tree);
+            }
+        }
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-z\\\"\u{0}-\u{1f}é😀]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(6, 80, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z\"]{0,70}", inner), 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A tree made by walking validated text (keys unescaped, scalars by serde_json).
+    fn walk_to_tree(d: Doc, v: &str) -> serde_json::Value {
+        use serde_json::Value;
+        match v.as_bytes()[0] {
+            b'{' => Value::Object(
+                d.members(v)
+                    .map(|(k, c)| (unescape(k).into_owned(), walk_to_tree(d, c)))
+                    .collect(),
+            ),
+            b'[' => Value::Array(d.items(v).map(|c| walk_to_tree(d, c)).collect()),
+            b'"' => Value::String(unescape(v).into_owned()),
+            _ => serde_json::from_str(v).unwrap(),
+        }
+    }
+
     #[test]
     fn deep_nesting_uses_no_call_stack() {
         let deep = "[".repeat(1_000_000) + &"]".repeat(1_000_000);
@@ -707,6 +821,40 @@ mod tests {
         walk(Doc::new(inner, &[]), inner, &mut d);
         assert_eq!(c, d);
         assert!(!sub.is_empty());
+    }
+
+    proptest::proptest! {
+        /// A spliced text's shifted tape walks it as scanning it does.
+        #[test]
+        fn spliced_tapes_walk_as_scanning(v in json_value(), picks in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..6), long in proptest::prelude::any::<bool>()) {
+            let text = serde_json::to_string(&v).unwrap();
+            let (text, tape) = validate(text.as_bytes()).unwrap();
+            // Scalars of the text, in order, to replace.
+            fn scalars<'a>(d: Doc<'a>, v: &'a str, out: &mut Vec<&'a str>) {
+                match v.as_bytes()[0] {
+                    b'{' => d.members(v).for_each(|(_, c)| scalars(d, c, out)),
+                    b'[' => d.items(v).for_each(|c| scalars(d, c, out)),
+                    _ => out.push(v),
+                }
+            }
+            let doc = Doc::new(text, &tape);
+            let mut all = Vec::new();
+            scalars(doc, text, &mut all);
+            let mut chosen: Vec<usize> = picks.iter().filter(|_| !all.is_empty()).map(|p| *p as usize % all.len()).collect();
+            chosen.sort();
+            chosen.dedup();
+            let with = if long { format!("\"{}\"", "z".repeat(90)) } else { "1".to_owned() };
+            let edits: Vec<_> = chosen.iter().map(|&i| {
+                let at = doc.offset(all[i]);
+                (at..at + all[i].len(), with.clone())
+            }).collect();
+            let (new, new_tape) = doc.splice(&edits);
+            proptest::prop_assert!(validate(new.as_bytes()).is_ok());
+            proptest::prop_assert_eq!(walk_to_tree(Doc::new(&new, &new_tape), &new), walk_to_tree(Doc::new(&new, &[]), &new));
+            for &(s, e) in &new_tape {
+                proptest::prop_assert_eq!(skip(new.as_bytes(), s as usize), e as usize);
+            }
+        }
     }
 
     #[test]
