@@ -12,7 +12,7 @@ use crate::rules::{self, Finding};
 use crate::timeline::{AppRef, Entry, EntryKind, Interpreter, Timeline, Tone};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
 /// No index (pair, app).
@@ -96,26 +96,41 @@ pub struct Row {
     pub(crate) mark: Mark,
 }
 
-/// Reading a capture in the background.
+/// Reading a capture in the background, in two threads: one reads and decodes the events
+/// (`tui-loader`), the other interprets them (`tui-interp`), so that the view's thread only
+/// indexes the entries.
 pub struct Loader {
-    rx: Receiver<LoadMsg>,
-    /// Used batches go back to the reading thread to be freed there: freeing memory
-    /// another thread allocated is slow with the system allocator.
-    recycle: std::sync::mpsc::Sender<Vec<(u64, Stamped)>>,
+    rx: Receiver<LoadMsg<Interpreted>>,
+    /// Used batches go back to the thread that made them, to be freed (and their memory
+    /// reused) there: freeing memory another thread allocated is slow with the system
+    /// allocator.
+    recycle: Sender<Interpreted>,
     /// File length, for the progress shown while loading.
     pub(crate) total: u64,
     /// Bytes read so far.
     pub(crate) read: u64,
+    /// The interpreting thread (it waits for the reading thread before it ends).
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
-enum LoadMsg {
-    Batch {
-        items: Vec<(u64, Stamped)>,
-        read: u64,
-    },
+/// What a loading thread passes on: batches (of events read, or of their entries), problems
+/// met, and the end.
+enum LoadMsg<B> {
+    Batch { batch: B, read: u64 },
     Problem(String),
     Done,
+}
+
+/// Events read, each with its offset in the file.
+type Read = Vec<(u64, Stamped)>;
+
+/// The entries the interpreter made of a batch of events.
+#[derive(Default)]
+struct Interpreted {
+    entries: Vec<Entry>,
+    /// Per event that made entries: its offset in the file, and how many of `entries`
+    /// (in order) it made.
+    events: Vec<(u64, usize)>,
 }
 
 impl Drop for Loader {
@@ -141,11 +156,12 @@ pub struct Model {
     app_ix: HashMap<u64, u32>,
     /// Rows of the daemon lane, in order.
     pub(crate) daemon: Vec<u32>,
-    /// The row of each ask not yet answered, by the number the interpreter gave it
-    /// (ascending: it numbers asks in the order it makes them). The pairing is the
-    /// interpreter's; this only finds the row an answer names. Grows only with asks that
-    /// never get an answer, by 16 bytes each, less than their rows.
-    waiting_asks: Vec<(u64, u32)>,
+    /// The row of each ask not yet answered, with its instant and number, in time order.
+    /// The pairing is the recorder's (or, for an older capture, the interpreter's); this
+    /// only finds the row an answer names, by the instant and number of its ask (numbers
+    /// need not grow with time: the recorder numbers asks as their copies reach it). Grows
+    /// only with asks that never get an answer, by 24 bytes each, less than their rows.
+    waiting_asks: Vec<(MonoNs, u64, u32)>,
     pub timeline: Timeline,
     pub findings: Vec<Finding>,
     raw: RawStore,
@@ -155,17 +171,12 @@ pub struct Model {
     pub(crate) version: u64,
     /// Rows added since the findings were computed.
     stale_findings: bool,
-    /// Interprets the events a [`Loader`] reads (the reading thread only decodes).
-    interp: Interpreter,
-    entries: Vec<Entry>,
 }
 
 impl Model {
     fn new(info: CaptureInfo, name: String, raw: RawStore) -> Model {
         Model {
             timeline: Timeline::new(&info),
-            interp: Interpreter::new(&info),
-            entries: Vec::new(),
             info,
             name,
             rows: Vec::new(),
@@ -191,7 +202,6 @@ impl Model {
     pub(crate) fn set_info(&mut self, info: CaptureInfo) {
         if self.rows.is_empty() {
             self.timeline = Timeline::new(&info);
-            self.interp = Interpreter::new(&info);
         }
         self.info = info;
         self.version += 1;
@@ -209,17 +219,28 @@ impl Model {
             .unwrap_or_else(|| path.display().to_string());
         let raw = RawStore::file(path);
         let model = Model::new(info.clone(), name, raw);
-        let (tx, rx) = std::sync::mpsc::sync_channel(8);
-        let (recycle, used) = std::sync::mpsc::channel();
-        let handle = std::thread::Builder::new()
+        let spawn_error = |error| CaptureError::Io {
+            path: path.to_owned(),
+            offset: 0,
+            op: "cannot start the loader threads",
+            error,
+        };
+        let (read_tx, read_rx) = std::sync::mpsc::sync_channel(4);
+        let (read_recycle, read_used) = std::sync::mpsc::channel();
+        let reading = std::thread::Builder::new()
             .name("tui-loader".into())
-            .spawn(move || load_thread(reader, tx, used))
-            .map_err(|error| CaptureError::Io {
-                path: path.to_owned(),
-                offset: 0,
-                op: "cannot start the loader thread",
-                error,
-            })?;
+            .spawn(move || load_thread(reader, read_tx, read_used))
+            .map_err(spawn_error)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let (recycle, used) = std::sync::mpsc::channel();
+        let interp = Interpreter::new(&info);
+        let handle = std::thread::Builder::new()
+            .name("tui-interp".into())
+            .spawn(move || {
+                interp_thread(interp, read_rx, read_recycle, tx, used);
+                let _ = reading.join();
+            })
+            .map_err(spawn_error)?;
         Ok((
             model,
             Loader {
@@ -257,10 +278,15 @@ impl Model {
                 }
             };
             match msg {
-                LoadMsg::Batch { items, read } => {
+                LoadMsg::Batch { batch, read } => {
                     loader.read = read;
-                    let used = self.take_batch(items);
-                    let _ = loader.recycle.send(used);
+                    let mut at = 0;
+                    for &(offset, n) in &batch.events {
+                        let raw = self.raw.add_offset(offset);
+                        self.push_entries(raw, &batch.entries[at..at + n]);
+                        at += n;
+                    }
+                    let _ = loader.recycle.send(batch);
                 }
                 LoadMsg::Problem(p) => self.problem(p),
                 LoadMsg::Done => {
@@ -270,22 +296,6 @@ impl Model {
                 }
             }
         }
-    }
-
-    fn take_batch(&mut self, items: Vec<(u64, Stamped)>) -> Vec<(u64, Stamped)> {
-        let mut buf = std::mem::take(&mut self.entries);
-        for (offset, ev) in &items {
-            let offset = *offset;
-            buf.clear();
-            self.interp.push_into(ev, &mut buf);
-            if !buf.is_empty() {
-                let raw = self.raw.add_offset(offset);
-                self.push_entries(raw, &buf);
-            }
-        }
-        buf.clear();
-        self.entries = buf;
-        items
     }
 
     pub(crate) fn problem(&mut self, p: String) {
@@ -347,15 +357,23 @@ impl Model {
             let mut pair = NONE;
             match &e.kind {
                 EntryKind::RequestAsked { ask, .. } => {
-                    if self.waiting_asks.last().is_some_and(|&(a, _)| a >= *ask) {
-                        // Numbered anew (another interpreter's entries).
-                        self.waiting_asks.clear();
-                    }
-                    self.waiting_asks.push((*ask, idx));
+                    let at = self.waiting_asks.partition_point(|w| w.0 <= e.t);
+                    self.waiting_asks.insert(at, (e.t, *ask, idx));
                 }
-                EntryKind::RequestAnswered { ask: Some(ask), .. } => {
-                    if let Ok(i) = self.waiting_asks.binary_search_by_key(ask, |&(a, _)| a) {
-                        let (_, row) = self.waiting_asks.remove(i);
+                EntryKind::RequestAnswered {
+                    ask: Some(ask),
+                    latency_ns: Some(latency),
+                    ..
+                } => {
+                    // Its ask was made `latency` before it.
+                    let asked = e.t.saturating_sub(*latency);
+                    let from = self.waiting_asks.partition_point(|w| w.0 < asked);
+                    let found = self.waiting_asks[from..]
+                        .iter()
+                        .take_while(|w| w.0 == asked)
+                        .position(|w| w.1 == *ask);
+                    if let Some(i) = found {
+                        let (_, _, row) = self.waiting_asks.remove(from + i);
                         pair = row;
                         self.rows[row as usize].pair = idx;
                     }
@@ -523,12 +541,49 @@ fn classify(e: &Entry) -> (RowKind, Mark) {
     }
 }
 
-fn load_thread(
-    mut reader: CaptureReader,
-    tx: SyncSender<LoadMsg>,
-    used: Receiver<Vec<(u64, Stamped)>>,
+/// Interpret the batches of events `rx` brings, passing their entries (and the problems and
+/// the end) on to `tx`; used batches go back through `recycle`, and come back from the
+/// view through `used`.
+fn interp_thread(
+    mut interp: Interpreter,
+    rx: Receiver<LoadMsg<Read>>,
+    recycle: Sender<Read>,
+    tx: SyncSender<LoadMsg<Interpreted>>,
+    used: Receiver<Interpreted>,
 ) {
-    let mut items: Vec<(u64, Stamped)> = Vec::with_capacity(BATCH);
+    let mut spare: Vec<Interpreted> = Vec::new();
+    for msg in rx {
+        let msg = match msg {
+            LoadMsg::Batch { batch: items, read } => {
+                // Free (and reuse) what the view is done with, here where it was allocated.
+                spare.extend(used.try_iter().map(|mut b| {
+                    b.entries.clear();
+                    b.events.clear();
+                    b
+                }));
+                let mut batch = spare.pop().unwrap_or_default();
+                for (offset, ev) in &items {
+                    let before = batch.entries.len();
+                    interp.push_into(ev, &mut batch.entries);
+                    let n = batch.entries.len() - before;
+                    if n > 0 {
+                        batch.events.push((*offset, n));
+                    }
+                }
+                let _ = recycle.send(items);
+                LoadMsg::Batch { batch, read }
+            }
+            LoadMsg::Problem(p) => LoadMsg::Problem(p),
+            LoadMsg::Done => LoadMsg::Done,
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+fn load_thread(mut reader: CaptureReader, tx: SyncSender<LoadMsg<Read>>, used: Receiver<Read>) {
+    let mut items: Read = Vec::with_capacity(BATCH);
     let mut batch_from = reader.offset();
     loop {
         // Free what the view is done with, here where it was allocated.
@@ -550,7 +605,7 @@ fn load_thread(
             let batch = std::mem::replace(&mut items, Vec::with_capacity(BATCH));
             if tx
                 .send(LoadMsg::Batch {
-                    items: batch,
+                    batch,
                     read: reader.offset(),
                 })
                 .is_err()
@@ -562,7 +617,7 @@ fn load_thread(
     if !items.is_empty()
         && tx
             .send(LoadMsg::Batch {
-                items,
+                batch: items,
                 read: reader.offset(),
             })
             .is_err()
@@ -628,5 +683,49 @@ mod tests {
             m.waiting_asks.len(),
             crate::pm2::exchange::MAX_WAITING_PER_CONN + 1
         );
+    }
+
+    /// The recorder numbers requests as their copies reach it: in time order, a later
+    /// request can bear a smaller number. Each answer still links to its own ask.
+    #[test]
+    fn rows_pair_asks_numbered_out_of_time_order() {
+        use crate::event::{Asked, Direction, Event, WireMessage};
+        use crate::wire::rpc::{encode_call, encode_reply};
+        let info = CaptureInfo {
+            rpc_paired: true,
+            ..CaptureInfo::default()
+        };
+        let rpc = |t, conn, dir, msg, ask, asked: Option<u64>| Stamped {
+            t,
+            event: Event::RpcMessage {
+                conn,
+                dir,
+                msg: WireMessage(msg),
+                ask: Some(ask),
+                asked: asked.map(|t| Asked {
+                    t,
+                    method: "getVersion".into(),
+                    pm_id: None,
+                }),
+            },
+        };
+        let call = || encode_call("getVersion", vec![], "1");
+        let reply = || encode_reply(vec![serde_json::json!("7.0.4")], "1");
+        let events = [
+            rpc(1, 1, Direction::ToDaemon, call(), 2, None),
+            rpc(2, 2, Direction::ToDaemon, call(), 1, None),
+            rpc(3, 2, Direction::ToClient, reply(), 1, Some(2)),
+            rpc(4, 1, Direction::ToClient, reply(), 2, Some(1)),
+        ];
+        let mut interp = Interpreter::new(&info);
+        let mut m = Model::live(info, "test");
+        for ev in events {
+            let entries = interp.push(&ev);
+            m.push_live(ev, &entries);
+        }
+        assert_eq!(m.len(), 4);
+        assert_eq!((m.row(0).pair, m.row(3).pair), (3, 0));
+        assert_eq!((m.row(1).pair, m.row(2).pair), (2, 1));
+        assert!(m.waiting_asks.is_empty());
     }
 }
