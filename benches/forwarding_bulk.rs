@@ -146,7 +146,8 @@ impl CpuSampler {
             .name("cpu-sampler".into())
             .spawn(move || {
                 let mut seen: HashMap<i32, (String, u64)> = HashMap::new();
-                while !s.load(Ordering::Relaxed) {
+                // At least one sample, also when stopped at once (a starting point).
+                loop {
                     for e in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
                         let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else {
                             continue;
@@ -165,6 +166,9 @@ impl CpuSampler {
                         let ticks =
                             f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
                         seen.insert(tid, (name, ticks));
+                    }
+                    if s.load(Ordering::Relaxed) {
+                        break;
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
