@@ -325,8 +325,7 @@ impl Iterator for DirEvents {
             let shift = *shift;
             match reader.next() {
                 Some(Ok(mut ev)) => {
-                    let t = ev.t as i128 + shift;
-                    ev.t = t.clamp(0, u64::MAX as i128) as u64;
+                    ev.shift(shift);
                     let wall = self.info.wall_ns(ev.t);
                     if self.since.is_some_and(|s| wall < s) {
                         continue;
@@ -421,5 +420,70 @@ mod tests {
         assert_eq!(names(select(&segs, "a", Some(340 * s), None)), vec![4]);
         assert!(select(&segs, "a", Some(400 * s), None).is_empty());
         assert_eq!(names(select(&segs, "b", None, Some(5 * s))), vec![1]);
+    }
+
+    /// A segment of another recorder run is moved onto the first one's clock, and so is the
+    /// instant a paired reply names of its request: the timeline finds that request.
+    #[test]
+    fn a_later_runs_replies_still_name_their_requests() {
+        use crate::capture::CaptureWriter;
+        use crate::event::{Asked, Direction, Event, WireMessage};
+        use crate::wire::rpc::{encode_call, encode_reply};
+        let dir = tempfile::tempdir().unwrap();
+        let run = |name: &str, mono_ref: u64, events: Vec<Stamped>| {
+            let info = CaptureInfo {
+                wall_ref_ns: 1_800_000_000_000_000_000,
+                mono_ref_ns: mono_ref,
+                rpc_paired: true,
+                ..CaptureInfo::default()
+            };
+            let path = dir.path().join(name);
+            let mut w = CaptureWriter::create(&path, &info, false).unwrap();
+            for ev in &events {
+                w.write(ev, "").unwrap();
+            }
+            w.finish().unwrap();
+            path
+        };
+        let rpc = |t, dir, msg, asked: Option<u64>| Stamped {
+            t,
+            event: Event::RpcMessage {
+                conn: 1,
+                dir,
+                msg: WireMessage(msg),
+                ask: Some(1),
+                asked: asked.map(|t| Asked {
+                    t,
+                    method: "stopProcessId".into(),
+                    pm_id: Some(0),
+                }),
+            },
+        };
+        let first = run("1", 1_000, vec![]);
+        // The second run's clock started 500 ns later against the same wall time.
+        let second = run(
+            "2",
+            1_500,
+            vec![
+                rpc(
+                    2_000,
+                    Direction::ToDaemon,
+                    encode_call("stopProcessId", vec![serde_json::json!(0)], "1"),
+                    None,
+                ),
+                rpc(
+                    2_700,
+                    Direction::ToClient,
+                    encode_reply(vec![], "1"),
+                    Some(2_000),
+                ),
+            ],
+        );
+        let events = DirEvents::open(vec![first, second], None, None).unwrap();
+        let info = events.info().clone();
+        let tl = crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
+        assert_eq!(tl.requests.len(), 1);
+        assert_eq!(tl.requests[0].asked, 1_500);
+        assert_eq!(tl.requests[0].answered, Some(2_200));
     }
 }

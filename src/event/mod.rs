@@ -200,6 +200,21 @@ pub struct Stamped {
     pub event: Event,
 }
 
+impl Stamped {
+    /// Move the event by `by` ns (onto another recording's clock): its instant, and the
+    /// instant it names of the request a reply answers. Clamped to the clock's range.
+    pub(crate) fn shift(&mut self, by: i128) {
+        let shifted = |t: MonoNs| (t as i128 + by).clamp(0, MonoNs::MAX as i128) as MonoNs;
+        self.t = shifted(self.t);
+        if let Event::RpcMessage {
+            asked: Some(asked), ..
+        } = &mut self.event
+        {
+            asked.t = shifted(asked.t);
+        }
+    }
+}
+
 /// An AMP message as stored: each argument tagged `j` (JSON), `s` (string) or `b64` (raw).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WireMessage(pub Message);

@@ -81,7 +81,7 @@ impl Pairing {
             Rpc::Call { call, meaning } => {
                 let asked = Asked {
                     t,
-                    method: call.method.to_owned(),
+                    method: call.method.to_string(),
                     pm_id: meaning.target_id(),
                 };
                 Paired {

@@ -26,7 +26,7 @@ use crate::wire::amp::Message;
 use crate::wire::json::{Json, Node};
 use crate::wire::rpc::Call;
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +58,14 @@ impl Target {
             Value::Object(o) => o.get("id").and_then(Target::from_value),
             _ => None,
         }
+    }
+
+    /// [`Target::from_value`] of a view: an object's `id`, else the scalar.
+    fn from_node(v: &Node) -> Option<Target> {
+        if v.is_object() {
+            return v.get("id").as_ref().and_then(Target::from_node);
+        }
+        Target::from_value(&v.scalar()?)
     }
 
     pub(crate) fn pm_id(&self) -> Option<u64> {
@@ -117,18 +125,23 @@ pub enum Pm2Call {
 
 /// The `env` a restart or reload sends, without its values (they may be secrets; with
 /// `--update-env` it is the caller's whole environment): each key in the order sent, with
-/// the [`value_hash`] of a value the daemon merges into the app's environment, `None` for an
+/// the [`text_hash`] of a value the daemon merges into the app's environment, `None` for an
 /// object (an env section, which pm2's `Utility.extend` skips). Serialized as its keys.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SentEnv(Vec<(String, Option<u64>)>);
 
 impl SentEnv {
-    fn of(env: &Map<String, Value>) -> SentEnv {
-        SentEnv(
-            env.iter()
-                .map(|(k, v)| (k.clone(), (!v.is_object()).then(|| value_hash(v))))
+    fn of(env: &Node) -> Option<SentEnv> {
+        Some(SentEnv(
+            env.members()?
+                .map(|(k, v)| {
+                    (
+                        k.into_owned(),
+                        (!v.is_object()).then(|| text_hash(&v.text())),
+                    )
+                })
                 .collect(),
-        )
+        ))
     }
 }
 
@@ -138,59 +151,51 @@ impl Serialize for SentEnv {
     }
 }
 
-fn first_arg<'a>(call: &Call<'a>) -> &'a Value {
-    call.args.first().unwrap_or(&Value::Null)
-}
-
-fn env_of(v: &Value) -> Option<SentEnv> {
-    v.get("env").and_then(Value::as_object).map(SentEnv::of)
+fn env_of(v: Option<&Node>) -> Option<SentEnv> {
+    SentEnv::of(&v?.get("env")?)
 }
 
 impl Pm2Call {
     /// The meaning of a decoded request.
     pub(crate) fn from_call(call: &Call) -> Pm2Call {
-        let a = first_arg(call);
-        match call.method {
+        let a = call.args.first();
+        let target = || a.and_then(Target::from_node);
+        let member = |k: &str| a.and_then(|a| a.get(k));
+        match &*call.method {
             "restartProcessId" => Pm2Call::RestartProcessId {
-                target: Target::from_value(a),
+                target: target(),
                 env: env_of(a),
             },
             "reloadProcessId" | "softReloadProcessId" => Pm2Call::ReloadProcessId {
-                target: Target::from_value(a),
+                target: target(),
                 env: env_of(a),
                 graceful: call.method == "softReloadProcessId",
             },
-            "stopProcessId" => Pm2Call::StopProcessId {
-                target: Target::from_value(a),
-            },
-            "startProcessId" => Pm2Call::StartProcessId {
-                target: Target::from_value(a),
-            },
-            "deleteProcessId" => Pm2Call::DeleteProcessId {
-                target: Target::from_value(a),
-            },
+            "stopProcessId" => Pm2Call::StopProcessId { target: target() },
+            "startProcessId" => Pm2Call::StartProcessId { target: target() },
+            "deleteProcessId" => Pm2Call::DeleteProcessId { target: target() },
             "notifyByProcessId" => Pm2Call::NotifyByProcessId {
-                id: a.get("id").and_then(Target::from_value),
-                action_name: a.get("action_name").map(json_text).unwrap_or_default(),
+                id: member("id").as_ref().and_then(Target::from_node),
+                action_name: member("action_name").map(|n| n.text()).unwrap_or_default(),
                 // pm2 checks only that `manually` is defined.
-                manually: a.get("manually").is_some_and(|m| !m.is_null()),
+                manually: member("manually").is_some_and(|m| m.scalar() != Some(Value::Null)),
             },
             "getMonitorData" => Pm2Call::GetMonitorData,
             "prepare" => {
-                let confs: Vec<&Value> = match a {
-                    Value::Array(v) => v.iter().collect(),
-                    v => vec![v],
+                let confs: Vec<Node> = match a {
+                    Some(list) => list.items().unwrap_or_else(|| vec![list.clone()]),
+                    None => Vec::new(),
                 };
                 let names = confs
                     .iter()
-                    .filter_map(|c| c.get("name").and_then(Value::as_str))
-                    .map(str::to_owned)
+                    .filter_map(|c| c.get("name")?.as_str())
+                    .map(|n| n.into_owned())
                     .collect();
                 Pm2Call::Prepare { names }
             }
             _ => Pm2Call::Other {
-                method: call.method.to_owned(),
-                args: call.args.to_vec(),
+                method: call.method.clone().into_owned(),
+                args: call.args.iter().map(Node::value).collect(),
             },
         }
     }
@@ -239,7 +244,7 @@ impl Pm2Call {
     }
 
     /// The environment values the daemon would merge into the app's environment, as
-    /// [`value_hash`]es: the non-object entries of `env` (pm2's `Utility.extend` skips
+    /// [`text_hash`]es: the non-object entries of `env` (pm2's `Utility.extend` skips
     /// objects).
     pub(crate) fn env_vars(&self) -> Vec<(&str, u64)> {
         match self {
@@ -327,12 +332,8 @@ fn env_of_app(pm_id: Option<u64>, pm2_env: &Node) -> Option<Arc<EnvFingerprint>>
     }
 }
 
-/// A stable 64-bit hash of a JSON value as pm2 would stringify it into the environment.
-pub(crate) fn value_hash(v: &Value) -> u64 {
-    text_hash(&json_text(v))
-}
-
-/// [`value_hash`] of a value's [`json_text`].
+/// A stable 64-bit hash of a JSON value as pm2 would stringify it into the environment
+/// (its text: a string without quotes, anything else as compact JSON; [`Node::text`]).
 fn text_hash(text: &str) -> u64 {
     use sha2::Digest;
     let d = sha2::Sha256::digest(text.as_bytes());
@@ -862,7 +863,7 @@ mod tests {
             json!([{"id": 0, "env": {"current_conf": {"a": 1}, "web": {}, "FOO": "bar"}}]),
         );
         assert_eq!(c.target_id(), Some(0));
-        assert_eq!(c.env_vars(), vec![("FOO", value_hash(&json!("bar")))]);
+        assert_eq!(c.env_vars(), vec![("FOO", text_hash("bar"))]);
         // Shown as its keys, in the order sent; never its values.
         assert_eq!(
             serde_json::to_value(&c).unwrap()["env"],

@@ -75,7 +75,7 @@ fn decode_and_comment(conn: u64, dir: Direction, msg: &crate::wire::amp::Message
     use crate::wire::rpc;
     match dir {
         Direction::ToDaemon => match rpc::parse_call(msg) {
-            Some(c) => Said::Call(c.method, &c.id).comment(conn, dir),
+            Some(c) => Said::Call(&c.method, &c.id).comment(conn, dir),
             None => Said::Other.comment(conn, dir),
         },
         Direction::ToClient => match rpc::parse_reply(msg) {

@@ -113,6 +113,7 @@ mod tests {
                     },
                 });
             }
+            dec.release_held(None);
         }
         (hints, std::iter::from_fn(|| rx.try_recv()).collect())
     }
@@ -220,6 +221,10 @@ mod tests {
         assert!(matches!(
             &events[1].event,
             Event::RpcClose { unanswered, .. } if unanswered == &["restartProcessId"]
+        ));
+        assert!(matches!(
+            events[2].event,
+            Event::RpcMessage { ask: None, .. }
         ));
     }
 }

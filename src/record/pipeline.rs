@@ -19,7 +19,7 @@ use crate::sources::bus::BusSubscriber;
 use crate::sources::guardian::Interposition;
 use crate::sources::procwatch::{ProcWatcher, WatcherHandle};
 use crate::sources::proxy::{Access, Proxy, Tap};
-use crate::wire::amp::Decoder;
+use crate::wire::amp::{Decoder, Message};
 use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
@@ -341,7 +341,11 @@ fn decode_taps(
     let mut batch = Vec::new();
     while rx.recv_batch(&mut batch) {
         decoder.take_batch(&mut batch, |bytes| rx.recycle(bytes));
+        // Measured on the copies' own clock, not the time now: when this thread falls
+        // behind, a request queued just after its reply is in the next batch, however late.
+        decoder.release_held(Some(decoder.latest().saturating_sub(HOLD_UNPAIRED_NS)));
     }
+    decoder.release_held(None);
     rx.lost()
 }
 
@@ -357,6 +361,25 @@ fn tap_time(tap: &Tap) -> event::MonoNs {
     }
 }
 
+/// How long a reply that answers no request waiting is held back for its request, on the
+/// copies' own clock: until a copy this much younger than the reply was taken. Its request
+/// is always queued before its connection's close (the close is queued once both forwarding
+/// threads are done), which releases it too; this bounds the wait on a connection that
+/// stays open. Under load a forwarding thread was seen to queue a request's copy more than
+/// 150 ms after stamping it, behind its reply; a reply held that long is written out of
+/// time order (as the late request itself is, beyond the reorder window).
+const HOLD_UNPAIRED_NS: u64 = 1_000_000_000;
+/// Replies held back at most; beyond, the oldest goes on unpaired.
+const MAX_HELD: usize = 1024;
+
+/// A reply that answered no request waiting when it was decoded.
+struct HeldReply {
+    t: event::MonoNs,
+    conn: u64,
+    id: String,
+    msg: Message,
+}
+
 /// The tap decoder: whole RPC messages out of tapped copies, per connection and direction,
 /// each decoded once ([`Rpc::decode`]) and paired there ([`Pairing`], the one pairing). The
 /// watcher's hints follow that result as soon as it is known, before the daemon acts; the
@@ -367,6 +390,12 @@ pub(super) struct TapDecoder<S: HintSink> {
     streams: HashMap<(u64, Direction), Decoder>,
     pairing: Pairing,
     hinter: Option<Hinter<S>>,
+    /// Replies that answered nothing yet, oldest first. A forwarding thread stamps its copy
+    /// before it forwards the bytes and queues it after: a request's copy can be queued
+    /// after the reply the daemon already sent, beyond the batch that holds the reply.
+    held: std::collections::VecDeque<HeldReply>,
+    /// The latest instant of a copy taken.
+    latest: event::MonoNs,
 }
 
 impl<S: HintSink> TapDecoder<S> {
@@ -377,6 +406,102 @@ impl<S: HintSink> TapDecoder<S> {
             streams: HashMap::new(),
             pairing: Pairing::new(),
             hinter,
+            held: Default::default(),
+            latest: 0,
+        }
+    }
+
+    /// The latest instant of a copy taken so far.
+    pub(super) fn latest(&self) -> event::MonoNs {
+        self.latest
+    }
+
+    /// One whole message: decoded once, paired, hinted, and sent on as an event. A reply
+    /// that answers no request waiting is held back (when `hold`) until its request comes
+    /// or [`TapDecoder::release_held`] lets it go.
+    fn message(&mut self, t: event::MonoNs, conn: u64, dir: Direction, msg: Message, hold: bool) {
+        let rpc = Rpc::decode(dir, &msg);
+        let paired = self.pairing.pair(t, conn, &rpc);
+        let asked_id = match &rpc {
+            Rpc::Reply(r) if hold && paired.ask.is_none() => {
+                let id = r.id.clone();
+                drop(rpc);
+                if self.held.len() >= MAX_HELD {
+                    self.release_oldest();
+                }
+                self.held.push_back(HeldReply { t, conn, id, msg });
+                return;
+            }
+            Rpc::Call { call, .. } => Some(call.id.clone()),
+            _ => None,
+        };
+        if let Some(h) = self.hinter.as_mut() {
+            h.message(&rpc, &paired);
+        }
+        drop(rpc);
+        self.sink.emit_at(
+            t,
+            Event::RpcMessage {
+                conn,
+                dir,
+                msg: WireMessage(msg),
+                ask: paired.ask,
+                asked: paired.asked,
+            },
+        );
+        // The reply to this request, if it was queued first.
+        if let Some(id) = asked_id {
+            if let Some(i) = self
+                .held
+                .iter()
+                .position(|h| h.conn == conn && h.id == id && h.t >= t)
+            {
+                let h = self.held.remove(i).expect("a held reply");
+                self.message(h.t, h.conn, Direction::ToClient, h.msg, false);
+            }
+        }
+    }
+
+    fn release_oldest(&mut self) {
+        if let Some(h) = self.held.pop_front() {
+            self.unpaired(h);
+        }
+    }
+
+    /// A held reply goes on as it was decoded: answering nothing (not paired now with a
+    /// request seen after it).
+    fn unpaired(&self, h: HeldReply) {
+        self.sink.emit_at(
+            h.t,
+            Event::RpcMessage {
+                conn: h.conn,
+                dir: Direction::ToClient,
+                msg: WireMessage(h.msg),
+                ask: None,
+                asked: None,
+            },
+        );
+    }
+
+    /// Send on the held replies seen before `before` (all of them: `None`), unpaired.
+    pub(super) fn release_held(&mut self, before: Option<event::MonoNs>) {
+        while self
+            .held
+            .front()
+            .is_some_and(|h| before.is_none_or(|b| h.t < b))
+        {
+            self.release_oldest();
+        }
+    }
+
+    /// Send on the held replies of `conn`, unpaired (it closed, or copies of it were lost).
+    fn release_conn(&mut self, conn: u64) {
+        let (of_conn, rest) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.conn == conn);
+        self.held = rest;
+        for h in of_conn {
+            self.unpaired(h);
         }
     }
 
@@ -386,6 +511,9 @@ impl<S: HintSink> TapDecoder<S> {
         // a batch can hold them out of time order (a reply queued before its request): pair
         // them in the order they were seen, which is the order the capture stores them in.
         batch.sort_by_key(tap_time);
+        if let Some(last) = batch.last() {
+            self.latest = self.latest.max(tap_time(last));
+        }
         for item in batch.drain(..) {
             if let Some(bytes) = self.take(item) {
                 recycle(bytes);
@@ -410,27 +538,12 @@ impl<S: HintSink> TapDecoder<S> {
                     .entry((conn, dir))
                     .or_insert_with(|| Decoder::new(max));
                 dec.push(&bytes);
-                while let Some(m) = dec.next() {
+                // Decoded first (the decoder is borrowed from `streams`), then taken in order.
+                let decoded: Vec<_> = std::iter::from_fn(|| dec.next()).collect();
+                for m in decoded {
                     match m {
-                        Ok(msg) => {
-                            let rpc = Rpc::decode(dir, &msg);
-                            let paired = self.pairing.pair(t, conn, &rpc);
-                            if let Some(h) = self.hinter.as_mut() {
-                                h.message(&rpc, &paired);
-                            }
-                            drop(rpc);
-                            sink.emit_at(
-                                t,
-                                Event::RpcMessage {
-                                    conn,
-                                    dir,
-                                    msg: WireMessage(msg),
-                                    ask: paired.ask,
-                                    asked: paired.asked,
-                                },
-                            )
-                        }
-                        Err(e) => sink.emit_at(
+                        Ok(msg) => self.message(t, conn, dir, msg, true),
+                        Err(e) => self.sink.emit_at(
                             t,
                             Event::RpcUndecodable {
                                 conn,
@@ -446,7 +559,9 @@ impl<S: HintSink> TapDecoder<S> {
             Tap::Gap { t, conn, dir } => {
                 let offset = self.streams.get(&(conn, dir)).map_or(0, |d| d.offset());
                 self.streams.remove(&(conn, dir));
-                sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
+                // The requests a held reply waits for may be among the copies lost.
+                self.release_conn(conn);
+                self.sink.emit_at(t, Event::RpcUndecodable { conn, dir, offset, error: "the recorder fell behind; copies of this stream were dropped (traffic was forwarded)".into() });
             }
             Tap::Close {
                 t,
@@ -456,7 +571,8 @@ impl<S: HintSink> TapDecoder<S> {
             } => {
                 self.streams.remove(&(conn, Direction::ToDaemon));
                 self.streams.remove(&(conn, Direction::ToClient));
-                sink.emit_at(
+                self.release_conn(conn);
+                self.sink.emit_at(
                     t,
                     Event::RpcClose {
                         conn,
@@ -514,10 +630,18 @@ mod tests {
     }
 
     /// The events the tap decoder makes of one batch.
-    fn decode(mut batch: Vec<Tap>) -> Vec<Stamped> {
+    fn decode(batch: Vec<Tap>) -> Vec<Stamped> {
+        decode_batches(vec![batch])
+    }
+
+    /// The events the tap decoder makes of batches taken one after the other.
+    fn decode_batches(batches: Vec<Vec<Tap>>) -> Vec<Stamped> {
         let (sink, mut rx) = EventSink::channel(1024);
         let mut dec = TapDecoder::<WatcherHandle>::new(sink, 1 << 20, None);
-        dec.take_batch(&mut batch, drop);
+        for mut batch in batches {
+            dec.take_batch(&mut batch, drop);
+        }
+        dec.release_held(None);
         drop(dec);
         std::iter::from_fn(|| rx.try_recv()).collect()
     }
@@ -656,5 +780,96 @@ mod tests {
             &events[3].event,
             Event::RpcClose { unanswered, .. } if unanswered == &["getMonitorData", "ping"]
         ));
+    }
+
+    /// A request's copy queued after the batch that held its reply (its forwarding thread
+    /// was slow to queue it): the reply waits for it and pairs, in time order.
+    #[test]
+    fn a_reply_queued_a_batch_before_its_request_still_pairs() {
+        let events = decode_batches(vec![
+            vec![data(
+                2_000,
+                1,
+                Direction::ToClient,
+                encode_reply(vec![json!("7.0.4")], "5"),
+            )],
+            vec![data(
+                1_000,
+                1,
+                Direction::ToDaemon,
+                encode_call("getVersion", vec![], "5"),
+            )],
+        ]);
+        assert_eq!(events.len(), 2);
+        assert_eq!(pairing(&events[0]), (Some(1), None));
+        assert_eq!(events[1].t, 2_000);
+        assert_eq!(
+            pairing(&events[1]),
+            (
+                Some(1),
+                Some(Asked {
+                    t: 1_000,
+                    method: "getVersion".into(),
+                    pm_id: None,
+                })
+            )
+        );
+    }
+
+    /// A reply that answers nothing is held back only until its connection closes, copies
+    /// of it are lost, or it is older than the hold; a request seen after it does not take it.
+    #[test]
+    fn a_reply_that_answers_nothing_goes_on_unpaired() {
+        let reply = |t, conn| data(t, conn, Direction::ToClient, encode_reply(vec![], "9"));
+        let (sink, mut rx) = EventSink::channel(1024);
+        let mut dec = TapDecoder::<WatcherHandle>::new(sink, 1 << 20, None);
+        let take = |dec: &mut TapDecoder<WatcherHandle>, tap| dec.take_batch(&mut vec![tap], drop);
+        take(&mut dec, reply(10, 1));
+        take(&mut dec, reply(20, 2));
+        take(&mut dec, reply(30, 3));
+        take(
+            &mut dec,
+            Tap::Close {
+                t: 40,
+                conn: 1,
+                to_client_bytes: 0,
+                to_daemon_bytes: 0,
+            },
+        );
+        take(
+            &mut dec,
+            Tap::Gap {
+                t: 50,
+                conn: 2,
+                dir: Direction::ToDaemon,
+            },
+        );
+        // A request sent after the reply is not what it answered.
+        take(
+            &mut dec,
+            data(60, 3, Direction::ToDaemon, encode_call("ping", vec![], "9")),
+        );
+        let kinds = |rx: &mut crate::event::EventReceiver| -> Vec<(u64, Option<u64>)> {
+            std::iter::from_fn(|| rx.try_recv())
+                .map(|e| match e.event {
+                    Event::RpcMessage { ask, .. } => (e.t, ask),
+                    _ => (e.t, None),
+                })
+                .collect()
+        };
+        assert_eq!(
+            kinds(&mut rx),
+            vec![
+                (10, None),
+                (40, None),
+                (20, None),
+                (50, None),
+                (60, Some(1))
+            ]
+        );
+        dec.release_held(Some(30));
+        assert_eq!(kinds(&mut rx), vec![]);
+        dec.release_held(Some(31));
+        assert_eq!(kinds(&mut rx), vec![(30, None)]);
     }
 }

@@ -294,7 +294,7 @@ mod tests {
                         &call.id,
                     );
                     c.write_all(&reply.encode()).unwrap();
-                    return call.method.to_owned();
+                    return call.method.into_owned();
                 }
             }
         });

@@ -774,10 +774,6 @@ pub struct Timeline {
     wall_ref_ns: i128,
     #[serde(skip)]
     mono_ref_ns: MonoNs,
-    /// Where in `requests` the current numbering of asks begins: the entries of one
-    /// interpreter number them upwards, so `requests[numbered_from..]` is sorted by `ask`.
-    #[serde(skip)]
-    numbered_from: usize,
     #[serde(skip)]
     peers: HashMap<u64, i32>,
 }
@@ -798,7 +794,6 @@ impl Timeline {
             pm2_home: info.pm2_home.clone(),
             wall_ref_ns: info.wall_ref_ns,
             mono_ref_ns: info.mono_ref_ns,
-            numbered_from: 0,
             peers: HashMap::new(),
         }
     }
@@ -869,8 +864,13 @@ impl Timeline {
                 new_pid,
                 procs,
                 method,
+                latency_ns,
                 ..
-            } => self.answered(e, *ask, method.as_deref(), outcome, *new_pid, procs),
+            } => {
+                // The request a reply answers was asked `latency_ns` before it.
+                let ask = ask.zip(latency_ns.map(|l| e.t.saturating_sub(l)));
+                self.answered(e, ask, method.as_deref(), outcome, *new_pid, procs)
+            }
             EntryKind::Bus(BusEvent::ProcessEvent(pe)) => self.process_event(e, pe),
             EntryKind::Bus(b @ BusEvent::ProcessMsg { at, .. }) if b.is_ready_message() => {
                 self.ready_message(e, *at)
@@ -1101,11 +1101,6 @@ impl Timeline {
             Pm2Call::Prepare { names } => names.clone(),
             _ => Vec::new(),
         };
-        if self.requests.last().is_some_and(|r| r.ask >= ask) {
-            // Numbered anew (another interpreter's entries): the earlier requests can no
-            // longer be answered.
-            self.numbered_from = self.requests.len();
-        }
         self.requests.push(Request {
             conn,
             id: id.to_owned(),
@@ -1161,25 +1156,29 @@ impl Timeline {
             })
     }
 
-    /// The request numbered `ask`, if it acted on an app (only those are kept).
-    fn request_numbered(&self, ask: u64) -> Option<usize> {
-        let from = self.numbered_from;
+    /// The request numbered `ask` and asked at `at`, if it acted on an app (only those are
+    /// kept). Requests stand in the order they were asked; their numbers need not grow in
+    /// that order (the recorder numbers requests as their copies reach it), and a number is
+    /// unique only within one numbering, so the instant finds the request.
+    fn request_numbered(&self, ask: u64, at: MonoNs) -> Option<usize> {
+        let from = self.requests.partition_point(|r| r.asked < at);
         self.requests[from..]
-            .binary_search_by_key(&ask, |r| r.ask)
-            .ok()
+            .iter()
+            .take_while(|r| r.asked == at)
+            .position(|r| r.ask == ask)
             .map(|i| from + i)
     }
 
     fn answered(
         &mut self,
         e: &Entry,
-        ask: Option<u64>,
+        ask: Option<(u64, MonoNs)>,
         method: Option<&str>,
         outcome: &Outcome,
         new_pid: Option<i64>,
         procs: &[MonitorProc],
     ) {
-        let req = ask.and_then(|a| self.request_numbered(a));
+        let req = ask.and_then(|(a, at)| self.request_numbered(a, at));
         if let Some(i) = req {
             let r = &mut self.requests[i];
             r.answered = Some(e.t);

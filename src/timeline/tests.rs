@@ -634,8 +634,10 @@ fn the_timeline_follows_the_interpreters_pairing() {
     assert_eq!(tl.requests.len(), 2);
 }
 
-/// Entries of another interpreter (numbered from 1 again) do not answer the earlier
-/// requests that bear the same numbers.
+/// A reply answers the request of its number asked at its instant: entries of another
+/// numbering (from 1 again) do not answer the earlier requests that bear the same numbers,
+/// and numbers that do not grow with time (the recorder numbers requests as their copies
+/// reach it) still find their requests.
 #[test]
 fn asks_numbered_anew_do_not_answer_earlier_requests() {
     let info = CaptureInfo::default();
@@ -652,7 +654,7 @@ fn asks_numbered_anew_do_not_answer_earlier_requests() {
             },
         },
     };
-    let answer = |t, ask| Entry {
+    let answer = |t: u64, ask, asked: u64| Entry {
         t,
         source: crate::event::Source::Rpc,
         app: None,
@@ -661,7 +663,7 @@ fn asks_numbered_anew_do_not_answer_earlier_requests() {
             id: String::new(),
             ask: Some(ask),
             method: Some("stopProcessId".into()),
-            latency_ns: None,
+            latency_ns: Some(t - asked),
             outcome: Outcome::Ok,
             new_pid: None,
             procs: Vec::new(),
@@ -672,9 +674,18 @@ fn asks_numbered_anew_do_not_answer_earlier_requests() {
     tl.apply(&stop(1, 1));
     tl.apply(&stop(2, 2));
     tl.apply(&stop(3, 1));
-    tl.apply(&answer(4, 1));
+    tl.apply(&answer(4, 1, 3));
     let answered: Vec<_> = tl.requests.iter().map(|r| r.answered).collect();
     assert_eq!(answered, [None, None, Some(4)]);
+
+    // Numbered 48 then 41, in time order.
+    let mut tl = Timeline::new(&info);
+    tl.apply(&stop(1, 48));
+    tl.apply(&stop(2, 41));
+    tl.apply(&answer(3, 41, 2));
+    tl.apply(&answer(4, 48, 1));
+    let answered: Vec<_> = tl.requests.iter().map(|r| r.answered).collect();
+    assert_eq!(answered, [Some(4), Some(3)]);
 }
 
 #[test]

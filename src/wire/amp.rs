@@ -64,6 +64,7 @@ impl Arg {
     }
 
     /// A JSON argument as a tree (built on first use).
+    #[cfg(test)]
     pub(crate) fn as_json(&self) -> Option<&serde_json::Value> {
         self.as_payload().map(Json::value)
     }

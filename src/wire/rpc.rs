@@ -7,12 +7,13 @@ use super::amp::{Arg, Message};
 use super::json::Node;
 use serde_json::Value;
 
-/// A decoded RPC request; method and arguments are borrowed from the message's tree (a
-/// restart's arguments carry the caller's whole environment: never copied to be read).
+/// A decoded RPC request; its arguments are views borrowed from the message's text (a
+/// restart's arguments carry the caller's whole environment: never built into a tree or
+/// copied to be read).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Call<'a> {
-    pub(crate) method: &'a str,
-    pub(crate) args: &'a [Value],
+    pub(crate) method: std::borrow::Cow<'a, str>,
+    pub(crate) args: Vec<Node<'a>>,
     pub(crate) id: String,
 }
 
@@ -32,15 +33,12 @@ pub struct RemoteError {
 
 /// Read a request sent by a pm2 client. `None` if the message is not shaped like one.
 pub(crate) fn parse_call(msg: &Message) -> Option<Call<'_>> {
-    let body = msg.args.first()?.as_json()?;
+    let body = msg.args.first()?.as_payload()?.node();
     if body.get("type")?.as_str()? != "call" {
         return None;
     }
     let method = body.get("method")?.as_str()?;
-    let args = body
-        .get("args")
-        .and_then(Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
+    let args = body.get("args").and_then(|a| a.items()).unwrap_or_default();
     let id = msg.args.get(1).and_then(id_of).unwrap_or_default();
     Some(Call { method, args, id })
 }

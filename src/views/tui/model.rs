@@ -156,11 +156,12 @@ pub struct Model {
     app_ix: HashMap<u64, u32>,
     /// Rows of the daemon lane, in order.
     pub(crate) daemon: Vec<u32>,
-    /// The row of each ask not yet answered, by the number the interpreter gave it
-    /// (ascending: it numbers asks in the order it makes them). The pairing is the
-    /// interpreter's; this only finds the row an answer names. Grows only with asks that
-    /// never get an answer, by 16 bytes each, less than their rows.
-    waiting_asks: Vec<(u64, u32)>,
+    /// The row of each ask not yet answered, with its instant and number, in time order.
+    /// The pairing is the recorder's (or, for an older capture, the interpreter's); this
+    /// only finds the row an answer names, by the instant and number of its ask (numbers
+    /// need not grow with time: the recorder numbers asks as their copies reach it). Grows
+    /// only with asks that never get an answer, by 24 bytes each, less than their rows.
+    waiting_asks: Vec<(MonoNs, u64, u32)>,
     pub timeline: Timeline,
     pub findings: Vec<Finding>,
     raw: RawStore,
@@ -356,15 +357,23 @@ impl Model {
             let mut pair = NONE;
             match &e.kind {
                 EntryKind::RequestAsked { ask, .. } => {
-                    if self.waiting_asks.last().is_some_and(|&(a, _)| a >= *ask) {
-                        // Numbered anew (another interpreter's entries).
-                        self.waiting_asks.clear();
-                    }
-                    self.waiting_asks.push((*ask, idx));
+                    let at = self.waiting_asks.partition_point(|w| w.0 <= e.t);
+                    self.waiting_asks.insert(at, (e.t, *ask, idx));
                 }
-                EntryKind::RequestAnswered { ask: Some(ask), .. } => {
-                    if let Ok(i) = self.waiting_asks.binary_search_by_key(ask, |&(a, _)| a) {
-                        let (_, row) = self.waiting_asks.remove(i);
+                EntryKind::RequestAnswered {
+                    ask: Some(ask),
+                    latency_ns: Some(latency),
+                    ..
+                } => {
+                    // Its ask was made `latency` before it.
+                    let asked = e.t.saturating_sub(*latency);
+                    let from = self.waiting_asks.partition_point(|w| w.0 < asked);
+                    let found = self.waiting_asks[from..]
+                        .iter()
+                        .take_while(|w| w.0 == asked)
+                        .position(|w| w.1 == *ask);
+                    if let Some(i) = found {
+                        let (_, _, row) = self.waiting_asks.remove(from + i);
                         pair = row;
                         self.rows[row as usize].pair = idx;
                     }
@@ -674,5 +683,49 @@ mod tests {
             m.waiting_asks.len(),
             crate::pm2::exchange::MAX_WAITING_PER_CONN + 1
         );
+    }
+
+    /// The recorder numbers requests as their copies reach it: in time order, a later
+    /// request can bear a smaller number. Each answer still links to its own ask.
+    #[test]
+    fn rows_pair_asks_numbered_out_of_time_order() {
+        use crate::event::{Asked, Direction, Event, WireMessage};
+        use crate::wire::rpc::{encode_call, encode_reply};
+        let info = CaptureInfo {
+            rpc_paired: true,
+            ..CaptureInfo::default()
+        };
+        let rpc = |t, conn, dir, msg, ask, asked: Option<u64>| Stamped {
+            t,
+            event: Event::RpcMessage {
+                conn,
+                dir,
+                msg: WireMessage(msg),
+                ask: Some(ask),
+                asked: asked.map(|t| Asked {
+                    t,
+                    method: "getVersion".into(),
+                    pm_id: None,
+                }),
+            },
+        };
+        let call = || encode_call("getVersion", vec![], "1");
+        let reply = || encode_reply(vec![serde_json::json!("7.0.4")], "1");
+        let events = [
+            rpc(1, 1, Direction::ToDaemon, call(), 2, None),
+            rpc(2, 2, Direction::ToDaemon, call(), 1, None),
+            rpc(3, 2, Direction::ToClient, reply(), 1, Some(2)),
+            rpc(4, 1, Direction::ToClient, reply(), 2, Some(1)),
+        ];
+        let mut interp = Interpreter::new(&info);
+        let mut m = Model::live(info, "test");
+        for ev in events {
+            let entries = interp.push(&ev);
+            m.push_live(ev, &entries);
+        }
+        assert_eq!(m.len(), 4);
+        assert_eq!((m.row(0).pair, m.row(3).pair), (3, 0));
+        assert_eq!((m.row(1).pair, m.row(2).pair), (2, 1));
+        assert!(m.waiting_asks.is_empty());
     }
 }
