@@ -145,6 +145,37 @@ fn tokio_forwarder(listen: &Path, target: &Path) -> tokio::runtime::Runtime {
     rt
 }
 
+/// Per thread of `pid`: (name, ns on a CPU, ns waiting on a run queue), from schedstat.
+fn sched_of(pid: u32) -> Vec<(String, u64, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            let name = std::fs::read_to_string(p.join("comm")).ok()?;
+            let st = std::fs::read_to_string(p.join("schedstat")).ok()?;
+            let mut f = st.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+            Some((name.trim_end().to_owned(), f.next()?, f.next()?))
+        })
+        .collect()
+}
+
+/// (run, wait) ns summed over the threads whose name `pick` accepts, `after` minus `before`.
+fn sched_delta(
+    before: &[(String, u64, u64)],
+    after: &[(String, u64, u64)],
+    pick: impl Fn(&str) -> bool,
+) -> (u64, u64) {
+    let sum = |v: &[(String, u64, u64)]| {
+        v.iter()
+            .filter(|(n, _, _)| pick(n))
+            .fold((0u64, 0u64), |(r, w), (_, a, b)| (r + a, w + b))
+    };
+    let (a, b) = (sum(after), sum(before));
+    (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))
+}
+
 fn threads_of(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| d.count())
@@ -216,12 +247,14 @@ fn main() {
     // Interleaved: each round measures every path once, in a rotating order, so that load on
     // the machine falls on all paths alike; added latency is the per-round difference.
     let mut samples: [Vec<f64>; PATHS] = Default::default();
+    let sched_before = sched_of(rec.id());
     for i in 0..ROUNDS {
         for k in 0..PATHS {
             let p = (i + k) % PATHS;
             samples[p].push(clients[p].round_trip());
         }
     }
+    let sched_after = sched_of(rec.id());
     drop(clients);
     eprintln!("getVersion round trips against a real pm2 7.0.4 daemon, {ROUNDS} interleaved rounds after {WARMUP} warm-up:");
     let added = |p: usize| -> (f64, f64) {
@@ -271,5 +304,18 @@ fn main() {
     );
     println!(
         "| recorder threads per client connection | | {per_conn:.1} | {idle_threads} threads idle |"
+    );
+    // Where the recorder's time went during the measured rounds (schedstat of its threads).
+    let per_rt = |ns: u64| ns as f64 / 1e3 / ROUNDS as f64;
+    let (fwd_run, fwd_wait) = sched_delta(&sched_before, &sched_after, |n| n.starts_with("proxy-"));
+    let (own_run, own_wait) = sched_delta(&sched_before, &sched_after, |n| {
+        n == "tap-decoder" || n == "recorder" || n == "bus"
+    });
+    println!(
+        "| recorder's forwarding threads per round trip: on CPU / waiting on a run queue | | {:.1} / {:.1} µs | its own work (tap decoder, recorder loop, bus; SCHED_IDLE): {:.1} µs on CPU, {:.1} µs waiting |",
+        per_rt(fwd_run),
+        per_rt(fwd_wait),
+        per_rt(own_run),
+        per_rt(own_wait)
     );
 }
