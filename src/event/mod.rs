@@ -301,8 +301,9 @@ pub struct CaptureInfo {
     pub proc_mode: String,
     pub command_line: Vec<String>,
     /// Whether the recorder paired the RPC messages as it decoded them (`ask`, `asked` and
-    /// `unanswered` on the RPC events). Captures recorded before it did lack them; they are
-    /// paired when read, by the same [`crate::pm2::exchange::Pairing`].
+    /// `unanswered` on the RPC events). Captures recorded before it did lack them; their
+    /// requests (without `ask`) are paired when interpreted, by the same
+    /// [`crate::pm2::exchange::Pairing`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rpc_paired: bool,
 }

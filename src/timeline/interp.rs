@@ -6,8 +6,9 @@
 //! It does not pair requests with replies: the recorder did, as it decoded them, and each RPC
 //! event carries the result (a request's number `ask`; a reply's `ask` and `asked`, the
 //! request it answers). Entries pass it on (`RequestAsked { ask }`, `RequestAnswered { ask }`),
-//! so the timeline and the TUI follow it too. Only a capture recorded before the recorder
-//! paired ([`CaptureInfo::rpc_paired`] false) is paired here, by the same [`Pairing`].
+//! so the timeline and the TUI follow it too. Only events recorded before the recorder
+//! paired (a request without a number: every capture in `captures/`, users' older files, or
+//! the older segments of a directory) are paired here, by the same [`Pairing`].
 
 use super::entry::{AppRef, Entry, EntryKind, Outcome};
 use super::procfacts::ProcFacts;
@@ -32,8 +33,9 @@ const MAX_LINE_CHARS: usize = 2000;
 
 /// Turns stored events into timeline entries.
 pub struct Interpreter {
-    /// The recorder's pairing, for a capture whose events do not carry it (recorded before
-    /// the recorder paired).
+    /// The recorder's pairing, for events that do not carry it (a capture, or a segment of
+    /// one, recorded before the recorder paired): made at the first request without a
+    /// number, so it pairs only what came without the recorder's pairing.
     unpaired: Option<Pairing>,
     names: BTreeMap<u64, String>,
     /// Script -> the one pm_id running it; `None` when several do (the instances of a
@@ -49,9 +51,9 @@ pub struct Interpreter {
 }
 
 impl Interpreter {
-    pub fn new(info: &CaptureInfo) -> Interpreter {
+    pub fn new(_info: &CaptureInfo) -> Interpreter {
         Interpreter {
-            unpaired: (!info.rpc_paired).then(Pairing::new),
+            unpaired: None,
             names: BTreeMap::new(),
             scripts: HashMap::new(),
             pids: HashMap::new(),
@@ -165,10 +167,10 @@ impl Interpreter {
                 to_daemon_bytes,
                 unanswered,
             } => {
-                let unanswered = match &mut self.unpaired {
-                    Some(pairing) => pairing.close(*conn),
-                    None => unanswered.clone(),
-                };
+                let mut unanswered = unanswered.clone();
+                if let Some(pairing) = &mut self.unpaired {
+                    unanswered.extend(pairing.close(*conn));
+                }
                 out.push(plain(EntryKind::ConnClosed {
                     conn: *conn,
                     to_client_bytes: *to_client_bytes,
@@ -184,9 +186,23 @@ impl Interpreter {
                 asked,
             } => {
                 let rpc = Rpc::decode(*dir, &msg.0);
-                let paired = match &mut self.unpaired {
-                    Some(pairing) => pairing.pair(t, *conn, &rpc),
-                    None => Paired {
+                let paired = match (&rpc, ask, &mut self.unpaired) {
+                    // Every request the recorder decodes has a number: one without was
+                    // recorded before the recorder paired, and is paired here.
+                    (Rpc::Call { .. }, None, unpaired) => unpaired
+                        .get_or_insert_with(Pairing::new)
+                        .pair(t, *conn, &rpc),
+                    (Rpc::Reply(_), None, Some(pairing)) => pairing.pair(t, *conn, &rpc),
+                    (Rpc::Call { .. }, Some(_), unpaired) => {
+                        // Paired by a recorder from here on: what older requests were left
+                        // waiting belongs to another recording and answers nothing here.
+                        *unpaired = None;
+                        Paired {
+                            ask: *ask,
+                            asked: None,
+                        }
+                    }
+                    _ => Paired {
                         ask: *ask,
                         asked: asked.clone(),
                     },
@@ -660,5 +676,70 @@ mod tests {
                 .count();
         }
         assert!(answered > 100, "{answered} replies paired");
+    }
+
+    /// One stream of events from an older capture (no pairing stored) then a newer one
+    /// (paired by the recorder), as a directory of segments across an upgrade gives: the
+    /// older requests are paired here, the newer ones read from their events, and a newer
+    /// reply that answers nothing is not paired with an older request.
+    #[test]
+    fn older_events_are_paired_here_and_newer_ones_read() {
+        use crate::event::{Asked, Direction, WireMessage};
+        use crate::wire::rpc::{encode_call, encode_reply};
+        let rpc = |t, conn, dir, msg, ask, asked: Option<Asked>| Stamped {
+            t,
+            event: Event::RpcMessage {
+                conn,
+                dir,
+                msg: WireMessage(msg),
+                ask,
+                asked,
+            },
+        };
+        let stop = || encode_call("stopProcessId", vec![serde_json::json!(0)], "1");
+        let done = || encode_reply(vec![], "1");
+        let events = [
+            // Older: nothing stored; a request left waiting on connection 2.
+            rpc(1, 1, Direction::ToDaemon, stop(), None, None),
+            rpc(2, 1, Direction::ToClient, done(), None, None),
+            rpc(3, 2, Direction::ToDaemon, stop(), None, None),
+            // Newer, numbered from 1 again.
+            rpc(10, 1, Direction::ToDaemon, stop(), Some(1), None),
+            rpc(
+                12,
+                1,
+                Direction::ToClient,
+                done(),
+                Some(1),
+                Some(Asked {
+                    t: 10,
+                    method: "stopProcessId".into(),
+                    pm_id: Some(0),
+                }),
+            ),
+            rpc(13, 2, Direction::ToClient, done(), None, None),
+        ];
+        let mut interp = Interpreter::new(&CaptureInfo::default());
+        let answers: Vec<_> = events
+            .iter()
+            .flat_map(|e| interp.push(e))
+            .filter_map(|e| match e.kind {
+                EntryKind::RequestAnswered {
+                    ask,
+                    method,
+                    latency_ns,
+                    ..
+                } => Some((e.t, ask, method, latency_ns)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                (2, Some(1), Some("stopProcessId".into()), Some(1)),
+                (12, Some(1), Some("stopProcessId".into()), Some(2)),
+                (13, None, None, None),
+            ]
+        );
     }
 }
