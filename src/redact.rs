@@ -194,6 +194,25 @@ pub(crate) struct Redactor {
     /// Hashes already computed, by value: a poller's replies repeat the same environment
     /// every time. Bounded: emptied when full.
     seen: Mutex<HashMap<Box<str>, Box<str>>>,
+    /// Large objects redacted before, by their text: a poller's replies repeat each app's
+    /// `pm2_env` between restarts, so it is looked up, not walked and hashed again.
+    /// Bounded by [`MEMO_MAX_BYTES`]: emptied when full.
+    memo: Mutex<Memo>,
+}
+
+/// Objects at least this long are remembered once redacted.
+const MEMO_MIN: usize = 512;
+/// Text kept by the memo, at most (its keys and redacted copies).
+const MEMO_MAX_BYTES: usize = 16 << 20;
+
+/// An object's redacted text and its tape; None when redaction changed nothing.
+type Redacted = Option<(Box<str>, scan::Tape)>;
+
+#[derive(Default)]
+struct Memo {
+    /// An object's text -> (its depth, what it became).
+    objects: HashMap<Box<str>, (usize, Redacted)>,
+    bytes: usize,
 }
 
 /// Values whose hash is kept for reuse (a few MB at most).
@@ -224,6 +243,7 @@ impl Redactor {
             mode,
             mac: <Hmac<Sha256> as Mac>::new_from_slice(&key).expect("HMAC takes any key"),
             seen: Mutex::new(HashMap::new()),
+            memo: Mutex::new(Memo::default()),
         }
     }
 
@@ -307,7 +327,50 @@ impl Redactor {
             return self.replace_whole(out, v);
         }
         match v.as_bytes().first() {
-            Some(b'{') => {
+            Some(b'{') if v.len() >= MEMO_MIN && !inside_env => {
+                let memo = |f: &mut dyn FnMut(&mut Memo)| {
+                    f(&mut self.memo.lock().unwrap_or_else(|e| e.into_inner()))
+                };
+                let mut hit = None;
+                memo(&mut |m| {
+                    hit = m
+                        .objects
+                        .get(v)
+                        .filter(|(d, _)| *d == depth)
+                        .map(|x| x.1.clone())
+                });
+                match hit {
+                    Some(None) => {}
+                    Some(Some((text, tape))) => out.replace_json(v, text.into(), tape),
+                    None => {
+                        let first = out.edits.len();
+                        self.object(out, v, inside_env, depth);
+                        let redacted = out.redacted(v, first);
+                        let size = v.len() + redacted.as_ref().map_or(0, |r| r.0.len());
+                        memo(&mut |m| {
+                            if m.bytes + size > MEMO_MAX_BYTES {
+                                *m = Memo::default();
+                            }
+                            m.bytes += size;
+                            m.objects.insert(v.into(), (depth, redacted.clone()));
+                        });
+                    }
+                }
+            }
+            Some(b'{') => self.object(out, v, inside_env, depth),
+            Some(b'[') => {
+                for item in out.doc.items(v) {
+                    self.json(out, item, inside_env, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// [`Redactor::json`] of an object.
+    fn object(&self, out: &mut Rewrite, v: &str, inside_env: bool, depth: usize) {
+        {
+            {
                 let members: Vec<(std::borrow::Cow<str>, &str)> = out
                     .doc
                     .members(v)
@@ -333,12 +396,6 @@ impl Redactor {
                     }
                 }
             }
-            Some(b'[') => {
-                for item in out.doc.items(v) {
-                    self.json(out, item, inside_env, depth + 1);
-                }
-            }
-            _ => {}
         }
     }
 
@@ -417,7 +474,7 @@ struct Rewrite<'a> {
     doc: scan::Doc<'a>,
     text: &'a str,
     /// Byte range replaced, and the JSON text that replaces it.
-    edits: Vec<(std::ops::Range<usize>, String)>,
+    edits: Vec<scan::Edit>,
 }
 
 impl<'a> Rewrite<'a> {
@@ -433,7 +490,42 @@ impl<'a> Rewrite<'a> {
     fn replace(&mut self, slice: &str, with: &str) {
         let start = slice.as_ptr() as usize - self.text.as_ptr() as usize;
         let json = serde_json::to_string(with).expect("a string always serialises");
-        self.edits.push((start..start + slice.len(), json));
+        self.edits.push(scan::Edit {
+            range: start..start + slice.len(),
+            with: json,
+            tape: scan::Tape::new(),
+        });
+    }
+
+    /// Replace `slice` by the JSON text `with`, whose tape is `tape`.
+    fn replace_json(&mut self, slice: &str, with: String, tape: scan::Tape) {
+        let start = slice.as_ptr() as usize - self.text.as_ptr() as usize;
+        self.edits.push(scan::Edit {
+            range: start..start + slice.len(),
+            with,
+            tape,
+        });
+    }
+
+    /// What `slice` became with the edits from number `first` on (all inside it), and its
+    /// tape; None when nothing in it changed.
+    fn redacted(&self, slice: &'a str, first: usize) -> Redacted {
+        let edits = &self.edits[first..];
+        if edits.is_empty() {
+            return None;
+        }
+        let start = slice.as_ptr() as usize - self.text.as_ptr() as usize;
+        let local: Vec<scan::Edit> = edits
+            .iter()
+            .map(|e| scan::Edit {
+                range: e.range.start - start..e.range.end - start,
+                with: e.with.clone(),
+                tape: e.tape.clone(),
+            })
+            .collect();
+        let tape = self.doc.tape_of(slice);
+        let (text, tape) = scan::Doc::new(slice, &tape).splice(&local);
+        Some((text.into_boxed_str(), tape))
     }
 
     /// The rewritten text and its tape, if anything was replaced.
@@ -735,5 +827,64 @@ mod agreement {
         let out = msg.0.args[0].as_payload().unwrap().to_string();
         assert!(!out.contains("s3cret"));
         assert!(out.len() < 2_000, "the deep value is one hash now");
+    }
+}
+
+#[cfg(test)]
+mod memo {
+    use super::*;
+    use crate::event::WireMessage;
+    use crate::wire::amp::{Arg, Message};
+    use crate::wire::json::Json;
+    use serde_json::{json, Value};
+
+    fn redact_text(red: &Redactor, text: &str) -> Json {
+        let mut ev = Event::BusMessage {
+            msg: WireMessage(Message::new(vec![Arg::Json(
+                Json::parse(text.as_bytes()).unwrap(),
+            )])),
+        };
+        red.event(&mut ev);
+        let Event::BusMessage { msg } = ev else {
+            unreachable!()
+        };
+        msg.0.args[0].as_payload().unwrap().clone()
+    }
+
+    /// A remembered object comes out as it did the first time, with a tape that walks it as
+    /// scanning does, in the same payload and in the next one.
+    #[test]
+    fn a_remembered_object_is_redacted_the_same() {
+        let env: serde_json::Map<String, Value> = (0..40)
+            .map(|i| (format!("VAR_{i}"), json!(format!("secret-{i}"))))
+            .collect();
+        let proc_ = json!({"pid": 7, "name": "web", "pm2_env": {
+            "pm_id": 0, "name": "web", "pm_exec_path": "/app.js", "status": "online",
+            "SECRET": "s3cr3t", "env": env, "axm_monitor": {"a": {"value": 1}}}});
+        let one = json!([[proc_.clone()]]).to_string();
+        let two = json!([[proc_.clone(), proc_]]).to_string();
+        let fresh = Redactor::with_key(RedactMode::Values, [9; 32]);
+        let want = redact_text(&fresh, &one);
+        let want_proc = want.value()[0][0].clone();
+        assert!(!want.to_string().contains("s3cr3t") && !want.to_string().contains("secret-3"));
+        let red = Redactor::with_key(RedactMode::Values, [9; 32]);
+        let got = redact_text(&red, &two);
+        assert_eq!(got.value()[0][0], want_proc);
+        assert_eq!(got.value()[0][1], want_proc);
+        let again = redact_text(&red, &two);
+        assert_eq!(again.to_string(), got.to_string());
+        // The tape of the spliced text finds every container's end.
+        fn walk(n: &crate::wire::json::Node) -> Value {
+            if let Some(m) = n.members() {
+                return Value::Object(m.map(|(k, v)| (k.into_owned(), walk(&v))).collect());
+            }
+            if let Some(items) = n.items() {
+                return Value::Array(items.iter().map(walk).collect());
+            }
+            n.scalar().unwrap()
+        }
+        for j in [&got, &again] {
+            assert_eq!(walk(&j.node()), *j.value(), "{j}");
+        }
     }
 }

@@ -148,6 +148,14 @@ fn number(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
     Ok(i)
 }
 
+/// One replacement for [`Doc::splice`]: a byte range of the text, the JSON text that takes
+/// its place, and that text's tape (empty for a scalar).
+pub(crate) struct Edit {
+    pub(crate) range: std::ops::Range<usize>,
+    pub(crate) with: String,
+    pub(crate) tape: Tape,
+}
+
 /// Where containers end: `(start, end)` byte positions of every object and array of at
 /// least [`TAPE_MIN`] bytes, in the order they start. Made while validating; a walk that
 /// meets such a container jumps to its end instead of scanning it again, so reading a
@@ -431,27 +439,31 @@ impl<'a> Doc<'a> {
     }
 
     /// The text with `edits` applied (byte ranges of the text, in order, not overlapping,
-    /// each replaced by a JSON text), and the new text's tape, shifted from this one
-    /// (containers inside a replaced range are dropped), without scanning again.
-    pub(crate) fn splice(&self, edits: &[(std::ops::Range<usize>, String)]) -> (String, Tape) {
+    /// each replaced by a JSON text with that text's own tape), and the new text's tape:
+    /// this one shifted (containers inside a replaced range dropped) with the edits' tapes
+    /// placed where they landed, without scanning again.
+    pub(crate) fn splice(&self, edits: &[Edit]) -> (String, Tape) {
         let grow: isize = edits
             .iter()
-            .map(|(r, with)| with.len() as isize - r.len() as isize)
+            .map(|e| e.with.len() as isize - e.range.len() as isize)
             .sum();
         let mut out = String::with_capacity((self.text.len() as isize + grow).max(0) as usize);
         let mut at = 0;
-        for (range, with) in edits {
-            out.push_str(&self.text[at..range.start]);
-            out.push_str(with);
-            at = range.end;
+        let mut placed = Tape::new();
+        for e in edits {
+            out.push_str(&self.text[at..e.range.start]);
+            let base = out.len() as u32;
+            placed.extend(e.tape.iter().map(|&(s, t)| (s + base, t + base)));
+            out.push_str(&e.with);
+            at = e.range.end;
         }
         out.push_str(&self.text[at..]);
         // Shift of a position: what the edits ending at or before it added.
         let mut ends = Vec::with_capacity(edits.len());
         let mut sum = 0isize;
-        for (r, with) in edits {
-            sum += with.len() as isize - r.len() as isize;
-            ends.push((r.end, sum));
+        for e in edits {
+            sum += e.with.len() as isize - e.range.len() as isize;
+            ends.push((e.range.end, sum));
         }
         let shift = |p: usize| {
             let k = ends.partition_point(|&(end, _)| end <= p);
@@ -462,15 +474,21 @@ impl<'a> Doc<'a> {
             }
         };
         let inside = |p: usize| {
-            let k = edits.partition_point(|(r, _)| r.end <= p);
-            edits.get(k).is_some_and(|(r, _)| r.start <= p)
+            let k = edits.partition_point(|e| e.range.end <= p);
+            edits.get(k).is_some_and(|e| e.range.start <= p)
         };
         let tape = if u32::try_from(out.len()).is_ok() {
-            self.tape
+            let mut tape: Tape = self
+                .tape
                 .iter()
                 .filter(|&&(s, _)| !inside(s as usize))
                 .map(|&(s, e)| (shift(s as usize) as u32, shift(e as usize) as u32))
-                .collect()
+                .collect();
+            if !placed.is_empty() {
+                tape.extend(placed);
+                tape.sort_unstable_by_key(|e| e.0);
+            }
+            tape
         } else {
             Tape::new()
         };
@@ -846,7 +864,7 @@ mod tests {
             let with = if long { format!("\"{}\"", "z".repeat(90)) } else { "1".to_owned() };
             let edits: Vec<_> = chosen.iter().map(|&i| {
                 let at = doc.offset(all[i]);
-                (at..at + all[i].len(), with.clone())
+                Edit { range: at..at + all[i].len(), with: with.clone(), tape: Tape::new() }
             }).collect();
             let (new, new_tape) = doc.splice(&edits);
             proptest::prop_assert!(validate(new.as_bytes()).is_ok());
