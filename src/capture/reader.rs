@@ -1079,6 +1079,10 @@ mod tests {
             r#"{"t":1,"type":"from_the_future","reason":"x"}"#,
             r#"{"t":-1,"type":"note","level":"info","text":"hi"}"#,
             r#"{"t":1,"type":"note","level":"info","text":"a","text":"b"}"#,
+            r#"{"t":5,"type":"rpc_message","conn":1,"dir":"to_client","msg":[{"j":{"args":[]}},{"s":"1"}],"ask":3,"asked":{"t":2,"method":"restartProcessId","pm_id":0}}"#,
+            r#"{"t":5,"type":"rpc_message","conn":1,"dir":"to_daemon","msg":[],"ask":4}"#,
+            r#"{"t":5,"type":"rpc_close","conn":1,"to_client_bytes":1,"to_daemon_bytes":2,"unanswered":["getMonitorData"]}"#,
+            r#"{"t":5,"type":"rpc_message","conn":1,"dir":"to_client","msg":[],"asked":{"t":"x","method":"m"}}"#,
         ];
         for json in records {
             let derived = serde_json::from_slice::<Stamped>(json.as_bytes()).ok();
@@ -1089,6 +1093,10 @@ mod tests {
         // And the fast path is taken for the common, well-formed records.
         assert!(fast_decode(records[0].as_bytes()).is_some());
         assert!(fast_decode(records[11].as_bytes()).is_some());
+        // The recorder's pairing (ask, asked, unanswered) takes the fast path too.
+        for paired in &records[22..25] {
+            assert!(fast_decode(paired.as_bytes()).is_some(), "{paired}");
+        }
     }
 
     /// Every record of every shipped capture decodes the same through the fast path as
