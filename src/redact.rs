@@ -210,9 +210,43 @@ type Redacted = Option<(Box<str>, scan::Tape)>;
 
 #[derive(Default)]
 struct Memo {
-    /// An object's text -> (its depth, what it became).
-    objects: HashMap<Box<str>, (usize, Redacted)>,
+    /// By [`Memo::sample`] of an object's text: (the text, its depth, what it became).
+    objects: HashMap<u64, Vec<(Box<str>, usize, Redacted)>>,
     bytes: usize,
+}
+
+impl Memo {
+    /// A hash of a text's length and its first and last 256 bytes: enough to tell apart
+    /// the objects a reply holds (the whole text is compared on a match), without hashing
+    /// every byte of every object on every reply.
+    fn sample(v: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let b = v.as_bytes();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        b.len().hash(&mut h);
+        b[..b.len().min(256)].hash(&mut h);
+        b[b.len().saturating_sub(256)..].hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, v: &str, depth: usize) -> Option<Redacted> {
+        self.objects
+            .get(&Memo::sample(v))?
+            .iter()
+            .find(|(text, d, _)| *d == depth && **text == *v)
+            .map(|(_, _, r)| r.clone())
+    }
+
+    fn put(&mut self, v: &str, depth: usize, redacted: Redacted) {
+        let size = v.len() + redacted.as_ref().map_or(0, |r| r.0.len());
+        if self.bytes + size > MEMO_MAX_BYTES {
+            *self = Memo::default();
+        }
+        self.bytes += size;
+        let bucket = self.objects.entry(Memo::sample(v)).or_default();
+        bucket.retain(|(text, d, _)| !(*d == depth && **text == *v));
+        bucket.push((v.into(), depth, redacted));
+    }
 }
 
 /// Values whose hash is kept for reuse (a few MB at most).
@@ -328,17 +362,8 @@ impl Redactor {
         }
         match v.as_bytes().first() {
             Some(b'{') if v.len() >= MEMO_MIN && !inside_env => {
-                let memo = |f: &mut dyn FnMut(&mut Memo)| {
-                    f(&mut self.memo.lock().unwrap_or_else(|e| e.into_inner()))
-                };
-                let mut hit = None;
-                memo(&mut |m| {
-                    hit = m
-                        .objects
-                        .get(v)
-                        .filter(|(d, _)| *d == depth)
-                        .map(|x| x.1.clone())
-                });
+                let memo = || self.memo.lock().unwrap_or_else(|e| e.into_inner());
+                let hit = memo().get(v, depth);
                 match hit {
                     Some(None) => {}
                     Some(Some((text, tape))) => out.replace_json(v, text.into(), tape),
@@ -346,14 +371,7 @@ impl Redactor {
                         let first = out.edits.len();
                         self.object(out, v, inside_env, depth);
                         let redacted = out.redacted(v, first);
-                        let size = v.len() + redacted.as_ref().map_or(0, |r| r.0.len());
-                        memo(&mut |m| {
-                            if m.bytes + size > MEMO_MAX_BYTES {
-                                *m = Memo::default();
-                            }
-                            m.bytes += size;
-                            m.objects.insert(v.into(), (depth, redacted.clone()));
-                        });
+                        memo().put(v, depth, redacted);
                     }
                 }
             }
