@@ -8,8 +8,7 @@ mod pm2;
 
 use pm2_trace::event::{CaptureInfo, Stamped};
 use pm2_trace::pm2::home;
-use pm2_trace::record::{record, RecordOptions, Stopper};
-use pm2_trace::redact::RedactMode;
+use pm2_trace::record::{record, Stopper};
 use pm2_trace::timeline::{self, Entry, EntryKind};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -42,22 +41,7 @@ fn live_restart(version: &str) {
 
     // Recording a restart.
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = RecordOptions {
-        pm2_home: pm2.home().to_owned(),
-        rpc_path: loc.sockets.rpc.clone(),
-        pub_path: loc.sockets.pub_.clone(),
-        daemon_pid: Some(loc.pid),
-        pm2_version: loc.version.clone(),
-        output: dir.path().join("capture.bin"),
-        overwrite: true,
-        duration: None,
-        listen: None,
-        redact: RedactMode::Values,
-        proc_mode: pm2_trace::sources::procwatch::WatchMode::Auto,
-        max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
-        command_line: vec!["interp_live".into()],
-        interpret: true,
-    };
+    let opts = pm2.record_options(&loc, dir.path().join("capture.bin"), "interp_live", true);
     let stop = Stopper::new();
     let (tx, rx) = mpsc::channel::<Stamped>();
     let recorder = std::thread::spawn({

@@ -9,8 +9,7 @@ mod pm2;
 
 use pm2_trace::event::{CaptureInfo, Stamped};
 use pm2_trace::pm2::home;
-use pm2_trace::record::{record, RecordOptions, Stopper};
-use pm2_trace::redact::RedactMode;
+use pm2_trace::record::{record, Stopper};
 use pm2_trace::wire::amp::Decoder;
 use pm2_trace::wire::rpc;
 use std::io::{Read, Write};
@@ -68,27 +67,15 @@ fn get_version(s: &mut UnixStream) {
 fn forwarding_stays_normal_and_the_recorders_work_is_idle_class_in_every_session() {
     let pm2 = pm2::Pm2::start("7.0.4");
     let daemons = home::list_daemons();
-    let d = daemons
-        .iter()
-        .find(|d| d.home == pm2.home())
-        .unwrap_or_else(|| panic!("{daemons:?}"));
     let loc = home::locate(Some(pm2.home()), |k| std::env::var_os(k), &daemons).expect("locate");
     let dir = tempfile::tempdir().expect("tempdir");
-    let opts = |n: u32| RecordOptions {
-        pm2_home: pm2.home().to_owned(),
-        rpc_path: loc.sockets.rpc.clone(),
-        pub_path: loc.sockets.pub_.clone(),
-        daemon_pid: Some(d.pid),
-        pm2_version: loc.version.clone(),
-        output: dir.path().join(format!("session-{n}.bin")),
-        overwrite: true,
-        duration: None,
-        listen: None,
-        redact: RedactMode::Values,
-        proc_mode: pm2_trace::sources::procwatch::WatchMode::Auto,
-        max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
-        command_line: vec!["record_priority".into()],
-        interpret: false,
+    let opts = |n: u32| {
+        pm2.record_options(
+            &loc,
+            dir.path().join(format!("session-{n}.bin")),
+            "record_priority",
+            false,
+        )
     };
     let sessions = [(opts(1), Stopper::new()), (opts(2), Stopper::new())];
     let stops: Vec<Stopper> = sessions.iter().map(|(_, s)| s.clone()).collect();

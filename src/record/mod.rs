@@ -262,18 +262,20 @@ pub fn record_to(
         None => None,
     };
     let result = pipeline::record_interposed(
-        opts,
-        &stop,
-        on_event,
-        &mut info,
-        &redactor,
-        early_notes,
+        pipeline::Session {
+            opts,
+            stop: &stop,
+            on_event,
+            info: &mut info,
+            redactor: &redactor,
+            early_notes,
+            interposition: interposition.as_ref(),
+            events: (sink, rx),
+            watcher,
+            writer: store,
+        },
         listener,
         upstream,
-        interposition.as_ref(),
-        (sink, rx),
-        watcher,
-        store,
     );
     let restore = match &interposition {
         Some(ip) => ip.restore().map(str::to_owned).unwrap_or_else(|e| {

@@ -30,21 +30,32 @@ use std::time::{Duration, Instant};
 const REORDER_WINDOW_NS: u64 = 200_000_000;
 const PIDFD_REORDER_WINDOW_NS: u64 = 2_500_000_000;
 
-#[allow(clippy::too_many_arguments)]
+/// What one recording session works with, handed from the caller to the recorder's thread.
+pub(super) struct Session<'a> {
+    pub(super) opts: &'a RecordOptions,
+    pub(super) stop: &'a Stopper,
+    pub(super) on_event: &'a mut dyn super::Observer,
+    pub(super) info: &'a mut CaptureInfo,
+    pub(super) redactor: &'a Arc<Redactor>,
+    /// Notes made before the recording began, written first.
+    pub(super) early_notes: Vec<Stamped>,
+    pub(super) interposition: Option<&'a Interposition>,
+    /// Where every source sends its events, and where the recorder takes them.
+    pub(super) events: (EventSink, event::EventReceiver),
+    pub(super) watcher: Option<ProcWatcher>,
+    pub(super) writer: &'a mut dyn Store,
+}
+
+/// Record through the proxy: forward `listener`'s clients to `upstream` and record the
+/// session until it stops.
 pub(super) fn record_interposed(
-    opts: &RecordOptions,
-    stop: &Stopper,
-    on_event: &mut dyn super::Observer,
-    info: &mut CaptureInfo,
-    redactor: &Arc<Redactor>,
-    early_notes: Vec<Stamped>,
+    session: Session,
     listener: UnixListener,
     upstream: SocketRef,
-    interposition: Option<&Interposition>,
-    (sink, rx): (EventSink, event::EventReceiver),
-    watcher: Option<ProcWatcher>,
-    writer: &mut dyn Store,
 ) -> anyhow::Result<RecordOutcome> {
+    let opts = session.opts;
+    let sink = &session.events.0;
+    let watcher = &session.watcher;
     let access = Access::of_socket(&upstream);
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
     let tap_thread = {
@@ -66,20 +77,7 @@ pub(super) fn record_interposed(
             .name("recorder".into())
             .spawn_scoped(scope, move || {
                 lower_thread_priority();
-                record_loop(
-                    opts,
-                    stop,
-                    on_event,
-                    info,
-                    redactor,
-                    early_notes,
-                    interposition,
-                    (sink, rx),
-                    watcher,
-                    writer,
-                    proxy,
-                    tap_thread,
-                )
+                record_loop(session, proxy, tap_thread)
             })?;
         recorder
             .join()
@@ -89,21 +87,23 @@ pub(super) fn record_interposed(
 
 /// The recorder's loop: start the bus subscriber, then order, redact, interpret and write
 /// events until the recording stops.
-#[allow(clippy::too_many_arguments)]
 fn record_loop(
-    opts: &RecordOptions,
-    stop: &Stopper,
-    on_event: &mut dyn super::Observer,
-    info: &mut CaptureInfo,
-    redactor: &Arc<Redactor>,
-    early_notes: Vec<Stamped>,
-    interposition: Option<&Interposition>,
-    (sink, mut rx): (EventSink, event::EventReceiver),
-    mut watcher: Option<ProcWatcher>,
-    writer: &mut dyn Store,
+    session: Session,
     proxy: Proxy,
     tap_thread: std::thread::JoinHandle<u64>,
 ) -> anyhow::Result<RecordOutcome> {
+    let Session {
+        opts,
+        stop,
+        on_event,
+        info,
+        redactor,
+        early_notes,
+        interposition,
+        events: (sink, mut rx),
+        mut watcher,
+        writer,
+    } = session;
     let mut proxy = Some(proxy);
     let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)?;
     let bus = BusSubscriber::start(pub_dir, pub_name, opts.daemon_pid, sink.clone())?;

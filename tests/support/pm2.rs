@@ -539,6 +539,33 @@ impl Pm2 {
     pub fn version(&self) -> &str {
         &self.version
     }
+    /// Options for an in-process `record` of this daemon (found as `loc`) into `output`,
+    /// with the defaults a user gets; `command` names the test in the capture.
+    pub fn record_options(
+        &self,
+        loc: &pm2_trace::pm2::home::Located,
+        output: PathBuf,
+        command: &str,
+        interpret: bool,
+    ) -> pm2_trace::record::RecordOptions {
+        pm2_trace::record::RecordOptions {
+            pm2_home: self.home().to_owned(),
+            rpc_path: loc.sockets.rpc.clone(),
+            pub_path: loc.sockets.pub_.clone(),
+            daemon_pid: Some(loc.pid),
+            pm2_version: loc.version.clone(),
+            output,
+            overwrite: true,
+            duration: None,
+            listen: None,
+            redact: pm2_trace::redact::RedactMode::Values,
+            proc_mode: pm2_trace::sources::procwatch::WatchMode::Auto,
+            max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
+            command_line: vec![command.into()],
+            interpret,
+        }
+    }
+
     /// PM2_HOME of this daemon (`/tmp/p2t-XXXXXX/.pm2`).
     pub fn home(&self) -> &Path {
         &self.home
