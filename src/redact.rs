@@ -239,6 +239,9 @@ impl Memo {
 
     fn put(&mut self, v: &str, depth: usize, redacted: Redacted) {
         let size = v.len() + redacted.as_ref().map_or(0, |r| r.0.len());
+        if size > MEMO_MAX_BYTES / 16 {
+            return;
+        }
         if self.bytes + size > MEMO_MAX_BYTES {
             *self = Memo::default();
         }
@@ -249,8 +252,9 @@ impl Memo {
     }
 }
 
-/// Values whose hash is kept for reuse (a few MB at most).
+/// Values whose hash is kept for reuse, and the longest value kept (so a few MB at most).
 const SEEN_MAX: usize = 16_384;
+const SEEN_VALUE_MAX: usize = 256;
 
 /// Nesting below which a payload is walked; a deeper value is hashed whole (no pm2 payload
 /// comes near; a hostile client's must not exhaust the stack).
@@ -303,10 +307,13 @@ impl Redactor {
             let _ = write!(out, "{b:02x}");
         }
         out.push('>');
-        if seen.len() >= SEEN_MAX {
-            seen.clear();
+        // Only short values are kept: a client's payload is not to be trusted with memory.
+        if value.len() <= SEEN_VALUE_MAX {
+            if seen.len() >= SEEN_MAX {
+                seen.clear();
+            }
+            seen.insert(value.into(), out.as_str().into());
         }
-        seen.insert(value.into(), out.as_str().into());
         out
     }
 
@@ -728,6 +735,17 @@ mod tests {
         assert_eq!(v["status"], "online");
         assert_eq!(v["restart_time"], 3);
         assert_eq!(v["pm_exec_path"], "/app.js");
+    }
+
+    /// Only short values' hashes are kept for reuse: a client's long values cannot grow it.
+    #[test]
+    fn long_values_are_hashed_not_kept() {
+        let red = r(RedactMode::Values);
+        let long = "v".repeat(SEEN_VALUE_MAX + 1);
+        assert_eq!(red.hash(&long), red.hash(&long));
+        assert!(red.seen.lock().unwrap().is_empty());
+        red.hash("short");
+        assert_eq!(red.seen.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -280,15 +280,19 @@ fn env_fingerprint<'a>(env: impl Iterator<Item = (Cow<'a, str>, Node<'a>)>) -> E
 
 /// Apps a [`Memo`] remembers (beyond, it starts afresh).
 const MEMO_APPS: usize = 4096;
+/// Text a [`Memo`] keeps in all (beyond, it starts afresh), and the longest it keeps: a
+/// capture's pm_ids and payloads are not to be trusted with memory.
+const MEMO_BYTES: usize = 16 << 20;
+const MEMO_TEXT_MAX: usize = 1 << 20;
 
 /// Per pm_id, the last text read and what was read from it. A poller's getMonitorData
 /// replies repeat each app's `pm2_env` (and its `env`) unchanged between restarts, so the
 /// text is compared (bytes) instead of walked and read again.
-struct Memo<T>(HashMap<u64, (Box<str>, T)>);
+struct Memo<T>(HashMap<u64, (Box<str>, T)>, usize);
 
 impl<T: Clone> Memo<T> {
     fn new() -> Memo<T> {
-        Memo(HashMap::new())
+        Memo(HashMap::new(), 0)
     }
 
     /// What `read` makes of `text` for app `id`: remembered when the text is the same.
@@ -299,10 +303,19 @@ impl<T: Clone> Memo<T> {
             }
         }
         let v = read()?;
-        if self.0.len() >= MEMO_APPS && !self.0.contains_key(&id) {
-            self.0.clear();
+        if text.len() > MEMO_TEXT_MAX {
+            return Some(v);
         }
-        self.0.insert(id, (text.into(), v.clone()));
+        if (self.0.len() >= MEMO_APPS && !self.0.contains_key(&id))
+            || self.1 + text.len() > MEMO_BYTES
+        {
+            self.0.clear();
+            self.1 = 0;
+        }
+        self.1 += text.len();
+        if let Some((old, _)) = self.0.insert(id, (text.into(), v.clone())) {
+            self.1 -= old.len();
+        }
         Some(v)
     }
 }
@@ -813,6 +826,22 @@ impl BusEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A capture's payloads cannot make the memo of repeated pm2_env texts grow without
+    /// bound: it keeps at most MEMO_BYTES of text, and no text longer than MEMO_TEXT_MAX.
+    #[test]
+    fn the_memo_keeps_bounded_text() {
+        let mut m = Memo::<u8>::new();
+        let big = "x".repeat(MEMO_TEXT_MAX / 2);
+        for id in 0..100 {
+            assert_eq!(m.read(id, &big, || Some(1)), Some(1));
+            let kept: usize = m.0.values().map(|(t, _)| t.len()).sum();
+            assert_eq!(kept, m.1);
+            assert!(kept <= MEMO_BYTES, "{kept}");
+        }
+        m.read(1000, &"y".repeat(MEMO_TEXT_MAX + 1), || Some(2));
+        assert!(!m.0.contains_key(&1000));
+    }
     use crate::wire::amp::Arg;
     use crate::wire::rpc::parse_call;
     use serde_json::json;
