@@ -219,15 +219,26 @@ impl<'de> Deserialize<'de> for AnyStr<'de> {
 type Members<'a> = Vec<(&'a str, &'a str)>;
 
 /// Whether raw key `raw` (with its quotes) is `key`. An escape makes the raw text longer
-/// than what it stands for, so only a longer raw key can need unescaping.
+/// than what it stands for, so only a longer raw key can need unescaping, and only when
+/// the object has an escaped key at all (`escapes`).
 #[inline]
-fn key_is(raw: &str, key: &str) -> bool {
+fn key_is(raw: &str, key: &str, escapes: bool) -> bool {
     let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
     match inner.len().cmp(&key.len()) {
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => inner == key,
-        std::cmp::Ordering::Greater => inner.contains('\\') && scan::unescape(raw) == key,
+        std::cmp::Ordering::Greater => {
+            escapes && inner.contains('\\') && scan::unescape(raw) == key
+        }
     }
+}
+
+/// An object's members as [`scan::Doc::members`] finds them, and whether any key has an
+/// escape.
+#[derive(Clone)]
+struct ObjectMembers<'a> {
+    members: Members<'a>,
+    escapes: bool,
 }
 
 /// A view of one JSON value inside a payload's validated text: an object's members are
@@ -236,7 +247,7 @@ fn key_is(raw: &str, key: &str) -> bool {
 pub struct Node<'a> {
     doc: scan::Doc<'a>,
     raw: &'a str,
-    members: std::cell::OnceCell<Option<Members<'a>>>,
+    members: std::cell::OnceCell<Option<ObjectMembers<'a>>>,
 }
 
 impl<'a> Node<'a> {
@@ -258,13 +269,21 @@ impl<'a> Node<'a> {
     }
 
     /// An object's members, found once (None for anything else).
-    fn member_texts(&self) -> Option<&[(&'a str, &'a str)]> {
+    fn object_members(&self) -> Option<&ObjectMembers<'a>> {
         self.members
             .get_or_init(|| {
-                self.is_object()
-                    .then(|| self.doc.members(self.raw).collect())
+                self.is_object().then(|| {
+                    let members: Members<'a> = self.doc.members(self.raw).collect();
+                    let escapes = members.iter().any(|(k, _)| k.contains('\\'));
+                    ObjectMembers { members, escapes }
+                })
             })
-            .as_deref()
+            .as_ref()
+    }
+
+    /// An object's members (None for anything else).
+    fn member_texts(&self) -> Option<&[(&'a str, &'a str)]> {
+        self.object_members().map(|o| &o.members[..])
     }
 
     /// An object's members, in order (None for anything else).
@@ -279,10 +298,11 @@ impl<'a> Node<'a> {
 
     /// A member of an object (the last of that name, as in a parsed tree).
     pub(crate) fn get(&self, key: &str) -> Option<Node<'a>> {
-        self.member_texts()?
+        let o = self.object_members()?;
+        o.members
             .iter()
             .rev()
-            .find(|(k, _)| key_is(k, key))
+            .find(|(k, _)| key_is(k, key, o.escapes))
             .map(|&(_, v)| Node::new(self.doc, v))
     }
 
