@@ -329,6 +329,10 @@ impl<'a> Node<'a> {
         match self.first_byte() {
             b'{' | b'[' => None,
             b'"' => Some(Value::String(scan::unescape(self.raw).into_owned())),
+            // A whole number that fits (pids, times, counts): the value serde_json gives it.
+            b'0'..=b'9' if self.raw.len() <= 19 && self.raw.bytes().all(|b| b.is_ascii_digit()) => {
+                self.raw.parse::<u64>().ok().map(Value::from)
+            }
             _ => serde_json::from_str(self.raw).ok(),
         }
     }
@@ -388,6 +392,31 @@ mod tests {
             n.get("a").unwrap().get("n").unwrap().scalar(),
             Some(json!(1.5))
         );
+        // Numbers read as serde_json reads them, whole ones in place.
+        for raw in [
+            "0",
+            "7",
+            "1234567890123456789",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "-0",
+            "1.0",
+            "1e3",
+            "12345678901234567890123",
+            "true",
+            "false",
+            "null",
+        ] {
+            let j = Json::parse(raw.as_bytes()).unwrap();
+            let want: Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(j.node().scalar(), Some(want.clone()), "{raw}");
+            assert_eq!(
+                j.node().scalar().map(|v| v.to_string()),
+                Some(want.to_string()),
+                "{raw}"
+            );
+        }
         assert_eq!(
             n.get("d").unwrap().scalar(),
             Some(json!(2)),
