@@ -433,22 +433,19 @@ impl Interpreter {
             } => {
                 self.learn(pm_id, name.as_deref());
                 let app = pm_id.map(|i| self.app(i));
+                let entry = |app, line| Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::AppLog { stream, at, line },
+                };
                 // One line short enough to keep whole (most output): the data is the line,
                 // without a copy.
                 let mut lines = data.lines();
                 if let (Some(line), None) = (lines.next(), lines.next()) {
                     if line.len() <= MAX_LINE_CHARS {
                         data.truncate(line.len());
-                        out.push(Entry {
-                            t,
-                            source,
-                            app,
-                            kind: EntryKind::AppLog {
-                                stream,
-                                at,
-                                line: data,
-                            },
-                        });
+                        out.push(entry(app, data));
                         return;
                     }
                 }
@@ -456,35 +453,15 @@ impl Interpreter {
                 let mut lines = data.lines();
                 for line in lines.by_ref().take(MAX_LINES_PER_MESSAGE) {
                     n += 1;
-                    let line = cap_line(line);
-                    out.push(Entry {
-                        t,
-                        source,
-                        app: app.clone(),
-                        kind: EntryKind::AppLog { stream, at, line },
-                    });
+                    out.push(entry(app.clone(), cap_line(line)));
                 }
                 let rest = lines.count();
                 if rest > 0 {
                     let line = format!("[{rest} more lines in this chunk not shown]");
-                    out.push(Entry {
-                        t,
-                        source,
-                        app: app.clone(),
-                        kind: EntryKind::AppLog { stream, at, line },
-                    });
+                    out.push(entry(app.clone(), line));
                 }
                 if n == 0 {
-                    out.push(Entry {
-                        t,
-                        source,
-                        app,
-                        kind: EntryKind::AppLog {
-                            stream,
-                            at,
-                            line: String::new(),
-                        },
-                    });
+                    out.push(entry(app, String::new()));
                 }
             }
             BusEvent::DaemonLog { at, lines } => {
