@@ -291,6 +291,7 @@ impl Model {
             match msg {
                 LoadMsg::Batch { batch, read } => {
                     loader.read = read;
+                    self.reserve_rows(batch.entries.len(), read, loader.total);
                     let mut at = 0;
                     for &(offset, n) in &batch.events {
                         let raw = self.raw.add_offset(offset);
@@ -307,6 +308,23 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Room for `more` rows, `read` bytes of a capture of `total` into it. When the rows
+    /// must grow, they grow at once to what the whole capture will need at the rate of rows
+    /// per byte seen so far (at least doubling, at most eight times what is needed now):
+    /// growing by doubling, a million rows would be copied, and faulted in, many times.
+    fn reserve_rows(&mut self, more: usize, read: u64, total: u64) {
+        let need = self.rows.len() + more;
+        if need <= self.rows.capacity() {
+            return;
+        }
+        let expected = (need as u128 * u128::from(total) / u128::from(read.max(1)))
+            .min(usize::MAX as u128) as usize;
+        let at_least = self.rows.capacity().saturating_mul(2).max(need);
+        let want = (expected.saturating_add(expected / 8))
+            .clamp(at_least, at_least.max(need.saturating_mul(8)));
+        self.rows.reserve_exact(want - self.rows.len());
     }
 
     pub(crate) fn problem(&mut self, p: String) {
@@ -675,6 +693,23 @@ fn load_thread(mut reader: CaptureReader, tx: SyncSender<LoadMsg<Read>>, used: R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rows grow at once to what the capture will need at the rate seen so far, never
+    /// by less than doubling nor to more than eight times what is needed.
+    #[test]
+    fn rows_grow_to_the_expected_count() {
+        let mut m = Model::live(CaptureInfo::default(), "test");
+        m.reserve_rows(1000, 1 << 20, 100 << 20);
+        let cap = m.rows.capacity();
+        assert!((8000..=8000 + 64).contains(&cap), "{cap}");
+        m.reserve_rows(cap + 1, 1 << 20, 100 << 20);
+        assert!(m.rows.capacity() >= 2 * cap);
+        let mut m = Model::live(CaptureInfo::default(), "test");
+        m.reserve_rows(100, 10_000, 1_000);
+        assert!(m.rows.capacity() >= 100 && m.rows.capacity() < 200);
+        m.reserve_rows(10, 0, 0);
+        assert!(m.rows.capacity() >= 100);
+    }
 
     /// Words are kept whole across the arena's chunks (a chunk is never grown beyond its
     /// first size), made terminal-safe and cut at a character boundary.

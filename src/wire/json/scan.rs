@@ -170,9 +170,27 @@ const TAPE_MIN: usize = 64;
 /// The bytes must already be known to be UTF-8 (strings are not checked for it here).
 /// Containers are recorded in `tape` (when positions fit in 32 bits).
 fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
+    thread_local! {
+        /// The stack of open containers, kept for the next value (one per record read).
+        static STACK: std::cell::Cell<Vec<(bool, usize, usize)>> =
+            const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut stack = STACK.take();
+    stack.clear();
+    let end = containers(b, i, tape, &mut stack);
+    STACK.set(stack);
+    end
+}
+
+/// [`value_at`] with its stack of open containers.
+fn containers(
+    b: &[u8],
+    i: usize,
+    tape: &mut Tape,
+    stack: &mut Vec<(bool, usize, usize)>,
+) -> Result<usize, Invalid> {
     let taped = u32::try_from(b.len()).is_ok();
     // Open containers: (is an object, start, its entry in the tape).
-    let mut stack: Vec<(bool, usize, usize)> = Vec::new();
     let open = |stack: &mut Vec<(bool, usize, usize)>, tape: &mut Tape, object: bool, at: usize| {
         stack.push((object, at, tape.len()));
         if taped {
@@ -189,7 +207,7 @@ fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
                 if b.get(j) == Some(&b'}') {
                     j + 1
                 } else {
-                    open(&mut stack, tape, true, i);
+                    open(stack, tape, true, i);
                     i = member_key(b, j)?;
                     continue 'value;
                 }
@@ -199,7 +217,7 @@ fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
                 if b.get(j) == Some(&b']') {
                     j + 1
                 } else {
-                    open(&mut stack, tape, false, i);
+                    open(stack, tape, false, i);
                     i = j;
                     continue 'value;
                 }
