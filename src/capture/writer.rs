@@ -568,8 +568,10 @@ impl CaptureWriter {
             direct,
             body,
         );
-        if payload.capacity() > 4 * MAX_PACKET_LEN {
-            payload = Vec::new(); // don't keep a huge one-off record's allocation
+        if payload.capacity() > MAX_RECORD_LEN / 2 {
+            // Don't keep a huge one-off record's allocation; a poller's multi-MB replies
+            // reuse theirs (a fresh one each time costs a page fault per page).
+            payload = Vec::new();
         }
         self.payload = payload;
         result

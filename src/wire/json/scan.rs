@@ -449,7 +449,7 @@ impl<'a> Doc<'a> {
             .iter()
             .map(|e| e.with.len() as isize - e.range.len() as isize)
             .sum();
-        let mut out = String::with_capacity((self.text.len() as isize + grow).max(0) as usize);
+        let mut out = super::pool::take((self.text.len() as isize + grow).max(0) as usize);
         let mut at = 0;
         let mut placed = Tape::new();
         for e in edits {
