@@ -567,7 +567,7 @@ impl<S: HintSink> TapDecoder<S> {
                         ),
                     }
                 }
-                return Some(bytes);
+                return Some(bytes.into_buffer());
             }
             Tap::Gap { t, conn, dir } => {
                 let offset = self.streams.get(&(conn, dir)).map_or(0, |d| d.offset());
@@ -638,7 +638,7 @@ mod tests {
             t,
             conn,
             dir,
-            bytes: msg.encode(),
+            bytes: msg.encode().into(),
         }
     }
 

@@ -29,7 +29,7 @@ pub enum Tap {
         t: MonoNs,
         conn: u64,
         dir: Direction,
-        bytes: Vec<u8>,
+        bytes: Chunk,
     },
     /// Copies of this stream were lost from here on because the recorder fell behind.
     Gap {
@@ -50,6 +50,36 @@ pub enum Tap {
     },
     /// The daemon's socket could not be reached for this client.
     UpstreamFailed { t: MonoNs, conn: u64, error: String },
+}
+
+/// Bytes a forwarding thread read and forwarded: the first `len` bytes of the buffer it read
+/// them into, handed over whole (the rest of the buffer is not part of the copy and is never
+/// shown: only `len` bytes deref).
+#[derive(Debug)]
+pub struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    /// The buffer, for the forwarding threads to read into again.
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl From<Vec<u8>> for Chunk {
+    fn from(buf: Vec<u8>) -> Chunk {
+        let len = buf.len();
+        Chunk { buf, len }
+    }
 }
 
 /// Who may connect: the owner, group and mode of the daemon's own socket file.
@@ -160,8 +190,9 @@ struct TapQueue {
     max_in_flight: usize,
     max_items: usize,
     lost: AtomicU64,
-    /// Copy buffers the recorder gave back, reused so that forwarding does not allocate
-    /// once the recording is warm.
+    /// Buffers the recorder gave back: a forwarding thread reads into one, forwards, and
+    /// queues that very buffer, so forwarding neither copies nor allocates once the
+    /// recording is warm.
     pool: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
@@ -235,22 +266,29 @@ impl TapSender {
         true
     }
 
-    fn data(&self, t: MonoNs, conn: u64, dir: Direction, bytes: &[u8]) -> bool {
+    /// Queue the first `n` bytes of `buf` (bytes already forwarded) for the recorder: the
+    /// buffer itself goes, and `buf` is replaced by one of the same length from the buffers
+    /// the recorder gave back (or a new one), so the bytes are never copied. False when the
+    /// tap is full: `buf` is then left as it was.
+    fn data(&self, t: MonoNs, conn: u64, dir: Direction, buf: &mut Vec<u8>, n: usize) -> bool {
         let q = &self.queue;
-        let n = bytes.len();
         if q.in_flight.fetch_add(n, Ordering::Relaxed) + n > q.max_in_flight {
             q.in_flight.fetch_sub(n, Ordering::Relaxed);
             q.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let mut copy = q
+        let size = buf.len();
+        let next = q
             .pool
             .lock()
             .ok()
             .and_then(|mut p| p.pop())
-            .unwrap_or_default();
-        copy.clear();
-        copy.extend_from_slice(bytes);
+            .filter(|kept| kept.len() == size)
+            .unwrap_or_else(|| vec![0u8; size]);
+        let copy = Chunk {
+            buf: std::mem::replace(buf, next),
+            len: n,
+        };
         let ok = self.send(Tap::Data {
             t,
             conn,
@@ -531,7 +569,7 @@ fn pump(
         }
         total += n as u64;
         // Record after.
-        if tapping && !tap.data(t, conn, dir, &buf[..n]) {
+        if tapping && !tap.data(t, conn, dir, &mut buf, n) {
             tapping = false;
             tap.send(Tap::Gap {
                 t: mono_now(),
@@ -568,5 +606,45 @@ mod tests {
             mode: 0o600,
         };
         assert!(private.admits(&p(1001, 1000), Vec::new).is_err());
+    }
+
+    /// The buffer a forwarding thread read into is queued itself, and a buffer the recorder
+    /// gave back is read into again: a copy shows only the bytes of its own read, never the
+    /// rest of an earlier, longer one.
+    #[test]
+    fn a_reused_buffer_shows_only_its_own_bytes() {
+        let (tx, rx) = tap_channel(16, 1 << 20);
+        let take = || {
+            let mut got = Vec::new();
+            assert!(rx.recv_batch(&mut got));
+            match got.pop() {
+                Some(Tap::Data { bytes, .. }) => bytes,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut buf = vec![b'a'; 16];
+        assert!(tx.data(1, 1, Direction::ToClient, &mut buf, 16));
+        let first = take();
+        assert_eq!(&*first, &[b'a'; 16]);
+        assert_eq!(
+            buf.len(),
+            16,
+            "the thread reads into a new buffer of the same size"
+        );
+        rx.recycle(first.into_buffer());
+        // A 3-byte read into the new buffer; queuing it hands the thread the kept one.
+        buf[..3].copy_from_slice(b"bbb");
+        assert!(tx.data(2, 1, Direction::ToClient, &mut buf, 3));
+        assert_eq!(&*take(), b"bbb");
+        assert_eq!(
+            buf,
+            vec![b'a'; 16],
+            "the buffer given back is read into again"
+        );
+        // A 2-byte read into that buffer, which still holds the first read's bytes.
+        buf[..2].copy_from_slice(b"cc");
+        assert!(tx.data(3, 1, Direction::ToClient, &mut buf, 2));
+        assert_eq!(&*take(), b"cc");
+        assert_eq!(rx.lost(), 0);
     }
 }

@@ -7,24 +7,33 @@
 //! 0.4 GB/s, and a fifth of the recorder loop's). Buffers given back here are taken again
 //! warm. Only texts of at least [`POOL_MIN`] bytes use the pool (smaller ones are served
 //! from the allocator's own warm pages), it holds at most [`POOL_BUFFERS`] buffers of at most
-//! [`POOL_MAX_CAPACITY`] bytes, and a buffer taken is always emptied first: a text only ever
+//! [`POOL_MAX_CAPACITY`] bytes and [`POOL_MAX_BYTES`] in all, and a buffer taken is always emptied first: a text only ever
 //! holds the bytes written into it after it was taken.
 
 use std::sync::Mutex;
 
 /// Texts shorter than this are allocated as usual.
 pub(crate) const POOL_MIN: usize = 64 * 1024;
-/// Buffers kept at most (the ones given back beyond are freed).
-const POOL_BUFFERS: usize = 16;
+/// Buffers kept at most, and their bytes at most (the ones given back beyond are freed). The
+/// recorder loop gives texts back in bursts (every event old enough, each turn of its loop:
+/// 50 MB in 50 ms at 1 GB/s), while the tap decoder takes them one by one.
+const POOL_BUFFERS: usize = 64;
+const POOL_MAX_BYTES: usize = 64 << 20;
 /// The largest buffer kept (a bigger one is freed: memory held stays bounded).
 const POOL_MAX_CAPACITY: usize = 32 << 20;
 
-static POOL: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// The buffers, and the sum of their capacities.
+static POOL: Mutex<(Vec<String>, usize)> = Mutex::new((Vec::new(), 0));
 
 /// An empty string with room for `len` bytes: a kept buffer when `len` is large.
 pub(crate) fn take(len: usize) -> String {
     if len >= POOL_MIN {
-        let kept = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let kept = {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let s = pool.0.pop();
+            pool.1 -= s.as_ref().map_or(0, String::capacity);
+            s
+        };
         if let Some(mut s) = kept {
             s.clear();
             s.reserve(len);
@@ -50,8 +59,9 @@ pub(crate) fn give(text: String) {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < POOL_BUFFERS {
-        pool.push(text);
+    if pool.0.len() < POOL_BUFFERS && pool.1 + cap <= POOL_MAX_BYTES {
+        pool.1 += cap;
+        pool.0.push(text);
     }
 }
 
@@ -109,9 +119,12 @@ mod tests {
 
     #[test]
     fn small_and_huge_buffers_are_not_kept() {
-        let before = POOL.lock().unwrap().len();
+        let before = POOL.lock().unwrap().0.len();
         give(String::with_capacity(POOL_MIN - 1));
         give(String::with_capacity(POOL_MAX_CAPACITY + 1));
-        assert!(POOL.lock().unwrap().len() <= before);
+        assert!(POOL.lock().unwrap().0.len() <= before);
+        let pool = POOL.lock().unwrap();
+        assert!(pool.1 <= POOL_MAX_BYTES);
+        assert_eq!(pool.1, pool.0.iter().map(String::capacity).sum::<usize>());
     }
 }
