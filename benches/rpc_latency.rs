@@ -5,7 +5,8 @@
 //! And the runtime question of docs/architecture.md (threads or tokio for the proxy): two
 //! bare forwarders in this process, same sockets, nothing recorded: two threads per
 //! connection with blocking reads (the recorder's design), and tokio (multi-thread runtime,
-//! 2 workers, `copy_bidirectional` per connection). Also the recorder's threads per client
+//! 2 workers, `copy_bidirectional` per connection), and the threads forwarder again with the
+//! recorder's short slice (`pm2_trace::sched::short_slice`). Also the recorder's threads per client
 //! connection (from /proc/<pid>/task).
 //!
 //! Run: `cargo bench --bench rpc_latency` (prints a table; asserts nothing).
@@ -91,8 +92,9 @@ fn socat(args: &[&str], listen: &Path, target: &Path) -> std::process::Child {
     c
 }
 
-/// A bare forwarder: two threads per connection, each a blocking copy one way.
-fn thread_forwarder(listen: &Path, target: &Path) {
+/// A bare forwarder: two threads per connection, each a blocking copy one way; with `slice`,
+/// each asks for the kernel's shortest slice first, as the recorder's forwarding threads do.
+fn thread_forwarder(listen: &Path, target: &Path, slice: bool) {
     let l = std::os::unix::net::UnixListener::bind(listen).expect("bind");
     let target = target.to_owned();
     std::thread::spawn(move || {
@@ -104,10 +106,16 @@ fn thread_forwarder(listen: &Path, target: &Path) {
             let (mut c2, mut d2) = (c.try_clone().unwrap(), d.try_clone().unwrap());
             let (mut c, mut d) = (c, d);
             std::thread::spawn(move || {
+                if slice {
+                    assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
+                }
                 let _ = std::io::copy(&mut c, &mut d);
                 let _ = d.shutdown(std::net::Shutdown::Write);
             });
             std::thread::spawn(move || {
+                if slice {
+                    pm2_trace::sched::short_slice();
+                }
                 let _ = std::io::copy(&mut d2, &mut c2);
                 let _ = c2.shutdown(std::net::Shutdown::Write);
             });
@@ -213,7 +221,9 @@ fn main() {
 
     let threads_path = pm2.home().join("threads.sock");
     let tokio_path = pm2.home().join("tokio.sock");
-    thread_forwarder(&threads_path, &daemon);
+    thread_forwarder(&threads_path, &daemon, false);
+    let slice_path = pm2.home().join("slice.sock");
+    thread_forwarder(&slice_path, &daemon, true);
     let rt = tokio_forwarder(&tokio_path, &daemon);
 
     let names = [
@@ -223,8 +233,9 @@ fn main() {
         "socat -x -v",
         "threads (bare)",
         "tokio (bare)",
+        "threads, 0.1 ms slice",
     ];
-    const PATHS: usize = 6;
+    const PATHS: usize = 7;
     let idle_threads = threads_of(rec.id());
     let mut clients = [
         Client::connect(&daemon),
@@ -233,6 +244,7 @@ fn main() {
         Client::connect(&verbose_path),
         Client::connect(&threads_path),
         Client::connect(&tokio_path),
+        Client::connect(&slice_path),
     ];
     // The recorder's threads for 10 more open client connections.
     let extra: Vec<Client> = (0..10).map(|_| Client::connect(&rpc_sock)).collect();
@@ -299,8 +311,9 @@ fn main() {
     );
     let (th_med, th_p99) = added(4);
     let (tk_med, tk_p99) = added(5);
+    let (sl_med, sl_p99) = added(6);
     println!(
-        "| bare forwarder, threads: added median / p99 | | {th_med:.1} / {th_p99:.1} µs | tokio (2 workers): {tk_med:.1} / {tk_p99:.1} µs |"
+        "| bare forwarder, threads: added median / p99 | | {th_med:.1} / {th_p99:.1} µs | tokio (2 workers): {tk_med:.1} / {tk_p99:.1} µs; threads with a 0.1 ms slice: {sl_med:.1} / {sl_p99:.1} µs |"
     );
     println!(
         "| recorder threads per client connection | | {per_conn:.1} | {idle_threads} threads idle |"

@@ -29,6 +29,7 @@ pub mod redact;
 pub mod replay;
 pub mod rules;
 pub mod safe_dir;
+pub mod sched;
 pub mod sources;
 pub mod timeline;
 pub mod views;

@@ -3,6 +3,8 @@
 //! across restarts): the proxy's forwarding threads run at the caller's normal priority in
 //! both sessions, the recorder's own work (tap decoder, the loop that orders and writes
 //! events, the bus subscriber) in the idle class, and the caller's thread is left as it was.
+//! The forwarding threads also ask for the kernel's shortest slice, so that they preempt
+//! whatever runs when they wake.
 
 #[path = "support/pm2.rs"]
 mod pm2;
@@ -31,6 +33,21 @@ fn class_of(tid: i32) -> (i32, i32) {
 fn gettid() -> i32 {
     // SAFETY: gettid has no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// The time slice (ns) of thread `tid` of this process, from `/proc/self/task/<tid>/sched`.
+fn slice_of(tid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/sched")).expect("sched");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("se.slice")?
+                .split(':')
+                .nth(1)?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("se.slice in /proc/self/task/<tid>/sched (needs a kernel with EEVDF, Linux 6.6+)")
 }
 
 /// This process's threads whose name starts with `prefix`: (tid, name).
@@ -112,6 +129,12 @@ fn forwarding_stays_normal_and_the_recorders_work_is_idle_class_in_every_session
                 class_of(*tid),
                 normal,
                 "session {n}: {name} must run at normal priority"
+            );
+            assert_eq!(
+                slice_of(*tid),
+                pm2_trace::sched::FORWARDING_SLICE_NS,
+                "session {n}: {name} must ask for a short slice (sched_setattr's sched_runtime \
+                 on a normal thread: Linux 6.12+)"
             );
         }
         for name in ["tap-decoder", "recorder", "bus"] {

@@ -11,7 +11,7 @@ use super::{
     tag, CaptureError, FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, LINKTYPE_WIRESHARK_UPPER_PDU,
     MAX_BLOCK_LEN, MAX_RECORD_LEN,
 };
-use crate::event::{CaptureInfo, Event, Source, Stamped, WireMessage};
+use crate::event::{CaptureInfo, Event, ProcEvent, Source, Stamped, WireMessage};
 use crate::wire::amp::Arg;
 use crate::wire::json::{scan, Json};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
@@ -773,32 +773,44 @@ impl Fail {
     }
 }
 
-/// A record's top-level members, read from its validated text.
+/// Most members a record read by [`fast_decode`] has (pm2-trace writes at most 11); a
+/// record with more takes serde's path.
+const MAX_FIELDS: usize = 16;
+
+/// A record's top-level members, read from its validated text (kept in place: no
+/// allocation per record).
 struct Fields<'a> {
     doc: scan::Doc<'a>,
-    members: Vec<(&'a str, &'a str)>,
+    members: [(&'a str, &'a str); MAX_FIELDS],
+    len: usize,
 }
 
 impl<'a> Fields<'a> {
-    /// The members of the object `text` (validated), or None when it is not an object or a
-    /// key repeats or is escaped (serde's derived decoding decides those).
+    /// The members of the object `text` (validated), or None when it is not an object, has
+    /// more than [`MAX_FIELDS`] members, or a key repeats or is escaped (serde's derived
+    /// decoding decides those).
     fn of(doc: scan::Doc<'a>, text: &'a str) -> Option<Fields<'a>> {
         if !text.starts_with('{') {
             return None;
         }
-        let mut members: Vec<(&str, &str)> = Vec::with_capacity(8);
+        let mut f = Fields {
+            doc,
+            members: [("", ""); MAX_FIELDS],
+            len: 0,
+        };
         for (k, v) in doc.members(text) {
             let k = k.get(1..k.len() - 1)?;
-            if k.contains('\\') || members.iter().any(|(seen, _)| *seen == k) {
+            if f.len == MAX_FIELDS || k.contains('\\') || f.raw(k).is_some() {
                 return None;
             }
-            members.push((k, v));
+            f.members[f.len] = (k, v);
+            f.len += 1;
         }
-        Some(Fields { doc, members })
+        Some(f)
     }
 
     fn raw(&self, name: &str) -> Option<&'a str> {
-        self.members
+        self.members[..self.len]
             .iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| *v)
@@ -809,6 +821,28 @@ impl<'a> Fields<'a> {
     /// fails otherwise, as serde's derive does).
     fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
         serde_json::from_str(self.raw(name).unwrap_or("null")).ok()
+    }
+
+    /// Field `name`, a number without sign, fraction or exponent that fits: read here;
+    /// anything else as [`Fields::get`] reads it.
+    fn u64(&self, name: &str) -> Option<u64> {
+        match self.raw(name) {
+            Some(raw)
+                if (1..=19).contains(&raw.len()) && raw.bytes().all(|c| c.is_ascii_digit()) =>
+            {
+                raw.parse().ok()
+            }
+            _ => self.get(name),
+        }
+    }
+
+    /// Field `name`, a string: borrowed from the text when it has no escape.
+    fn str(&self, name: &str) -> Option<Cow<'a, str>> {
+        let raw = self.raw(name)?;
+        match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+            _ => self.get::<String>(name).map(Cow::Owned),
+        }
     }
 
     /// A stored AMP message (`[{"j": ...}, {"s": "..."}, {"b64": "..."}]`): JSON arguments
@@ -823,8 +857,8 @@ impl<'a> Fields<'a> {
             let f = Fields::of(self.doc, item)?;
             let arg = if let Some(j) = f.raw("j") {
                 Arg::Json(Json::from_valid(j.into(), Some(self.doc.tape_of(j))))
-            } else if let Some(s) = f.raw("s") {
-                Arg::Str(f.get::<String>("s").filter(|_| s.starts_with('"'))?)
+            } else if f.raw("s").is_some() {
+                Arg::Str(f.str("s")?.into_owned())
             } else if f.raw("b64").is_some() {
                 use base64::Engine;
                 let b64: String = f.get("b64")?;
@@ -835,6 +869,51 @@ impl<'a> Fields<'a> {
             args.push(arg);
         }
         Some(WireMessage(crate::wire::amp::Message::new(args)))
+    }
+
+    /// A process-watcher event (the record's `kind` and its fields), each variant built as
+    /// [`fast_decode`] builds events; a snapshot is decoded from the record, whose other
+    /// members it ignores, without serde's buffering of a tagged type.
+    fn proc(&self, text: &str) -> Option<ProcEvent> {
+        Some(match &*self.str("kind")? {
+            "tracked" => ProcEvent::Tracked {
+                who: self.get("who")?,
+                via: self.get("via")?,
+                timing: self.get("timing")?,
+            },
+            "fork" => ProcEvent::Fork {
+                parent: self.get("parent")?,
+                who: self.get("who")?,
+                via: self.get("via")?,
+                timing: self.get("timing")?,
+            },
+            "exec" => ProcEvent::Exec {
+                who: self.get("who")?,
+                via: self.get("via")?,
+                timing: self.get("timing")?,
+            },
+            "attributed" => ProcEvent::Attributed {
+                who: self.get("who")?,
+            },
+            "exit" => ProcEvent::Exit {
+                who: self.get("who")?,
+                status: self.get("status")?,
+                status_from: self.get("status_from")?,
+                via: self.get("via")?,
+                timing: self.get("timing")?,
+                lived_ns: self.get("lived_ns")?,
+                held: self.get("held")?,
+                in_tree: self.get("in_tree")?,
+            },
+            "snapshot" => ProcEvent::Snapshot(serde_json::from_str(text).ok()?),
+            "mode" => ProcEvent::Mode {
+                report: self.get("report")?,
+            },
+            "lost" => ProcEvent::Lost {
+                why: self.get("why")?,
+            },
+            _ => serde_json::from_str(text).ok()?,
+        })
     }
 }
 
@@ -849,14 +928,13 @@ impl<'a> Fields<'a> {
 fn fast_decode(json: &[u8]) -> Option<Stamped> {
     let (text, tape) = scan::validate(json).ok()?;
     let f = Fields::of(scan::Doc::new(text, &tape), text)?;
-    let ty: String = f.get("type")?;
-    let event = match ty.as_str() {
+    let event = match &*f.str("type")? {
         "note" => Event::Note {
             level: f.get("level")?,
             text: f.get("text")?,
         },
         "rpc_connect" => Event::RpcConnect {
-            conn: f.get("conn")?,
+            conn: f.u64("conn")?,
             peer: f.get("peer")?,
         },
         "rpc_refused" => Event::RpcRefused {
@@ -864,20 +942,20 @@ fn fast_decode(json: &[u8]) -> Option<Stamped> {
             reason: f.get("reason")?,
         },
         "rpc_message" => Event::RpcMessage {
-            conn: f.get("conn")?,
+            conn: f.u64("conn")?,
             dir: f.get("dir")?,
             msg: f.msg("msg")?,
             ask: f.get("ask")?,
             asked: f.get("asked")?,
         },
         "rpc_undecodable" => Event::RpcUndecodable {
-            conn: f.get("conn")?,
+            conn: f.u64("conn")?,
             dir: f.get("dir")?,
             offset: f.get("offset")?,
             error: f.get("error")?,
         },
         "rpc_close" => Event::RpcClose {
-            conn: f.get("conn")?,
+            conn: f.u64("conn")?,
             to_client_bytes: f.get("to_client_bytes")?,
             to_daemon_bytes: f.get("to_daemon_bytes")?,
             // Absent when nothing was left waiting (serde's default).
@@ -893,14 +971,14 @@ fn fast_decode(json: &[u8]) -> Option<Stamped> {
         "recording_stopped" => Event::RecordingStopped {
             reason: f.get("reason")?,
         },
-        // Their own tagged types, decoded from the record (whose `t` and `type` they
-        // ignore) with one level of serde's buffering instead of three.
-        "proc" => Event::Proc(serde_json::from_str(text).ok()?),
+        "proc" => Event::Proc(f.proc(text)?),
+        // Its own tagged type, decoded from the record (whose `t` and `type` it ignores)
+        // with one level of serde's buffering instead of three.
         "log_line" => Event::LogLine(serde_json::from_str(text).ok()?),
         _ => return None,
     };
     Some(Stamped {
-        t: f.get("t")?,
+        t: f.u64("t")?,
         event,
     })
 }
@@ -1083,6 +1161,23 @@ mod tests {
             r#"{"t":5,"type":"rpc_message","conn":1,"dir":"to_daemon","msg":[],"ask":4}"#,
             r#"{"t":5,"type":"rpc_close","conn":1,"to_client_bytes":1,"to_daemon_bytes":2,"unanswered":["getMonitorData"]}"#,
             r#"{"t":5,"type":"rpc_message","conn":1,"dir":"to_client","msg":[],"asked":{"t":"x","method":"m"}}"#,
+            // Numbers and strings read in place, or by serde when they are not plain.
+            r#"{"t":12345678901234567890,"type":"note","level":"info","text":"hi"}"#,
+            r#"{"t":123456789012345678901,"type":"note","level":"info","text":"hi"}"#,
+            r#"{"t":1e3,"type":"note","level":"info","text":"hi"}"#,
+            r#"{"t":1.0,"type":"note","level":"info","text":"hi"}"#,
+            r#"{"t":1,"type":"n\u006fte","level":"info","text":"hi"}"#,
+            r#"{"t":1,"type":"bus_message","msg":[{"s":"log:\u006fut"},{"s":"a\"b"}]}"#,
+            r#"{"t":1,"type":"rpc_close","conn":-1,"to_client_bytes":1,"to_daemon_bytes":2}"#,
+            // Process events, each kind, and what does not fit one.
+            r#"{"t":1,"type":"proc","kind":"lost","why":"x"}"#,
+            r#"{"t":1,"type":"proc","kind":"l\u006fst","why":"x"}"#,
+            r#"{"t":1,"type":"proc","kind":"lost"}"#,
+            r#"{"t":1,"type":"proc","kind":"cgroup_moved","why":"x"}"#,
+            r#"{"t":1,"type":"proc","kind":"exit","who":{"pid":5,"start":null,"ppid":1,"app":null,"how":null,"daemon":false,"cmd":null},"status":{"kind":"signal","sig":9,"name":"SIGKILL","core":false},"status_from":null,"via":"netlink","timing":{"how":"kernel","kernel_ns":1,"observed_ns":2},"lived_ns":null,"held":["0.0.0.0:80"],"in_tree":true}"#,
+            r#"{"t":1,"type":"proc","kind":"exit","who":{"pid":5,"start":null,"ppid":1,"app":null,"how":null,"daemon":false,"cmd":null},"status":{"kind":"code","code":0},"via":"netlink","timing":{"how":"kernel","kernel_ns":1,"observed_ns":2},"in_tree":null}"#,
+            r#"{"t":1,"type":"proc","kind":"fork","parent":-3,"who":{"pid":5,"start":7,"ppid":1,"app":null,"how":null,"daemon":false,"cmd":"x"},"via":"netlink","timing":{"how":"wakeup","observed_ns":2}}"#,
+            r#"{"t":1,"type":"bus_message","msg":[{"s":1}]}"#,
         ];
         for json in records {
             let derived = serde_json::from_slice::<Stamped>(json.as_bytes()).ok();
@@ -1096,6 +1191,14 @@ mod tests {
         // The recorder's pairing (ask, asked, unanswered) takes the fast path too.
         for paired in &records[22..25] {
             assert!(fast_decode(paired.as_bytes()).is_some(), "{paired}");
+        }
+        // So do numbers, strings and process events, escaped or not.
+        for plain in [26, 30, 31, 33, 34, 37, 39] {
+            assert!(
+                fast_decode(records[plain].as_bytes()).is_some(),
+                "{}",
+                records[plain]
+            );
         }
     }
 

@@ -649,7 +649,7 @@ pub enum ProcEvent {
         timing: Timing,
         /// How long it lived, when its start is known.
         lived_ns: Option<u64>,
-        /// Listening addresses it held at its last snapshot.
+        /// Listening addresses it held at its last snapshot taken before its exit began.
         held: Vec<String>,
         /// Whether its ancestry led to the pm2 daemon when it exited (`None`: unknown).
         in_tree: Option<bool>,

@@ -280,26 +280,33 @@ fn env_fingerprint<'a>(env: impl Iterator<Item = (Cow<'a, str>, Node<'a>)>) -> E
 
 /// Apps a [`Memo`] remembers (beyond, it starts afresh).
 const MEMO_APPS: usize = 4096;
+/// Texts a [`Memo`] remembers per app, the latest first: replies of different methods
+/// describe one app with texts that alternate (a getMonitorData entry and a restart's reply
+/// differ), each repeated as long as the app does not change.
+const MEMO_TEXTS_PER_APP: usize = 4;
 /// Text a [`Memo`] keeps in all (beyond, it starts afresh), and the longest it keeps: a
 /// capture's pm_ids and payloads are not to be trusted with memory.
 const MEMO_BYTES: usize = 16 << 20;
 const MEMO_TEXT_MAX: usize = 1 << 20;
 
-/// Per pm_id, the last text read and what was read from it. A poller's getMonitorData
+/// Per pm_id, the last texts read and what was read from them. A poller's getMonitorData
 /// replies repeat each app's `pm2_env` (and its `env`) unchanged between restarts, so the
 /// text is compared (bytes) instead of walked and read again.
-struct Memo<T>(HashMap<u64, (Box<str>, T)>, usize);
+struct Memo<T>(HashMap<u64, Vec<(Box<str>, T)>>, usize);
 
 impl<T: Clone> Memo<T> {
     fn new() -> Memo<T> {
         Memo(HashMap::new(), 0)
     }
 
-    /// What `read` makes of `text` for app `id`: remembered when the text is the same.
+    /// What `read` makes of `text` for app `id`: remembered when the text is one of the
+    /// app's last few.
     fn read(&mut self, id: u64, text: &str, read: impl FnOnce() -> Option<T>) -> Option<T> {
-        if let Some((known, v)) = self.0.get(&id) {
-            if **known == *text {
-                return Some(v.clone());
+        if let Some(known) = self.0.get_mut(&id) {
+            if let Some(i) = known.iter().position(|(t, _)| **t == *text) {
+                // The latest first: the one found moves to the front.
+                known[..=i].rotate_right(1);
+                return Some(known[0].1.clone());
             }
         }
         let v = read()?;
@@ -313,9 +320,13 @@ impl<T: Clone> Memo<T> {
             self.1 = 0;
         }
         self.1 += text.len();
-        if let Some((old, _)) = self.0.insert(id, (text.into(), v.clone())) {
-            self.1 -= old.len();
+        let known = self.0.entry(id).or_default();
+        if known.len() >= MEMO_TEXTS_PER_APP {
+            if let Some((old, _)) = known.pop() {
+                self.1 -= old.len();
+            }
         }
+        known.insert(0, (text.into(), v.clone()));
         Some(v)
     }
 }
@@ -835,12 +846,56 @@ mod tests {
         let big = "x".repeat(MEMO_TEXT_MAX / 2);
         for id in 0..100 {
             assert_eq!(m.read(id, &big, || Some(1)), Some(1));
-            let kept: usize = m.0.values().map(|(t, _)| t.len()).sum();
+            let kept: usize = m.0.values().flatten().map(|(t, _)| t.len()).sum();
             assert_eq!(kept, m.1);
             assert!(kept <= MEMO_BYTES, "{kept}");
         }
         m.read(1000, &"y".repeat(MEMO_TEXT_MAX + 1), || Some(2));
         assert!(!m.0.contains_key(&1000));
+    }
+
+    /// Texts that alternate for one app are each read once; beyond the few kept per app,
+    /// the one least recently seen is read again, and the bytes kept stay counted.
+    #[test]
+    fn the_memo_keeps_a_few_texts_per_app() {
+        let mut m = Memo::<usize>::new();
+        let mut reads = 0;
+        let texts: Vec<String> = (0..=MEMO_TEXTS_PER_APP)
+            .map(|i| "t".repeat(i + 1))
+            .collect();
+        for _ in 0..3 {
+            for t in &texts[..2] {
+                assert_eq!(
+                    m.read(7, t, || {
+                        reads += 1;
+                        Some(t.len())
+                    }),
+                    Some(t.len())
+                );
+            }
+        }
+        assert_eq!(reads, 2, "two alternating texts are read once each");
+        for t in &texts {
+            m.read(7, t, || {
+                reads += 1;
+                Some(t.len())
+            });
+        }
+        assert_eq!(m.0[&7].len(), MEMO_TEXTS_PER_APP);
+        let kept: usize = m.0.values().flatten().map(|(t, _)| t.len()).sum();
+        assert_eq!(kept, m.1);
+        // The first two were seen least recently: the first was dropped, the latest kept.
+        let before = reads;
+        m.read(7, &texts[MEMO_TEXTS_PER_APP], || {
+            reads += 1;
+            Some(0)
+        });
+        assert_eq!(reads, before);
+        m.read(7, &texts[0], || {
+            reads += 1;
+            Some(0)
+        });
+        assert_eq!(reads, before + 1);
     }
     use crate::wire::amp::Arg;
     use crate::wire::rpc::parse_call;

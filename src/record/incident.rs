@@ -150,7 +150,7 @@ impl Detector {
     }
 
     fn run(mut self, rx: Receiver<Msg>) {
-        super::pipeline::lower_thread_priority();
+        crate::sched::idle_class();
         let mut last_check = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_millis(250)) {

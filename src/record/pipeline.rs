@@ -76,7 +76,7 @@ pub(super) fn record_interposed(
         let recorder = std::thread::Builder::new()
             .name("recorder".into())
             .spawn_scoped(scope, move || {
-                lower_thread_priority();
+                crate::sched::idle_class();
                 record_loop(session, proxy, tap_thread)
             })?;
         recorder
@@ -349,7 +349,7 @@ fn decode_taps(
     max_message: usize,
     watcher: Option<WatcherHandle>,
 ) -> u64 {
-    lower_thread_priority();
+    crate::sched::idle_class();
     let mut decoder = TapDecoder::new(sink, max_message, watcher.map(Hinter::new));
     let mut batch = Vec::new();
     while rx.recv_batch(&mut batch) {
@@ -605,22 +605,6 @@ impl<S: HintSink> TapDecoder<S> {
             ),
         }
         None
-    }
-}
-
-/// Put the calling thread in the `SCHED_IDLE` class (policies are per thread on Linux; threads
-/// it spawns inherit it): it runs only on CPU time no normal thread wants, and a forwarding
-/// thread that wakes up preempts it at once (a nice-10 thread keeps the CPU until its slice
-/// ends, ~1.5 ms on 2 cores, which is what the tail of a round trip measured). Falls back to
-/// nice 19 if the kernel refuses.
-pub(super) fn lower_thread_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sched_setscheduler/setpriority on the calling thread (0 / its tid) only.
-    unsafe {
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
-        }
     }
 }
 

@@ -377,6 +377,7 @@ impl Proxy {
             std::thread::Builder::new()
                 .name("proxy-accept".into())
                 .spawn(move || {
+                    crate::sched::short_slice();
                     accept_loop(&listener, &upstream, access, &tap, &stopping, &active)
                 })?
         };
@@ -552,6 +553,8 @@ fn pump(
     dir: Direction,
     tap: &TapSender,
 ) -> u64 {
+    // Woken by the peer's bytes, take the CPU at once (see `sched::short_slice`).
+    crate::sched::short_slice();
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0u64;
     let mut tapping = true;

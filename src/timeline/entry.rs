@@ -194,6 +194,29 @@ impl Entry {
         }
     }
 
+    /// [`Entry::describe`] written at the end of `out` (an app's output line, most of a
+    /// long capture's entries, without a string of its own).
+    pub fn describe_into(&self, out: &mut String) {
+        use std::fmt::Write;
+        match &self.kind {
+            EntryKind::AppLog { stream, line, .. } => {
+                match &self.app {
+                    Some(a) => {
+                        let _ = write!(out, "{a}");
+                    }
+                    None => out.push('?'),
+                }
+                out.push_str(if *stream == Stream::Err {
+                    " stderr: "
+                } else {
+                    " stdout: "
+                });
+                out.push_str(line);
+            }
+            _ => out.push_str(&self.describe()),
+        }
+    }
+
     /// What happened, in words: `restartProcessId web:0 -> new pid 4242 after 412 ms`.
     pub fn describe(&self) -> String {
         let app = || self.app.as_ref().map(|a| a.to_string());
@@ -277,13 +300,10 @@ impl Entry {
                     None => log.describe(),
                 }
             }
-            EntryKind::AppLog { stream, line, .. } => {
-                let s = if *stream == Stream::Err {
-                    "stderr"
-                } else {
-                    "stdout"
-                };
-                format!("{} {s}: {line}", self.app_words(None))
+            EntryKind::AppLog { .. } => {
+                let mut s = String::new();
+                self.describe_into(&mut s);
+                s
             }
             EntryKind::BusLink { up: true, detail } => {
                 format!("subscribed to the event bus ({detail})")

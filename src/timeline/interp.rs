@@ -429,43 +429,39 @@ impl Interpreter {
                 pm_id,
                 name,
                 at,
-                data,
+                mut data,
             } => {
                 self.learn(pm_id, name.as_deref());
                 let app = pm_id.map(|i| self.app(i));
+                let entry = |app, line| Entry {
+                    t,
+                    source,
+                    app,
+                    kind: EntryKind::AppLog { stream, at, line },
+                };
+                // One line short enough to keep whole (most output): the data is the line,
+                // without a copy.
+                let mut lines = data.lines();
+                if let (Some(line), None) = (lines.next(), lines.next()) {
+                    if line.len() <= MAX_LINE_CHARS {
+                        data.truncate(line.len());
+                        out.push(entry(app, data));
+                        return;
+                    }
+                }
                 let mut n = 0usize;
                 let mut lines = data.lines();
                 for line in lines.by_ref().take(MAX_LINES_PER_MESSAGE) {
                     n += 1;
-                    let line = cap_line(line);
-                    out.push(Entry {
-                        t,
-                        source,
-                        app: app.clone(),
-                        kind: EntryKind::AppLog { stream, at, line },
-                    });
+                    out.push(entry(app.clone(), cap_line(line)));
                 }
                 let rest = lines.count();
                 if rest > 0 {
                     let line = format!("[{rest} more lines in this chunk not shown]");
-                    out.push(Entry {
-                        t,
-                        source,
-                        app: app.clone(),
-                        kind: EntryKind::AppLog { stream, at, line },
-                    });
+                    out.push(entry(app.clone(), line));
                 }
                 if n == 0 {
-                    out.push(Entry {
-                        t,
-                        source,
-                        app,
-                        kind: EntryKind::AppLog {
-                            stream,
-                            at,
-                            line: String::new(),
-                        },
-                    });
+                    out.push(entry(app, String::new()));
                 }
             }
             BusEvent::DaemonLog { at, lines } => {
@@ -619,6 +615,62 @@ fn result_words(args: &[Node]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::capture::CaptureReader;
+
+    /// An app's output becomes one entry per line (the one-line fast path included), each
+    /// line as `str::lines` splits it and cut to its bound.
+    #[test]
+    fn app_output_is_split_into_lines() {
+        use crate::event::WireMessage;
+        let long = "é".repeat(MAX_LINE_CHARS + 1);
+        let exact = "x".repeat(MAX_LINE_CHARS);
+        for data in [
+            "a",
+            "a\n",
+            "a\r\n",
+            "a\r",
+            "",
+            "\n",
+            "\r\n",
+            "a\nb",
+            "a\n\nb\n",
+            "\na",
+            "a\rb\n",
+            &long,
+            &exact,
+            &format!("{exact}x\n"),
+        ] {
+            let msg = Message::new(vec![
+                Arg::Str("log:out".into()),
+                Arg::json(
+                    serde_json::json!({"process": {"pm_id": 0, "name": "web"}, "data": data, "at": 5}),
+                ),
+            ]);
+            let ev = Stamped {
+                t: 1,
+                event: Event::BusMessage {
+                    msg: WireMessage(msg),
+                },
+            };
+            let mut interp = Interpreter::new(&CaptureInfo::default());
+            let got: Vec<String> = interp
+                .push(&ev)
+                .into_iter()
+                .map(|e| match e.kind {
+                    EntryKind::AppLog { line, at, .. } => {
+                        assert_eq!(at, Some(5));
+                        assert_eq!(e.app.and_then(|a| a.name).as_deref(), Some("web"));
+                        line
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            let mut want: Vec<String> = data.lines().map(cap_line).collect();
+            if want.is_empty() {
+                want.push(String::new());
+            }
+            assert_eq!(got, want, "{data:?}");
+        }
+    }
 
     /// Every shipped capture was recorded before the tap paired: read, it is paired by the
     /// interpreter. Paired as the tap pairs (the same [`Pairing`], its result stored in the

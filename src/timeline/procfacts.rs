@@ -60,13 +60,11 @@ impl ProcFacts {
             ProcEvent::Exec { who, timing, .. } => ("exec", who, None, Some(timing)),
             ProcEvent::Attributed { who } => ("attributed", who, None, None),
             ProcEvent::Exit { who, timing, .. } => ("exit", who, None, Some(timing)),
-            // Snapshots, mode reports and losses carry no single process.
-            other => {
-                return match serde_json::to_value(other) {
-                    Ok(v) => ProcFacts::from_value(&v),
-                    Err(_) => ProcFacts::default(),
-                }
-            }
+            // Snapshots, mode reports and losses carry no single process: none of their
+            // fields is one [`ProcFacts::from_value`] reads, only their kind.
+            ProcEvent::Snapshot(_) => return ProcFacts::kind_only("snapshot"),
+            ProcEvent::Mode { .. } => return ProcFacts::kind_only("mode"),
+            ProcEvent::Lost { .. } => return ProcFacts::kind_only("lost"),
         };
         let (exit_status, held, in_tree) = match event {
             ProcEvent::Exit {
@@ -98,6 +96,13 @@ impl ProcFacts {
             held,
             in_tree,
             daemon: who.daemon,
+        }
+    }
+
+    fn kind_only(kind: &str) -> ProcFacts {
+        ProcFacts {
+            kind: Some(kind.to_owned()),
+            ..ProcFacts::default()
         }
     }
 
@@ -319,6 +324,31 @@ pub fn proc_summary(event: &ProcEvent) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Read from the typed event, the facts are those of its serialized form, for every
+    /// process event of every shipped capture.
+    #[test]
+    fn typed_and_serialized_facts_agree_on_every_shipped_capture() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+        let mut kinds = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "bin") {
+                continue;
+            }
+            for ev in crate::capture::CaptureReader::open(&path).unwrap() {
+                if let crate::event::Event::Proc(p) = ev.unwrap().event {
+                    let typed = ProcFacts::of(&p);
+                    let serialized = ProcFacts::from_value(&serde_json::to_value(&p).unwrap());
+                    assert_eq!(typed, serialized, "{}: {p:?}", path.display());
+                    kinds.insert(typed.kind.unwrap());
+                }
+            }
+        }
+        for k in ["snapshot", "mode", "exit", "fork", "exec", "tracked"] {
+            assert!(kinds.contains(k), "no {k} event in captures/: {kinds:?}");
+        }
+    }
 
     #[test]
     fn flat_shape() {

@@ -24,7 +24,8 @@ use std::borrow::Cow;
 ///
 /// Everything else is kept as is; text with nothing to replace is returned borrowed.
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
+    // Printable ASCII (most text) has nothing to replace: told by its bytes alone.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);

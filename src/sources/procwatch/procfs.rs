@@ -15,6 +15,8 @@ pub(crate) struct Stat {
     pub(crate) ppid: i32,
     pub(crate) pgrp: i32,
     pub(crate) session: i32,
+    /// Field 9: the kernel's task flags (`PF_*`).
+    pub(crate) flags: u64,
     pub(crate) utime: u64,
     pub(crate) stime: u64,
     /// Field 22: start time in clock ticks since boot.
@@ -57,6 +59,7 @@ pub(crate) fn parse_stat(text: &str) -> Result<Stat, String> {
         ppid: num(4)? as i32,
         pgrp: num(5)? as i32,
         session: num(6)? as i32,
+        flags: num(9)? as u64,
         utime: num(14)? as u64,
         stime: num(15)? as u64,
         starttime: num(22)? as u64,
@@ -66,6 +69,17 @@ pub(crate) fn parse_stat(text: &str) -> Result<Stat, String> {
             None
         },
     })
+}
+
+/// `PF_EXITING` (include/linux/sched.h): set as `do_exit` begins, before the process's
+/// files (its listening sockets among them) are closed.
+const PF_EXITING: u64 = 0x4;
+
+impl Stat {
+    /// Its exit has begun: `do_exit` is closing its files, or it is a zombie already.
+    pub(crate) fn exiting(&self) -> bool {
+        self.flags & PF_EXITING != 0 || matches!(self.state, 'Z' | 'X' | 'x')
+    }
 }
 
 /// Read and parse `/proc/<pid>/stat`; `None` if the process is gone or unreadable.
@@ -419,6 +433,13 @@ mod tests {
         assert_eq!(s.stime, 3);
         assert_eq!(s.starttime, 123456);
         assert_eq!(s.exit_code, Some(0));
+        assert_eq!(s.flags, 4194560);
+        assert!(!s.exiting());
+        // The same process once `do_exit` began (PF_EXITING), and once a zombie.
+        let s = parse_stat(&line.replace(" 4194560 ", " 4194564 ")).unwrap();
+        assert!(s.exiting());
+        let s = parse_stat(&line.replace(") S 17", ") Z 17")).unwrap();
+        assert!(s.exiting());
     }
 
     #[test]

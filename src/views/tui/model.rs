@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 pub(crate) const NONE: u32 = u32::MAX;
 /// Longest description kept per row, in bytes.
 const MAX_TEXT: usize = 512;
+/// The rows' words are kept in chunks of this many bytes (a power of two), each allocated
+/// once at its full size: a growing arena would copy (and fault in) everything again at
+/// each doubling. A row's `text_at` is its chunk's number and its offset in the chunk.
+const TEXT_CHUNK_BITS: u32 = 20;
+const TEXT_CHUNK: usize = 1 << TEXT_CHUNK_BITS;
+/// Chunks that `text_at` can number (4 GB of words in all, as before the chunks).
+const MAX_TEXT_CHUNKS: usize = 1 << (32 - TEXT_CHUNK_BITS);
 /// Events per batch from the loader thread.
 const BATCH: usize = 1024;
 /// Capture bytes per batch from the loader thread: with large events (getMonitorData
@@ -150,7 +157,10 @@ pub struct Model {
     /// What is shown: the file name, or `live`.
     pub(crate) name: String,
     rows: Vec<Row>,
-    text: String,
+    /// The rows' words, in chunks of at most [`TEXT_CHUNK`] bytes.
+    text: Vec<String>,
+    /// Where an entry's words are written before they are made terminal-safe and kept.
+    words: String,
     /// Apps by index (rows refer to them); names learnt late are filled in.
     pub(crate) apps: Vec<AppRef>,
     app_ix: HashMap<u64, u32>,
@@ -180,7 +190,8 @@ impl Model {
             info,
             name,
             rows: Vec::new(),
-            text: String::new(),
+            text: Vec::new(),
+            words: String::new(),
             apps: Vec::new(),
             app_ix: HashMap::new(),
             daemon: Vec::new(),
@@ -380,19 +391,9 @@ impl Model {
                 }
                 _ => {}
             }
-            let described = e.describe();
-            let text = crate::views::terminal_safe(&described);
-            let mut cut = text.len().min(MAX_TEXT);
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let (text_at, text_len) = if self.text.len() + cut <= u32::MAX as usize {
-                let at = self.text.len() as u32;
-                self.text.push_str(&text[..cut]);
-                (at, cut as u32)
-            } else {
-                (self.text.len() as u32, 0)
-            };
+            self.words.clear();
+            e.describe_into(&mut self.words);
+            let (text_at, text_len) = keep_text(&mut self.text, &self.words);
             let tk = self.rows.last().map_or(e.t, |r| r.tk.max(e.t));
             if kind == RowKind::Daemon {
                 self.daemon.push(idx);
@@ -434,7 +435,7 @@ impl Model {
     /// The words of row `i`.
     pub fn text(&self, i: usize) -> &str {
         let r = &self.rows[i];
-        &self.text[r.text_at as usize..(r.text_at + r.text_len) as usize]
+        kept_text(&self.text, r.text_at, r.text_len)
     }
 
     /// The app of a row, as `web:0`.
@@ -498,6 +499,36 @@ impl Model {
             }
         })
     }
+}
+
+/// Keep `described` (made terminal-safe, cut to [`MAX_TEXT`] bytes) in the chunks `text`;
+/// its `text_at` and length (empty once the chunks that can be numbered are full).
+fn keep_text(text: &mut Vec<String>, described: &str) -> (u32, u32) {
+    let safe = crate::views::terminal_safe(described);
+    let mut cut = safe.len().min(MAX_TEXT);
+    while !safe.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if text.last().is_none_or(|c| c.len() + cut > TEXT_CHUNK) {
+        if text.len() == MAX_TEXT_CHUNKS {
+            return (0, 0);
+        }
+        text.push(String::with_capacity(TEXT_CHUNK));
+    }
+    let n = text.len() - 1;
+    let chunk = &mut text[n];
+    let at = ((n as u32) << TEXT_CHUNK_BITS) | chunk.len() as u32;
+    chunk.push_str(&safe[..cut]);
+    (at, cut as u32)
+}
+
+/// The words [`keep_text`] kept at `text_at`.
+fn kept_text(text: &[String], text_at: u32, len: u32) -> &str {
+    let chunk = (text_at >> TEXT_CHUNK_BITS) as usize;
+    let at = (text_at as usize) & (TEXT_CHUNK - 1);
+    text.get(chunk)
+        .and_then(|c| c.get(at..at + len as usize))
+        .unwrap_or("")
 }
 
 /// What kind of row an entry makes and its marker on the daemon lane.
@@ -644,6 +675,34 @@ fn load_thread(mut reader: CaptureReader, tx: SyncSender<LoadMsg<Read>>, used: R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Words are kept whole across the arena's chunks (a chunk is never grown beyond its
+    /// first size), made terminal-safe and cut at a character boundary.
+    #[test]
+    fn words_are_kept_across_chunks() {
+        let mut text = Vec::new();
+        let mut kept = Vec::new();
+        for i in 0..20_000usize {
+            let words = match i % 4 {
+                0 => "x".repeat(i % 700),
+                1 => "é".repeat(i % 300),
+                2 => format!("line {i}\x1b]0;title\x07"),
+                _ => String::new(),
+            };
+            let (at, len) = keep_text(&mut text, &words);
+            kept.push((words, at, len));
+        }
+        assert!(text.len() > 2, "{} chunks", text.len());
+        assert!(text.iter().all(|c| c.capacity() == TEXT_CHUNK));
+        for (words, at, len) in kept {
+            let safe = crate::views::terminal_safe(&words);
+            let cut = (0..=safe.len().min(MAX_TEXT))
+                .rev()
+                .find(|&c| safe.is_char_boundary(c))
+                .unwrap();
+            assert_eq!(kept_text(&text, at, len), &safe[..cut], "{words:?}");
+        }
+    }
 
     /// The rows link an ask and its answer as the interpreter paired them, and nothing
     /// else: a reply it did not pair (its request forgotten under the one bound) links to

@@ -232,15 +232,26 @@ impl<'de> Deserialize<'de> for AnyStr<'de> {
 type Members<'a> = Vec<(&'a str, &'a str)>;
 
 /// Whether raw key `raw` (with its quotes) is `key`. An escape makes the raw text longer
-/// than what it stands for, so only a longer raw key can need unescaping.
+/// than what it stands for, so only a longer raw key can need unescaping, and only when
+/// the object has an escaped key at all (`escapes`).
 #[inline]
-fn key_is(raw: &str, key: &str) -> bool {
+fn key_is(raw: &str, key: &str, escapes: bool) -> bool {
     let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
     match inner.len().cmp(&key.len()) {
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => inner == key,
-        std::cmp::Ordering::Greater => inner.contains('\\') && scan::unescape(raw) == key,
+        std::cmp::Ordering::Greater => {
+            escapes && inner.contains('\\') && scan::unescape(raw) == key
+        }
     }
+}
+
+/// An object's members as [`scan::Doc::members`] finds them, and whether any key has an
+/// escape.
+#[derive(Clone)]
+struct ObjectMembers<'a> {
+    members: Members<'a>,
+    escapes: bool,
 }
 
 /// A view of one JSON value inside a payload's validated text: an object's members are
@@ -249,7 +260,7 @@ fn key_is(raw: &str, key: &str) -> bool {
 pub struct Node<'a> {
     doc: scan::Doc<'a>,
     raw: &'a str,
-    members: std::cell::OnceCell<Option<Members<'a>>>,
+    members: std::cell::OnceCell<Option<ObjectMembers<'a>>>,
 }
 
 impl<'a> Node<'a> {
@@ -271,13 +282,21 @@ impl<'a> Node<'a> {
     }
 
     /// An object's members, found once (None for anything else).
-    fn member_texts(&self) -> Option<&[(&'a str, &'a str)]> {
+    fn object_members(&self) -> Option<&ObjectMembers<'a>> {
         self.members
             .get_or_init(|| {
-                self.is_object()
-                    .then(|| self.doc.members(self.raw).collect())
+                self.is_object().then(|| {
+                    let members: Members<'a> = self.doc.members(self.raw).collect();
+                    let escapes = members.iter().any(|(k, _)| k.contains('\\'));
+                    ObjectMembers { members, escapes }
+                })
             })
-            .as_deref()
+            .as_ref()
+    }
+
+    /// An object's members (None for anything else).
+    fn member_texts(&self) -> Option<&[(&'a str, &'a str)]> {
+        self.object_members().map(|o| &o.members[..])
     }
 
     /// An object's members, in order (None for anything else).
@@ -292,10 +311,11 @@ impl<'a> Node<'a> {
 
     /// A member of an object (the last of that name, as in a parsed tree).
     pub(crate) fn get(&self, key: &str) -> Option<Node<'a>> {
-        self.member_texts()?
+        let o = self.object_members()?;
+        o.members
             .iter()
             .rev()
-            .find(|(k, _)| key_is(k, key))
+            .find(|(k, _)| key_is(k, key, o.escapes))
             .map(|&(_, v)| Node::new(self.doc, v))
     }
 
@@ -322,6 +342,10 @@ impl<'a> Node<'a> {
         match self.first_byte() {
             b'{' | b'[' => None,
             b'"' => Some(Value::String(scan::unescape(self.raw).into_owned())),
+            // A whole number that fits (pids, times, counts): the value serde_json gives it.
+            b'0'..=b'9' if self.raw.len() <= 19 && self.raw.bytes().all(|b| b.is_ascii_digit()) => {
+                self.raw.parse::<u64>().ok().map(Value::from)
+            }
             _ => serde_json::from_str(self.raw).ok(),
         }
     }
@@ -381,6 +405,31 @@ mod tests {
             n.get("a").unwrap().get("n").unwrap().scalar(),
             Some(json!(1.5))
         );
+        // Numbers read as serde_json reads them, whole ones in place.
+        for raw in [
+            "0",
+            "7",
+            "1234567890123456789",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "-0",
+            "1.0",
+            "1e3",
+            "12345678901234567890123",
+            "true",
+            "false",
+            "null",
+        ] {
+            let j = Json::parse(raw.as_bytes()).unwrap();
+            let want: Value = serde_json::from_str(raw).unwrap();
+            assert_eq!(j.node().scalar(), Some(want.clone()), "{raw}");
+            assert_eq!(
+                j.node().scalar().map(|v| v.to_string()),
+                Some(want.to_string()),
+                "{raw}"
+            );
+        }
         assert_eq!(
             n.get("d").unwrap().scalar(),
             Some(json!(2)),

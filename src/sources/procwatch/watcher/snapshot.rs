@@ -330,19 +330,34 @@ impl Watcher {
         }
     }
 
-    /// Remember what each process held, for its exit event.
+    /// Remember what each process held, for its exit event. A process whose exit has begun
+    /// keeps what it held before: `do_exit` closes its files (its listening sockets among
+    /// them) before the kernel reports the exit, and a snapshot in that window would
+    /// otherwise make the exit say it held nothing.
     fn remember_held(&mut self, sockets: &[SocketHold]) {
-        for t in self.table.values_mut() {
-            t.held.clear();
-        }
+        let mut now: HashMap<i32, Vec<String>> = HashMap::new();
         for s in sockets {
-            if let Some(t) = self.table.get_mut(&s.pid) {
-                if s.proto != Proto::Unix {
-                    t.held.push(s.addr.clone());
-                } else {
-                    t.held.push(format!("unix:{}", s.addr));
-                }
+            if self.table.contains_key(&s.pid) {
+                now.entry(s.pid)
+                    .or_default()
+                    .push(if s.proto != Proto::Unix {
+                        s.addr.clone()
+                    } else {
+                        format!("unix:{}", s.addr)
+                    });
             }
+        }
+        let proc_root = self.proc_root.clone();
+        for t in self.table.values_mut() {
+            let held = now.remove(&t.pid).unwrap_or_default();
+            if held_at_exit(&t.held, &held, || {
+                procfs::read_stat(&proc_root, t.pid)
+                    .filter(|s| t.start.is_none() || Some(s.starttime) == t.start)
+                    .is_none_or(|s| s.exiting())
+            }) {
+                continue;
+            }
+            t.held = held;
         }
     }
 
@@ -365,5 +380,29 @@ impl Watcher {
         }
         self.netlink.keep_up();
         host
+    }
+}
+
+/// Whether a process that held `before` and is seen holding `now` keeps `before` for its
+/// exit event: only when it lost a holding and `exiting()` (read after the sockets were
+/// listed) says its exit has begun or it is gone.
+fn held_at_exit(before: &[String], now: &[String], exiting: impl FnOnce() -> bool) -> bool {
+    before.iter().any(|a| !now.contains(a)) && exiting()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_at_exit;
+
+    #[test]
+    fn an_exiting_process_keeps_what_it_held() {
+        let a = vec!["127.0.0.1:3000".to_string()];
+        // Closed its listener during its exit: the exit reports the port.
+        assert!(held_at_exit(&a, &[], || true));
+        // Closed it while alive (a drain that released the port first): it held nothing.
+        assert!(!held_at_exit(&a, &[], || false));
+        // Nothing lost: the stat is not even read.
+        assert!(!held_at_exit(&a, &a, || panic!("read")));
+        assert!(!held_at_exit(&[], &a, || panic!("read")));
     }
 }
