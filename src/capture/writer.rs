@@ -189,63 +189,60 @@ fn epb_len(data_len: usize, comment: &str, flags: Option<u32>) -> usize {
     32 + data_len + pad4(data_len) + epb_options_len(comment, flags)
 }
 
-/// The part of an Enhanced Packet Block (little-endian section) before its packet data
-/// (`data`, the slices one after the other), byte for byte as pcap-file writes it.
-fn epb_head(
-    out: &mut Vec<u8>,
+/// One Enhanced Packet Block to encode (little-endian section), byte for byte as pcap-file
+/// writes it, around packet data given as slices (`data`, one after the other).
+struct Epb<'a> {
     interface_id: u32,
     ts: Duration,
-    data: &[&[u8]],
-    comment: &str,
+    comment: &'a str,
     flags: Option<u32>,
-) {
-    let data_len: usize = data.iter().map(|d| d.len()).sum();
-    let block_len = epb_len(data_len, comment, flags) as u32;
-    let ns = ts.as_nanos();
-    out.extend_from_slice(&EPB_TYPE.to_le_bytes());
-    out.extend_from_slice(&block_len.to_le_bytes());
-    out.extend_from_slice(&interface_id.to_le_bytes());
-    out.extend_from_slice(&((ns >> 32) as u32).to_le_bytes());
-    out.extend_from_slice(&((ns & 0xFFFF_FFFF) as u32).to_le_bytes());
-    out.extend_from_slice(&(data_len as u32).to_le_bytes());
-    out.extend_from_slice(&(data_len as u32).to_le_bytes());
 }
 
-/// The part of an Enhanced Packet Block after its packet data: padding, options, length.
-fn epb_tail(out: &mut Vec<u8>, data: &[&[u8]], comment: &str, flags: Option<u32>) {
-    let data_len: usize = data.iter().map(|d| d.len()).sum();
-    out.extend_from_slice(&[0u8; 3][..pad4(data_len)]);
-    if !comment.is_empty() {
-        out.extend_from_slice(&OPT_COMMENT.to_le_bytes());
-        out.extend_from_slice(&(comment.len() as u16).to_le_bytes());
-        out.extend_from_slice(comment.as_bytes());
-        out.extend_from_slice(&[0u8; 3][..pad4(comment.len())]);
+impl Epb<'_> {
+    /// The part before the packet data.
+    fn head(&self, out: &mut Vec<u8>, data: &[&[u8]]) {
+        let data_len: usize = data.iter().map(|d| d.len()).sum();
+        let block_len = epb_len(data_len, self.comment, self.flags) as u32;
+        let ns = self.ts.as_nanos();
+        out.extend_from_slice(&EPB_TYPE.to_le_bytes());
+        out.extend_from_slice(&block_len.to_le_bytes());
+        out.extend_from_slice(&self.interface_id.to_le_bytes());
+        out.extend_from_slice(&((ns >> 32) as u32).to_le_bytes());
+        out.extend_from_slice(&((ns & 0xFFFF_FFFF) as u32).to_le_bytes());
+        out.extend_from_slice(&(data_len as u32).to_le_bytes());
+        out.extend_from_slice(&(data_len as u32).to_le_bytes());
     }
-    if let Some(f) = flags {
-        out.extend_from_slice(&OPT_FLAGS.to_le_bytes());
-        out.extend_from_slice(&4u16.to_le_bytes());
-        out.extend_from_slice(&f.to_le_bytes());
-    }
-    if epb_options_len(comment, flags) > 0 {
-        out.extend_from_slice(&[0u8; 4]);
-    }
-    out.extend_from_slice(&(epb_len(data_len, comment, flags) as u32).to_le_bytes());
-}
 
-/// Append one whole Enhanced Packet Block whose packet data is `data`.
-fn push_epb(
-    out: &mut Vec<u8>,
-    interface_id: u32,
-    ts: Duration,
-    data: &[&[u8]],
-    comment: &str,
-    flags: Option<u32>,
-) {
-    epb_head(out, interface_id, ts, data, comment, flags);
-    for d in data {
-        out.extend_from_slice(d);
+    /// The part after the packet data: padding, options, length.
+    fn tail(&self, out: &mut Vec<u8>, data: &[&[u8]]) {
+        let (comment, flags) = (self.comment, self.flags);
+        let data_len: usize = data.iter().map(|d| d.len()).sum();
+        out.extend_from_slice(&[0u8; 3][..pad4(data_len)]);
+        if !comment.is_empty() {
+            out.extend_from_slice(&OPT_COMMENT.to_le_bytes());
+            out.extend_from_slice(&(comment.len() as u16).to_le_bytes());
+            out.extend_from_slice(comment.as_bytes());
+            out.extend_from_slice(&[0u8; 3][..pad4(comment.len())]);
+        }
+        if let Some(f) = flags {
+            out.extend_from_slice(&OPT_FLAGS.to_le_bytes());
+            out.extend_from_slice(&4u16.to_le_bytes());
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        if epb_options_len(comment, flags) > 0 {
+            out.extend_from_slice(&[0u8; 4]);
+        }
+        out.extend_from_slice(&(epb_len(data_len, comment, flags) as u32).to_le_bytes());
     }
-    epb_tail(out, data, comment, flags);
+
+    /// The whole block, the data copied in.
+    fn push(&self, out: &mut Vec<u8>, data: &[&[u8]]) {
+        self.head(out, data);
+        for d in data {
+            out.extend_from_slice(d);
+        }
+        self.tail(out, data);
+    }
 }
 
 /// The slices of `buf` after its first `skip` bytes.
@@ -608,14 +605,13 @@ impl CaptureWriter {
         }
         let interface_id = source_index(source);
         if payload.len() <= MAX_PACKET_LEN {
-            push_epb(
-                self.pw.get_mut(),
+            let epb = Epb {
                 interface_id,
                 ts,
-                &[payload],
                 comment,
                 flags,
-            );
+            };
+            epb.push(self.pw.get_mut(), &[payload]);
             return Ok(Placed::Buffered);
         }
         // Fragments: each packet carries a "data" dissector tag (Wireshark shows raw bytes),
@@ -637,10 +633,16 @@ impl CaptureWriter {
             head.extend_from_slice(&(count as u32).to_be_bytes());
             head.extend_from_slice(&(json.len() as u32).to_be_bytes());
             let data = [&head[..], piece];
-            epb_head(&mut framing, interface_id, ts, &data, &part_comment, flags);
+            let epb = Epb {
+                interface_id,
+                ts,
+                comment: &part_comment,
+                flags,
+            };
+            epb.head(&mut framing, &data);
             framing.extend_from_slice(&head);
             let head_end = framing.len();
-            epb_tail(&mut framing, &data, &part_comment, flags);
+            epb.tail(&mut framing, &data);
             bounds.push((head_end, framing.len()));
         }
         let mut pieces: Vec<&[u8]> = Vec::with_capacity(3 * count);
@@ -906,7 +908,13 @@ mod tests {
                         let cut = len / 3;
                         let mut ours = Vec::new();
                         let pieces = [&data[..cut], &data[cut..len]];
-                        push_epb(&mut ours, iface as u32, *ts, &pieces, comment, flags);
+                        let epb = Epb {
+                            interface_id: iface as u32,
+                            ts: *ts,
+                            comment,
+                            flags,
+                        };
+                        epb.push(&mut ours, &pieces);
                         assert_eq!(
                             ours, theirs,
                             "len {len}, comment {comment:?}, flags {flags:?}"
