@@ -14,6 +14,8 @@
 //! The server plays the daemon on a socket of a throw-away PM2_HOME (rpc.sock answering every
 //! request with the reply, pub.sock accepting the bus subscriber and saying nothing).
 //!
+//! The bench runs with the shipped binary's allocator (mimalloc).
+//!
 //! Run: `cargo bench --bench forwarding_bulk` (prints a table; asserts nothing about speed).
 //! PM2_TRACE_BENCH_RATES=0.2,0.4 chooses the paced rates (GB/s); PM2_TRACE_BENCH_REDACT=none
 //! (or all) records with that `--redact` instead of the default `values`. Where the time goes
@@ -22,6 +24,11 @@
 
 #[path = "../tests/support/pm2.rs"]
 mod pm2;
+
+/// The allocator the shipped binary uses (src/main.rs): the recording's large buffers come
+/// and go as they do in `pm2-trace record`.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use pm2_trace::event::{CaptureInfo, Direction, Event, Stamped};
 use pm2_trace::record::{record, RecordOptions, Stopper};

@@ -28,14 +28,37 @@ fn set_fsize(limit: libc::rlim_t) -> libc::rlimit {
     old
 }
 
+/// A new capture at `name` in `dir`, then the process's file size limit set to `limit`;
+/// returns the capture's path, its writer and the limit before.
+fn limited_writer(
+    dir: &tempfile::TempDir,
+    name: &str,
+    limit: u64,
+) -> (std::path::PathBuf, CaptureWriter, libc::rlimit) {
+    let path = dir.path().join(name);
+    let w = CaptureWriter::create(&path, &sample_info(), false).unwrap();
+    let old = set_fsize(limit as libc::rlim_t);
+    (path, w, old)
+}
+
+/// The events of a capture cut at a file size limit: within the limit, of the size the
+/// writer's summary says, and ending on a whole record.
+fn read_back(path: &std::path::Path, limit: u64, summary_bytes: u64) -> Vec<Stamped> {
+    let size = std::fs::metadata(path).unwrap().len();
+    assert!(size <= limit, "file of {size} bytes beyond the limit");
+    assert_eq!(summary_bytes, size);
+    let mut r = CaptureReader::open(path).unwrap();
+    let back: Vec<Stamped> = r.by_ref().map(|e| e.unwrap()).collect();
+    assert_eq!(r.truncated(), None, "file must end on a whole record");
+    back
+}
+
 #[test]
 fn file_size_limit_stops_recording_with_a_marker() {
     ignore_sigxfsz();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("limited.pcapng");
     const LIMIT: u64 = 150_000;
-    let mut w = CaptureWriter::create(&path, &sample_info(), false).unwrap();
-    let old = set_fsize(LIMIT as libc::rlim_t);
+    let (path, mut w, old) = limited_writer(&dir, "limited.pcapng", LIMIT);
 
     let mut sent = Vec::new();
     let mut failure = None;
@@ -75,13 +98,7 @@ fn file_size_limit_stops_recording_with_a_marker() {
         .clone()
         .expect("summary says recording stopped");
 
-    let size = std::fs::metadata(&path).unwrap().len();
-    assert!(size <= LIMIT, "file of {size} bytes beyond the limit");
-    assert_eq!(summary.bytes, size);
-
-    let mut r = CaptureReader::open(&path).unwrap();
-    let back: Vec<Stamped> = r.by_ref().map(|e| e.unwrap()).collect();
-    assert_eq!(r.truncated(), None, "file must end on a whole record");
+    let back = read_back(&path, LIMIT, summary.bytes);
     let (marker, before) = back.split_last().expect("some events");
     match &marker.event {
         Event::RecordingStopped { reason: r } => assert_eq!(r, &reason),
@@ -101,6 +118,59 @@ fn file_size_limit_stops_recording_with_a_marker() {
     );
     eprintln!(
         "limit {LIMIT}: {} events kept, marker: {reason}",
+        before.len()
+    );
+
+    fragmented_records_hit_the_limit_mid_record();
+}
+
+/// Records bigger than a packet are written straight from where they were serialised,
+/// fragment by fragment in one vectored write: a limit reached in the middle of one still
+/// cuts the file back to the last whole record and ends it with the marker. (In the same
+/// test: the limit is per process.)
+fn fragmented_records_hit_the_limit_mid_record() {
+    let dir = tempfile::tempdir().unwrap();
+    const LIMIT: u64 = 1_000_000;
+    let (path, mut w, old) = limited_writer(&dir, "limited-big.pcapng", LIMIT);
+    let mut sent = Vec::new();
+    let mut failure = None;
+    for i in 0..10u64 {
+        let ev = Stamped {
+            t: MONO_REF + i * 1000,
+            event: Event::Note {
+                level: NoteLevel::Info,
+                text: format!("big {i} {}", "y".repeat(300_000 + i as usize)),
+            },
+        };
+        match w.write(&ev, &format!("big note {i}")) {
+            Ok(()) => sent.push(ev),
+            Err(e @ CaptureError::WriteFailed { .. }) => {
+                failure = Some(e);
+                break;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    let summary = w.finish();
+    set_fsize(old.rlim_cur);
+    let failure = failure.expect("the file size limit was never hit");
+    assert!(failure.to_string().contains("File too large"), "{failure}");
+    let summary = summary.expect("finish after a reported failure");
+    let back = read_back(&path, LIMIT, summary.bytes);
+    let (marker, before) = back.split_last().expect("some events");
+    assert!(
+        matches!(&marker.event, Event::RecordingStopped { .. }),
+        "{marker:?}"
+    );
+    assert_eq!(
+        before.len(),
+        sent.len(),
+        "every record written before is kept"
+    );
+    assert_eq!(before, &sent[..]);
+    assert!(
+        !before.is_empty() && before.len() < 4,
+        "{} kept",
         before.len()
     );
 }

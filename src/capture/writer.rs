@@ -17,7 +17,6 @@ use super::{
 };
 use crate::event::{mono_now, CaptureInfo, Direction, Event, Source, Stamped};
 use crate::safe_dir::{SafeDir, SafeDirError};
-use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
@@ -79,7 +78,8 @@ pub struct CaptureWriter {
     finished: bool,
     /// Scratch buffers, reused for every record.
     payload: Vec<u8>,
-    frag: Vec<u8>,
+    /// Block headers and trailers of a fragmented record's packets.
+    framing: Vec<u8>,
 }
 
 impl std::fmt::Debug for CaptureWriter {
@@ -147,6 +147,116 @@ fn push_tags(out: &mut Vec<u8>, dissector: &str) {
 fn wall_timestamp(info: &CaptureInfo, t: u64) -> Duration {
     let ns = info.wall_ns(t).clamp(0, u64::MAX as i128) as u64;
     Duration::from_nanos(ns)
+}
+
+/// Where [`CaptureWriter::encode_record`] put a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// Appended to the buffer of whole blocks.
+    Buffered,
+    /// Written to the file already (with everything buffered before it).
+    Written,
+}
+
+/// pcapng block type of an Enhanced Packet Block.
+const EPB_TYPE: u32 = 6;
+/// EPB option codes.
+const OPT_COMMENT: u16 = 1;
+const OPT_FLAGS: u16 = 2;
+
+fn pad4(len: usize) -> usize {
+    (4 - len % 4) % 4
+}
+
+/// Length of an EPB's options as pcap-file writes them: the comment (when not empty), the
+/// flags, and the end-of-options marker when there is any.
+fn epb_options_len(comment: &str, flags: Option<u32>) -> usize {
+    let mut len = 0;
+    if !comment.is_empty() {
+        len += 4 + comment.len() + pad4(comment.len());
+    }
+    if flags.is_some() {
+        len += 8;
+    }
+    if len > 0 {
+        len += 4;
+    }
+    len
+}
+
+/// Total length of an EPB carrying `data_len` bytes of packet data.
+fn epb_len(data_len: usize, comment: &str, flags: Option<u32>) -> usize {
+    32 + data_len + pad4(data_len) + epb_options_len(comment, flags)
+}
+
+/// One Enhanced Packet Block to encode (little-endian section), byte for byte as pcap-file
+/// writes it, around packet data given as slices (`data`, one after the other).
+struct Epb<'a> {
+    interface_id: u32,
+    ts: Duration,
+    comment: &'a str,
+    flags: Option<u32>,
+}
+
+impl Epb<'_> {
+    /// The part before the packet data.
+    fn head(&self, out: &mut Vec<u8>, data: &[&[u8]]) {
+        let data_len: usize = data.iter().map(|d| d.len()).sum();
+        let block_len = epb_len(data_len, self.comment, self.flags) as u32;
+        let ns = self.ts.as_nanos();
+        out.extend_from_slice(&EPB_TYPE.to_le_bytes());
+        out.extend_from_slice(&block_len.to_le_bytes());
+        out.extend_from_slice(&self.interface_id.to_le_bytes());
+        out.extend_from_slice(&((ns >> 32) as u32).to_le_bytes());
+        out.extend_from_slice(&((ns & 0xFFFF_FFFF) as u32).to_le_bytes());
+        out.extend_from_slice(&(data_len as u32).to_le_bytes());
+        out.extend_from_slice(&(data_len as u32).to_le_bytes());
+    }
+
+    /// The part after the packet data: padding, options, length.
+    fn tail(&self, out: &mut Vec<u8>, data: &[&[u8]]) {
+        let (comment, flags) = (self.comment, self.flags);
+        let data_len: usize = data.iter().map(|d| d.len()).sum();
+        out.extend_from_slice(&[0u8; 3][..pad4(data_len)]);
+        if !comment.is_empty() {
+            out.extend_from_slice(&OPT_COMMENT.to_le_bytes());
+            out.extend_from_slice(&(comment.len() as u16).to_le_bytes());
+            out.extend_from_slice(comment.as_bytes());
+            out.extend_from_slice(&[0u8; 3][..pad4(comment.len())]);
+        }
+        if let Some(f) = flags {
+            out.extend_from_slice(&OPT_FLAGS.to_le_bytes());
+            out.extend_from_slice(&4u16.to_le_bytes());
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        if epb_options_len(comment, flags) > 0 {
+            out.extend_from_slice(&[0u8; 4]);
+        }
+        out.extend_from_slice(&(epb_len(data_len, comment, flags) as u32).to_le_bytes());
+    }
+
+    /// The whole block, the data copied in.
+    fn push(&self, out: &mut Vec<u8>, data: &[&[u8]]) {
+        self.head(out, data);
+        for d in data {
+            out.extend_from_slice(d);
+        }
+        self.tail(out, data);
+    }
+}
+
+/// The slices of `buf` after its first `skip` bytes.
+fn slices_after<'a>(buf: &[&'a [u8]], mut skip: usize) -> Vec<io::IoSlice<'a>> {
+    let mut out = Vec::with_capacity(buf.len());
+    for s in buf {
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        out.push(io::IoSlice::new(&s[skip..]));
+        skip = 0;
+    }
+    out
 }
 
 /// Create the capture file: in its directory opened with [`SafeDir::open`], as a new file
@@ -268,7 +378,7 @@ impl CaptureWriter {
             unreported: None,
             finished: false,
             payload: Vec::new(),
-            frag: Vec::new(),
+            framing: Vec::new(),
         };
         w.ends.push((header_len, false));
         let comment = format!(
@@ -284,7 +394,7 @@ impl CaptureWriter {
             info.redaction
         );
         let ts = wall_timestamp(info, info.mono_ref_ns);
-        w.encode_record(Source::Recorder, ts, None, &comment, |out| {
+        w.encode_record(Source::Recorder, ts, None, &comment, false, |out| {
             serde_json::to_writer(out, &InfoRecord { capture_info: info })
         })?;
         w.ends.push((w.pw.get_ref().len(), false));
@@ -329,12 +439,14 @@ impl CaptureWriter {
             _ => None,
         };
         let ts = wall_timestamp(&self.info, ev.t);
-        self.encode_record(ev.event.source(), ts, flags, comment, |out| {
+        let placed = self.encode_record(ev.event.source(), ts, flags, comment, true, |out| {
             serde_json::to_writer(out, ev)
         })?;
-        self.ends.push((self.pw.get_ref().len(), true));
-        if self.pw.get_ref().len() >= FLUSH_AT {
-            self.write_out()?;
+        if placed == Placed::Buffered {
+            self.ends.push((self.pw.get_ref().len(), true));
+            if self.pw.get_ref().len() >= FLUSH_AT {
+                self.write_out()?;
+            }
         }
         Ok(())
     }
@@ -354,10 +466,24 @@ impl CaptureWriter {
 
     /// Write the buffer out now.
     fn write_out(&mut self) -> Result<(), CaptureError> {
+        self.write_out_with(&[])
+    }
+
+    /// Write the buffer out now, followed in the same positioned write by one more event
+    /// record made of the `record` slices (a fragmented record, written from where its
+    /// pieces are rather than copied into the buffer first).
+    fn write_out_with(&mut self, record: &[&[u8]]) -> Result<(), CaptureError> {
         self.check_stopped()?;
         let buf = std::mem::take(self.pw.get_mut());
-        let ends = std::mem::take(&mut self.ends);
-        let result = self.write_buffer(&buf, &ends);
+        let mut ends = std::mem::take(&mut self.ends);
+        let mut slices = Vec::with_capacity(1 + record.len());
+        slices.push(&buf[..]);
+        if !record.is_empty() {
+            slices.extend_from_slice(record);
+            let len: usize = record.iter().map(|s| s.len()).sum();
+            ends.push((buf.len() + len, true));
+        }
+        let result = self.write_buffer(&slices, &ends);
         // Give the (cleared) allocation back for reuse.
         let mut buf = buf;
         buf.clear();
@@ -412,23 +538,37 @@ impl CaptureWriter {
     }
 
     /// Serialise one record (exported-PDU tags + JSON from `body`) as one Enhanced Packet
-    /// Block, or as fragments when it does not fit one packet, appending to the buffer.
+    /// Block, or as fragments when it does not fit one packet, appending to the buffer. With
+    /// `direct`, a fragmented record is instead written at once after the buffer, its pieces
+    /// taken from where the JSON was serialised ([`Placed::Written`]).
     fn encode_record(
         &mut self,
         source: Source,
         ts: Duration,
         flags: Option<u32>,
         comment: &str,
+        direct: bool,
         body: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<Placed, CaptureError> {
         let comment = clip_comment(comment);
         let mut payload = std::mem::take(&mut self.payload);
         payload.clear();
         push_tags(&mut payload, "json");
         let tags_len = payload.len();
-        let result = self.encode_payload(&mut payload, tags_len, source, ts, flags, &comment, body);
-        if payload.capacity() > 4 * MAX_PACKET_LEN {
-            payload = Vec::new(); // don't keep a huge one-off record's allocation
+        let result = self.encode_payload(
+            &mut payload,
+            tags_len,
+            source,
+            ts,
+            flags,
+            &comment,
+            direct,
+            body,
+        );
+        if payload.capacity() > MAX_RECORD_LEN / 2 {
+            // Don't keep a huge one-off record's allocation; a poller's multi-MB replies
+            // reuse theirs (a fresh one each time costs a page fault per page).
+            payload = Vec::new();
         }
         self.payload = payload;
         result
@@ -443,8 +583,9 @@ impl CaptureWriter {
         ts: Duration,
         flags: Option<u32>,
         comment: &str,
+        direct: bool,
         body: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<Placed, CaptureError> {
         let offset = self.committed + self.pw.get_ref().len() as u64;
         body(payload).map_err(|e| CaptureError::Io {
             path: self.path.clone(),
@@ -464,67 +605,66 @@ impl CaptureWriter {
         }
         let interface_id = source_index(source);
         if payload.len() <= MAX_PACKET_LEN {
-            return self.push_epb(interface_id, ts, payload, comment, flags);
+            let epb = Epb {
+                interface_id,
+                ts,
+                comment,
+                flags,
+            };
+            epb.push(self.pw.get_mut(), &[payload]);
+            return Ok(Placed::Buffered);
         }
         // Fragments: each packet carries a "data" dissector tag (Wireshark shows raw bytes),
-        // a fragment header and a slice of the JSON.
+        // a fragment header and a slice of the JSON. Their block headers and trailers are
+        // made in `framing`; the slices of the JSON stay where they are.
         let json = &payload[tags_len..];
         let chunk = MAX_PACKET_LEN - FRAGMENT_HEADER_LEN - 256;
         let count = json.len().div_ceil(chunk);
-        let mut frag = std::mem::take(&mut self.frag);
-        let mut result = Ok(());
+        let mut framing = std::mem::take(&mut self.framing);
+        framing.clear();
+        // (end of the header before piece i, end of the trailer after it) in `framing`.
+        let mut bounds = Vec::with_capacity(count);
         for (i, piece) in json.chunks(chunk).enumerate() {
             let part_comment = format!("{comment} [record part {}/{count}]", i + 1);
-            frag.clear();
-            push_tags(&mut frag, "data");
-            frag.extend_from_slice(FRAGMENT_MAGIC);
-            frag.extend_from_slice(&(i as u32).to_be_bytes());
-            frag.extend_from_slice(&(count as u32).to_be_bytes());
-            frag.extend_from_slice(&(json.len() as u32).to_be_bytes());
-            frag.extend_from_slice(piece);
-            result = self.push_epb(interface_id, ts, &frag, &part_comment, flags);
-            if result.is_err() {
-                break;
+            let mut head = Vec::with_capacity(64);
+            push_tags(&mut head, "data");
+            head.extend_from_slice(FRAGMENT_MAGIC);
+            head.extend_from_slice(&(i as u32).to_be_bytes());
+            head.extend_from_slice(&(count as u32).to_be_bytes());
+            head.extend_from_slice(&(json.len() as u32).to_be_bytes());
+            let data = [&head[..], piece];
+            let epb = Epb {
+                interface_id,
+                ts,
+                comment: &part_comment,
+                flags,
+            };
+            epb.head(&mut framing, &data);
+            framing.extend_from_slice(&head);
+            let head_end = framing.len();
+            epb.tail(&mut framing, &data);
+            bounds.push((head_end, framing.len()));
+        }
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(3 * count);
+        let mut from = 0;
+        for ((head_end, tail_end), piece) in bounds.iter().zip(json.chunks(chunk)) {
+            pieces.push(&framing[from..*head_end]);
+            pieces.push(piece);
+            pieces.push(&framing[*head_end..*tail_end]);
+            from = *tail_end;
+        }
+        let result = if direct {
+            self.write_out_with(&pieces).map(|()| Placed::Written)
+        } else {
+            let out = self.pw.get_mut();
+            for p in &pieces {
+                out.extend_from_slice(p);
             }
-        }
-        frag.clear();
-        self.frag = frag;
-        result
-    }
-
-    fn push_epb(
-        &mut self,
-        interface_id: u32,
-        ts: Duration,
-        data: &[u8],
-        comment: &str,
-        flags: Option<u32>,
-    ) -> Result<(), CaptureError> {
-        let mut options = Vec::with_capacity(2);
-        if !comment.is_empty() {
-            options.push(EnhancedPacketOption::Comment(Cow::Borrowed(comment)));
-        }
-        if let Some(f) = flags {
-            options.push(EnhancedPacketOption::Flags(f));
-        }
-        let epb = EnhancedPacketBlock {
-            interface_id,
-            timestamp: ts,
-            original_len: data.len() as u32,
-            data: Cow::Borrowed(data),
-            options,
+            Ok(Placed::Buffered)
         };
-        let before = self.pw.get_ref().len();
-        self.pw.write_pcapng_block(epb).map(|_| ()).map_err(|e| {
-            // Only an invalid interface id can fail here (writing into a Vec cannot).
-            self.pw.get_mut().truncate(before);
-            CaptureError::Io {
-                path: self.path.clone(),
-                offset: self.committed + before as u64,
-                op: "cannot encode packet block",
-                error: io::Error::other(e.to_string()),
-            }
-        })
+        drop(pieces);
+        self.framing = framing;
+        result
     }
 
     /// Keep space reserved on disk past the data about to be written (best effort).
@@ -558,28 +698,29 @@ impl CaptureWriter {
         }
     }
 
-    fn write_buffer(&mut self, buf: &[u8], ends: &[(usize, bool)]) -> Result<(), CaptureError> {
-        if buf.is_empty() {
+    /// Write `buf` (its slices one after the other) at the end of the last whole record, in
+    /// positioned vectored writes; `ends` are the records' end offsets in it.
+    fn write_buffer(&mut self, buf: &[&[u8]], ends: &[(usize, bool)]) -> Result<(), CaptureError> {
+        let total: usize = buf.iter().map(|s| s.len()).sum();
+        if total == 0 {
             return Ok(());
         }
-        self.reserve(buf.len() as u64);
+        self.reserve(total as u64);
         let mut written = 0usize;
         let error = loop {
-            match self
-                .file
-                .write_at(&buf[written..], self.committed + written as u64)
-            {
+            let rest = slices_after(buf, written);
+            match rustix::io::pwritev(&self.file, &rest, self.committed + written as u64) {
                 Ok(0) => break io::Error::new(io::ErrorKind::WriteZero, "write returned 0 bytes"),
                 Ok(n) => {
                     written += n;
-                    if written == buf.len() {
-                        self.committed += buf.len() as u64;
+                    if written == total {
+                        self.committed += total as u64;
                         self.records += ends.iter().filter(|e| e.1).count() as u64;
                         return Ok(());
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break e,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => break e.into(),
             }
         };
         Err(self.fail(error, written, ends))
@@ -673,7 +814,7 @@ impl CaptureWriter {
         self.pw.get_mut().clear();
         let ts = wall_timestamp(&self.info, ev.t);
         if self
-            .encode_record(Source::Recorder, ts, None, &comment, |out| {
+            .encode_record(Source::Recorder, ts, None, &comment, false, |out| {
                 serde_json::to_writer(out, &ev)
             })
             .is_err()
@@ -707,6 +848,7 @@ impl Drop for CaptureWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 
     #[test]
     fn tlv_padding_counts_in_length() {
@@ -715,6 +857,88 @@ mod tests {
         assert_eq!(&out[..4], &[0, 33, 0, 12]);
         assert_eq!(&out[4..13], b"pm2-trace");
         assert_eq!(&out[13..], &[0, 0, 0]);
+    }
+
+    /// The hand-made Enhanced Packet Blocks are byte for byte what pcap-file writes (the
+    /// capture format is unchanged), whatever the padding, options and slicing of the data.
+    #[test]
+    fn epbs_are_encoded_as_pcap_file_encodes_them() {
+        let shb = SectionHeaderBlock {
+            endianness: Endianness::Little,
+            major_version: 1,
+            minor_version: 0,
+            section_length: -1,
+            options: vec![],
+        };
+        let mut pw = PcapNgWriter::with_section_header(Vec::new(), shb).unwrap();
+        for _ in 0..3 {
+            let idb = InterfaceDescriptionBlock {
+                linktype: DataLink::WIRESHARK_UPPER_PDU,
+                snaplen: 0,
+                options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+            };
+            pw.write_pcapng_block(idb).unwrap();
+        }
+        let data: Vec<u8> = (0..=255u8).cycle().take(1031).collect();
+        let times = [
+            Duration::ZERO,
+            Duration::from_nanos(1_764_000_000_123_456_789),
+        ];
+        for len in [0usize, 1, 2, 3, 4, 5, 7, 8, 300, 1031] {
+            for comment in ["", "a", "ab", "abc", "abcd", "é… [record part 1/3]"] {
+                for flags in [None, Some(EPB_FLAG_INBOUND), Some(EPB_FLAG_OUTBOUND)] {
+                    for (iface, ts) in times.iter().enumerate() {
+                        let mut options = Vec::new();
+                        if !comment.is_empty() {
+                            options.push(EnhancedPacketOption::Comment(Cow::Borrowed(comment)));
+                        }
+                        if let Some(f) = flags {
+                            options.push(EnhancedPacketOption::Flags(f));
+                        }
+                        let before = pw.get_ref().len();
+                        pw.write_pcapng_block(EnhancedPacketBlock {
+                            interface_id: iface as u32,
+                            timestamp: *ts,
+                            original_len: len as u32,
+                            data: Cow::Borrowed(&data[..len]),
+                            options,
+                        })
+                        .unwrap();
+                        let theirs = pw.get_ref()[before..].to_vec();
+                        let cut = len / 3;
+                        let mut ours = Vec::new();
+                        let pieces = [&data[..cut], &data[cut..len]];
+                        let epb = Epb {
+                            interface_id: iface as u32,
+                            ts: *ts,
+                            comment,
+                            flags,
+                        };
+                        epb.push(&mut ours, &pieces);
+                        assert_eq!(
+                            ours, theirs,
+                            "len {len}, comment {comment:?}, flags {flags:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn slices_after_skips_whole_and_partial_slices() {
+        let buf: [&[u8]; 3] = [b"abc", b"", b"defg"];
+        let text = |skip| -> Vec<u8> {
+            slices_after(&buf, skip)
+                .iter()
+                .flat_map(|s| s.to_vec())
+                .collect()
+        };
+        assert_eq!(text(0), b"abcdefg");
+        assert_eq!(text(2), b"cdefg");
+        assert_eq!(text(3), b"defg");
+        assert_eq!(text(5), b"fg");
+        assert_eq!(text(7), b"");
     }
 
     #[test]

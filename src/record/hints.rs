@@ -103,7 +103,7 @@ mod tests {
                         t,
                         conn,
                         dir: *dir,
-                        bytes: m.encode(),
+                        bytes: m.encode().into(),
                     },
                     None => Tap::Close {
                         t,

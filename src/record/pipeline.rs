@@ -184,6 +184,7 @@ fn record_loop(
             }
             *events += 1;
             on_event.event(info, &ev, &entries);
+            recycle(ev);
         }
     };
 
@@ -326,6 +327,18 @@ fn record_loop(
         info: info.clone(),
         daemon_exited: daemon_exited.is_some() && stop.requested().0 == 0,
     })
+}
+
+/// Give an event's payload texts back for reuse once it is written: the tap decoder's next
+/// large payload is copied into warm memory instead of pages fresh from the kernel.
+fn recycle(ev: Stamped) {
+    if let Event::RpcMessage { msg, .. } | Event::BusMessage { msg } = ev.event {
+        for arg in msg.0.args {
+            if let crate::wire::amp::Arg::Json(j) = arg {
+                j.recycle();
+            }
+        }
+    }
 }
 
 /// Turn tapped copies into events (see [`TapDecoder`]) until the proxy and all its
@@ -554,7 +567,7 @@ impl<S: HintSink> TapDecoder<S> {
                         ),
                     }
                 }
-                return Some(bytes);
+                return Some(bytes.into_buffer());
             }
             Tap::Gap { t, conn, dir } => {
                 let offset = self.streams.get(&(conn, dir)).map_or(0, |d| d.offset());
@@ -609,7 +622,7 @@ mod tests {
             t,
             conn,
             dir,
-            bytes: msg.encode(),
+            bytes: msg.encode().into(),
         }
     }
 

@@ -29,7 +29,7 @@ pub enum Tap {
         t: MonoNs,
         conn: u64,
         dir: Direction,
-        bytes: Vec<u8>,
+        bytes: Chunk,
     },
     /// Copies of this stream were lost from here on because the recorder fell behind.
     Gap {
@@ -50,6 +50,41 @@ pub enum Tap {
     },
     /// The daemon's socket could not be reached for this client.
     UpstreamFailed { t: MonoNs, conn: u64, error: String },
+}
+
+/// Bytes a forwarding thread read and forwarded: the first `len` bytes of the buffer it read
+/// them into, handed over whole (the rest of the buffer is not part of the copy and is never
+/// shown: only `len` bytes deref).
+#[derive(Debug)]
+pub struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    /// The buffer, for the forwarding threads to read into again.
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// Bytes of memory it holds (the whole buffer, not only the bytes read).
+    pub(crate) fn held(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl From<Vec<u8>> for Chunk {
+    fn from(buf: Vec<u8>) -> Chunk {
+        let len = buf.len();
+        Chunk { buf, len }
+    }
 }
 
 /// Who may connect: the owner, group and mode of the daemon's own socket file.
@@ -160,14 +195,14 @@ struct TapQueue {
     max_in_flight: usize,
     max_items: usize,
     lost: AtomicU64,
-    /// Copy buffers the recorder gave back, reused so that forwarding does not allocate
-    /// once the recording is warm.
+    /// Buffers the recorder gave back: a forwarding thread reads into one, forwards, and
+    /// queues that very buffer, so forwarding neither copies nor allocates once the
+    /// recording is warm.
     pool: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
-/// Buffers kept for reuse, and the largest capacity worth keeping.
+/// Buffers kept for reuse.
 const POOL_BUFFERS: usize = 256;
-const POOL_MAX_CAPACITY: usize = 256 * 1024;
 
 /// The recorder's end of the tap.
 pub struct TapReceiver {
@@ -235,22 +270,39 @@ impl TapSender {
         true
     }
 
-    fn data(&self, t: MonoNs, conn: u64, dir: Direction, bytes: &[u8]) -> bool {
+    /// Queue the first `n` bytes of `buf` (bytes already forwarded) for the recorder. A read
+    /// that filled at least a quarter of the buffer hands the buffer itself over, and `buf` is
+    /// replaced by one of the same length from the buffers the recorder gave back (or a new
+    /// one), so the bytes are never copied; a shorter read is copied into a buffer of its own
+    /// size, so that small reads never pin whole buffers. The tap's byte bound counts what is
+    /// held ([`Chunk::held`]), so it bounds memory, not only payload. False when the tap is
+    /// full: `buf` is then left as it was.
+    fn data(&self, t: MonoNs, conn: u64, dir: Direction, buf: &mut Vec<u8>, n: usize) -> bool {
         let q = &self.queue;
-        let n = bytes.len();
-        if q.in_flight.fetch_add(n, Ordering::Relaxed) + n > q.max_in_flight {
-            q.in_flight.fetch_sub(n, Ordering::Relaxed);
+        let size = buf.len();
+        let hand_over = n >= size / 4;
+        let held = if hand_over { size } else { n };
+        if q.in_flight.fetch_add(held, Ordering::Relaxed) + held > q.max_in_flight {
+            q.in_flight.fetch_sub(held, Ordering::Relaxed);
             q.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let mut copy = q
-            .pool
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
-        copy.clear();
-        copy.extend_from_slice(bytes);
+        let copy = if hand_over {
+            let next = q
+                .pool
+                .lock()
+                .ok()
+                .and_then(|mut p| p.pop())
+                .filter(|kept| kept.len() == size)
+                .unwrap_or_else(|| vec![0u8; size]);
+            Chunk {
+                buf: std::mem::replace(buf, next),
+                len: n,
+            }
+        } else {
+            Chunk::from(buf[..n].to_vec())
+        };
+        debug_assert_eq!(copy.held(), held);
         let ok = self.send(Tap::Data {
             t,
             conn,
@@ -258,7 +310,7 @@ impl TapSender {
             bytes: copy,
         });
         if !ok {
-            q.in_flight.fetch_sub(n, Ordering::Relaxed);
+            q.in_flight.fetch_sub(held, Ordering::Relaxed);
         }
         ok
     }
@@ -276,7 +328,7 @@ impl TapReceiver {
             if !items.is_empty() {
                 for tap in items.drain(..) {
                     if let Tap::Data { bytes, .. } = &tap {
-                        q.in_flight.fetch_sub(bytes.len(), Ordering::Relaxed);
+                        q.in_flight.fetch_sub(bytes.held(), Ordering::Relaxed);
                     }
                     out.push(tap);
                 }
@@ -300,7 +352,8 @@ impl TapReceiver {
 
     /// Give a `Data` tap's buffer back for reuse by the forwarding threads.
     pub(crate) fn recycle(&self, buf: Vec<u8>) {
-        if buf.capacity() <= POOL_MAX_CAPACITY {
+        // Only buffers a forwarding thread reads into (a short read's own copy is not one).
+        if buf.len() == CHUNK {
             if let Ok(mut p) = self.queue.pool.lock() {
                 if p.len() < POOL_BUFFERS {
                     p.push(buf);
@@ -534,7 +587,7 @@ fn pump(
         }
         total += n as u64;
         // Record after.
-        if tapping && !tap.data(t, conn, dir, &buf[..n]) {
+        if tapping && !tap.data(t, conn, dir, &mut buf, n) {
             tapping = false;
             tap.send(Tap::Gap {
                 t: mono_now(),
@@ -571,5 +624,81 @@ mod tests {
             mode: 0o600,
         };
         assert!(private.admits(&p(1001, 1000), Vec::new).is_err());
+    }
+
+    fn take(rx: &TapReceiver) -> Chunk {
+        let mut got = Vec::new();
+        assert!(rx.recv_batch(&mut got));
+        match got.pop() {
+            Some(Tap::Data { bytes, .. }) => bytes,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The buffer a forwarding thread read into is queued itself, and a buffer the recorder
+    /// gave back is read into again: a copy shows only the bytes of its own read, never the
+    /// rest of an earlier, longer one.
+    #[test]
+    fn a_reused_buffer_shows_only_its_own_bytes() {
+        let (tx, rx) = tap_channel(16, 1 << 20);
+        let mut buf = vec![b'a'; CHUNK];
+        assert!(tx.data(1, 1, Direction::ToClient, &mut buf, CHUNK));
+        let first = take(&rx);
+        assert!(first.iter().all(|&b| b == b'a') && first.len() == CHUNK);
+        assert_eq!(
+            buf.len(),
+            CHUNK,
+            "the thread reads into a new buffer of the same size"
+        );
+        rx.recycle(first.into_buffer());
+        // A read of half a buffer into the new one; queuing it hands the thread the kept one.
+        let half = CHUNK / 2;
+        buf[..half].fill(b'b');
+        assert!(tx.data(2, 1, Direction::ToClient, &mut buf, half));
+        let second = take(&rx);
+        assert!(second.len() == half && second.iter().all(|&b| b == b'b'));
+        assert!(
+            buf.iter().all(|&b| b == b'a'),
+            "the buffer given back is read into again"
+        );
+        // A third of a buffer into that buffer, which still holds the first read's bytes.
+        let third = CHUNK / 3;
+        buf[..third].fill(b'c');
+        assert!(tx.data(3, 1, Direction::ToClient, &mut buf, third));
+        let c = take(&rx);
+        assert!(c.len() == third && c.iter().all(|&b| b == b'c'));
+        assert_eq!(rx.lost(), 0);
+    }
+
+    /// A short read is copied into a buffer of its own size (the thread keeps its buffer),
+    /// and the tap's byte bound counts the memory a copy holds: many short reads cannot pin
+    /// a whole forwarding buffer each, and full buffers count whole.
+    #[test]
+    fn the_tap_bound_counts_memory_held() {
+        let (tx, rx) = tap_channel(1 << 16, 2 * CHUNK);
+        let mut buf = vec![b'x'; CHUNK];
+        let before = buf.as_ptr();
+        for i in 0..100 {
+            assert!(tx.data(i, 1, Direction::ToDaemon, &mut buf, 10));
+        }
+        assert_eq!(
+            buf.as_ptr(),
+            before,
+            "short reads are copied, the buffer stays"
+        );
+        let mut got = Vec::new();
+        assert!(rx.recv_batch(&mut got));
+        for tap in &got {
+            match tap {
+                Tap::Data { bytes, .. } => assert_eq!((bytes.len(), bytes.held()), (10, 10)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Two whole buffers fit the bound of two buffers; a third read of half a buffer
+        // (handed over whole) does not, even though its bytes alone would.
+        assert!(tx.data(200, 1, Direction::ToDaemon, &mut buf, CHUNK));
+        assert!(tx.data(201, 1, Direction::ToDaemon, &mut buf, CHUNK / 2));
+        assert!(!tx.data(202, 1, Direction::ToDaemon, &mut buf, CHUNK / 2));
+        assert_eq!(rx.lost(), 1);
     }
 }

@@ -8,6 +8,7 @@
 //! getMonitorData reply or a `process:event`, whose `pm2_env` carries every environment
 //! variable, is skipped over, never built into a tree.
 
+pub(crate) mod pool;
 pub(crate) mod scan;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -32,7 +33,7 @@ impl Json {
     /// whitespace). None when it is not JSON.
     pub(crate) fn parse(bytes: &[u8]) -> Option<Json> {
         let (text, tape) = scan::validate(bytes).ok()?;
-        Some(Json::from_valid(text.into(), Some(tape)))
+        Some(Json::from_valid(pool::copy(text), Some(tape)))
     }
 
     /// Text already validated as one JSON value with no surrounding whitespace, with its
@@ -87,11 +88,23 @@ impl Json {
     /// Replace the text (already validated), with its tape when known: any tree built from
     /// the old one is dropped.
     pub(crate) fn set_valid_text(&mut self, text: String, tape: Option<scan::Tape>) {
-        self.text = OnceLock::from(text.into_boxed_str());
+        let old = std::mem::replace(&mut self.text, OnceLock::from(text.into_boxed_str()));
+        if let Some(old) = old.into_inner() {
+            pool::give(old.into());
+        }
         self.tape = tape
             .map(Vec::into_boxed_slice)
             .map_or_else(OnceLock::new, OnceLock::from);
         self.tree = OnceLock::new();
+    }
+}
+
+impl Json {
+    /// Give this payload's text buffer back for reuse ([`pool`]) instead of freeing it.
+    pub(crate) fn recycle(self) {
+        if let Some(text) = self.text.into_inner() {
+            pool::give(text.into());
+        }
     }
 }
 

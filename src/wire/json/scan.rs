@@ -150,10 +150,12 @@ fn number(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
 
 /// One replacement for [`Doc::splice`]: a byte range of the text, the JSON text that takes
 /// its place, and that text's tape (empty for a scalar).
+/// The text and tape are shared: a remembered redaction is placed in every reply that
+/// repeats it without being copied for each.
 pub(crate) struct Edit {
     pub(crate) range: std::ops::Range<usize>,
-    pub(crate) with: String,
-    pub(crate) tape: Tape,
+    pub(crate) with: std::sync::Arc<str>,
+    pub(crate) tape: std::sync::Arc<[(u32, u32)]>,
 }
 
 /// Where containers end: `(start, end)` byte positions of every object and array of at
@@ -465,7 +467,7 @@ impl<'a> Doc<'a> {
             .iter()
             .map(|e| e.with.len() as isize - e.range.len() as isize)
             .sum();
-        let mut out = String::with_capacity((self.text.len() as isize + grow).max(0) as usize);
+        let mut out = super::pool::take((self.text.len() as isize + grow).max(0) as usize);
         let mut at = 0;
         let mut placed = Tape::new();
         for e in edits {
@@ -963,7 +965,7 @@ mod tests {
             let with = if long { format!("\"{}\"", "z".repeat(90)) } else { "1".to_owned() };
             let edits: Vec<_> = chosen.iter().map(|&i| {
                 let at = doc.offset(all[i]);
-                Edit { range: at..at + all[i].len(), with: with.clone(), tape: Tape::new() }
+                Edit { range: at..at + all[i].len(), with: with.as_str().into(), tape: Tape::new().into() }
             }).collect();
             let (new, new_tape) = doc.splice(&edits);
             proptest::prop_assert!(validate(new.as_bytes()).is_ok());
