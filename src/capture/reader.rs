@@ -814,7 +814,7 @@ impl<'a> Fields<'a> {
             let Some(k) = k.get(1..k.len() - 1) else {
                 return false;
             };
-            if self.len == MAX_FIELDS || k.contains('\\') || self.raw(k).is_some() {
+            if self.len == MAX_FIELDS || k.bytes().any(|c| c == b'\\') || self.raw(k).is_some() {
                 return false;
             }
             self.members[self.len] = (k, v);
