@@ -286,11 +286,7 @@ impl<'a> Node<'a> {
         self.members
             .get_or_init(|| {
                 self.is_object().then(|| {
-                    // Room for a member per 16 bytes of text (a guess that saves most of the
-                    // growing): `{"pm_id":0,` is 11.
-                    let mut members: Members<'a> =
-                        Vec::with_capacity((self.raw.len() / 16).min(1024));
-                    members.extend(self.doc.members(self.raw));
+                    let members: Members<'a> = self.doc.members(self.raw).collect();
                     // Keys are short: a plain loop, not a search call per key.
                     let escapes = members.iter().any(|(k, _)| k.bytes().any(|c| c == b'\\'));
                     ObjectMembers { members, escapes }
