@@ -786,27 +786,34 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The members of the object `text` (validated), or None when it is not an object, has
-    /// more than [`MAX_FIELDS`] members, or a key repeats or is escaped (serde's derived
-    /// decoding decides those).
-    fn of(doc: scan::Doc<'a>, text: &'a str) -> Option<Fields<'a>> {
-        if !text.starts_with('{') {
-            return None;
-        }
-        let mut f = Fields {
+    /// No members yet: [`Fields::read`] finds them. Made where it is used and filled in
+    /// place (a record's fields are read once per record: moving them would copy them).
+    fn new(doc: scan::Doc<'a>) -> Fields<'a> {
+        Fields {
             doc,
             members: [("", ""); MAX_FIELDS],
             len: 0,
-        };
-        for (k, v) in doc.members(text) {
-            let k = k.get(1..k.len() - 1)?;
-            if f.len == MAX_FIELDS || k.contains('\\') || f.raw(k).is_some() {
-                return None;
-            }
-            f.members[f.len] = (k, v);
-            f.len += 1;
         }
-        Some(f)
+    }
+
+    /// Find the members of the object `text` (validated); false when it is not an object,
+    /// has more than [`MAX_FIELDS`] members, or a key repeats or is escaped (serde's derived
+    /// decoding decides those).
+    fn read(&mut self, text: &'a str) -> bool {
+        if !text.starts_with('{') {
+            return false;
+        }
+        for (k, v) in self.doc.members(text) {
+            let Some(k) = k.get(1..k.len() - 1) else {
+                return false;
+            };
+            if self.len == MAX_FIELDS || k.contains('\\') || self.raw(k).is_some() {
+                return false;
+            }
+            self.members[self.len] = (k, v);
+            self.len += 1;
+        }
+        true
     }
 
     fn raw(&self, name: &str) -> Option<&'a str> {
@@ -836,13 +843,9 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Field `name`, a string: borrowed from the text when it has no escape.
+    /// Field `name`, a string.
     fn str(&self, name: &str) -> Option<Cow<'a, str>> {
-        let raw = self.raw(name)?;
-        match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-            Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
-            _ => self.get::<String>(name).map(Cow::Owned),
-        }
+        plain_str(self.raw(name)?)
     }
 
     /// A stored AMP message (`[{"j": ...}, {"s": "..."}, {"b64": "..."}]`): JSON arguments
@@ -854,17 +857,31 @@ impl<'a> Fields<'a> {
         }
         let mut args = Vec::new();
         for item in self.doc.items(text) {
-            let f = Fields::of(self.doc, item)?;
-            let arg = if let Some(j) = f.raw("j") {
-                Arg::Json(Json::from_valid(j.into(), Some(self.doc.tape_of(j))))
-            } else if f.raw("s").is_some() {
-                Arg::Str(f.str("s")?.into_owned())
-            } else if f.raw("b64").is_some() {
-                use base64::Engine;
-                let b64: String = f.get("b64")?;
-                Arg::Raw(base64::engine::general_purpose::STANDARD.decode(b64).ok()?)
-            } else {
+            // One member: `{"j": ...}`, `{"s": ...}` or `{"b64": ...}` (pm2-trace writes no
+            // other; serde decides anything else).
+            if !item.starts_with('{') {
                 return None;
+            }
+            let mut members = self.doc.members(item);
+            let (Some((key, value)), None) = (members.next(), members.next()) else {
+                return None;
+            };
+            let arg = match key {
+                r#""j""# => Arg::Json(Json::from_valid(
+                    value.into(),
+                    Some(self.doc.tape_of(value)),
+                )),
+                r#""s""# => Arg::Str(plain_str(value)?.into_owned()),
+                r#""b64""# => {
+                    use base64::Engine;
+                    let b64 = plain_str(value)?;
+                    Arg::Raw(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(&*b64)
+                            .ok()?,
+                    )
+                }
+                _ => return None,
             };
             args.push(arg);
         }
@@ -917,6 +934,16 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// The JSON string `raw` (validated text): borrowed when it has no escape. None when it is
+/// not a string.
+fn plain_str(raw: &str) -> Option<Cow<'_, str>> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
+        Some(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
+        None => None,
+    }
+}
+
 /// Decode the common event types straight from the record's validated text, without the
 /// buffering serde's flattened, internally tagged `Stamped` needs (which would also build a
 /// tree of every payload). Each variant is built with a struct literal whose field types
@@ -927,7 +954,10 @@ impl<'a> Fields<'a> {
 /// `Stamped`'s own `Deserialize` gives.
 fn fast_decode(json: &[u8]) -> Option<Stamped> {
     let (text, tape) = scan::validate(json).ok()?;
-    let f = Fields::of(scan::Doc::new(text, &tape), text)?;
+    let mut f = Fields::new(scan::Doc::new(text, &tape));
+    if !f.read(text) {
+        return None;
+    }
     let event = match &*f.str("type")? {
         "note" => Event::Note {
             level: f.get("level")?,
@@ -1178,6 +1208,11 @@ mod tests {
             r#"{"t":1,"type":"proc","kind":"exit","who":{"pid":5,"start":null,"ppid":1,"app":null,"how":null,"daemon":false,"cmd":null},"status":{"kind":"code","code":0},"via":"netlink","timing":{"how":"kernel","kernel_ns":1,"observed_ns":2},"in_tree":null}"#,
             r#"{"t":1,"type":"proc","kind":"fork","parent":-3,"who":{"pid":5,"start":7,"ppid":1,"app":null,"how":null,"daemon":false,"cmd":"x"},"via":"netlink","timing":{"how":"wakeup","observed_ns":2}}"#,
             r#"{"t":1,"type":"bus_message","msg":[{"s":1}]}"#,
+            r#"{"t":1,"type":"bus_message","msg":[{"j":1,"s":"x"}]}"#,
+            r#"{"t":1,"type":"bus_message","msg":[{"\u0073":"x"}]}"#,
+            r#"{"t":1,"type":"bus_message","msg":[["s","x"]]}"#,
+            r#"{"t":1,"type":"bus_message","msg":[{}]}"#,
+            r#"{"t":1,"type":"bus_message","msg":[{"b64":"AA\u0045="},{"b64":1}]}"#,
         ];
         for json in records {
             let derived = serde_json::from_slice::<Stamped>(json.as_bytes()).ok();

@@ -66,6 +66,11 @@ impl Chunk {
     pub(crate) fn into_buffer(self) -> Vec<u8> {
         self.buf
     }
+
+    /// Bytes of memory it holds (the whole buffer, not only the bytes read).
+    pub(crate) fn held(&self) -> usize {
+        self.buf.len()
+    }
 }
 
 impl std::ops::Deref for Chunk {
@@ -196,13 +201,12 @@ struct TapQueue {
     pool: std::sync::Mutex<BufferPool>,
 }
 
-/// Buffers kept for reuse, and the largest capacity worth keeping. While the recorder is
+/// Forwarding-size buffers kept for reuse. While the recorder is
 /// starved of CPU (it runs only on time nobody else wants), the copies in flight pile up:
 /// buffers allocated then come in fresh pages, zeroed by the kernel on the forwarding
 /// thread (a tenth of the whole process's time when 256 were kept). Up to 64 MB are kept,
 /// and what a whole [`POOL_TRIM_EVERY`] did not need is freed.
 const POOL_BUFFERS: usize = 1024;
-const POOL_MAX_CAPACITY: usize = 256 * 1024;
 const POOL_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The buffers kept, and how many of them went unused since the last trim.
@@ -310,29 +314,39 @@ impl TapSender {
         true
     }
 
-    /// Queue the first `n` bytes of `buf` (bytes already forwarded) for the recorder: the
-    /// buffer itself goes, and `buf` is replaced by one of the same length from the buffers
-    /// the recorder gave back (or a new one), so the bytes are never copied. False when the
-    /// tap is full: `buf` is then left as it was.
+    /// Queue the first `n` bytes of `buf` (bytes already forwarded) for the recorder. A read
+    /// that filled at least a quarter of the buffer hands the buffer itself over, and `buf` is
+    /// replaced by one of the same length from the buffers the recorder gave back (or a new
+    /// one), so the bytes are never copied; a shorter read is copied into a buffer of its own
+    /// size, so that small reads never pin whole buffers. The tap's byte bound counts what is
+    /// held ([`Chunk::held`]), so it bounds memory, not only payload. False when the tap is
+    /// full: `buf` is then left as it was.
     fn data(&self, t: MonoNs, conn: u64, dir: Direction, buf: &mut Vec<u8>, n: usize) -> bool {
         let q = &self.queue;
-        if q.in_flight.fetch_add(n, Ordering::Relaxed) + n > q.max_in_flight {
-            q.in_flight.fetch_sub(n, Ordering::Relaxed);
+        let size = buf.len();
+        let hand_over = n >= size / 4;
+        let held = if hand_over { size } else { n };
+        if q.in_flight.fetch_add(held, Ordering::Relaxed) + held > q.max_in_flight {
+            q.in_flight.fetch_sub(held, Ordering::Relaxed);
             q.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let size = buf.len();
-        let next = q
-            .pool
-            .lock()
-            .ok()
-            .and_then(|mut p| p.take())
-            .filter(|kept| kept.len() == size)
-            .unwrap_or_else(|| vec![0u8; size]);
-        let copy = Chunk {
-            buf: std::mem::replace(buf, next),
-            len: n,
+        let copy = if hand_over {
+            let next = q
+                .pool
+                .lock()
+                .ok()
+                .and_then(|mut p| p.take())
+                .filter(|kept| kept.len() == size)
+                .unwrap_or_else(|| vec![0u8; size]);
+            Chunk {
+                buf: std::mem::replace(buf, next),
+                len: n,
+            }
+        } else {
+            Chunk::from(buf[..n].to_vec())
         };
+        debug_assert_eq!(copy.held(), held);
         let ok = self.send(Tap::Data {
             t,
             conn,
@@ -340,7 +354,7 @@ impl TapSender {
             bytes: copy,
         });
         if !ok {
-            q.in_flight.fetch_sub(n, Ordering::Relaxed);
+            q.in_flight.fetch_sub(held, Ordering::Relaxed);
         }
         ok
     }
@@ -358,7 +372,7 @@ impl TapReceiver {
             if !items.is_empty() {
                 for tap in items.drain(..) {
                     if let Tap::Data { bytes, .. } = &tap {
-                        q.in_flight.fetch_sub(bytes.len(), Ordering::Relaxed);
+                        q.in_flight.fetch_sub(bytes.held(), Ordering::Relaxed);
                     }
                     out.push(tap);
                 }
@@ -388,9 +402,10 @@ impl TapReceiver {
 
     /// Give a `Data` tap's buffer back for reuse by the forwarding threads.
     pub(crate) fn recycle(&self, buf: Vec<u8>) {
+        // Only buffers a forwarding thread reads into (a short read's own copy is not one).
         let freed = match self.queue.pool.lock() {
             Ok(mut p) => {
-                if buf.capacity() <= POOL_MAX_CAPACITY && p.kept.len() < POOL_BUFFERS {
+                if buf.len() == CHUNK && p.kept.len() < POOL_BUFFERS {
                     p.kept.push(buf);
                 }
                 p.trim()
@@ -689,43 +704,79 @@ mod tests {
         assert!(p.trim().is_empty(), "trimmed again within its period");
     }
 
+    fn take(rx: &TapReceiver) -> Chunk {
+        let mut got = Vec::new();
+        assert!(rx.recv_batch(&mut got));
+        match got.pop() {
+            Some(Tap::Data { bytes, .. }) => bytes,
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// The buffer a forwarding thread read into is queued itself, and a buffer the recorder
     /// gave back is read into again: a copy shows only the bytes of its own read, never the
     /// rest of an earlier, longer one.
     #[test]
     fn a_reused_buffer_shows_only_its_own_bytes() {
         let (tx, rx) = tap_channel(16, 1 << 20);
-        let take = || {
-            let mut got = Vec::new();
-            assert!(rx.recv_batch(&mut got));
-            match got.pop() {
-                Some(Tap::Data { bytes, .. }) => bytes,
-                other => panic!("{other:?}"),
-            }
-        };
-        let mut buf = vec![b'a'; 16];
-        assert!(tx.data(1, 1, Direction::ToClient, &mut buf, 16));
-        let first = take();
-        assert_eq!(&*first, &[b'a'; 16]);
+        let mut buf = vec![b'a'; CHUNK];
+        assert!(tx.data(1, 1, Direction::ToClient, &mut buf, CHUNK));
+        let first = take(&rx);
+        assert!(first.iter().all(|&b| b == b'a') && first.len() == CHUNK);
         assert_eq!(
             buf.len(),
-            16,
+            CHUNK,
             "the thread reads into a new buffer of the same size"
         );
         rx.recycle(first.into_buffer());
-        // A 3-byte read into the new buffer; queuing it hands the thread the kept one.
-        buf[..3].copy_from_slice(b"bbb");
-        assert!(tx.data(2, 1, Direction::ToClient, &mut buf, 3));
-        assert_eq!(&*take(), b"bbb");
-        assert_eq!(
-            buf,
-            vec![b'a'; 16],
+        // A read of half a buffer into the new one; queuing it hands the thread the kept one.
+        let half = CHUNK / 2;
+        buf[..half].fill(b'b');
+        assert!(tx.data(2, 1, Direction::ToClient, &mut buf, half));
+        let second = take(&rx);
+        assert!(second.len() == half && second.iter().all(|&b| b == b'b'));
+        assert!(
+            buf.iter().all(|&b| b == b'a'),
             "the buffer given back is read into again"
         );
-        // A 2-byte read into that buffer, which still holds the first read's bytes.
-        buf[..2].copy_from_slice(b"cc");
-        assert!(tx.data(3, 1, Direction::ToClient, &mut buf, 2));
-        assert_eq!(&*take(), b"cc");
+        // A third of a buffer into that buffer, which still holds the first read's bytes.
+        let third = CHUNK / 3;
+        buf[..third].fill(b'c');
+        assert!(tx.data(3, 1, Direction::ToClient, &mut buf, third));
+        let c = take(&rx);
+        assert!(c.len() == third && c.iter().all(|&b| b == b'c'));
         assert_eq!(rx.lost(), 0);
+    }
+
+    /// A short read is copied into a buffer of its own size (the thread keeps its buffer),
+    /// and the tap's byte bound counts the memory a copy holds: many short reads cannot pin
+    /// a whole forwarding buffer each, and full buffers count whole.
+    #[test]
+    fn the_tap_bound_counts_memory_held() {
+        let (tx, rx) = tap_channel(1 << 16, 2 * CHUNK);
+        let mut buf = vec![b'x'; CHUNK];
+        let before = buf.as_ptr();
+        for i in 0..100 {
+            assert!(tx.data(i, 1, Direction::ToDaemon, &mut buf, 10));
+        }
+        assert_eq!(
+            buf.as_ptr(),
+            before,
+            "short reads are copied, the buffer stays"
+        );
+        let mut got = Vec::new();
+        assert!(rx.recv_batch(&mut got));
+        for tap in &got {
+            match tap {
+                Tap::Data { bytes, .. } => assert_eq!((bytes.len(), bytes.held()), (10, 10)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Two whole buffers fit the bound of two buffers; a third read of half a buffer
+        // (handed over whole) does not, even though its bytes alone would.
+        assert!(tx.data(200, 1, Direction::ToDaemon, &mut buf, CHUNK));
+        assert!(tx.data(201, 1, Direction::ToDaemon, &mut buf, CHUNK / 2));
+        assert!(!tx.data(202, 1, Direction::ToDaemon, &mut buf, CHUNK / 2));
+        assert_eq!(rx.lost(), 1);
     }
 }

@@ -32,6 +32,9 @@ const BATCH: usize = 1024;
 /// replies of 150 KB), batches of [`BATCH`] events queued on the channel would hold
 /// hundreds of MB.
 const BATCH_BYTES: u64 = 4 << 20;
+/// How far ahead of the rows read the rows grow at most, as a multiple (see
+/// [`Model::reserve_rows`]).
+const MAX_ROWS_AHEAD: usize = 256;
 /// Read problems kept for the status line.
 const MAX_PROBLEMS: usize = 100;
 
@@ -291,6 +294,7 @@ impl Model {
             match msg {
                 LoadMsg::Batch { batch, read } => {
                     loader.read = read;
+                    self.reserve_rows(batch.entries.len(), read, loader.total);
                     let mut at = 0;
                     for &(offset, n) in &batch.events {
                         let raw = self.raw.add_offset(offset);
@@ -307,6 +311,24 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Room for `more` rows, `read` bytes of a capture of `total` into it. When the rows
+    /// must grow, they grow at once to what the whole capture will need at the rate of rows
+    /// per byte seen so far (at least doubling, at most [`MAX_ROWS_AHEAD`] times what is
+    /// needed now): growing by doubling, a million rows would be copied, and faulted in,
+    /// many times. Room reserved and not used is address space, not memory.
+    fn reserve_rows(&mut self, more: usize, read: u64, total: u64) {
+        let need = self.rows.len() + more;
+        if need <= self.rows.capacity() {
+            return;
+        }
+        let expected = (need as u128 * u128::from(total) / u128::from(read.max(1)))
+            .min(usize::MAX as u128) as usize;
+        let at_least = self.rows.capacity().saturating_mul(2).max(need);
+        let want = (expected.saturating_add(expected / 8))
+            .clamp(at_least, at_least.max(need.saturating_mul(MAX_ROWS_AHEAD)));
+        self.rows.reserve_exact(want - self.rows.len());
     }
 
     pub(crate) fn problem(&mut self, p: String) {
@@ -675,6 +697,26 @@ fn load_thread(mut reader: CaptureReader, tx: SyncSender<LoadMsg<Read>>, used: R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rows grow at once to what the capture will need at the rate seen so far, never
+    /// by less than doubling nor to more than MAX_ROWS_AHEAD times what is needed.
+    #[test]
+    fn rows_grow_to_the_expected_count() {
+        let mut m = Model::live(CaptureInfo::default(), "test");
+        m.reserve_rows(1000, 1 << 20, 100 << 20);
+        let cap = m.rows.capacity();
+        assert!((112_500..=112_500 + 64).contains(&cap), "{cap}");
+        let mut far = Model::live(CaptureInfo::default(), "test");
+        far.reserve_rows(10, 1, 1 << 40);
+        assert!(far.rows.capacity() <= 10 * MAX_ROWS_AHEAD + 64);
+        m.reserve_rows(cap + 1, 1 << 20, 100 << 20);
+        assert!(m.rows.capacity() >= 2 * cap);
+        let mut m = Model::live(CaptureInfo::default(), "test");
+        m.reserve_rows(100, 10_000, 1_000);
+        assert!(m.rows.capacity() >= 100 && m.rows.capacity() < 200);
+        m.reserve_rows(10, 0, 0);
+        assert!(m.rows.capacity() >= 100);
+    }
 
     /// Words are kept whole across the arena's chunks (a chunk is never grown beyond its
     /// first size), made terminal-safe and cut at a character boundary.

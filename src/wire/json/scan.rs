@@ -199,9 +199,27 @@ const TAPE_MIN: usize = 64;
 /// The bytes must already be known to be UTF-8 (strings are not checked for it here).
 /// Containers are recorded in `tape` (when positions fit in 32 bits).
 fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
+    thread_local! {
+        /// The stack of open containers, kept for the next value (one per record read).
+        static STACK: std::cell::Cell<Vec<(bool, usize, usize)>> =
+            const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut stack = STACK.take();
+    stack.clear();
+    let end = containers(b, i, tape, &mut stack);
+    STACK.set(stack);
+    end
+}
+
+/// [`value_at`] with its stack of open containers.
+fn containers(
+    b: &[u8],
+    i: usize,
+    tape: &mut Tape,
+    stack: &mut Vec<(bool, usize, usize)>,
+) -> Result<usize, Invalid> {
     let taped = u32::try_from(b.len()).is_ok();
     // Open containers: (is an object, start, its entry in the tape).
-    let mut stack: Vec<(bool, usize, usize)> = Vec::new();
     let open = |stack: &mut Vec<(bool, usize, usize)>, tape: &mut Tape, object: bool, at: usize| {
         stack.push((object, at, tape.len()));
         if taped {
@@ -218,7 +236,7 @@ fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
                 if b.get(j) == Some(&b'}') {
                     j + 1
                 } else {
-                    open(&mut stack, tape, true, i);
+                    open(stack, tape, true, i);
                     i = member_key(b, j)?;
                     continue 'value;
                 }
@@ -228,7 +246,7 @@ fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
                 if b.get(j) == Some(&b']') {
                     j + 1
                 } else {
-                    open(&mut stack, tape, false, i);
+                    open(stack, tape, false, i);
                     i = j;
                     continue 'value;
                 }
@@ -604,49 +622,130 @@ pub(crate) fn unescape(s: &str) -> Cow<'_, str> {
         return Cow::Borrowed(inner);
     }
     let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.char_indices();
     let hex = |at: usize| {
         inner
             .get(at..at + 4)
             .and_then(|h| u32::from_str_radix(h, 16).ok())
     };
-    while let Some((i, c)) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next().map(|(_, e)| e) {
+    // Runs without a backslash are copied whole; `i` is where the next one starts.
+    let mut i = 0;
+    while let Some(off) = inner[i..].find('\\') {
+        let at = i + off;
+        out.push_str(&inner[i..at]);
+        let escaped = inner[at + 1..].chars().next();
+        i = at + 2;
+        match escaped {
             Some('n') => out.push('\n'),
             Some('t') => out.push('\t'),
             Some('r') => out.push('\r'),
             Some('b') => out.push('\u{8}'),
             Some('f') => out.push('\u{c}'),
             Some('u') => {
-                let Some(hi) = hex(i + 2) else { break };
-                for _ in 0..4 {
-                    chars.next();
-                }
+                let Some(hi) = hex(at + 2) else {
+                    return Cow::Owned(out);
+                };
+                i = at + 6;
                 let mut code = hi;
-                if (0xD800..0xDC00).contains(&hi) && inner.get(i + 6..i + 8) == Some("\\u") {
-                    if let Some(lo) = hex(i + 8).filter(|lo| (0xDC00..0xE000).contains(lo)) {
+                if (0xD800..0xDC00).contains(&hi) && inner.get(at + 6..at + 8) == Some("\\u") {
+                    if let Some(lo) = hex(at + 8).filter(|lo| (0xDC00..0xE000).contains(lo)) {
                         code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
-                        for _ in 0..6 {
-                            chars.next();
-                        }
+                        i = at + 12;
                     }
                 }
                 out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
             }
-            Some(other) => out.push(other),
-            None => break,
+            Some(other) => {
+                out.push(other);
+                i = at + 1 + other.len_utf8();
+            }
+            None => return Cow::Owned(out),
         }
     }
+    out.push_str(&inner[i..]);
     Cow::Owned(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unescaping as it was first written, a character at a time: the reference the
+    /// run-copying one is held to.
+    fn unescape_by_chars(s: &str) -> Cow<'_, str> {
+        let inner = s
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .unwrap_or(s);
+        if !inner.contains('\\') {
+            return Cow::Borrowed(inner);
+        }
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.char_indices();
+        let hex = |at: usize| {
+            inner
+                .get(at..at + 4)
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+        };
+        while let Some((i, c)) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next().map(|(_, e)| e) {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('b') => out.push('\u{8}'),
+                Some('f') => out.push('\u{c}'),
+                Some('u') => {
+                    let Some(hi) = hex(i + 2) else { break };
+                    for _ in 0..4 {
+                        chars.next();
+                    }
+                    let mut code = hi;
+                    if (0xD800..0xDC00).contains(&hi) && inner.get(i + 6..i + 8) == Some("\\u") {
+                        if let Some(lo) = hex(i + 8).filter(|lo| (0xDC00..0xE000).contains(lo)) {
+                            code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                            for _ in 0..6 {
+                                chars.next();
+                            }
+                        }
+                    }
+                    out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+                }
+                Some(other) => out.push(other),
+                None => break,
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    #[test]
+    fn unescape_copies_runs_as_the_reference_reads_characters() {
+        let cases = [
+            r#""plain""#,
+            r#""a\nb""#,
+            r#""GET /x 200 5 ms\n""#,
+            r#""\"q\" \\ \/ \b\f\r\t""#,
+            r#""é\u00e9\ud83d\ude00 end""#,
+            r#""\ud800""#,
+            r#""\ud800\u0041""#,
+            r#""\udc00\ud800""#,
+            r#""\u12""#,
+            r#""tail\""#,
+            r#""\x\é""#,
+            r#""\u+123x""#,
+            r#""\ud83d\ude0""#,
+            r#""ok\u0041\u00""#,
+            "no quotes \\n",
+            r#""""#,
+            r#""\\""#,
+            r#""é\"é""#,
+        ];
+        for c in cases {
+            assert_eq!(unescape(c), unescape_by_chars(c), "{c}");
+        }
+    }
 
     fn ok(s: &str) -> bool {
         validate(s.as_bytes()).is_ok()
