@@ -245,6 +245,77 @@ impl Epb<'_> {
     }
 }
 
+/// Payload texts at least this long are written from where they are, not copied into the
+/// record being serialised.
+const LEAVE_IN_PLACE: usize = 64 * 1024;
+
+/// The texts of an event's large JSON payloads, as kept (a payload held only as a tree is
+/// not serialised here to be left in place).
+fn large_payloads(ev: &Event) -> Vec<&str> {
+    match ev {
+        Event::RpcMessage { msg, .. } | Event::BusMessage { msg } => msg
+            .0
+            .args
+            .iter()
+            .filter_map(|a| a.as_payload()?.kept_text())
+            .filter(|t| t.len() >= LEAVE_IN_PLACE)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Where a record's JSON is serialised: into `out`, except that a write of exactly one of
+/// `texts` (serde_json writes a kept payload text in one piece) is not copied; its place
+/// in `out` is noted in `left` with the text's index.
+struct Serialised<'a, 't> {
+    out: &'a mut Vec<u8>,
+    texts: &'a [&'t str],
+    left: Vec<(usize, usize)>,
+}
+
+impl io::Write for Serialised<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() >= LEAVE_IN_PLACE {
+            let same = |t: &&str| t.as_ptr() == buf.as_ptr() && t.len() == buf.len();
+            if let Some(i) = self.texts.iter().position(same) {
+                self.left.push((self.out.len(), i));
+                return Ok(buf.len());
+            }
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `parts` (slices one after the other) cut into runs of `chunk` bytes (the last shorter),
+/// each run as the slices (or parts of slices) it is made of.
+fn split_slices<'a>(parts: &[&'a [u8]], chunk: usize) -> Vec<Vec<&'a [u8]>> {
+    let mut runs = Vec::new();
+    let mut run: Vec<&[u8]> = Vec::new();
+    let mut room = chunk;
+    for part in parts {
+        let mut rest: &[u8] = part;
+        while !rest.is_empty() {
+            let take = rest.len().min(room);
+            run.push(&rest[..take]);
+            rest = &rest[take..];
+            room -= take;
+            if room == 0 {
+                runs.push(std::mem::take(&mut run));
+                room = chunk;
+            }
+        }
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
 /// The slices of `buf` after its first `skip` bytes.
 fn slices_after<'a>(buf: &[&'a [u8]], mut skip: usize) -> Vec<io::IoSlice<'a>> {
     let mut out = Vec::with_capacity(buf.len());
@@ -394,7 +465,7 @@ impl CaptureWriter {
             info.redaction
         );
         let ts = wall_timestamp(info, info.mono_ref_ns);
-        w.encode_record(Source::Recorder, ts, None, &comment, false, |out| {
+        w.encode_record(Source::Recorder, ts, None, &comment, None, |out| {
             serde_json::to_writer(out, &InfoRecord { capture_info: info })
         })?;
         w.ends.push((w.pw.get_ref().len(), false));
@@ -439,9 +510,11 @@ impl CaptureWriter {
             _ => None,
         };
         let ts = wall_timestamp(&self.info, ev.t);
-        let placed = self.encode_record(ev.event.source(), ts, flags, comment, true, |out| {
-            serde_json::to_writer(out, ev)
-        })?;
+        let texts = large_payloads(&ev.event);
+        let placed =
+            self.encode_record(ev.event.source(), ts, flags, comment, Some(&texts), |out| {
+                serde_json::to_writer(out, ev)
+            })?;
         if placed == Placed::Buffered {
             self.ends.push((self.pw.get_ref().len(), true));
             if self.pw.get_ref().len() >= FLUSH_AT {
@@ -539,16 +612,17 @@ impl CaptureWriter {
 
     /// Serialise one record (exported-PDU tags + JSON from `body`) as one Enhanced Packet
     /// Block, or as fragments when it does not fit one packet, appending to the buffer. With
-    /// `direct`, a fragmented record is instead written at once after the buffer, its pieces
-    /// taken from where the JSON was serialised ([`Placed::Written`]).
+    /// `direct` (the event's large payload texts), a fragmented record is instead written at
+    /// once after the buffer, from where its pieces are: the JSON serialised around those
+    /// texts, and the texts themselves, never copied ([`Placed::Written`]).
     fn encode_record(
         &mut self,
         source: Source,
         ts: Duration,
         flags: Option<u32>,
         comment: &str,
-        direct: bool,
-        body: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+        direct: Option<&[&str]>,
+        body: impl FnOnce(&mut Serialised) -> serde_json::Result<()>,
     ) -> Result<Placed, CaptureError> {
         let comment = clip_comment(comment);
         let mut payload = std::mem::take(&mut self.payload);
@@ -583,17 +657,36 @@ impl CaptureWriter {
         ts: Duration,
         flags: Option<u32>,
         comment: &str,
-        direct: bool,
-        body: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+        direct: Option<&[&str]>,
+        body: impl FnOnce(&mut Serialised) -> serde_json::Result<()>,
     ) -> Result<Placed, CaptureError> {
         let offset = self.committed + self.pw.get_ref().len() as u64;
-        body(payload).map_err(|e| CaptureError::Io {
+        let mut out = Serialised {
+            out: payload,
+            texts: direct.unwrap_or(&[]),
+            left: Vec::new(),
+        };
+        body(&mut out).map_err(|e| CaptureError::Io {
             path: self.path.clone(),
             offset,
             op: "cannot encode event as JSON",
             error: io::Error::other(e),
         })?;
-        let json_len = payload.len() - tags_len;
+        let Serialised {
+            out: payload,
+            left,
+            texts,
+        } = out;
+        // The JSON: what was serialised, with the texts left in place put back between.
+        let mut json: Vec<&[u8]> = Vec::with_capacity(1 + 2 * left.len());
+        let mut at = tags_len;
+        for &(pos, i) in &left {
+            json.push(&payload[at..pos]);
+            json.push(texts[i].as_bytes());
+            at = pos;
+        }
+        json.push(&payload[at..]);
+        let json_len: usize = json.iter().map(|p| p.len()).sum();
         if json_len > MAX_RECORD_LEN {
             self.too_large += 1;
             return Err(CaptureError::TooLarge {
@@ -604,35 +697,38 @@ impl CaptureWriter {
             });
         }
         let interface_id = source_index(source);
-        if payload.len() <= MAX_PACKET_LEN {
+        if tags_len + json_len <= MAX_PACKET_LEN {
             let epb = Epb {
                 interface_id,
                 ts,
                 comment,
                 flags,
             };
-            epb.push(self.pw.get_mut(), &[payload]);
+            let mut data = vec![&payload[..tags_len]];
+            data.extend_from_slice(&json);
+            epb.push(self.pw.get_mut(), &data);
             return Ok(Placed::Buffered);
         }
         // Fragments: each packet carries a "data" dissector tag (Wireshark shows raw bytes),
         // a fragment header and a slice of the JSON. Their block headers and trailers are
         // made in `framing`; the slices of the JSON stay where they are.
-        let json = &payload[tags_len..];
         let chunk = MAX_PACKET_LEN - FRAGMENT_HEADER_LEN - 256;
-        let count = json.len().div_ceil(chunk);
+        let fragments = split_slices(&json, chunk);
+        let count = fragments.len();
         let mut framing = std::mem::take(&mut self.framing);
         framing.clear();
         // (end of the header before piece i, end of the trailer after it) in `framing`.
         let mut bounds = Vec::with_capacity(count);
-        for (i, piece) in json.chunks(chunk).enumerate() {
+        for (i, piece) in fragments.iter().enumerate() {
             let part_comment = format!("{comment} [record part {}/{count}]", i + 1);
             let mut head = Vec::with_capacity(64);
             push_tags(&mut head, "data");
             head.extend_from_slice(FRAGMENT_MAGIC);
             head.extend_from_slice(&(i as u32).to_be_bytes());
             head.extend_from_slice(&(count as u32).to_be_bytes());
-            head.extend_from_slice(&(json.len() as u32).to_be_bytes());
-            let data = [&head[..], piece];
+            head.extend_from_slice(&(json_len as u32).to_be_bytes());
+            let mut data = vec![&head[..]];
+            data.extend_from_slice(piece);
             let epb = Epb {
                 interface_id,
                 ts,
@@ -645,15 +741,15 @@ impl CaptureWriter {
             epb.tail(&mut framing, &data);
             bounds.push((head_end, framing.len()));
         }
-        let mut pieces: Vec<&[u8]> = Vec::with_capacity(3 * count);
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(4 * count);
         let mut from = 0;
-        for ((head_end, tail_end), piece) in bounds.iter().zip(json.chunks(chunk)) {
+        for ((head_end, tail_end), piece) in bounds.iter().zip(&fragments) {
             pieces.push(&framing[from..*head_end]);
-            pieces.push(piece);
+            pieces.extend_from_slice(piece);
             pieces.push(&framing[*head_end..*tail_end]);
             from = *tail_end;
         }
-        let result = if direct {
+        let result = if direct.is_some() {
             self.write_out_with(&pieces).map(|()| Placed::Written)
         } else {
             let out = self.pw.get_mut();
@@ -662,7 +758,7 @@ impl CaptureWriter {
             }
             Ok(Placed::Buffered)
         };
-        drop(pieces);
+        drop((pieces, fragments, json));
         self.framing = framing;
         result
     }
@@ -814,7 +910,7 @@ impl CaptureWriter {
         self.pw.get_mut().clear();
         let ts = wall_timestamp(&self.info, ev.t);
         if self
-            .encode_record(Source::Recorder, ts, None, &comment, false, |out| {
+            .encode_record(Source::Recorder, ts, None, &comment, None, |out| {
                 serde_json::to_writer(out, &ev)
             })
             .is_err()
@@ -923,6 +1019,99 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Large payload texts written from where they are make the very bytes that copying
+    /// them makes: the same events, once with kept texts (as decoded from the wire) and once
+    /// held as trees (serialised by copying), give identical files, and read back the same.
+    #[test]
+    fn payloads_left_in_place_write_the_same_bytes() {
+        use crate::event::WireMessage;
+        use crate::wire::amp::{Arg, Message};
+        use crate::wire::json::Json;
+        let text = |n: usize, tag: &str| {
+            let apps: Vec<serde_json::Value> = (0..n)
+                .map(
+                    |i| serde_json::json!({"pm_id": i, "name": format!("{tag}{i}"), "pad": "é\"x"}),
+                )
+                .collect();
+            serde_json::to_string(&apps).unwrap()
+        };
+        // Around every size that matters: below the in-place threshold, one packet, many.
+        let sizes = [100, 1_700, 2_000, 5_000, 30_000];
+        let events = |kept: bool| -> Vec<Stamped> {
+            let json = |t: &str| {
+                if kept {
+                    Json::parse(t.as_bytes()).unwrap()
+                } else {
+                    Json::from(serde_json::from_str::<serde_json::Value>(t).unwrap())
+                }
+            };
+            let mut evs = Vec::new();
+            for (k, n) in sizes.iter().enumerate() {
+                let t = text(*n, "app");
+                assert!(k < 2 || t.len() >= LEAVE_IN_PLACE, "{}", t.len());
+                evs.push(Stamped {
+                    t: 1_000 + k as u64,
+                    event: Event::RpcMessage {
+                        conn: 1,
+                        dir: Direction::ToClient,
+                        msg: WireMessage(Message::new(vec![
+                            Arg::Json(json(&t)),
+                            Arg::Str(format!("7:{k}")),
+                        ])),
+                        ask: Some(k as u64),
+                        asked: None,
+                    },
+                });
+                // Two large payloads in one message, and a small one between.
+                evs.push(Stamped {
+                    t: 2_000 + k as u64,
+                    event: Event::BusMessage {
+                        msg: WireMessage(Message::new(vec![
+                            Arg::Json(json(&text(*n, "a"))),
+                            Arg::Json(json("{\"x\":1}")),
+                            Arg::Json(json(&text(*n + 7, "b"))),
+                        ])),
+                    },
+                });
+            }
+            evs
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for kept in [true, false] {
+            let path = dir.path().join(format!("kept-{kept}.pcapng"));
+            let mut w = CaptureWriter::create(&path, &CaptureInfo::default(), false).unwrap();
+            for ev in events(kept) {
+                w.write(&ev, "a comment").unwrap();
+            }
+            w.finish().unwrap();
+            files.push(std::fs::read(&path).unwrap());
+            let back: Vec<Stamped> = crate::capture::CaptureReader::open(&path)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(back == events(true), "read back differs (kept: {kept})");
+        }
+        assert!(
+            files[0] == files[1],
+            "payloads left in place wrote other bytes"
+        );
+    }
+
+    #[test]
+    fn split_slices_cuts_across_slices() {
+        let parts: [&[u8]; 4] = [b"abc", b"", b"defgh", b"i"];
+        let runs: Vec<Vec<u8>> = split_slices(&parts, 4)
+            .into_iter()
+            .map(|r| r.concat())
+            .collect();
+        assert_eq!(
+            runs,
+            vec![b"abcd".to_vec(), b"efgh".to_vec(), b"i".to_vec()]
+        );
+        assert!(split_slices(&[b"" as &[u8]], 4).is_empty());
     }
 
     #[test]

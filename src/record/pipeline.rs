@@ -256,6 +256,8 @@ fn record_loop(
         );
         if last_flush.elapsed() > Duration::from_millis(500) {
             writer.flush();
+            // Large payload buffers not needed in the last half second go.
+            crate::wire::json::pool::trim();
             last_flush = Instant::now();
         }
     }

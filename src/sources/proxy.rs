@@ -198,11 +198,55 @@ struct TapQueue {
     /// Buffers the recorder gave back: a forwarding thread reads into one, forwards, and
     /// queues that very buffer, so forwarding neither copies nor allocates once the
     /// recording is warm.
-    pool: std::sync::Mutex<Vec<Vec<u8>>>,
+    pool: std::sync::Mutex<BufferPool>,
 }
 
-/// Buffers kept for reuse.
-const POOL_BUFFERS: usize = 256;
+/// Forwarding-size buffers kept for reuse. While the recorder is
+/// starved of CPU (it runs only on time nobody else wants), the copies in flight pile up:
+/// buffers allocated then come in fresh pages, zeroed by the kernel on the forwarding
+/// thread (a tenth of the whole process's time when 256 were kept). Up to 64 MB are kept,
+/// and what a whole [`POOL_TRIM_EVERY`] did not need is freed.
+const POOL_BUFFERS: usize = 1024;
+const POOL_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The buffers kept, and how many of them went unused since the last trim.
+struct BufferPool {
+    kept: Vec<Vec<u8>>,
+    /// The fewest kept since `trimmed`: that many were not needed.
+    low: usize,
+    trimmed: std::time::Instant,
+}
+
+impl Default for BufferPool {
+    fn default() -> Self {
+        BufferPool {
+            kept: Vec::new(),
+            low: 0,
+            trimmed: std::time::Instant::now(),
+        }
+    }
+}
+
+impl BufferPool {
+    fn take(&mut self) -> Option<Vec<u8>> {
+        let b = self.kept.pop();
+        self.low = self.low.min(self.kept.len());
+        b
+    }
+
+    /// The buffers not needed since the last trim, once one has passed (freed by the
+    /// caller, outside the lock).
+    fn trim(&mut self) -> Vec<Vec<u8>> {
+        if self.trimmed.elapsed() < POOL_TRIM_EVERY {
+            return Vec::new();
+        }
+        let spare = self.low.min(self.kept.len());
+        let freed = self.kept.split_off(self.kept.len() - spare);
+        self.low = self.kept.len();
+        self.trimmed = std::time::Instant::now();
+        freed
+    }
+}
 
 /// The recorder's end of the tap.
 pub struct TapReceiver {
@@ -292,7 +336,7 @@ impl TapSender {
                 .pool
                 .lock()
                 .ok()
-                .and_then(|mut p| p.pop())
+                .and_then(|mut p| p.take())
                 .filter(|kept| kept.len() == size)
                 .unwrap_or_else(|| vec![0u8; size]);
             Chunk {
@@ -338,9 +382,15 @@ impl TapReceiver {
                 return false;
             }
             q.parked.store(true, Ordering::Relaxed);
-            let items = q.cv.wait(items);
+            let woke = q.cv.wait_timeout(items, POOL_TRIM_EVERY);
             q.parked.store(false, Ordering::Relaxed);
-            drop(items);
+            let idle = woke.as_ref().is_ok_and(|(_, w)| w.timed_out());
+            drop(woke);
+            if idle {
+                // No traffic for a while: let go of the buffers it does not need.
+                self.trim_pool();
+                continue;
+            }
             std::thread::sleep(TAP_BATCH);
         }
     }
@@ -353,13 +403,22 @@ impl TapReceiver {
     /// Give a `Data` tap's buffer back for reuse by the forwarding threads.
     pub(crate) fn recycle(&self, buf: Vec<u8>) {
         // Only buffers a forwarding thread reads into (a short read's own copy is not one).
-        if buf.len() == CHUNK {
-            if let Ok(mut p) = self.queue.pool.lock() {
-                if p.len() < POOL_BUFFERS {
-                    p.push(buf);
+        let freed = match self.queue.pool.lock() {
+            Ok(mut p) => {
+                if buf.len() == CHUNK && p.kept.len() < POOL_BUFFERS {
+                    p.kept.push(buf);
                 }
+                p.trim()
             }
-        }
+            Err(_) => Vec::new(),
+        };
+        drop(freed);
+    }
+
+    /// Free the kept buffers the forwarding threads have not needed lately.
+    fn trim_pool(&self) {
+        let freed = self.queue.pool.lock().map(|mut p| p.trim());
+        drop(freed);
     }
 }
 
@@ -624,6 +683,25 @@ mod tests {
             mode: 0o600,
         };
         assert!(private.admits(&p(1001, 1000), Vec::new).is_err());
+    }
+
+    /// The pool keeps what the forwarding threads used within the last trim period and
+    /// frees the rest, and never trims more often than that.
+    #[test]
+    fn the_pool_frees_only_buffers_not_needed_lately() {
+        let mut p = BufferPool::default();
+        p.kept = vec![vec![0u8; 4]; 10];
+        p.low = 10;
+        assert!(p.trim().is_empty(), "trimmed before its period");
+        p.trimmed -= POOL_TRIM_EVERY * 2;
+        for _ in 0..3 {
+            p.take().unwrap();
+        }
+        p.kept.push(vec![0u8; 4]);
+        // 8 kept; at least 7 sat unused the whole period.
+        assert_eq!(p.trim().len(), 7);
+        assert_eq!(p.kept.len(), 1);
+        assert!(p.trim().is_empty(), "trimmed again within its period");
     }
 
     fn take(rx: &TapReceiver) -> Chunk {

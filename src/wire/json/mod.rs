@@ -100,6 +100,11 @@ impl Json {
 }
 
 impl Json {
+    /// The text, when it is kept (not made from a tree on demand).
+    pub(crate) fn kept_text(&self) -> Option<&str> {
+        self.text.get().map(|t| &**t)
+    }
+
     /// Give this payload's text buffer back for reuse ([`pool`]) instead of freeing it.
     pub(crate) fn recycle(self) {
         if let Some(text) = self.text.into_inner() {

@@ -7,8 +7,9 @@
 //! 0.4 GB/s, and a fifth of the recorder loop's). Buffers given back here are taken again
 //! warm. Only texts of at least [`POOL_MIN`] bytes use the pool (smaller ones are served
 //! from the allocator's own warm pages), it holds at most [`POOL_BUFFERS`] buffers of at most
-//! [`POOL_MAX_CAPACITY`] bytes and [`POOL_MAX_BYTES`] in all, and a buffer taken is always emptied first: a text only ever
-//! holds the bytes written into it after it was taken.
+//! [`POOL_MAX_CAPACITY`] bytes and [`POOL_MAX_BYTES`] in all, [`trim`] frees what went
+//! unused for a while (the recorder calls it twice a second), and a buffer taken is always
+//! emptied first: a text only ever holds the bytes written into it after it was taken.
 
 use std::sync::Mutex;
 
@@ -22,18 +23,56 @@ const POOL_MAX_BYTES: usize = 64 << 20;
 /// The largest buffer kept (a bigger one is freed: memory held stays bounded).
 const POOL_MAX_CAPACITY: usize = 32 << 20;
 
-/// The buffers, and the sum of their capacities.
-static POOL: Mutex<(Vec<String>, usize)> = Mutex::new((Vec::new(), 0));
+/// The buffers kept.
+struct Pool {
+    kept: Vec<String>,
+    /// The sum of their capacities.
+    bytes: usize,
+    /// The fewest kept since the last [`trim`]: that many were not needed.
+    low: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    kept: Vec::new(),
+    bytes: 0,
+    low: 0,
+});
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    fn take(&mut self) -> Option<String> {
+        let s = self.kept.pop();
+        self.bytes -= s.as_ref().map_or(0, String::capacity);
+        self.low = self.low.min(self.kept.len());
+        s
+    }
+
+    fn keep(&mut self, text: String) {
+        let cap = text.capacity();
+        if self.kept.len() < POOL_BUFFERS && self.bytes + cap <= POOL_MAX_BYTES {
+            self.bytes += cap;
+            self.kept.push(text);
+        }
+    }
+
+    /// The buffers not taken since the last trim, to free (outside the lock).
+    fn trim(&mut self) -> Vec<String> {
+        let spare = self.low.min(self.kept.len());
+        let at = self.kept.len() - spare;
+        let freed = self.kept.split_off(at);
+        self.bytes -= freed.iter().map(String::capacity).sum::<usize>();
+        self.low = self.kept.len();
+        freed
+    }
+}
 
 /// An empty string with room for `len` bytes: a kept buffer when `len` is large.
 pub(crate) fn take(len: usize) -> String {
     if len >= POOL_MIN {
-        let kept = {
-            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-            let s = pool.0.pop();
-            pool.1 -= s.as_ref().map_or(0, String::capacity);
-            s
-        };
+        let kept = pool().take();
         if let Some(mut s) = kept {
             s.clear();
             s.reserve(len);
@@ -58,11 +97,14 @@ pub(crate) fn give(text: String) {
     if !(POOL_MIN..=POOL_MAX_CAPACITY).contains(&cap) {
         return;
     }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.0.len() < POOL_BUFFERS && pool.1 + cap <= POOL_MAX_BYTES {
-        pool.1 += cap;
-        pool.0.push(text);
-    }
+    pool().keep(text);
+}
+
+/// Free the buffers that were not taken since the last call (none the first time): call it
+/// at a steady pace, so that what a burst of large payloads left is not held for good.
+pub(crate) fn trim() {
+    let freed = pool().trim();
+    drop(freed);
 }
 
 #[cfg(test)]
@@ -117,14 +159,43 @@ mod tests {
         assert!(short.text().starts_with("{\"a\":\"yyy"));
     }
 
+    /// A trim frees the buffers that sat unused since the one before, and only those.
+    #[test]
+    fn trims_free_what_was_not_needed_since_the_last() {
+        let mut p = Pool {
+            kept: Vec::new(),
+            bytes: 0,
+            low: 0,
+        };
+        for _ in 0..5 {
+            p.keep(String::with_capacity(POOL_MIN));
+        }
+        assert!(
+            p.trim().is_empty(),
+            "nothing is known unused at the first trim"
+        );
+        p.take().unwrap();
+        p.take().unwrap();
+        p.keep(String::with_capacity(POOL_MIN));
+        // Of the 5, at least 3 sat unused.
+        assert_eq!(p.trim().len(), 3);
+        assert_eq!(p.kept.len(), 1);
+        assert_eq!(p.bytes, p.kept[0].capacity());
+        assert_eq!(p.trim().len(), 1, "unused since the last trim");
+        assert_eq!((p.kept.len(), p.bytes), (0, 0));
+    }
+
     #[test]
     fn small_and_huge_buffers_are_not_kept() {
-        let before = POOL.lock().unwrap().0.len();
+        let before = pool().kept.len();
         give(String::with_capacity(POOL_MIN - 1));
         give(String::with_capacity(POOL_MAX_CAPACITY + 1));
-        assert!(POOL.lock().unwrap().0.len() <= before);
-        let pool = POOL.lock().unwrap();
-        assert!(pool.1 <= POOL_MAX_BYTES);
-        assert_eq!(pool.1, pool.0.iter().map(String::capacity).sum::<usize>());
+        assert!(pool().kept.len() <= before);
+        let pool = pool();
+        assert!(pool.bytes <= POOL_MAX_BYTES);
+        assert_eq!(
+            pool.bytes,
+            pool.kept.iter().map(String::capacity).sum::<usize>()
+        );
     }
 }
