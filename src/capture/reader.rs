@@ -92,6 +92,8 @@ pub struct CaptureReader {
     assembled: Vec<u8>,
     truncated: Option<Truncation>,
     done: bool,
+    /// The tape of the record being decoded, kept for the next one.
+    tape: scan::Tape,
 }
 
 impl std::fmt::Debug for CaptureReader {
@@ -225,6 +227,7 @@ impl CaptureReader {
             assembled: Vec::new(),
             truncated: None,
             done: false,
+            tape: scan::Tape::new(),
         };
         r.read_first_section_header()?;
         loop {
@@ -234,7 +237,7 @@ impl CaptureReader {
                         Some(range) => &r.buf[range],
                         None => &r.assembled[..],
                     };
-                    match decode_json(&r.path, offset, json, false, &mut r.skipped) {
+                    match decode_json(&r.path, offset, json, false, &mut r.skipped, &mut r.tape) {
                         Ok(Decoded::Info(info)) => {
                             r.info = info;
                             r.have_info = true;
@@ -773,6 +776,10 @@ impl Fail {
     }
 }
 
+/// Entries of the tape a reader keeps from one record to the next (beyond, a huge record's
+/// tape is let go).
+const MAX_KEPT_TAPE: usize = 1 << 16;
+
 /// Most members a record read by [`fast_decode`] has (pm2-trace writes at most 11); a
 /// record with more takes serde's path.
 const MAX_FIELDS: usize = 16;
@@ -807,7 +814,7 @@ impl<'a> Fields<'a> {
             let Some(k) = k.get(1..k.len() - 1) else {
                 return false;
             };
-            if self.len == MAX_FIELDS || k.contains('\\') || self.raw(k).is_some() {
+            if self.len == MAX_FIELDS || k.bytes().any(|c| c == b'\\') || self.raw(k).is_some() {
                 return false;
             }
             self.members[self.len] = (k, v);
@@ -952,9 +959,9 @@ fn plain_str(raw: &str) -> Option<Cow<'_, str>> {
 /// None for anything it does not handle exactly (other types, a missing or mistyped field,
 /// a repeated key), which then takes the general path, so the result is always what
 /// `Stamped`'s own `Deserialize` gives.
-fn fast_decode(json: &[u8]) -> Option<Stamped> {
-    let (text, tape) = scan::validate(json).ok()?;
-    let mut f = Fields::new(scan::Doc::new(text, &tape));
+fn fast_decode(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped> {
+    let text = scan::validate_into(json, tape).ok()?;
+    let mut f = Fields::new(scan::Doc::new(text, tape));
     if !f.read(text) {
         return None;
     }
@@ -1020,6 +1027,7 @@ fn decode_json(
     json: &[u8],
     have_info: bool,
     skipped: &mut u64,
+    tape: &mut scan::Tape,
 ) -> Result<Decoded, CaptureError> {
     let corrupt = |what: String| CaptureError::Corrupt {
         path: path.to_owned(),
@@ -1034,7 +1042,11 @@ fn decode_json(
             ))),
         };
     }
-    if let Some(ev) = fast_decode(json) {
+    let fast = fast_decode(json, tape);
+    if tape.capacity() > MAX_KEPT_TAPE {
+        *tape = scan::Tape::new();
+    }
+    if let Some(ev) = fast {
         return Ok(Decoded::Event(ev));
     }
     match serde_json::from_slice::<Stamped>(json) {
@@ -1074,7 +1086,14 @@ impl Iterator for CaptureReader {
                         Some(range) => &self.buf[range],
                         None => &self.assembled[..],
                     };
-                    match decode_json(&self.path, offset, json, true, &mut self.skipped) {
+                    match decode_json(
+                        &self.path,
+                        offset,
+                        json,
+                        true,
+                        &mut self.skipped,
+                        &mut self.tape,
+                    ) {
                         Ok(Decoded::Event(ev)) => {
                             self.records += 1;
                             return Some(Ok(ev));
@@ -1149,6 +1168,7 @@ mod tests {
             br#"{"t":1,"type":"note","level":"loud","text":"x"}"#,
             true,
             &mut skipped,
+            &mut scan::Tape::new(),
         );
         match e {
             Err(CaptureError::Corrupt {
@@ -1216,21 +1236,24 @@ mod tests {
         ];
         for json in records {
             let derived = serde_json::from_slice::<Stamped>(json.as_bytes()).ok();
-            if let Some(fast) = fast_decode(json.as_bytes()) {
+            if let Some(fast) = fast_decode(json.as_bytes(), &mut scan::Tape::new()) {
                 assert_eq!(Some(fast), derived, "{json}");
             }
         }
         // And the fast path is taken for the common, well-formed records.
-        assert!(fast_decode(records[0].as_bytes()).is_some());
-        assert!(fast_decode(records[11].as_bytes()).is_some());
+        assert!(fast_decode(records[0].as_bytes(), &mut scan::Tape::new()).is_some());
+        assert!(fast_decode(records[11].as_bytes(), &mut scan::Tape::new()).is_some());
         // The recorder's pairing (ask, asked, unanswered) takes the fast path too.
         for paired in &records[22..25] {
-            assert!(fast_decode(paired.as_bytes()).is_some(), "{paired}");
+            assert!(
+                fast_decode(paired.as_bytes(), &mut scan::Tape::new()).is_some(),
+                "{paired}"
+            );
         }
         // So do numbers, strings and process events, escaped or not.
         for plain in [26, 30, 31, 33, 34, 37, 39] {
             assert!(
-                fast_decode(records[plain].as_bytes()).is_some(),
+                fast_decode(records[plain].as_bytes(), &mut scan::Tape::new()).is_some(),
                 "{}",
                 records[plain]
             );
@@ -1243,6 +1266,7 @@ mod tests {
     fn fast_decode_agrees_on_every_shipped_capture() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
         let mut checked = 0;
+        let mut tape = scan::Tape::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_none_or(|x| x != "bin") {
@@ -1252,7 +1276,8 @@ mod tests {
             while let Some(rec) = r.next_json() {
                 let (offset, json) = rec.unwrap();
                 let derived = serde_json::from_slice::<Stamped>(json).unwrap();
-                let fast = fast_decode(json);
+                // One tape for every record, as the reader keeps it.
+                let fast = fast_decode(json, &mut tape);
                 assert_eq!(
                     fast.as_ref(),
                     Some(&derived),

@@ -637,12 +637,15 @@ fn interp_thread(
 
 fn load_thread(mut reader: CaptureReader, tx: SyncSender<LoadMsg<Read>>, used: Receiver<Read>) {
     let mut items: Read = Vec::with_capacity(BATCH);
+    // Batches the interpreter is done with, emptied here where their events were allocated
+    // and filled again: a fresh batch's memory would be faulted in again each time.
+    let mut spare: Vec<Read> = Vec::new();
     let mut batch_from = reader.offset();
     loop {
-        // Free what the view is done with, here where it was allocated.
-        while let Ok(v) = used.try_recv() {
-            drop(v);
-        }
+        spare.extend(used.try_iter().map(|mut v| {
+            v.clear();
+            v
+        }));
         let offset = reader.offset();
         let Some(next) = reader.next() else { break };
         match next {
@@ -655,7 +658,8 @@ fn load_thread(mut reader: CaptureReader, tx: SyncSender<LoadMsg<Read>>, used: R
         }
         if items.len() >= BATCH || reader.offset() - batch_from >= BATCH_BYTES {
             batch_from = reader.offset();
-            let batch = std::mem::replace(&mut items, Vec::with_capacity(BATCH));
+            let next = spare.pop().unwrap_or_else(|| Vec::with_capacity(BATCH));
+            let batch = std::mem::replace(&mut items, next);
             if tx
                 .send(LoadMsg::Batch {
                     batch,

@@ -292,7 +292,8 @@ impl<'a> Node<'a> {
             .get_or_init(|| {
                 self.is_object().then(|| {
                     let members: Members<'a> = self.doc.members(self.raw).collect();
-                    let escapes = members.iter().any(|(k, _)| k.contains('\\'));
+                    // Keys are short: a plain loop, not a search call per key.
+                    let escapes = members.iter().any(|(k, _)| k.bytes().any(|c| c == b'\\'));
                     ObjectMembers { members, escapes }
                 })
             })

@@ -342,6 +342,15 @@ fn member_key(b: &[u8], i: usize) -> Result<usize, Invalid> {
 /// value's text (without that whitespace) and its containers' [`Tape`], positions counted
 /// from the start of that text.
 pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
+    let mut tape = Tape::new();
+    let text = validate_into(b, &mut tape)?;
+    Ok((text, tape))
+}
+
+/// [`validate`], the tape written into `tape` (cleared first), for a reader that validates
+/// one text after another and keeps no tape: no allocation once `tape` has grown.
+pub(crate) fn validate_into<'b>(b: &'b [u8], tape: &mut Tape) -> Result<&'b str, Invalid> {
+    tape.clear();
     let text = match std::str::from_utf8(b) {
         Ok(t) => t,
         Err(e) => {
@@ -352,8 +361,7 @@ pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
         }
     };
     let start = skip_ws(b, 0);
-    let mut tape = Tape::new();
-    let end = value_at(b, start, &mut tape)?;
+    let end = value_at(b, start, tape)?;
     let rest = skip_ws(b, end);
     if rest != b.len() {
         return Err(Invalid {
@@ -362,12 +370,12 @@ pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
         });
     }
     if start > 0 {
-        for e in &mut tape {
+        for e in tape.iter_mut() {
             e.0 -= start as u32;
             e.1 -= start as u32;
         }
     }
-    Ok((&text[start..end], tape))
+    Ok(&text[start..end])
 }
 
 // ---- Walks over validated text. They never panic on other text: they stop at its end.
