@@ -232,26 +232,32 @@ impl<'de> Deserialize<'de> for AnyStr<'de> {
     }
 }
 
-/// An object's members in order: each key as raw text (with its quotes) and its value's
-/// text.
+/// An object's members in order: each key's text between its quotes (escapes left as
+/// they are) and its value's text.
 type Members<'a> = Vec<(&'a str, &'a str)>;
 
-/// Whether raw key `raw` (with its quotes) is `key`. An escape makes the raw text longer
-/// than what it stands for, so only a longer raw key can need unescaping, and only when
-/// the object has an escaped key at all (`escapes`).
+/// Whether key text `inner` (between the quotes, escapes as written) is `key`. An escape
+/// makes the written text longer than what it stands for, so only a longer text can need
+/// unescaping, and only when the object has an escaped key at all (`escapes`).
 #[inline]
-fn key_is(raw: &str, key: &str, escapes: bool) -> bool {
-    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or("");
+fn key_is(inner: &str, key: &str, escapes: bool) -> bool {
     match inner.len().cmp(&key.len()) {
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => inner == key,
         std::cmp::Ordering::Greater => {
-            escapes && inner.contains('\\') && scan::unescape(raw) == key
+            escapes && inner.contains('\\') && scan::unescape_inner(inner) == key
         }
     }
 }
 
-/// An object's members as [`scan::Doc::members`] finds them, and whether any key has an
+/// The text between the quotes of raw key `raw` (as [`scan::Doc::members`] gives it).
+#[inline]
+fn key_inner(raw: &str) -> &str {
+    raw.get(1..raw.len().saturating_sub(1)).unwrap_or("")
+}
+
+/// An object's members as [`scan::Doc::members`] finds them (keys without their quotes,
+/// so that a lookup compares lengths before anything else), and whether any key has an
 /// escape.
 #[derive(Clone)]
 struct ObjectMembers<'a> {
@@ -291,7 +297,11 @@ impl<'a> Node<'a> {
         self.members
             .get_or_init(|| {
                 self.is_object().then(|| {
-                    let members: Members<'a> = self.doc.members(self.raw).collect();
+                    let members: Members<'a> = self
+                        .doc
+                        .members(self.raw)
+                        .map(|(k, v)| (key_inner(k), v))
+                        .collect();
                     // Keys are short: a plain loop, not a search call per key.
                     let escapes = members.iter().any(|(k, _)| k.bytes().any(|c| c == b'\\'));
                     ObjectMembers { members, escapes }
@@ -311,7 +321,7 @@ impl<'a> Node<'a> {
         Some(
             self.member_texts()?
                 .iter()
-                .map(move |&(k, v)| (scan::unescape(k), Node::new(doc, v))),
+                .map(move |&(k, v)| (scan::unescape_inner(k), Node::new(doc, v))),
         )
     }
 

@@ -626,6 +626,11 @@ pub(crate) fn unescape(s: &str) -> Cow<'_, str> {
         .strip_prefix('"')
         .and_then(|x| x.strip_suffix('"'))
         .unwrap_or(s);
+    unescape_inner(inner)
+}
+
+/// [`unescape`] of the text between a validated string literal's quotes.
+pub(crate) fn unescape_inner(inner: &str) -> Cow<'_, str> {
     if !inner.contains('\\') {
         return Cow::Borrowed(inner);
     }
