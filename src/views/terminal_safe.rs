@@ -25,7 +25,7 @@ use std::borrow::Cow;
 /// Everything else is kept as is; text with nothing to replace is returned borrowed.
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
     // Printable ASCII (most text) has nothing to replace: told by its bytes alone.
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) || !s.chars().any(needs_escape) {
+    if printable_ascii(s.as_bytes()) || !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -33,6 +33,26 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
         push_safe(&mut out, c);
     }
     Cow::Owned(out)
+}
+
+/// Whether every byte of `b` is printable ASCII (0x20 to 0x7e): eight bytes at a time (the
+/// TUI passes every row's words through here when it loads a capture).
+fn printable_ascii(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = b.chunks_exact(8);
+    for w in words.by_ref() {
+        let w = u64::from_ne_bytes(w.try_into().expect("eight bytes"));
+        // A byte below 0x20 (borrowing when 0x20 is taken from it), or one above 0x7e (its
+        // high bit set once 1 is added to it, or already set): each test is exact for
+        // "some byte is", which is all that is asked.
+        let below = w.wrapping_sub(0x20 * ONES) & !w & HIGHS;
+        let above = (w.wrapping_add(ONES) | w) & HIGHS;
+        if below | above != 0 {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|b| (0x20..0x7f).contains(b))
 }
 
 /// [`terminal_safe`] for text whose line breaks are meant (multi-line detail): `\n` is
@@ -79,6 +99,24 @@ fn push_safe(out: &mut String, c: char) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-at-a-time test says what the byte-at-a-time one says, for every byte at
+    /// every position of a word and of the tail.
+    #[test]
+    fn printable_ascii_reads_words_as_bytes() {
+        for len in [1usize, 7, 8, 9, 16, 21] {
+            for at in 0..len {
+                for bad in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = bad;
+                    let want = b.iter().all(|c| (0x20..0x7f).contains(c));
+                    assert_eq!(printable_ascii(&b), want, "{len} {at} {bad:#x}");
+                }
+            }
+        }
+        assert!(printable_ascii(b""));
+        assert!(printable_ascii(b" ~ plain words, 0-9 ~ "));
+    }
 
     #[test]
     fn plain_text_is_borrowed() {
