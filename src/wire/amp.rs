@@ -43,6 +43,20 @@ impl Arg {
         Arg::Raw(bytes.to_vec())
     }
 
+    /// A `j:` argument from its body (the bytes after `j:`), kept in that very buffer when
+    /// it is JSON with no surrounding whitespace.
+    fn from_json_body(body: Vec<u8>) -> Arg {
+        match Json::parse_owned(body) {
+            Ok(v) => Arg::Json(v),
+            Err(body) => {
+                let mut raw = Vec::with_capacity(body.len() + 2);
+                raw.extend_from_slice(b"j:");
+                raw.extend_from_slice(&body);
+                Arg::from_bytes(&raw)
+            }
+        }
+    }
+
     /// The bytes of this argument as they go on the wire (without the length field).
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         match self {
@@ -153,7 +167,26 @@ pub struct Decoder {
     need: usize,
     max_message: usize,
     failed: Option<DecodeError>,
+    /// The large JSON first argument of the message being received, gathered where its text
+    /// will be kept (see [`Big`]).
+    big: Option<Big>,
+    /// A first argument at least this long is gathered as a [`Big`].
+    direct_min: usize,
 }
+
+/// A message's first argument, `j:` and at least [`DIRECT_MIN`] bytes, whose body is copied
+/// from the pushed chunks straight into the buffer its text is then kept in (from
+/// [`super::json::pool`]), instead of into the stream buffer and from there into the text.
+/// The message's first seven bytes (header, length, `j:`) stay in the stream buffer at
+/// `pos`; the arguments after it follow them there.
+struct Big {
+    body: Vec<u8>,
+    /// The body's length (the argument's, less `j:`).
+    want: usize,
+}
+
+/// First arguments at least this long are gathered in place ([`Big`]).
+const DIRECT_MIN: usize = 64 * 1024;
 
 impl Default for Decoder {
     fn default() -> Self {
@@ -180,6 +213,18 @@ impl Decoder {
             need: 1,
             max_message,
             failed: None,
+            big: None,
+            direct_min: DIRECT_MIN,
+        }
+    }
+
+    /// A decoder gathering first arguments of at least `direct_min` bytes in place (tests
+    /// exercise that path with small messages).
+    #[cfg(test)]
+    fn with_direct_min(max_message: usize, direct_min: usize) -> Self {
+        Decoder {
+            direct_min,
+            ..Decoder::new(max_message)
         }
     }
 
@@ -191,15 +236,20 @@ impl Decoder {
     /// Bytes buffered that do not yet form a whole message.
     #[cfg(test)]
     pub(crate) fn pending(&self) -> usize {
-        self.buf.len() - self.pos
+        self.buf.len() - self.pos + self.big.as_ref().map_or(0, |b| b.body.len())
     }
 
     /// Append a chunk of the stream. After a failure the bytes are dropped: the caller
     /// keeps the raw stream if it wants it.
-    pub fn push(&mut self, chunk: &[u8]) {
+    pub fn push(&mut self, mut chunk: &[u8]) {
         if self.failed.is_some() {
             self.base += chunk.len() as u64;
             return;
+        }
+        if let Some(big) = &mut self.big {
+            let take = (big.want - big.body.len()).min(chunk.len());
+            big.body.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
         }
         if self.pos > 0 && self.pos == self.buf.len() {
             self.base += self.pos as u64;
@@ -220,6 +270,9 @@ impl Decoder {
         if self.failed.is_some() {
             return None;
         }
+        if self.big.is_some() {
+            return self.next_big();
+        }
         let avail = self.buf.len() - self.pos;
         if avail < self.need {
             return None;
@@ -227,15 +280,10 @@ impl Decoder {
         match self.scan() {
             Scan::Incomplete(need) => {
                 self.need = need;
+                self.start_big();
                 None
             }
-            Scan::Failed(e) => {
-                self.failed = Some(e.clone());
-                self.base += self.buf.len() as u64;
-                self.buf = Vec::new();
-                self.pos = 0;
-                Some(Err(e))
-            }
+            Scan::Failed(e) => Some(Err(self.fail(e))),
             Scan::Whole(len) => {
                 let start = self.pos;
                 let frame = &self.buf[start..start + len];
@@ -254,6 +302,83 @@ impl Decoder {
                 Some(Ok(Message { args }))
             }
         }
+    }
+
+    /// The stream is undecodable from here: drop what is buffered.
+    fn fail(&mut self, e: DecodeError) -> DecodeError {
+        self.failed = Some(e.clone());
+        let gathered = self.big.take().map_or(0, |b| b.body.len());
+        self.base += (self.buf.len() + gathered) as u64;
+        self.buf = Vec::new();
+        self.pos = 0;
+        e
+    }
+
+    /// The message at `pos` is incomplete: when its first argument is large JSON and still
+    /// arriving, gather the rest of it in place from now on ([`Big`]).
+    fn start_big(&mut self) {
+        let data = &self.buf[self.pos..];
+        if data.len() < 7 || data[0] & 0x0f == 0 || &data[5..7] != b"j:" {
+            return;
+        }
+        let n = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+        // (A length over the limit was refused by the scan.)
+        if n < self.direct_min.max(2) || data.len() >= 5 + n {
+            return;
+        }
+        let want = n - 2;
+        let mut body = super::json::pool::take(want).into_bytes();
+        body.extend_from_slice(&data[7..]);
+        self.buf.truncate(self.pos + 7);
+        self.big = Some(Big { body, want });
+    }
+
+    /// [`Decoder::next`] while a first argument is gathered in place: once it is whole, the
+    /// arguments after it (in `buf`, after the message's first seven bytes).
+    fn next_big(&mut self) -> Option<Result<Message, DecodeError>> {
+        let big = self.big.as_ref()?;
+        if big.body.len() < big.want {
+            return None;
+        }
+        let at = self.offset();
+        let data = &self.buf[self.pos..];
+        let argc = (data[0] & 0x0f) as usize;
+        // Positions in `data` (7 onwards); the message's own positions are `want` further.
+        let mut p = 7usize;
+        for _ in 1..argc {
+            if data.len() < p + 4 {
+                return None;
+            }
+            let n = u32::from_be_bytes([data[p], data[p + 1], data[p + 2], data[p + 3]]) as usize;
+            let in_message = p + big.want;
+            if in_message + 4 + n > self.max_message {
+                let e = DecodeError::TooLong {
+                    offset: at + in_message as u64,
+                    len: n as u64,
+                    limit: self.max_message,
+                };
+                return Some(Err(self.fail(e)));
+            }
+            p += 4;
+            if data.len() < p + n {
+                return None;
+            }
+            p += n;
+        }
+        let big = self.big.take()?;
+        let mut args = Vec::with_capacity(argc);
+        args.push(Arg::from_json_body(big.body));
+        let mut q = 7;
+        for _ in 1..argc {
+            let n = u32::from_be_bytes([data[q], data[q + 1], data[q + 2], data[q + 3]]) as usize;
+            q += 4;
+            args.push(Arg::from_bytes(&data[q..q + n]));
+            q += n;
+        }
+        self.pos += p;
+        self.base += big.want as u64;
+        self.need = 1;
+        Some(Ok(Message { args }))
     }
 
     /// Find the extent of the message at `pos` without copying.
@@ -324,17 +449,18 @@ mod tests {
         stream.extend_from_slice(GET_VERSION);
         for a in 0..=stream.len() {
             for b in a..=stream.len() {
-                let mut d = Decoder::default();
-                let mut got = 0;
-                for chunk in [&stream[..a], &stream[a..b], &stream[b..]] {
-                    d.push(chunk);
-                    while let Some(m) = d.next() {
-                        m.unwrap();
-                        got += 1;
+                for mut d in [Decoder::default(), Decoder::with_direct_min(1 << 20, 4)] {
+                    let mut got = 0;
+                    for chunk in [&stream[..a], &stream[a..b], &stream[b..]] {
+                        d.push(chunk);
+                        while let Some(m) = d.next() {
+                            m.unwrap();
+                            got += 1;
+                        }
                     }
+                    assert_eq!(got, 2, "split at {a},{b}");
+                    assert_eq!(d.pending(), 0);
                 }
-                assert_eq!(got, 2, "split at {a},{b}");
-                assert_eq!(d.pending(), 0);
             }
         }
     }
@@ -377,6 +503,20 @@ mod tests {
         fn arg() -> impl Strategy<Value = Arg> {
             prop_oneof![
                 any::<String>().prop_map(Arg::Str),
+                // JSON long enough to be gathered in place, with an escape or not.
+                ("[a-z\\\\\"é ]{0,60}", 0usize..3).prop_map(|(t, pad)| {
+                    let text = format!(
+                        "{}{}",
+                        " ".repeat(pad % 2),
+                        serde_json::to_string(&t).unwrap()
+                    );
+                    Arg::from_bytes(format!("j:{text}").as_bytes())
+                }),
+                proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| {
+                    let mut v = b"j:".to_vec();
+                    v.extend(b);
+                    Arg::from_bytes(&v)
+                }),
                 proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| Arg::from_bytes(&b)),
                 (any::<i64>(), "[a-z]{0,8}")
                     .prop_map(|(n, k)| Arg::json(serde_json::json!({ k: n }))),
@@ -399,6 +539,46 @@ mod tests {
                         }
                     }
                     prop_assert!(d.pending() <= 512);
+                }
+            }
+
+            /// Gathering large first arguments in place changes nothing that can be seen:
+            /// the same messages, errors, error offsets and stream offsets as the plain path,
+            /// for valid messages (some with a large JSON first argument) and garbage, in any
+            /// chunking, and nothing held beyond the limit.
+            #[test]
+            fn in_place_gathering_decodes_as_the_plain_path(
+                msgs in proptest::collection::vec(proptest::collection::vec(arg(), 0..4), 0..5),
+                garbage in proptest::collection::vec(any::<u8>(), 0..64),
+                junk_at in 0usize..6,
+                steps in proptest::collection::vec(1usize..40, 1..8),
+                limit in prop_oneof![Just(DEFAULT_MAX_MESSAGE), 8usize..200],
+            ) {
+                let mut stream = Vec::new();
+                for (i, m) in msgs.into_iter().enumerate() {
+                    if i == junk_at {
+                        stream.extend_from_slice(&garbage);
+                    }
+                    stream.extend(Message::new(m).encode());
+                }
+                let mut plain = Decoder::new(limit);
+                let mut direct = Decoder::with_direct_min(limit, 4);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let mut at = 0;
+                let mut k = 0;
+                while at < stream.len() {
+                    let n = steps[k % steps.len()].min(stream.len() - at);
+                    k += 1;
+                    for (d, out) in [(&mut plain, &mut a), (&mut direct, &mut b)] {
+                        d.push(&stream[at..at + n]);
+                        while let Some(m) = d.next() {
+                            out.push(m);
+                        }
+                    }
+                    at += n;
+                    prop_assert_eq!(&a, &b);
+                    prop_assert_eq!(plain.offset(), direct.offset());
+                    prop_assert!(direct.pending() <= stream.len());
                 }
             }
 

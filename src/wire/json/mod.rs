@@ -36,6 +36,21 @@ impl Json {
         Some(Json::from_valid(pool::copy(text), Some(tape)))
     }
 
+    /// Validate `bytes` as one JSON value and keep them, in their own buffer, as its text;
+    /// when they are not JSON, or have whitespace around the value, they are handed back
+    /// (the caller copies what it keeps).
+    pub(crate) fn parse_owned(bytes: Vec<u8>) -> Result<Json, Vec<u8>> {
+        let text = match String::from_utf8(bytes) {
+            Ok(t) => t,
+            Err(e) => return Err(e.into_bytes()),
+        };
+        let tape = match scan::validate_str(&text) {
+            Ok((valid, tape)) if valid.len() == text.len() => tape,
+            _ => return Err(text.into_bytes()),
+        };
+        Ok(Json::from_valid(text.into_boxed_str(), Some(tape)))
+    }
+
     /// Text already validated as one JSON value with no surrounding whitespace, with its
     /// tape when the validation made one (else it is made when a view first needs it).
     pub(crate) fn from_valid(text: Box<str>, tape: Option<scan::Tape>) -> Json {

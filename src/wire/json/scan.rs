@@ -350,7 +350,6 @@ pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
 /// [`validate`], the tape written into `tape` (cleared first), for a reader that validates
 /// one text after another and keeps no tape: no allocation once `tape` has grown.
 pub(crate) fn validate_into<'b>(b: &'b [u8], tape: &mut Tape) -> Result<&'b str, Invalid> {
-    tape.clear();
     let text = match std::str::from_utf8(b) {
         Ok(t) => t,
         Err(e) => {
@@ -360,6 +359,19 @@ pub(crate) fn validate_into<'b>(b: &'b [u8], tape: &mut Tape) -> Result<&'b str,
             })
         }
     };
+    validate_str_into(text, tape)
+}
+
+/// [`validate`] of a text already known to be UTF-8.
+pub(crate) fn validate_str(text: &str) -> Result<(&str, Tape), Invalid> {
+    let mut tape = Tape::new();
+    let valid = validate_str_into(text, &mut tape)?;
+    Ok((valid, tape))
+}
+
+fn validate_str_into<'b>(text: &'b str, tape: &mut Tape) -> Result<&'b str, Invalid> {
+    tape.clear();
+    let b = text.as_bytes();
     let start = skip_ws(b, 0);
     let end = value_at(b, start, tape)?;
     let rest = skip_ws(b, end);
