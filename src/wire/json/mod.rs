@@ -278,6 +278,72 @@ fn key_inner(raw: &str) -> &str {
 struct ObjectMembers<'a> {
     members: Members<'a>,
     escapes: bool,
+    /// For an object of [`INDEXED_MEMBERS`] members or more without escaped keys (a
+    /// `pm2_env`, read for twenty fields): each key's last member, by the key's hash, so
+    /// that a lookup does not compare every key. Empty otherwise.
+    index: MemberIndex,
+}
+
+/// Objects with at least this many members get a [`MemberIndex`].
+const INDEXED_MEMBERS: usize = 16;
+
+/// An open-addressing table of an object's keys: a slot holds a member's position plus
+/// one (0: empty); a key's slot is found from its hash, then the slots that follow.
+#[derive(Clone, Default)]
+struct MemberIndex(Box<[u32]>);
+
+impl MemberIndex {
+    /// A key's length with its first, middle and last bytes, mixed: enough to tell a
+    /// `pm2_env`'s keys apart in a few operations (keys that collide are probed past).
+    fn hash(key: &str) -> usize {
+        let b = key.as_bytes();
+        let x = match b.len() {
+            0 => 0,
+            n => {
+                (n as u64)
+                    | u64::from(b[0]) << 16
+                    | u64::from(b[n / 2]) << 24
+                    | u64::from(b[n - 1]) << 32
+            }
+        };
+        (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize
+    }
+
+    /// The index of `members` (keys without escapes); the last member of a name wins.
+    fn new(members: &[(&str, &str)]) -> MemberIndex {
+        let slots = (members.len() * 2).next_power_of_two();
+        let mask = slots - 1;
+        let mut table = vec![0u32; slots].into_boxed_slice();
+        for (i, (k, _)) in members.iter().enumerate() {
+            let mut h = MemberIndex::hash(k) & mask;
+            loop {
+                match table[h] {
+                    0 => break,
+                    s if members[s as usize - 1].0 == *k => break,
+                    _ => h = (h + 1) & mask,
+                }
+            }
+            table[h] = i as u32 + 1;
+        }
+        MemberIndex(table)
+    }
+
+    /// The position of the last member named `key`; `None` when there is no index or no
+    /// such member.
+    fn find(&self, members: &[(&str, &str)], key: &str) -> Option<Option<usize>> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mask = self.0.len() - 1;
+        let mut h = MemberIndex::hash(key) & mask;
+        loop {
+            match self.0[h] {
+                0 => return Some(None),
+                s if members[s as usize - 1].0 == key => return Some(Some(s as usize - 1)),
+                _ => h = (h + 1) & mask,
+            }
+        }
+    }
 }
 
 /// A view of one JSON value inside a payload's validated text: an object's members are
@@ -319,7 +385,16 @@ impl<'a> Node<'a> {
                         .collect();
                     // Keys are short: a plain loop, not a search call per key.
                     let escapes = members.iter().any(|(k, _)| k.bytes().any(|c| c == b'\\'));
-                    ObjectMembers { members, escapes }
+                    let index = if members.len() >= INDEXED_MEMBERS && !escapes {
+                        MemberIndex::new(&members)
+                    } else {
+                        MemberIndex::default()
+                    };
+                    ObjectMembers {
+                        members,
+                        escapes,
+                        index,
+                    }
                 })
             })
             .as_ref()
@@ -343,11 +418,17 @@ impl<'a> Node<'a> {
     /// A member of an object (the last of that name, as in a parsed tree).
     pub(crate) fn get(&self, key: &str) -> Option<Node<'a>> {
         let o = self.object_members()?;
-        o.members
-            .iter()
-            .rev()
-            .find(|(k, _)| key_is(k, key, o.escapes))
-            .map(|&(_, v)| Node::new(self.doc, v))
+        let v = match o.index.find(&o.members, key) {
+            Some(found) => o.members[found?].1,
+            None => {
+                o.members
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| key_is(k, key, o.escapes))?
+                    .1
+            }
+        };
+        Some(Node::new(self.doc, v))
     }
 
     /// An array's items (None for anything else).
@@ -482,6 +563,36 @@ mod tests {
             "an array has no members"
         );
         assert_eq!(j.value()["a"]["b"], "x\"y");
+    }
+
+    /// Large objects are read through their index: every key, a repeated one (the last
+    /// wins), a missing one and keys that share length and outer bytes read as a tree does;
+    /// with an escaped key the object is read without an index, the same.
+    #[test]
+    fn large_objects_read_as_a_tree_would() {
+        for escaped in [false, true] {
+            let mut text = String::from("{");
+            for i in 0..40 {
+                text.push_str(&format!(r#""k{i}x":{i},"#));
+            }
+            text.push_str(r#""k1x":"again","ab":1,"aab":2,"abb":3,"a_b":4,"a":5,"":6"#);
+            if escaped {
+                text.push_str(r#","eA":7"#);
+            }
+            text.push('}');
+            let j = Json::parse(text.as_bytes()).unwrap();
+            let n = j.node();
+            let tree = j.value().as_object().unwrap().clone();
+            for (k, v) in &tree {
+                assert_eq!(n.get(k).map(|x| x.value()).as_ref(), Some(v), "{k}");
+            }
+            assert_eq!(n.get("k1x").unwrap().value(), json!("again"));
+            for missing in ["k40x", "k1", "b", "aaa", "k1x ", "eA\\"] {
+                assert!(n.get(missing).is_none(), "{missing}");
+            }
+            assert_eq!(n.get("eA").is_some(), escaped);
+            assert_eq!(n.members().unwrap().count(), tree.len() + 1);
+        }
     }
 
     #[test]
