@@ -175,6 +175,38 @@ fn ms(ns: u64) -> String {
     }
 }
 
+/// The compact JSON text of `v`, or (when it is longer) a start of it holding more than
+/// `chars` characters: what [`shorten`] needs to give the same words as for the whole
+/// text, without writing all of a large payload only to keep its first words.
+fn json_start(v: &serde_json::Value, chars: usize) -> String {
+    /// Takes writes until it holds `cap` bytes, then refuses them (ending the writing).
+    struct Capped {
+        buf: Vec<u8>,
+        cap: usize,
+    }
+    impl std::io::Write for Capped {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.buf.len() >= self.cap {
+                return Err(std::io::Error::other("enough"));
+            }
+            self.buf.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // A character is at most four bytes: this many bytes hold more than `chars` of them.
+    let mut w = Capped {
+        buf: Vec::new(),
+        cap: 4 * (chars + 1),
+    };
+    let _ = serde_json::to_writer(&mut w, v);
+    // serde_json writes whole strings or pieces cut at ASCII bytes, so the start is text;
+    // if it were not, the whole text is written.
+    String::from_utf8(w.buf).unwrap_or_else(|_| v.to_string())
+}
+
 fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_owned()
@@ -271,7 +303,7 @@ impl Entry {
             }
             EntryKind::Bus(BusEvent::ProcessEvent(e)) => self.describe_process_event(e),
             EntryKind::Bus(BusEvent::Other { name, payload }) => {
-                format!("bus {name} {}", shorten(&payload.to_string(), 100))
+                format!("bus {name} {}", shorten(&json_start(payload, 100), 100))
             }
             EntryKind::Bus(BusEvent::Log { data, .. }) => shorten(data.trim_end(), 200),
             EntryKind::Bus(b @ BusEvent::ProcessMsg { text, .. }) => {
@@ -545,4 +577,33 @@ fn monitor_words(procs: &[MonitorProc]) -> String {
         s.push_str(&format!(", {more} more"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// An unknown bus event's words are the same from the start of its payload's text as
+    /// from the whole text: short and long payloads, multi-byte and escaped characters,
+    /// lengths around the cut.
+    #[test]
+    fn payload_words_from_the_start_of_the_text() {
+        let mut payloads = vec![
+            json!(null),
+            json!({}),
+            json!({"a": 1}),
+            json!({"k": "é".repeat(500)}),
+            json!({"k": "\u{1F600}".repeat(300), "n": [1, 2, 3]}),
+            json!({"esc": "\n\t\"\\\u{1b}".repeat(200)}),
+        ];
+        for n in 90..110 {
+            payloads.push(json!({ "s": "x".repeat(n) }));
+            payloads.push(json!({ "s": "ü".repeat(n) }));
+        }
+        for p in payloads {
+            let whole = shorten(&p.to_string(), 100);
+            assert_eq!(shorten(&json_start(&p, 100), 100), whole, "{p}");
+        }
+    }
 }
