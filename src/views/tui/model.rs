@@ -167,6 +167,8 @@ pub struct Model {
     /// Apps by index (rows refer to them); names learnt late are filled in.
     pub(crate) apps: Vec<AppRef>,
     app_ix: HashMap<u64, u32>,
+    /// The last app found in `app_ix` (pm_id, index): runs of rows name the same app.
+    last_app: Option<(u64, u32)>,
     /// Rows of the daemon lane, in order.
     pub(crate) daemon: Vec<u32>,
     /// The row of each ask not yet answered, with its instant and number, in time order.
@@ -197,6 +199,7 @@ impl Model {
             words: String::new(),
             apps: Vec::new(),
             app_ix: HashMap::new(),
+            last_app: None,
             daemon: Vec::new(),
             waiting_asks: Vec::new(),
             findings: Vec::new(),
@@ -362,8 +365,12 @@ impl Model {
     }
 
     fn app_index(&mut self, a: &AppRef) -> u32 {
-        match self.app_ix.get(&a.pm_id) {
-            Some(&i) => {
+        let known = match self.last_app {
+            Some((id, i)) if id == a.pm_id => Some(i),
+            _ => self.app_ix.get(&a.pm_id).copied(),
+        };
+        let i = match known {
+            Some(i) => {
                 if a.name.is_some() && self.apps[i as usize].name != a.name {
                     self.apps[i as usize].name = a.name.clone();
                 }
@@ -375,7 +382,9 @@ impl Model {
                 self.app_ix.insert(a.pm_id, i);
                 i
             }
-        }
+        };
+        self.last_app = Some((a.pm_id, i));
+        i
     }
 
     fn push_entries(&mut self, raw: u32, entries: &[Entry]) {
