@@ -444,8 +444,18 @@ impl RestartSettings {
     }
 }
 
+/// Whether validated JSON text `raw` is a whole number of at most `digits` digits, without
+/// sign, fraction or exponent (pids, times, counts): it reads in place, as the tree would.
+fn plain_digits(raw: &str, digits: usize) -> bool {
+    (1..=digits).contains(&raw.len()) && raw.bytes().all(|c| c.is_ascii_digit())
+}
+
 fn u64_of(v: Option<Node>) -> Option<u64> {
-    match v?.scalar()? {
+    let v = v?;
+    if plain_digits(v.raw(), 19) {
+        return v.raw().parse().ok();
+    }
+    match v.scalar()? {
         Value::Number(n) => n.as_u64().or_else(|| {
             n.as_f64()
                 .filter(|f| *f >= 0.0 && f.is_finite())
@@ -457,7 +467,12 @@ fn u64_of(v: Option<Node>) -> Option<u64> {
 }
 
 fn i64_of(v: Option<Node>) -> Option<i64> {
-    match v?.scalar()? {
+    let v = v?;
+    // 18 digits always fit an i64.
+    if plain_digits(v.raw(), 18) {
+        return v.raw().parse().ok();
+    }
+    match v.scalar()? {
         Value::Number(n) => n
             .as_i64()
             .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
@@ -837,6 +852,49 @@ impl BusEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whole numbers read in place give what the tree gives; the rest still reads through
+    /// the tree (signs, fractions, strings, numbers too long for the type).
+    #[test]
+    fn numbers_read_in_place_as_the_tree_reads_them() {
+        for raw in [
+            "0",
+            "7",
+            "1764086502000",
+            "999999999999999999",
+            "9223372036854775807",
+            "9223372036854775808",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "1.5",
+            "1e3",
+            "\"12\"",
+            "null",
+        ] {
+            let j = Json::parse(raw.as_bytes()).unwrap();
+            let tree: Value = serde_json::from_str(raw).unwrap();
+            let want_u64 = match &tree {
+                Value::Number(n) => n.as_u64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| *f >= 0.0 && f.is_finite())
+                        .map(|f| f as u64)
+                }),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            let want_i64 = match &tree {
+                Value::Number(n) => n
+                    .as_i64()
+                    .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            assert_eq!(u64_of(Some(j.node())), want_u64, "{raw}");
+            assert_eq!(i64_of(Some(j.node())), want_i64, "{raw}");
+        }
+    }
 
     /// A capture's payloads cannot make the memo of repeated pm2_env texts grow without
     /// bound: it keeps at most MEMO_BYTES of text, and no text longer than MEMO_TEXT_MAX.
