@@ -31,6 +31,7 @@ pub mod rules;
 pub mod safe_dir;
 pub mod sched;
 pub mod sources;
+mod spare;
 pub mod timeline;
 pub mod views;
 pub mod wire;

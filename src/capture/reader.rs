@@ -840,13 +840,9 @@ impl<'a> Fields<'a> {
     /// Field `name`, a number without sign, fraction or exponent that fits: read here;
     /// anything else as [`Fields::get`] reads it.
     fn u64(&self, name: &str) -> Option<u64> {
-        match self.raw(name) {
-            Some(raw)
-                if (1..=19).contains(&raw.len()) && raw.bytes().all(|c| c.is_ascii_digit()) =>
-            {
-                raw.parse().ok()
-            }
-            _ => self.get(name),
+        match self.raw(name).and_then(crate::wire::json::scan::plain_u64) {
+            Some(n) => Some(n),
+            None => self.get(name),
         }
     }
 

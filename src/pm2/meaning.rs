@@ -23,7 +23,7 @@
 
 use super::daemon_log::{self, DaemonLogLine};
 use crate::wire::amp::Message;
-use crate::wire::json::{Json, Node};
+use crate::wire::json::{scan, Json, Node};
 use crate::wire::rpc::Call;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -444,16 +444,10 @@ impl RestartSettings {
     }
 }
 
-/// Whether validated JSON text `raw` is a whole number of at most `digits` digits, without
-/// sign, fraction or exponent (pids, times, counts): it reads in place, as the tree would.
-fn plain_digits(raw: &str, digits: usize) -> bool {
-    (1..=digits).contains(&raw.len()) && raw.bytes().all(|c| c.is_ascii_digit())
-}
-
 fn u64_of(v: Option<Node>) -> Option<u64> {
     let v = v?;
-    if plain_digits(v.raw(), 19) {
-        return v.raw().parse().ok();
+    if let Some(n) = scan::plain_u64(v.raw()) {
+        return Some(n);
     }
     match v.scalar()? {
         Value::Number(n) => n.as_u64().or_else(|| {
@@ -468,9 +462,9 @@ fn u64_of(v: Option<Node>) -> Option<u64> {
 
 fn i64_of(v: Option<Node>) -> Option<i64> {
     let v = v?;
-    // 18 digits always fit an i64.
-    if plain_digits(v.raw(), 18) {
-        return v.raw().parse().ok();
+    // A whole number beyond i64 reads through the tree (as a float, saturated).
+    if let Some(n) = scan::plain_u64(v.raw()).and_then(|n| i64::try_from(n).ok()) {
+        return Some(n);
     }
     match v.scalar()? {
         Value::Number(n) => n

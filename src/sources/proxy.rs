@@ -209,19 +209,16 @@ struct TapQueue {
 const POOL_BUFFERS: usize = 1024;
 const POOL_TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The buffers kept, and how many of them went unused since the last trim.
+/// The buffers kept, trimmed at most once every [`POOL_TRIM_EVERY`].
 struct BufferPool {
-    kept: Vec<Vec<u8>>,
-    /// The fewest kept since `trimmed`: that many were not needed.
-    low: usize,
+    kept: crate::spare::Spare<Vec<u8>>,
     trimmed: std::time::Instant,
 }
 
 impl Default for BufferPool {
     fn default() -> Self {
         BufferPool {
-            kept: Vec::new(),
-            low: 0,
+            kept: Default::default(),
             trimmed: std::time::Instant::now(),
         }
     }
@@ -229,9 +226,7 @@ impl Default for BufferPool {
 
 impl BufferPool {
     fn take(&mut self) -> Option<Vec<u8>> {
-        let b = self.kept.pop();
-        self.low = self.low.min(self.kept.len());
-        b
+        self.kept.take()
     }
 
     /// The buffers not needed since the last trim, once one has passed (freed by the
@@ -240,11 +235,8 @@ impl BufferPool {
         if self.trimmed.elapsed() < POOL_TRIM_EVERY {
             return Vec::new();
         }
-        let spare = self.low.min(self.kept.len());
-        let freed = self.kept.split_off(self.kept.len() - spare);
-        self.low = self.kept.len();
         self.trimmed = std::time::Instant::now();
-        freed
+        self.kept.trim()
     }
 }
 
@@ -406,7 +398,7 @@ impl TapReceiver {
         let freed = match self.queue.pool.lock() {
             Ok(mut p) => {
                 if buf.len() == CHUNK && p.kept.len() < POOL_BUFFERS {
-                    p.kept.push(buf);
+                    p.kept.put(buf);
                 }
                 p.trim()
             }
@@ -690,14 +682,17 @@ mod tests {
     #[test]
     fn the_pool_frees_only_buffers_not_needed_lately() {
         let mut p = BufferPool::default();
-        p.kept = vec![vec![0u8; 4]; 10];
-        p.low = 10;
+        for _ in 0..10 {
+            p.kept.put(vec![0u8; 4]);
+        }
+        // Ten kept since the last trim (the first frees nothing: nothing is known unused).
+        assert!(p.kept.trim().is_empty());
         assert!(p.trim().is_empty(), "trimmed before its period");
         p.trimmed -= POOL_TRIM_EVERY * 2;
         for _ in 0..3 {
             p.take().unwrap();
         }
-        p.kept.push(vec![0u8; 4]);
+        p.kept.put(vec![0u8; 4]);
         // 8 kept; at least 7 sat unused the whole period.
         assert_eq!(p.trim().len(), 7);
         assert_eq!(p.kept.len(), 1);

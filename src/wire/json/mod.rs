@@ -455,10 +455,10 @@ impl<'a> Node<'a> {
             b'{' | b'[' => None,
             b'"' => Some(Value::String(scan::unescape(self.raw).into_owned())),
             // A whole number that fits (pids, times, counts): the value serde_json gives it.
-            b'0'..=b'9' if self.raw.len() <= 19 && self.raw.bytes().all(|b| b.is_ascii_digit()) => {
-                self.raw.parse::<u64>().ok().map(Value::from)
-            }
-            _ => serde_json::from_str(self.raw).ok(),
+            _ => match scan::plain_u64(self.raw) {
+                Some(n) => Some(Value::from(n)),
+                None => serde_json::from_str(self.raw).ok(),
+            },
         }
     }
 

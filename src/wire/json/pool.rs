@@ -11,6 +11,7 @@
 //! unused for a while (the recorder calls it twice a second), and a buffer taken is always
 //! emptied first: a text only ever holds the bytes written into it after it was taken.
 
+use crate::spare::Spare;
 use std::sync::Mutex;
 
 /// Texts shorter than this are allocated as usual.
@@ -23,19 +24,15 @@ const POOL_MAX_BYTES: usize = 64 << 20;
 /// The largest buffer kept (a bigger one is freed: memory held stays bounded).
 const POOL_MAX_CAPACITY: usize = 32 << 20;
 
-/// The buffers kept.
+/// The buffers kept, and the sum of their capacities.
 struct Pool {
-    kept: Vec<String>,
-    /// The sum of their capacities.
+    kept: Spare<String>,
     bytes: usize,
-    /// The fewest kept since the last [`trim`]: that many were not needed.
-    low: usize,
 }
 
 static POOL: Mutex<Pool> = Mutex::new(Pool {
-    kept: Vec::new(),
+    kept: Spare::new(),
     bytes: 0,
-    low: 0,
 });
 
 fn pool() -> std::sync::MutexGuard<'static, Pool> {
@@ -44,9 +41,8 @@ fn pool() -> std::sync::MutexGuard<'static, Pool> {
 
 impl Pool {
     fn take(&mut self) -> Option<String> {
-        let s = self.kept.pop();
+        let s = self.kept.take();
         self.bytes -= s.as_ref().map_or(0, String::capacity);
-        self.low = self.low.min(self.kept.len());
         s
     }
 
@@ -54,17 +50,14 @@ impl Pool {
         let cap = text.capacity();
         if self.kept.len() < POOL_BUFFERS && self.bytes + cap <= POOL_MAX_BYTES {
             self.bytes += cap;
-            self.kept.push(text);
+            self.kept.put(text);
         }
     }
 
     /// The buffers not taken since the last trim, to free (outside the lock).
     fn trim(&mut self) -> Vec<String> {
-        let spare = self.low.min(self.kept.len());
-        let at = self.kept.len() - spare;
-        let freed = self.kept.split_off(at);
+        let freed = self.kept.trim();
         self.bytes -= freed.iter().map(String::capacity).sum::<usize>();
-        self.low = self.kept.len();
         freed
     }
 }
@@ -163,9 +156,8 @@ mod tests {
     #[test]
     fn trims_free_what_was_not_needed_since_the_last() {
         let mut p = Pool {
-            kept: Vec::new(),
+            kept: Spare::new(),
             bytes: 0,
-            low: 0,
         };
         for _ in 0..5 {
             p.keep(String::with_capacity(POOL_MIN));
@@ -180,7 +172,7 @@ mod tests {
         // Of the 5, at least 3 sat unused.
         assert_eq!(p.trim().len(), 3);
         assert_eq!(p.kept.len(), 1);
-        assert_eq!(p.bytes, p.kept[0].capacity());
+        assert_eq!(p.bytes, p.kept.iter().next().unwrap().capacity());
         assert_eq!(p.trim().len(), 1, "unused since the last trim");
         assert_eq!((p.kept.len(), p.bytes), (0, 0));
     }

@@ -643,6 +643,17 @@ pub(crate) fn unescape(s: &str) -> Cow<'_, str> {
     unescape_inner(inner)
 }
 
+/// The value of validated JSON text `raw` when it is a whole number written without sign,
+/// fraction or exponent in at most 19 digits (pids, times, counts: always a `u64`), which
+/// reads in place as serde_json reads it; `None` for anything else.
+pub(crate) fn plain_u64(raw: &str) -> Option<u64> {
+    if (1..=19).contains(&raw.len()) && raw.bytes().all(|c| c.is_ascii_digit()) {
+        raw.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// [`unescape`] of the text between a validated string literal's quotes.
 pub(crate) fn unescape_inner(inner: &str) -> Cow<'_, str> {
     if !inner.contains('\\') {
