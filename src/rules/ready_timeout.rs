@@ -307,8 +307,23 @@ mod tests {
     /// +40 ms (`pm_uptime`), seen by the watcher at +50 ms; `pm2 restart` at +0.9 s stops it; the new generation starts at
     /// +1 s and, never sending `ready`, is declared online when listen_timeout runs out,
     /// at +4.04 s (CI's timing on pm2 5.4.3).
-    fn restart_of_a_running_app() -> Timeline {
+    ///
+    /// With `online_line_first`, the daemon's `online` line for the running generation arrives
+    /// at +5 ms, before the first snapshot: the recorder began while pm2 was declaring it
+    /// online (CI's run on pm2 5.4.3, whose `pm_uptime` is the spawn, so the test's "online
+    /// for 1.3 s" wait ended at once).
+    fn restart_of_a_running_app(online_line_first: bool) -> Timeline {
         let mut tl = Timeline::new(&CaptureInfo::default());
+        if online_line_first {
+            line(
+                &mut tl,
+                5 * MS,
+                DaemonLogLine::Online {
+                    app: "web".into(),
+                    id: 0,
+                },
+            );
+        }
         let proc = MonitorProc {
             pm_id: Some(0),
             name: Some("web".into()),
@@ -408,17 +423,27 @@ mod tests {
 
     #[test]
     fn a_generation_running_before_the_capture_is_not_timed_from_the_capture_start() {
-        let tl = restart_of_a_running_app();
-        let a = tl.app(0).expect("web");
-        assert!(a.generations[0].before_capture, "{:#?}", a.generations);
-        let c = AppCtx::new(&tl, a);
-        let f = findings(&c);
-        assert_eq!(f.len(), 1, "{f:#?}");
-        let f = &f[0].1;
-        // The replacement (started at +1 s) is the one that waited; the stopped generation
-        // (seen at +50 ms, exited at +0.96 s) is not "a dead process declared online".
-        assert_eq!(f.severity, Severity::Warning, "{}", f.summary);
-        assert!(f.summary.contains("never sent `ready`"), "{}", f.summary);
-        assert!(!f.summary.contains("dead process"), "{}", f.summary);
+        for online_line_first in [false, true] {
+            let tl = restart_of_a_running_app(online_line_first);
+            let a = tl.app(0).expect("web");
+            assert_eq!(a.generations.len(), 2, "{:#?}", a.generations);
+            assert!(a.generations[0].before_capture, "{:#?}", a.generations);
+            assert_eq!(a.generations[0].pid, Some(100), "{:#?}", a.generations);
+            let c = AppCtx::new(&tl, a);
+            let f = findings(&c);
+            assert_eq!(f.len(), 1, "{f:#?}");
+            let f = &f[0].1;
+            // The replacement (started at +1 s) is the one that waited; the stopped
+            // generation (seen at +50 ms, exited at +0.96 s) is not "a dead process declared
+            // online".
+            assert_eq!(
+                f.severity,
+                Severity::Warning,
+                "online line first: {online_line_first}: {}",
+                f.summary
+            );
+            assert!(f.summary.contains("never sent `ready`"), "{}", f.summary);
+            assert!(!f.summary.contains("dead process"), "{}", f.summary);
+        }
     }
 }

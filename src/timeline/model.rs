@@ -586,6 +586,17 @@ impl AppTimeline {
         g.expect("not empty")
     }
 
+    /// The generation an `online` report is about: the current one, or a new one when the
+    /// last has ended. An app's first generation made this way started before the capture:
+    /// its `starting` was not seen (the recorder began while pm2 waited for it, as under
+    /// wait_ready, and the `online` arrived before the first snapshot of the daemon).
+    fn online_generation(&mut self) {
+        if self.generations.last().is_none_or(|g| g.exit.is_some()) {
+            let first = self.generations.is_empty();
+            self.push_generation().before_capture = first;
+        }
+    }
+
     /// The current generation for what the daemon says on its bus (exits, stops, output):
     /// not one made from a reply ahead of its `starting` line (the daemon logs that line
     /// before it can say anything else about the new process, on the same socket).
@@ -1320,9 +1331,7 @@ impl Timeline {
             ProcessEventKind::Online => {
                 a.set_status(at, "online", &via);
                 // The bus event and the daemon log line both say online: one generation.
-                if a.generations.last().is_none_or(|g| g.exit.is_some()) {
-                    a.push_generation();
-                }
+                a.online_generation();
                 let g = a.current();
                 g.online.get_or_insert(at);
                 if pe.restart_time.is_some() {
@@ -1460,9 +1469,7 @@ impl Timeline {
                 }
                 a.online_reports.push(at);
                 a.set_status(at, "online", "daemon log");
-                if a.generations.last().is_none_or(|g| g.exit.is_some()) {
-                    a.push_generation();
-                }
+                a.online_generation();
                 a.current().online.get_or_insert(at);
             }
             DaemonLogLine::Stopping { .. } => {
