@@ -858,7 +858,8 @@ impl<'a> Fields<'a> {
         if !text.starts_with('[') {
             return None;
         }
-        let mut args = Vec::new();
+        // Most messages have two arguments (a bus event's name and payload; a request's).
+        let mut args = Vec::with_capacity(2);
         for item in self.doc.items(text) {
             // One member: `{"j": ...}`, `{"s": ...}` or `{"b64": ...}` (pm2-trace writes no
             // other; serde decides anything else).

@@ -338,6 +338,41 @@ thread_local! {
     static ENV_MEMO: RefCell<Memo<Arc<EnvFingerprint>>> = RefCell::new(Memo::new());
 }
 
+/// `process` objects of app output lines remembered, and the longest one remembered.
+const LINE_PROCS: usize = 8;
+const LINE_PROC_MAX: usize = 1024;
+
+thread_local! {
+    /// The `process` objects of the last bus messages read for their app alone (app output
+    /// lines, process messages), the latest first, with the pm_id and name they give: each
+    /// of a busy app's output lines carries the same one, compared (bytes) instead of walked.
+    static LINE_PROC_MEMO: RefCell<Vec<(Box<str>, Option<u64>, Option<String>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// The pm_id and name a bus message's `process` object gives (an app output line's, a
+/// process message's).
+fn line_app(process: Option<&Node>) -> (Option<u64>, Option<String>) {
+    let Some(p) = process else {
+        return (None, None);
+    };
+    let read = || (u64_of(p.get("pm_id")), str_of(p.get("name")));
+    let text = p.raw();
+    if text.len() > LINE_PROC_MAX {
+        return read();
+    }
+    LINE_PROC_MEMO.with_borrow_mut(|memo| {
+        if let Some(i) = memo.iter().position(|(t, ..)| **t == *text) {
+            memo[..=i].rotate_right(1);
+            return (memo[0].1, memo[0].2.clone());
+        }
+        let (pm_id, name) = read();
+        memo.truncate(LINE_PROCS - 1);
+        memo.insert(0, (text.into(), pm_id, name.clone()));
+        (pm_id, name)
+    })
+}
+
 /// An object's member `key` (the last of that name) and its JSON text.
 fn member_text<'a>(obj: &Node<'a>, key: &str) -> Option<(Node<'a>, &'a str)> {
     let v = obj.get(key)?;
@@ -806,26 +841,32 @@ impl BusEvent {
                     restarts: Box::new(RestartSettings::from_env(proc_.as_ref())),
                 })
             }
-            "log:out" | "log:err" => BusEvent::Log {
-                stream: if name == "log:out" {
-                    Stream::Out
-                } else {
-                    Stream::Err
-                },
-                pm_id: u64_of(field("pm_id")),
-                name: str_of(field("name")),
-                at,
-                data: payload.get("data").map(|d| d.text()).unwrap_or_default(),
-            },
-            "process:msg" => BusEvent::ProcessMsg {
-                pm_id: u64_of(field("pm_id")),
-                name: str_of(field("name")),
-                at,
-                text: payload
-                    .get("raw")
-                    .and_then(|r| r.as_str())
-                    .map(|s| s.chars().take(200).collect()),
-            },
+            "log:out" | "log:err" => {
+                let (pm_id, app) = line_app(proc_.as_ref());
+                BusEvent::Log {
+                    stream: if name == "log:out" {
+                        Stream::Out
+                    } else {
+                        Stream::Err
+                    },
+                    pm_id,
+                    name: app,
+                    at,
+                    data: payload.get("data").map(|d| d.text()).unwrap_or_default(),
+                }
+            }
+            "process:msg" => {
+                let (pm_id, app) = line_app(proc_.as_ref());
+                BusEvent::ProcessMsg {
+                    pm_id,
+                    name: app,
+                    at,
+                    text: payload
+                        .get("raw")
+                        .and_then(|r| r.as_str())
+                        .map(|s| s.chars().take(200).collect()),
+                }
+            }
             "log:PM2" => {
                 let data = payload.get("data").map(|d| d.text()).unwrap_or_default();
                 let lines = data
@@ -888,6 +929,43 @@ mod tests {
             assert_eq!(u64_of(Some(j.node())), want_u64, "{raw}");
             assert_eq!(i64_of(Some(j.node())), want_i64, "{raw}");
         }
+    }
+
+    /// An app output line's `process` object gives the same pm_id and name whether it is
+    /// read or remembered: objects that repeat, alternate beyond what is kept, differ only
+    /// in a member the lines do not read, have escapes or odd types, or are too long to keep.
+    #[test]
+    fn line_apps_remembered_read_as_when_walked() {
+        let mut texts: Vec<String> = vec![
+            r#"{"pm_id":0,"name":"web","rev":null,"namespace":"default"}"#.into(),
+            r#"{"namespace":"default","rev":null,"name":"web","pm_id":0}"#.into(),
+            r#"{"namespace":"other","rev":null,"name":"web","pm_id":0}"#.into(),
+            r#"{"pm_id":"3","name":"web"}"#.into(),
+            r#"{"pm_id":1.5,"name":7}"#.into(),
+            r#"{"pm_id":2,"name":"a","name":"b"}"#.into(),
+            r#"{}"#.into(),
+            r#"[1]"#.into(),
+            r#""web""#.into(),
+            r#"null"#.into(),
+            format!(r#"{{"pm_id":4,"name":"{}"}}"#, "x".repeat(LINE_PROC_MAX)),
+        ];
+        texts.extend((0..2 * LINE_PROCS).map(|i| format!(r#"{{"pm_id":{i},"name":"app{i}"}}"#)));
+        let read = |t: &str| {
+            let j = Json::parse(t.as_bytes()).unwrap();
+            let n = j.node();
+            (u64_of(n.get("pm_id")), str_of(n.get("name")))
+        };
+        for round in 0..3 {
+            for t in texts.iter().chain(texts.iter().rev()) {
+                let j = Json::parse(t.as_bytes()).unwrap();
+                assert_eq!(line_app(Some(&j.node())), read(t), "round {round}: {t}");
+            }
+        }
+        assert_eq!(line_app(None), (None, None));
+        LINE_PROC_MEMO.with_borrow(|m| {
+            assert!(m.len() <= LINE_PROCS);
+            assert!(m.iter().all(|(t, ..)| t.len() <= LINE_PROC_MAX));
+        });
     }
 
     /// A capture's payloads cannot make the memo of repeated pm2_env texts grow without

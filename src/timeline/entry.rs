@@ -25,6 +25,36 @@ impl std::fmt::Display for AppRef {
     }
 }
 
+impl AppRef {
+    /// What [`Display`](std::fmt::Display) writes, appended to `out` without the formatting
+    /// machinery (the TUI describes each of a million app output lines with it).
+    pub(crate) fn write_into(&self, out: &mut String) {
+        match &self.name {
+            Some(n) => {
+                out.push_str(n);
+                out.push(':');
+            }
+            None => out.push('#'),
+        }
+        push_u64(out, self.pm_id);
+    }
+}
+
+/// `n` in decimal, appended to `out`.
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
 /// How a request ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -229,13 +259,10 @@ impl Entry {
     /// [`Entry::describe`] written at the end of `out` (an app's output line, most of a
     /// long capture's entries, without a string of its own).
     pub fn describe_into(&self, out: &mut String) {
-        use std::fmt::Write;
         match &self.kind {
             EntryKind::AppLog { stream, line, .. } => {
                 match &self.app {
-                    Some(a) => {
-                        let _ = write!(out, "{a}");
-                    }
+                    Some(a) => a.write_into(out),
                     None => out.push('?'),
                 }
                 out.push_str(if *stream == Stream::Err {
@@ -583,6 +610,22 @@ fn monitor_words(procs: &[MonitorProc]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// An app is written into a row's words as its `Display` writes it.
+    #[test]
+    fn apps_written_as_displayed() {
+        for pm_id in [0, 7, 10, 99, 12345, u64::MAX] {
+            for name in [None, Some("web"), Some(""), Some("api-é")] {
+                let a = AppRef {
+                    pm_id,
+                    name: name.map(str::to_owned),
+                };
+                let mut out = String::from("x");
+                a.write_into(&mut out);
+                assert_eq!(out, format!("x{a}"));
+            }
+        }
+    }
 
     /// An unknown bus event's words are the same from the start of its payload's text as
     /// from the whole text: short and long payloads, multi-byte and escaped characters,

@@ -22,10 +22,58 @@ use std::sync::OnceLock;
 /// One JSON payload: its text, its tree, or both (whichever was asked for first; the other
 /// is made from it on demand).
 pub struct Json {
-    text: OnceLock<Box<str>>,
+    text: Kept<Box<str>>,
     /// Where the text's containers end (see [`scan::Tape`]).
-    tape: OnceLock<Box<[(u32, u32)]>>,
+    tape: Kept<Box<[(u32, u32)]>>,
     tree: OnceLock<Value>,
+}
+
+/// A value given when it is made, or else made on first use. A given value is kept
+/// outside the `OnceLock`: `OnceLock::from` sets it through the lock's synchronisation,
+/// which was a twentieth of reading an app output line's record.
+struct Kept<T> {
+    given: Option<T>,
+    made: OnceLock<T>,
+}
+
+impl<T> Kept<T> {
+    fn given(v: T) -> Kept<T> {
+        Kept {
+            given: Some(v),
+            made: OnceLock::new(),
+        }
+    }
+
+    fn empty() -> Kept<T> {
+        Kept {
+            given: None,
+            made: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Option<&T> {
+        self.given.as_ref().or_else(|| self.made.get())
+    }
+
+    fn get_or_init(&self, make: impl FnOnce() -> T) -> &T {
+        match &self.given {
+            Some(v) => v,
+            None => self.made.get_or_init(make),
+        }
+    }
+
+    fn into_inner(self) -> Option<T> {
+        self.given.or_else(|| self.made.into_inner())
+    }
+}
+
+impl<T: Clone> Clone for Kept<T> {
+    fn clone(&self) -> Kept<T> {
+        match self.get() {
+            Some(v) => Kept::given(v.clone()),
+            None => Kept::empty(),
+        }
+    }
 }
 
 impl Json {
@@ -55,10 +103,10 @@ impl Json {
     /// tape when the validation made one (else it is made when a view first needs it).
     pub(crate) fn from_valid(text: Box<str>, tape: Option<scan::Tape>) -> Json {
         Json {
-            text: OnceLock::from(text),
+            text: Kept::given(text),
             tape: tape
                 .map(Vec::into_boxed_slice)
-                .map_or_else(OnceLock::new, OnceLock::from),
+                .map_or_else(Kept::empty, Kept::given),
             tree: OnceLock::new(),
         }
     }
@@ -103,13 +151,13 @@ impl Json {
     /// Replace the text (already validated), with its tape when known: any tree built from
     /// the old one is dropped.
     pub(crate) fn set_valid_text(&mut self, text: String, tape: Option<scan::Tape>) {
-        let old = std::mem::replace(&mut self.text, OnceLock::from(text.into_boxed_str()));
+        let old = std::mem::replace(&mut self.text, Kept::given(text.into_boxed_str()));
         if let Some(old) = old.into_inner() {
             pool::give(old.into());
         }
         self.tape = tape
             .map(Vec::into_boxed_slice)
-            .map_or_else(OnceLock::new, OnceLock::from);
+            .map_or_else(Kept::empty, Kept::given);
         self.tree = OnceLock::new();
     }
 }
@@ -131,8 +179,8 @@ impl Json {
 impl From<Value> for Json {
     fn from(v: Value) -> Json {
         Json {
-            text: OnceLock::new(),
-            tape: OnceLock::new(),
+            text: Kept::empty(),
+            tape: Kept::empty(),
             tree: OnceLock::from(v),
         }
     }
@@ -142,7 +190,7 @@ impl Clone for Json {
     fn clone(&self) -> Json {
         match self.text.get() {
             Some(text) => Json {
-                text: OnceLock::from(text.clone()),
+                text: Kept::given(text.clone()),
                 tape: self.tape.clone(),
                 tree: OnceLock::new(),
             },

@@ -647,11 +647,19 @@ pub(crate) fn unescape(s: &str) -> Cow<'_, str> {
 /// fraction or exponent in at most 19 digits (pids, times, counts: always a `u64`), which
 /// reads in place as serde_json reads it; `None` for anything else.
 pub(crate) fn plain_u64(raw: &str) -> Option<u64> {
-    if (1..=19).contains(&raw.len()) && raw.bytes().all(|c| c.is_ascii_digit()) {
-        raw.parse().ok()
-    } else {
-        None
+    if !(1..=19).contains(&raw.len()) {
+        return None;
     }
+    // Nineteen digits cannot overflow: read them in one pass (`str::parse` checks each step).
+    let mut n = 0u64;
+    for c in raw.bytes() {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    Some(n)
 }
 
 /// [`unescape`] of the text between a validated string literal's quotes.
@@ -706,6 +714,37 @@ pub(crate) fn unescape_inner(inner: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whole numbers read in place as `str::parse` reads them (when at most 19 digits, all
+    /// digits); anything else is not a plain whole number.
+    #[test]
+    fn plain_u64_reads_as_parse_does() {
+        for raw in [
+            "0",
+            "7",
+            "007",
+            "1764086502000",
+            "9999999999999999999",
+            "1234567890123456789",
+        ] {
+            assert_eq!(plain_u64(raw), Some(raw.parse::<u64>().unwrap()), "{raw}");
+        }
+        for raw in [
+            "",
+            "18446744073709551615",
+            "-1",
+            "+1",
+            "1.0",
+            "1e3",
+            "1a",
+            "/",
+            ":",
+            " 1",
+            "null",
+        ] {
+            assert_eq!(plain_u64(raw), None, "{raw}");
+        }
+    }
 
     /// The unescaping as it was first written, a character at a time: the reference the
     /// run-copying one is held to.
