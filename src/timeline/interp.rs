@@ -77,6 +77,18 @@ impl Interpreter {
         }
     }
 
+    /// [`Interpreter::app`], given the name the event itself carried (learnt just before):
+    /// kept rather than copied when it is the one known.
+    fn app_named(&self, pm_id: u64, name: Option<String>) -> AppRef {
+        match name {
+            Some(n) if self.names.get(&pm_id) == Some(&n) => AppRef {
+                pm_id,
+                name: Some(n),
+            },
+            _ => self.app(pm_id),
+        }
+    }
+
     fn learn(&mut self, pm_id: Option<u64>, name: Option<&str>) {
         let (Some(id), Some(n)) = (pm_id, name) else {
             return;
@@ -432,7 +444,7 @@ impl Interpreter {
                 mut data,
             } => {
                 self.learn(pm_id, name.as_deref());
-                let app = pm_id.map(|i| self.app(i));
+                let app = pm_id.map(|i| self.app_named(i, name));
                 let entry = |app, line| Entry {
                     t,
                     source,
@@ -441,8 +453,7 @@ impl Interpreter {
                 };
                 // One line short enough to keep whole (most output): the data is the line,
                 // without a copy.
-                let mut lines = data.lines();
-                if let (Some(line), None) = (lines.next(), lines.next()) {
+                if let Some(line) = single_line(&data) {
                     if line.len() <= MAX_LINE_CHARS {
                         data.truncate(line.len());
                         out.push(entry(app, data));
@@ -573,6 +584,18 @@ impl Interpreter {
     }
 }
 
+/// The one line `data` holds, as `str::lines` gives it, when it holds exactly one (a line
+/// ending is optional); one search for a newline instead of walking the lines.
+fn single_line(data: &str) -> Option<&str> {
+    let line = match data.find('\n') {
+        None if data.is_empty() => return None,
+        None => return Some(data),
+        Some(end) if end + 1 == data.len() => &data[..end],
+        Some(_) => return None,
+    };
+    Some(line.strip_suffix('\r').unwrap_or(line))
+}
+
 fn cap_line(line: &str) -> String {
     if line.len() <= MAX_LINE_CHARS {
         return line.to_owned();
@@ -615,6 +638,23 @@ fn result_words(args: &[Node]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::capture::CaptureReader;
+
+    /// The one-line fast path takes a chunk of output as one line exactly when `str::lines`
+    /// gives one line, and gives that line.
+    #[test]
+    fn a_single_line_is_what_lines_gives() {
+        for data in [
+            "", "a", "a\n", "a\r\n", "a\r", "\n", "\r\n", "\r", "a\r\r\n", "a\n\n", "a\nb", "\na",
+            "a\rb\n", "é\n", "\n\n",
+        ] {
+            let mut lines = data.lines();
+            let want = match (lines.next(), lines.next()) {
+                (Some(line), None) => Some(line),
+                _ => None,
+            };
+            assert_eq!(single_line(data), want, "{data:?}");
+        }
+    }
 
     /// An app's output becomes one entry per line (the one-line fast path included), each
     /// line as `str::lines` splits it and cut to its bound.

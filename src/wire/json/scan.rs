@@ -100,11 +100,23 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Validate the string whose opening quote is at `i`; the position after its closing quote.
+/// Inlined where it is used (most strings are one plain run: keys, names); what follows a
+/// first escape is validated by [`string_from`].
+#[inline(always)]
 fn string(b: &[u8], i: usize) -> Result<usize, Invalid> {
+    let end = plain_run_end(b, i + 1);
+    if b.get(end) == Some(&b'"') {
+        return Ok(end + 1);
+    }
+    string_from(b, end)
+}
+
+/// The rest of a string from `i`, the end of a plain run (an escape, the closing quote, a
+/// control character or the end of the text): the position after its closing quote.
+#[inline(never)]
+fn string_from(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
     let bad = |offset, what| Err(Invalid { offset, what });
-    let mut i = i + 1;
     loop {
-        i = plain_run_end(b, i);
         match b.get(i) {
             None => return bad(i, "unterminated string"),
             Some(b'"') => return Ok(i + 1),
@@ -122,6 +134,7 @@ fn string(b: &[u8], i: usize) -> Result<usize, Invalid> {
             },
             Some(_) => return bad(i, "control character in a string"),
         }
+        i = plain_run_end(b, i);
     }
 }
 
@@ -323,6 +336,7 @@ fn containers(
 }
 
 /// Validate `"key" :` at `i`; the position of the value after it.
+#[inline(always)]
 fn member_key(b: &[u8], i: usize) -> Result<usize, Invalid> {
     if b.get(i) != Some(&b'"') {
         return Err(Invalid {
@@ -437,6 +451,13 @@ fn skip(b: &[u8], i: usize) -> usize {
         }
         Some(_) => {
             let mut i = i;
+            // Most scalars are whole numbers: their digits first, one test each.
+            while let Some(&c) = b.get(i) {
+                if c.wrapping_sub(b'0') > 9 {
+                    break;
+                }
+                i += 1;
+            }
             while let Some(&c) = b.get(i) {
                 if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
                     break;
@@ -476,6 +497,7 @@ impl<'a> Doc<'a> {
     }
 
     /// The end of the value starting at `i`.
+    #[inline]
     fn skip(&self, i: usize) -> usize {
         let b = self.text.as_bytes();
         if matches!(b.get(i), Some(b'{' | b'[')) {
