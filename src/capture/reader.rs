@@ -860,36 +860,55 @@ impl<'a> Fields<'a> {
         }
         // Most messages have two arguments (a bus event's name and payload; a request's).
         let mut args = Vec::with_capacity(2);
-        for item in self.doc.items(text) {
-            // One member: `{"j": ...}`, `{"s": ...}` or `{"b64": ...}` (pm2-trace writes no
-            // other; serde decides anything else).
-            if !item.starts_with('{') {
-                return None;
-            }
-            let mut members = self.doc.members(item);
-            let (Some((key, value)), None) = (members.next(), members.next()) else {
-                return None;
-            };
-            let arg = match key {
-                r#""j""# => Arg::Json(Json::from_valid(
-                    value.into(),
-                    Some(self.doc.tape_of(value)),
-                )),
-                r#""s""# => Arg::Str(plain_str(value)?.into_owned()),
-                r#""b64""# => {
-                    use base64::Engine;
-                    let b64 = plain_str(value)?;
-                    Arg::Raw(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(&*b64)
-                            .ok()?,
-                    )
+        // As pm2-trace writes them (compact), the items are read from their bytes; else
+        // each is walked.
+        let mut compact = true;
+        for member in self.doc.single_members(text) {
+            match member {
+                Ok((key, value)) => args.push(self.arg(key, value)?),
+                Err(()) => {
+                    compact = false;
+                    break;
                 }
-                _ => return None,
-            };
-            args.push(arg);
+            }
+        }
+        if !compact {
+            args.clear();
+            for item in self.doc.items(text) {
+                if !item.starts_with('{') {
+                    return None;
+                }
+                let mut members = self.doc.members(item);
+                let (Some((key, value)), None) = (members.next(), members.next()) else {
+                    return None;
+                };
+                args.push(self.arg(key, value)?);
+            }
         }
         Some(WireMessage(crate::wire::amp::Message::new(args)))
+    }
+
+    /// One argument of a stored message, from its item's one member: `{"j": ...}`,
+    /// `{"s": ...}` or `{"b64": ...}` (pm2-trace writes no other; serde decides anything
+    /// else). `key` is the member's key with its quotes.
+    fn arg(&self, key: &str, value: &'a str) -> Option<Arg> {
+        Some(match key {
+            r#""j""# => Arg::Json(Json::from_valid(
+                value.into(),
+                Some(self.doc.tape_of(value)),
+            )),
+            r#""s""# => Arg::Str(plain_str(value)?.into_owned()),
+            r#""b64""# => {
+                use base64::Engine;
+                let b64 = plain_str(value)?;
+                Arg::Raw(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&*b64)
+                        .ok()?,
+                )
+            }
+            _ => return None,
+        })
     }
 
     /// A process-watcher event (the record's `kind` and its fields), each variant built as
@@ -1230,6 +1249,10 @@ mod tests {
             r#"{"t":1,"type":"bus_message","msg":[["s","x"]]}"#,
             r#"{"t":1,"type":"bus_message","msg":[{}]}"#,
             r#"{"t":1,"type":"bus_message","msg":[{"b64":"AA\u0045="},{"b64":1}]}"#,
+            // Messages not written compactly are walked.
+            r#"{"t":1,"type":"bus_message","msg":[ {"s":"x"}, {"j":{"a":1}} ]}"#,
+            r#"{"t":1,"type":"bus_message","msg":[{"s": "x"},{"j":1},{"b64":"AAE="}]}"#,
+            r#"{"t":1,"type":"bus_message","msg":[{"s":"x"},{"j" :1}]}"#,
         ];
         for json in records {
             let derived = serde_json::from_slice::<Stamped>(json.as_bytes()).ok();
@@ -1248,7 +1271,7 @@ mod tests {
             );
         }
         // So do numbers, strings and process events, escaped or not.
-        for plain in [26, 30, 31, 33, 34, 37, 39] {
+        for plain in [26, 30, 31, 33, 34, 37, 39, 46, 47, 48] {
             assert!(
                 fast_decode(records[plain].as_bytes(), &mut scan::Tape::new()).is_some(),
                 "{}",

@@ -519,6 +519,21 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// The member of each item of array `v` (a slice of the text starting with `[`) whose
+    /// items are all objects of one member, read from the bytes of compact text (no
+    /// whitespace: `[{"s":"log:out"},{"j":{...}}]`, as pm2-trace stores a message) without
+    /// walking each item twice. An `Err` item says the text is not so written (a longer
+    /// object, whitespace): walk it with [`Doc::items`] and [`Doc::members`] instead.
+    pub(crate) fn single_members(&self, v: &'a str) -> SingleMembers<'a> {
+        let at = self.offset(v);
+        SingleMembers {
+            doc: *self,
+            i: at + 1,
+            end: at + v.len(),
+            done: false,
+        }
+    }
+
     /// The items of array `v` (a slice of the text starting with `[`).
     pub(crate) fn items(&self, v: &'a str) -> Items<'a> {
         let at = self.offset(v);
@@ -629,6 +644,57 @@ impl<'a> Iterator for Members<'a> {
     }
 }
 
+/// Iterator of [`Doc::single_members`].
+pub(crate) struct SingleMembers<'a> {
+    doc: Doc<'a>,
+    /// Where the next item (or the closing `]`) starts.
+    i: usize,
+    end: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for SingleMembers<'a> {
+    /// (key with its quotes, value), as [`Members`] gives them; `Err` when the text is not
+    /// compact one-member objects.
+    type Item = Result<(&'a str, &'a str), ()>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let b = self.doc.text.as_bytes();
+        let i = self.i;
+        if i + 1 == self.end && b.get(i) == Some(&b']') {
+            self.done = true;
+            return None;
+        }
+        let found = (|| {
+            if b.get(i) != Some(&b'{') || b.get(i + 1) != Some(&b'"') {
+                return None;
+            }
+            let key_end = skip_string(b, i + 1);
+            if b.get(key_end) != Some(&b':') || !b.get(key_end + 1).is_some_and(|&c| c > b' ') {
+                return None;
+            }
+            let v_end = self.doc.skip(key_end + 1);
+            if v_end >= self.end || b[v_end] != b'}' {
+                return None;
+            }
+            self.i = match b.get(v_end + 1) {
+                Some(b',') => v_end + 2,
+                Some(b']') => v_end + 1,
+                _ => return None,
+            };
+            let key = self.doc.text.get(i + 1..key_end)?;
+            let value = self.doc.text.get(key_end + 1..v_end)?;
+            Some((key, value))
+        })();
+        if found.is_none() {
+            self.done = true;
+        }
+        Some(found.ok_or(()))
+    }
+}
+
 /// Iterator of [`Doc::items`].
 pub(crate) struct Items<'a> {
     doc: Doc<'a>,
@@ -686,7 +752,17 @@ pub(crate) fn plain_u64(raw: &str) -> Option<u64> {
 
 /// [`unescape`] of the text between a validated string literal's quotes.
 pub(crate) fn unescape_inner(inner: &str) -> Cow<'_, str> {
-    if !inner.contains('\\') {
+    let b = inner.as_bytes();
+    // The next backslash at or after `i`, sixteen bytes at a time.
+    let backslash = |mut i: usize| loop {
+        i = plain_run_end(b, i);
+        if b.get(i).is_none_or(|&c| c == b'\\') {
+            return i;
+        }
+        i += 1;
+    };
+    let mut at = backslash(0);
+    if at == b.len() {
         return Cow::Borrowed(inner);
     }
     let mut out = String::with_capacity(inner.len());
@@ -695,10 +771,10 @@ pub(crate) fn unescape_inner(inner: &str) -> Cow<'_, str> {
             .get(at..at + 4)
             .and_then(|h| u32::from_str_radix(h, 16).ok())
     };
-    // Runs without a backslash are copied whole; `i` is where the next one starts.
+    // Runs without a backslash are copied whole; `i` is where the next one starts, `at`
+    // the backslash that ends it.
     let mut i = 0;
-    while let Some(off) = inner[i..].find('\\') {
-        let at = i + off;
+    while at < b.len() {
         out.push_str(&inner[i..at]);
         let escaped = inner[at + 1..].chars().next();
         i = at + 2;
@@ -728,6 +804,7 @@ pub(crate) fn unescape_inner(inner: &str) -> Cow<'_, str> {
             }
             None => return Cow::Owned(out),
         }
+        at = backslash(i);
     }
     out.push_str(&inner[i..]);
     Cow::Owned(out)
@@ -1099,6 +1176,74 @@ mod tests {
             for &(s, e) in &new_tape {
                 proptest::prop_assert_eq!(skip(new.as_bytes(), s as usize), e as usize);
             }
+        }
+    }
+
+    /// What the walk finds in each item of an array, when every item is an object of one
+    /// member; None otherwise.
+    fn single_members_walked<'a>(d: Doc<'a>, v: &'a str) -> Option<Vec<(&'a str, &'a str)>> {
+        d.items(v)
+            .map(|item| {
+                if !item.starts_with('{') {
+                    return None;
+                }
+                let mut m = d.members(item);
+                match (m.next(), m.next()) {
+                    (Some(kv), None) => Some(kv),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Reading the items' single members from compact bytes gives what the walk gives,
+        /// or says the text is not so written: never something else. Compact messages as
+        /// pm2-trace stores them are read from their bytes.
+        #[test]
+        fn single_members_read_as_walked(items in proptest::collection::vec(("[a-z\"]{0,4}", json_value(), 1usize..3), 0..5), spaced in proptest::prelude::any::<bool>()) {
+            let text = serde_json::to_string(&items.iter().map(|(k, v, n)| {
+                let mut m = serde_json::Map::new();
+                for i in 0..*n {
+                    m.insert(format!("{k}{}", "x".repeat(i)), v.clone());
+                }
+                serde_json::Value::Object(m)
+            }).collect::<Vec<_>>()).unwrap();
+            let text = if spaced { text.replace(',', " , ").replace(':', ": ") } else { text };
+            let (text, tape) = validate(text.as_bytes()).unwrap();
+            for d in [Doc::new(text, &tape), Doc::new(text, &[])] {
+                let read: Result<Vec<_>, ()> = d.single_members(text).collect();
+                let walked = single_members_walked(d, text);
+                match read {
+                    Ok(read) => proptest::prop_assert_eq!(Some(read), walked),
+                    Err(()) => proptest::prop_assert!(spaced || walked.is_none(), "{}", text),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compact_messages_are_read_from_their_bytes() {
+        for t in [
+            r#"[{"s":"log:out"},{"j":{"process":{"pm_id":0,"name":"web"},"data":"x\n","at":1}}]"#,
+            r#"[{"j":[1,{"a":"}"}]},{"s":"a\"]}"},{"b64":"AAE="}]"#,
+            "[]",
+        ] {
+            let (text, tape) = validate(t.as_bytes()).unwrap();
+            let d = Doc::new(text, &tape);
+            let read: Result<Vec<_>, ()> = d.single_members(text).collect();
+            assert_eq!(read.ok(), single_members_walked(d, text), "{t}");
+        }
+        for not_compact in [
+            r#"[ {"s":"x"}]"#,
+            r#"[{"s": "x"}]"#,
+            r#"[{"s":"x","j":1}]"#,
+            "[1]",
+            "[ ]",
+        ] {
+            let (text, tape) = validate(not_compact.as_bytes()).unwrap();
+            let read: Result<Vec<_>, ()> = Doc::new(text, &tape).single_members(text).collect();
+            assert!(read.is_err(), "{not_compact}");
         }
     }
 
