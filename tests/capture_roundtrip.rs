@@ -251,3 +251,70 @@ fn open_errors_name_path_and_offset() {
     let msg = CaptureReader::open(&missing).unwrap_err().to_string();
     assert!(msg.contains(&missing.display().to_string()), "{msg}");
 }
+
+/// Pages of `path` in the page cache, in `range` (bytes), counted with mincore on a mapping.
+fn resident_pages(path: &std::path::Path, range: std::ops::Range<u64>) -> usize {
+    use std::os::unix::io::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let page = 4096u64;
+    let len = (range.end - range.start) as usize;
+    // SAFETY: a read-only shared mapping of a file we opened, unmapped before returning;
+    // mincore writes one byte per page into a vector of that many bytes.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            range.start as libc::off_t,
+        );
+        assert_ne!(map, libc::MAP_FAILED, "mmap of {}", path.display());
+        let mut vec = vec![0u8; len.div_ceil(page as usize)];
+        let rc = libc::mincore(map, len, vec.as_mut_ptr());
+        libc::munmap(map, len);
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|b| **b & 1 == 1).count()
+    }
+}
+
+/// A capture does not keep the host's page cache: a step of the file already on disk is
+/// dropped from the cache when the writer is a step further, and the whole file at finish.
+/// The file is in the build's directory (a disk file system: tmpfs keeps its pages).
+#[test]
+fn written_steps_leave_the_page_cache() {
+    const MB: u64 = 1 << 20;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("behind.pcapng");
+    let mut w = CaptureWriter::create(&path, &sample_info(), false).unwrap();
+    let note = big_note(1 << 20);
+    // 20 MB: writeback of the first 16 MB step is started; nothing is dropped yet.
+    while w.committed() < 20 * MB {
+        w.write(&note, "").unwrap();
+    }
+    // The first step is now on disk (clean pages), and still cached.
+    std::fs::File::open(&path).unwrap().sync_all().unwrap();
+    let first = resident_pages(&path, 0..16 * MB);
+    assert!(
+        first > 3000,
+        "the freshly written step is cached: {first} of 4096 pages"
+    );
+    // Past 32 MB: the step before the one just written (the first) is dropped.
+    while w.committed() < 34 * MB {
+        w.write(&note, "").unwrap();
+    }
+    let first = resident_pages(&path, 0..16 * MB);
+    assert!(
+        first < 256,
+        "the first 16 MB, on disk, should have left the page cache: {first} of 4096 pages are cached (needs posix_fadvise DONTNEED on a disk file system under {})",
+        env!("CARGO_TARGET_TMPDIR")
+    );
+    let s = w.finish().unwrap();
+    let all = resident_pages(&path, 0..s.bytes / 4096 * 4096);
+    assert!(
+        all < 256,
+        "after finish {all} pages of the capture stay cached"
+    );
+    let (_, back) = read_all(&path);
+    assert!(back.len() > 20, "{} events read back", back.len());
+}

@@ -10,6 +10,17 @@
 //! (`fallocate(FALLOC_FL_KEEP_SIZE)`, best effort), so that on `ENOSPC` the stop marker still
 //! fits. Under a file size limit (`EFBIG`, see [`super::ignore_sigxfsz`]) it retreats record by
 //! record until the marker fits below the limit.
+//!
+//! Page cache: a capture is written once and read later, if at all, so it does not keep
+//! the host's memory. Every [`WRITE_BEHIND`] bytes, writeback of the step just written is
+//! started (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, no waiting) and the step before it,
+//! written back by then, is dropped from the page cache (`posix_fadvise(DONTNEED)`; pages
+//! still dirty are kept by the kernel); at [`finish`](CaptureWriter::finish), after the
+//! fsync, the whole file is. Without this a recording at hundreds of MB/s fills the page
+//! cache with the capture, evicting the observed apps' files, and every new page it
+//! writes costs a reclaim: the kernel's copy of the recorder's writes took 0.5 to 2.4 s of
+//! CPU per GB on a machine whose memory was full of cache, against about 0.3 s with the
+//! pages handed back as they were written.
 
 use super::{
     tag, CaptureError, FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, MAX_COMMENT_LEN, MAX_PACKET_LEN,
@@ -33,6 +44,9 @@ use std::time::Duration;
 
 /// Buffered whole blocks are written once they reach this many bytes (or on `flush`).
 const FLUSH_AT: usize = 256 * 1024;
+/// Writeback is started, and the step before dropped from the page cache, every this many
+/// bytes written.
+const WRITE_BEHIND: u64 = 16 << 20;
 /// Space kept reserved past the data about to be written, for the stop marker.
 const MARKER_RESERVE: u64 = 64 * 1024;
 /// How much is reserved ahead at a time.
@@ -71,6 +85,8 @@ pub struct CaptureWriter {
     records: u64,
     /// Space reserved (fallocate, keep size) up to this offset.
     reserved_end: u64,
+    /// Writeback was started up to this offset ([`WRITE_BEHIND`] steps).
+    behind: u64,
     too_large: u64,
     stopped: Option<String>,
     /// A write failure from `flush`, not yet returned to the caller.
@@ -444,6 +460,7 @@ impl CaptureWriter {
             committed: 0,
             records: 0,
             reserved_end: 0,
+            behind: 0,
             too_large: 0,
             stopped: None,
             unreported: None,
@@ -591,6 +608,8 @@ impl CaptureWriter {
             op: "cannot fsync the capture",
             error,
         })?;
+        // All on disk: the capture's pages go back to the host.
+        let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
         Ok(CaptureSummary {
             records: self.records,
             bytes: self.committed,
@@ -794,6 +813,33 @@ impl CaptureWriter {
         }
     }
 
+    /// Start writeback of each whole [`WRITE_BEHIND`] step written since the last call, and
+    /// drop the step before each from the page cache (see the module documentation). Best
+    /// effort: a file system without these calls keeps its pages as before.
+    fn write_behind(&mut self) {
+        for (start, drop) in behind_steps(self.behind, self.committed) {
+            // SAFETY: sync_file_range on a descriptor we own, with a valid range; it only
+            // queues writeback (no WAIT flag) and its failure changes nothing written.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    start as libc::off64_t,
+                    WRITE_BEHIND as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            if let Some(at) = drop {
+                let _ = rustix::fs::fadvise(
+                    &self.file,
+                    at,
+                    std::num::NonZeroU64::new(WRITE_BEHIND),
+                    rustix::fs::Advice::DontNeed,
+                );
+            }
+            self.behind = start + WRITE_BEHIND;
+        }
+    }
+
     /// Write `buf` (its slices one after the other) at the end of the last whole record, in
     /// positioned vectored writes; `ends` are the records' end offsets in it.
     fn write_buffer(&mut self, buf: &[&[u8]], ends: &[(usize, bool)]) -> Result<(), CaptureError> {
@@ -811,6 +857,7 @@ impl CaptureWriter {
                     written += n;
                     if written == total {
                         self.committed += total as u64;
+                        self.write_behind();
                         self.records += ends.iter().filter(|e| e.1).count() as u64;
                         return Ok(());
                     }
@@ -931,6 +978,16 @@ impl CaptureWriter {
     }
 }
 
+/// The [`WRITE_BEHIND`] steps to hand to the disk when writeback was started up to `behind`
+/// and the file now holds `committed` bytes: each step's start, and the start of the step
+/// before it (to drop from the page cache) when there is one.
+fn behind_steps(behind: u64, committed: u64) -> impl Iterator<Item = (u64, Option<u64>)> {
+    (behind / WRITE_BEHIND..committed / WRITE_BEHIND).map(|k| {
+        let start = k * WRITE_BEHIND;
+        (start, start.checked_sub(WRITE_BEHIND))
+    })
+}
+
 impl Drop for CaptureWriter {
     /// Best effort: write what is buffered when the writer is dropped without `finish`.
     fn drop(&mut self) {
@@ -945,6 +1002,22 @@ impl Drop for CaptureWriter {
 mod tests {
     use super::*;
     use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+
+    #[test]
+    fn write_behind_hands_over_each_whole_step_and_drops_the_one_before() {
+        const S: u64 = WRITE_BEHIND;
+        let steps = |b, c| behind_steps(b, c).collect::<Vec<_>>();
+        assert_eq!(steps(0, S - 1), []);
+        assert_eq!(steps(0, S), [(0, None)]);
+        assert_eq!(steps(S, 2 * S + 5), [(S, Some(0))]);
+        // A large write crosses several steps at once.
+        assert_eq!(
+            steps(S, 4 * S),
+            [(S, Some(0)), (2 * S, Some(S)), (3 * S, Some(2 * S))]
+        );
+        // Cut back after a write failure: nothing to do.
+        assert_eq!(steps(3 * S, S), []);
+    }
 
     #[test]
     fn tlv_padding_counts_in_length() {

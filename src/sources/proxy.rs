@@ -7,7 +7,7 @@
 
 use crate::event::{mono_now, Direction, MonoNs, PeerCred};
 use crate::safe_dir::SocketRef;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -69,7 +69,7 @@ impl Chunk {
 
     /// Bytes of memory it holds (the whole buffer, not only the bytes read).
     pub(crate) fn held(&self) -> usize {
-        self.buf.len()
+        self.buf.capacity()
     }
 }
 
@@ -307,15 +307,16 @@ impl TapSender {
     }
 
     /// Queue the first `n` bytes of `buf` (bytes already forwarded) for the recorder. A read
-    /// that filled at least a quarter of the buffer hands the buffer itself over, and `buf` is
-    /// replaced by one of the same length from the buffers the recorder gave back (or a new
-    /// one), so the bytes are never copied; a shorter read is copied into a buffer of its own
-    /// size, so that small reads never pin whole buffers. The tap's byte bound counts what is
-    /// held ([`Chunk::held`]), so it bounds memory, not only payload. False when the tap is
-    /// full: `buf` is then left as it was.
+    /// that filled at least a quarter of the buffer's capacity hands the buffer itself over,
+    /// and `buf` is replaced by one of the same capacity from the buffers the recorder gave
+    /// back (or a new one, not zeroed: the threads read into spare capacity), so the bytes are
+    /// never copied; a shorter read is copied into a buffer of its own size, so that small
+    /// reads never pin whole buffers. The tap's byte bound counts what is held
+    /// ([`Chunk::held`]), so it bounds memory, not only payload. False when the tap is full:
+    /// `buf` is then left as it was.
     fn data(&self, t: MonoNs, conn: u64, dir: Direction, buf: &mut Vec<u8>, n: usize) -> bool {
         let q = &self.queue;
-        let size = buf.len();
+        let size = buf.capacity();
         let hand_over = n >= size / 4;
         let held = if hand_over { size } else { n };
         if q.in_flight.fetch_add(held, Ordering::Relaxed) + held > q.max_in_flight {
@@ -329,8 +330,8 @@ impl TapSender {
                 .lock()
                 .ok()
                 .and_then(|mut p| p.take())
-                .filter(|kept| kept.len() == size)
-                .unwrap_or_else(|| vec![0u8; size]);
+                .filter(|kept| kept.capacity() == size)
+                .unwrap_or_else(|| Vec::with_capacity(size));
             Chunk {
                 buf: std::mem::replace(buf, next),
                 len: n,
@@ -397,7 +398,7 @@ impl TapReceiver {
         // Only buffers a forwarding thread reads into (a short read's own copy is not one).
         let freed = match self.queue.pool.lock() {
             Ok(mut p) => {
-                if buf.len() == CHUNK && p.kept.len() < POOL_BUFFERS {
+                if buf.capacity() == CHUNK && p.kept.len() < POOL_BUFFERS {
                     p.kept.put(buf);
                 }
                 p.trim()
@@ -612,23 +613,20 @@ fn spawn_pair(
 }
 
 /// Copy `from` to `to` until EOF or error; returns the bytes forwarded.
-fn pump(
-    mut from: UnixStream,
-    mut to: UnixStream,
-    conn: u64,
-    dir: Direction,
-    tap: &TapSender,
-) -> u64 {
+fn pump(from: UnixStream, mut to: UnixStream, conn: u64, dir: Direction, tap: &TapSender) -> u64 {
     // Woken by the peer's bytes, take the CPU at once (see `sched::short_slice`).
     crate::sched::short_slice();
-    let mut buf = vec![0u8; CHUNK];
+    // Read into the spare capacity of an empty buffer: a new buffer (the last one went to
+    // the recorder) is never zeroed first, and holds only the bytes of its own read.
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
     let mut total = 0u64;
     let mut tapping = true;
     loop {
-        let n = match from.read(&mut buf) {
+        buf.clear();
+        let n = match rustix::io::read(&from, rustix::buffer::spare_capacity(&mut buf)) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(rustix::io::Errno::INTR) => continue,
             Err(_) => break,
         };
         // The instant the bytes were seen; then forward them, and only then record.
@@ -708,35 +706,51 @@ mod tests {
         }
     }
 
+    /// A read of `n` bytes `b` as [`pump`] makes it: into the spare capacity of the
+    /// emptied buffer.
+    fn read_into(buf: &mut Vec<u8>, b: u8, n: usize) {
+        let at = buf.as_ptr();
+        buf.clear();
+        buf.extend(std::iter::repeat_n(b, n));
+        assert_eq!(buf.as_ptr(), at, "a read never grows the buffer");
+    }
+
     /// The buffer a forwarding thread read into is queued itself, and a buffer the recorder
     /// gave back is read into again: a copy shows only the bytes of its own read, never the
     /// rest of an earlier, longer one.
     #[test]
     fn a_reused_buffer_shows_only_its_own_bytes() {
         let (tx, rx) = tap_channel(16, 1 << 20);
-        let mut buf = vec![b'a'; CHUNK];
+        let mut buf = Vec::with_capacity(CHUNK);
+        read_into(&mut buf, b'a', CHUNK);
+        let first_at = buf.as_ptr();
         assert!(tx.data(1, 1, Direction::ToClient, &mut buf, CHUNK));
         let first = take(&rx);
         assert!(first.iter().all(|&b| b == b'a') && first.len() == CHUNK);
         assert_eq!(
-            buf.len(),
-            CHUNK,
-            "the thread reads into a new buffer of the same size"
+            (buf.len(), buf.capacity()),
+            (0, CHUNK),
+            "the thread reads into a new, empty buffer of the same capacity"
         );
         rx.recycle(first.into_buffer());
         // A read of half a buffer into the new one; queuing it hands the thread the kept one.
         let half = CHUNK / 2;
-        buf[..half].fill(b'b');
+        read_into(&mut buf, b'b', half);
         assert!(tx.data(2, 1, Direction::ToClient, &mut buf, half));
         let second = take(&rx);
         assert!(second.len() == half && second.iter().all(|&b| b == b'b'));
+        assert_eq!(
+            buf.as_ptr(),
+            first_at,
+            "the buffer given back is read into again"
+        );
         assert!(
             buf.iter().all(|&b| b == b'a'),
-            "the buffer given back is read into again"
+            "it still holds the first read"
         );
         // A third of a buffer into that buffer, which still holds the first read's bytes.
         let third = CHUNK / 3;
-        buf[..third].fill(b'c');
+        read_into(&mut buf, b'c', third);
         assert!(tx.data(3, 1, Direction::ToClient, &mut buf, third));
         let c = take(&rx);
         assert!(c.len() == third && c.iter().all(|&b| b == b'c'));

@@ -103,7 +103,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Online for longer than min_uptime (1 s).
+/// Online, and spawned (`pm_uptime`) more than 1.3 s ago.
 fn up(v: &Value) -> bool {
     status(v) == "online"
         && now_ms() - v["pm2_env"]["pm_uptime"].as_i64().unwrap_or(i64::MAX) > 1300
@@ -234,6 +234,13 @@ pub fn run_with(
     let out = p.cmd(&["start", eco.to_str().expect("utf-8 path")]);
     pm2::assert_ok(&out, &["start", "ecosystem.json"]);
     wait_all(&p, "online", n, Duration::from_secs(20), up);
+    if waits {
+        // `pm_uptime` is the spawn, and under wait_ready pm2 declares the app online only
+        // when `ready` comes or listen_timeout runs out: `up` can hold at the very moment
+        // it goes online. Let the recorder start well after that `online`, as the scenario
+        // says (a recorder starting with it is a unit test of the timeline).
+        std::thread::sleep(Duration::from_millis(1500));
+    }
     let mut notes = Vec::new();
     let rec = capture.map(|c| Recorder::start(p.home(), c, &["--quiet"]));
     // Let the recorder's first snapshot and bus subscription settle.
