@@ -1,7 +1,8 @@
-//! Bulk forwarding and recording in full: a getMonitorData reply for 500 apps (made from a
-//! real pm2 7.0.4 entry), fetched again and again through the recorder, and how much of that
-//! traffic the recorder takes in full (every copy decoded, redacted and written, none
-//! dropped).
+//! Bulk forwarding and recording in full: getMonitorData replies for 500 apps (made from a
+//! real pm2 7.0.4 entry; 16 polls in turn, each app's `monit` changing from one to the next
+//! as a poller sees it, its `pm2_env` not), fetched again and again through the recorder,
+//! and how much of that traffic the recorder takes in full (every copy decoded, redacted and
+//! written, none dropped).
 //!
 //! 1. Forwarding: the fetch rate direct from the server and through the proxy of a whole
 //!    recording (`record --quiet --proc off --listen`, in this process: `record::record`),
@@ -45,19 +46,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const APPS: usize = 500;
+/// Distinct replies the server answers in turn.
+const POLLS: usize = 16;
 const UNPACED_SECONDS: f64 = 3.0;
 
-/// A server answering every request on a connection with `reply` (ids are not matched:
-/// the client only counts bytes).
-fn serve(listener: UnixListener, reply: Arc<Vec<u8>>) {
+/// A server answering the requests on a connection with `replies` in turn (ids are not
+/// matched: the client only counts bytes; the replies are all of one length).
+fn serve(listener: UnixListener, replies: Arc<Vec<Vec<u8>>>) {
     std::thread::spawn(move || {
         for s in listener.incoming() {
             let Ok(mut s) = s else { return };
-            let reply = reply.clone();
+            let replies = replies.clone();
             let server = std::thread::Builder::new().name("server".into());
             let _ = server.spawn(move || {
                 let mut dec = Decoder::default();
                 let mut buf = vec![0u8; 65536];
+                let mut turn = 0;
                 loop {
                     let n = match s.read(&mut buf) {
                         Ok(0) | Err(_) => return,
@@ -65,7 +69,8 @@ fn serve(listener: UnixListener, reply: Arc<Vec<u8>>) {
                     };
                     dec.push(&buf[..n]);
                     while let Some(Ok(_)) = dec.next() {
-                        if s.write_all(&reply).is_err() {
+                        turn = (turn + 1) % replies.len();
+                        if s.write_all(&replies[turn]).is_err() {
                             return;
                         }
                     }
@@ -353,17 +358,29 @@ fn main() {
         .cloned()
         .expect("one app");
     drop(daemon);
-    let apps: Vec<serde_json::Value> = (0..APPS)
-        .map(|i| {
-            let mut e = entry.clone();
-            e["pm_id"] = i.into();
-            e["name"] = format!("app{i}").into();
-            e["pm2_env"]["pm_id"] = i.into();
-            e["pm2_env"]["name"] = format!("app{i}").into();
-            e
-        })
-        .collect();
-    let reply = Arc::new(rpc::encode_reply(vec![serde_json::Value::Array(apps)], "b:1").encode());
+    // A poller's replies: each app's `monit` (cpu, memory) changes from one to the next,
+    // its `pm2_env` does not. The numbers keep their digit count: all replies are one length.
+    let poll = |k: usize| {
+        let apps: Vec<serde_json::Value> = (0..APPS)
+            .map(|i| {
+                let mut e = entry.clone();
+                e["pm_id"] = i.into();
+                e["name"] = format!("app{i}").into();
+                e["pm2_env"]["pm_id"] = i.into();
+                e["pm2_env"]["name"] = format!("app{i}").into();
+                e["monit"] = serde_json::json!({
+                    "memory": 50_000_000 + ((i * 7 + k * 13) % 1000) * 1000,
+                    "cpu": 10 + (i + k) % 80,
+                });
+                e
+            })
+            .collect();
+        rpc::encode_reply(vec![serde_json::Value::Array(apps)], "b:1").encode()
+    };
+    let replies: Vec<Vec<u8>> = (0..POLLS).map(poll).collect();
+    assert!(replies.iter().all(|r| r.len() == replies[0].len()));
+    let reply_len = replies[0].len();
+    let replies = Arc::new(replies);
 
     let dir = tempfile::Builder::new()
         .prefix("p2t-bulk-")
@@ -372,12 +389,12 @@ fn main() {
     let home: PathBuf = dir.path().to_owned();
     serve(
         UnixListener::bind(home.join("rpc.sock")).unwrap(),
-        reply.clone(),
+        replies.clone(),
     );
     silent_bus(UnixListener::bind(home.join("pub.sock")).unwrap());
 
-    let direct = fetch(&home.join("rpc.sock"), reply.len(), UNPACED_SECONDS, None);
-    let unpaced = session(&home, reply.len(), UNPACED_SECONDS, None);
+    let direct = fetch(&home.join("rpc.sock"), reply_len, UNPACED_SECONDS, None);
+    let unpaced = session(&home, reply_len, UNPACED_SECONDS, None);
     let rate = |f: &Fetched| f.bytes as f64 / f.seconds / 1e9;
     eprintln!(
         "unpaced: forwarded {:.2} GB/s, {} replies, {} recorded, {} copies dropped, caught up {:.2} s after; CPU: {}",
@@ -398,7 +415,7 @@ fn main() {
     for r in rates {
         // Long enough that a recorder slower than the rate would overrun the tap's budget.
         let seconds = (0.6 / r).clamp(2.0, 6.0);
-        let s = session(&home, reply.len(), seconds, Some(r * 1e9));
+        let s = session(&home, reply_len, seconds, Some(r * 1e9));
         eprintln!(
             "paced {r:.2} GB/s for {seconds:.1} s: forwarded {:.2} GB/s, {} replies, {} recorded, {} copies dropped, {} events dropped, caught up {:.2} s after, capture {:.0} MB; CPU: {}",
             rate(&s.fetched),
@@ -420,7 +437,7 @@ fn main() {
     println!("|---|---|---|---|");
     println!(
         "| bulk forwarding through a recording, getMonitorData of {APPS} apps ({:.1} MB each) | >= 1 GB/s | {:.2} GB/s | direct {:.2} GB/s (ratio {:.2}); {} of {} replies recorded, {} copies dropped |",
-        reply.len() as f64 / 1e6,
+        reply_len as f64 / 1e6,
         rate(&unpaced.fetched),
         rate(&direct),
         rate(&unpaced.fetched) / rate(&direct),

@@ -387,13 +387,24 @@ impl Redactor {
                 let memo = || self.memo.lock().unwrap_or_else(|e| e.into_inner());
                 let hit = memo().get(v, depth);
                 match hit {
-                    Some(None) => {}
-                    Some(Some((text, tape))) => out.replace_json(v, text, tape),
+                    Some(None) => out.remembered += 1,
+                    Some(Some((text, tape))) => {
+                        out.remembered += 1;
+                        out.replace_json(v, text, tape);
+                    }
                     None => {
                         let first = out.edits.len();
+                        let inner = out.remembered;
                         self.object(out, v, inside_env, depth);
-                        let redacted = out.redacted(v, first);
-                        memo().put(v, depth, redacted);
+                        // Only the innermost large objects are remembered (an app's
+                        // `pm2_env`): an object holding a remembered one (a getMonitorData
+                        // entry, whose `monit` changes every poll) would come back different
+                        // each time, and its copies would push the `pm2_env`s out.
+                        if out.remembered == inner {
+                            let redacted = out.redacted(v, first);
+                            memo().put(v, depth, redacted);
+                            out.remembered += 1;
+                        }
                     }
                 }
             }
@@ -515,6 +526,8 @@ struct Rewrite<'a> {
     text: &'a str,
     /// Byte range replaced, and the JSON text that replaces it.
     edits: Vec<scan::Edit>,
+    /// Objects found in the memo or put into it so far.
+    remembered: usize,
 }
 
 impl<'a> Rewrite<'a> {
@@ -523,6 +536,7 @@ impl<'a> Rewrite<'a> {
             doc,
             text: doc.text(),
             edits: Vec::new(),
+            remembered: 0,
         }
     }
 
@@ -937,5 +951,44 @@ mod memo {
         for j in [&got, &again] {
             assert_eq!(walk(&j.node()), *j.value(), "{j}");
         }
+    }
+
+    /// A poller's replies: each entry's `monit` changes every time, its `pm2_env` does not.
+    /// The `pm2_env`s are remembered, the entries holding them are not (they would never be
+    /// found again, and their copies would fill the memo).
+    #[test]
+    fn only_the_innermost_large_objects_are_remembered() {
+        let env: serde_json::Map<String, Value> = (0..40)
+            .map(|i| (format!("VAR_{i}"), json!(format!("secret-{i}"))))
+            .collect();
+        let reply = |poll: u64| {
+            let procs: Vec<Value> = (0..3)
+                .map(|id| {
+                    json!({"pid": 7 + id, "name": format!("web-{id}"),
+                        "monit": {"cpu": poll, "memory": 1000 + poll},
+                        "pm2_env": {"pm_id": id, "name": format!("web-{id}"),
+                            "pm_exec_path": "/app.js", "status": "online", "env": env}})
+                })
+                .collect();
+            json!([procs]).to_string()
+        };
+        let red = Redactor::with_key(RedactMode::Values, [9; 32]);
+        let fresh = Redactor::with_key(RedactMode::Values, [9; 32]);
+        for poll in 0..4 {
+            let got = redact_text(&red, &reply(poll));
+            assert!(!got.to_string().contains("secret-3"));
+            assert_eq!(got.value(), redact_text(&fresh, &reply(poll)).value());
+        }
+        let memo = red.memo.lock().unwrap();
+        let kept: Vec<&str> = memo
+            .objects
+            .values()
+            .flatten()
+            .map(|(text, _, _)| &**text)
+            .collect();
+        assert_eq!(kept.len(), 3, "one per pm2_env");
+        assert!(kept
+            .iter()
+            .all(|t| t.contains("pm_exec_path") && !t.contains("monit")));
     }
 }
