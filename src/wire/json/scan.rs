@@ -555,49 +555,63 @@ impl<'a> Doc<'a> {
             .sum();
         let mut out = super::pool::take((self.text.len() as isize + grow).max(0) as usize);
         let mut at = 0;
-        let mut placed = Tape::new();
+        // Where each edit's text landed.
+        let mut bases = Vec::with_capacity(edits.len());
         for e in edits {
             out.push_str(&self.text[at..e.range.start]);
-            let base = out.len() as u32;
-            placed.extend(e.tape.iter().map(|&(s, t)| (s + base, t + base)));
+            bases.push(out.len() as u32);
             out.push_str(&e.with);
             at = e.range.end;
         }
         out.push_str(&self.text[at..]);
-        // Shift of a position: what the edits ending at or before it added.
+        if u32::try_from(out.len()).is_err() {
+            return (out, Tape::new());
+        }
+        // One pass over this tape and the edits, both in the order they start: a container
+        // inside a replaced range is dropped; one before an edit keeps its start and one after
+        // it moves by what the edits before it added; an end moves by what the edits ending
+        // at or before it added; each edit's own tape is placed where its text landed, before
+        // the first container starting after it (the result is in start order).
         let mut ends = Vec::with_capacity(edits.len());
         let mut sum = 0isize;
         for e in edits {
             sum += e.with.len() as isize - e.range.len() as isize;
             ends.push((e.range.end, sum));
         }
-        let shift = |p: usize| {
-            let k = ends.partition_point(|&(end, _)| end <= p);
-            if k == 0 {
-                p
-            } else {
-                (p as isize + ends[k - 1].1) as usize
+        let shift_end = |p: usize, k: usize, before: isize| {
+            // Edits `..k` end at or before any position past them; the rest only if found.
+            if edits.get(k).is_none_or(|e| p < e.range.end) {
+                return (p as isize + before) as u32;
             }
+            let n = ends.partition_point(|&(end, _)| end <= p);
+            (p as isize + ends[n - 1].1) as u32
         };
-        let inside = |p: usize| {
-            let k = edits.partition_point(|e| e.range.end <= p);
-            edits.get(k).is_some_and(|e| e.range.start <= p)
+        let placed: usize = edits.iter().map(|e| e.tape.len()).sum();
+        let mut tape = Tape::with_capacity(self.tape.len() + placed);
+        let mut k = 0;
+        let mut before = 0isize;
+        let place = |tape: &mut Tape, k: usize| {
+            let base = bases[k];
+            tape.extend(edits[k].tape.iter().map(|&(s, t)| (s + base, t + base)));
         };
-        let tape = if u32::try_from(out.len()).is_ok() {
-            let mut tape: Tape = self
-                .tape
-                .iter()
-                .filter(|&&(s, _)| !inside(s as usize))
-                .map(|&(s, e)| (shift(s as usize) as u32, shift(e as usize) as u32))
-                .collect();
-            if !placed.is_empty() {
-                tape.extend(placed);
-                tape.sort_unstable_by_key(|e| e.0);
+        for &(s, e) in self.tape {
+            let s = s as usize;
+            while k < edits.len() && edits[k].range.end <= s {
+                place(&mut tape, k);
+                before = ends[k].1;
+                k += 1;
             }
-            tape
-        } else {
-            Tape::new()
-        };
+            if edits.get(k).is_some_and(|x| x.range.start <= s) {
+                continue;
+            }
+            tape.push((
+                (s as isize + before) as u32,
+                shift_end(e as usize, k, before),
+            ));
+        }
+        for k in k..edits.len() {
+            place(&mut tape, k);
+        }
         (out, tape)
     }
 
@@ -1173,6 +1187,98 @@ mod tests {
             let (new, new_tape) = doc.splice(&edits);
             proptest::prop_assert!(validate(new.as_bytes()).is_ok());
             proptest::prop_assert_eq!(walk_to_tree(Doc::new(&new, &new_tape), &new), walk_to_tree(Doc::new(&new, &[]), &new));
+            for &(s, e) in &new_tape {
+                proptest::prop_assert_eq!(skip(new.as_bytes(), s as usize), e as usize);
+            }
+        }
+    }
+
+    /// The spliced text's tape as `Doc::splice` made it before its one-pass merge (each
+    /// container tested against the edits by binary search, the edits' tapes appended and
+    /// the whole sorted): the reference the merge is held to.
+    fn splice_tape_reference(d: &Doc, edits: &[Edit]) -> Tape {
+        let mut out_len = 0usize;
+        let mut at = 0;
+        let mut placed = Tape::new();
+        for e in edits {
+            out_len += e.range.start - at;
+            let base = out_len as u32;
+            placed.extend(e.tape.iter().map(|&(s, t)| (s + base, t + base)));
+            out_len += e.with.len();
+            at = e.range.end;
+        }
+        let mut ends = Vec::new();
+        let mut sum = 0isize;
+        for e in edits {
+            sum += e.with.len() as isize - e.range.len() as isize;
+            ends.push((e.range.end, sum));
+        }
+        let shift = |p: usize| {
+            let k = ends.partition_point(|&(end, _)| end <= p);
+            if k == 0 {
+                p
+            } else {
+                (p as isize + ends[k - 1].1) as usize
+            }
+        };
+        let inside = |p: usize| {
+            let k = edits.partition_point(|e| e.range.end <= p);
+            edits.get(k).is_some_and(|e| e.range.start <= p)
+        };
+        let mut tape: Tape = d
+            .tape
+            .iter()
+            .filter(|&&(s, _)| !inside(s as usize))
+            .map(|&(s, e)| (shift(s as usize) as u32, shift(e as usize) as u32))
+            .collect();
+        tape.extend(placed);
+        tape.sort_unstable_by_key(|e| e.0);
+        tape
+    }
+
+    proptest::proptest! {
+        /// Values of any kind (scalars, objects, arrays) replaced by a scalar or by a JSON
+        /// text with its own tape: the one-pass merge gives the reference's tape, in start
+        /// order, each entry a container's true end.
+        #[test]
+        fn spliced_tapes_merge_as_the_reference_sorts(v in json_value(), picks in proptest::collection::vec(proptest::prelude::any::<u16>(), 0..8), big in proptest::prelude::any::<bool>()) {
+            let text = serde_json::to_string(&v).unwrap();
+            let (text, tape) = validate(text.as_bytes()).unwrap();
+            fn values<'a>(d: Doc<'a>, v: &'a str, out: &mut Vec<&'a str>) {
+                out.push(v);
+                match v.as_bytes()[0] {
+                    b'{' => d.members(v).for_each(|(_, c)| values(d, c, out)),
+                    b'[' => d.items(v).for_each(|c| values(d, c, out)),
+                    _ => {}
+                }
+            }
+            let doc = Doc::new(text, &tape);
+            let mut all = Vec::new();
+            values(doc, text, &mut all);
+            // Chosen values, in order, none inside another.
+            let mut chosen: Vec<(usize, usize)> = picks
+                .iter()
+                .map(|p| all[*p as usize % all.len()])
+                .map(|v| (doc.offset(v), doc.offset(v) + v.len()))
+                .collect();
+            chosen.sort();
+            let mut edits: Vec<Edit> = Vec::new();
+            let (with, with_tape) = if big {
+                let w = serde_json::json!({"env": {"A": "x".repeat(40), "B": [1, 2, {"c": "y".repeat(40)}]}}).to_string();
+                let t = validate(w.as_bytes()).unwrap().1;
+                (w, t)
+            } else {
+                ("1".to_owned(), Tape::new())
+            };
+            for (s, e) in chosen {
+                if edits.last().is_some_and(|l| s < l.range.end) {
+                    continue;
+                }
+                edits.push(Edit { range: s..e, with: with.as_str().into(), tape: with_tape.clone().into() });
+            }
+            let (new, new_tape) = doc.splice(&edits);
+            proptest::prop_assert_eq!(&new_tape, &splice_tape_reference(&doc, &edits));
+            proptest::prop_assert!(new_tape.windows(2).all(|w| w[0].0 < w[1].0));
             for &(s, e) in &new_tape {
                 proptest::prop_assert_eq!(skip(new.as_bytes(), s as usize), e as usize);
             }
