@@ -776,10 +776,11 @@ pub enum BusEvent {
         at: Option<i64>,
         lines: Vec<DaemonLogLine>,
     },
-    /// Any other event, kept raw.
+    /// Any other event, kept raw: its payload's text, with no tree built unless a view
+    /// asks for one.
     Other {
         name: String,
-        payload: Value,
+        payload: Json,
     },
 }
 
@@ -806,7 +807,7 @@ impl BusEvent {
                 let Some(ev) = payload.get("event").map(|e| e.text()) else {
                     return BusEvent::Other {
                         name: name.to_owned(),
-                        payload: payload.value(),
+                        payload: payload.to_json(),
                     };
                 };
                 let tree_pids = field("_tree_pids")
@@ -878,7 +879,7 @@ impl BusEvent {
             }
             _ => BusEvent::Other {
                 name: name.to_owned(),
-                payload: payload.value(),
+                payload: payload.to_json(),
             },
         }
     }
@@ -1250,6 +1251,41 @@ mod tests {
         assert_eq!(
             BusEvent::from_message(&Message::new(vec![Arg::Raw(vec![1])])),
             None
+        );
+    }
+
+    /// Any other event keeps its payload's text (no tree): the same JSON as the tree it
+    /// was kept as before, its deeper values still readable through the tape.
+    #[test]
+    fn an_other_event_keeps_its_payload_text() {
+        let text = r#"{"at":5,"deps":{"express":"4.18.2","list":[1,2.5,"é",{"k":null}]},"n":-3}"#;
+        let outer = format!(r#"{{"wrap":{text}}}"#);
+        let json = Json::parse(outer.as_bytes()).unwrap();
+        let inner = json.node().get("wrap").unwrap();
+        let BusEvent::Other { name, payload } = BusEvent::from_parts("app:deps", inner) else {
+            panic!("not Other");
+        };
+        assert_eq!(name, "app:deps");
+        assert_eq!(payload.kept_text(), Some(text));
+        let want: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(payload.value(), &want);
+        assert_eq!(
+            payload
+                .node()
+                .get("deps")
+                .and_then(|d| d.get("express"))
+                .and_then(|e| e.as_str())
+                .as_deref(),
+            Some("4.18.2")
+        );
+        let ev = BusEvent::Other { name, payload };
+        assert_eq!(
+            serde_json::to_value(&ev).unwrap(),
+            json!({"bus": "other", "name": "app:deps", "payload": want})
+        );
+        assert_eq!(
+            serde_json::to_string(&ev).unwrap(),
+            format!(r#"{{"bus":"other","name":"app:deps","payload":{text}}}"#)
         );
     }
 }

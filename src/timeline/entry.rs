@@ -205,36 +205,16 @@ fn ms(ns: u64) -> String {
     }
 }
 
-/// The compact JSON text of `v`, or (when it is longer) a start of it holding more than
-/// `chars` characters: what [`shorten`] needs to give the same words as for the whole
-/// text, without writing all of a large payload only to keep its first words.
-fn json_start(v: &serde_json::Value, chars: usize) -> String {
-    /// Takes writes until it holds `cap` bytes, then refuses them (ending the writing).
-    struct Capped {
-        buf: Vec<u8>,
-        cap: usize,
-    }
-    impl std::io::Write for Capped {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            if self.buf.len() >= self.cap {
-                return Err(std::io::Error::other("enough"));
-            }
-            self.buf.extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+/// The start of JSON text `text` holding more than `chars` characters (all of it when it
+/// is shorter): what [`shorten`] needs to give the same words as for the whole text,
+/// without counting the characters of a large payload only to keep its first words.
+fn text_start(text: &str, chars: usize) -> &str {
     // A character is at most four bytes: this many bytes hold more than `chars` of them.
-    let mut w = Capped {
-        buf: Vec::new(),
-        cap: 4 * (chars + 1),
-    };
-    let _ = serde_json::to_writer(&mut w, v);
-    // serde_json writes whole strings or pieces cut at ASCII bytes, so the start is text;
-    // if it were not, the whole text is written.
-    String::from_utf8(w.buf).unwrap_or_else(|_| v.to_string())
+    let mut cut = (4 * (chars + 1)).min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    &text[..cut]
 }
 
 fn shorten(s: &str, max: usize) -> String {
@@ -330,7 +310,10 @@ impl Entry {
             }
             EntryKind::Bus(BusEvent::ProcessEvent(e)) => self.describe_process_event(e),
             EntryKind::Bus(BusEvent::Other { name, payload }) => {
-                format!("bus {name} {}", shorten(&json_start(payload, 100), 100))
+                format!(
+                    "bus {name} {}",
+                    shorten(text_start(payload.text(), 100), 100)
+                )
             }
             EntryKind::Bus(BusEvent::Log { data, .. }) => shorten(data.trim_end(), 200),
             EntryKind::Bus(b @ BusEvent::ProcessMsg { text, .. }) => {
@@ -645,8 +628,9 @@ mod tests {
             payloads.push(json!({ "s": "ü".repeat(n) }));
         }
         for p in payloads {
-            let whole = shorten(&p.to_string(), 100);
-            assert_eq!(shorten(&json_start(&p, 100), 100), whole, "{p}");
+            let text = p.to_string();
+            let whole = shorten(&text, 100);
+            assert_eq!(shorten(text_start(&text, 100), 100), whole, "{p}");
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::pm2::meaning::Stream;
 use crate::pm2::meaning::{json_text, BusEvent, MonitorProc};
 use crate::sources::logs::{LogLine, LogStream};
 use crate::wire::amp::{Arg, Message};
-use crate::wire::json::Node;
+use crate::wire::json::{Json, Node};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// pid -> pm_id associations kept.
@@ -407,7 +407,7 @@ impl Interpreter {
         let Some(ev) = BusEvent::from_message(msg) else {
             let kind = EntryKind::Bus(BusEvent::Other {
                 name: "(not an event)".into(),
-                payload: raw_words(msg).into(),
+                payload: Json::from(serde_json::Value::String(raw_words(msg))),
             });
             out.push(Entry {
                 t,

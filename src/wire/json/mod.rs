@@ -510,6 +510,12 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// This value as a payload of its own: its text and its part of the tape copied, no
+    /// tree built.
+    pub(crate) fn to_json(&self) -> Json {
+        Json::from_valid(self.raw.into(), Some(self.doc.tape_of(self.raw)))
+    }
+
     /// The value as a tree (for the few places that keep a payload whole).
     pub fn value(&self) -> Value {
         serde_json::from_str(self.raw).unwrap_or(Value::Null)
