@@ -294,6 +294,14 @@ const MEMO_TEXT_MAX: usize = 1 << 20;
 /// text is compared (bytes) instead of walked and read again.
 struct Memo<T>(HashMap<u64, Vec<(Box<str>, T)>>, usize);
 
+/// What was remembered for `text` in `known` (texts the latest first), which moves to the
+/// front; None when it is not there.
+fn recall<T: Clone>(known: &mut [(Box<str>, T)], text: &str) -> Option<T> {
+    let i = known.iter().position(|(t, _)| **t == *text)?;
+    known[..=i].rotate_right(1);
+    Some(known[0].1.clone())
+}
+
 impl<T: Clone> Memo<T> {
     fn new() -> Memo<T> {
         Memo(HashMap::new(), 0)
@@ -302,12 +310,8 @@ impl<T: Clone> Memo<T> {
     /// What `read` makes of `text` for app `id`: remembered when the text is one of the
     /// app's last few.
     fn read(&mut self, id: u64, text: &str, read: impl FnOnce() -> Option<T>) -> Option<T> {
-        if let Some(known) = self.0.get_mut(&id) {
-            if let Some(i) = known.iter().position(|(t, _)| **t == *text) {
-                // The latest first: the one found moves to the front.
-                known[..=i].rotate_right(1);
-                return Some(known[0].1.clone());
-            }
+        if let Some(v) = self.0.get_mut(&id).and_then(|known| recall(known, text)) {
+            return Some(v);
         }
         let v = read()?;
         if text.len() > MEMO_TEXT_MAX {
@@ -342,17 +346,20 @@ thread_local! {
 const LINE_PROCS: usize = 8;
 const LINE_PROC_MAX: usize = 1024;
 
+/// The pm_id and name an app output line's `process` object gives.
+type LineApp = (Option<u64>, Option<String>);
+
 thread_local! {
     /// The `process` objects of the last bus messages read for their app alone (app output
     /// lines, process messages), the latest first, with the pm_id and name they give: each
     /// of a busy app's output lines carries the same one, compared (bytes) instead of walked.
-    static LINE_PROC_MEMO: RefCell<Vec<(Box<str>, Option<u64>, Option<String>)>> =
+    static LINE_PROC_MEMO: RefCell<Vec<(Box<str>, LineApp)>> =
         const { RefCell::new(Vec::new()) };
 }
 
 /// The pm_id and name a bus message's `process` object gives (an app output line's, a
 /// process message's).
-fn line_app(process: Option<&Node>) -> (Option<u64>, Option<String>) {
+fn line_app(process: Option<&Node>) -> LineApp {
     let Some(p) = process else {
         return (None, None);
     };
@@ -362,14 +369,13 @@ fn line_app(process: Option<&Node>) -> (Option<u64>, Option<String>) {
         return read();
     }
     LINE_PROC_MEMO.with_borrow_mut(|memo| {
-        if let Some(i) = memo.iter().position(|(t, ..)| **t == *text) {
-            memo[..=i].rotate_right(1);
-            return (memo[0].1, memo[0].2.clone());
+        if let Some(known) = recall(memo, text) {
+            return known;
         }
-        let (pm_id, name) = read();
+        let app = read();
         memo.truncate(LINE_PROCS - 1);
-        memo.insert(0, (text.into(), pm_id, name.clone()));
-        (pm_id, name)
+        memo.insert(0, (text.into(), app.clone()));
+        app
     })
 }
 

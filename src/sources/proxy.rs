@@ -325,9 +325,11 @@ impl TapSender {
             return false;
         }
         let copy = if hand_over {
+            // Never wait for the pool: the recorder's idle-class threads take its lock too,
+            // and one preempted while holding it would stall forwarding. Busy: a new buffer.
             let next = q
                 .pool
-                .lock()
+                .try_lock()
                 .ok()
                 .and_then(|mut p| p.take())
                 .filter(|kept| kept.capacity() == size)
