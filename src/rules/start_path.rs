@@ -45,8 +45,14 @@ fn spawn_words(words: &str) -> (&str, &str) {
 /// last snapshot with facts before its start, else one finished after it whose facts are
 /// about an earlier generation (the watcher read them from the generation being replaced
 /// when the restart was asked; on a fast daemon the new generation may start before the
-/// snapshot's other work is done).
-fn facts_before<'a>(c: &AppCtx<'a>, i: usize, t0: MonoNs) -> Option<(MonoNs, &'a StartPaths)> {
+/// snapshot's other work is done). `with_paths`: the indexes of the app's snapshots that
+/// have start-path facts, in order (few: only those of stop and restart requests).
+fn facts_before<'a>(
+    c: &AppCtx<'a>,
+    with_paths: &[usize],
+    i: usize,
+    t0: MonoNs,
+) -> Option<(MonoNs, &'a StartPaths)> {
     let a = c.a;
     // Asked only of a process a snapshot names (a crash loop has thousands of generations
     // and few snapshots: no list of every earlier main pid per generation).
@@ -56,13 +62,13 @@ fn facts_before<'a>(c: &AppCtx<'a>, i: usize, t0: MonoNs) -> Option<(MonoNs, &'a
             .rev()
             .any(|g| c.main_pid(g) == Some(pid))
     };
-    a.snapshots
-        .iter()
+    let snapshots = || with_paths.iter().map(|&k| &a.snapshots[k]);
+    snapshots()
         .rev()
         .filter(|s| s.t <= t0)
         .find_map(|s| s.paths.first().map(|p| (s.t, p)))
         .or_else(|| {
-            a.snapshots.iter().filter(|s| s.t > t0).find_map(|s| {
+            snapshots().filter(|s| s.t > t0).find_map(|s| {
                 s.paths
                     .iter()
                     .find(|p| earlier(i64::from(p.pid)))
@@ -105,6 +111,9 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
     let a = c.a;
     let mut out = Vec::new();
     let min_up = a.config.min_uptime_ms();
+    let with_paths: Vec<usize> = (0..a.snapshots.len())
+        .filter(|&k| !a.snapshots[k].paths.is_empty())
+        .collect();
     let mut i = 0;
     while i < a.generations.len() {
         let g = &a.generations[i];
@@ -112,14 +121,14 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             i += 1;
             continue;
         };
-        let facts = facts_before(c, i, t0);
-        let sp = facts.map(|(_, p)| p);
         let spawn_failed = g.spawn_failed.is_some();
         let died = crashed(g) && failed_early(g, min_up);
         if g.before_capture || !(spawn_failed || died) {
             i += 1;
             continue;
         }
+        let facts = facts_before(c, &with_paths, i, t0);
+        let sp = facts.map(|(_, p)| p);
         let Some(what) = missing(sp, g, c) else {
             i += 1;
             continue;
@@ -338,5 +347,81 @@ mod tests {
             spawn_words("spawn /opt/a b/node EACCES"),
             ("/opt/a b/node", "EACCES")
         );
+    }
+
+    /// How the facts were found before the snapshots with facts were listed once per app:
+    /// every snapshot looked at, for every generation.
+    fn facts_before_reference<'a>(
+        c: &AppCtx<'a>,
+        i: usize,
+        t0: MonoNs,
+    ) -> Option<(MonoNs, &'a StartPaths)> {
+        let a = c.a;
+        let earlier = |pid: i64| {
+            a.generations[..i]
+                .iter()
+                .rev()
+                .any(|g| c.main_pid(g) == Some(pid))
+        };
+        a.snapshots
+            .iter()
+            .rev()
+            .filter(|s| s.t <= t0)
+            .find_map(|s| s.paths.first().map(|p| (s.t, p)))
+            .or_else(|| {
+                a.snapshots.iter().filter(|s| s.t > t0).find_map(|s| {
+                    s.paths
+                        .iter()
+                        .find(|p| earlier(i64::from(p.pid)))
+                        .map(|p| (s.t, p))
+                })
+            })
+    }
+
+    /// Over every shipped capture, for every generation with a start, at its start and
+    /// around it: the facts found are the reference's (and some captures have facts).
+    #[test]
+    fn facts_are_found_as_every_snapshot_looked_at_finds_them() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = 0;
+        for dir in ["captures", "tests/tui_captures"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|x| x != "bin") {
+                    continue;
+                }
+                let mut r = crate::capture::CaptureReader::open(&path).unwrap();
+                let info = r.info().clone();
+                let mut interp = crate::timeline::Interpreter::new(&info);
+                let mut tl = crate::timeline::Timeline::new(&info);
+                for ev in r.by_ref() {
+                    for e in interp.push(&ev.unwrap()) {
+                        tl.apply(&e);
+                    }
+                }
+                for a in tl.apps.values() {
+                    let c = AppCtx::new(&tl, a);
+                    let with_paths: Vec<usize> = (0..a.snapshots.len())
+                        .filter(|&k| !a.snapshots[k].paths.is_empty())
+                        .collect();
+                    for (i, g) in a.generations.iter().enumerate() {
+                        let Some(t0) = start_t(g) else { continue };
+                        for t in [t0.saturating_sub(1_000_000_000), t0, t0 + 1_000_000_000] {
+                            let fast = facts_before(&c, &with_paths, i, t);
+                            assert_eq!(
+                                fast.map(|(t, p)| (t, p as *const StartPaths)),
+                                facts_before_reference(&c, i, t)
+                                    .map(|(t, p)| (t, p as *const StartPaths)),
+                                "{} {} generation {i}",
+                                path.display(),
+                                a.pm_id
+                            );
+                            found += usize::from(fast.is_some());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(found > 10, "only {found} generations with start-path facts");
     }
 }

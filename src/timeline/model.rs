@@ -346,6 +346,14 @@ pub struct AppTimeline {
     /// scan of up to [`MAX_PROCESSES`].
     #[serde(skip)]
     process_ix: HashMap<i64, usize>,
+    /// For each main pid, the generations that have it (pids are reused), by number
+    /// (`generations_dropped` + index), oldest first: a lookup by pid does not scan up to
+    /// [`MAX_GENERATIONS`] generations for every process event and reply (most pids are no
+    /// generation's: the apps' children, the daemon's helpers). Kept by
+    /// [`AppTimeline::set_pid`], the only writer of a generation's pid, and by the
+    /// generations' own insertions and evictions.
+    #[serde(skip)]
+    pid_ix: HashMap<i64, Vec<u64>>,
 }
 
 /// Why the daemon restarted an app by itself, other than an exit.
@@ -526,6 +534,7 @@ impl AppTimeline {
             online_reports: Vec::new(),
             pending_main: Vec::new(),
             process_ix: HashMap::new(),
+            pid_ix: HashMap::new(),
         }
     }
 
@@ -553,6 +562,11 @@ impl AppTimeline {
             let n = MAX_GENERATIONS / 2;
             self.generations.drain(..n);
             self.generations_dropped += n as u64;
+            let dropped = self.generations_dropped;
+            self.pid_ix.retain(|_, gens| {
+                gens.retain(|&g| g >= dropped);
+                !gens.is_empty()
+            });
         }
         let seq = (self.generations_dropped + self.generations.len() as u64) as u32;
         self.generations.push(Generation::new(seq));
@@ -572,6 +586,12 @@ impl AppTimeline {
         let base = self.generations_dropped;
         for (i, g) in self.generations.iter_mut().enumerate().skip(at) {
             g.seq = (base + i as u64) as u32;
+        }
+        // The generations from `at` on moved up by one.
+        for gens in self.pid_ix.values_mut() {
+            for g in gens.iter_mut().filter(|g| **g >= base + at as u64) {
+                *g += 1;
+            }
         }
         &mut self.generations[at]
     }
@@ -632,6 +652,39 @@ impl AppTimeline {
             .map(|back| n - 1 - back)
     }
 
+    /// The newest generation whose main pid is `pid` and for which `pick` holds (what
+    /// `generations.iter().rposition(|g| g.pid == Some(pid) && pick(g))` finds).
+    fn newest_with_pid(&self, pid: i64, pick: impl Fn(&Generation) -> bool) -> Option<usize> {
+        let dropped = self.generations_dropped;
+        self.pid_ix
+            .get(&pid)?
+            .iter()
+            .rev()
+            .map_while(|&g| usize::try_from(g.checked_sub(dropped)?).ok())
+            .find(|&i| {
+                self.generations
+                    .get(i)
+                    .is_some_and(|g| g.pid == Some(pid) && pick(g))
+            })
+    }
+
+    /// Give generation `i` its main pid, in the pid index too.
+    fn set_pid(&mut self, i: usize, pid: i64) {
+        let number = self.generations_dropped + i as u64;
+        match self.generations[i].pid.replace(pid) {
+            Some(old) if old == pid => return,
+            Some(old) => {
+                if let Some(gens) = self.pid_ix.get_mut(&old) {
+                    gens.retain(|&g| g != number);
+                }
+            }
+            None => {}
+        }
+        let gens = self.pid_ix.entry(pid).or_default();
+        let at = gens.partition_point(|&g| g < number);
+        gens.insert(at, number);
+    }
+
     fn by_pid(&mut self, pid: i64) -> Option<&mut Generation> {
         self.generations.iter_mut().rev().find(|g| g.has_pid(pid))
     }
@@ -645,9 +698,7 @@ impl AppTimeline {
     /// its main pid, as the watcher reported it; kept for later when no generation fits yet.
     fn learn_main_pid(&mut self, pid: i64, rt: Option<u64>) {
         let idx = self
-            .generations
-            .iter()
-            .rposition(|g| g.pid == Some(pid))
+            .newest_with_pid(pid, |_| true)
             .or_else(|| {
                 let rt = rt?;
                 self.generations
@@ -680,8 +731,8 @@ impl AppTimeline {
             .process(pid)
             .and_then(|p| p.exit.map(|e| (e, p.exit_status.clone())));
         let min_uptime = self.config.min_uptime_ms();
+        self.set_pid(i, pid);
         let g = &mut self.generations[i];
-        g.pid = Some(pid);
         if g.restart_time.is_none() {
             g.restart_time = rt;
         }
@@ -990,12 +1041,8 @@ impl Timeline {
             }
         }
         if f.is_exit() {
-            if let Some(g) = a
-                .generations
-                .iter_mut()
-                .rev()
-                .find(|g| g.pid == Some(pid) && g.os_exit.is_none())
-            {
+            if let Some(i) = a.newest_with_pid(pid, |g| g.os_exit.is_none()) {
+                let g = &mut a.generations[i];
                 g.os_exit = Some(at);
                 g.os_exit_status = f.exit_status.clone();
             }
@@ -1260,7 +1307,7 @@ impl Timeline {
                     .iter()
                     .rposition(|g| g.started_by == Some(r) && g.pid.is_none_or(|x| x == pid))
             })
-            .or_else(|| a.generations.iter().rposition(|g| g.pid == Some(pid)))
+            .or_else(|| a.newest_with_pid(pid, |_| true))
             .or_else(|| {
                 a.generations
                     .last()
@@ -1275,15 +1322,15 @@ impl Timeline {
             && a.generations
                 .last()
                 .is_some_and(|g| g.pid.is_none() && started_before(g, p, started));
-        let g = match idx {
-            Some(i) => &mut a.generations[i],
+        let i = match idx {
+            Some(i) => i,
             None if earlier => {
                 let at = a.generations.len() - 1;
                 let g = a.insert_generation(at);
                 g.before_capture = at == 0;
                 g.online = started.filter(|_| p.status.as_deref() == Some("online"));
                 g.starting = started;
-                g
+                at
             }
             None => {
                 let first = a.generations.is_empty();
@@ -1295,10 +1342,11 @@ impl Timeline {
                 if !first {
                     g.started_by = req;
                 }
-                g
+                a.generations.len() - 1
             }
         };
-        g.pid = Some(pid);
+        a.set_pid(i, pid);
+        let g = &mut a.generations[i];
         if p.restart_time.is_some() {
             g.restart_time = p.restart_time;
         }
@@ -1596,9 +1644,10 @@ fn stop_of(a: &mut AppTimeline, pid: i64) -> Option<&mut Stop> {
         })
         .map(|i| from + i)
         .or_else(|| a.stopping_index())?;
-    let g = &mut a.generations[idx];
-    g.pid.get_or_insert(pid);
-    g.stop.as_mut()
+    if a.generations[idx].pid.is_none() {
+        a.set_pid(idx, pid);
+    }
+    a.generations[idx].stop.as_mut()
 }
 
 /// The end of `g` as a bus `exit` event reports it (the first report wins).
@@ -1636,5 +1685,76 @@ fn daemon_exit(g: &mut Generation, at: TimeRef, code: i64, signal: &str, min_upt
 fn set_early(g: &mut Generation, min_uptime_ms: u64) {
     if let Some(up) = g.uptime_ns() {
         g.early_exit = Some(up < min_uptime_ms * 1_000_000);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the pid index answers, held to the scans it replaced, for every pid of `pids`.
+    fn agrees_with_scans(a: &AppTimeline, pids: std::ops::Range<i64>) {
+        for pid in pids {
+            assert_eq!(
+                a.newest_with_pid(pid, |_| true),
+                a.generations.iter().rposition(|g| g.pid == Some(pid)),
+                "pid {pid}"
+            );
+            assert_eq!(
+                a.newest_with_pid(pid, |g| g.os_exit.is_none()),
+                a.generations
+                    .iter()
+                    .rposition(|g| g.pid == Some(pid) && g.os_exit.is_none()),
+                "pid {pid}, not exited"
+            );
+        }
+    }
+
+    proptest! {
+        /// Generations pushed and inserted, pids given (and reused), exits: the index finds
+        /// what scanning the generations finds.
+        #[test]
+        fn pid_index_finds_what_a_scan_finds(ops in proptest::collection::vec((0u8..4, any::<usize>(), 0i64..6), 0..60)) {
+            let mut a = AppTimeline::new(0);
+            for (op, at, pid) in ops {
+                let n = a.generations.len();
+                match op {
+                    0 => {
+                        a.push_generation();
+                    }
+                    1 if n > 0 => {
+                        a.insert_generation(at % n);
+                    }
+                    2 if n > 0 => a.set_pid(at % n, pid),
+                    3 if n > 0 => a.generations[at % n].os_exit = Some(TimeRef::exact(1)),
+                    _ => {}
+                }
+                agrees_with_scans(&a, 0..6);
+            }
+        }
+    }
+
+    /// Past MAX_GENERATIONS the oldest half is forgotten: so are their pids.
+    #[test]
+    fn pid_index_forgets_evicted_generations() {
+        let mut a = AppTimeline::new(0);
+        for i in 0..MAX_GENERATIONS + 10 {
+            a.push_generation();
+            let last = a.generations.len() - 1;
+            // Pid 1000 only in the oldest generations, the rest reused.
+            a.set_pid(last, if i < 100 { 1000 } else { (i % 7) as i64 });
+            if i % 3 == 0 {
+                a.generations[last].os_exit = Some(TimeRef::exact(1));
+            }
+        }
+        assert!(a.generations_dropped > 0);
+        agrees_with_scans(&a, 0..7);
+        agrees_with_scans(&a, 1000..1001);
+        assert!(!a.pid_ix.contains_key(&1000));
+        a.insert_generation(3);
+        a.set_pid(3, 1000);
+        agrees_with_scans(&a, 0..7);
+        agrees_with_scans(&a, 1000..1001);
     }
 }
