@@ -17,6 +17,7 @@
 //! [`Event::RecordingStopped`](crate::event::Event::RecordingStopped) marker.
 //! [`reader::CaptureReader`] streams a capture back with bounded memory.
 pub mod dir;
+mod disk;
 pub(crate) mod reader;
 pub(crate) mod writer;
 

@@ -11,8 +11,14 @@
 //! fits. Under a file size limit (`EFBIG`, see [`super::ignore_sigxfsz`]) it retreats record by
 //! record until the marker fits below the limit.
 //!
-//! Page cache: a capture is written once and read later, if at all, so it does not keep
-//! the host's memory. Every [`WRITE_BEHIND`] bytes, writeback of the step just written is
+//! Disk: the bytes go to the disk directly (`O_DIRECT`), from aligned staging buffers a
+//! thread of the writer's own writes out while the next one fills (see [`super::disk`]): a
+//! capture is written once and read later, if at all, so it never passes through the page
+//! cache. The writer learns of a failed write at its next call (or at a flush, which waits
+//! for the disk); records handed over after the failing one are then counted as lost, like
+//! buffered ones.
+//!
+//! Page cache, on a file system without direct I/O: every [`WRITE_BEHIND`] bytes, writeback of the step just written is
 //! started (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, no waiting) and the step before it,
 //! written back by then, is dropped from the page cache (`posix_fadvise(DONTNEED)`; pages
 //! still dirty are kept by the kernel); at [`finish`](CaptureWriter::finish), after the
@@ -22,6 +28,7 @@
 //! CPU per GB on a machine whose memory was full of cache, against about 0.3 s with the
 //! pages handed back as they were written.
 
+use super::disk::{Direct, Failure};
 use super::{
     tag, CaptureError, FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, MAX_COMMENT_LEN, MAX_PACKET_LEN,
     MAX_RECORD_LEN,
@@ -35,11 +42,13 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Buffered whole blocks are written once they reach this many bytes (or on `flush`).
@@ -73,13 +82,24 @@ pub struct CaptureSummary {
 /// Writes one capture file. See the module documentation.
 pub struct CaptureWriter {
     path: PathBuf,
-    file: File,
+    /// Shared with the direct writes' thread.
+    file: Arc<File>,
+    /// Direct writes, when the file system takes them (None: written through the page
+    /// cache, here).
+    direct: Option<Direct>,
+    /// End offsets of the records handed to the direct writes and not known to be in the
+    /// file yet, and whether each is an event.
+    pending: VecDeque<(u64, bool)>,
+    /// End offsets of the last records known to be in the file (direct writes), the
+    /// latest last, reaching [`MARKER_RESERVE`] back: a stop marker that does not fit after
+    /// the last (a file size limit) retreats over them.
+    durable: VecDeque<(u64, bool)>,
     info: CaptureInfo,
     /// pcap-file's writer over our buffer of whole, not yet written blocks.
     pw: PcapNgWriter<Vec<u8>>,
     /// End offset (in the buffer) of each whole record in it, and whether it is an event.
     ends: Vec<(usize, bool)>,
-    /// File length up to the last whole record written.
+    /// File length up to the last whole record written (handed to the direct writes).
     committed: u64,
     /// Events on disk.
     records: u64,
@@ -406,7 +426,8 @@ impl CaptureWriter {
         info: &CaptureInfo,
         overwrite: bool,
     ) -> Result<CaptureWriter, CaptureError> {
-        let file = open_new(path, overwrite)?;
+        let file = Arc::new(open_new(path, overwrite)?);
+        let direct = Direct::start(&file);
         let pw_err = |e: pcap_file::PcapError| CaptureError::Io {
             path: path.to_owned(),
             offset: 0,
@@ -454,6 +475,9 @@ impl CaptureWriter {
         let mut w = CaptureWriter {
             path: path.to_owned(),
             file,
+            direct,
+            pending: VecDeque::new(),
+            durable: VecDeque::new(),
             info: info.clone(),
             pw,
             ends: Vec::new(),
@@ -487,10 +511,12 @@ impl CaptureWriter {
         })?;
         w.ends.push((w.pw.get_ref().len(), false));
         w.write_out()?;
+        w.sync_direct()?;
         Ok(w)
     }
 
-    /// File length up to the last whole record written to disk.
+    /// File length up to the last whole record written (with direct writes: handed to the
+    /// disk; in the file once [`flush`](Self::flush) returns).
     pub fn committed(&self) -> u64 {
         self.committed
     }
@@ -541,17 +567,76 @@ impl CaptureWriter {
         Ok(())
     }
 
-    /// Write all buffered records to the file (no fsync); call it periodically so that a
-    /// crash loses little. A failure here (disk full, …) closes the capture with the stop
+    /// Write all buffered records to the file and wait until they are there (no fsync);
+    /// call it periodically so that a crash loses little. A failure here (disk full, …) closes the capture with the stop
     /// marker like any write failure, and is returned by the next
     /// [`write`](Self::write) or by [`finish`](Self::finish).
     pub fn flush(&mut self) {
         if self.stopped.is_some() {
             return;
         }
-        if let Err(e) = self.write_out() {
+        if let Err(e) = self.write_out().and_then(|()| self.sync_direct()) {
             self.unreported = Some(e);
         }
+    }
+
+    /// Wait until the direct writes are in the file (the last, partial block written too).
+    fn sync_direct(&mut self) -> Result<(), CaptureError> {
+        let Some(d) = self.direct.as_mut() else {
+            return Ok(());
+        };
+        match d.flush() {
+            Ok(()) => {
+                self.confirm();
+                Ok(())
+            }
+            Err(f) => Err(self.fail_direct(f)),
+        }
+    }
+
+    /// Count the records the direct writes have put in the file.
+    fn confirm(&mut self) {
+        if let Some(upto) = self.direct.as_ref().map(Direct::confirmed) {
+            self.confirm_upto(upto);
+        }
+    }
+
+    fn confirm_upto(&mut self, upto: u64) {
+        while let Some(&(end, event)) = self.pending.front() {
+            if end > upto {
+                break;
+            }
+            self.pending.pop_front();
+            self.durable.push_back((end, event));
+            self.records += u64::from(event);
+        }
+        while self.durable.len() > 2 && self.durable[1].0 + MARKER_RESERVE <= end_of(&self.durable)
+        {
+            self.durable.pop_front();
+        }
+    }
+
+    /// A direct write failed: stop them (the thread ends; the file takes ordinary writes
+    /// again), then cut back to the last whole record and mark the stop, as for a failed
+    /// write of the buffer ([`CaptureWriter::fail`]), the records handed over since that
+    /// record counting as the buffer's.
+    fn fail_direct(&mut self, f: Failure) -> CaptureError {
+        drop(self.direct.take());
+        self.confirm_upto(f.reached);
+        // The records after the oldest one kept count as the buffer's (a marker may take
+        // their place); the ones handed over and not in the file are lost.
+        let base = self.durable.front().map_or(0, |e| e.0);
+        let recent = self.durable.iter().skip(1);
+        self.records -= recent.clone().filter(|e| e.1).count() as u64;
+        let ends: Vec<(usize, bool)> = recent
+            .chain(&self.pending)
+            .map(|&(end, event)| ((end - base) as usize, event))
+            .collect();
+        self.durable.clear();
+        self.pending.clear();
+        self.committed = base;
+        let written = f.reached.saturating_sub(base) as usize;
+        self.fail(f.error, written, &ends)
     }
 
     /// Write the buffer out now.
@@ -594,11 +679,13 @@ impl CaptureWriter {
             return Err(e);
         }
         if self.stopped.is_none() {
-            if let Err(e) = self.write_out() {
+            if let Err(e) = self.write_out().and_then(|()| self.sync_direct()) {
                 let _ = self.file.sync_all();
                 return Err(e);
             }
         }
+        // Everything is in the file: end the direct writes' thread.
+        drop(self.direct.take());
         // Drop space reserved past the end of the data (truncating to the same length frees
         // preallocated blocks beyond it).
         let _ = self.file.set_len(self.committed);
@@ -782,10 +869,12 @@ impl CaptureWriter {
         result
     }
 
-    /// Keep space reserved on disk past the data about to be written (best effort).
-    fn reserve(&mut self, upcoming: u64) {
-        if self.committed + upcoming + MARKER_RESERVE <= self.reserved_end {
-            return;
+    /// Keep space reserved on disk past the data about to be written (best effort). False
+    /// when the space is short: less than the data and the stop marker could be reserved.
+    fn reserve(&mut self, upcoming: u64) -> bool {
+        let needed = self.committed + upcoming + MARKER_RESERVE;
+        if needed <= self.reserved_end {
+            return true;
         }
         // Generous first; when space is short, at least room for what comes plus the marker;
         // failing that, room for the marker right after the last whole record.
@@ -805,18 +894,42 @@ impl CaptureWriter {
             };
             if rc == 0 {
                 self.reserved_end = self.reserved_end.max(self.committed + len);
-                return;
+                return needed <= self.reserved_end;
             }
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
-                return;
+                return true;
             }
         }
+        false
+    }
+
+    /// Give back the space reserved past `at`: the marker written there takes it. (Cutting
+    /// the file back frees blocks past its end only when the length changes; with direct
+    /// writes, space was reserved ahead of data not written yet, past the cut.)
+    fn release_beyond(&mut self, at: u64) {
+        if self.reserved_end <= at {
+            return;
+        }
+        // SAFETY: fallocate on a descriptor we own; it only frees blocks past `at` (the file
+        // keeps its length); failure (unsupported) is fine.
+        unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                at as libc::off_t,
+                (self.reserved_end - at) as libc::off_t,
+            );
+        }
+        self.reserved_end = at;
     }
 
     /// Start writeback of each whole [`WRITE_BEHIND`] step written since the last call, and
     /// drop the step before each from the page cache (see the module documentation). Best
     /// effort: a file system without these calls keeps its pages as before.
     fn write_behind(&mut self) {
+        if self.direct.is_some() {
+            return;
+        }
         for (start, drop) in behind_steps(self.behind, self.committed) {
             // SAFETY: sync_file_range on a descriptor we own, with a valid range; it only
             // queues writeback (no WAIT flag) and its failure changes nothing written.
@@ -847,7 +960,39 @@ impl CaptureWriter {
         if total == 0 {
             return Ok(());
         }
-        self.reserve(total as u64);
+        let reserved = self.reserve(total as u64);
+        if let (false, Some(d)) = (reserved, self.direct.as_mut()) {
+            // Short of space: the writes so far reach the file first, then this one and all
+            // after are made here, at once, so that the space kept for the stop marker is
+            // past the data actually written (direct writes lag behind the reservations).
+            match d.flush() {
+                Ok(()) => {
+                    self.confirm();
+                    drop(self.direct.take());
+                    self.reserve(total as u64);
+                }
+                Err(f) => {
+                    let start = self.committed;
+                    self.pending
+                        .extend(ends.iter().map(|&(end, event)| (start + end as u64, event)));
+                    self.committed += total as u64;
+                    return Err(self.fail_direct(f));
+                }
+            }
+        }
+        if let Some(d) = self.direct.as_mut() {
+            let start = self.committed;
+            self.pending
+                .extend(ends.iter().map(|&(end, event)| (start + end as u64, event)));
+            self.committed += total as u64;
+            return match d.append(buf).and_then(|()| d.write_whole()) {
+                Ok(()) => {
+                    self.confirm();
+                    Ok(())
+                }
+                Err(f) => Err(self.fail_direct(f)),
+            };
+        }
         let mut written = 0usize;
         let error = loop {
             let rest = slices_after(buf, written);
@@ -888,6 +1033,7 @@ impl CaptureWriter {
                 truncate_failed = Some(e);
                 break;
             }
+            self.release_beyond(at);
             let kept = ends
                 .iter()
                 .take_while(|e| e.0 <= cut)
@@ -978,6 +1124,11 @@ impl CaptureWriter {
     }
 }
 
+/// The end of the last of `ends` (0 when there is none).
+fn end_of(ends: &VecDeque<(u64, bool)>) -> u64 {
+    ends.back().map_or(0, |e| e.0)
+}
+
 /// The [`WRITE_BEHIND`] steps to hand to the disk when writeback was started up to `behind`
 /// and the file now holds `committed` bytes: each step's start, and the start of the step
 /// before it (to drop from the page cache) when there is one.
@@ -992,7 +1143,8 @@ impl Drop for CaptureWriter {
     /// Best effort: write what is buffered when the writer is dropped without `finish`.
     fn drop(&mut self) {
         if !self.finished && self.stopped.is_none() {
-            let _ = self.write_out();
+            let _ = self.write_out().and_then(|()| self.sync_direct());
+            drop(self.direct.take());
             let _ = self.file.set_len(self.committed);
         }
     }
@@ -1171,6 +1323,49 @@ mod tests {
             files[0] == files[1],
             "payloads left in place wrote other bytes"
         );
+    }
+
+    /// Direct writes make the very file the page-cache path makes: the same events (small,
+    /// fragmented, left in place), flushed between at odd offsets, written once each way.
+    #[test]
+    fn direct_and_cached_writes_make_the_same_file() {
+        use crate::event::NoteLevel;
+        let exe = std::env::current_exe().unwrap();
+        let dir = tempfile::tempdir_in(exe.parent().unwrap()).unwrap();
+        let events: Vec<Stamped> = (0..80u64)
+            .map(|i| Stamped {
+                t: 1_000 + i,
+                event: Event::Note {
+                    level: NoteLevel::Info,
+                    text: "n".repeat(
+                        [10, 700, 5_000, 70_000, 300_000, 1_200_000][i as usize % 6] + i as usize,
+                    ),
+                },
+            })
+            .collect();
+        let mut files = Vec::new();
+        for direct in [true, false] {
+            let path = dir.path().join(format!("direct-{direct}.pcapng"));
+            let mut w = CaptureWriter::create(&path, &CaptureInfo::default(), false).unwrap();
+            if direct {
+                assert!(
+                    w.direct.is_some(),
+                    "no direct I/O on the build's file system"
+                );
+            } else {
+                drop(w.direct.take());
+            }
+            for (i, ev) in events.iter().enumerate() {
+                w.write(ev, &format!("note {i}")).unwrap();
+                if i % 7 == 3 {
+                    w.flush();
+                }
+            }
+            let summary = w.finish().unwrap();
+            assert_eq!(summary.records, events.len() as u64);
+            files.push(std::fs::read(&path).unwrap());
+        }
+        assert!(files[0] == files[1], "direct writes made another file");
     }
 
     #[test]
