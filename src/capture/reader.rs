@@ -11,7 +11,7 @@ use super::{
     tag, CaptureError, FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, LINKTYPE_WIRESHARK_UPPER_PDU,
     MAX_BLOCK_LEN, MAX_RECORD_LEN,
 };
-use crate::event::{CaptureInfo, Event, ProcEvent, Source, Stamped, WireMessage};
+use crate::event::{CaptureInfo, Event, Source, Stamped, WireMessage};
 use crate::wire::amp::Arg;
 use crate::wire::json::{scan, Json};
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
@@ -786,7 +786,7 @@ const MAX_FIELDS: usize = 16;
 
 /// A record's top-level members, read from its validated text (kept in place: no
 /// allocation per record).
-struct Fields<'a> {
+pub(super) struct Fields<'a> {
     doc: scan::Doc<'a>,
     members: [(&'a str, &'a str); MAX_FIELDS],
     len: usize,
@@ -795,7 +795,7 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     /// No members yet: [`Fields::read`] finds them. Made where it is used and filled in
     /// place (a record's fields are read once per record: moving them would copy them).
-    fn new(doc: scan::Doc<'a>) -> Fields<'a> {
+    pub(super) fn new(doc: scan::Doc<'a>) -> Fields<'a> {
         Fields {
             doc,
             members: [("", ""); MAX_FIELDS],
@@ -806,7 +806,7 @@ impl<'a> Fields<'a> {
     /// Find the members of the object `text` (validated); false when it is not an object,
     /// has more than [`MAX_FIELDS`] members, or a key repeats or is escaped (serde's derived
     /// decoding decides those).
-    fn read(&mut self, text: &'a str) -> bool {
+    pub(super) fn read(&mut self, text: &'a str) -> bool {
         if !text.starts_with('{') {
             return false;
         }
@@ -823,7 +823,12 @@ impl<'a> Fields<'a> {
         true
     }
 
-    fn raw(&self, name: &str) -> Option<&'a str> {
+    /// The document the members are read from.
+    pub(super) fn doc(&self) -> scan::Doc<'a> {
+        self.doc
+    }
+
+    pub(super) fn raw(&self, name: &str) -> Option<&'a str> {
         self.members[..self.len]
             .iter()
             .find(|(k, _)| *k == name)
@@ -833,13 +838,13 @@ impl<'a> Fields<'a> {
     /// Field `name` decoded as the type the event's own declaration gives it (inferred at
     /// the call); a missing field reads as `null` (so as `None` for an optional field, and
     /// fails otherwise, as serde's derive does).
-    fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+    pub(super) fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
         serde_json::from_str(self.raw(name).unwrap_or("null")).ok()
     }
 
     /// Field `name`, a number without sign, fraction or exponent that fits: read here;
     /// anything else as [`Fields::get`] reads it.
-    fn u64(&self, name: &str) -> Option<u64> {
+    pub(super) fn u64(&self, name: &str) -> Option<u64> {
         match self.raw(name).and_then(crate::wire::json::scan::plain_u64) {
             Some(n) => Some(n),
             None => self.get(name),
@@ -847,7 +852,7 @@ impl<'a> Fields<'a> {
     }
 
     /// Field `name`, a string.
-    fn str(&self, name: &str) -> Option<Cow<'a, str>> {
+    pub(super) fn str(&self, name: &str) -> Option<Cow<'a, str>> {
         plain_str(self.raw(name)?)
     }
 
@@ -910,56 +915,11 @@ impl<'a> Fields<'a> {
             _ => return None,
         })
     }
-
-    /// A process-watcher event (the record's `kind` and its fields), each variant built as
-    /// [`fast_decode`] builds events; a snapshot is decoded from the record, whose other
-    /// members it ignores, without serde's buffering of a tagged type.
-    fn proc(&self, text: &str) -> Option<ProcEvent> {
-        Some(match &*self.str("kind")? {
-            "tracked" => ProcEvent::Tracked {
-                who: self.get("who")?,
-                via: self.get("via")?,
-                timing: self.get("timing")?,
-            },
-            "fork" => ProcEvent::Fork {
-                parent: self.get("parent")?,
-                who: self.get("who")?,
-                via: self.get("via")?,
-                timing: self.get("timing")?,
-            },
-            "exec" => ProcEvent::Exec {
-                who: self.get("who")?,
-                via: self.get("via")?,
-                timing: self.get("timing")?,
-            },
-            "attributed" => ProcEvent::Attributed {
-                who: self.get("who")?,
-            },
-            "exit" => ProcEvent::Exit {
-                who: self.get("who")?,
-                status: self.get("status")?,
-                status_from: self.get("status_from")?,
-                via: self.get("via")?,
-                timing: self.get("timing")?,
-                lived_ns: self.get("lived_ns")?,
-                held: self.get("held")?,
-                in_tree: self.get("in_tree")?,
-            },
-            "snapshot" => ProcEvent::Snapshot(serde_json::from_str(text).ok()?),
-            "mode" => ProcEvent::Mode {
-                report: self.get("report")?,
-            },
-            "lost" => ProcEvent::Lost {
-                why: self.get("why")?,
-            },
-            _ => serde_json::from_str(text).ok()?,
-        })
-    }
 }
 
 /// The JSON string `raw` (validated text): borrowed when it has no escape. None when it is
 /// not a string.
-fn plain_str(raw: &str) -> Option<Cow<'_, str>> {
+pub(super) fn plain_str(raw: &str) -> Option<Cow<'_, str>> {
     match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
         Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
         Some(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
@@ -1024,7 +984,7 @@ fn fast_decode(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped> {
         "recording_stopped" => Event::RecordingStopped {
             reason: f.get("reason")?,
         },
-        "proc" => Event::Proc(f.proc(text)?),
+        "proc" => Event::Proc(super::proc_record::proc_event(&f, text)?),
         // Its own tagged type, decoded from the record (whose `t` and `type` it ignores)
         // with one level of serde's buffering instead of three.
         "log_line" => Event::LogLine(serde_json::from_str(text).ok()?),
@@ -1308,5 +1268,321 @@ mod tests {
             }
         }
         assert!(checked > 1000, "only {checked} records in captures/");
+    }
+
+    /// The process-watcher records of the shipped captures (both directories), as values.
+    fn proc_records() -> Vec<serde_json::Value> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut out = Vec::new();
+        for dir in ["captures", "tests/tui_captures"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|x| x != "bin") {
+                    continue;
+                }
+                let mut r = CaptureReader::open(&path).unwrap();
+                while let Some(rec) = r.next_json() {
+                    let v: serde_json::Value = serde_json::from_slice(rec.unwrap().1).unwrap();
+                    if v["type"] == "proc" {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// How [`mutated_text`] writes a value back: `edit` names what to change in the text as
+    /// it is written (counted in writing order), so that keys can repeat or be escaped,
+    /// which a `Value` cannot say.
+    #[derive(Debug, Clone, Copy)]
+    enum TextEdit {
+        /// Write the first member of the n-th object twice.
+        RepeatKey(usize),
+        /// Write the n-th key with its first character as a `\u` escape.
+        EscapeKey(usize),
+        /// Write the n-th string value with its first character as a `\u` escape.
+        EscapeString(usize),
+        /// Write the n-th number as `-0`.
+        NegativeZero(usize),
+        /// Spaces around every `:` and `,`.
+        Spaced,
+    }
+
+    fn mutated_text(v: &serde_json::Value, edit: TextEdit) -> String {
+        use serde_json::Value;
+        struct W {
+            out: String,
+            objects: usize,
+            keys: usize,
+            strings: usize,
+            numbers: usize,
+            edit: TextEdit,
+        }
+        fn escaped(s: &str) -> String {
+            let mut c = s.chars();
+            match c.next() {
+                Some(first) if (first as u32) < 0x10000 => {
+                    let rest = serde_json::to_string(c.as_str()).unwrap();
+                    format!("\"\\u{:04x}{}", first as u32, &rest[1..])
+                }
+                _ => serde_json::to_string(s).unwrap(),
+            }
+        }
+        impl W {
+            fn sep(&self) -> &'static str {
+                if matches!(self.edit, TextEdit::Spaced) {
+                    " , "
+                } else {
+                    ","
+                }
+            }
+            fn colon(&self) -> &'static str {
+                if matches!(self.edit, TextEdit::Spaced) {
+                    " : "
+                } else {
+                    ":"
+                }
+            }
+            fn value(&mut self, v: &Value) {
+                match v {
+                    Value::Object(m) => {
+                        let n = self.objects;
+                        self.objects += 1;
+                        self.out.push('{');
+                        let mut members: Vec<(&String, &Value)> = m.iter().collect();
+                        if matches!(self.edit, TextEdit::RepeatKey(k) if k == n) {
+                            if let Some(&first) = members.first() {
+                                members.push(first);
+                            }
+                        }
+                        for (i, (k, v)) in members.into_iter().enumerate() {
+                            if i > 0 {
+                                self.out.push_str(self.sep());
+                            }
+                            let kn = self.keys;
+                            self.keys += 1;
+                            if matches!(self.edit, TextEdit::EscapeKey(e) if e == kn) {
+                                self.out.push_str(&escaped(k));
+                            } else {
+                                self.out.push_str(&serde_json::to_string(k).unwrap());
+                            }
+                            self.out.push_str(self.colon());
+                            self.value(v);
+                        }
+                        self.out.push('}');
+                    }
+                    Value::Array(a) => {
+                        self.out.push('[');
+                        for (i, v) in a.iter().enumerate() {
+                            if i > 0 {
+                                self.out.push_str(self.sep());
+                            }
+                            self.value(v);
+                        }
+                        self.out.push(']');
+                    }
+                    Value::String(s) => {
+                        let n = self.strings;
+                        self.strings += 1;
+                        if matches!(self.edit, TextEdit::EscapeString(e) if e == n) {
+                            self.out.push_str(&escaped(s));
+                        } else {
+                            self.out.push_str(&serde_json::to_string(s).unwrap());
+                        }
+                    }
+                    Value::Number(x) => {
+                        let n = self.numbers;
+                        self.numbers += 1;
+                        if matches!(self.edit, TextEdit::NegativeZero(e) if e == n) {
+                            self.out.push_str("-0");
+                        } else {
+                            self.out.push_str(&x.to_string());
+                        }
+                    }
+                    other => self.out.push_str(&other.to_string()),
+                }
+            }
+        }
+        let mut w = W {
+            out: String::new(),
+            objects: 0,
+            keys: 0,
+            strings: 0,
+            numbers: 0,
+            edit,
+        };
+        w.value(v);
+        w.out
+    }
+
+    /// Values put in place of another by the property test: each JSON type, numbers at
+    /// the edges of the fields' ranges, objects that look like the tagged types.
+    fn replacements() -> Vec<serde_json::Value> {
+        use serde_json::json;
+        vec![
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(1),
+            json!(-1),
+            json!(1.5),
+            json!(65536),
+            json!(2147483648u64),
+            json!(-2147483649i64),
+            json!(4294967296u64),
+            json!(u64::MAX),
+            json!(-9223372036854775807i64),
+            json!("x"),
+            json!(""),
+            json!("netlink"),
+            json!("tcp"),
+            json!("a\"b"),
+            json!([]),
+            json!(["a"]),
+            json!([1]),
+            json!({}),
+            json!({"kind": "start"}),
+            json!({"kind": "code", "code": 1}),
+            json!({"how": "wakeup", "observed_ns": 1}),
+            json!({"from": "environ"}),
+            json!({"from": "ancestry", "parent": 1}),
+            json!({"pid": 1, "ppid": 2}),
+            json!({"pm2_home": "/h", "pm_id": 0, "name": "web"}),
+        ]
+    }
+
+    /// Every member and every value of `v`, as paths (keys and indexes), depth first.
+    fn paths(
+        v: &serde_json::Value,
+        at: &mut Vec<serde_json::Value>,
+        out: &mut Vec<Vec<serde_json::Value>>,
+    ) {
+        out.push(at.clone());
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    at.push(serde_json::Value::from(k.as_str()));
+                    paths(x, at, out);
+                    at.pop();
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    at.push(serde_json::Value::from(i));
+                    paths(x, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn at_path<'v>(
+        v: &'v mut serde_json::Value,
+        path: &[serde_json::Value],
+    ) -> &'v mut serde_json::Value {
+        path.iter().fold(v, |v, k| match k {
+            serde_json::Value::String(k) => &mut v[k.as_str()],
+            k => &mut v[k.as_u64().unwrap() as usize],
+        })
+    }
+
+    /// A process-watcher record as the shipped captures hold them, then damaged: values
+    /// removed, replaced by others of any type or range, members added, keys repeated or
+    /// escaped, strings escaped, `-0`, whitespace. Whatever the fast path decodes is what
+    /// serde's derived decoding gives; undamaged records all take the fast path.
+    #[test]
+    fn process_records_decode_as_derived_when_damaged() {
+        use proptest::prelude::*;
+        let records = proc_records();
+        assert!(
+            records.len() > 1000,
+            "only {} process records",
+            records.len()
+        );
+        let mut tape = scan::Tape::new();
+        for v in &records {
+            let text = serde_json::to_string(v).unwrap();
+            let derived = serde_json::from_str::<Stamped>(&text).unwrap();
+            assert_eq!(
+                fast_decode(text.as_bytes(), &mut tape),
+                Some(derived),
+                "{text}"
+            );
+        }
+        let pool = replacements();
+        let edits = prop_oneof![
+            any::<usize>().prop_map(TextEdit::RepeatKey),
+            any::<usize>().prop_map(TextEdit::EscapeKey),
+            any::<usize>().prop_map(TextEdit::EscapeString),
+            any::<usize>().prop_map(TextEdit::NegativeZero),
+            Just(TextEdit::Spaced),
+        ];
+        // (which path, what to do: 0 remove, 1 replace, 2 add a member; which replacement)
+        let changes = proptest::collection::vec((any::<usize>(), 0u8..3, any::<usize>()), 0..3);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 4000,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(
+                &(any::<usize>(), changes, proptest::option::of(edits)),
+                |(pick, changes, edit)| {
+                    let mut v = records[pick % records.len()].clone();
+                    for (at, what, with) in changes {
+                        let mut all = Vec::new();
+                        paths(&v, &mut Vec::new(), &mut all);
+                        // Never the record's `type` (its own path decides other types).
+                        all.retain(|p| p.first().is_none_or(|k| k != "type"));
+                        let Some(path) = all.get(at % all.len().max(1)).cloned() else {
+                            continue;
+                        };
+                        let replacement = pool[with % pool.len()].clone();
+                        match (what, path.split_last()) {
+                            (0, Some((last, parent))) => match at_path(&mut v, parent) {
+                                serde_json::Value::Object(m) => {
+                                    m.remove(last.as_str().unwrap_or_default());
+                                }
+                                serde_json::Value::Array(a) => {
+                                    a.remove(last.as_u64().unwrap() as usize);
+                                }
+                                _ => {}
+                            },
+                            (2, _) => {
+                                if let serde_json::Value::Object(m) = at_path(&mut v, &path) {
+                                    m.insert("added".into(), replacement);
+                                }
+                            }
+                            _ => *at_path(&mut v, &path) = replacement,
+                        }
+                    }
+                    let text = match edit {
+                        Some(e) => {
+                            // Counted within what the text has.
+                            let n = |k: usize| k % 64;
+                            mutated_text(
+                                &v,
+                                match e {
+                                    TextEdit::RepeatKey(k) => TextEdit::RepeatKey(n(k)),
+                                    TextEdit::EscapeKey(k) => TextEdit::EscapeKey(n(k)),
+                                    TextEdit::EscapeString(k) => TextEdit::EscapeString(n(k)),
+                                    TextEdit::NegativeZero(k) => TextEdit::NegativeZero(n(k)),
+                                    TextEdit::Spaced => TextEdit::Spaced,
+                                },
+                            )
+                        }
+                        None => serde_json::to_string(&v).unwrap(),
+                    };
+                    let derived = serde_json::from_str::<Stamped>(&text).ok();
+                    if let Some(fast) = fast_decode(text.as_bytes(), &mut scan::Tape::new()) {
+                        prop_assert_eq!(Some(fast), derived, "{}", text);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 }

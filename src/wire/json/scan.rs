@@ -487,7 +487,7 @@ impl<'a> Doc<'a> {
     }
 
     /// Where slice `v` of the text starts in it.
-    fn offset(&self, v: &str) -> usize {
+    pub(crate) fn offset(&self, v: &str) -> usize {
         let at = (v.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
         assert!(
             at <= self.text.len() && at + v.len() <= self.text.len(),
@@ -498,7 +498,7 @@ impl<'a> Doc<'a> {
 
     /// The end of the value starting at `i`.
     #[inline]
-    fn skip(&self, i: usize) -> usize {
+    pub(crate) fn skip(&self, i: usize) -> usize {
         let b = self.text.as_bytes();
         if matches!(b.get(i), Some(b'{' | b'[')) {
             if let Ok(k) = self.tape.binary_search_by_key(&(i as u32), |e| e.0) {
