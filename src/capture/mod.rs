@@ -18,6 +18,7 @@
 //! [`reader::CaptureReader`] streams a capture back with bounded memory.
 pub mod dir;
 mod disk;
+mod members;
 mod proc_record;
 pub(crate) mod reader;
 pub(crate) mod writer;

@@ -3,127 +3,28 @@
 //! serde's buffering of internally tagged types (`kind`, `how`, `from`), without parsing
 //! again text the reader has validated (a snapshot names a dozen processes and sockets).
 //!
-//! Members are first read in the order pm2-trace writes them ([`InOrder`]: each key is
-//! compared where the next member starts, nothing is looked up), and when the text is not
-//! so written (another order, whitespace, unknown or repeated members, escaped keys) by
-//! name ([`Fields`]). Each type is built with a struct literal, so a field added, removed
-//! or retyped fails to compile here. Every reading is exact or declines: a value it does
-//! not take as written (not the JSON type expected, a number that is not a plain whole
-//! number in range, more members than [`Fields`] holds) is decoded by serde from that
-//! value's own text, which is what serde's derived decoding of the record does with it. So
+//! Members are read as [`super::members`] reads them: in the order pm2-trace writes them,
+//! and by name when the text is not so written (another order, whitespace, unknown or
+//! repeated members, escaped keys). Each type is built with a struct literal, so a field
+//! added, removed or retyped fails to compile here. Every reading is exact or declines, so
 //! the event is always the one `Stamped`'s own `Deserialize` gives (held to it by the
 //! reader's tests).
 
-use super::reader::{plain_str, Fields};
+use super::members::{
+    boolean, int32, list, object, opt, or_null, plain_str, serde, string, unit, whole, Members,
+};
 use crate::event::proc::{
     AppRef, AttrHow, EnvSnap, EnvVar, ExitStatus, ProcSnap, Proto, Snapshot, SnapshotReason,
     SocketHold, StatusFrom, Timing, Via, Who,
 };
 use crate::event::ProcEvent;
-use crate::wire::json::scan::{plain_u64, Doc};
-use serde::de::DeserializeOwned;
+use crate::wire::json::scan::plain_u64;
 
-/// Where a type's reading finds its members.
-trait Members<'a> {
-    /// Member `name`'s value text; None when it is absent (for [`InOrder`]: when it is not
-    /// the next member).
-    fn take(&mut self, name: &str) -> Option<&'a str>;
-    /// The document the values are slices of.
-    fn doc(&self) -> Doc<'a>;
-}
-
-/// Members found by name, in any order.
-impl<'a> Members<'a> for &Fields<'a> {
-    fn take(&mut self, name: &str) -> Option<&'a str> {
-        self.raw(name)
-    }
-    fn doc(&self) -> Doc<'a> {
-        Fields::doc(self)
-    }
-}
-
-/// The members of an object written compactly, read in the order they are asked for. When
-/// every member was taken in turn and the object ends there ([`InOrder::finished`]), no key
-/// is repeated, unknown or escaped: what was read is what a search by name finds.
-struct InOrder<'a> {
-    doc: Doc<'a>,
-    /// Where the next member (or the comma before it) starts.
-    i: usize,
-    /// Where the object's closing brace is.
-    end: usize,
-    first: bool,
-}
-
-impl<'a> InOrder<'a> {
-    /// The members of object `raw`, a slice of `doc`'s text.
-    fn new(doc: Doc<'a>, raw: &'a str) -> Option<InOrder<'a>> {
-        if !raw.starts_with('{') || !raw.ends_with('}') {
-            return None;
-        }
-        let at = doc.offset(raw);
-        Some(InOrder {
-            doc,
-            i: at + 1,
-            end: at + raw.len() - 1,
-            first: true,
-        })
-    }
-
-    /// Whether every member was taken.
-    fn finished(&self) -> bool {
-        self.i == self.end
-    }
-}
-
-impl<'a> Members<'a> for InOrder<'a> {
-    fn take(&mut self, name: &str) -> Option<&'a str> {
-        let text = self.doc.text();
-        let b = text.as_bytes();
-        let mut i = self.i;
-        if !self.first {
-            if b.get(i) != Some(&b',') {
-                return None;
-            }
-            i += 1;
-        }
-        let k = name.as_bytes();
-        let key_end = i + 1 + k.len();
-        if b.get(i) != Some(&b'"')
-            || b.get(i + 1..key_end) != Some(k)
-            || b.get(key_end..key_end + 2) != Some(b"\":")
-        {
-            return None;
-        }
-        let v = key_end + 2;
-        let v_end = self.doc.skip(v);
-        if v_end > self.end {
-            return None;
-        }
-        let value = text.get(v..v_end)?;
-        self.i = v_end;
-        self.first = false;
-        Some(value)
-    }
-    fn doc(&self) -> Doc<'a> {
-        self.doc
-    }
-}
-
-/// The event of a `proc` record `text` whose members are `f`; None when the record is not
-/// one (serde then decides).
-pub(super) fn proc_event<'a>(f: &Fields<'a>, text: &'a str) -> Option<ProcEvent> {
-    let kind = f.str("kind")?;
-    if let Some(mut m) = InOrder::new(f.doc(), text) {
-        // As pm2-trace writes a record: its instant and types first.
-        if m.take("t").is_some() && m.take("type").is_some() && m.take("kind").is_some() {
-            if let Some(ev) = variant(&kind, &mut m) {
-                if m.finished() {
-                    return Some(ev);
-                }
-            }
-        }
-    }
-    variant(&kind, &mut &*f)
+/// The event of a `proc` record whose members after its `type` are `m`; None when the
+/// record is not one (serde then decides).
+pub(super) fn proc_event<'a>(m: &mut dyn Members<'a>) -> Option<ProcEvent> {
+    let kind = plain_str(or_null(m.take("kind")))?;
+    variant(&kind, m)
 }
 
 fn variant<'a>(kind: &str, m: &mut dyn Members<'a>) -> Option<ProcEvent> {
@@ -390,142 +291,4 @@ fn via(raw: Option<&str>) -> Option<Via> {
             _ => return None,
         })
     })
-}
-
-// ---- Values, from their text. An absent member reads as `null`, as serde's derive reads
-// a missing field (None for an optional one, an error otherwise).
-
-fn or_null(raw: Option<&str>) -> &str {
-    raw.unwrap_or("null")
-}
-
-/// Serde's reading of value text `raw`.
-fn serde<T: DeserializeOwned>(raw: &str) -> Option<T> {
-    serde_json::from_str(raw).ok()
-}
-
-/// An object read by `read` from its members (in order, else by name), else by serde.
-fn object<'a, T: DeserializeOwned>(
-    doc: Doc<'a>,
-    raw: Option<&'a str>,
-    read: fn(&mut dyn Members<'a>) -> Option<T>,
-) -> Option<T> {
-    let raw = or_null(raw);
-    if let Some(mut m) = InOrder::new(doc, raw) {
-        if let Some(v) = read(&mut m) {
-            if m.finished() {
-                return Some(v);
-            }
-        }
-        let mut f = Fields::new(doc);
-        if f.read(raw) {
-            if let Some(v) = read(&mut &f) {
-                return Some(v);
-            }
-        }
-    }
-    serde(raw)
-}
-
-/// A value that may be null (absent is null), else read by `read`.
-fn opt<T>(raw: Option<&str>, read: impl FnOnce(&str) -> Option<T>) -> Option<Option<T>> {
-    match raw {
-        None | Some("null") => Some(None),
-        Some(r) => read(r).map(Some),
-    }
-}
-
-/// An array whose items `item` reads; serde reads the whole when `item` declines one.
-fn list<'a, T: DeserializeOwned>(
-    doc: Doc<'a>,
-    raw: Option<&'a str>,
-    item: impl Fn(&'a str) -> Option<T>,
-) -> Option<Vec<T>> {
-    let raw = or_null(raw);
-    if raw.starts_with('[') {
-        if let Some(v) = doc.items(raw).map(item).collect::<Option<Vec<T>>>() {
-            return Some(v);
-        }
-    }
-    serde(raw)
-}
-
-/// A string (unescaped by serde when it has escapes).
-fn string(raw: &str) -> Option<String> {
-    match plain_str(raw) {
-        Some(s) => Some(s.into_owned()),
-        None => serde(raw),
-    }
-}
-
-/// A `u64`.
-fn whole(raw: &str) -> Option<u64> {
-    plain_u64(raw).or_else(|| serde(raw))
-}
-
-/// An `i32` (absent is null, which is not one).
-fn int32(raw: Option<&str>) -> Option<i32> {
-    let raw = or_null(raw);
-    plain_i32(raw).or_else(|| serde(raw))
-}
-
-fn boolean(raw: &str) -> Option<bool> {
-    match raw {
-        "true" => Some(true),
-        "false" => Some(false),
-        _ => serde(raw),
-    }
-}
-
-/// A unit variant of an enum, named by a string `variant` knows.
-fn unit<T: DeserializeOwned>(raw: &str, variant: impl Fn(&str) -> Option<T>) -> Option<T> {
-    match plain_str(raw).as_deref().and_then(variant) {
-        Some(v) => Some(v),
-        None => serde(raw),
-    }
-}
-
-/// `raw` when it is a whole number in `i32`'s range written plainly (`-` and digits, not
-/// `-0`, which serde_json reads as a float); None otherwise.
-fn plain_i32(raw: &str) -> Option<i32> {
-    match raw.strip_prefix('-') {
-        Some(digits) if !digits.starts_with('0') => {
-            i32::try_from(-i64::try_from(plain_u64(digits)?).ok()?).ok()
-        }
-        Some(_) => None,
-        None => i32::try_from(plain_u64(raw)?).ok(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_i32_reads_as_serde_json_does() {
-        for raw in [
-            "0",
-            "-0",
-            "7",
-            "-7",
-            "2147483647",
-            "2147483648",
-            "-2147483648",
-            "-2147483649",
-            "99999999999999999999",
-            "1.0",
-            "1e3",
-            "-",
-            "",
-            "\"1\"",
-        ] {
-            let serde = serde_json::from_str::<i32>(raw).ok();
-            if let Some(n) = plain_i32(raw) {
-                assert_eq!(Some(n), serde, "{raw}");
-            }
-        }
-        assert_eq!(plain_i32("-2147483648"), Some(i32::MIN));
-        assert_eq!(plain_i32("-0"), None);
-        assert_eq!(serde_json::from_str::<i32>("-0").ok(), None);
-    }
 }

@@ -7,13 +7,13 @@
 //! Section headers and interface descriptions are decoded with `pcap-file`; Enhanced
 //! Packet Blocks (the hot path) are decoded here, in place, without copying the record.
 
+use super::members::{msg, opt, or_null, plain_str, serde, whole, Fields, InOrder, Members};
 use super::{
     tag, CaptureError, FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, LINKTYPE_WIRESHARK_UPPER_PDU,
     MAX_BLOCK_LEN, MAX_RECORD_LEN,
 };
-use crate::event::{CaptureInfo, Event, Source, Stamped, WireMessage};
-use crate::wire::amp::Arg;
-use crate::wire::json::{scan, Json};
+use crate::event::{CaptureInfo, Event, Source, Stamped};
+use crate::wire::json::scan;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
@@ -780,219 +780,98 @@ impl Fail {
 /// tape is let go).
 const MAX_KEPT_TAPE: usize = 1 << 16;
 
-/// Most members a record read by [`fast_decode`] has (pm2-trace writes at most 11); a
-/// record with more takes serde's path.
-const MAX_FIELDS: usize = 16;
-
-/// A record's top-level members, read from its validated text (kept in place: no
-/// allocation per record).
-pub(super) struct Fields<'a> {
-    doc: scan::Doc<'a>,
-    members: [(&'a str, &'a str); MAX_FIELDS],
-    len: usize,
-}
-
-impl<'a> Fields<'a> {
-    /// No members yet: [`Fields::read`] finds them. Made where it is used and filled in
-    /// place (a record's fields are read once per record: moving them would copy them).
-    pub(super) fn new(doc: scan::Doc<'a>) -> Fields<'a> {
-        Fields {
-            doc,
-            members: [("", ""); MAX_FIELDS],
-            len: 0,
-        }
-    }
-
-    /// Find the members of the object `text` (validated); false when it is not an object,
-    /// has more than [`MAX_FIELDS`] members, or a key repeats or is escaped (serde's derived
-    /// decoding decides those).
-    pub(super) fn read(&mut self, text: &'a str) -> bool {
-        if !text.starts_with('{') {
-            return false;
-        }
-        for (k, v) in self.doc.members(text) {
-            let Some(k) = k.get(1..k.len() - 1) else {
-                return false;
-            };
-            if self.len == MAX_FIELDS || k.bytes().any(|c| c == b'\\') || self.raw(k).is_some() {
-                return false;
-            }
-            self.members[self.len] = (k, v);
-            self.len += 1;
-        }
-        true
-    }
-
-    /// The document the members are read from.
-    pub(super) fn doc(&self) -> scan::Doc<'a> {
-        self.doc
-    }
-
-    pub(super) fn raw(&self, name: &str) -> Option<&'a str> {
-        self.members[..self.len]
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| *v)
-    }
-
-    /// Field `name` decoded as the type the event's own declaration gives it (inferred at
-    /// the call); a missing field reads as `null` (so as `None` for an optional field, and
-    /// fails otherwise, as serde's derive does).
-    pub(super) fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
-        serde_json::from_str(self.raw(name).unwrap_or("null")).ok()
-    }
-
-    /// Field `name`, a number without sign, fraction or exponent that fits: read here;
-    /// anything else as [`Fields::get`] reads it.
-    pub(super) fn u64(&self, name: &str) -> Option<u64> {
-        match self.raw(name).and_then(crate::wire::json::scan::plain_u64) {
-            Some(n) => Some(n),
-            None => self.get(name),
-        }
-    }
-
-    /// Field `name`, a string.
-    pub(super) fn str(&self, name: &str) -> Option<Cow<'a, str>> {
-        plain_str(self.raw(name)?)
-    }
-
-    /// A stored AMP message (`[{"j": ...}, {"s": "..."}, {"b64": "..."}]`): JSON arguments
-    /// keep their validated text, without a second pass.
-    fn msg(&self, name: &str) -> Option<WireMessage> {
-        let text = self.raw(name)?;
-        if !text.starts_with('[') {
-            return None;
-        }
-        // Most messages have two arguments (a bus event's name and payload; a request's).
-        let mut args = Vec::with_capacity(2);
-        // As pm2-trace writes them (compact), the items are read from their bytes; else
-        // each is walked.
-        let mut compact = true;
-        for member in self.doc.single_members(text) {
-            match member {
-                Ok((key, value)) => args.push(self.arg(key, value)?),
-                Err(()) => {
-                    compact = false;
-                    break;
-                }
-            }
-        }
-        if !compact {
-            args.clear();
-            for item in self.doc.items(text) {
-                if !item.starts_with('{') {
-                    return None;
-                }
-                let mut members = self.doc.members(item);
-                let (Some((key, value)), None) = (members.next(), members.next()) else {
-                    return None;
-                };
-                args.push(self.arg(key, value)?);
-            }
-        }
-        Some(WireMessage(crate::wire::amp::Message::new(args)))
-    }
-
-    /// One argument of a stored message, from its item's one member: `{"j": ...}`,
-    /// `{"s": ...}` or `{"b64": ...}` (pm2-trace writes no other; serde decides anything
-    /// else). `key` is the member's key with its quotes.
-    fn arg(&self, key: &str, value: &'a str) -> Option<Arg> {
-        Some(match key {
-            r#""j""# => Arg::Json(Json::from_valid(
-                value.into(),
-                Some(self.doc.tape_of(value)),
-            )),
-            r#""s""# => Arg::Str(plain_str(value)?.into_owned()),
-            r#""b64""# => {
-                use base64::Engine;
-                let b64 = plain_str(value)?;
-                Arg::Raw(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(&*b64)
-                        .ok()?,
-                )
-            }
-            _ => return None,
-        })
-    }
-}
-
-/// The JSON string `raw` (validated text): borrowed when it has no escape. None when it is
-/// not a string.
-pub(super) fn plain_str(raw: &str) -> Option<Cow<'_, str>> {
-    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Some(Cow::Borrowed(inner)),
-        Some(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
-        None => None,
-    }
-}
-
 /// Decode the common event types straight from the record's validated text, without the
 /// buffering serde's flattened, internally tagged `Stamped` needs (which would also build a
 /// tree of every payload). Each variant is built with a struct literal whose field types
-/// come from `Event` itself ([`Fields::get`] infers them): a field added to, removed from or
-/// retyped in `Event` fails to compile here or decodes as declared, never drifts. Returns
-/// None for anything it does not handle exactly (other types, a missing or mistyped field,
-/// a repeated key), which then takes the general path, so the result is always what
-/// `Stamped`'s own `Deserialize` gives.
+/// come from `Event` itself: a field added to, removed from or retyped in `Event` fails to
+/// compile here or decodes as declared, never drifts. The members are read in the order
+/// pm2-trace writes them, else by name (see [`members`]). Returns None for anything it does
+/// not handle exactly (other types, a missing or mistyped field, a repeated key), which
+/// then takes the general path, so the result is always what `Stamped`'s own `Deserialize`
+/// gives.
 fn fast_decode(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped> {
     let text = scan::validate_into(json, tape).ok()?;
-    let mut f = Fields::new(scan::Doc::new(text, tape));
+    let doc = scan::Doc::new(text, tape);
+    if let Some(mut m) = InOrder::new(doc, text) {
+        if let (Some(t), Some(ty)) = (m.take("t"), m.take("type")) {
+            if let Some(event) = event(&plain_str(ty)?, text, &mut m) {
+                if m.finished() {
+                    return Some(Stamped {
+                        t: whole(t)?,
+                        event,
+                    });
+                }
+            }
+        }
+    }
+    let mut f = Fields::new(doc);
     if !f.read(text) {
         return None;
     }
-    let event = match &*f.str("type")? {
+    let event = event(&f.str("type")?, text, &mut &f)?;
+    Some(Stamped {
+        t: whole(or_null(f.raw("t")))?,
+        event,
+    })
+}
+
+/// The event of type `ty` whose members after its `type` are `m`, in record `text`.
+fn event<'a>(ty: &str, text: &'a str, m: &mut dyn Members<'a>) -> Option<Event> {
+    let d = m.doc();
+    Some(match ty {
         "note" => Event::Note {
-            level: f.get("level")?,
-            text: f.get("text")?,
+            level: serde(or_null(m.take("level")))?,
+            text: serde(or_null(m.take("text")))?,
         },
         "rpc_connect" => Event::RpcConnect {
-            conn: f.u64("conn")?,
-            peer: f.get("peer")?,
+            conn: whole(or_null(m.take("conn")))?,
+            peer: serde(or_null(m.take("peer")))?,
         },
         "rpc_refused" => Event::RpcRefused {
-            peer: f.get("peer")?,
-            reason: f.get("reason")?,
+            peer: serde(or_null(m.take("peer")))?,
+            reason: serde(or_null(m.take("reason")))?,
         },
         "rpc_message" => Event::RpcMessage {
-            conn: f.u64("conn")?,
-            dir: f.get("dir")?,
-            msg: f.msg("msg")?,
-            ask: f.get("ask")?,
-            asked: f.get("asked")?,
+            conn: whole(or_null(m.take("conn")))?,
+            dir: serde(or_null(m.take("dir")))?,
+            msg: msg(d, m.take("msg"))?,
+            ask: opt(m.take("ask"), whole)?,
+            asked: serde(or_null(m.take("asked")))?,
         },
         "rpc_undecodable" => Event::RpcUndecodable {
-            conn: f.u64("conn")?,
-            dir: f.get("dir")?,
-            offset: f.get("offset")?,
-            error: f.get("error")?,
+            conn: whole(or_null(m.take("conn")))?,
+            dir: serde(or_null(m.take("dir")))?,
+            offset: serde(or_null(m.take("offset")))?,
+            error: serde(or_null(m.take("error")))?,
         },
         "rpc_close" => Event::RpcClose {
-            conn: f.u64("conn")?,
-            to_client_bytes: f.get("to_client_bytes")?,
-            to_daemon_bytes: f.get("to_daemon_bytes")?,
-            // Absent when nothing was left waiting (serde's default).
-            unanswered: f
-                .get::<Option<Vec<String>>>("unanswered")?
-                .unwrap_or_default(),
+            conn: whole(or_null(m.take("conn")))?,
+            to_client_bytes: serde(or_null(m.take("to_client_bytes")))?,
+            to_daemon_bytes: serde(or_null(m.take("to_daemon_bytes")))?,
+            // Declared `#[serde(default)]`: absent is empty.
+            unanswered: match m.take("unanswered") {
+                None => Vec::new(),
+                Some(raw) => serde(raw)?,
+            },
         },
-        "bus_message" => Event::BusMessage { msg: f.msg("msg")? },
+        "bus_message" => Event::BusMessage {
+            msg: msg(d, m.take("msg"))?,
+        },
         "bus_link" => Event::BusLink {
-            up: f.get("up")?,
-            detail: f.get("detail")?,
+            up: serde(or_null(m.take("up")))?,
+            detail: serde(or_null(m.take("detail")))?,
         },
         "recording_stopped" => Event::RecordingStopped {
-            reason: f.get("reason")?,
+            reason: serde(or_null(m.take("reason")))?,
         },
-        "proc" => Event::Proc(super::proc_record::proc_event(&f, text)?),
+        "proc" => Event::Proc(super::proc_record::proc_event(m)?),
         // Its own tagged type, decoded from the record (whose `t` and `type` it ignores)
         // with one level of serde's buffering instead of three.
-        "log_line" => Event::LogLine(serde_json::from_str(text).ok()?),
+        "log_line" => {
+            m.take_rest();
+            Event::LogLine(serde_json::from_str(text).ok()?)
+        }
         _ => return None,
-    };
-    Some(Stamped {
-        t: f.u64("t")?,
-        event,
     })
 }
 
@@ -1213,6 +1092,8 @@ mod tests {
             r#"{"t":1,"type":"bus_message","msg":[ {"s":"x"}, {"j":{"a":1}} ]}"#,
             r#"{"t":1,"type":"bus_message","msg":[{"s": "x"},{"j":1},{"b64":"AAE="}]}"#,
             r#"{"t":1,"type":"bus_message","msg":[{"s":"x"},{"j" :1}]}"#,
+            // `unanswered` is a list when present: null is not one.
+            r#"{"t":5,"type":"rpc_close","conn":1,"to_client_bytes":1,"to_daemon_bytes":2,"unanswered":null}"#,
         ];
         for json in records {
             let derived = serde_json::from_slice::<Stamped>(json.as_bytes()).ok();
@@ -1270,8 +1151,9 @@ mod tests {
         assert!(checked > 1000, "only {checked} records in captures/");
     }
 
-    /// The process-watcher records of the shipped captures (both directories), as values.
-    fn proc_records() -> Vec<serde_json::Value> {
+    /// The records of the shipped captures (both directories) up to 20 kB, as values
+    /// (getMonitorData replies of 150 kB are left out: they only make each case slower).
+    fn small_records() -> Vec<serde_json::Value> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut out = Vec::new();
         for dir in ["captures", "tests/tui_captures"] {
@@ -1282,9 +1164,9 @@ mod tests {
                 }
                 let mut r = CaptureReader::open(&path).unwrap();
                 while let Some(rec) = r.next_json() {
-                    let v: serde_json::Value = serde_json::from_slice(rec.unwrap().1).unwrap();
-                    if v["type"] == "proc" {
-                        out.push(v);
+                    let json = rec.unwrap().1;
+                    if json.len() <= 20_000 {
+                        out.push(serde_json::from_slice(json).unwrap());
                     }
                 }
             }
@@ -1489,19 +1371,18 @@ mod tests {
         })
     }
 
-    /// A process-watcher record as the shipped captures hold them, then damaged: values
-    /// removed, replaced by others of any type or range, members added, keys repeated or
-    /// escaped, strings escaped, `-0`, whitespace. Whatever the fast path decodes is what
-    /// serde's derived decoding gives; undamaged records all take the fast path.
+    /// A record as the shipped captures hold them (half the time a process-watcher record,
+    /// the type read in most detail), then damaged: values removed, replaced by others of
+    /// any type or range, members added, keys repeated or escaped, strings escaped, `-0`,
+    /// whitespace. Whatever the fast path decodes is what serde's derived decoding gives;
+    /// undamaged records all take the fast path.
     #[test]
-    fn process_records_decode_as_derived_when_damaged() {
+    fn records_decode_as_derived_when_damaged() {
         use proptest::prelude::*;
-        let records = proc_records();
-        assert!(
-            records.len() > 1000,
-            "only {} process records",
-            records.len()
-        );
+        let records = small_records();
+        let procs: Vec<&serde_json::Value> =
+            records.iter().filter(|v| v["type"] == "proc").collect();
+        assert!(procs.len() > 1000, "only {} process records", procs.len());
         let mut tape = scan::Tape::new();
         for v in &records {
             let text = serde_json::to_string(v).unwrap();
@@ -1531,7 +1412,11 @@ mod tests {
             .run(
                 &(any::<usize>(), changes, proptest::option::of(edits)),
                 |(pick, changes, edit)| {
-                    let mut v = records[pick % records.len()].clone();
+                    let mut v = if pick % 2 == 0 {
+                        procs[pick / 2 % procs.len()].clone()
+                    } else {
+                        records[pick / 2 % records.len()].clone()
+                    };
                     for (at, what, with) in changes {
                         let mut all = Vec::new();
                         paths(&v, &mut Vec::new(), &mut all);
