@@ -663,7 +663,6 @@ impl CaptureWriter {
         let mut buf = buf;
         buf.clear();
         *self.pw.get_mut() = buf;
-        let mut ends = ends;
         ends.clear();
         self.ends = ends;
         result

@@ -176,20 +176,28 @@ pub(crate) fn groups_of(pid: i32) -> Vec<u32> {
 
 /// Bounded, non-blocking path from the forwarding threads to the recorder.
 ///
-/// Sending is a push under an uncontended mutex; it wakes the receiver only when the receiver
-/// is parked (the queue was drained and found empty). A woken receiver waits a moment before
-/// draining, so a burst of traffic costs one wake-up, not one per chunk: the forwarding
-/// threads never pay for a futex wake while traffic flows, and the recorder's work happens in
-/// batches beside the traffic rather than between a request and its reply.
+/// Sending shares no lock with the receiver, a `SCHED_IDLE` thread that may be preempted at
+/// any instruction and not run again until a CPU has nothing else to do: a forwarding
+/// thread waiting for a lock it held would wait that long. The queue is a standard channel
+/// whose sending side takes no lock while no receiver waits in it (the receiver only ever
+/// polls it); the bounds are atomic counters; the receiver sleeps by parking its thread and
+/// a sender wakes it with `unpark` (an atomic and a futex wake, no lock), only when it is
+/// parked. A woken receiver waits a moment before draining, so a burst of traffic costs one
+/// wake-up, not one per chunk: the recorder's work happens in batches beside the traffic
+/// rather than between a request and its reply.
 pub struct TapSender {
     queue: Arc<TapQueue>,
+    /// None only while dropping (the channel closes before the receiver is woken).
+    tx: Option<std::sync::mpsc::Sender<Tap>>,
 }
 
 struct TapQueue {
-    items: std::sync::Mutex<std::collections::VecDeque<Tap>>,
-    cv: std::sync::Condvar,
+    /// The receiving thread, known from its first [`TapReceiver::recv_batch`].
+    receiver: std::sync::OnceLock<std::thread::Thread>,
     parked: AtomicBool,
     senders: AtomicUsize,
+    /// Taps sent and not yet taken.
+    queued: AtomicUsize,
     /// Bytes of `Data` taps sent and not yet taken by the recorder.
     in_flight: AtomicUsize,
     max_in_flight: usize,
@@ -244,6 +252,7 @@ impl BufferPool {
 /// The recorder's end of the tap.
 pub struct TapReceiver {
     queue: Arc<TapQueue>,
+    rx: std::sync::mpsc::Receiver<Tap>,
 }
 
 /// How long a woken receiver lets a burst accumulate before draining it.
@@ -251,11 +260,12 @@ const TAP_BATCH: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A tap holding at most `max_items` taps and `max_in_flight` bytes of copies.
 pub fn tap_channel(max_items: usize, max_in_flight: usize) -> (TapSender, TapReceiver) {
+    let (tx, rx) = std::sync::mpsc::channel();
     let queue = Arc::new(TapQueue {
-        items: Default::default(),
-        cv: Default::default(),
+        receiver: Default::default(),
         parked: AtomicBool::new(false),
         senders: AtomicUsize::new(1),
+        queued: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
         max_in_flight,
         max_items,
@@ -265,9 +275,21 @@ pub fn tap_channel(max_items: usize, max_in_flight: usize) -> (TapSender, TapRec
     (
         TapSender {
             queue: queue.clone(),
+            tx: Some(tx),
         },
-        TapReceiver { queue },
+        TapReceiver { queue, rx },
     )
+}
+
+impl TapQueue {
+    /// Wake the receiver if it is parked (or about to park: it then returns at once).
+    fn wake(&self) {
+        if self.parked.load(Ordering::SeqCst) {
+            if let Some(t) = self.receiver.get() {
+                t.unpark();
+            }
+        }
+    }
 }
 
 impl Clone for TapSender {
@@ -275,15 +297,20 @@ impl Clone for TapSender {
         self.queue.senders.fetch_add(1, Ordering::SeqCst);
         TapSender {
             queue: self.queue.clone(),
+            tx: self.tx.clone(),
         }
     }
 }
 
 impl Drop for TapSender {
     fn drop(&mut self) {
+        // The channel closes with the last sender: closed first, then the receiver woken
+        // to see it.
+        drop(self.tx.take());
         if self.queue.senders.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let _g = self.queue.items.lock();
-            self.queue.cv.notify_all();
+            if let Some(t) = self.queue.receiver.get() {
+                t.unpark();
+            }
         }
     }
 }
@@ -291,19 +318,17 @@ impl Drop for TapSender {
 impl TapSender {
     fn send(&self, tap: Tap) -> bool {
         let q = &self.queue;
-        let Ok(mut items) = q.items.lock() else {
-            return false;
-        };
-        if items.len() >= q.max_items {
+        if q.queued.fetch_add(1, Ordering::SeqCst) >= q.max_items {
+            q.queued.fetch_sub(1, Ordering::SeqCst);
             q.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        items.push_back(tap);
-        let wake = q.parked.load(Ordering::Relaxed);
-        drop(items);
-        if wake {
-            q.cv.notify_one();
+        if self.tx.as_ref().is_none_or(|tx| tx.send(tap).is_err()) {
+            // The receiver is gone.
+            q.queued.fetch_sub(1, Ordering::SeqCst);
+            return false;
         }
+        q.wake();
         true
     }
 
@@ -358,30 +383,45 @@ impl TapSender {
 
 impl TapReceiver {
     /// Move every queued tap into `out`, waiting for some if there are none. False once every
-    /// sender is gone and nothing is left.
+    /// sender is gone and nothing is left. Always called from one thread (it is the one
+    /// the senders wake).
     pub fn recv_batch(&self, out: &mut Vec<Tap>) -> bool {
         let q = &self.queue;
+        let me = q.receiver.get_or_init(std::thread::current);
+        debug_assert_eq!(me.id(), std::thread::current().id());
         loop {
-            let Ok(mut items) = q.items.lock() else {
-                return false;
-            };
-            if !items.is_empty() {
-                for tap in items.drain(..) {
-                    if let Tap::Data { bytes, .. } = &tap {
-                        q.in_flight.fetch_sub(bytes.held(), Ordering::Relaxed);
+            let before = out.len();
+            loop {
+                match self.rx.try_recv() {
+                    Ok(tap) => {
+                        q.queued.fetch_sub(1, Ordering::SeqCst);
+                        if let Tap::Data { bytes, .. } = &tap {
+                            q.in_flight.fetch_sub(bytes.held(), Ordering::Relaxed);
+                        }
+                        out.push(tap);
                     }
-                    out.push(tap);
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        return out.len() > before;
+                    }
                 }
+            }
+            if out.len() > before {
                 return true;
             }
-            if q.senders.load(Ordering::SeqCst) == 0 {
-                return false;
-            }
-            q.parked.store(true, Ordering::Relaxed);
-            let woke = q.cv.wait_timeout(items, POOL_TRIM_EVERY);
-            q.parked.store(false, Ordering::Relaxed);
-            let idle = woke.as_ref().is_ok_and(|(_, w)| w.timed_out());
-            drop(woke);
+            // Park, unless a tap was sent meanwhile (its sender sees `parked` or this sees
+            // `queued`: both are sequentially consistent).
+            q.parked.store(true, Ordering::SeqCst);
+            let idle = if q.queued.load(Ordering::SeqCst) == 0 {
+                let since = std::time::Instant::now();
+                std::thread::park_timeout(POOL_TRIM_EVERY);
+                since.elapsed() >= POOL_TRIM_EVERY
+            } else {
+                // Counted, not in the channel yet: its sender is between the two.
+                std::thread::yield_now();
+                false
+            };
+            q.parked.store(false, Ordering::SeqCst);
             if idle {
                 // No traffic for a while: let go of the buffers it does not need.
                 self.trim_pool();
@@ -709,6 +749,54 @@ mod tests {
             rx.recycle(Vec::with_capacity(CHUNK));
         }
         assert_eq!(rx.queue.pool.lock().unwrap().kept.len(), 1500);
+    }
+
+    /// A receiver parked on another thread gets every tap sent by several senders, and
+    /// ends (false) once the last sender is gone and all is taken.
+    #[test]
+    fn the_receiver_takes_every_tap_and_ends_with_the_last_sender() {
+        let (tx, rx) = tap_channel(1 << 16, 1 << 20);
+        let receiver = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            while rx.recv_batch(&mut got) {}
+            got.into_iter().map(|t| tap_time(&t)).collect::<Vec<_>>()
+        });
+        let senders: Vec<_> = (0..4u64)
+            .map(|k| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        let t = k * 1000 + i;
+                        assert!(tx.send(Tap::Gap {
+                            t,
+                            conn: k,
+                            dir: Direction::ToDaemon
+                        }));
+                        if i % 100 == 0 {
+                            // Let the receiver drain and park between bursts.
+                            std::thread::sleep(Duration::from_millis(3));
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for s in senders {
+            s.join().unwrap();
+        }
+        let mut times = receiver.join().unwrap();
+        times.sort_unstable();
+        let sent: Vec<u64> = (0..4u64)
+            .flat_map(|k| (0..500).map(move |i| k * 1000 + i))
+            .collect();
+        assert_eq!(times, sent);
+    }
+
+    fn tap_time(t: &Tap) -> u64 {
+        match t {
+            Tap::Gap { t, .. } => *t,
+            other => panic!("{other:?}"),
+        }
     }
 
     fn take(rx: &TapReceiver) -> Chunk {

@@ -686,7 +686,7 @@ impl<'a> Iterator for SingleMembers<'a> {
                 return None;
             }
             let key_end = skip_string(b, i + 1);
-            if b.get(key_end) != Some(&b':') || !b.get(key_end + 1).is_some_and(|&c| c > b' ') {
+            if b.get(key_end) != Some(&b':') || b.get(key_end + 1).is_none_or(|&c| c <= b' ') {
                 return None;
             }
             let v_end = self.doc.skip(key_end + 1);
