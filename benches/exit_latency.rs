@@ -58,16 +58,17 @@ fn main() {
     let mut delays = Vec::new();
     let mut snapshots = 0;
     while let Some(ev) = rx.try_recv() {
-        match ev.event {
-            Event::Proc(ProcEvent::Exit {
+        let Event::Proc(p) = ev.event else { continue };
+        match *p {
+            ProcEvent::Exit {
                 timing:
                     Timing::Kernel {
                         kernel_ns,
                         observed_ns,
                     },
                 ..
-            }) => delays.push(observed_ns.saturating_sub(kernel_ns) as f64 / 1e3),
-            Event::Proc(ProcEvent::Snapshot(_)) => snapshots += 1,
+            } => delays.push(observed_ns.saturating_sub(kernel_ns) as f64 / 1e3),
+            ProcEvent::Snapshot(_) => snapshots += 1,
             _ => {}
         }
     }

@@ -97,9 +97,10 @@ pub fn measure(mode: WatchMode, apps: usize, secs: f64) -> Measured {
     let mut tracked = 0;
     while let Some(e) = rx.try_recv() {
         events += 1;
-        if let pm2_trace::event::Event::Proc(pm2_trace::event::ProcEvent::Tracked { .. }) = e.event
-        {
-            tracked += 1;
+        if let pm2_trace::event::Event::Proc(p) = e.event {
+            if matches!(*p, pm2_trace::event::ProcEvent::Tracked { .. }) {
+                tracked += 1;
+            }
         }
     }
     let c0 = sys::process_cpu_ns();

@@ -162,7 +162,10 @@ fn hint(mode: WatchMode) {
     let exit = seen
         .iter()
         .find_map(|s| match &s.event {
-            Event::Proc(p @ ProcEvent::Exit { who, .. }) if who.pid == pid => Some(p.summary()),
+            Event::Proc(p) => match &**p {
+                ProcEvent::Exit { who, .. } if who.pid == pid => Some(p.summary()),
+                _ => None,
+            },
             _ => None,
         })
         .unwrap();

@@ -55,7 +55,7 @@ impl Watch {
 
     fn procs(&self) -> impl Iterator<Item = (u64, &ProcEvent)> {
         self.ev.iter().filter_map(|s| match &s.event {
-            Event::Proc(p) => Some((s.t, p)),
+            Event::Proc(p) => Some((s.t, &**p)),
             _ => None,
         })
     }

@@ -110,7 +110,7 @@ fn collect(rx: &mut EventReceiver, into: &mut Vec<Stamped>, for_: Duration) {
 fn proc_events(v: &[Stamped]) -> Vec<(u64, &ProcEvent)> {
     v.iter()
         .filter_map(|s| match &s.event {
-            Event::Proc(p) => Some((s.t, p)),
+            Event::Proc(p) => Some((s.t, &**p)),
             _ => None,
         })
         .collect()

@@ -864,7 +864,7 @@ fn event<'a>(ty: &str, text: &'a str, m: &mut dyn Members<'a>) -> Option<Event> 
         "recording_stopped" => Event::RecordingStopped {
             reason: serde(or_null(m.take("reason")))?,
         },
-        "proc" => Event::Proc(super::proc_record::proc_event(m)?),
+        "proc" => Event::Proc(Box::new(super::proc_record::proc_event(m)?)),
         // Its own tagged type, decoded from the record (whose `t` and `type` it ignores)
         // with one level of serde's buffering instead of three.
         "log_line" => {

@@ -154,8 +154,9 @@ pub enum Event {
     BusMessage { msg: WireMessage },
     /// The bus subscription connected (true) or was lost (false).
     BusLink { up: bool, detail: String },
-    /// What the operating system showed.
-    Proc(ProcEvent),
+    /// What the operating system showed (boxed: the largest variant by far, it would make
+    /// every event as large as a process event, and events are moved in batches).
+    Proc(Box<ProcEvent>),
     /// Recording stopped here before the end of the capture (write error, disk full);
     /// events after this instant are missing.
     RecordingStopped { reason: String },

@@ -981,7 +981,7 @@ mod tests {
         ] {
             let st = Stamped {
                 t: 77,
-                event: Event::Proc(pe),
+                event: Event::Proc(Box::new(pe)),
             };
             let text = serde_json::to_string(&st).unwrap();
             let back: Stamped = serde_json::from_str(&text).unwrap();

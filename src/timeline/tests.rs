@@ -767,7 +767,7 @@ fn unknown_things_are_kept() {
     assert_eq!(out[0].describe(), "bus pm2:kill {\"status\":\"killed\"}");
     let out = it.push(&Stamped {
         t: 0,
-        event: Event::Proc(proc_exit(5)),
+        event: Event::Proc(Box::new(proc_exit(5))),
     });
     let w = out[0].describe();
     assert!(w.contains("exit") && w.contains('5'), "{w}");
@@ -807,7 +807,7 @@ fn proc_exit_marks_generation() {
     let last_t = events.last().unwrap().t;
     events.push(Stamped {
         t: last_t + 1,
-        event: Event::Proc(proc_exit(pid)),
+        event: Event::Proc(Box::new(proc_exit(pid))),
     });
     let tl = replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
     let g = tl

@@ -141,9 +141,9 @@ pub fn all_events() -> Vec<Stamped> {
             up: false,
             detail: "EOF".into(),
         },
-        Event::Proc(ProcEvent::Lost {
+        Event::Proc(Box::new(ProcEvent::Lost {
             why: "test: netlink buffer overrun".into(),
-        }),
+        })),
         Event::LogLine(pm2_trace::sources::logs::LogLine {
             stream: pm2_trace::sources::logs::LogStream::Daemon,
             app: None,

@@ -280,7 +280,7 @@ impl Watcher {
     }
 
     fn emit(&self, t: MonoNs, e: ProcEvent) {
-        self.sink.emit_at(t, Event::Proc(e));
+        self.sink.emit_at(t, Event::Proc(Box::new(e)));
     }
 
     fn lost(&self, why: String) {
