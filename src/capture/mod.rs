@@ -45,6 +45,23 @@ pub(crate) const MAX_COMMENT_LEN: usize = 4096;
 /// The largest block the reader accepts. Anything bigger is corruption, never an allocation.
 pub const MAX_BLOCK_LEN: usize = MAX_RECORD_LEN + 64 * 1024;
 
+/// The shipped captures (`captures/` and `tests/tui_captures/`), for tests that read every
+/// record of them.
+#[cfg(test)]
+pub(crate) fn shipped_captures() -> Vec<PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in ["captures", "tests/tui_captures"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("a captures directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|x| x == "bin") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 /// Exported-PDU tag numbers (Wireshark `epan/exported_pdu.h` / `wsutil/exported_pdu_tlvs.h`).
 pub(crate) mod tag {
     pub(crate) const END_OF_OPT: u16 = 0;

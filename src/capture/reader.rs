@@ -1154,20 +1154,13 @@ mod tests {
     /// The records of the shipped captures (both directories) up to 20 kB, as values
     /// (getMonitorData replies of 150 kB are left out: they only make each case slower).
     fn small_records() -> Vec<serde_json::Value> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut out = Vec::new();
-        for dir in ["captures", "tests/tui_captures"] {
-            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|x| x != "bin") {
-                    continue;
-                }
-                let mut r = CaptureReader::open(&path).unwrap();
-                while let Some(rec) = r.next_json() {
-                    let json = rec.unwrap().1;
-                    if json.len() <= 20_000 {
-                        out.push(serde_json::from_slice(json).unwrap());
-                    }
+        for path in crate::capture::shipped_captures() {
+            let mut r = CaptureReader::open(&path).unwrap();
+            while let Some(rec) = r.next_json() {
+                let json = rec.unwrap().1;
+                if json.len() <= 20_000 {
+                    out.push(serde_json::from_slice(json).unwrap());
                 }
             }
         }

@@ -28,9 +28,18 @@ pub struct AppRef {
 impl AppRef {
     /// `web:0 gen 3`, or `web:0` when the generation is not known.
     pub(crate) fn label(&self) -> String {
-        match self.generation {
-            Some(g) => format!("{}:{} gen {}", self.name, self.pm_id, g),
-            None => format!("{}:{}", self.name, self.pm_id),
+        let mut s = String::new();
+        self.push_label(&mut s);
+        s
+    }
+
+    /// [`AppRef::label`] written at the end of `s`.
+    fn push_label(&self, s: &mut String) {
+        use std::fmt::Write;
+        s.push_str(&self.name);
+        let _ = write!(s, ":{}", self.pm_id);
+        if let Some(g) = self.generation {
+            let _ = write!(s, " gen {g}");
         }
     }
 }
@@ -76,15 +85,22 @@ pub struct Who {
 impl Who {
     /// `pid 4242 web:0 gen 3`, `pid 17 (pm2 daemon)`, `pid 99`.
     pub(crate) fn label(&self) -> String {
-        let mut s = format!("pid {}", self.pid);
+        let mut s = String::new();
+        self.push_label(&mut s);
+        s
+    }
+
+    /// [`Who::label`] written at the end of `s`.
+    fn push_label(&self, s: &mut String) {
+        use std::fmt::Write;
+        let _ = write!(s, "pid {}", self.pid);
         if self.daemon {
             s.push_str(" (pm2 daemon)");
         }
         if let Some(app) = &self.app {
             s.push(' ');
-            s.push_str(&app.label());
+            app.push_label(s);
         }
-        s
     }
 }
 
@@ -670,16 +686,22 @@ impl ProcEvent {
                 via: _,
                 timing,
             } => {
-                let mut s = format!("tracking {}", who.label());
+                let mut s = String::from("tracking ");
+                who.push_label(&mut s);
                 if let Some(h) = &who.how {
-                    s.push_str(&format!(" ({})", h.words()));
+                    s.push_str(" (");
+                    s.push_str(&h.words());
+                    s.push(')');
                 }
                 if let Some(c) = &who.cmd {
-                    s.push_str(&format!(": {}", shorten(c, 100)));
+                    s.push_str(": ");
+                    push_shortened(&mut s, c, 100);
                 }
                 if let Some(w) = timing.words() {
                     if !matches!(timing, Timing::BeforeStart { .. }) {
-                        s.push_str(&format!(" [{w}]"));
+                        s.push_str(" [");
+                        s.push_str(&w);
+                        s.push(']');
                     }
                 }
                 s
@@ -690,21 +712,27 @@ impl ProcEvent {
                 via: _,
                 timing,
             } => {
-                let mut s = format!("fork pid {parent} -> {}", who.label());
+                use std::fmt::Write;
+                let mut s = String::new();
+                let _ = write!(s, "fork pid {parent} -> ");
+                who.push_label(&mut s);
                 if let Some(c) = &who.cmd {
-                    s.push_str(&format!(": {}", shorten(c, 100)));
+                    s.push_str(": ");
+                    push_shortened(&mut s, c, 100);
                 }
                 if let Some(w) = timing.words() {
-                    s.push_str(&format!(" [{w}]"));
+                    s.push_str(" [");
+                    s.push_str(&w);
+                    s.push(']');
                 }
                 s
             }
             ProcEvent::Exec { who, .. } => {
-                format!(
-                    "exec {}: {}",
-                    who.label(),
-                    shorten(who.cmd.as_deref().unwrap_or("?"), 120)
-                )
+                let mut s = String::from("exec ");
+                who.push_label(&mut s);
+                s.push_str(": ");
+                push_shortened(&mut s, who.cmd.as_deref().unwrap_or("?"), 120);
+                s
             }
             ProcEvent::Attributed { who } => {
                 let mut s = format!(
@@ -729,9 +757,13 @@ impl ProcEvent {
                 in_tree,
                 ..
             } => {
-                let mut s = format!("exit {} {}", who.label(), status.words());
+                let mut s = String::from("exit ");
+                who.push_label(&mut s);
+                s.push(' ');
+                s.push_str(&status.words());
                 if let Some(l) = lived_ns {
-                    s.push_str(&format!(" after {}", fmt_ns(*l)));
+                    s.push_str(" after ");
+                    s.push_str(&fmt_ns(*l));
                 }
                 if !held.is_empty() {
                     s.push_str(&format!(", held {}", held.join(", ")));
@@ -798,6 +830,16 @@ pub(crate) fn fmt_ns(ns: u64) -> String {
         format!("{} ms", ns / 1_000_000)
     } else {
         format!("{} µs", ns / 1000)
+    }
+}
+
+/// [`shorten`] of `c` written at the end of `s` (copied as it is when nothing is to be cut or
+/// replaced).
+fn push_shortened(s: &mut String, c: &str, max: usize) {
+    if c.len() <= max && !c.chars().any(char::is_control) {
+        s.push_str(c);
+    } else {
+        s.push_str(&shorten(c, max));
     }
 }
 
@@ -987,5 +1029,175 @@ mod tests {
             let back: Stamped = serde_json::from_str(&text).unwrap();
             assert_eq!(back, st, "{text}");
         }
+    }
+
+    /// How the process events' lines were written before they were written into one
+    /// string: each part formatted on its own and appended.
+    fn summary_reference(e: &ProcEvent) -> String {
+        let app_label = |a: &AppRef| match a.generation {
+            Some(g) => format!("{}:{} gen {}", a.name, a.pm_id, g),
+            None => format!("{}:{}", a.name, a.pm_id),
+        };
+        let label = |w: &Who| {
+            let mut s = format!("pid {}", w.pid);
+            if w.daemon {
+                s.push_str(" (pm2 daemon)");
+            }
+            if let Some(app) = &w.app {
+                s.push(' ');
+                s.push_str(&app_label(app));
+            }
+            s
+        };
+        match e {
+            ProcEvent::Tracked { who, timing, .. } => {
+                let mut s = format!("tracking {}", label(who));
+                if let Some(h) = &who.how {
+                    s.push_str(&format!(" ({})", h.words()));
+                }
+                if let Some(c) = &who.cmd {
+                    s.push_str(&format!(": {}", shorten(c, 100)));
+                }
+                if let Some(w) = timing.words() {
+                    if !matches!(timing, Timing::BeforeStart { .. }) {
+                        s.push_str(&format!(" [{w}]"));
+                    }
+                }
+                s
+            }
+            ProcEvent::Fork {
+                parent,
+                who,
+                timing,
+                ..
+            } => {
+                let mut s = format!("fork pid {parent} -> {}", label(who));
+                if let Some(c) = &who.cmd {
+                    s.push_str(&format!(": {}", shorten(c, 100)));
+                }
+                if let Some(w) = timing.words() {
+                    s.push_str(&format!(" [{w}]"));
+                }
+                s
+            }
+            ProcEvent::Exec { who, .. } => format!(
+                "exec {}: {}",
+                label(who),
+                shorten(who.cmd.as_deref().unwrap_or("?"), 120)
+            ),
+            ProcEvent::Exit {
+                who,
+                status,
+                timing,
+                lived_ns,
+                held,
+                in_tree,
+                ..
+            } => {
+                let mut s = format!("exit {} {}", label(who), status.words());
+                if let Some(l) = lived_ns {
+                    s.push_str(&format!(" after {}", fmt_ns(*l)));
+                }
+                if !held.is_empty() {
+                    s.push_str(&format!(", held {}", held.join(", ")));
+                }
+                if *in_tree == Some(false) && !who.daemon {
+                    s.push_str(" (outside pm2's tree)");
+                }
+                if let Some(w) = timing.words() {
+                    s.push_str(&format!(" [{w}]"));
+                }
+                s
+            }
+            other => other.summary(),
+        }
+    }
+
+    /// Every process event of the shipped captures, and each of them again with the
+    /// parts a line may have or lack (daemon, app with and without a generation, how,
+    /// command lines long, short, absent and with control characters, each timing): the
+    /// lines, and the labels, are the reference's.
+    #[test]
+    fn process_event_lines_are_written_as_before() {
+        let mut events = Vec::new();
+        for path in crate::capture::shipped_captures() {
+            for ev in crate::capture::CaptureReader::open(&path).unwrap() {
+                if let Event::Proc(p) = ev.unwrap().event {
+                    events.push(*p);
+                }
+            }
+        }
+        assert!(events.len() > 1000, "only {} process events", events.len());
+        let timings = [
+            Timing::Kernel {
+                kernel_ns: 1,
+                observed_ns: 2,
+            },
+            Timing::StartTime {
+                not_before_ns: 1,
+                resolution_ns: 10_000_000,
+                observed_ns: 2,
+            },
+            Timing::Between {
+                not_before_ns: 1,
+                observed_ns: 3_000_000_000,
+            },
+            Timing::BeforeStart { observed_ns: 2 },
+        ];
+        let cmds = [
+            None,
+            Some("node app.js".to_string()),
+            Some("x".repeat(300)),
+            Some("sh -c 'a\nb'".to_string()),
+            Some(format!("{}é", "y".repeat(99))),
+        ];
+        let mut variants = Vec::new();
+        for (k, e) in events.iter().enumerate() {
+            let mut e = e.clone();
+            if let ProcEvent::Tracked { who, timing, .. }
+            | ProcEvent::Fork { who, timing, .. }
+            | ProcEvent::Exec { who, timing, .. }
+            | ProcEvent::Exit { who, timing, .. } = &mut e
+            {
+                who.daemon = k % 3 == 0;
+                who.cmd = cmds[k % cmds.len()].clone();
+                *timing = timings[k % timings.len()];
+                who.how = match k % 4 {
+                    0 => None,
+                    1 => Some(AttrHow::Environ),
+                    2 => Some(AttrHow::Ancestry { parent: 7 }),
+                    _ => Some(AttrHow::Hint { source: "r".into() }),
+                };
+                if let Some(app) = &mut who.app {
+                    app.generation = (k % 2 == 0).then_some(k as u64);
+                }
+                if let ProcEvent::Exit {
+                    lived_ns,
+                    held,
+                    in_tree,
+                    ..
+                } = &mut e
+                {
+                    *lived_ns = (k % 2 == 1).then_some(k as u64 * 1_000_003);
+                    *held = (0..k % 3).map(|i| format!("0.0.0.0:{i}")).collect();
+                    *in_tree = [None, Some(true), Some(false)][k % 3];
+                }
+                variants.push(e);
+            }
+        }
+        for e in events.iter().chain(&variants) {
+            assert_eq!(e.summary(), summary_reference(e), "{e:?}");
+        }
+        let who = Who {
+            pid: 5,
+            start: None,
+            ppid: 1,
+            app: Some(app(3)),
+            how: None,
+            daemon: true,
+            cmd: None,
+        };
+        assert_eq!(who.label(), "pid 5 (pm2 daemon) web:0 gen 3");
+        assert_eq!(app(3).label(), "web:0 gen 3");
     }
 }

@@ -382,42 +382,35 @@ mod tests {
     /// around it: the facts found are the reference's (and some captures have facts).
     #[test]
     fn facts_are_found_as_every_snapshot_looked_at_finds_them() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut found = 0;
-        for dir in ["captures", "tests/tui_captures"] {
-            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|x| x != "bin") {
-                    continue;
+        for path in crate::capture::shipped_captures() {
+            let mut r = crate::capture::CaptureReader::open(&path).unwrap();
+            let info = r.info().clone();
+            let mut interp = crate::timeline::Interpreter::new(&info);
+            let mut tl = crate::timeline::Timeline::new(&info);
+            for ev in r.by_ref() {
+                for e in interp.push(&ev.unwrap()) {
+                    tl.apply(&e);
                 }
-                let mut r = crate::capture::CaptureReader::open(&path).unwrap();
-                let info = r.info().clone();
-                let mut interp = crate::timeline::Interpreter::new(&info);
-                let mut tl = crate::timeline::Timeline::new(&info);
-                for ev in r.by_ref() {
-                    for e in interp.push(&ev.unwrap()) {
-                        tl.apply(&e);
-                    }
-                }
-                for a in tl.apps.values() {
-                    let c = AppCtx::new(&tl, a);
-                    let with_paths: Vec<usize> = (0..a.snapshots.len())
-                        .filter(|&k| !a.snapshots[k].paths.is_empty())
-                        .collect();
-                    for (i, g) in a.generations.iter().enumerate() {
-                        let Some(t0) = start_t(g) else { continue };
-                        for t in [t0.saturating_sub(1_000_000_000), t0, t0 + 1_000_000_000] {
-                            let fast = facts_before(&c, &with_paths, i, t);
-                            assert_eq!(
-                                fast.map(|(t, p)| (t, p as *const StartPaths)),
-                                facts_before_reference(&c, i, t)
-                                    .map(|(t, p)| (t, p as *const StartPaths)),
-                                "{} {} generation {i}",
-                                path.display(),
-                                a.pm_id
-                            );
-                            found += usize::from(fast.is_some());
-                        }
+            }
+            for a in tl.apps.values() {
+                let c = AppCtx::new(&tl, a);
+                let with_paths: Vec<usize> = (0..a.snapshots.len())
+                    .filter(|&k| !a.snapshots[k].paths.is_empty())
+                    .collect();
+                for (i, g) in a.generations.iter().enumerate() {
+                    let Some(t0) = start_t(g) else { continue };
+                    for t in [t0.saturating_sub(1_000_000_000), t0, t0 + 1_000_000_000] {
+                        let fast = facts_before(&c, &with_paths, i, t);
+                        assert_eq!(
+                            fast.map(|(t, p)| (t, p as *const StartPaths)),
+                            facts_before_reference(&c, i, t)
+                                .map(|(t, p)| (t, p as *const StartPaths)),
+                            "{} {} generation {i}",
+                            path.display(),
+                            a.pm_id
+                        );
+                        found += usize::from(fast.is_some());
                     }
                 }
             }
