@@ -426,6 +426,9 @@ fn record_crash_once(version: &str, url: &str) -> (Pm2, PathBuf, String) {
 fn live(version: &str) {
     let rx = Receiver::start("ok");
     let (_p, cap, stderr) = record_crash_once(version, &rx.url());
+    // The recorder's own account of the export (sent, or not delivered by the deadline), for
+    // a failure below to be read against.
+    eprintln!("{version}: recorder stderr:\n{stderr}");
     assert!(stderr.contains("trace(s) and"), "{stderr}");
     let doc = replay_json(&cap);
     let kinds: Vec<&str> = doc["findings"]
