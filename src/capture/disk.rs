@@ -182,7 +182,7 @@ impl Direct {
                 let n = self.staging.fill(rest);
                 rest = &rest[n..];
                 if self.staging.len == STAGING {
-                    self.send_whole()?;
+                    self.send_staging(false)?;
                 }
             }
         }
@@ -192,7 +192,7 @@ impl Direct {
     /// Hand the whole blocks of the buffer to the thread, now; the bytes after them stay.
     pub(super) fn write_whole(&mut self) -> Result<(), Failure> {
         if self.staging.len >= BLOCK {
-            self.send_whole()?;
+            self.send_staging(false)?;
         }
         self.failed()
     }
@@ -201,14 +201,7 @@ impl Direct {
     /// until it is in the file.
     pub(super) fn flush(&mut self) -> Result<(), Failure> {
         if self.staging.len > self.flushed {
-            let len = self.staging.len;
-            let whole = len / BLOCK * BLOCK;
-            let mut next = self.take_buffer()?;
-            next.fill(&self.staging.data()[whole..len]);
-            let buf = std::mem::replace(&mut self.staging, next);
-            self.send(buf);
-            self.base += whole as u64;
-            self.flushed = len - whole;
+            self.send_staging(true)?;
         }
         while !self.in_flight.is_empty() {
             self.answered(true);
@@ -216,18 +209,21 @@ impl Direct {
         self.failed()
     }
 
-    /// The whole blocks of the buffer to the thread; the bytes after them start the next.
-    fn send_whole(&mut self) -> Result<(), Failure> {
+    /// The buffer to the thread: its whole blocks, and with `tail` its partial last block
+    /// too (through the page cache). The bytes after the last whole block start the next
+    /// buffer: written again, directly, with the next job.
+    fn send_staging(&mut self, tail: bool) -> Result<(), Failure> {
         let len = self.staging.len;
         let whole = len / BLOCK * BLOCK;
         let mut next = self.take_buffer()?;
         next.fill(&self.staging.data()[whole..len]);
         let mut buf = std::mem::replace(&mut self.staging, next);
-        buf.len = whole;
+        if !tail {
+            buf.len = whole;
+        }
         self.send(buf);
         self.base += whole as u64;
-        // The partial block a flush wrote is rewritten (directly) with this job.
-        self.flushed = 0;
+        self.flushed = if tail { len - whole } else { 0 };
         Ok(())
     }
 
@@ -329,6 +325,31 @@ impl Drop for Direct {
     }
 }
 
+/// Hand pages written through the page cache back to the host: start the writeback of
+/// `written` (offset, length; no waiting) and drop `before`, written back by then, from the
+/// cache (pages still dirty are kept by the kernel). Best effort: a file system without
+/// these calls keeps its pages.
+pub(super) fn write_behind(file: &File, written: (u64, u64), before: Option<(u64, u64)>) {
+    // SAFETY: sync_file_range on a descriptor we hold, with a valid range; it only queues
+    // writeback (no WAIT flag) and its failure changes nothing written.
+    unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            written.0 as libc::off64_t,
+            written.1 as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+    if let Some((at, len)) = before {
+        let _ = rustix::fs::fadvise(
+            file,
+            at,
+            std::num::NonZeroU64::new(len),
+            rustix::fs::Advice::DontNeed,
+        );
+    }
+}
+
 /// The thread: write each job in turn, answer with its buffer; after a failure, write
 /// nothing more.
 fn write_jobs(file: &File, jobs: Receiver<Job>, done: SyncSender<Done>) {
@@ -415,27 +436,10 @@ impl Mode {
             }
         }
         if !self.direct_ok {
-            // Written through the page cache after all: start its writeback now and let the
-            // previous job's pages go (written back by then), as the writer does itself
+            // Written through the page cache after all: its pages go as the writer's do
             // without direct I/O.
-            // SAFETY: sync_file_range on a descriptor we hold, with a valid range; it only
-            // queues writeback (no WAIT flag) and its failure changes nothing written.
-            unsafe {
-                libc::sync_file_range(
-                    std::os::fd::AsRawFd::as_raw_fd(file),
-                    job.at as libc::off64_t,
-                    data.len() as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            if let Some((at, len)) = self.cached.replace((job.at, data.len() as u64)) {
-                let _ = rustix::fs::fadvise(
-                    file,
-                    at,
-                    std::num::NonZeroU64::new(len),
-                    rustix::fs::Advice::DontNeed,
-                );
-            }
+            let range = (job.at, data.len() as u64);
+            write_behind(file, range, self.cached.replace(range));
         }
         Ok(())
     }

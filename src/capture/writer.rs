@@ -18,17 +18,17 @@
 //! for the disk); records handed over after the failing one are then counted as lost, like
 //! buffered ones.
 //!
-//! Page cache, on a file system without direct I/O: every [`WRITE_BEHIND`] bytes, writeback of the step just written is
-//! started (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, no waiting) and the step before it,
-//! written back by then, is dropped from the page cache (`posix_fadvise(DONTNEED)`; pages
-//! still dirty are kept by the kernel); at [`finish`](CaptureWriter::finish), after the
-//! fsync, the whole file is. Without this a recording at hundreds of MB/s fills the page
+//! Page cache, on a file system without direct I/O: every [`WRITE_BEHIND`] bytes, writeback
+//! of the step just written is started (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, no
+//! waiting) and the step before it, written back by then, is dropped from the page cache
+//! (`posix_fadvise(DONTNEED)`; pages still dirty are kept by the kernel); at
+//! [`finish`](CaptureWriter::finish), after the fsync, the whole file is. Without this a recording at hundreds of MB/s fills the page
 //! cache with the capture, evicting the observed apps' files, and every new page it
 //! writes costs a reclaim: the kernel's copy of the recorder's writes took 0.5 to 2.4 s of
 //! CPU per GB on a machine whose memory was full of cache, against about 0.3 s with the
 //! pages handed back as they were written.
 
-use super::disk::{Direct, Failure};
+use super::disk::{write_behind, Direct, Failure};
 use super::{
     tag, CaptureError, FRAGMENT_HEADER_LEN, FRAGMENT_MAGIC, MAX_COMMENT_LEN, MAX_PACKET_LEN,
     MAX_RECORD_LEN,
@@ -568,8 +568,9 @@ impl CaptureWriter {
     }
 
     /// Write all buffered records to the file and wait until they are there (no fsync);
-    /// call it periodically so that a crash loses little. A failure here (disk full, …) closes the capture with the stop
-    /// marker like any write failure, and is returned by the next
+    /// call it periodically so that a crash loses little. A failure here (disk full, …)
+    /// closes the capture with the stop marker like any write failure, and is returned by
+    /// the next
     /// [`write`](Self::write) or by [`finish`](Self::finish).
     pub fn flush(&mut self) {
         if self.stopped.is_some() {
@@ -592,6 +593,15 @@ impl CaptureWriter {
             }
             Err(f) => Err(self.fail_direct(f)),
         }
+    }
+
+    /// `total` bytes of records ending at `ends` (in them) handed to the direct writes: the
+    /// file will hold them, and they count once it does.
+    fn hand_over(&mut self, total: usize, ends: &[(usize, bool)]) {
+        let start = self.committed;
+        self.pending
+            .extend(ends.iter().map(|&(end, event)| (start + end as u64, event)));
+        self.committed += total as u64;
     }
 
     /// Count the records the direct writes have put in the file.
@@ -930,24 +940,8 @@ impl CaptureWriter {
             return;
         }
         for (start, drop) in behind_steps(self.behind, self.committed) {
-            // SAFETY: sync_file_range on a descriptor we own, with a valid range; it only
-            // queues writeback (no WAIT flag) and its failure changes nothing written.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    start as libc::off64_t,
-                    WRITE_BEHIND as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            if let Some(at) = drop {
-                let _ = rustix::fs::fadvise(
-                    &self.file,
-                    at,
-                    std::num::NonZeroU64::new(WRITE_BEHIND),
-                    rustix::fs::Advice::DontNeed,
-                );
-            }
+            let step = |at| (at, WRITE_BEHIND);
+            write_behind(&self.file, step(start), drop.map(step));
             self.behind = start + WRITE_BEHIND;
         }
     }
@@ -971,19 +965,14 @@ impl CaptureWriter {
                     self.reserve(total as u64);
                 }
                 Err(f) => {
-                    let start = self.committed;
-                    self.pending
-                        .extend(ends.iter().map(|&(end, event)| (start + end as u64, event)));
-                    self.committed += total as u64;
+                    self.hand_over(total, ends);
                     return Err(self.fail_direct(f));
                 }
             }
         }
-        if let Some(d) = self.direct.as_mut() {
-            let start = self.committed;
-            self.pending
-                .extend(ends.iter().map(|&(end, event)| (start + end as u64, event)));
-            self.committed += total as u64;
+        if self.direct.is_some() {
+            self.hand_over(total, ends);
+            let d = self.direct.as_mut().expect("direct writes");
             return match d.append(buf).and_then(|()| d.write_whole()) {
                 Ok(()) => {
                     self.confirm();

@@ -364,18 +364,6 @@ fn decode_taps(
     rx.lost()
 }
 
-/// When a tapped copy was seen.
-fn tap_time(tap: &Tap) -> event::MonoNs {
-    match tap {
-        Tap::Open { t, .. }
-        | Tap::Data { t, .. }
-        | Tap::Gap { t, .. }
-        | Tap::Close { t, .. }
-        | Tap::Refused { t, .. }
-        | Tap::UpstreamFailed { t, .. } => *t,
-    }
-}
-
 /// How long a reply that answers no request waiting is held back for its request, on the
 /// copies' own clock: until a copy this much younger than the reply was taken. Its request
 /// is always queued before its connection's close (the close is queued once both forwarding
@@ -525,9 +513,9 @@ impl<S: HintSink> TapDecoder<S> {
         // The forwarding threads stamp each copy before forwarding it and queue it after, so
         // a batch can hold them out of time order (a reply queued before its request): pair
         // them in the order they were seen, which is the order the capture stores them in.
-        batch.sort_by_key(tap_time);
+        batch.sort_by_key(Tap::time);
         if let Some(last) = batch.last() {
-            self.latest = self.latest.max(tap_time(last));
+            self.latest = self.latest.max(last.time());
         }
         for item in batch.drain(..) {
             if let Some(bytes) = self.take(item) {

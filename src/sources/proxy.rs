@@ -52,6 +52,20 @@ pub enum Tap {
     UpstreamFailed { t: MonoNs, conn: u64, error: String },
 }
 
+impl Tap {
+    /// When the copy was seen.
+    pub fn time(&self) -> MonoNs {
+        match self {
+            Tap::Open { t, .. }
+            | Tap::Data { t, .. }
+            | Tap::Gap { t, .. }
+            | Tap::Close { t, .. }
+            | Tap::Refused { t, .. }
+            | Tap::UpstreamFailed { t, .. } => *t,
+        }
+    }
+}
+
 /// Bytes a forwarding thread read and forwarded: the first `len` bytes of the buffer it read
 /// them into, handed over whole (the rest of the buffer is not part of the copy and is never
 /// shown: only `len` bytes deref).
@@ -759,7 +773,7 @@ mod tests {
         let receiver = std::thread::spawn(move || {
             let mut got = Vec::new();
             while rx.recv_batch(&mut got) {}
-            got.into_iter().map(|t| tap_time(&t)).collect::<Vec<_>>()
+            got.iter().map(Tap::time).collect::<Vec<_>>()
         });
         let senders: Vec<_> = (0..4u64)
             .map(|k| {
@@ -790,13 +804,6 @@ mod tests {
             .flat_map(|k| (0..500).map(move |i| k * 1000 + i))
             .collect();
         assert_eq!(times, sent);
-    }
-
-    fn tap_time(t: &Tap) -> u64 {
-        match t {
-            Tap::Gap { t, .. } => *t,
-            other => panic!("{other:?}"),
-        }
     }
 
     fn take(rx: &TapReceiver) -> Chunk {
