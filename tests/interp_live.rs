@@ -6,9 +6,9 @@
 #[path = "support/pm2.rs"]
 mod pm2;
 
-use pm2_trace::event::{CaptureInfo, Stamped};
+use pm2_trace::event::{CaptureInfo, Event, Stamped};
 use pm2_trace::pm2::home;
-use pm2_trace::record::{record, Stopper};
+use pm2_trace::record::{record, Observer, Stopper};
 use pm2_trace::timeline::{self, Entry, EntryKind};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -44,11 +44,14 @@ fn live_restart(version: &str) {
     let opts = pm2.record_options(&loc, dir.path().join("capture.bin"), "interp_live", true);
     let stop = Stopper::new();
     let (tx, rx) = mpsc::channel::<Stamped>();
+    let (late_tx, late_rx) = mpsc::channel::<String>();
     let recorder = std::thread::spawn({
         let stop = stop.clone();
         move || {
-            let mut on_event = |_: &CaptureInfo, ev: &Stamped, _: &[pm2_trace::timeline::Entry]| {
-                let _ = tx.send(ev.clone());
+            let mut on_event = Watcher {
+                tx,
+                closing: false,
+                late: late_tx,
             };
             record(&opts, stop, &mut on_event)
         }
@@ -71,12 +74,20 @@ fn live_restart(version: &str) {
     std::thread::sleep(Duration::from_millis(800));
     let after = pm2.app("web").expect("web")["pid"].as_i64().expect("pid");
     assert_ne!(before, after);
+    // Stopped right after a command: its connection's close is still inside the recorder's
+    // reorder window, and must reach the watchers before they are asked to close.
+    pm2.cmd_ok(&["jlist"]);
     stop.stop("test done");
     let outcome = recorder
         .join()
         .expect("recorder thread")
         .expect("recording");
     let events: Vec<Stamped> = rx.try_iter().collect();
+    let late: Vec<String> = late_rx.try_iter().collect();
+    assert!(
+        late.is_empty(),
+        "{version}: events handed to the watchers after their closing notes: {late:?}"
+    );
 
     // Interpreting it.
     let mut all: Vec<Entry> = Vec::new();
@@ -156,6 +167,29 @@ fn live_restart(version: &str) {
     assert_eq!(old.early_exit, Some(false));
     assert!(new.starting.is_some() && new.online.is_some() && new.exit.is_none());
     assert_eq!(web.status(), Some("online"));
+}
+
+/// A watcher of the recording (as the live exporter is): every event, and those that came
+/// after it was asked for its closing notes, when it can no longer act on them.
+struct Watcher {
+    tx: mpsc::Sender<Stamped>,
+    closing: bool,
+    late: mpsc::Sender<String>,
+}
+
+impl Observer for Watcher {
+    fn event(&mut self, _: &CaptureInfo, ev: &Stamped, _: &[Entry]) {
+        // The recorder's own closing notes come after, by design.
+        if self.closing && !matches!(ev.event, Event::Note { .. }) {
+            let _ = self.late.send(format!("{:?}", ev.event).chars().take(200).collect());
+        }
+        let _ = self.tx.send(ev.clone());
+    }
+
+    fn closing_notes(&mut self) -> Vec<String> {
+        self.closing = true;
+        Vec::new()
+    }
 }
 
 #[test]

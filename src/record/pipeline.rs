@@ -283,6 +283,17 @@ fn record_loop(
             },
         });
     }
+    // Everything recorded reaches the watchers before they are asked to close (the live
+    // exporter sends its last traces then): the events still in the reorder window, and
+    // those the last receive took as the sources went away.
+    write_out(
+        &mut intake.held,
+        u64::MAX,
+        writer,
+        &mut events,
+        &mut write_failed,
+        &mut *on_event,
+    );
     for text in on_event.closing_notes() {
         intake.take(Stamped {
             t: event::mono_now(),
