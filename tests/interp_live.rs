@@ -181,7 +181,9 @@ impl Observer for Watcher {
     fn event(&mut self, _: &CaptureInfo, ev: &Stamped, _: &[Entry]) {
         // The recorder's own closing notes come after, by design.
         if self.closing && !matches!(ev.event, Event::Note { .. }) {
-            let _ = self.late.send(format!("{:?}", ev.event).chars().take(200).collect());
+            let _ = self
+                .late
+                .send(format!("{:?}", ev.event).chars().take(200).collect());
         }
         let _ = self.tx.send(ev.clone());
     }
