@@ -281,6 +281,8 @@ fn session(home: &Path, reply_len: usize, seconds: f64, rate: Option<f64>) -> Se
         command_line: vec!["forwarding_bulk".into()],
         // As `record --quiet`.
         interpret: false,
+        // `--listen`: no interposition, so no guardian.
+        guardian: None,
     };
     let stop = Stopper::new();
     let replies = Arc::new(AtomicU64::new(0));

@@ -455,6 +455,7 @@ fn run_record_dir(args: RecordArgs, dir: PathBuf) -> anyhow::Result<ExitCode> {
         max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
         command_line: std::env::args().collect(),
         interpret: true,
+        guardian: None,
     };
     let d = always::DirOptions {
         dir,
@@ -514,6 +515,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
         command_line: std::env::args().collect(),
         interpret: !args.quiet || args.tui || args.otlp.is_some(),
+        guardian: None,
     };
     let endpoint = match &args.otlp {
         Some(flag) => Some(pm2_trace::views::otlp::Endpoint::resolve(flag, |k| {

@@ -203,3 +203,29 @@ fn live_restart_704() {
 fn live_restart_543() {
     live_restart("5.4.3");
 }
+
+/// A program that does not guard (here `/bin/true`; before, the test binary itself, which
+/// took `__guard` for a test filter) is refused before any traffic goes through the proxy,
+/// and the daemon keeps its socket.
+#[test]
+fn a_guardian_that_does_not_start_is_refused() {
+    let pm2 = pm2::Pm2::start("7.0.4");
+    let daemons = home::list_daemons();
+    let loc = home::locate(Some(pm2.home()), |k| std::env::var_os(k), &daemons).expect("locate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = pm2.record_options(&loc, dir.path().join("capture.bin"), "interp_live", false);
+    opts.guardian = Some("/bin/true".into());
+    let mut on_event = |_: &CaptureInfo, _: &Stamped, _: &[Entry]| {};
+    let err = record(&opts, Stopper::new(), &mut on_event)
+        .err()
+        .expect("a recording without a guardian");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cannot start the guardian process")
+            && msg.contains("/bin/true __guard did not start guarding"),
+        "{msg}"
+    );
+    assert!(!pm2.home().join("rpc.sock.pm2-trace-daemon").exists());
+    pm2.cmd_ok(&["ping"]);
+    assert_eq!(pm2.daemon_pid(), Some(loc.pid), "the same daemon answers");
+}

@@ -67,6 +67,10 @@ pub struct RecordOptions {
     /// timeline entries). Off (`--quiet`) leaves the CPU to forwarding; the capture is the
     /// same either way.
     pub interpret: bool,
+    /// The pm2-trace program started as the guardian, which gives the daemon its socket
+    /// back should this process die while interposed. None: this executable (the
+    /// pm2-trace binary itself); a program embedding the recorder names a pm2-trace binary.
+    pub guardian: Option<PathBuf>,
 }
 
 /// What a finished recording reports.
@@ -252,7 +256,12 @@ pub fn record_to(
         };
     // From here on the daemon's name must be given back whatever happens.
     let guard = match &interposition {
-        Some(ip) => match Guardian::spawn(ip, &listener, &lock) {
+        Some(ip) => match opts
+            .guardian
+            .clone()
+            .map_or_else(std::env::current_exe, Ok)
+            .and_then(|program| Guardian::spawn(&program, ip, &listener, &lock))
+        {
             Ok(g) => Some(g),
             Err(e) => {
                 let _ = ip.restore();

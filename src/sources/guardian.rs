@@ -41,6 +41,11 @@ pub(crate) const LOCK_NAME: &str = "pm2-trace.lock";
 
 /// Byte the recorder sends the guardian when it restored the socket itself.
 const DONE: u8 = b'D';
+/// Byte the guardian writes on its stdout once it holds its descriptors and ignores
+/// terminal signals: from then on it guards.
+const READY: u8 = b'R';
+/// How long the recorder waits for the guardian to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterposeError {
@@ -274,8 +279,12 @@ pub(crate) struct Guardian {
 }
 
 impl Guardian {
-    /// Start the guardian process (this same binary, hidden subcommand `__guard`).
+    /// Start the guardian process (`program`, a pm2-trace binary, hidden subcommand
+    /// `__guard`) and wait until it says it guards: a program that is not pm2-trace, or
+    /// a guardian that cannot take its descriptors, is an error here, not a recording
+    /// left unguarded.
     pub(crate) fn spawn(
+        program: &Path,
         ip: &Interposition,
         listener: &UnixListener,
         lock: &RecorderLock,
@@ -290,14 +299,13 @@ impl Guardian {
             unsafe { (OwnedFd::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
         let (r, l, k) = (read_end.as_raw_fd(), listener.as_raw_fd(), lock.fd());
         let (d, s) = (ip.dir.as_fd().as_raw_fd(), ip.daemon.as_fd().as_raw_fd());
-        let exe = std::env::current_exe()?;
-        let mut cmd = std::process::Command::new(exe);
+        let mut cmd = std::process::Command::new(program);
         cmd.arg("__guard")
             .arg(&ip.rpc_path)
             .arg(ip.proxy_ino.to_string())
             .arg(ip.daemon.peer_uid().map_or(-1, i64::from).to_string())
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
+            .stdout(std::process::Stdio::piped());
         // SAFETY: only async-signal-safe calls (dup2, setsid) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -319,8 +327,22 @@ impl Guardian {
                 Ok(())
             });
         }
-        let child = cmd.spawn()?;
+        let mut child = cmd.spawn()?;
         drop(read_end);
+        let ready = match child.stdout.take() {
+            Some(out) => wait_ready(out, READY_TIMEOUT),
+            None => Err(io::Error::other("its stdout was not a pipe")),
+        };
+        if let Err(e) = ready {
+            let _ = child.kill();
+            let status = child
+                .wait()
+                .map_or_else(|e| e.to_string(), |s| s.to_string());
+            return Err(io::Error::other(format!(
+                "{} __guard did not start guarding ({e}; it ended with {status})",
+                program.display()
+            )));
+        }
         Ok(Guardian {
             pipe_write: write_end,
             child,
@@ -364,6 +386,20 @@ pub fn guardian_main(rpc_path: PathBuf, proxy_ino: u64, peer_uid: i64) -> i32 {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+    // Guarding from here on: tell the recorder, and hand back the pipe it reads that on.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&[READY]).and_then(|()| out.flush());
+    }
+    // SAFETY: replacing fd 1 by /dev/null; nothing else in this process writes to stdout.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, 1);
+            libc::close(null);
+        }
     }
     let mut byte = [0u8; 1];
     let done = loop {
@@ -413,6 +449,44 @@ pub fn guardian_main(rpc_path: PathBuf, proxy_ino: u64, peer_uid: i64) -> i32 {
         let _ = r.join();
     }
     0
+}
+
+/// Wait for the guardian's [`READY`] byte on its stdout.
+fn wait_ready(mut out: std::process::ChildStdout, timeout: Duration) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: out.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no word from it within {} s", timeout.as_secs()),
+            ));
+        }
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        return match out.read(&mut byte) {
+            Ok(1) if byte[0] == READY => Ok(()),
+            Ok(0) => Err(io::Error::other("it closed its stdout without a word")),
+            Ok(_) => Err(io::Error::other(format!("it wrote {:?}", byte[0] as char))),
+            Err(e) => Err(e),
+        };
+    }
 }
 
 fn relay(client: UnixStream, daemon: UnixStream) -> std::thread::JoinHandle<()> {

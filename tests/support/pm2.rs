@@ -563,6 +563,7 @@ impl Pm2 {
             max_message: pm2_trace::wire::amp::DEFAULT_MAX_MESSAGE,
             command_line: vec![command.into()],
             interpret,
+            guardian: Some(PathBuf::from(env!("CARGO_BIN_EXE_pm2-trace"))),
         }
     }
 
