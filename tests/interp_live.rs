@@ -216,9 +216,8 @@ fn a_guardian_that_does_not_start_is_refused() {
     let mut opts = pm2.record_options(&loc, dir.path().join("capture.bin"), "interp_live", false);
     opts.guardian = Some("/bin/true".into());
     let mut on_event = |_: &CaptureInfo, _: &Stamped, _: &[Entry]| {};
-    let err = record(&opts, Stopper::new(), &mut on_event)
-        .err()
-        .expect("a recording without a guardian");
+    let err =
+        record(&opts, Stopper::new(), &mut on_event).expect_err("a recording without a guardian");
     let msg = format!("{err:#}");
     assert!(
         msg.contains("cannot start the guardian process")
