@@ -60,6 +60,36 @@ pub fn idle_class() {
     }
 }
 
+/// Give every thread of this process that is in the `SCHED_IDLE` class the normal class
+/// back: once a recording is asked to stop, its own threads (the recorder loop, the tap
+/// decoder, the capture's disk writes, the threads they started) must finish even on a host
+/// whose normal work takes every CPU, where the idle class can wait for seconds. No traffic
+/// needs protecting from them by then. Threads are found in `/proc/self/task`, so only this
+/// process's threads are touched (a thread that ends between the listing and the call
+/// would have its id reused only after the kernel's whole pid space wrapped). Returns how
+/// many threads were moved.
+pub fn end_idle_class() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    let mut moved = 0;
+    for tid in tasks
+        .flatten()
+        .filter_map(|t| t.file_name().to_str()?.parse::<libc::pid_t>().ok())
+    {
+        // SAFETY: scheduling query and change of one of this process's threads.
+        unsafe {
+            if libc::sched_getscheduler(tid) == libc::SCHED_IDLE
+                && libc::sched_setscheduler(tid, libc::SCHED_OTHER, &param) == 0
+            {
+                moved += 1;
+            }
+        }
+    }
+    moved
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +131,26 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn ending_the_idle_class_moves_idle_threads_to_the_normal_class() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            idle_class();
+            // SAFETY: gettid.
+            tid_tx
+                .send(unsafe { libc::syscall(libc::SYS_gettid) } as libc::pid_t)
+                .unwrap();
+            go_rx.recv().unwrap();
+            class().0
+        });
+        let tid = tid_rx.recv().unwrap();
+        // SAFETY: a query on a thread of this process, still running.
+        assert_eq!(unsafe { libc::sched_getscheduler(tid) }, libc::SCHED_IDLE);
+        assert!(end_idle_class() >= 1);
+        go_tx.send(()).unwrap();
+        assert_eq!(t.join().unwrap(), libc::SCHED_OTHER);
     }
 }

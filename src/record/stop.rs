@@ -18,10 +18,13 @@ impl Stopper {
     }
 
     /// Ask to stop, saying why. A second request (a second Ctrl-C) hurries the shutdown.
+    /// The recorder's idle-class threads get the normal class back, so that a saturated
+    /// host cannot hold up the stop ([`crate::sched::end_idle_class`]).
     pub fn stop(&self, why: impl Into<String>) {
         if let Ok(mut g) = self.0.lock() {
             g.push(why.into());
         }
+        crate::sched::end_idle_class();
     }
 
     /// How many stop requests arrived, and the first reason.
