@@ -363,7 +363,10 @@ fn no_daemon_is_started() {
     let home = p.home().to_owned();
     // `pm2 kill` stops the daemon and keeps PM2_HOME's files.
     pm2::assert_ok(&p.cmd(&["kill"]), &["kill"]);
-    assert!(p.god_daemons_for_home().is_empty());
+    assert!(
+        p.wait_daemon_gone(std::time::Duration::from_secs(10)),
+        "the daemon outlived pm2 kill by 10 s"
+    );
     let doc = explain_json(&home);
     assert!(
         p.god_daemons_for_home().is_empty(),

@@ -633,6 +633,19 @@ impl Pm2 {
         god_daemons_for_home(&self.home)
     }
 
+    /// Wait until no daemon of this home runs (`pm2 kill` answers before its daemon has
+    /// exited); whether none was left within `timeout`.
+    pub fn wait_daemon_gone(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.god_daemons_for_home().is_empty() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// Processes that belong to this home (daemon + everything with its PM2_HOME).
     pub fn processes(&self) -> Vec<i32> {
         processes_of_home(&self.home)
