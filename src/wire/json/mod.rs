@@ -21,57 +21,57 @@ use std::sync::OnceLock;
 
 /// One JSON payload: its text, its tree, or both (whichever was asked for first; the other
 /// is made from it on demand).
+///
+/// Kept small (48 bytes): every AMP argument and stored message holds one, and a message's
+/// arguments are moved from the reading thread to the interpreting one. What is given when
+/// the payload is made (its text and tape, read from the wire or a capture) is kept in
+/// plain fields; what is made later, rarely (a tree, the text of a tree, a tape), is kept
+/// behind one pointer. Given values are kept outside a `OnceLock`: `OnceLock::from` sets
+/// its value through the lock's synchronisation, which was a twentieth of reading an app
+/// output line's record.
 pub struct Json {
-    text: Kept<Box<str>>,
-    /// Where the text's containers end (see [`scan::Tape`]).
-    tape: Kept<Box<[(u32, u32)]>>,
+    /// The text, when given.
+    text: Option<Box<str>>,
+    /// Where the given text's containers end (see [`scan::Tape`]), when given with it.
+    tape: Option<Box<[(u32, u32)]>>,
+    /// What was made on demand (or the tree a payload was made from).
+    made: OnceLock<Box<Made>>,
+}
+
+/// The parts of a [`Json`] made on demand: each is made at most once.
+#[derive(Default)]
+struct Made {
+    /// The text, written from the tree (when none was given).
+    text: OnceLock<Box<str>>,
+    /// The tape, made by validating the text (when none was given).
+    tape: OnceLock<Box<[(u32, u32)]>>,
     tree: OnceLock<Value>,
 }
 
-/// A value given when it is made, or else made on first use. A given value is kept
-/// outside the `OnceLock`: `OnceLock::from` sets it through the lock's synchronisation,
-/// which was a twentieth of reading an app output line's record.
-struct Kept<T> {
-    given: Option<T>,
-    made: OnceLock<T>,
-}
+impl Json {
+    /// What was made on demand, made empty the first time.
+    fn made(&self) -> &Made {
+        self.made.get_or_init(Box::default)
+    }
 
-impl<T> Kept<T> {
-    fn given(v: T) -> Kept<T> {
-        Kept {
-            given: Some(v),
-            made: OnceLock::new(),
+    /// The text, given or made (None when neither yet).
+    fn text_kept(&self) -> Option<&str> {
+        match &self.text {
+            Some(t) => Some(t),
+            None => self.made.get()?.text.get().map(|t| &**t),
         }
     }
 
-    fn empty() -> Kept<T> {
-        Kept {
-            given: None,
-            made: OnceLock::new(),
-        }
+    /// The tree, when made (or given).
+    fn tree_kept(&self) -> Option<&Value> {
+        self.made.get()?.tree.get()
     }
 
-    fn get(&self) -> Option<&T> {
-        self.given.as_ref().or_else(|| self.made.get())
-    }
-
-    fn get_or_init(&self, make: impl FnOnce() -> T) -> &T {
-        match &self.given {
-            Some(v) => v,
-            None => self.made.get_or_init(make),
-        }
-    }
-
-    fn into_inner(self) -> Option<T> {
-        self.given.or_else(|| self.made.into_inner())
-    }
-}
-
-impl<T: Clone> Clone for Kept<T> {
-    fn clone(&self) -> Kept<T> {
-        match self.get() {
-            Some(v) => Kept::given(v.clone()),
-            None => Kept::empty(),
+    /// The tape, given or made.
+    fn tape_kept(&self) -> Option<&[(u32, u32)]> {
+        match &self.tape {
+            Some(t) => Some(t),
+            None => self.made.get()?.tape.get().map(|t| &**t),
         }
     }
 }
@@ -103,34 +103,38 @@ impl Json {
     /// tape when the validation made one (else it is made when a view first needs it).
     pub(crate) fn from_valid(text: Box<str>, tape: Option<scan::Tape>) -> Json {
         Json {
-            text: Kept::given(text),
-            tape: tape
-                .map(Vec::into_boxed_slice)
-                .map_or_else(Kept::empty, Kept::given),
-            tree: OnceLock::new(),
+            text: Some(text),
+            tape: tape.map(Vec::into_boxed_slice),
+            made: OnceLock::new(),
         }
     }
 
     /// The text with its tape, to walk.
     pub(crate) fn doc(&self) -> scan::Doc<'_> {
         let text = self.text();
-        let tape = self.tape.get_or_init(|| {
-            scan::validate(text.as_bytes())
-                .map(|(_, t)| t)
-                .unwrap_or_default()
-                .into_boxed_slice()
-        });
+        let tape = match &self.tape {
+            Some(t) => t,
+            None => self.made().tape.get_or_init(|| {
+                scan::validate(text.as_bytes())
+                    .map(|(_, t)| t)
+                    .unwrap_or_default()
+                    .into_boxed_slice()
+            }),
+        };
         scan::Doc::new(text, tape)
     }
 
     /// The text (compact JSON when it was made from a tree).
     pub(crate) fn text(&self) -> &str {
-        self.text.get_or_init(|| {
-            let tree = self.tree.get().unwrap_or(&Value::Null);
-            serde_json::to_string(tree)
-                .expect("a Value always serialises")
-                .into()
-        })
+        match &self.text {
+            Some(t) => t,
+            None => self.made().text.get_or_init(|| {
+                let tree = self.tree_kept().unwrap_or(&Value::Null);
+                serde_json::to_string(tree)
+                    .expect("a Value always serialises")
+                    .into()
+            }),
+        }
     }
 
     /// The root of a view of this payload.
@@ -142,7 +146,7 @@ impl Json {
     /// The tree, built from the text the first time it is asked for. A text too deeply
     /// nested for serde_json's tree (128 levels) reads as null.
     pub(crate) fn value(&self) -> &Value {
-        self.tree.get_or_init(|| match self.text.get() {
+        self.made().tree.get_or_init(|| match self.text_kept() {
             Some(text) => serde_json::from_str(text).unwrap_or(Value::Null),
             None => Value::Null,
         })
@@ -151,26 +155,30 @@ impl Json {
     /// Replace the text (already validated), with its tape when known: any tree built from
     /// the old one is dropped.
     pub(crate) fn set_valid_text(&mut self, text: String, tape: Option<scan::Tape>) {
-        let old = std::mem::replace(&mut self.text, Kept::given(text.into_boxed_str()));
-        if let Some(old) = old.into_inner() {
+        let old = std::mem::replace(&mut self.text, Some(text.into_boxed_str()));
+        let made = std::mem::take(&mut self.made)
+            .into_inner()
+            .and_then(|m| m.text.into_inner());
+        if let Some(old) = old.or(made) {
             pool::give(old.into());
         }
-        self.tape = tape
-            .map(Vec::into_boxed_slice)
-            .map_or_else(Kept::empty, Kept::given);
-        self.tree = OnceLock::new();
+        self.tape = tape.map(Vec::into_boxed_slice);
     }
 }
 
 impl Json {
     /// The text, when it is kept (not made from a tree on demand).
     pub(crate) fn kept_text(&self) -> Option<&str> {
-        self.text.get().map(|t| &**t)
+        self.text_kept()
     }
 
     /// Give this payload's text buffer back for reuse ([`pool`]) instead of freeing it.
     pub(crate) fn recycle(self) {
-        if let Some(text) = self.text.into_inner() {
+        let text = match self.text {
+            Some(t) => Some(t),
+            None => self.made.into_inner().and_then(|m| m.text.into_inner()),
+        };
+        if let Some(text) = text {
             pool::give(text.into());
         }
     }
@@ -178,21 +186,25 @@ impl Json {
 
 impl From<Value> for Json {
     fn from(v: Value) -> Json {
-        Json {
-            text: Kept::empty(),
-            tape: Kept::empty(),
+        let made = Made {
             tree: OnceLock::from(v),
+            ..Made::default()
+        };
+        Json {
+            text: None,
+            tape: None,
+            made: OnceLock::from(Box::new(made)),
         }
     }
 }
 
 impl Clone for Json {
     fn clone(&self) -> Json {
-        match self.text.get() {
+        match self.text_kept() {
             Some(text) => Json {
-                text: Kept::given(text.clone()),
-                tape: self.tape.clone(),
-                tree: OnceLock::new(),
+                text: Some(text.into()),
+                tape: self.tape_kept().map(Into::into),
+                made: OnceLock::new(),
             },
             None => Json::from(self.value().clone()),
         }
@@ -201,7 +213,7 @@ impl Clone for Json {
 
 impl PartialEq for Json {
     fn eq(&self, other: &Json) -> bool {
-        match (self.text.get(), other.text.get()) {
+        match (self.text_kept(), other.text_kept()) {
             (Some(a), Some(b)) if a == b => true,
             _ => self.value() == other.value(),
         }
@@ -225,7 +237,7 @@ impl Serialize for Json {
     /// Writes the kept text through unchanged (or the tree, when it was changed), the way
     /// serde_json writes its own `RawValue`.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match (self.text.get(), self.tree.get()) {
+        match (self.text_kept(), self.tree_kept()) {
             (None, Some(tree)) => tree.serialize(s),
             _ => {
                 let mut raw = s.serialize_struct(RAW_TOKEN, 1)?;
@@ -647,6 +659,77 @@ mod tests {
             assert_eq!(n.get("eA").is_some(), escaped);
             assert_eq!(n.members().unwrap().count(), tree.len() + 1);
         }
+    }
+
+    /// A payload stays small: every AMP argument holds one (an `Arg` was 168 bytes when a
+    /// `Json` kept three `OnceLock`s side by side), and messages move between threads.
+    #[test]
+    fn a_payload_is_small() {
+        assert!(
+            std::mem::size_of::<Json>() <= 48,
+            "{}",
+            std::mem::size_of::<Json>()
+        );
+        assert!(
+            std::mem::size_of::<crate::wire::amp::Arg>() <= 56,
+            "{}",
+            std::mem::size_of::<crate::wire::amp::Arg>()
+        );
+    }
+
+    /// Whatever is asked first (text, tree, tape, a clone, the serialized form, a new
+    /// text), the others are made from it and agree: for payloads given as text (with and
+    /// without their tape) and as trees.
+    #[test]
+    fn made_parts_agree_with_given_ones() {
+        let text = r#"{"a":[1,{"b":"x\"y"}],"c":null,"d":{"e":1.5,"f":"long enough to be taped"}}"#;
+        let tree: Value = serde_json::from_str(text).unwrap();
+        let makers: [fn(&str, &Value) -> Json; 3] = [
+            |t, _| Json::parse(t.as_bytes()).unwrap(),
+            |t, _| Json::from_valid(t.into(), None),
+            |_, v| Json::from(v.clone()),
+        ];
+        for make in makers {
+            // Each part asked first, then the others.
+            for first in 0..5 {
+                let j = make(text, &tree);
+                match first {
+                    0 => assert_eq!(j.text(), text),
+                    1 => assert_eq!(j.value(), &tree),
+                    2 => assert_eq!(
+                        j.node().get("d").unwrap().get("e").unwrap().scalar(),
+                        Some(serde_json::json!(1.5))
+                    ),
+                    3 => assert_eq!(j.clone(), j),
+                    _ => assert_eq!(serde_json::to_string(&j).unwrap(), text),
+                }
+                assert_eq!(j.text(), text);
+                assert_eq!(j.kept_text(), Some(text));
+                assert_eq!(j.value(), &tree);
+                let doc = j.doc();
+                assert_eq!(
+                    doc.tape_of(doc.text()),
+                    scan::validate(text.as_bytes()).unwrap().1
+                );
+                let c = j.clone();
+                assert_eq!(c.text(), text);
+                assert_eq!(c.value(), &tree);
+                assert_eq!(serde_json::to_string(&c).unwrap(), text);
+                let mut changed = j.clone();
+                let (t2, tape2) = scan::validate(br#"{"z":[2]}"#).unwrap();
+                changed.set_valid_text(t2.to_owned(), Some(tape2));
+                assert_eq!(changed.text(), r#"{"z":[2]}"#);
+                assert_eq!(changed.value(), &serde_json::json!({"z": [2]}));
+                assert_eq!(changed.node().get("z").unwrap().items().unwrap().len(), 1);
+                j.recycle();
+            }
+        }
+        // A tree not yet written out has no kept text; written once, it is kept.
+        let j = Json::from(tree.clone());
+        assert_eq!(serde_json::to_string(&j).unwrap(), text);
+        assert_eq!(j.kept_text(), None);
+        let _ = j.text();
+        assert_eq!(j.kept_text(), Some(text));
     }
 
     #[test]
