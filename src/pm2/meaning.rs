@@ -758,7 +758,7 @@ pub enum Stream {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "bus", rename_all = "snake_case")]
 pub enum BusEvent {
-    ProcessEvent(ProcessEvent),
+    ProcessEvent(Box<ProcessEvent>),
     /// `log:out` / `log:err`: a chunk of an app's output (may hold several lines).
     Log {
         stream: Stream,
@@ -826,7 +826,7 @@ impl BusEvent {
                     })
                     .unwrap_or_default();
                 let (pm_id, old) = pm_id_of(field("pm_id"));
-                BusEvent::ProcessEvent(ProcessEvent {
+                BusEvent::ProcessEvent(Box::new(ProcessEvent {
                     event: ProcessEventKind::parse(&ev),
                     manually: payload
                         .get("manually")
@@ -846,7 +846,7 @@ impl BusEvent {
                     exec_path: str_of(field("pm_exec_path")),
                     cwd: str_of(field("pm_cwd")),
                     restarts: Box::new(RestartSettings::from_env(proc_.as_ref())),
-                })
+                }))
             }
             "log:out" | "log:err" => {
                 let (pm_id, app) = line_app(proc_.as_ref());

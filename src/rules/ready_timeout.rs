@@ -356,7 +356,9 @@ mod tests {
             50 * MS,
             Source::Proc,
             true,
-            EntryKind::Proc { event: tracked },
+            EntryKind::Proc {
+                event: Box::new(tracked),
+            },
         );
         put(
             &mut tl,

@@ -242,9 +242,7 @@ impl Interpreter {
                     t,
                     source,
                     app,
-                    kind: EntryKind::Proc {
-                        event: (**p).clone(),
-                    },
+                    kind: EntryKind::Proc { event: p.clone() },
                 });
             }
             Event::LogLine(l) => self.log_line(t, l, out),

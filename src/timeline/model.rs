@@ -955,7 +955,7 @@ impl Timeline {
             }
             EntryKind::Proc { event } => {
                 self.proc_watched = true;
-                match event {
+                match &**event {
                     ProcEvent::Snapshot(snap) => self.snapshot(e.t, snap),
                     ProcEvent::Mode { .. } | ProcEvent::Lost { .. } => {}
                     _ => self.proc_event(e, &ProcFacts::of(event)),

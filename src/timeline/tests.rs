@@ -1049,7 +1049,9 @@ fn the_cluster_masters_socket_is_the_cluster_apps_address() {
         t: 20,
         source: crate::event::Source::Proc,
         app: None,
-        kind: EntryKind::Proc { event: snap },
+        kind: EntryKind::Proc {
+            event: Box::new(snap),
+        },
     });
     let a = tl.app(1).expect("web:1");
     let s = a.snapshots.last().expect("a snapshot of web:1");

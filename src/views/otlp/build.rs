@@ -62,9 +62,10 @@ fn event_pm_id(e: &Entry) -> Option<u64> {
         return Some(a.pm_id);
     }
     match &e.kind {
-        EntryKind::Proc {
-            event: crate::event::ProcEvent::Snapshot(s),
-        } => s.reason.pm_id(),
+        EntryKind::Proc { event } => match &**event {
+            crate::event::ProcEvent::Snapshot(s) => s.reason.pm_id(),
+            _ => None,
+        },
         _ => None,
     }
 }
