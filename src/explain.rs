@@ -556,7 +556,7 @@ fn select_apps(
 /// Whether an entry belongs in the short timeline.
 fn matters(e: &Entry, ids: &BTreeSet<u64>, names: &BTreeSet<String>) -> bool {
     let ours = match &e.app {
-        Some(a) => ids.contains(&a.pm_id) || a.name.as_ref().is_some_and(|n| names.contains(n)),
+        Some(a) => ids.contains(&a.pm_id) || a.name.as_deref().is_some_and(|n| names.contains(n)),
         None => true,
     };
     if !ours {

@@ -347,7 +347,7 @@ const LINE_PROCS: usize = 8;
 const LINE_PROC_MAX: usize = 1024;
 
 /// The pm_id and name an app output line's `process` object gives.
-type LineApp = (Option<u64>, Option<String>);
+type LineApp = (Option<u64>, Option<Arc<str>>);
 
 thread_local! {
     /// The `process` objects of the last bus messages read for their app alone (app output
@@ -363,7 +363,7 @@ fn line_app(process: Option<&Node>) -> LineApp {
     let Some(p) = process else {
         return (None, None);
     };
-    let read = || (u64_of(p.get("pm_id")), str_of(p.get("name")));
+    let read = || (u64_of(p.get("pm_id")), str_of(p.get("name")).map(Arc::from));
     let text = p.raw();
     if text.len() > LINE_PROC_MAX {
         return read();
@@ -763,7 +763,7 @@ pub enum BusEvent {
     Log {
         stream: Stream,
         pm_id: Option<u64>,
-        name: Option<String>,
+        name: Option<Arc<str>>,
         at: Option<i64>,
         data: String,
     },
@@ -772,7 +772,7 @@ pub enum BusEvent {
     /// `--wait-ready` pm2 (and a reload) that it is ready.
     ProcessMsg {
         pm_id: Option<u64>,
-        name: Option<String>,
+        name: Option<Arc<str>>,
         at: Option<i64>,
         /// The message when it is a string (at most 200 characters).
         text: Option<String>,
@@ -960,7 +960,7 @@ mod tests {
         let read = |t: &str| {
             let j = Json::parse(t.as_bytes()).unwrap();
             let n = j.node();
-            (u64_of(n.get("pm_id")), str_of(n.get("name")))
+            (u64_of(n.get("pm_id")), str_of(n.get("name")).map(Arc::from))
         };
         for round in 0..3 {
             for t in texts.iter().chain(texts.iter().rev()) {

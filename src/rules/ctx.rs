@@ -73,10 +73,10 @@ impl<'a> AppCtx<'a> {
 
     /// The app's name for a CLI command (`web`, or the pm_id).
     pub(crate) fn cli_name(&self) -> String {
-        self.a
-            .name
-            .clone()
-            .unwrap_or_else(|| self.a.pm_id.to_string())
+        match &self.a.name {
+            Some(n) => n.to_string(),
+            None => self.a.pm_id.to_string(),
+        }
     }
 
     /// `+1.234s`: `t` relative to the start of the capture, as the timeline view shows it.
@@ -121,7 +121,7 @@ impl<'a> AppCtx<'a> {
         Finding {
             kind: kind.to_owned(),
             severity,
-            app: self.a.name.clone(),
+            app: self.a.name.as_deref().map(str::to_owned),
             pm_id: Some(self.a.pm_id),
             summary,
             chain,

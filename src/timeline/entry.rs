@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AppRef {
     pub pm_id: u64,
-    pub name: Option<String>,
+    pub name: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Display for AppRef {
@@ -601,7 +601,7 @@ mod tests {
             for name in [None, Some("web"), Some(""), Some("api-é")] {
                 let a = AppRef {
                     pm_id,
-                    name: name.map(str::to_owned),
+                    name: name.map(Into::into),
                 };
                 let mut out = String::from("x");
                 a.write_into(&mut out);

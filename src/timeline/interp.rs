@@ -21,6 +21,7 @@ use crate::sources::logs::{LogLine, LogStream};
 use crate::wire::amp::{Arg, Message};
 use crate::wire::json::{Json, Node};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// pid -> pm_id associations kept.
 const MAX_PIDS: usize = 65_536;
@@ -37,7 +38,7 @@ pub struct Interpreter {
     /// one, recorded before the recorder paired): made at the first request without a
     /// number, so it pairs only what came without the recorder's pairing.
     unpaired: Option<Pairing>,
-    names: BTreeMap<u64, String>,
+    names: BTreeMap<u64, Arc<str>>,
     /// Script -> the one pm_id running it; `None` when several do (the instances of a
     /// cluster app), so a line naming only the script names no app.
     scripts: HashMap<String, Option<u64>>,
@@ -79,7 +80,7 @@ impl Interpreter {
 
     /// [`Interpreter::app`], given the name the event itself carried (learnt just before):
     /// kept rather than copied when it is the one known.
-    fn app_named(&self, pm_id: u64, name: Option<String>) -> AppRef {
+    fn app_named(&self, pm_id: u64, name: Option<Arc<str>>) -> AppRef {
         match name {
             Some(n) if self.names.get(&pm_id) == Some(&n) => AppRef {
                 pm_id,
@@ -93,10 +94,10 @@ impl Interpreter {
         let (Some(id), Some(n)) = (pm_id, name) else {
             return;
         };
-        if self.names.get(&id).map(String::as_str) != Some(n)
+        if self.names.get(&id).map(|k| &**k) != Some(n)
             && (self.names.len() < MAX_APPS || self.names.contains_key(&id))
         {
-            self.names.insert(id, n.to_owned());
+            self.names.insert(id, n.into());
         }
     }
 
@@ -283,7 +284,7 @@ impl Interpreter {
                     let id = a.pm_id.or_else(|| {
                         self.names
                             .iter()
-                            .find(|(_, n)| **n == a.name)
+                            .find(|(_, n)| ***n == *a.name)
                             .map(|(i, _)| *i)
                     })?;
                     self.learn(Some(id), Some(&a.name));
@@ -522,7 +523,7 @@ impl Interpreter {
                 let id = self
                     .names
                     .iter()
-                    .find(|(_, n)| *n == app)
+                    .find(|(_, n)| ***n == **app)
                     .map(|(i, _)| *i)?;
                 return Some(self.app(id));
             }
@@ -551,10 +552,12 @@ impl Interpreter {
             let id = match self.scripts.get(script) {
                 Some(known) => *known,
                 // Known by name only (dump.pm2 keeps no pm_id).
-                None => self
-                    .script_names
-                    .get(script)
-                    .and_then(|name| self.names.iter().find(|(_, n)| *n == name).map(|(i, _)| *i)),
+                None => self.script_names.get(script).and_then(|name| {
+                    self.names
+                        .iter()
+                        .find(|(_, n)| ***n == **name)
+                        .map(|(i, _)| *i)
+                }),
             };
             return id.map(|i| self.app(i));
         }

@@ -309,7 +309,7 @@ pub struct StatusChange {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AppTimeline {
     pub pm_id: u64,
-    pub name: Option<String>,
+    pub name: Option<std::sync::Arc<str>>,
     /// `pm_exec_path`.
     pub exec_path: Option<String>,
     /// `pm_cwd`.
@@ -1083,7 +1083,10 @@ impl Timeline {
                     .filter_map(|p| p.app.as_ref())
                     .find(|a| a.pm_id == pm_id)
                     .map(|a| a.name.clone());
-                self.app_mut(&AppRef { pm_id, name });
+                self.app_mut(&AppRef {
+                    pm_id,
+                    name: name.map(Into::into),
+                });
             }
             let Some(a) = self.apps.get_mut(&pm_id) else {
                 continue;
@@ -1269,7 +1272,7 @@ impl Timeline {
         let started = p.pm_uptime.map(|ms| self.daemon_time(ms));
         let a = self.app_mut(&AppRef {
             pm_id,
-            name: p.name.clone(),
+            name: p.name.as_deref().map(Into::into),
         });
         if p.exec_path.is_some() {
             a.exec_path = p.exec_path.clone();

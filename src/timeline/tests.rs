@@ -928,6 +928,66 @@ fn long_polling_capture_stays_small() {
     assert_eq!(web.statuses.len(), 1);
 }
 
+/// An app's output lines name their app without a copy of its name per line: every line
+/// of one app shares one name, and the name is the one its lines carry (a name learnt
+/// later, from a process event, is the one the following lines share).
+#[test]
+fn output_lines_share_their_apps_name() {
+    let info = CaptureInfo::default();
+    let bus = |name: &str, payload: serde_json::Value| Event::BusMessage {
+        msg: WireMessage(crate::wire::amp::Message::new(vec![
+            crate::wire::amp::Arg::Str(name.into()),
+            crate::wire::amp::Arg::json(payload),
+        ])),
+    };
+    let line = |t: u64, pm_id: u64, name: &str| Stamped {
+        t,
+        event: bus(
+            "log:out",
+            serde_json::json!({"process": {"pm_id": pm_id, "name": name, "rev": null}, "data": format!("line {t}\n"), "at": t}),
+        ),
+    };
+    let mut interp = Interpreter::new(&info);
+    let mut apps = Vec::new();
+    let events = [
+        line(1, 0, "web"),
+        line(2, 0, "web"),
+        line(3, 1, "api"),
+        line(4, 0, "web"),
+        line(5, 0, "web2"),
+        line(6, 0, "web2"),
+    ];
+    for ev in &events {
+        for e in interp.push(ev) {
+            assert!(matches!(e.kind, EntryKind::AppLog { .. }), "{e:?}");
+            apps.push(e.app.expect("an app"));
+        }
+    }
+    let names: Vec<(u64, &str)> = apps
+        .iter()
+        .map(|a| (a.pm_id, a.name.as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (0, "web"),
+            (0, "web"),
+            (1, "api"),
+            (0, "web"),
+            (0, "web2"),
+            (0, "web2")
+        ]
+    );
+    let shared = |i: usize, j: usize| {
+        std::sync::Arc::ptr_eq(
+            apps[i].name.as_ref().unwrap(),
+            apps[j].name.as_ref().unwrap(),
+        )
+    };
+    assert!(shared(0, 1) && shared(1, 3), "web's lines share one name");
+    assert!(shared(4, 5), "web2's lines share one name");
+}
+
 /// Days of a crash loop: the model keeps the recent generations and forgets the oldest.
 #[test]
 fn endless_crash_loop_is_bounded() {

@@ -203,7 +203,13 @@ fn app_label(tl: &Timeline, pm_id: u64) -> String {
 
 fn service_name(tl: &Timeline, pm_id: Option<u64>, app: Option<&str>) -> String {
     app.map(str::to_owned)
-        .or_else(|| pm_id.and_then(|id| tl.apps.get(&id).and_then(|a| a.name.clone())))
+        .or_else(|| {
+            pm_id.and_then(|id| {
+                tl.apps
+                    .get(&id)
+                    .and_then(|a| a.name.as_deref().map(str::to_owned))
+            })
+        })
         .unwrap_or_else(|| match pm_id {
             Some(id) => format!("pm2 app #{id}"),
             None => "pm2".into(),
