@@ -88,6 +88,87 @@ fn plain_run_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Where the quotes, backslashes and control bytes are in the 64 bytes of the text from
+/// `base`, one bit per byte, for validation: a string is most often shorter than that
+/// (keys, environment values), and several are found with one look at the bytes instead
+/// of a new scan from each string's start.
+struct Specials {
+    base: usize,
+    /// Bit k: byte `base + k` is special; past the text's end, the bit of its end is set
+    /// (so a run never goes beyond it).
+    mask: u64,
+}
+
+impl Specials {
+    fn new() -> Specials {
+        // No block yet: `base` far from any position.
+        Specials {
+            base: usize::MAX / 2,
+            mask: 0,
+        }
+    }
+
+    /// [`plain_run_end`]: the first quote, backslash or control byte at or after `i` (or
+    /// `b.len()`).
+    #[inline(always)]
+    fn run_end(&mut self, b: &[u8], mut i: usize) -> usize {
+        loop {
+            let off = i.wrapping_sub(self.base);
+            if off < 64 {
+                let m = self.mask >> off;
+                if m != 0 {
+                    return i + m.trailing_zeros() as usize;
+                }
+                i = self.base + 64;
+            }
+            self.load(b, i);
+        }
+    }
+
+    /// The mask of the 64 bytes from `i` (fewer at the text's end).
+    #[inline(never)]
+    fn load(&mut self, b: &[u8], i: usize) {
+        self.base = i;
+        #[cfg(target_arch = "x86_64")]
+        if i + 64 <= b.len() {
+            use std::arch::x86_64::{
+                _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+                _mm_set1_epi8,
+            };
+            // SAFETY: SSE2 is part of the x86-64 baseline; the four loads read
+            // `b[i..i + 64]`, inside `b` (checked above), unaligned.
+            unsafe {
+                let quote = _mm_set1_epi8(b'"' as i8);
+                let backslash = _mm_set1_epi8(b'\\' as i8);
+                let below_space = _mm_set1_epi8(0x1f);
+                let mut mask = 0u64;
+                for k in 0..4 {
+                    let v = _mm_loadu_si128(b.as_ptr().add(i + 16 * k).cast());
+                    let q = _mm_cmpeq_epi8(v, quote);
+                    let s = _mm_cmpeq_epi8(v, backslash);
+                    // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
+                    let c = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
+                    let m = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, s), c)) as u16;
+                    mask |= (m as u64) << (16 * k);
+                }
+                self.mask = mask;
+                return;
+            }
+        }
+        let end = b.len().min(i.saturating_add(64));
+        let mut mask = 0u64;
+        for (k, &c) in b.get(i..end).unwrap_or(&[]).iter().enumerate() {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                mask |= 1 << k;
+            }
+        }
+        if end - i.min(end) < 64 {
+            mask |= 1 << (end - i.min(end));
+        }
+        self.mask = mask;
+    }
+}
+
 #[inline(always)]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while let Some(&c) = b.get(i) {
@@ -103,18 +184,18 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// Inlined where it is used (most strings are one plain run: keys, names); what follows a
 /// first escape is validated by [`string_from`].
 #[inline(always)]
-fn string(b: &[u8], i: usize) -> Result<usize, Invalid> {
-    let end = plain_run_end(b, i + 1);
+fn string(b: &[u8], i: usize, sp: &mut Specials) -> Result<usize, Invalid> {
+    let end = sp.run_end(b, i + 1);
     if b.get(end) == Some(&b'"') {
         return Ok(end + 1);
     }
-    string_from(b, end)
+    string_from(b, end, sp)
 }
 
 /// The rest of a string from `i`, the end of a plain run (an escape, the closing quote, a
 /// control character or the end of the text): the position after its closing quote.
 #[inline(never)]
-fn string_from(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
+fn string_from(b: &[u8], mut i: usize, sp: &mut Specials) -> Result<usize, Invalid> {
     let bad = |offset, what| Err(Invalid { offset, what });
     loop {
         match b.get(i) {
@@ -134,7 +215,7 @@ fn string_from(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
             },
             Some(_) => return bad(i, "control character in a string"),
         }
-        i = plain_run_end(b, i);
+        i = sp.run_end(b, i);
     }
 }
 
@@ -242,17 +323,18 @@ fn containers(
         }
     };
     let mut i = i;
+    let sp = &mut Specials::new();
     'value: loop {
         // A value starts at i.
         let end = match b.get(i) {
-            Some(b'"') => string(b, i)?,
+            Some(b'"') => string(b, i, sp)?,
             Some(b'{') => {
                 let j = skip_ws(b, i + 1);
                 if b.get(j) == Some(&b'}') {
                     j + 1
                 } else {
                     open(stack, tape, true, i);
-                    i = member_key(b, j)?;
+                    i = member_key(b, j, sp)?;
                     continue 'value;
                 }
             }
@@ -292,7 +374,13 @@ fn containers(
             let j = skip_ws(b, i);
             match (b.get(j), object) {
                 (Some(b','), true) => {
-                    i = member_key(b, skip_ws(b, j + 1))?;
+                    i = member_key(b, skip_ws(b, j + 1), sp)?;
+                    // Most members' values are strings (an environment's): validated here,
+                    // staying in this object, without the dispatch on the value's kind.
+                    if b.get(i) == Some(&b'"') {
+                        i = string(b, i, sp)?;
+                        continue;
+                    }
                     continue 'value;
                 }
                 (Some(b','), false) => {
@@ -337,14 +425,14 @@ fn containers(
 
 /// Validate `"key" :` at `i`; the position of the value after it.
 #[inline(always)]
-fn member_key(b: &[u8], i: usize) -> Result<usize, Invalid> {
+fn member_key(b: &[u8], i: usize, sp: &mut Specials) -> Result<usize, Invalid> {
     if b.get(i) != Some(&b'"') {
         return Err(Invalid {
             offset: i,
             what: "expected a string key",
         });
     }
-    let j = skip_ws(b, string(b, i)?);
+    let j = skip_ws(b, string(b, i, sp)?);
     if b.get(j) != Some(&b':') {
         return Err(Invalid {
             offset: j,
@@ -1399,6 +1487,48 @@ mod tests {
             let mut v = "é".repeat(n).into_bytes();
             v.push(b'"');
             assert_eq!(plain_run_end(&v, 0), v.len() - 1);
+        }
+    }
+
+    /// The validator's block masks find what [`plain_run_end`] finds, from every position of
+    /// texts around two blocks long with special bytes anywhere (at block edges, at the end,
+    /// none), whatever block was looked at before.
+    #[test]
+    fn block_masks_find_the_runs_plain_scans_find() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in (0..140).chain([191, 192, 193, 255, 256, 257]) {
+            for _ in 0..20 {
+                let v: Vec<u8> = (0..len)
+                    .map(|_| match next() % 24 {
+                        0 => b'"',
+                        1 => b'\\',
+                        2 => (next() % 0x20) as u8,
+                        3 => 0xc3,
+                        4 => 0x7f,
+                        _ => b'a' + (next() % 26) as u8,
+                    })
+                    .collect();
+                let mut sp = Specials::new();
+                for from in 0..=len {
+                    // Jump about as validation does: forwards mostly, sometimes back.
+                    let at = if next() % 5 == 0 {
+                        (next() as usize) % (len + 1)
+                    } else {
+                        from
+                    };
+                    assert_eq!(
+                        sp.run_end(&v, at),
+                        plain_run_end(&v, at),
+                        "{len} {at} {v:?}"
+                    );
+                }
+            }
         }
     }
 }
