@@ -928,18 +928,23 @@ fn long_polling_capture_stays_small() {
     assert_eq!(web.statuses.len(), 1);
 }
 
+/// A bus message `name` with JSON `payload`, as the recorder stores one.
+fn bus_message(name: &str, payload: serde_json::Value) -> Event {
+    Event::BusMessage {
+        msg: WireMessage(crate::wire::amp::Message::new(vec![
+            crate::wire::amp::Arg::Str(name.into()),
+            crate::wire::amp::Arg::json(payload),
+        ])),
+    }
+}
+
 /// An app's output lines name their app without a copy of its name per line: every line
 /// of one app shares one name, and the name is the one its lines carry (a name learnt
 /// later, from a process event, is the one the following lines share).
 #[test]
 fn output_lines_share_their_apps_name() {
     let info = CaptureInfo::default();
-    let bus = |name: &str, payload: serde_json::Value| Event::BusMessage {
-        msg: WireMessage(crate::wire::amp::Message::new(vec![
-            crate::wire::amp::Arg::Str(name.into()),
-            crate::wire::amp::Arg::json(payload),
-        ])),
-    };
+    let bus = bus_message;
     let line = |t: u64, pm_id: u64, name: &str| Stamped {
         t,
         event: bus(
@@ -992,12 +997,7 @@ fn output_lines_share_their_apps_name() {
 #[test]
 fn endless_crash_loop_is_bounded() {
     let info = CaptureInfo::default();
-    let bus = |name: &str, payload: serde_json::Value| Event::BusMessage {
-        msg: WireMessage(crate::wire::amp::Message::new(vec![
-            crate::wire::amp::Arg::Str(name.into()),
-            crate::wire::amp::Arg::json(payload),
-        ])),
-    };
+    let bus = bus_message;
     let n = MAX_GENERATIONS as u64 + 5_000;
     let events = (0..n).flat_map(move |i| {
         let p = serde_json::json!({"name": "c", "pm_id": 0, "status": "online", "exit_code": 3});
