@@ -316,7 +316,7 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
         let (file, offset, precision) = (line.file, line.offset, line.precision);
         let ev = Stamped {
             t,
-            event: Event::LogLine(line),
+            event: Event::LogLine(Box::new(line)),
         };
         buf.clear();
         interp.push_into(&ev, &mut buf);

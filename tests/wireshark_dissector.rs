@@ -305,11 +305,11 @@ fn every_record_type_and_fragmented_records_match_replay() {
             Arg::Str("7:1".into()),
         ])),
         ask: Some(2),
-        asked: Some(Asked {
+        asked: Some(Box::new(Asked {
             t: asked_at,
             method: "sendSignalToProcessName".into(),
             pm_id: None,
-        }),
+        })),
     });
     push(Event::BusMessage {
         msg: WireMessage(Message::new(vec![

@@ -452,10 +452,12 @@ mod tests {
                 dir,
                 msg: WireMessage(msg),
                 ask: Some(1),
-                asked: asked.map(|t| Asked {
-                    t,
-                    method: "stopProcessId".into(),
-                    pm_id: Some(0),
+                asked: asked.map(|t| {
+                    Box::new(Asked {
+                        t,
+                        method: "stopProcessId".into(),
+                        pm_id: Some(0),
+                    })
                 }),
             },
         };

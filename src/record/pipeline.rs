@@ -460,7 +460,7 @@ impl<S: HintSink> TapDecoder<S> {
                 dir,
                 msg: WireMessage(msg),
                 ask: paired.ask,
-                asked: paired.asked,
+                asked: paired.asked.map(Box::new),
             },
         );
         // The reply to this request, if it was queued first.
@@ -646,7 +646,7 @@ mod tests {
 
     fn pairing(ev: &Stamped) -> (Option<u64>, Option<Asked>) {
         match &ev.event {
-            Event::RpcMessage { ask, asked, .. } => (*ask, asked.clone()),
+            Event::RpcMessage { ask, asked, .. } => (*ask, asked.as_deref().cloned()),
             e => panic!("not an RPC message: {e:?}"),
         }
     }

@@ -217,7 +217,7 @@ impl Interpreter {
                     }
                     _ => Paired {
                         ask: *ask,
-                        asked: asked.clone(),
+                        asked: asked.as_deref().cloned(),
                     },
                 };
                 self.rpc(t, *conn, *dir, &msg.0, rpc, paired, out)
@@ -745,7 +745,7 @@ mod tests {
                         Event::RpcMessage { conn, dir, msg, .. } => {
                             let p = tap.pair(t, *conn, &Rpc::decode(*dir, &msg.0));
                             if let Event::RpcMessage { ask, asked, .. } = &mut ev.event {
-                                (*ask, *asked) = (p.ask, p.asked);
+                                (*ask, *asked) = (p.ask, p.asked.map(Box::new));
                             }
                         }
                         Event::RpcClose {
@@ -788,7 +788,7 @@ mod tests {
                 dir,
                 msg: WireMessage(msg),
                 ask,
-                asked,
+                asked: asked.map(Box::new),
             },
         };
         let stop = || encode_call("stopProcessId", vec![serde_json::json!(0)], "1");

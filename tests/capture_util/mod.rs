@@ -109,11 +109,11 @@ pub fn all_events() -> Vec<Stamped> {
                 Arg::Raw(vec![0, 1, 2, 255]),
             ])),
             ask: Some(1),
-            asked: Some(Asked {
+            asked: Some(Box::new(Asked {
                 t: MONO_REF + 1_000,
                 method: "restartProcessId".into(),
                 pm_id: Some(0),
-            }),
+            })),
         },
         Event::RpcUndecodable {
             conn: 2,
@@ -144,7 +144,7 @@ pub fn all_events() -> Vec<Stamped> {
         Event::Proc(Box::new(ProcEvent::Lost {
             why: "test: netlink buffer overrun".into(),
         })),
-        Event::LogLine(pm2_trace::sources::logs::LogLine {
+        Event::LogLine(Box::new(pm2_trace::sources::logs::LogLine {
             stream: pm2_trace::sources::logs::LogStream::Daemon,
             app: None,
             file: 0,
@@ -155,7 +155,7 @@ pub fn all_events() -> Vec<Stamped> {
             level: Some("log".into()),
             text: "App [web:0] online".into(),
             cut: false,
-        }),
+        })),
         Event::RecordingStopped {
             reason: "test marker".into(),
         },

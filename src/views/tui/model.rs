@@ -816,10 +816,12 @@ mod tests {
                 dir,
                 msg: WireMessage(msg),
                 ask: Some(ask),
-                asked: asked.map(|t| Asked {
-                    t,
-                    method: "getVersion".into(),
-                    pm_id: None,
+                asked: asked.map(|t| {
+                    Box::new(Asked {
+                        t,
+                        method: "getVersion".into(),
+                        pm_id: None,
+                    })
                 }),
             },
         };
