@@ -44,35 +44,41 @@ fn specials(w: u64) -> u64 {
     (quote | backslash | control) & HIGHS
 }
 
+/// One bit per byte of the 16 at `b[i..i + 16]` (which must be inside `b`): set for a
+/// quote, a backslash or a control byte. SSE2, which every x86-64 has.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn specials16(b: &[u8], i: usize) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    assert!(i + 16 <= b.len());
+    // SAFETY: SSE2 is part of the x86-64 baseline; the load reads `b[i..i + 16]`, inside
+    // `b` (asserted above; the callers' loop conditions let the compiler drop the check),
+    // unaligned.
+    unsafe {
+        let v = _mm_loadu_si128(b.as_ptr().add(i).cast());
+        let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let s = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
+        let below_space = _mm_set1_epi8(0x1f);
+        let c = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, s), c)) as u32
+    }
+}
+
 /// Position of the first quote, backslash or control byte at or after `i` (or `b.len()`):
 /// sixteen bytes at a time with SSE2 (every x86-64 has it), then eight at a time.
 #[inline(always)]
 fn plain_run_end(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{
-            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-            _mm_set1_epi8,
-        };
-        // SAFETY: SSE2 is part of the x86-64 baseline; each load reads 16 bytes from
-        // `b[i..i + 16]`, inside `b` (checked by the loop condition), unaligned.
-        unsafe {
-            let quote = _mm_set1_epi8(b'"' as i8);
-            let backslash = _mm_set1_epi8(b'\\' as i8);
-            let below_space = _mm_set1_epi8(0x1f);
-            while i + 16 <= b.len() {
-                let v = _mm_loadu_si128(b.as_ptr().add(i).cast());
-                let q = _mm_cmpeq_epi8(v, quote);
-                let s = _mm_cmpeq_epi8(v, backslash);
-                // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
-                let c = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
-                let m = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, s), c)) as u32;
-                if m != 0 {
-                    return i + m.trailing_zeros() as usize;
-                }
-                i += 16;
-            }
+    while i + 16 <= b.len() {
+        let m = specials16(b, i);
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
         }
+        i += 16;
     }
     while i + 8 <= b.len() {
         let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
@@ -131,29 +137,10 @@ impl Specials {
         self.base = i;
         #[cfg(target_arch = "x86_64")]
         if i + 64 <= b.len() {
-            use std::arch::x86_64::{
-                _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-                _mm_set1_epi8,
-            };
-            // SAFETY: SSE2 is part of the x86-64 baseline; the four loads read
-            // `b[i..i + 64]`, inside `b` (checked above), unaligned.
-            unsafe {
-                let quote = _mm_set1_epi8(b'"' as i8);
-                let backslash = _mm_set1_epi8(b'\\' as i8);
-                let below_space = _mm_set1_epi8(0x1f);
-                let mut mask = 0u64;
-                for k in 0..4 {
-                    let v = _mm_loadu_si128(b.as_ptr().add(i + 16 * k).cast());
-                    let q = _mm_cmpeq_epi8(v, quote);
-                    let s = _mm_cmpeq_epi8(v, backslash);
-                    // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
-                    let c = _mm_cmpeq_epi8(_mm_max_epu8(v, below_space), below_space);
-                    let m = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, s), c)) as u16;
-                    mask |= (m as u64) << (16 * k);
-                }
-                self.mask = mask;
-                return;
-            }
+            self.mask = (0..4).fold(0u64, |mask, k| {
+                mask | (specials16(b, i + 16 * k) as u64) << (16 * k)
+            });
+            return;
         }
         let end = b.len().min(i.saturating_add(64));
         let mut mask = 0u64;
