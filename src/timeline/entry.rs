@@ -633,18 +633,4 @@ mod tests {
             assert_eq!(shorten(text_start(&text, 100), 100), whole, "{p}");
         }
     }
-
-    /// Entries move by the million from the interpreting thread to the view's, in batches:
-    /// the large, rare kinds (a process event of the bus, one of the process watcher) are
-    /// boxed so that they do not make every entry as large (336 bytes before; the request
-    /// answered, 176 bytes, is now the largest kind).
-    #[test]
-    fn an_entry_is_small() {
-        assert!(
-            std::mem::size_of::<Entry>() <= 224,
-            "{}",
-            std::mem::size_of::<Entry>()
-        );
-        assert!(std::mem::size_of::<BusEvent>() <= 88);
-    }
 }

@@ -661,22 +661,6 @@ mod tests {
         }
     }
 
-    /// A payload stays small: every AMP argument holds one (an `Arg` was 168 bytes when a
-    /// `Json` kept three `OnceLock`s side by side), and messages move between threads.
-    #[test]
-    fn a_payload_is_small() {
-        assert!(
-            std::mem::size_of::<Json>() <= 48,
-            "{}",
-            std::mem::size_of::<Json>()
-        );
-        assert!(
-            std::mem::size_of::<crate::wire::amp::Arg>() <= 56,
-            "{}",
-            std::mem::size_of::<crate::wire::amp::Arg>()
-        );
-    }
-
     /// Whatever is asked first (text, tree, tape, a clone, the serialized form, a new
     /// text), the others are made from it and agree: for payloads given as text (with and
     /// without their tape) and as trees.
