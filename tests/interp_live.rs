@@ -228,3 +228,91 @@ fn a_guardian_that_does_not_start_is_refused() {
     pm2.cmd_ok(&["ping"]);
     assert_eq!(pm2.daemon_pid(), Some(loc.pid), "the same daemon answers");
 }
+
+/// A store that cannot begin (a disk that filled between the check of the output and the
+/// session's start).
+struct FullDisk;
+
+impl pm2_trace::record::Store for FullDisk {
+    fn begin(&mut self, _: &CaptureInfo) -> Result<(), pm2_trace::capture::CaptureError> {
+        Err(pm2_trace::capture::CaptureError::Io {
+            path: "/full/capture.bin".into(),
+            offset: 0,
+            op: "cannot write the header",
+            error: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        })
+    }
+    fn write(&mut self, _: &Stamped, _: &str) -> Result<(), pm2_trace::capture::CaptureError> {
+        Ok(())
+    }
+    fn flush(&mut self) {}
+    fn end(
+        &mut self,
+    ) -> Result<pm2_trace::capture::CaptureSummary, pm2_trace::capture::CaptureError> {
+        unreachable!("a session that did not begin is not ended")
+    }
+    fn describe(&self) -> String {
+        "/full/capture.bin".into()
+    }
+}
+
+/// A session that fails as it starts (here its store cannot begin) gives the daemon its
+/// socket back before the proxy stops listening: a pm2 command at that moment reaches the
+/// daemon or the proxy, never a socket that refuses it (seen under load with `record --dir`
+/// on a disk that filled as the recorder started).
+#[test]
+fn a_session_that_fails_to_start_never_leaves_a_refusing_socket() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let pm2 = pm2::Pm2::start("7.0.4");
+    let daemons = home::list_daemons();
+    let loc = home::locate(Some(pm2.home()), |k| std::env::var_os(k), &daemons).expect("locate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = pm2.record_options(&loc, dir.path().join("capture.bin"), "interp_live", false);
+    let done = Arc::new(AtomicBool::new(false));
+    let (refused, connected) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // One client, gently (the other tests of this binary run meanwhile).
+    let clients: Vec<_> = (0..1)
+        .map(|_| {
+            let (done, refused, connected) = (done.clone(), refused.clone(), connected.clone());
+            let sock = pm2.rpc_sock();
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    match std::os::unix::net::UnixStream::connect(&sock) {
+                        Ok(_) => connected.fetch_add(1, Ordering::Relaxed),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            refused.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => panic!("connect: {e}"),
+                    };
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        // The lock of the session before is free once its guardian has exited, and a
+        // child another test forks meanwhile holds it until its exec: a moment between.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut on_event = |_: &CaptureInfo, _: &Stamped, _: &[Entry]| {};
+        let err = pm2_trace::record::record_to(&opts, Stopper::new(), &mut on_event, &mut FullDisk)
+            .expect_err("a session whose store cannot begin");
+        assert!(
+            format!("{err:#}").contains("cannot write the header"),
+            "{err:#}"
+        );
+        assert!(!pm2.home().join("rpc.sock.pm2-trace-daemon").exists());
+    }
+    done.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client");
+    }
+    assert_eq!(
+        refused.load(Ordering::Relaxed),
+        0,
+        "connections refused by rpc.sock ({} made)",
+        connected.load(Ordering::Relaxed)
+    );
+    pm2.cmd_ok(&["ping"]);
+    assert_eq!(pm2.daemon_pid(), Some(loc.pid), "the same daemon answers");
+}

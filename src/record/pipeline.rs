@@ -105,8 +105,21 @@ fn record_loop(
         writer,
     } = session;
     let mut proxy = Some(proxy);
-    let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)?;
-    let bus = BusSubscriber::start(pub_dir, pub_name, opts.daemon_pid, sink.clone())?;
+    // A session that fails as it starts gives the daemon its name back before the proxy
+    // stops listening (when this returns): in between, `rpc.sock` would name a socket that
+    // refuses every pm2 command.
+    let give_back = |e: anyhow::Error| {
+        if let Some(ip) = interposition {
+            let _ = ip.restore();
+        }
+        e
+    };
+    let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)
+        .map_err(anyhow::Error::from)
+        .map_err(give_back)?;
+    let bus = BusSubscriber::start(pub_dir, pub_name, opts.daemon_pid, sink.clone())
+        .map_err(anyhow::Error::from)
+        .map_err(give_back)?;
     eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
     // Sources deliver with different delays; the pidfd fallback finds new processes only at
     // its next /proc scan, so it needs a wider window to put events back in order.
@@ -120,7 +133,9 @@ fn record_loop(
     let drop_counter = sink.drop_counter();
     drop(sink);
 
-    writer.begin(info).map_err(|e| anyhow::anyhow!("{e}"))?;
+    writer
+        .begin(info)
+        .map_err(|e| give_back(anyhow::anyhow!("{e}")))?;
     let mut intake = Intake::default();
     for n in early_notes {
         intake.take(n);

@@ -60,14 +60,16 @@ impl BusSubscriber {
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(s) = self
-            .stream
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().and_then(|s| s.try_clone().ok()))
+        // Under the stream's lock: the thread either sees `stop` before it starts reading
+        // a new stream, or has published that stream here to be shut down. (A subscriber
+        // stopped right after it started, before its thread had published its first
+        // stream, waited forever on an idle daemon's bus.)
         {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+            let g = self.stream.lock().unwrap_or_else(|e| e.into_inner());
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(s) = g.as_ref() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -94,7 +96,11 @@ fn run(
     while !stop.load(Ordering::SeqCst) {
         match attempt {
             Ok(mut s) => {
-                if let Ok(mut g) = shared.lock() {
+                {
+                    let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
                     *g = s.try_clone().ok();
                 }
                 sink.emit(Event::BusLink {
@@ -153,5 +159,39 @@ fn pump(s: &mut UnixStream, sink: &EventSink) -> String {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subscriber stopped right after it started, on a bus that says nothing (an idle
+    /// daemon's), ends: before, its thread could publish its stream after the stop had
+    /// looked for it and then read forever.
+    #[test]
+    fn a_subscriber_stopped_at_once_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _bus = std::os::unix::net::UnixListener::bind(tmp.path().join("pub.sock")).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let path = tmp.path().to_owned();
+        std::thread::spawn(move || {
+            // Stopped after a varying moment, so that some stops meet the thread as it
+            // begins to read.
+            for n in 0..2000u32 {
+                let dir = SafeDir::open(&path).unwrap();
+                let (sink, _rx) = EventSink::channel(1024);
+                let bus = BusSubscriber::start(dir, "pub.sock".into(), None, sink).unwrap();
+                let spin = std::time::Instant::now();
+                while spin.elapsed() < Duration::from_nanos(u64::from(n % 200) * 500) {
+                    std::hint::spin_loop();
+                }
+                bus.stop();
+            }
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("2000 subscribers stopped at once end within 60 s");
     }
 }
