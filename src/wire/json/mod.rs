@@ -155,7 +155,7 @@ impl Json {
     /// Replace the text (already validated), with its tape when known: any tree built from
     /// the old one is dropped.
     pub(crate) fn set_valid_text(&mut self, text: String, tape: Option<scan::Tape>) {
-        let old = std::mem::replace(&mut self.text, Some(text.into_boxed_str()));
+        let old = self.text.replace(text.into_boxed_str());
         let made = std::mem::take(&mut self.made)
             .into_inner()
             .and_then(|m| m.text.into_inner());
