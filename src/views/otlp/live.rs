@@ -19,8 +19,12 @@ use std::time::{Duration, Instant};
 
 /// Messages waiting for the exporter thread (each one event's entries).
 pub const QUEUE: usize = 4096;
-/// A request's trace is sent this long after its answer if no other action came.
+/// A request's trace is sent once the recording has gone this far past its answer (on the
+/// events' own clock) with no other action on its app.
 pub const SETTLE: Duration = Duration::from_secs(5);
+/// ... or once this long has passed on the wall clock, for a daemon that stays quiet after
+/// the answer (no later event moves the events' clock on).
+pub const SETTLE_QUIET: Duration = Duration::from_secs(30);
 /// How often the exporter looks for settled requests.
 const TICK: Duration = Duration::from_millis(500);
 /// Span-event entries kept for traces not yet sent (the oldest are forgotten beyond).
@@ -174,6 +178,29 @@ impl LiveExporter {
     }
 }
 
+/// The requests whose trace is complete at wall time `now`: the next action on the app
+/// began, or the recording went [`SETTLE`] past the answer on the events' own clock (the
+/// latest event applied), or [`SETTLE_QUIET`] passed on the wall clock; all of them when
+/// `last`. On the events' clock, because a recorder that falls behind (its threads are in
+/// the idle class) hands over a crash that came within a second of the answer seconds
+/// later: judged by the wall clock, the trace went without it.
+fn settled<'a>(
+    tl: &'a Timeline,
+    all: &'a [TracedRequest],
+    now: MonoNs,
+    last: bool,
+) -> impl Iterator<Item = &'a TracedRequest> + 'a {
+    let seen = tl.last_t.unwrap_or(0);
+    all.iter().filter(move |r| {
+        let next_began = all.iter().any(|o| o.pm_id == r.pm_id && o.start > r.start);
+        let quiet = tl.requests[r.index].answered.is_some_and(|a| {
+            seen.saturating_sub(a) >= SETTLE.as_nanos() as u64
+                || now.saturating_sub(a) >= SETTLE_QUIET.as_nanos() as u64
+        });
+        last || next_began || quiet
+    })
+}
+
 struct Worker {
     endpoint: Endpoint,
     client: Client,
@@ -245,19 +272,9 @@ impl Worker {
         let (Some(info), Some(tl)) = (&self.info, &self.tl) else {
             return;
         };
-        let now = mono_now();
         let all = build::traced_requests(info, tl);
-        let settled: Vec<TracedRequest> = all
-            .iter()
+        let settled: Vec<TracedRequest> = settled(tl, &all, mono_now(), last)
             .filter(|r| !self.sent_requests.contains(&Self::request_key(tl, r)))
-            .filter(|r| {
-                let q = &tl.requests[r.index];
-                let next_began = all.iter().any(|o| o.pm_id == r.pm_id && o.start > r.start);
-                let quiet = q
-                    .answered
-                    .is_some_and(|a| now.saturating_sub(a) >= SETTLE.as_nanos() as u64);
-                last || next_began || quiet
-            })
             .cloned()
             .collect();
         if settled.is_empty() && !last {
@@ -303,5 +320,42 @@ impl Worker {
             self.sent_findings
                 .insert((f.kind.clone(), f.pm_id, build::finding_time(f)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timeline::tests::load_fixture;
+
+    /// A request whose answer came less than [`SETTLE`] before the last event applied is
+    /// not settled however late the wall clock is (up to [`SETTLE_QUIET`]): the events that
+    /// complete its trace may still be on their way from a recorder that fell behind.
+    #[test]
+    fn a_request_settles_on_the_events_clock() {
+        let (info, events) = load_fixture("pm2-7.0.4");
+        let tl = crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
+        let all = build::traced_requests(&info, &tl);
+        let last_t = tl.last_t.unwrap();
+        let is_last =
+            |r: &&TracedRequest| !all.iter().any(|o| o.pm_id == r.pm_id && o.start > r.start);
+        let r = all
+            .iter()
+            .filter(is_last)
+            .find(|r| {
+                tl.requests[r.index]
+                    .answered
+                    .is_some_and(|a| last_t.saturating_sub(a) < SETTLE.as_nanos() as u64)
+            })
+            .expect("a last request answered less than SETTLE before the capture's end");
+        let a = tl.requests[r.index].answered.unwrap();
+        let names = |now: MonoNs, last: bool| -> Vec<usize> {
+            settled(&tl, &all, now, last).map(|r| r.index).collect()
+        };
+        // 10 s of wall clock after the answer: not settled (the old rule sent it at 5 s).
+        assert!(!names(a + 10_000_000_000, false).contains(&r.index));
+        // Past SETTLE_QUIET on the wall clock, or at the end: settled.
+        assert!(names(a + SETTLE_QUIET.as_nanos() as u64, false).contains(&r.index));
+        assert!(names(a, true).contains(&r.index));
     }
 }
