@@ -169,6 +169,12 @@ fn live_restart(version: &str) {
     assert_eq!(web.status(), Some("online"));
 }
 
+/// The daemon of `pm2`'s home, as `record` finds it.
+fn locate(pm2: &pm2::Pm2) -> home::Located {
+    let daemons = home::list_daemons();
+    home::locate(Some(pm2.home()), |k| std::env::var_os(k), &daemons).expect("locate")
+}
+
 /// A watcher of the recording (as the live exporter is): every event, and those that came
 /// after it was asked for its closing notes, when it can no longer act on them.
 struct Watcher {
@@ -210,8 +216,7 @@ fn live_restart_543() {
 #[test]
 fn a_guardian_that_does_not_start_is_refused() {
     let pm2 = pm2::Pm2::start("7.0.4");
-    let daemons = home::list_daemons();
-    let loc = home::locate(Some(pm2.home()), |k| std::env::var_os(k), &daemons).expect("locate");
+    let loc = locate(&pm2);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut opts = pm2.record_options(&loc, dir.path().join("capture.bin"), "interp_live", false);
     opts.guardian = Some("/bin/true".into());
@@ -265,8 +270,7 @@ fn a_session_that_fails_to_start_never_leaves_a_refusing_socket() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     let pm2 = pm2::Pm2::start("7.0.4");
-    let daemons = home::list_daemons();
-    let loc = home::locate(Some(pm2.home()), |k| std::env::var_os(k), &daemons).expect("locate");
+    let loc = locate(&pm2);
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = pm2.record_options(&loc, dir.path().join("capture.bin"), "interp_live", false);
     let done = Arc::new(AtomicBool::new(false));
