@@ -298,17 +298,21 @@ fn record_loop(
             },
         });
     }
+    // Write out everything held, whatever its time.
+    let mut write_all = |intake: &mut Intake, on_event: &mut dyn super::Observer| {
+        write_out(
+            &mut intake.held,
+            u64::MAX,
+            writer,
+            &mut events,
+            &mut write_failed,
+            on_event,
+        )
+    };
     // Everything recorded reaches the watchers before they are asked to close (the live
     // exporter sends its last traces then): the events still in the reorder window, and
     // those the last receive took as the sources went away.
-    write_out(
-        &mut intake.held,
-        u64::MAX,
-        writer,
-        &mut events,
-        &mut write_failed,
-        &mut *on_event,
-    );
+    write_all(&mut intake, &mut *on_event);
     for text in on_event.closing_notes() {
         intake.take(Stamped {
             t: event::mono_now(),
@@ -325,14 +329,7 @@ fn record_loop(
             text: format!("recording stopped: {stop_reason}"),
         },
     });
-    write_out(
-        &mut intake.held,
-        u64::MAX,
-        writer,
-        &mut events,
-        &mut write_failed,
-        &mut *on_event,
-    );
+    write_all(&mut intake, &mut *on_event);
     let capture = match writer.end() {
         Ok(c) => c,
         // The failure surfaced only now (at the last flush): the file holds everything up to

@@ -88,10 +88,16 @@ fn plain_run_end(b: &[u8], mut i: usize) -> usize {
         }
         i += 8;
     }
-    while i < b.len() && b[i] != b'"' && b[i] != b'\\' && b[i] >= 0x20 {
+    while i < b.len() && !is_special(b[i]) {
         i += 1;
     }
     i
+}
+
+/// A quote, a backslash or a control byte: what ends a run of plain string content.
+#[inline(always)]
+fn is_special(c: u8) -> bool {
+    c == b'"' || c == b'\\' || c < 0x20
 }
 
 /// Where the quotes, backslashes and control bytes are in the 64 bytes of the text from
@@ -142,15 +148,16 @@ impl Specials {
             });
             return;
         }
-        let end = b.len().min(i.saturating_add(64));
+        let rest = b.get(i..).unwrap_or(&[]);
+        let n = rest.len().min(64);
         let mut mask = 0u64;
-        for (k, &c) in b.get(i..end).unwrap_or(&[]).iter().enumerate() {
-            if c == b'"' || c == b'\\' || c < 0x20 {
+        for (k, &c) in rest[..n].iter().enumerate() {
+            if is_special(c) {
                 mask |= 1 << k;
             }
         }
-        if end - i.min(end) < 64 {
-            mask |= 1 << (end - i.min(end));
+        if n < 64 {
+            mask |= 1 << n;
         }
         self.mask = mask;
     }
