@@ -846,37 +846,16 @@ impl Pm2 {
         //    kill next. Not `pm2 kill`: that runs a node CLI and stops the apps one by
         //    one, each up to its kill_timeout (1.6 s for the apps that drain), which is
         //    CPU and idle time in every test for a result nobody looks at.
-        for _ in 0..50 {
-            let gods = self.god_daemons_for_home();
-            if gods.is_empty() {
-                break;
-            }
-            for pid in gods {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        sigkill_until_gone(|| self.god_daemons_for_home());
         // 2. SIGKILL whatever is left of this home (not the reaper yet: it must
         //    stay to reap what we kill), until nothing is left
         let reaper = self.reaper_pid();
-        for _ in 0..50 {
-            let left: Vec<i32> = self
-                .processes()
+        sigkill_until_gone(|| {
+            self.processes()
                 .into_iter()
                 .filter(|p| Some(*p) != reaper)
-                .collect();
-            if left.is_empty() {
-                break;
-            }
-            for pid in left {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+                .collect()
+        });
         // 3. the reaper exits once it has no child left; make sure it does
         if let Some(mut r) = self.reaper.take() {
             let deadline = Instant::now() + Duration::from_secs(2);
@@ -901,6 +880,23 @@ impl Pm2 {
                 let _ = std::fs::remove_dir_all(&path);
             }
         }
+    }
+}
+
+/// SIGKILL the processes `list` names, again and again (50 times at most, 20 ms apart),
+/// until it names none.
+fn sigkill_until_gone(list: impl Fn() -> Vec<i32>) {
+    for _ in 0..50 {
+        let left = list();
+        if left.is_empty() {
+            break;
+        }
+        for pid in left {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
