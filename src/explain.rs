@@ -22,7 +22,7 @@ use crate::sources::daemon_state::{self, AppState, DaemonState, StateOrigin};
 use crate::sources::holders::{self, Relation};
 use crate::sources::logs::{LogApp, LogLine, LogReport, LogSet, LogSpec, LogStream};
 use crate::sources::system_now::{self, PathCheck, ProcScan};
-use crate::timeline::{Entry, EntryKind, Interpreter, Outcome, Timeline, Tone};
+use crate::timeline::{Entry, EntryKind, Interpreter, Outcome, TimeGrain, Timeline, Tone};
 use crate::views::terminal_safe;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -237,6 +237,8 @@ pub fn explain(opts: &ExplainOptions) -> anyhow::Result<Explained> {
     };
     let mut interp = Interpreter::new(&info);
     let mut tl = Timeline::new(&info);
+    // pm2.log's stamps are whole seconds: durations are worded no finer.
+    tl.grain = TimeGrain::Second;
     // What the daemon says of each app now: names, scripts and pids for attributing lines,
     // and the settings the rules weigh (min_uptime, max_restarts, kill_timeout). Its status
     // is now, not at the window's start, so it is left out here.
@@ -914,7 +916,7 @@ fn annotate(
         f.chain.push(format!("Rests on: {}.", basis.join("; ")));
     }
     if f.evidence.iter().any(|e| e.source == Source::Logs) {
-        f.chain.push("Times and durations come from the logs' stamps: pm2.log's are whole seconds, so each is good to about a second (lines of one second are a microsecond apart in log order; \"0.0 ms\" means within the same second).".into());
+        f.chain.push("Times and durations come from the logs' stamps: pm2.log's are whole seconds, so each is good to about a second (lines of one second are a microsecond apart in log order).".into());
     }
     if let Some(l) = undated.first() {
         f.chain.push(format!(
@@ -1048,5 +1050,41 @@ mod tests {
             "/run/a.sock"
         );
         assert_eq!(shell_word("/srv/a b/.pm2"), "'/srv/a b/.pm2'");
+    }
+
+    /// A real pm2 7.0.4 daemon's pm2.log (tests/fixtures), whose app `crash` went errored
+    /// in a crash loop of whole-second stamps: the finding words its durations to the
+    /// second, not as `0.0 ms`.
+    #[test]
+    fn durations_from_pm2_log_are_worded_to_the_second() {
+        let home = tempfile::tempdir().unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pm2-7.0.4.pm2.log");
+        std::fs::copy(&fixture, home.path().join("pm2.log")).unwrap();
+        // The daemon is gone; its last saved state names the app and its script.
+        std::fs::write(
+            home.path().join("dump.pm2"),
+            r#"[{"name":"crash","pm_id":1,"status":"errored","pm_exec_path":"/tmp/p2t-fixture-apps-90L3OT/crash.js","exec_interpreter":"node","restart_time":16}]"#,
+        )
+        .unwrap();
+        let ex = explain(&ExplainOptions {
+            pm2_home: Some(home.path().to_owned()),
+            app: None,
+            since: None,
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        })
+        .unwrap();
+        let f = ex
+            .findings
+            .iter()
+            .find(|f| f.kind == "crash-loop-errored")
+            .unwrap_or_else(|| panic!("no crash-loop-errored: {:?}", ex.findings));
+        let words: Vec<&str> = std::iter::once(f.summary.as_str())
+            .chain(f.chain.iter().map(String::as_str))
+            .chain(f.evidence.iter().map(|e| e.what.as_str()))
+            .collect();
+        let all = words.join("\n");
+        assert!(!all.contains("0.0 ms"), "{all}");
+        assert!(all.contains("within a second"), "{all}");
     }
 }

@@ -8,9 +8,7 @@
 //! process of an older generation (or that process's exit event lists it as held), and the
 //! holder's exit says until when.
 
-use super::ctx::{
-    crashed, cut, end_t, ev, is_addr_in_use, is_redacted, ms, plural, start_t, AppCtx,
-};
+use super::ctx::{crashed, cut, end_t, ev, is_addr_in_use, is_redacted, plural, start_t, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::{Generation, SnapWhy};
@@ -327,7 +325,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
             Some(u) => format!(
                 "; the {what} was free only at {}, {} after pm2 started the new generation",
                 c.at(u.t),
-                ms(u.t.saturating_sub(t0))
+                c.span(u.t.saturating_sub(t0))
             ),
             None => format!(
                 "; pid {} still held it when the capture ended at {}",
@@ -443,7 +441,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
         match until {
             Some(u) => {
                 let since_stop = stop_t
-                    .map(|s| format!(", {} after the stop began", ms(u.t.saturating_sub(s))))
+                    .map(|s| format!(", {} after the stop began", c.span(u.t.saturating_sub(s))))
                     .unwrap_or_default();
                 chain.push(format!(
                     "pid {} exited at {}{since_stop} and only then released {}.",
@@ -474,7 +472,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
             (Some(u), Some(s)) => format!(
                 "; here that took {} after the stop began, and a start after {} would have found \
                  {} free, avoiding {}",
-                ms(u.t.saturating_sub(s)),
+                c.span(u.t.saturating_sub(s)),
                 c.at(u.t),
                 h.addr,
                 plural(n as u64, "failed start", "failed starts")

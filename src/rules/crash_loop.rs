@@ -8,8 +8,8 @@
 
 use super::address_held::Holder;
 use super::ctx::{
-    crashed, end_t, ev, exit_words, failed_early, generation_evidence, list_words, lived_words, ms,
-    plural, request_words, start_t, AppCtx,
+    crashed, end_t, ev, exit_words, failed_early, generation_evidence, list_words, plural,
+    request_words, start_t, AppCtx,
 };
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
@@ -97,7 +97,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
         let since = match req {
             Some(r) => format!(
                 ", {} after `{}` at {}",
-                ms(t_err.saturating_sub(r.asked)),
+                c.span(t_err.saturating_sub(r.asked)),
                 super::ctx::cli_words(&r.method),
                 c.at(r.asked)
             ),
@@ -136,9 +136,9 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
              reaching max_restarts ({max_r}); the first{first_pid} {}{}{quote}.{cause}",
             c.label(),
             c.at(t_err),
-            ms(window),
+            c.span(window),
             exit_words(first),
-            lived_words(first),
+            c.lived(first),
         );
 
         let mut chain = Vec::new();
@@ -165,7 +165,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
             "The first new generation{first_pid} started at {} and {}{}{stderr}.",
             c.at(t_first),
             exit_words(first),
-            lived_words(first)
+            c.lived(first)
         ));
         generation_evidence(c, first, &mut evidence);
         if !cause.is_empty() {
@@ -179,7 +179,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
                 plural(early.len() as u64 - 1, "more start", "more starts"),
                 dflt(cfg.min_uptime.is_some()),
                 exit_words(last),
-                lived_words(last)
+                c.lived(last)
             ));
             generation_evidence(c, last, &mut evidence);
         }

@@ -3,7 +3,7 @@
 
 use super::{Evidence, Finding, Severity};
 use crate::event::{MonoNs, Source};
-use crate::timeline::{AppTimeline, Generation, Request, SeenProcess, Timeline};
+use crate::timeline::{AppTimeline, Generation, Request, SeenProcess, TimeGrain, Timeline};
 use std::collections::HashMap;
 
 /// Stderr lines quoted per generation.
@@ -25,6 +25,40 @@ pub(crate) struct AppCtx<'a> {
 }
 
 impl<'a> AppCtx<'a> {
+    /// How long `ns` is, in words as fine as the timeline's instants: [`span_words`].
+    pub(crate) fn span(&self, ns: u64) -> String {
+        span_words(self.tl.grain, ns)
+    }
+
+    /// From `lo` to `hi`, the unit said once: `95 to 410 ms`; from whole-second stamps
+    /// `about 1 to 3 s`.
+    pub(crate) fn span_range(&self, lo: u64, hi: u64) -> String {
+        let (lo_w, hi_w) = (self.span(lo), self.span(hi));
+        match self.tl.grain {
+            TimeGrain::Fine if lo / 1_000_000 == hi / 1_000_000 => lo_w,
+            TimeGrain::Fine => format!("{} to {hi_w}", lo_w.trim_end_matches(" ms")),
+            TimeGrain::Second if lo_w == hi_w => lo_w,
+            TimeGrain::Second if lo < 1_000_000_000 => format!("{lo_w} to {hi_w}"),
+            TimeGrain::Second => format!(
+                "{} to {}",
+                lo_w.trim_end_matches(" s"),
+                hi_w.trim_start_matches("about ")
+            ),
+        }
+    }
+
+    /// How long generation `g` ran, in words (` after 45 ms`; ` within a second` when
+    /// the timeline tells only seconds), when known.
+    pub(crate) fn lived(&self, g: &Generation) -> String {
+        match g.uptime_ns() {
+            Some(ns) if self.tl.grain == TimeGrain::Second && ns < 1_000_000_000 => {
+                " within a second".into()
+            }
+            Some(ns) => format!(" after {}", self.span(ns)),
+            None => String::new(),
+        }
+    }
+
     pub(crate) fn new(tl: &'a Timeline, a: &'a AppTimeline) -> AppCtx<'a> {
         let mut by_gen: HashMap<u64, Vec<&SeenProcess>> = HashMap::new();
         let mut by_parent: HashMap<i64, Vec<&SeenProcess>> = HashMap::new();
@@ -367,11 +401,13 @@ pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     }
 }
 
-/// How long generation `g` ran, in words (`after 45 ms`), when known.
-pub(crate) fn lived_words(g: &Generation) -> String {
-    match g.uptime_ns() {
-        Some(ns) => format!(" after {}", ms(ns)),
-        None => String::new(),
+/// `ns`, in words no finer than `grain` tells: `45 ms`; from pm2.log's whole-second
+/// stamps `under a second` or `about 3 s`.
+pub(crate) fn span_words(grain: TimeGrain, ns: u64) -> String {
+    match grain {
+        TimeGrain::Fine => ms(ns),
+        TimeGrain::Second if ns < 1_000_000_000 => "under a second".into(),
+        TimeGrain::Second => format!("about {} s", (ns + 500_000_000) / 1_000_000_000),
     }
 }
 
@@ -447,7 +483,7 @@ pub fn new_generation_failed(c: &AppCtx, g: &Generation) -> String {
     format!(
         "The new generation{pid} {}{}{quote}.",
         exit_words(g),
-        lived_words(g)
+        c.lived(g)
     )
 }
 
@@ -525,7 +561,7 @@ pub(crate) fn generation_evidence(c: &AppCtx, g: &Generation, out: &mut Vec<Evid
                 c.label(),
                 pid.map(|p| p.to_string()).unwrap_or_default(),
                 exit_words(g),
-                lived_words(g)
+                c.lived(g)
             ),
         ));
     } else if let Some(x) = &g.exit {
@@ -536,7 +572,7 @@ pub(crate) fn generation_evidence(c: &AppCtx, g: &Generation, out: &mut Vec<Evid
                 "{}{pid_w} {} (daemon){}",
                 c.label(),
                 exit_words(g),
-                lived_words(g)
+                c.lived(g)
             ),
         ));
     }
@@ -569,5 +605,38 @@ mod tests {
         assert_eq!(ms(45_900_000), "45 ms");
         assert_eq!(ms(900_000), "0.9 ms");
         assert_eq!(plural(1, "start", "starts"), "1 start");
+    }
+
+    #[test]
+    fn spans_are_worded_as_finely_as_the_times_tell() {
+        assert_eq!(span_words(TimeGrain::Fine, 900_000), "0.9 ms");
+        assert_eq!(span_words(TimeGrain::Fine, 2_400_000_000), "2400 ms");
+        assert_eq!(span_words(TimeGrain::Second, 1000), "under a second");
+        assert_eq!(span_words(TimeGrain::Second, 2_400_000_000), "about 2 s");
+        assert_eq!(span_words(TimeGrain::Second, 2_600_000_000), "about 3 s");
+        let mut tl = Timeline::new(&crate::event::CaptureInfo::default());
+        tl.apply(&crate::timeline::Entry {
+            t: 0,
+            source: Source::Rpc,
+            app: None,
+            kind: crate::timeline::EntryKind::monitor_data(
+                0,
+                "1",
+                vec![crate::pm2::meaning::MonitorProc {
+                    pm_id: Some(0),
+                    ..Default::default()
+                }],
+            ),
+        });
+        let range = |tl: &Timeline, lo, hi| AppCtx::new(tl, tl.app(0).unwrap()).span_range(lo, hi);
+        assert_eq!(range(&tl, 95_000_000, 410_000_000), "95 to 410 ms");
+        assert_eq!(range(&tl, 95_000_000, 95_600_000), "95 ms");
+        tl.grain = TimeGrain::Second;
+        assert_eq!(range(&tl, 1_000_000_000, 3_000_000_000), "about 1 to 3 s");
+        assert_eq!(
+            range(&tl, 1000, 3_000_000_000),
+            "under a second to about 3 s"
+        );
+        assert_eq!(range(&tl, 1000, 2000), "under a second");
     }
 }

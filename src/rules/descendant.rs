@@ -7,7 +7,7 @@
 //! processes of that generation that were seen before that moment and exited after it (or
 //! not at all within the capture).
 
-use super::ctx::{ev, ms, short_cmd, start_t, AppCtx};
+use super::ctx::{ev, short_cmd, start_t, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::{Precision, SeenProcess};
@@ -65,7 +65,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                     Some(x) => format!(
                         "exited at {}, {} later",
                         c.at(x.t),
-                        ms(x.t.saturating_sub(done))
+                        c.span(x.t.saturating_sub(done))
                     ),
                     None => format!("still alive when the capture ended at {}", c.at(c.end())),
                 };

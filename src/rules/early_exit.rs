@@ -8,7 +8,7 @@
 
 use super::address_held::Holder;
 use super::ctx::{
-    ev, exit_words, failed_early, generation_evidence, lived_words, request_words, start_t, AppCtx,
+    ev, exit_words, failed_early, generation_evidence, request_words, start_t, AppCtx,
 };
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
@@ -99,7 +99,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
             super::ctx::cli_words(&r.method),
             c.at(r.asked),
             exit_words(g),
-            lived_words(g)
+            c.lived(g)
         );
         let mut evidence = vec![ev(
             r.asked,
@@ -116,7 +116,7 @@ pub(crate) fn findings(c: &AppCtx, holders: &[Holder]) -> Vec<(MonoNs, Finding)>
             format!(
                 "The new generation{pid} {}{}{stderr}.",
                 exit_words(g),
-                lived_words(g)
+                c.lived(g)
             ),
             "No older process held an address it needed, and the request changed no \
              environment key: the cause is in the app's own startup."

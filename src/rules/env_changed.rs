@@ -6,8 +6,8 @@
 //! but the app recovered, info when nothing failed (the change is still worth knowing).
 
 use super::ctx::{
-    crashed, ev, exit_words, failed_early, generation_evidence, list_words, lived_words, plural,
-    request_words, start_t, AppCtx,
+    crashed, ev, exit_words, failed_early, generation_evidence, list_words, plural, request_words,
+    start_t, AppCtx,
 };
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
@@ -87,7 +87,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                 plural(keys.len() as u64, "environment key", "environment keys"),
                 c.label(),
                 exit_words(g),
-                lived_words(g)
+                c.lived(g)
             )
         } else {
             format!(
@@ -129,7 +129,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             chain.push(format!(
                 "The next generation{pid} {}{}{stderr}.",
                 exit_words(g),
-                lived_words(g)
+                c.lived(g)
             ));
         }
         if let Some(t) = errored.filter(|_| failed) {

@@ -5,7 +5,7 @@
 //! after), the daemon's `still alive after 1600ms, sending SIGKILL` line, and the kernel's
 //! exit of each process of that generation killed by SIGKILL during the stop.
 
-use super::ctx::{ev, ms, short_cmd, AppCtx};
+use super::ctx::{ev, short_cmd, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::SeenProcess;
@@ -76,8 +76,8 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             who.join(", "),
             c.label(),
             c.at(t_kill),
-            ms(had),
-            ms(had)
+            c.span(had),
+            c.span(had)
         );
         let mut chain = Vec::new();
         let mut evidence = Vec::new();
@@ -133,7 +133,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                      signal{held}.",
                     p.pid,
                     c.at(x.t),
-                    ms(x.t.saturating_sub(t_int))
+                    c.span(x.t.saturating_sub(t_int))
                 ));
                 evidence.push(ev(
                     x.t,

@@ -6,7 +6,7 @@
 //! Evidence: both requests (asked/answered on the proxied RPC connections, with the client
 //! pids), the replies, the generations they started.
 
-use super::ctx::{cli_words, ev, ms, request_words, start_t, AppCtx};
+use super::ctx::{cli_words, ev, request_words, start_t, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::Request;
@@ -21,7 +21,7 @@ fn answered_words(c: &AppCtx, r: &Request) -> String {
         (Some(e), Some(t), _) => format!(
             "the daemon answered it with the error \"{}\" after {}",
             super::ctx::cut(e, 120),
-            ms(t.saturating_sub(r.asked))
+            c.span(t.saturating_sub(r.asked))
         ),
         (Some(e), None, _) => format!("it failed: \"{}\"", super::ctx::cut(e, 120)),
         (None, Some(t), Some(p)) => format!("it completed at {} with new pid {p}", c.at(t)),
@@ -204,7 +204,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                 "{} asked at {}, {} into the first; {}.",
                 request_words(b),
                 c.at(b.asked),
-                ms(b.asked.saturating_sub(x.asked)),
+                c.span(b.asked.saturating_sub(x.asked)),
                 answered_words(c, b)
             ),
             format!(

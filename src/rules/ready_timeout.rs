@@ -124,7 +124,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             format!(
                 "; the `{}` request was answered only after {}",
                 super::ctx::cli_words(&r.method),
-                super::ctx::ms(t.saturating_sub(r.asked))
+                c.span(t.saturating_sub(r.asked))
             )
         })
         .unwrap_or_default();
@@ -136,14 +136,14 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
              started{answered}.",
             c.pid_words(first.g),
             c.at(first.online.t),
-            super::ctx::ms(waited)
+            c.span(waited)
         ),
         Some(d) => format!(
             "{by_req}pm2 declared {label} online at {}, {} after its generation{} started, when listen_timeout \
              ({lt_ms} ms) ran out without `ready`; but it had already {} at {}: pm2 showed a \
              dead process as online{answered}.",
             c.at(first.online.t),
-            super::ctx::ms(waited),
+            c.span(waited),
             c.pid_words(first.g),
             exit_words(first.g),
             c.at(d.t)
@@ -179,7 +179,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                 format!(
                     "{} {label} answered after {}",
                     r.method,
-                    super::ctx::ms(t - r.asked)
+                    c.span(t - r.asked)
                 ),
             ));
         }
@@ -192,7 +192,7 @@ pub fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                  ({} later).",
                 c.at(h.started),
                 c.at(h.online.t),
-                super::ctx::ms(h.online.t.saturating_sub(h.started))
+                c.span(h.online.t.saturating_sub(h.started))
             ),
             Some(d) => format!(
                 "The generation{pid} started at {} {} at {} without sending `ready`; pm2's \

@@ -20,7 +20,7 @@
 //! Evidence: each reload request, the old worker's stop and exit, the replacement's start,
 //! failure and errored, and the instants the healthy count fell and rose.
 
-use super::ctx::{cli_words, end_source, ev, exit_words, ms, plural, AppCtx};
+use super::ctx::{cli_words, end_source, ev, exit_words, plural, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::{AppTimeline, Generation, Request, TimeRef, Timeline};
@@ -256,7 +256,7 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
         per.push(format!(
             "{l}'s worker{pid} at {}, {} after its reload began{}, {fate}",
             c.at(h.stopped.t),
-            ms(after),
+            c.span(after),
             if timeout { " (listen_timeout)" } else { "" }
         ));
         chain.push(format!(
@@ -330,7 +330,7 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
             c.at(f),
             m,
             match to {
-                Some(t) => format!(" until {} ({})", c.at(t), ms(t - f)),
+                Some(t) => format!(" until {} ({})", c.at(t), c.span(t - f)),
                 None => String::new(),
             }
         ));
@@ -339,13 +339,13 @@ fn app_finding(tl: &Timeline, apps: &[&AppTimeline]) -> Option<(MonoNs, Finding)
                 ", and none from {} to {}: an outage of {}",
                 c.at(*f),
                 c.at(*t),
-                ms(t - f)
+                c.span(t - f)
             )),
             Some((f, None)) => s.push_str(&format!(
                 ", and none from {}: an outage of at least {}, not over when the capture ended \
                  at {}",
                 c.at(*f),
-                ms(end.saturating_sub(*f)),
+                c.span(end.saturating_sub(*f)),
                 c.at(end)
             )),
             None => {}
@@ -445,7 +445,7 @@ fn replacement_words(c: &AppCtx, h: &Stopped, ready_words: &str) -> String {
         Some(t) => format!(
             "its replacement became ready only at {} ({} later)",
             c.at(t),
-            ms(t.saturating_sub(h.stopped.t))
+            c.span(t.saturating_sub(h.stopped.t))
         ),
         None if n == 0 => "no replacement started".into(),
         None if h

@@ -21,10 +21,10 @@
 //! before them, the daemon's `will restart in N ms`, `exceeds --max-memory-restart` and
 //! `Change detected on path` lines, and the app's configuration from getMonitorData.
 
-use super::ctx::{self, crashed, end_t, ev, ms, start_t, AppCtx};
+use super::ctx::{self, crashed, end_t, ev, start_t, AppCtx};
 use super::{Evidence, Finding, Severity};
 use crate::event::{MonoNs, Source};
-use crate::timeline::{AppTimeline, AutoRestart, AutoRestartCause};
+use crate::timeline::{AutoRestart, AutoRestartCause};
 
 pub const KIND: &str = "restart-loop";
 
@@ -146,7 +146,7 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
                     .map(|b| format!(" ({} MB)", b / 1_048_576))
                     .unwrap_or_default()
             ));
-            if let Some(range) = after_start(a, &mem) {
+            if let Some(range) = after_start(c, &mem) {
                 chain.push(format!(
                     "Each generation had run {range} when the daemon's memory check (every \
                  PM2_WORKER_INTERVAL ms, 30 s by default) found it over the limit."
@@ -200,7 +200,7 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
                 "Each generation ended on its own: the first {}{}{quote}; {} of {} crashes came \
              within min_uptime ({min_up} ms).",
                 ctx::exit_words(first),
-                ctx::lived_words(first),
+                c.lived(first),
                 early,
                 crashes.len()
             ));
@@ -231,7 +231,7 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
             chain.push(format!(
                 "pm2 restarted it each time{}; {why}.",
                 median_gap
-                    .map(|g| format!(" (median {} after the exit)", ms(g)))
+                    .map(|g| format!(" (median {} after the exit)", c.span(g)))
                     .unwrap_or_default()
             ));
             (
@@ -266,7 +266,7 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
              start every {} on average.",
             c.at(t_first),
             c.at(t_last),
-            ms(every)
+            c.span(every)
         ),
     );
     let status = a
@@ -280,8 +280,8 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
     ));
     let summary = format!(
         "{label} restarted {n} times in {} ({} apart on average) without reaching errored: {cause}.",
-        ms(period),
-        ms(every)
+        c.span(period),
+        c.span(every)
     );
     Some((
         t_first,
@@ -290,8 +290,10 @@ fn finding(c: &AppCtx, e: &[usize]) -> Option<(MonoNs, Finding)> {
 }
 
 /// How long after the latest start of the app each of the daemon's reasons came:
-/// `878 ms` or `95 to 410 ms` (from pm2.log alone, explain, only to the second: explain says so).
-fn after_start(a: &AppTimeline, reasons: &[&&AutoRestart]) -> Option<String> {
+/// `878 ms` or `95 to 410 ms`; from pm2.log alone (explain) `under a second` or
+/// `about 1 to 3 s`.
+fn after_start(c: &AppCtx, reasons: &[&&AutoRestart]) -> Option<String> {
+    let a = c.a;
     let deltas: Vec<u64> = reasons
         .iter()
         .filter_map(|r| {
@@ -309,11 +311,7 @@ fn after_start(a: &AppTimeline, reasons: &[&&AutoRestart]) -> Option<String> {
         .collect();
     let lo = *deltas.iter().min()?;
     let hi = *deltas.iter().max()?;
-    Some(if lo / 1_000_000 == hi / 1_000_000 {
-        ms(lo)
-    } else {
-        format!("{} to {}", ms(lo).trim_end_matches(" ms"), ms(hi))
-    })
+    Some(c.span_range(lo, hi))
 }
 
 /// The path of a watch line: pm2 (chokidar, `cwd: pm_cwd`) names it relative to the app's
@@ -375,7 +373,7 @@ fn watch_cause(
         ctx::plural(watch.len() as u64, "time", "times"),
         ctx::list_words(&shown, 3),
     ));
-    if let Some(range) = after_start(a, watch) {
+    if let Some(range) = after_start(c, watch) {
         chain.push(format!(
             "Each change came {range} after a start of {label}: a file written as it starts, \
              most likely by the app itself, so every restart causes the next."

@@ -245,7 +245,7 @@ fn finding(
                 "The new generation{pid_w} started at {} {}{}{quote}.",
                 c.at(t0),
                 ctx::exit_words(g),
-                ctx::lived_words(g)
+                c.lived(g)
             ));
             ctx::generation_evidence(c, g, &mut evidence);
         }

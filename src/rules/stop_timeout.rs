@@ -7,7 +7,7 @@
 //! reaped (pm2's `kill(pid, 0)` counts zombies as alive); when it never died, it was
 //! unkillable (uninterruptible sleep).
 
-use super::ctx::{ev, ms, short_cmd, start_t, AppCtx};
+use super::ctx::{ev, short_cmd, start_t, AppCtx};
 use super::{Finding, Severity};
 use crate::event::{MonoNs, Source};
 use crate::timeline::SeenProcess;
@@ -66,7 +66,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
             chain.push(format!(
                 "At {} pm2 sent SIGKILL and kept polling; {} after SIGKILL it gave up.",
                 c.at(t),
-                ms(gave_up.t.saturating_sub(t))
+                c.span(gave_up.t.saturating_sub(t))
             ));
             evidence.push(ev(
                 t,
@@ -99,7 +99,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                             p.pid,
                             p.exit_status.as_deref().unwrap_or("status unknown"),
                             c.at(x.t),
-                            ms(gave_up.t.saturating_sub(x.t))
+                            c.span(gave_up.t.saturating_sub(x.t))
                         ));
                         evidence.push(ev(
                             x.t,
@@ -131,7 +131,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                             "pid {} only died at {}, {} after pm2 gave up.",
                             p.pid,
                             c.at(x.t),
-                            ms(x.t.saturating_sub(gave_up.t))
+                            c.span(x.t.saturating_sub(gave_up.t))
                         ));
                         evidence.push(ev(x.t, Source::Proc, format!("exit pid {}", p.pid)));
                         (
@@ -211,7 +211,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                      {end}.",
                     c.at(errored_t),
                     c.at(t_start),
-                    ms(t_start.saturating_sub(gave_up.t))
+                    c.span(t_start.saturating_sub(gave_up.t))
                 ));
                 evidence.push(ev(t_start, Source::Bus, format!("{label} starting{pid}")));
                 let recovered = end_status.is_some_and(|s| s.status == "online");
@@ -220,7 +220,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                         "pm2 could not stop {label}'s old generation: {who} still counted as \
                          alive {} after SIGKILL, because {why}; pm2 marked it errored at {}, \
                          then started the new generation at {} anyway and {end}.",
-                        ms(gave_up.t.saturating_sub(t_kill.unwrap_or(t_int))),
+                        c.span(gave_up.t.saturating_sub(t_kill.unwrap_or(t_int))),
                         c.at(errored_t),
                         c.at(t_start)
                     ),
@@ -252,7 +252,7 @@ pub(crate) fn findings(c: &AppCtx) -> Vec<(MonoNs, Finding)> {
                          counted as alive {} after SIGKILL, because {why}.",
                         c.at(errored_t),
                         who,
-                        ms(gave_up.t.saturating_sub(t_kill.unwrap_or(t_int)))
+                        c.span(gave_up.t.saturating_sub(t_kill.unwrap_or(t_int)))
                     ),
                     Severity::Error,
                     format!(

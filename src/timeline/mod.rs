@@ -15,11 +15,11 @@ mod procfacts;
 
 pub use entry::{AppRef, Entry, EntryKind, Outcome, Tone};
 pub use interp::Interpreter;
-pub use model::Timeline;
 pub(crate) use model::{
     AppTimeline, AutoRestart, AutoRestartCause, EnvChangeKind, Generation, OtherHolder,
     OtherSocket, Precision, Request, SeenProcess, SnapWhy, TimeRef,
 };
+pub use model::{TimeGrain, Timeline};
 #[cfg(test)]
 pub(crate) use model::{MAX_GENERATIONS, MAX_STATUSES, STDERR_GENERATIONS};
 pub use procfacts::ProcFacts;

@@ -817,6 +817,18 @@ pub struct Gap {
     pub(crate) what: String,
 }
 
+/// How finely a timeline's instants tell when things happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimeGrain {
+    /// To the nanosecond or millisecond: a recording (kernel, proxy, bus, daemon stamps).
+    #[default]
+    Fine,
+    /// To the second: explained from pm2.log, whose stamps are whole seconds (lines of one
+    /// second are placed a microsecond apart, in file order).
+    Second,
+}
+
 /// The whole capture as apps, generations and requests.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Timeline {
@@ -831,6 +843,9 @@ pub struct Timeline {
     pub proc_watched: bool,
     /// The recorded daemon's home (`PM2_HOME`).
     pub pm2_home: String,
+    /// How finely its instants tell: durations are worded no finer than this.
+    #[serde(skip)]
+    pub grain: TimeGrain,
     /// Wall/monotonic pair, to place the daemon's millisecond timestamps.
     #[serde(skip)]
     wall_ref_ns: i128,
@@ -854,6 +869,7 @@ impl Timeline {
             pm2_version: info.pm2_version.clone(),
             proc_watched: false,
             pm2_home: info.pm2_home.clone(),
+            grain: TimeGrain::Fine,
             wall_ref_ns: info.wall_ref_ns,
             mono_ref_ns: info.mono_ref_ns,
             peers: HashMap::new(),
