@@ -790,6 +790,9 @@ const MAX_KEPT_TAPE: usize = 1 << 16;
 /// then takes the general path, so the result is always what `Stamped`'s own `Deserialize`
 /// gives.
 fn fast_decode(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped> {
+    if let Some(ev) = bus_message_as_written(json, tape) {
+        return Some(ev);
+    }
     let text = scan::validate_into(json, tape).ok()?;
     let doc = scan::Doc::new(text, tape);
     if let Some(mut m) = InOrder::new(doc, text) {
@@ -812,6 +815,54 @@ fn fast_decode(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped> {
     Some(Stamped {
         t: whole(or_null(f.raw("t")))?,
         event,
+    })
+}
+
+/// A bus message's record exactly as pm2-trace writes it, an event name and a payload:
+/// `{"t":T,"type":"bus_message","msg":[{"s":"NAME"},{"j":PAYLOAD}]}` with `T` plain digits
+/// and `NAME` a string without escapes. Most records of a busy app's capture are such (its
+/// output lines), so only the payload is validated and walked: the bytes around it are
+/// compared with what the writer puts there, which is valid JSON of that one shape. None
+/// for anything else (whitespace, other members or order, escapes, another message),
+/// which then takes the general path.
+fn bus_message_as_written(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped> {
+    use crate::event::WireMessage;
+    use crate::wire::amp::{Arg, Message};
+    use crate::wire::json::Json;
+    let rest = json.strip_prefix(b"{\"t\":")?;
+    let digits = rest.iter().position(|c| !c.is_ascii_digit())?;
+    // JSON writes no leading zero; more than 19 digits may not fit (serde decides).
+    if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+        return None;
+    }
+    let t = rest[..digits]
+        .iter()
+        .fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
+    let rest = rest[digits..].strip_prefix(b",\"type\":\"bus_message\",\"msg\":[{\"s\":\"")?;
+    let name_end = rest
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    if rest[name_end] != b'"' {
+        return None;
+    }
+    let name = std::str::from_utf8(&rest[..name_end]).ok()?;
+    let payload = rest[name_end..]
+        .strip_prefix(b"\"},{\"j\":")?
+        .strip_suffix(b"}]}")?;
+    let text = scan::validate_into(payload, tape).ok()?;
+    // The payload alone, without whitespace around it.
+    if text.len() != payload.len() {
+        return None;
+    }
+    let args = vec![
+        Arg::Str(name.to_owned()),
+        Arg::Json(Json::from_valid(text.into(), Some(tape.clone()))),
+    ];
+    Some(Stamped {
+        t,
+        event: Event::BusMessage {
+            msg: WireMessage(Message::new(args)),
+        },
     })
 }
 
@@ -1121,12 +1172,78 @@ mod tests {
         }
     }
 
+    /// A bus message's record as the writer writes it takes its own path, which gives what
+    /// serde's derived decoding gives; records that differ from that shape anywhere around
+    /// the payload are left to the general path, which then decodes them as serde does.
+    #[test]
+    fn bus_messages_as_written_decode_as_derived() {
+        let written: [&[u8]; 6] = [
+            br#"{"t":7,"type":"bus_message","msg":[{"s":"log:out"},{"j":{"data":"GET / 200\n","at":1764086502000,"process":{"pm_id":0,"name":"web","rev":null,"namespace":"default"}}}]}"#,
+            br#"{"t":0,"type":"bus_message","msg":[{"s":"process:event"},{"j":{"event":"exit"}}]}"#,
+            "{\"t\":1234567890123456789,\"type\":\"bus_message\",\"msg\":[{\"s\":\"é\"},{\"j\":[1,{\"a\":[]}]}]}".as_bytes(),
+            br#"{"t":1,"type":"bus_message","msg":[{"s":""},{"j":"x"}]}"#,
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j":null}]}"#,
+            br#"{"t":9,"type":"bus_message","msg":[{"s":"log:err"},{"j":{"data":"\u00e9\"","x":{"y":{"z":[[[]]]}}}}]}"#,
+        ];
+        for json in written {
+            let derived = serde_json::from_slice::<Stamped>(json).unwrap();
+            let mut tape = scan::Tape::new();
+            let fast = bus_message_as_written(json, &mut tape);
+            assert_eq!(
+                fast.as_ref(),
+                Some(&derived),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+            assert_eq!(fast_decode(json, &mut tape), Some(derived));
+        }
+        let other: [&[u8]; 22] = [
+            // Not JSON's numbers, or not plainly written, or too long to be read in place.
+            br#"{"t":01,"type":"bus_message","msg":[{"s":"a"},{"j":1}]}"#,
+            br#"{"t":-1,"type":"bus_message","msg":[{"s":"a"},{"j":1}]}"#,
+            br#"{"t":1.5,"type":"bus_message","msg":[{"s":"a"},{"j":1}]}"#,
+            br#"{"t":1e3,"type":"bus_message","msg":[{"s":"a"},{"j":1}]}"#,
+            br#"{"t":,"type":"bus_message","msg":[{"s":"a"},{"j":1}]}"#,
+            br#"{"t":12345678901234567890,"type":"bus_message","msg":[{"s":"a"},{"j":1}]}"#,
+            br#"{"t":99999999999999999999,"type":"bus_message","msg":[{"s":"a"},{"j":1}]}"#,
+            // The name escaped, with a control character or not UTF-8.
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"log:\u006fut"},{"j":1}]}"#,
+            b"{\"t\":1,\"type\":\"bus_message\",\"msg\":[{\"s\":\"a\tb\"},{\"j\":1}]}",
+            b"{\"t\":1,\"type\":\"bus_message\",\"msg\":[{\"s\":\"\xff\"},{\"j\":1}]}",
+            // The payload: whitespace around it, not JSON, not UTF-8, two values.
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j": {"b":1} }]}"#,
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j":{"b":}}]}"#,
+            b"{\"t\":1,\"type\":\"bus_message\",\"msg\":[{\"s\":\"a\"},{\"j\":\"\xff\"}]}",
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j":1 2}]}"#,
+            // Other arguments, members, order, whitespace or types.
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j":1},{"s":"b"}]}"#,
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j":{"b":1}},{"j":{"c":[]}}]}"#,
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j":1}],"x":[{"y":{}}]}"#,
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j":1}],"msg":[]}"#,
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"j":1}]} "#,
+            br#"{"t":1,"type":"bus_message","msg":[{"s":"a"},{"b64":"AA=="}]}"#,
+            br#"{"type":"bus_message","t":1,"msg":[{"s":"a"},{"j":1}]}"#,
+            br#"{"t":1,"type":"bus_link","msg":[{"s":"a"},{"j":1}]}"#,
+        ];
+        for json in other {
+            let text = String::from_utf8_lossy(json);
+            let mut tape = scan::Tape::new();
+            assert_eq!(bus_message_as_written(json, &mut tape), None, "{text}");
+            let derived = serde_json::from_slice::<Stamped>(json).ok();
+            if let Some(fast) = fast_decode(json, &mut tape) {
+                assert_eq!(Some(fast), derived, "{text}");
+            }
+        }
+    }
+
     /// Every record of every shipped capture decodes the same through the fast path as
     /// through serde's derived decoding, and takes the fast path.
     #[test]
     fn fast_decode_agrees_on_every_shipped_capture() {
+        use crate::wire::amp::Arg;
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
         let mut checked = 0;
+        let mut bus_as_written = 0;
         let mut tape = scan::Tape::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -1145,10 +1262,26 @@ mod tests {
                     "{} offset {offset}",
                     path.display()
                 );
+                // A bus message of a name and a payload, as the writer writes it, takes the
+                // path of its own.
+                if let Event::BusMessage { msg } = &derived.event {
+                    if let [Arg::Str(_), Arg::Json(_)] = &msg.0.args[..] {
+                        assert!(
+                            bus_message_as_written(json, &mut tape).is_some(),
+                            "{} offset {offset}",
+                            path.display()
+                        );
+                        bus_as_written += 1;
+                    }
+                }
                 checked += 1;
             }
         }
         assert!(checked > 1000, "only {checked} records in captures/");
+        assert!(
+            bus_as_written > 500,
+            "only {bus_as_written} bus messages in captures/"
+        );
     }
 
     /// The records of the shipped captures (both directories) up to 20 kB, as values

@@ -151,9 +151,24 @@ impl Specials {
         let rest = b.get(i..).unwrap_or(&[]);
         let n = rest.len().min(64);
         let mut mask = 0u64;
-        for (k, &c) in rest[..n].iter().enumerate() {
+        let mut k = 0;
+        #[cfg(target_arch = "x86_64")]
+        {
+            while k + 16 <= n {
+                mask |= (specials16(b, i + k) as u64) << k;
+                k += 16;
+            }
+            // The last bytes (fewer than 16) from the sixteen that end the text, when it
+            // has as many: a text's end is most often inside its last block.
+            if k < n && b.len() >= 16 {
+                let m = specials16(b, b.len() - 16) >> (16 - (n - k));
+                mask |= (m as u64) << k;
+                k = n;
+            }
+        }
+        for (j, &c) in rest[k..n].iter().enumerate() {
             if is_special(c) {
-                mask |= 1 << k;
+                mask |= 1 << (k + j);
             }
         }
         if n < 64 {
