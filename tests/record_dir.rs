@@ -452,6 +452,17 @@ fn a_full_disk_leaves_pm2_working_and_segments_readable() {
     // machine and freeing the filler left no room).
     let _fs = Tmpfs::mount(&dir, "8m");
     let rec = Recorder::start_dir(&[pm2.home()], &dir, &["--keep", "2MB", "--proc", "off"]);
+    // The recording has begun its first segment (its threads are in the idle class: on a
+    // busy machine that comes well after the interposition) before the disk fills.
+    wait_until(
+        "the first segment's header",
+        Duration::from_secs(60),
+        || {
+            files(&dir, "segment-")
+                .iter()
+                .any(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        },
+    );
     // Someone else fills the disk.
     let filler = dir.join("filler");
     {
