@@ -56,6 +56,26 @@ pub(super) fn record_interposed(
     let opts = session.opts;
     let sink = &session.events.0;
     let watcher = &session.watcher;
+    // The bus is subscribed before the proxy forwards anything, on this thread (not the
+    // idle-class recorder's): a command that passes through must find its outcome on the
+    // bus. Subscribed by the recorder's thread, on a busy host, the first commands went
+    // through while no one listened to the bus yet (the suite at six tests at a time: a
+    // subscription 2.5 s after the interposition, a whole crash loop missing from the
+    // capture). Failing here gives the daemon its name back before the interposed socket
+    // closes (when this returns).
+    let give_back = |e: anyhow::Error| {
+        if let Some(ip) = session.interposition {
+            let _ = ip.restore();
+        }
+        e
+    };
+    let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)
+        .map_err(anyhow::Error::from)
+        .map_err(give_back)?;
+    let bus = BusSubscriber::start(pub_dir, pub_name, opts.daemon_pid, sink.clone())
+        .map_err(anyhow::Error::from)
+        .map_err(give_back)?;
+    eprintln!("pm2-trace: process watcher: {}", session.info.proc_mode);
     let access = Access::of_socket(&upstream);
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
     let tap_thread = {
@@ -77,7 +97,7 @@ pub(super) fn record_interposed(
             .name("recorder".into())
             .spawn_scoped(scope, move || {
                 crate::sched::idle_class();
-                record_loop(session, proxy, tap_thread)
+                record_loop(session, proxy, tap_thread, bus)
             })?;
         recorder
             .join()
@@ -85,12 +105,13 @@ pub(super) fn record_interposed(
     })
 }
 
-/// The recorder's loop: start the bus subscriber, then order, redact, interpret and write
-/// events until the recording stops.
+/// The recorder's loop: order, redact, interpret and write events until the recording
+/// stops, then stop the sources (the proxy, the bus subscriber, the process watcher).
 fn record_loop(
     session: Session,
     proxy: Proxy,
     tap_thread: std::thread::JoinHandle<u64>,
+    bus: BusSubscriber,
 ) -> anyhow::Result<RecordOutcome> {
     let Session {
         opts,
@@ -114,13 +135,6 @@ fn record_loop(
         }
         e
     };
-    let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)
-        .map_err(anyhow::Error::from)
-        .map_err(give_back)?;
-    let bus = BusSubscriber::start(pub_dir, pub_name, opts.daemon_pid, sink.clone())
-        .map_err(anyhow::Error::from)
-        .map_err(give_back)?;
-    eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
     // Sources deliver with different delays; the pidfd fallback finds new processes only at
     // its next /proc scan, so it needs a wider window to put events back in order.
     let reorder_window = if info.proc_mode.starts_with("netlink") || watcher.is_none() {

@@ -83,7 +83,9 @@ impl Recorder {
                 Some(p) => p.exists(),
                 None => aside(home).exists(),
             };
-            if ready && r.stderr().contains("recording") {
+            // `process watcher:` is said once the bus is subscribed, before the proxy
+            // forwards anything.
+            if ready && r.stderr().contains("pm2-trace: process watcher:") {
                 break;
             }
             if let Ok(Some(status)) = r.child.try_wait() {
@@ -113,7 +115,10 @@ impl Recorder {
         }
         let mut r = spawn(cmd.args(extra), dir, homes[0], stdout_path, stderr_path);
         let deadline = Instant::now() + Duration::from_secs(15);
-        while !homes.iter().all(|h| aside(h).exists()) {
+        // `process watcher:` is said by each home's session once its bus is subscribed.
+        while !homes.iter().all(|h| aside(h).exists())
+            || r.stderr().matches("pm2-trace: process watcher:").count() < homes.len()
+        {
             if let Ok(Some(status)) = r.child.try_wait() {
                 panic!(
                     "pm2-trace record --dir exited early ({status}): {}",
