@@ -69,6 +69,12 @@ pub(crate) fn find(c: &AppCtx) -> Vec<Holder> {
             continue;
         }
         let Some(t0) = start_t(g) else { continue };
+        // A start before the recording began was not seen: whether it failed, and on what,
+        // cannot be told (on a loaded machine a cluster reload's old worker, started before
+        // the recording, was taken for a new generation that failed on its sibling's port).
+        if t0 < c.tl.mono_ref() {
+            continue;
+        }
         let t1 = end_t(g).unwrap_or(t0).max(t0);
         let says = g.stderr_tail.iter().any(|l| is_addr_in_use(l));
         let blind = g.stderr_tail.is_empty() || g.stderr_tail.iter().all(|l| is_redacted(l));

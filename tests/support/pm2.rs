@@ -245,16 +245,23 @@ fn join_bounded(h: thread::JoinHandle<Vec<u8>>, limit: Duration) -> Vec<u8> {
     h.join().unwrap_or_default()
 }
 
-/// Pids of every `PM2 v<x>: God Daemon (<home>)` process (any version) on the host.
+/// Pids of every `PM2 v<x>: God Daemon (<home>)` process (any version) on the host. A
+/// daemon's child between its fork and its exec (pm2 7 forks `ps` for its tree kills and
+/// process stats) still shows the daemon's command line: it is not listed (on a loaded
+/// machine that window is wide enough to be seen).
 pub fn god_daemons_for_home(home: &Path) -> Vec<i32> {
     let needle = format!(": God Daemon ({})", home.display());
-    all_pids()
+    let all: Vec<i32> = all_pids()
         .into_iter()
         .filter(|&pid| {
             read_cmdline(pid)
                 .map(|c| c.starts_with("PM2 v") && c.contains(&needle))
                 .unwrap_or(false)
         })
+        .collect();
+    all.iter()
+        .copied()
+        .filter(|&pid| !ppid(pid).is_some_and(|parent| all.contains(&parent)))
         .collect()
 }
 
