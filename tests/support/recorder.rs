@@ -77,15 +77,16 @@ impl Recorder {
             .iter()
             .position(|a| *a == "--listen")
             .map(|i| PathBuf::from(extra[i + 1]));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = match &listen {
                 Some(p) => p.exists(),
                 None => aside(home).exists(),
             };
             // `process watcher:` is said once the bus is subscribed, before the proxy
-            // forwards anything.
-            if ready && r.stderr().contains("pm2-trace: process watcher:") {
+            // forwards anything; the capture file exists once the recorder's loop (in the
+            // idle class: late on a busy machine) has begun writing.
+            if ready && r.stderr().contains("pm2-trace: process watcher:") && output.exists() {
                 break;
             }
             if let Ok(Some(status)) = r.child.try_wait() {
@@ -93,7 +94,7 @@ impl Recorder {
             }
             assert!(
                 Instant::now() < deadline,
-                "recorder did not interpose within 10 s: {}",
+                "recorder did not start recording within 30 s: {}",
                 r.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));
