@@ -204,3 +204,28 @@ fn a_long_crash_looping_capture_is_analyzed_quickly() {
         found[0].summary
     );
 }
+
+/// address-held-by-previous-generation judges only the starts the recording saw: the same
+/// recording (drain-child-restart on 5.4.3, whose new generations failed on the port an
+/// orphaned child of the old one held) read as if it had begun at its last event names no
+/// holder, while the crash loop is still named.
+#[test]
+fn a_start_before_the_recording_is_not_judged_for_a_held_address() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures/drain-child-restart-5.4.3.bin");
+    let reader = crate::capture::reader::CaptureReader::open(&path).unwrap();
+    let mut info = reader.info().clone();
+    let events: Vec<crate::event::Stamped> = reader.map(Result::unwrap).collect();
+    let kinds_of = |info: &crate::event::CaptureInfo| -> Vec<String> {
+        let tl = crate::timeline::replay(info, events.clone(), |_| Ok::<(), ()>(())).unwrap();
+        analyze(&tl).into_iter().map(|f| f.kind).collect()
+    };
+    let held = "address-held-by-previous-generation".to_owned();
+    assert!(kinds_of(&info).contains(&held));
+    let end = events.iter().map(|e| e.t).max().unwrap();
+    info.wall_ref_ns += (end - info.mono_ref_ns) as i128;
+    info.mono_ref_ns = end;
+    let kinds = kinds_of(&info);
+    assert!(!kinds.contains(&held), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "crash-loop-errored"), "{kinds:?}");
+}
