@@ -73,12 +73,24 @@ fn specials16(b: &[u8], i: usize) -> u32 {
 #[inline(always)]
 fn plain_run_end(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
-    while i + 16 <= b.len() {
-        let m = specials16(b, i);
-        if m != 0 {
-            return i + m.trailing_zeros() as usize;
+    {
+        while i + 16 <= b.len() {
+            let m = specials16(b, i);
+            if m != 0 {
+                return i + m.trailing_zeros() as usize;
+            }
+            i += 16;
         }
-        i += 16;
+        // Fewer than 16 bytes left: the sixteen that end the text, the first ones (before
+        // `i`) shifted out.
+        if i < b.len() && b.len() >= 16 {
+            let m = specials16(b, b.len() - 16) >> (16 - (b.len() - i));
+            return if m != 0 {
+                i + m.trailing_zeros() as usize
+            } else {
+                b.len()
+            };
+        }
     }
     while i + 8 <= b.len() {
         let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
@@ -740,16 +752,28 @@ impl<'a> Iterator for Members<'a> {
             return None;
         }
         let key_end = skip_string(b, self.i);
-        let colon = skip_ws(b, key_end);
-        let v = skip_ws(b, colon + 1);
-        let v_end = self.doc.skip(v).min(self.end);
+        // Compact text (as pm2 and pm2-trace write it) has the value right after the colon.
+        let v = match (b.get(key_end), b.get(key_end + 1)) {
+            (Some(b':'), Some(&c)) if c > b' ' => key_end + 1,
+            _ => skip_ws(b, skip_ws(b, key_end) + 1),
+        };
+        let v_end = match b.get(v) {
+            Some(b'"') => skip_string(b, v),
+            _ => self.doc.skip(v),
+        }
+        .min(self.end);
         let key = self.doc.text.get(self.i..key_end)?;
         let value = self.doc.text.get(v..v_end)?;
-        let next = skip_ws(b, v_end);
-        self.i = if b.get(next) == Some(&b',') {
-            skip_ws(b, next + 1)
-        } else {
-            self.end
+        self.i = match (b.get(v_end), b.get(v_end + 1)) {
+            (Some(b','), Some(b'"')) => v_end + 1,
+            _ => {
+                let next = skip_ws(b, v_end);
+                if b.get(next) == Some(&b',') {
+                    skip_ws(b, next + 1)
+                } else {
+                    self.end
+                }
+            }
         };
         Some((key, value))
     }
