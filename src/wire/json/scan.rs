@@ -475,16 +475,61 @@ pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
 /// [`validate`], the tape written into `tape` (cleared first), for a reader that validates
 /// one text after another and keeps no tape: no allocation once `tape` has grown.
 pub(crate) fn validate_into<'b>(b: &'b [u8], tape: &mut Tape) -> Result<&'b str, Invalid> {
-    let text = match std::str::from_utf8(b) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(Invalid {
-                offset: e.valid_up_to(),
-                what: "invalid UTF-8",
-            })
+    validate_str_into(utf8(b)?, tape)
+}
+
+/// `b` as text, when it is UTF-8. Most texts are ASCII (pm2's payloads, a capture's
+/// records): told sixteen bytes at a time, then the general check only for the others.
+fn utf8(b: &[u8]) -> Result<&str, Invalid> {
+    if all_ascii(b) {
+        // SAFETY: every byte is below 0x80, and ASCII text is UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b).map_err(|e| Invalid {
+        offset: e.valid_up_to(),
+        what: "invalid UTF-8",
+    })
+}
+
+/// Whether every byte of `b` is below 0x80: 64 bytes at a time (SSE2, which every x86-64
+/// has), the last ones in the sixteen that end `b`.
+#[inline]
+fn all_ascii(b: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if b.len() >= 16 {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128};
+        let high = |i: usize| {
+            assert!(i + 16 <= b.len());
+            // SAFETY: SSE2 is part of the x86-64 baseline; the load reads `b[i..i + 16]`,
+            // inside `b` (asserted above), unaligned.
+            unsafe { _mm_loadu_si128(b.as_ptr().add(i).cast()) }
+        };
+        let mut i = 0;
+        while i + 64 <= b.len() {
+            // SAFETY: SSE2 (x86-64 baseline), on values already loaded.
+            let any = unsafe {
+                let v = _mm_or_si128(
+                    _mm_or_si128(high(i), high(i + 16)),
+                    _mm_or_si128(high(i + 32), high(i + 48)),
+                );
+                _mm_movemask_epi8(v)
+            };
+            if any != 0 {
+                return false;
+            }
+            i += 64;
         }
-    };
-    validate_str_into(text, tape)
+        while i + 16 <= b.len() {
+            // SAFETY: as above.
+            if unsafe { _mm_movemask_epi8(high(i)) } != 0 {
+                return false;
+            }
+            i += 16;
+        }
+        // SAFETY: as above (`b` has at least 16 bytes).
+        return i == b.len() || unsafe { _mm_movemask_epi8(high(b.len() - 16)) } == 0;
+    }
+    b.is_ascii()
 }
 
 /// [`validate`] of a text already known to be UTF-8.
@@ -1521,6 +1566,33 @@ mod tests {
             v.push(b'"');
             assert_eq!(plain_run_end(&v, 0), v.len() - 1);
         }
+    }
+
+    /// Texts told ASCII sixteen bytes at a time are those `is_ascii` tells, whatever their
+    /// length and wherever their one non-ASCII byte is; validation reads the others as
+    /// `from_utf8` does.
+    #[test]
+    fn ascii_is_told_as_is_ascii_tells() {
+        for len in 0..200 {
+            let plain = vec![b'a'; len];
+            assert!(all_ascii(&plain), "{len}");
+            for at in 0..len {
+                for high in [0x80u8, 0xc3, 0xff] {
+                    let mut v = plain.clone();
+                    v[at] = high;
+                    assert!(!all_ascii(&v), "{len} {at}");
+                    assert_eq!(utf8(&v).ok(), std::str::from_utf8(&v).ok(), "{len} {at}");
+                }
+            }
+        }
+        assert_eq!(utf8("\"é\"".as_bytes()), Ok("\"é\""));
+        assert_eq!(
+            validate(b"\"\xff\""),
+            Err(Invalid {
+                offset: 1,
+                what: "invalid UTF-8"
+            })
+        );
     }
 
     /// The validator's block masks find what [`plain_run_end`] finds, from every position of
