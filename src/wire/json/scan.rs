@@ -392,6 +392,16 @@ fn containers(
             let Some(&(object, _, _)) = stack.last() else {
                 return Ok(i);
             };
+            // Compact text (no whitespace: as pm2 and pm2-trace write it) goes on to the
+            // next member's key without the skips.
+            if object && b.get(i) == Some(&b',') && b.get(i + 1) == Some(&b'"') {
+                i = member_key(b, i + 1, sp)?;
+                if b.get(i) == Some(&b'"') {
+                    i = string(b, i, sp)?;
+                    continue;
+                }
+                continue 'value;
+            }
             let j = skip_ws(b, i);
             match (b.get(j), object) {
                 (Some(b','), true) => {
@@ -453,7 +463,12 @@ fn member_key(b: &[u8], i: usize, sp: &mut Specials) -> Result<usize, Invalid> {
             what: "expected a string key",
         });
     }
-    let j = skip_ws(b, string(b, i, sp)?);
+    let end = string(b, i, sp)?;
+    // Compact text: the colon right after the key, the value right after it.
+    if b.get(end) == Some(&b':') && b.get(end + 1).is_some_and(|&c| c > b' ') {
+        return Ok(end + 1);
+    }
+    let j = skip_ws(b, end);
     if b.get(j) != Some(&b':') {
         return Err(Invalid {
             offset: j,
@@ -480,7 +495,7 @@ pub(crate) fn validate_into<'b>(b: &'b [u8], tape: &mut Tape) -> Result<&'b str,
 
 /// `b` as text, when it is UTF-8. Most texts are ASCII (pm2's payloads, a capture's
 /// records): told sixteen bytes at a time, then the general check only for the others.
-fn utf8(b: &[u8]) -> Result<&str, Invalid> {
+pub(crate) fn utf8(b: &[u8]) -> Result<&str, Invalid> {
     if all_ascii(b) {
         // SAFETY: every byte is below 0x80, and ASCII text is UTF-8.
         return Ok(unsafe { std::str::from_utf8_unchecked(b) });
