@@ -502,11 +502,11 @@ impl<'a> Node<'a> {
         let mut found: [Option<&'a str>; N] = [None; N];
         for (k, v) in self.doc.members(self.raw) {
             let k = key_inner(k);
-            if k.as_bytes().contains(&b'\\') {
-                return None;
-            }
             if let Some(j) = keys.iter().position(|&key| key == k) {
                 found[j] = Some(v);
+            } else if k.as_bytes().contains(&b'\\') {
+                // An escaped key may stand for one of `keys`.
+                return None;
             }
         }
         Some(found.map(|v| v.map(|v| Node::new(self.doc, v))))
