@@ -107,8 +107,8 @@ fn pm2_7_0_4_restart_well_behaved() {
 }
 
 /// The Drop clean-up also catches a server that escaped pm2's process tree by a
-/// double fork (it is reparented away from the daemon and ignores `pm2 kill`'s
-/// tree kill for 8 s), and does so without waiting for its drain.
+/// double fork (it is reparented away from the daemon and outside the tree pm2 would
+/// kill), and does so without waiting for its drain.
 #[test]
 fn drop_kills_double_forked_server() {
     let pm2 = pm2::Pm2::start("7.0.4");

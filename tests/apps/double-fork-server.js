@@ -10,12 +10,14 @@
 // SIGTERM after forwarding SIGTERM to the server. The server keeps the port
 // for DRAIN_MS (default 12000 ms) after SIGINT/SIGTERM or after its owner is
 // gone (fd 3 closed or owner pid dead), then exits; HARD_CAP_MS (default
-// 20000) bounds the drain, so nothing leaks even if a harness fails.
+// 20000) bounds the drain, so nothing leaks even if a harness fails. With
+// DRAIN_UNTIL=<file>, the drain also ends as soon as that file exists.
 //
 // pm2 7.0.4 (and 5.4.3) `pm2 restart`: the owner dies, pm2 sees its tree dead and starts
 // the next generation while the old server still holds the port; the new
 // server fails with EADDRINUSE, its owner exits 1 within milliseconds, and the
 // app crash-loops into `errored`. `pm2 stop; sleep 13; pm2 start` works.
+const fs = require('fs');
 const http = require('http');
 const net = require('net');
 const { spawn } = require('child_process');
@@ -24,6 +26,7 @@ const role = process.argv[2] || '--owner';
 const port = Number(process.env.PORT || 0);
 const drainMs = Number(process.env.DRAIN_MS || 12000);
 const hardCapMs = Number(process.env.HARD_CAP_MS || 20000);
+const drainUntil = process.env.DRAIN_UNTIL || '';
 const tag = `double-fork-server[${role.replace(/^--/, '')} pid=${process.pid}]`;
 
 // Writes to a pipe whose reader is gone must not crash anyone.
@@ -70,10 +73,12 @@ if (role === '--intermediate') {
     draining = true;
     const t0 = Date.now();
     console.log(`${tag}: ${why}, draining for ${drainMs} ms with the port still open`);
-    setTimeout(() => {
+    const done = () => {
       console.log(`${tag}: drained after ${Date.now() - t0} ms, closing port and exiting`);
       process.exit(0);
-    }, Math.min(drainMs, hardCapMs));
+    };
+    setTimeout(done, Math.min(drainMs, hardCapMs));
+    if (drainUntil) setInterval(() => { if (fs.existsSync(drainUntil)) done(); }, 50);
   };
   process.on('SIGINT', () => drain('SIGINT'));
   process.on('SIGTERM', () => drain('SIGTERM'));

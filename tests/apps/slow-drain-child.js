@@ -11,13 +11,17 @@
 //
 // The child also starts draining when its parent goes away without a signal
 // (IPC channel closed), and exits at the latest HARD_CAP_MS (default 20000)
-// after that, so it can never outlive a broken harness for long.
+// after that, so it can never outlive a broken harness for long. With
+// DRAIN_UNTIL=<file>, the drain also ends as soon as that file exists (a test
+// says when it has seen what it waited for).
+const fs = require('fs');
 const http = require('http');
 const { fork } = require('child_process');
 
 const port = Number(process.env.PORT || 0);
 const drainMs = Number(process.env.DRAIN_MS || 12000);
 const hardCapMs = Number(process.env.HARD_CAP_MS || 20000);
+const drainUntil = process.env.DRAIN_UNTIL || '';
 const tag = `slow-drain-child[${process.argv[2] === '--child' ? 'child' : 'parent'} pid=${process.pid}]`;
 
 if (process.argv[2] === '--child') {
@@ -40,10 +44,12 @@ if (process.argv[2] === '--child') {
     draining = true;
     const t0 = Date.now();
     console.log(`${tag}: ${why}, draining for ${drainMs} ms with the port still open`);
-    setTimeout(() => {
+    const done = () => {
       console.log(`${tag}: drained after ${Date.now() - t0} ms, closing port and exiting`);
       process.exit(0);
-    }, Math.min(drainMs, hardCapMs));
+    };
+    setTimeout(done, Math.min(drainMs, hardCapMs));
+    if (drainUntil) setInterval(() => { if (fs.existsSync(drainUntil)) done(); }, 50);
   };
   process.on('SIGINT', () => drain('SIGINT'));
   process.on('SIGTERM', () => drain('SIGTERM'));

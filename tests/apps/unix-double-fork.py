@@ -14,7 +14,8 @@ bind it. The owner prints, in its own words,
 
 On SIGINT/SIGTERM the owner exits at once; the server notices its owner is gone and keeps
 serving for DRAIN_MS (default 12000) before it closes, removes the path and exits.
-HARD_CAP_MS (default 20000) bounds its life without an owner.
+HARD_CAP_MS (default 20000) bounds its life without an owner. With DRAIN_UNTIL=<file>,
+the drain also ends as soon as that file exists.
 """
 import os
 import signal
@@ -25,6 +26,7 @@ import time
 path = os.environ.get("SOCKET_PATH", "/tmp/unix-double-fork.sock")
 drain_ms = int(os.environ.get("DRAIN_MS", "12000"))
 hard_cap_ms = int(os.environ.get("HARD_CAP_MS", "20000"))
+drain_until = os.environ.get("DRAIN_UNTIL", "")
 
 
 def server(owner, wfd):
@@ -48,7 +50,8 @@ def server(owner, wfd):
                 print("unix-double-fork[server pid=%d]: owner gone, draining %d ms"
                       % (os.getpid(), drain_ms), flush=True)
         limit = min(drain_ms, hard_cap_ms) / 1000.0
-        if gone_at is not None and time.time() - gone_at >= limit:
+        if gone_at is not None and (time.time() - gone_at >= limit
+                                    or (drain_until and os.path.exists(drain_until))):
             break
         try:
             c, _ = s.accept()

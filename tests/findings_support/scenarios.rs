@@ -47,13 +47,74 @@ pub const ALL: &[&str] = &[
     "plain-restart",
 ];
 
+/// min_uptime (ms) of the fast runs of the scenarios whose new generation crashes at start
+/// and must end errored ([`min_uptime_ms`]).
+pub const CRASH_MIN_UPTIME_MS: u64 = 5000;
+
+/// pm2's default min_uptime (ms).
+pub const DEFAULT_MIN_UPTIME_MS: u64 = 1000;
+
+/// The scenarios whose outcome is `errored` by a crash loop at start (each start failing
+/// within min_uptime, max_restarts times).
+const CRASH_LOOPS: &[&str] = &[
+    "drain-child-restart",
+    "double-fork-restart",
+    "env-broken-restart",
+    "crash-on-start-restart",
+    "port-other-daemon-restart",
+    "unix-double-fork-restart",
+];
+
+/// The app's min_uptime in scenario `name`. The fast runs (the live tests) of the crash
+/// loops start the app from an ecosystem file with `min_uptime: 5000` (pm2 5.4.3, 6.0.14
+/// and 7.0.4 have no CLI flag for it): on a loaded machine node can take more than the
+/// default second to fail at start, and pm2 then never counts the restart unstable and
+/// never sets errored. Every other run, the shipped captures' recipe included, keeps pm2's
+/// default.
+pub fn min_uptime_ms(name: &str, fast: bool) -> u64 {
+    if fast && CRASH_LOOPS.contains(&name) {
+        CRASH_MIN_UPTIME_MS
+    } else {
+        DEFAULT_MIN_UPTIME_MS
+    }
+}
+
+/// Whether the old generation's drain (`DRAIN_MS`) of scenario `name` ends when the test
+/// says so: the fast runs give the drain a bound of 20 s and `DRAIN_UNTIL=<file>`, which the
+/// test creates once the outcome has settled (errored, after max_restarts failed starts).
+/// A fixed 6 s drain raced the crash loop: on a loaded machine the failed starts took
+/// longer than the drain, the port came free first and the app ended online.
+fn drain_until_settled(name: &str, fast: bool) -> bool {
+    fast && matches!(
+        name,
+        "drain-child-restart" | "double-fork-restart" | "unix-double-fork-restart"
+    )
+}
+
 /// What a scenario does, in words (for captures/README.md).
 pub fn describe(name: &str, fast: bool) -> String {
-    let (drain, mr) = if fast {
+    let (drain, mr) = if fast && drain_until_settled(name, fast) {
+        ("DRAIN_MS=20000 DRAIN_UNTIL=f", " --max-restarts 5")
+    } else if fast {
         ("DRAIN_MS=6000", " --max-restarts 5")
     } else {
         ("DRAIN_MS=12000", "")
     };
+    let mut text = describe_recipe(name, drain, mr);
+    if min_uptime_ms(name, fast) != DEFAULT_MIN_UPTIME_MS {
+        text.push_str(&format!(
+            " (from an ecosystem file with min_uptime {} and the same settings, online past \
+             min_uptime before the restart)",
+            min_uptime_ms(name, fast)
+        ));
+    }
+    if drain_until_settled(name, fast) {
+        text.push_str("; the drain ends when the test creates f, once the app has settled");
+    }
+    text
+}
+
+fn describe_recipe(name: &str, drain: &str, mr: &str) -> String {
     match name {
         "drain-child-restart" => format!(
             "`PORT=p {drain} pm2 start slow-drain-child.js --name web{mr}`, online 1.5 s, then \
@@ -408,20 +469,60 @@ fn wait_named(
     }
 }
 
-/// Errored, or online for longer than min_uptime (1 s).
-fn settled(a: &Value) -> bool {
+/// How long (ms) the current generation of `a` has been up (since pm2 spawned it).
+fn up_ms(a: &Value) -> i64 {
+    let up = a["pm2_env"]["pm_uptime"].as_i64().unwrap_or(i64::MAX);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    now - up
+}
+
+/// Errored, or online for longer than min_uptime (`min_uptime` ms, and 300 ms more).
+fn settled(a: &Value, min_uptime: u64) -> bool {
     match a["pm2_env"]["status"].as_str() {
         Some("errored") => true,
-        Some("online") => {
-            let up = a["pm2_env"]["pm_uptime"].as_i64().unwrap_or(i64::MAX);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0);
-            now - up > 1300
-        }
+        Some("online") => up_ms(a) > min_uptime as i64 + 300,
         _ => false,
     }
+}
+
+/// `[env] pm2 start <app> --name web [--<setting> <value>...]`, or, when `min_uptime` is not
+/// pm2's default, the same app and settings from an ecosystem file that also sets
+/// min_uptime (no CLI flag for it). Either way the app's environment is the CLI's.
+fn start_web(
+    p: &Pm2,
+    app: &Path,
+    env: &[(&str, &str)],
+    settings: &[(&str, Value)],
+    min_uptime: u64,
+) {
+    let script = app.to_str().expect("utf-8 app path");
+    let out = if min_uptime == DEFAULT_MIN_UPTIME_MS {
+        let flags: Vec<String> = settings
+            .iter()
+            .flat_map(|(k, v)| {
+                let v = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string());
+                [format!("--{}", k.replace('_', "-")), v]
+            })
+            .collect();
+        let mut args = vec!["start", script, "--name", "web"];
+        args.extend(flags.iter().map(String::as_str));
+        p.cmd_env(env, &args)
+    } else {
+        let mut conf = json!({"name": "web", "script": script, "min_uptime": min_uptime});
+        for (k, v) in settings {
+            conf[*k] = v.clone();
+        }
+        let eco = p.user_home().join("ecosystem.json");
+        std::fs::write(&eco, json!({ "apps": [conf] }).to_string()).expect("ecosystem file");
+        p.cmd_env(env, &["start", eco.to_str().expect("utf-8 path")])
+    };
+    must(&out, &format!("start {script}"));
 }
 
 /// Wait until nothing listens on `port` any more (the old generation's holder drained).
@@ -467,9 +568,28 @@ pub fn run_with(
     };
     let port = pm2::free_port();
     let port_s = port.to_string();
-    let drain = if fast { "6000" } else { "12000" };
+    let min_up = min_uptime_ms(name, fast);
+    let until = drain_until_settled(name, fast);
+    let drain = if until {
+        "20000"
+    } else if fast {
+        "6000"
+    } else {
+        "12000"
+    };
     let drain_ms: u64 = drain.parse().unwrap();
+    let drained = p.user_home().join("drained");
+    let drained_s = drained.to_str().unwrap().to_owned();
+    let mut drain_env = vec![("DRAIN_MS", drain)];
+    if until {
+        drain_env.push(("DRAIN_UNTIL", &drained_s));
+    }
     let mr: &[&str] = if fast { &["--max-restarts", "5"] } else { &[] };
+    let mr_set: Vec<(&str, Value)> = if fast {
+        vec![("max_restarts", json!(5))]
+    } else {
+        vec![]
+    };
     let mut notes = Vec::new();
     let marker = p.user_home().join("stale.lock");
     let marker_s = marker.to_str().unwrap().to_owned();
@@ -499,7 +619,8 @@ pub fn run_with(
                 status_of(a) == "online"
             });
             other = Some(o);
-            p.start_app("web", "well-behaved.js", port, mr);
+            let app = pm2::app_path("well-behaved.js");
+            start_web(&p, &app, &[("PORT", &port_s)], &mr_set, min_up);
         }
         "port-moved-restart" | "plain-restart" => {
             p.start_app("web", "well-behaved.js", port, &[]);
@@ -535,18 +656,11 @@ pub fn run_with(
         }
         "unix-double-fork-restart" => {
             let path = pm2::app_path("unix-double-fork.py");
-            let py = python3();
-            let mut args = vec![
-                "start",
-                path.to_str().unwrap(),
-                "--interpreter",
-                &py,
-                "--name",
-                "web",
-            ];
-            args.extend_from_slice(mr);
-            let out = p.cmd_env(&[("SOCKET_PATH", &sock_s), ("DRAIN_MS", drain)], &args);
-            must(&out, "start unix-double-fork.py");
+            let mut settings = vec![("interpreter", json!(python3()))];
+            settings.extend(mr_set.iter().cloned());
+            let mut env = vec![("SOCKET_PATH", sock_s.as_str())];
+            env.extend(drain_env.iter().copied());
+            start_web(&p, &path, &env, &settings, min_up);
         }
         "stop-gave-up-restart" => {
             p.start_app_env(
@@ -557,22 +671,24 @@ pub fn run_with(
                 &[],
             );
         }
-        "drain-child-restart" | "stop-timeout" => {
-            let d = if name == "stop-timeout" {
-                "6000"
-            } else {
-                drain
-            };
-            p.start_app_env("web", "slow-drain-child.js", port, &[("DRAIN_MS", d)], mr);
-        }
-        "double-fork-restart" => {
+        "stop-timeout" => {
             p.start_app_env(
                 "web",
-                "double-fork-server.js",
+                "slow-drain-child.js",
                 port,
-                &[("DRAIN_MS", drain)],
+                &[("DRAIN_MS", "6000")],
                 mr,
             );
+        }
+        "drain-child-restart" | "double-fork-restart" => {
+            let app = if name == "drain-child-restart" {
+                "slow-drain-child.js"
+            } else {
+                "double-fork-server.js"
+            };
+            let mut env = vec![("PORT", port_s.as_str())];
+            env.extend(drain_env.iter().copied());
+            start_web(&p, &pm2::app_path(app), &env, &mr_set, min_up);
         }
         "slow-graceful-restart" | "overlapping-restart" => {
             p.start_app_env(
@@ -583,11 +699,14 @@ pub fn run_with(
                 &[],
             );
         }
-        "env-broken-restart" => {
-            p.start_app_env("web", "env-sensitive.js", port, &[], mr);
-        }
-        "crash-on-start-restart" => {
-            p.start_app_env("web", "crash-on-start.js", port, &[], mr);
+        "env-broken-restart" | "crash-on-start-restart" => {
+            let app = if name == "env-broken-restart" {
+                "env-sensitive.js"
+            } else {
+                "crash-on-start.js"
+            };
+            let app = pm2::app_path(app);
+            start_web(&p, &app, &[("PORT", &port_s)], &mr_set, min_up);
         }
         "crash-once-restart" => {
             p.start_app_env(
@@ -619,6 +738,12 @@ pub fn run_with(
     } else if name == "restart-delay-loop" {
         // It crash-loops from the start: give it a second.
         std::thread::sleep(Duration::from_millis(1000));
+    } else if min_up != DEFAULT_MIN_UPTIME_MS {
+        // Past min_uptime: the old generation's own exit is not an unstable restart.
+        let past = min_up as i64 + 500;
+        wait_app(&p, "online past min_uptime", Duration::from_secs(30), |a| {
+            status_of(a) == "online" && up_ms(a) > past
+        });
     } else {
         wait_app(&p, "online", Duration::from_secs(15), |a| {
             status_of(a) == "online"
@@ -756,13 +881,17 @@ pub fn run_with(
                 name,
                 "restart-delay-loop" | "memory-restart-loop" | "watch-restart-loop" | "watch-ignored"
             )
-            || (settled(a) && rt > restarts_before)
+            || (settled(a, min_up) && rt > restarts_before)
             // Under heavy load a start can take longer than min_uptime to fail: pm2 then
             // loops instead of reaching errored.
             || (name == "port-other-daemon-restart" && rt >= restarts_before + 8)
     });
     let status = status_of(&end);
     let hooked = settled_hook(&p);
+    if until {
+        // The outcome is settled: the old generation's server may let go now.
+        std::fs::write(&drained, b"settled\n").expect("DRAIN_UNTIL file");
+    }
     notes.push(format!(
         "CLI done after {} ms; status {status} (restart_time {}) after {} ms",
         cli.as_millis(),

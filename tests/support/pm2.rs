@@ -37,12 +37,13 @@
 //!   anything double-forked by an app, is reparented to the reaper, as to a normal
 //!   init (systemd, tini) in production. perl-base is Essential in Debian; if perl
 //!   is missing the daemon is started without it and a warning is printed.
-//! - `Drop` runs `pm2 kill` (with a timeout), then SIGKILLs every process whose
-//!   `/proc/<pid>/environ` holds exactly `PM2_HOME=<this home>` or whose cmdline is
-//!   `PM2 v<x>: God Daemon (<this home>)` (this catches app servers that escaped
-//!   pm2's tree by double forking), then removes the temp dir. It also runs when
-//!   the test panics, and then prints the tail of pm2.log. Processes of other homes
-//!   are never touched.
+//! - `Drop` SIGKILLs the daemon (`PM2 v<x>: God Daemon (<this home>)`), so that it
+//!   restarts nothing, then every process whose `/proc/<pid>/environ` holds exactly
+//!   `PM2_HOME=<this home>` (this catches app servers that escaped pm2's tree by double
+//!   forking), then removes the temp dir. No `pm2 kill`: a node CLI, and a stop of each
+//!   app up to its kill_timeout, in every test, for a result no test looks at. It also
+//!   runs when the test panics, and then prints the tail of pm2.log. Processes of other
+//!   homes are never touched.
 //! - `cmd()` never hangs: every CLI call has a timeout (default 30 s) after which
 //!   its process group is SIGKILLed.
 #![allow(dead_code)]
@@ -841,35 +842,21 @@ impl Pm2 {
         }
         // 0. a frozen reaper could not reap what we are about to kill
         self.thaw_reaper();
-        // 1. ask the daemon to go (it stops its apps first)
-        if self.home.join("rpc.sock").exists() && self.daemon_pid().is_some() {
-            let _ = self.cmd_full(&[], &["kill"], Duration::from_secs(15));
-        }
-        // 2. give it a moment to exit by itself
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !self.god_daemons_for_home().is_empty() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        // 3. SIGKILL whatever is left of this home (not the reaper yet: it must
+        // 1. SIGKILL the daemon(s) of this home first, so that none restarts an app we
+        //    kill next. Not `pm2 kill`: that runs a node CLI and stops the apps one by
+        //    one, each up to its kill_timeout (1.6 s for the apps that drain), which is
+        //    CPU and idle time in every test for a result nobody looks at.
+        sigkill_until_gone(|| self.god_daemons_for_home());
+        // 2. SIGKILL whatever is left of this home (not the reaper yet: it must
         //    stay to reap what we kill), until nothing is left
         let reaper = self.reaper_pid();
-        for _ in 0..50 {
-            let left: Vec<i32> = self
-                .processes()
+        sigkill_until_gone(|| {
+            self.processes()
                 .into_iter()
                 .filter(|p| Some(*p) != reaper)
-                .collect();
-            if left.is_empty() {
-                break;
-            }
-            for pid in left {
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        // 4. the reaper exits once it has no child left; make sure it does
+                .collect()
+        });
+        // 3. the reaper exits once it has no child left; make sure it does
         if let Some(mut r) = self.reaper.take() {
             let deadline = Instant::now() + Duration::from_secs(2);
             loop {
@@ -886,13 +873,30 @@ impl Pm2 {
                 }
             }
         }
-        // 5. remove the temp dir
+        // 4. remove the temp dir
         if let Some(dir) = self.dir.take() {
             let path = dir.path().to_path_buf();
             if dir.close().is_err() {
                 let _ = std::fs::remove_dir_all(&path);
             }
         }
+    }
+}
+
+/// SIGKILL the processes `list` names, again and again (50 times at most, 20 ms apart),
+/// until it names none.
+fn sigkill_until_gone(list: impl Fn() -> Vec<i32>) {
+    for _ in 0..50 {
+        let left = list();
+        if left.is_empty() {
+            break;
+        }
+        for pid in left {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
     }
 }
 
