@@ -60,21 +60,6 @@ pub fn idle_class() {
     }
 }
 
-/// Take the calling thread out of the `SCHED_IDLE` class: back to the normal class, at the
-/// nice value it had. An idle thread calls it around the spawn of a thread that must not be
-/// idle (threads inherit their creator's class), such as one whose only work is to take
-/// events as they come and stamp them: in the idle class, on a host whose normal work takes
-/// every CPU, it ran seconds late and stamped late. Returns whether the thread was moved
-/// (false if it was not idle, or the kernel refused); [`idle_class`] puts it back.
-pub fn leave_idle_class() -> bool {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: scheduling query and change of the calling thread (0) only.
-    unsafe {
-        libc::sched_getscheduler(0) == libc::SCHED_IDLE
-            && libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) == 0
-    }
-}
-
 /// Give every thread of this process that is in the `SCHED_IDLE` class the normal class
 /// back: once a recording is asked to stop, its own threads (the recorder loop, the tap
 /// decoder, the capture's disk writes, the threads they started) must finish even on a host
@@ -132,23 +117,6 @@ mod tests {
             // Whatever the kernel's version, the thread's class and nice value stay.
             short_slice();
             assert_eq!(class(), (libc::SCHED_OTHER, 5));
-        })
-        .join()
-        .unwrap();
-    }
-
-    #[test]
-    fn a_thread_leaves_the_idle_class() {
-        std::thread::spawn(|| {
-            // Another test's end_idle_class (it moves every idle thread of the process) may
-            // take the thread out first: enter again until this call is the one that moves it.
-            let moved = (0..100).any(|_| {
-                idle_class();
-                leave_idle_class()
-            });
-            assert!(moved);
-            assert_eq!(class().0, libc::SCHED_OTHER);
-            assert!(!leave_idle_class());
         })
         .join()
         .unwrap();

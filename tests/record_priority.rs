@@ -2,9 +2,8 @@
 //! recorded twice in a row from one thread (as `record --dir` does when it follows a daemon
 //! across restarts): the proxy's forwarding threads run at the caller's normal priority in
 //! both sessions, the recorder's own work (tap decoder, the loop that orders and writes
-//! events) in the idle class, the bus subscriber in the normal class (it stamps the daemon's
-//! events as they come: idle, on a busy host, it stamped them seconds late), and the
-//! caller's thread is left as it was.
+//! events) in the idle class, the bus subscriber (which stamps the daemon's events as they
+//! arrive) at normal priority, and the caller's thread is left as it was.
 //! The forwarding threads also ask for the kernel's shortest slice, so that they preempt
 //! whatever runs when they wake.
 
@@ -157,12 +156,7 @@ fn forwarding_stays_normal_and_the_recorders_work_is_idle_class_in_every_session
                 assert_eq!(
                     class_of(tid).0,
                     class,
-                    "session {n}: {name} must be in the {} class",
-                    if class == libc::SCHED_IDLE {
-                        "idle"
-                    } else {
-                        "normal"
-                    }
+                    "session {n}: {name} must be in class {class} (SCHED_OTHER 0, SCHED_IDLE 5)"
                 );
             }
         }

@@ -830,14 +830,24 @@ fn bus_message_as_written(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped>
     use crate::wire::amp::{Arg, Message};
     use crate::wire::json::Json;
     let rest = json.strip_prefix(b"{\"t\":")?;
-    let digits = rest.iter().position(|c| !c.is_ascii_digit())?;
-    // JSON writes no leading zero; more than 19 digits may not fit (serde decides).
-    if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+    let mut t = 0u64;
+    let mut digits = 0;
+    while let Some(d) = rest
+        .get(digits)
+        .map(|c| c.wrapping_sub(b'0'))
+        .filter(|&d| d <= 9)
+    {
+        // More than 19 digits may not fit: serde decides.
+        if digits == 19 {
+            return None;
+        }
+        t = t * 10 + u64::from(d);
+        digits += 1;
+    }
+    // JSON writes no leading zero.
+    if digits == 0 || (digits > 1 && rest[0] == b'0') {
         return None;
     }
-    let t = rest[..digits]
-        .iter()
-        .fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
     let rest = rest[digits..].strip_prefix(b",\"type\":\"bus_message\",\"msg\":[{\"s\":\"")?;
     let name_end = rest
         .iter()
@@ -845,7 +855,7 @@ fn bus_message_as_written(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped>
     if rest[name_end] != b'"' {
         return None;
     }
-    let name = std::str::from_utf8(&rest[..name_end]).ok()?;
+    let name = scan::utf8(&rest[..name_end]).ok()?;
     let payload = rest[name_end..]
         .strip_prefix(b"\"},{\"j\":")?
         .strip_suffix(b"}]}")?;

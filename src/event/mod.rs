@@ -17,6 +17,30 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use proc::ProcEvent;
 
+/// `n` in decimal, appended to `out` without the formatting machinery (the TUI describes
+/// every event it loads).
+pub(crate) fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
+/// `n` in decimal (with its sign), appended to `out`: what `{n}` writes.
+pub(crate) fn push_i64(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_u64(out, n.unsigned_abs());
+}
+
 /// Nanoseconds of CLOCK_MONOTONIC: the one clock every source is ordered on (the kernel's
 /// process-connector timestamps use it too).
 pub(crate) type MonoNs = u64;
@@ -319,6 +343,43 @@ impl CaptureInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Numbers written without the formatting machinery read as `{n}` writes them.
+    #[test]
+    fn numbers_pushed_as_formatted() {
+        for n in [
+            0u64,
+            7,
+            9,
+            10,
+            99,
+            100,
+            4242,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut s = String::from("x");
+            push_u64(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
+        for n in [
+            0i64,
+            1,
+            -1,
+            9,
+            -10,
+            4242,
+            -4242,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ] {
+            let mut s = String::new();
+            push_i64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+    }
 
     #[test]
     fn stamped_json_roundtrip() {

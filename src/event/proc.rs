@@ -7,7 +7,7 @@
 //! the source had: an exit status the watcher could not learn is [`ExitStatus::Unknown`]
 //! with the reason, an instant found by a scan is a [`Timing::Between`] interval.
 
-use crate::event::MonoNs;
+use crate::event::{push_i64, push_u64, MonoNs};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -35,11 +35,12 @@ impl AppRef {
 
     /// [`AppRef::label`] written at the end of `s`.
     fn push_label(&self, s: &mut String) {
-        use std::fmt::Write;
         s.push_str(&self.name);
-        let _ = write!(s, ":{}", self.pm_id);
+        s.push(':');
+        push_u64(s, self.pm_id);
         if let Some(g) = self.generation {
-            let _ = write!(s, " gen {g}");
+            s.push_str(" gen ");
+            push_u64(s, g);
         }
     }
 }
@@ -92,8 +93,8 @@ impl Who {
 
     /// [`Who::label`] written at the end of `s`.
     fn push_label(&self, s: &mut String) {
-        use std::fmt::Write;
-        let _ = write!(s, "pid {}", self.pid);
+        s.push_str("pid ");
+        push_i64(s, self.pid.into());
         if self.daemon {
             s.push_str(" (pm2 daemon)");
         }
@@ -676,6 +677,10 @@ pub enum ProcEvent {
     Lost { why: String },
 }
 
+/// What a process event's line is given to start with: most fit (a pid, an app, a command
+/// shortened to 100 or 120 bytes), so the line is not grown and copied as it is written.
+const SUMMARY_CAPACITY: usize = 192;
+
 impl ProcEvent {
     /// One human line.
     pub fn summary(&self) -> String {
@@ -686,7 +691,8 @@ impl ProcEvent {
                 via: _,
                 timing,
             } => {
-                let mut s = String::from("tracking ");
+                let mut s = String::with_capacity(SUMMARY_CAPACITY);
+                s.push_str("tracking ");
                 who.push_label(&mut s);
                 if let Some(h) = &who.how {
                     s.push_str(" (");
@@ -712,9 +718,10 @@ impl ProcEvent {
                 via: _,
                 timing,
             } => {
-                use std::fmt::Write;
-                let mut s = String::new();
-                let _ = write!(s, "fork pid {parent} -> ");
+                let mut s = String::with_capacity(SUMMARY_CAPACITY);
+                s.push_str("fork pid ");
+                push_i64(&mut s, (*parent).into());
+                s.push_str(" -> ");
                 who.push_label(&mut s);
                 if let Some(c) = &who.cmd {
                     s.push_str(": ");
@@ -728,7 +735,8 @@ impl ProcEvent {
                 s
             }
             ProcEvent::Exec { who, .. } => {
-                let mut s = String::from("exec ");
+                let mut s = String::with_capacity(SUMMARY_CAPACITY);
+                s.push_str("exec ");
                 who.push_label(&mut s);
                 s.push_str(": ");
                 push_shortened(&mut s, who.cmd.as_deref().unwrap_or("?"), 120);
@@ -757,7 +765,8 @@ impl ProcEvent {
                 in_tree,
                 ..
             } => {
-                let mut s = String::from("exit ");
+                let mut s = String::with_capacity(SUMMARY_CAPACITY);
+                s.push_str("exit ");
                 who.push_label(&mut s);
                 s.push(' ');
                 s.push_str(&status.words());

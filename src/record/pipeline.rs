@@ -56,26 +56,31 @@ pub(super) fn record_interposed(
     let opts = session.opts;
     let sink = &session.events.0;
     let watcher = &session.watcher;
-    // The bus is subscribed before the proxy forwards anything, on this thread (not the
-    // idle-class recorder's): a command that passes through must find its outcome on the
-    // bus. Subscribed by the recorder's thread, on a busy host, the first commands went
-    // through while no one listened to the bus yet (the suite at six tests at a time: a
-    // subscription 2.5 s after the interposition, a whole crash loop missing from the
-    // capture). Failing here gives the daemon its name back before the interposed socket
-    // closes (when this returns).
+    // A session that fails as it starts gives the daemon its name back before its listener
+    // closes (when this returns): in between, `rpc.sock` would name a socket that refuses
+    // every pm2 command.
+    let interposition = session.interposition;
     let give_back = |e: anyhow::Error| {
-        if let Some(ip) = session.interposition {
+        if let Some(ip) = interposition {
             let _ = ip.restore();
         }
         e
     };
+    // The bus subscriber starts here, on the caller's thread: its thread stamps the daemon's
+    // events as they arrive, so it must not inherit the recorder's idle class (on a host whose
+    // normal work takes every CPU an idle reader stamped them seconds late, after the
+    // kernel's process facts they had preceded). Leaving the idle class later would need
+    // CAP_SYS_NICE.
     let (pub_dir, pub_name) = SafeDir::open_parent(&opts.pub_path)
         .map_err(anyhow::Error::from)
         .map_err(give_back)?;
     let bus = BusSubscriber::start(pub_dir, pub_name, opts.daemon_pid, sink.clone())
         .map_err(anyhow::Error::from)
         .map_err(give_back)?;
-    eprintln!("pm2-trace: process watcher: {}", session.info.proc_mode);
+    session
+        .writer
+        .begin(session.info)
+        .map_err(|e| give_back(anyhow::anyhow!("{e}")))?;
     let access = Access::of_socket(&upstream);
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
     let tap_thread = {
@@ -84,14 +89,18 @@ pub(super) fn record_interposed(
         let hints = watcher.as_ref().map(ProcWatcher::handle);
         std::thread::Builder::new()
             .name("tap-decoder".into())
-            .spawn(move || decode_taps(tap_rx, sink, max, hints))?
+            .spawn(move || decode_taps(tap_rx, sink, max, hints))
+            .map_err(anyhow::Error::from)
+            .map_err(give_back)?
     };
-    let proxy = Proxy::start(listener, upstream, access, tap)?;
-    // Everything but forwarding runs on a thread of its own in the idle class, and the bus
-    // subscriber it starts inherits that: the forwarding threads (spawned above, at the
-    // caller's priority) preempt it whenever they wake. The caller's thread keeps its
-    // priority, so that the next session's proxy (`record --dir` follows the daemon across
-    // restarts on one thread) starts its forwarding threads at normal priority again.
+    let proxy = Proxy::start(listener, upstream, access, tap)
+        .map_err(anyhow::Error::from)
+        .map_err(give_back)?;
+    // Everything else but forwarding runs on a thread of its own in the idle class: the
+    // forwarding threads (spawned above, at the caller's priority) preempt it whenever they
+    // wake. The caller's thread keeps its priority, so that the next session's proxy and bus
+    // (`record --dir` follows the daemon across restarts on one thread) start at normal
+    // priority again.
     std::thread::scope(|scope| {
         let recorder = std::thread::Builder::new()
             .name("recorder".into())
@@ -106,7 +115,7 @@ pub(super) fn record_interposed(
 }
 
 /// The recorder's loop: order, redact, interpret and write events until the recording
-/// stops, then stop the sources (the proxy, the bus subscriber, the process watcher).
+/// stops, then stop the sources.
 fn record_loop(
     session: Session,
     proxy: Proxy,
@@ -126,15 +135,7 @@ fn record_loop(
         writer,
     } = session;
     let mut proxy = Some(proxy);
-    // A session that fails as it starts gives the daemon its name back before the proxy
-    // stops listening (when this returns): in between, `rpc.sock` would name a socket that
-    // refuses every pm2 command.
-    let give_back = |e: anyhow::Error| {
-        if let Some(ip) = interposition {
-            let _ = ip.restore();
-        }
-        e
-    };
+    eprintln!("pm2-trace: process watcher: {}", info.proc_mode);
     // Sources deliver with different delays; the pidfd fallback finds new processes only at
     // its next /proc scan, so it needs a wider window to put events back in order.
     let reorder_window = if info.proc_mode.starts_with("netlink") || watcher.is_none() {
@@ -147,9 +148,6 @@ fn record_loop(
     let drop_counter = sink.drop_counter();
     drop(sink);
 
-    writer
-        .begin(info)
-        .map_err(|e| give_back(anyhow::anyhow!("{e}")))?;
     let mut intake = Intake::default();
     for n in early_notes {
         intake.take(n);

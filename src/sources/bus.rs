@@ -3,14 +3,6 @@
 //! The bus is not on any client's path, so messages are decoded here, on arrival, and
 //! stamped with the instant their last byte was read. When the daemon goes away the
 //! subscriber says so and keeps trying to reconnect until it is stopped.
-//!
-//! The subscriber's thread runs in the normal scheduling class even when the recorder that
-//! starts it is in the idle class ([`crate::sched::leave_idle_class`]): its stamps are the
-//! timeline's only clock for the daemon's own events, and an idle-class reader on a host
-//! whose normal work takes every CPU read them seconds late, after the kernel's exactly
-//! stamped process facts they had preceded (a crash loop's five starts "within 0.5 ms",
-//! watch changes no longer after the starts they followed). Its work per message is a read
-//! and a frame's decode; what the recorder does with the message stays in the idle class.
 
 use crate::event::{Event, EventSink, WireMessage};
 use crate::safe_dir::{SafeDir, SafeDirError};
@@ -50,20 +42,12 @@ impl BusSubscriber {
                 .and_then(|s| s.expect_listener(daemon_pid).connect())
         };
         let first = connect();
-        // Spawned in the normal class (a thread inherits its creator's): the caller leaves
-        // the idle class for the spawn and goes back. Not the new thread's own first step:
-        // an idle thread on a busy host may not run for seconds.
-        let idle = crate::sched::leave_idle_class();
         let thread = {
             let (stop, stream) = (stop.clone(), stream.clone());
             std::thread::Builder::new()
                 .name("bus".into())
-                .spawn(move || run(path, connect, first, sink, &stop, &stream))
+                .spawn(move || run(path, connect, first, sink, &stop, &stream))?
         };
-        if idle {
-            crate::sched::idle_class();
-        }
-        let thread = thread?;
         Ok(BusSubscriber {
             stop,
             stream,
@@ -181,47 +165,6 @@ fn pump(s: &mut UnixStream, sink: &EventSink) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::thread::JoinHandleExt;
-
-    /// The subscriber's thread stamps messages as they come: started by a thread in the
-    /// idle class (the recorder's), it runs in the normal class.
-    #[test]
-    fn the_subscriber_thread_is_not_in_the_idle_class() {
-        let tmp = tempfile::tempdir().unwrap();
-        let _bus = std::os::unix::net::UnixListener::bind(tmp.path().join("pub.sock")).unwrap();
-        let path = tmp.path().to_owned();
-        std::thread::spawn(move || {
-            // SAFETY: a scheduling query on the calling thread.
-            let idle = || unsafe { libc::sched_getscheduler(0) } == libc::SCHED_IDLE;
-            // Another test's end_idle_class (it moves every idle thread of the process) may
-            // take the starter out of the idle class around the start: then start again.
-            for _ in 0..20 {
-                crate::sched::idle_class();
-                if !idle() {
-                    continue;
-                }
-                let dir = SafeDir::open(&path).unwrap();
-                let (sink, _rx) = EventSink::channel(16);
-                let bus = BusSubscriber::start(dir, "pub.sock".into(), None, sink).unwrap();
-                let tid = bus.thread.as_ref().map(|t| t.as_pthread_t()).unwrap();
-                let mut policy = -1;
-                let mut param = libc::sched_param { sched_priority: 0 };
-                // SAFETY: the thread is alive (joined only by `stop` below); the call writes
-                // into the two locals.
-                let r = unsafe { libc::pthread_getschedparam(tid, &mut policy, &mut param) };
-                let still_idle = idle();
-                bus.stop();
-                assert_eq!(r, 0);
-                if still_idle {
-                    assert_eq!(policy, libc::SCHED_OTHER, "the subscriber's thread");
-                    return;
-                }
-            }
-            panic!("the starting thread never stayed in the idle class around the start");
-        })
-        .join()
-        .unwrap();
-    }
 
     /// A subscriber stopped right after it started, on a bus that says nothing (an idle
     /// daemon's), ends: before, its thread could publish its stream after the stop had

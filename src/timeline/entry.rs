@@ -1,7 +1,7 @@
 //! One timeline entry: an observation with its PM2 meaning, in words.
 
 use super::procfacts::proc_summary;
-use crate::event::{Direction, MonoNs, NoteLevel, PeerCred, ProcEvent, Source};
+use crate::event::{push_u64, Direction, MonoNs, NoteLevel, PeerCred, ProcEvent, Source};
 use crate::pm2::daemon_log::DaemonLogLine;
 use crate::pm2::meaning::{
     json_text, BusEvent, MonitorProc, Pm2Call, ProcessEvent, ProcessEventKind, Stream, Target,
@@ -38,21 +38,6 @@ impl AppRef {
         }
         push_u64(out, self.pm_id);
     }
-}
-
-/// `n` in decimal, appended to `out`.
-pub(crate) fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// How a request ended.

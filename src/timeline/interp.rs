@@ -590,7 +590,14 @@ impl Interpreter {
 /// The one line `data` holds, as `str::lines` gives it, when it holds exactly one (a line
 /// ending is optional); one search for a newline instead of walking the lines.
 fn single_line(data: &str) -> Option<&str> {
-    let line = match data.find('\n') {
+    // Most output lines are short: a plain loop finds the newline sooner than a search
+    // call does.
+    let newline = if data.len() <= SHORT_LINE {
+        data.bytes().position(|c| c == b'\n')
+    } else {
+        data.find('\n')
+    };
+    let line = match newline {
         None if data.is_empty() => return None,
         None => return Some(data),
         Some(end) if end + 1 == data.len() => &data[..end],
@@ -598,6 +605,9 @@ fn single_line(data: &str) -> Option<&str> {
     };
     Some(line.strip_suffix('\r').unwrap_or(line))
 }
+
+/// Data of at most this many bytes is searched for a newline byte by byte.
+const SHORT_LINE: usize = 64;
 
 fn cap_line(line: &str) -> String {
     if line.len() <= MAX_LINE_CHARS {
@@ -650,12 +660,17 @@ mod tests {
             "", "a", "a\n", "a\r\n", "a\r", "\n", "\r\n", "\r", "a\r\r\n", "a\n\n", "a\nb", "\na",
             "a\rb\n", "é\n", "\n\n",
         ] {
-            let mut lines = data.lines();
-            let want = match (lines.next(), lines.next()) {
-                (Some(line), None) => Some(line),
-                _ => None,
-            };
-            assert_eq!(single_line(data), want, "{data:?}");
+            // Short and long data (searched differently), the newline at either side of
+            // where the search changes.
+            for pad in [0, 60, 61, 62, 63, 64, 65, 100] {
+                let data = format!("{}{data}", "x".repeat(pad));
+                let mut lines = data.lines();
+                let want = match (lines.next(), lines.next()) {
+                    (Some(line), None) => Some(line),
+                    _ => None,
+                };
+                assert_eq!(single_line(&data), want, "{data:?}");
+            }
         }
     }
 

@@ -491,6 +491,27 @@ impl<'a> Node<'a> {
         Some(Node::new(self.doc, v))
     }
 
+    /// Members `keys` of an object, each the last of its name as [`Node::get`] finds it,
+    /// read in one walk that keeps no member list (for an object read once, for a few
+    /// members). None when this is not an object or any of its keys has an escape: ask
+    /// [`Node::get`] then.
+    pub(crate) fn pick<const N: usize>(&self, keys: [&str; N]) -> Option<[Option<Node<'a>>; N]> {
+        if !self.is_object() {
+            return None;
+        }
+        let mut found: [Option<&'a str>; N] = [None; N];
+        for (k, v) in self.doc.members(self.raw) {
+            let k = key_inner(k);
+            if let Some(j) = keys.iter().position(|&key| key == k) {
+                found[j] = Some(v);
+            } else if k.as_bytes().contains(&b'\\') {
+                // An escaped key may stand for one of `keys`.
+                return None;
+            }
+        }
+        Some(found.map(|v| v.map(|v| Node::new(self.doc, v))))
+    }
+
     /// An array's items (None for anything else).
     pub(crate) fn items(&self) -> Option<Vec<Node<'a>>> {
         if self.first_byte() != b'[' {

@@ -73,12 +73,24 @@ fn specials16(b: &[u8], i: usize) -> u32 {
 #[inline(always)]
 fn plain_run_end(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
-    while i + 16 <= b.len() {
-        let m = specials16(b, i);
-        if m != 0 {
-            return i + m.trailing_zeros() as usize;
+    {
+        while i + 16 <= b.len() {
+            let m = specials16(b, i);
+            if m != 0 {
+                return i + m.trailing_zeros() as usize;
+            }
+            i += 16;
         }
-        i += 16;
+        // Fewer than 16 bytes left: the sixteen that end the text, the first ones (before
+        // `i`) shifted out.
+        if i < b.len() && b.len() >= 16 {
+            let m = specials16(b, b.len() - 16) >> (16 - (b.len() - i));
+            return if m != 0 {
+                i + m.trailing_zeros() as usize
+            } else {
+                b.len()
+            };
+        }
     }
     while i + 8 <= b.len() {
         let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("eight bytes"));
@@ -380,6 +392,16 @@ fn containers(
             let Some(&(object, _, _)) = stack.last() else {
                 return Ok(i);
             };
+            // Compact text (no whitespace: as pm2 and pm2-trace write it) goes on to the
+            // next member's key without the skips.
+            if object && b.get(i) == Some(&b',') && b.get(i + 1) == Some(&b'"') {
+                i = member_key(b, i + 1, sp)?;
+                if b.get(i) == Some(&b'"') {
+                    i = string(b, i, sp)?;
+                    continue;
+                }
+                continue 'value;
+            }
             let j = skip_ws(b, i);
             match (b.get(j), object) {
                 (Some(b','), true) => {
@@ -441,7 +463,12 @@ fn member_key(b: &[u8], i: usize, sp: &mut Specials) -> Result<usize, Invalid> {
             what: "expected a string key",
         });
     }
-    let j = skip_ws(b, string(b, i, sp)?);
+    let end = string(b, i, sp)?;
+    // Compact text: the colon right after the key, the value right after it.
+    if b.get(end) == Some(&b':') && b.get(end + 1).is_some_and(|&c| c > b' ') {
+        return Ok(end + 1);
+    }
+    let j = skip_ws(b, end);
     if b.get(j) != Some(&b':') {
         return Err(Invalid {
             offset: j,
@@ -463,16 +490,61 @@ pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
 /// [`validate`], the tape written into `tape` (cleared first), for a reader that validates
 /// one text after another and keeps no tape: no allocation once `tape` has grown.
 pub(crate) fn validate_into<'b>(b: &'b [u8], tape: &mut Tape) -> Result<&'b str, Invalid> {
-    let text = match std::str::from_utf8(b) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(Invalid {
-                offset: e.valid_up_to(),
-                what: "invalid UTF-8",
-            })
+    validate_str_into(utf8(b)?, tape)
+}
+
+/// `b` as text, when it is UTF-8. Most texts are ASCII (pm2's payloads, a capture's
+/// records): told sixteen bytes at a time, then the general check only for the others.
+pub(crate) fn utf8(b: &[u8]) -> Result<&str, Invalid> {
+    if all_ascii(b) {
+        // SAFETY: every byte is below 0x80, and ASCII text is UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b).map_err(|e| Invalid {
+        offset: e.valid_up_to(),
+        what: "invalid UTF-8",
+    })
+}
+
+/// Whether every byte of `b` is below 0x80: 64 bytes at a time (SSE2, which every x86-64
+/// has), the last ones in the sixteen that end `b`.
+#[inline]
+fn all_ascii(b: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if b.len() >= 16 {
+        use std::arch::x86_64::{_mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128};
+        let high = |i: usize| {
+            assert!(i + 16 <= b.len());
+            // SAFETY: SSE2 is part of the x86-64 baseline; the load reads `b[i..i + 16]`,
+            // inside `b` (asserted above), unaligned.
+            unsafe { _mm_loadu_si128(b.as_ptr().add(i).cast()) }
+        };
+        let mut i = 0;
+        while i + 64 <= b.len() {
+            // SAFETY: SSE2 (x86-64 baseline), on values already loaded.
+            let any = unsafe {
+                let v = _mm_or_si128(
+                    _mm_or_si128(high(i), high(i + 16)),
+                    _mm_or_si128(high(i + 32), high(i + 48)),
+                );
+                _mm_movemask_epi8(v)
+            };
+            if any != 0 {
+                return false;
+            }
+            i += 64;
         }
-    };
-    validate_str_into(text, tape)
+        while i + 16 <= b.len() {
+            // SAFETY: as above.
+            if unsafe { _mm_movemask_epi8(high(i)) } != 0 {
+                return false;
+            }
+            i += 16;
+        }
+        // SAFETY: as above (`b` has at least 16 bytes).
+        return i == b.len() || unsafe { _mm_movemask_epi8(high(b.len() - 16)) } == 0;
+    }
+    b.is_ascii()
 }
 
 /// [`validate`] of a text already known to be UTF-8.
@@ -740,16 +812,28 @@ impl<'a> Iterator for Members<'a> {
             return None;
         }
         let key_end = skip_string(b, self.i);
-        let colon = skip_ws(b, key_end);
-        let v = skip_ws(b, colon + 1);
-        let v_end = self.doc.skip(v).min(self.end);
+        // Compact text (as pm2 and pm2-trace write it) has the value right after the colon.
+        let v = match (b.get(key_end), b.get(key_end + 1)) {
+            (Some(b':'), Some(&c)) if c > b' ' => key_end + 1,
+            _ => skip_ws(b, skip_ws(b, key_end) + 1),
+        };
+        let v_end = match b.get(v) {
+            Some(b'"') => skip_string(b, v),
+            _ => self.doc.skip(v),
+        }
+        .min(self.end);
         let key = self.doc.text.get(self.i..key_end)?;
         let value = self.doc.text.get(v..v_end)?;
-        let next = skip_ws(b, v_end);
-        self.i = if b.get(next) == Some(&b',') {
-            skip_ws(b, next + 1)
-        } else {
-            self.end
+        self.i = match (b.get(v_end), b.get(v_end + 1)) {
+            (Some(b','), Some(b'"')) => v_end + 1,
+            _ => {
+                let next = skip_ws(b, v_end);
+                if b.get(next) == Some(&b',') {
+                    skip_ws(b, next + 1)
+                } else {
+                    self.end
+                }
+            }
         };
         Some((key, value))
     }
@@ -1497,6 +1581,33 @@ mod tests {
             v.push(b'"');
             assert_eq!(plain_run_end(&v, 0), v.len() - 1);
         }
+    }
+
+    /// Texts told ASCII sixteen bytes at a time are those `is_ascii` tells, whatever their
+    /// length and wherever their one non-ASCII byte is; validation reads the others as
+    /// `from_utf8` does.
+    #[test]
+    fn ascii_is_told_as_is_ascii_tells() {
+        for len in 0..200 {
+            let plain = vec![b'a'; len];
+            assert!(all_ascii(&plain), "{len}");
+            for at in 0..len {
+                for high in [0x80u8, 0xc3, 0xff] {
+                    let mut v = plain.clone();
+                    v[at] = high;
+                    assert!(!all_ascii(&v), "{len} {at}");
+                    assert_eq!(utf8(&v).ok(), std::str::from_utf8(&v).ok(), "{len} {at}");
+                }
+            }
+        }
+        assert_eq!(utf8("\"é\"".as_bytes()), Ok("\"é\""));
+        assert_eq!(
+            validate(b"\"\xff\""),
+            Err(Invalid {
+                offset: 1,
+                what: "invalid UTF-8"
+            })
+        );
     }
 
     /// The validator's block masks find what [`plain_run_end`] finds, from every position of
