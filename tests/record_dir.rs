@@ -422,8 +422,14 @@ fn sigterm_and_sigkill_leave_pm2_working_and_segments_readable() {
     // SIGKILL: the guardian puts the socket back.
     let mut rec = Recorder::start_dir(&[pm2.home()], &dir, &[]);
     assert!(pm2.cmd(&["restart", "web"]).status.success());
-    // What is written before the kill (the recorder flushes every 0.5 s) survives it.
-    std::thread::sleep(Duration::from_millis(1500));
+    // What is written before the kill (the recorder flushes every 0.5 s) survives it: the
+    // restart is on disk before the kill (the writer is in the idle class: on a busy
+    // machine, long after the restart).
+    wait_until(
+        "the second restart on disk",
+        Duration::from_secs(60),
+        || requests(&replay(&dir, &[]), "restartProcessId").len() >= 2,
+    );
     rec.signal(libc::SIGKILL);
     rec.wait(Duration::from_secs(10));
     wait_until(
