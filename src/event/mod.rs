@@ -30,7 +30,8 @@ pub(crate) fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    // ASCII digits, each a char of its own (no UTF-8 check of the slice).
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// `n` in decimal (with its sign), appended to `out`: what `{n}` writes.
