@@ -229,3 +229,45 @@ fn a_start_before_the_recording_is_not_judged_for_a_held_address() {
     assert!(!kinds.contains(&held), "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "crash-loop-errored"), "{kinds:?}");
 }
+
+/// A cluster reload recorded on a busy host (`captures/reload-ready-cluster-loaded-7.0.4`:
+/// the reload of `reload-ready-cluster-7.0.4`, recorded while two busy loops held the
+/// machine's cores): the recorder's RPC copies, decoded in the idle class, reached the
+/// capture after the kernel's exec and snapshot of the reload's new worker, so the
+/// getMonitorData reply naming the old worker came when the new worker's generation already
+/// had its pid. That reply's process is the generation before, not a new newest one (which
+/// made the old worker's stop the new generation's, and the new worker a descendant that
+/// outlived it: a false descendant-outlived-stop). A clean reload: no finding.
+#[test]
+fn a_reload_whose_rpc_copies_arrive_late_gives_no_finding() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures/reload-ready-cluster-loaded-7.0.4.bin");
+    let reader = crate::capture::reader::CaptureReader::open(&path).unwrap();
+    let info = reader.info().clone();
+    let events: Vec<crate::event::Stamped> = reader.map(Result::unwrap).collect();
+    // The order that matters: an RPC copy after a later process-watcher event.
+    let late = events.windows(2).any(|w| {
+        matches!(w[0].event, crate::event::Event::Proc(_))
+            && matches!(
+                w[1].event,
+                crate::event::Event::RpcConnect { .. } | crate::event::Event::RpcMessage { .. }
+            )
+            && w[1].t + 5_000_000 < w[0].t
+    });
+    assert!(late, "the capture no longer shows RPC copies arriving late");
+    let tl = crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
+    let found: Vec<String> = analyze(&tl)
+        .into_iter()
+        .map(|f| format!("{} {}", f.kind, f.summary))
+        .collect();
+    assert!(found.is_empty(), "{found:#?}");
+    // The old worker's generation comes before the new one's.
+    let pids: Vec<Option<i64>> = tl
+        .app(0)
+        .unwrap()
+        .generations
+        .iter()
+        .map(|g| g.pid)
+        .collect();
+    assert_eq!(pids, vec![Some(2889), Some(3209)]);
+}

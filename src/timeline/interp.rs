@@ -730,10 +730,11 @@ mod tests {
         }
     }
 
-    /// Every shipped capture was recorded before the tap paired: read, it is paired by the
-    /// interpreter. Paired as the tap pairs (the same [`Pairing`], its result stored in the
-    /// events), it gives the same entries: the interpreter reads the method, the latency, the
-    /// app and what a close left unanswered from the events alone.
+    /// The shipped captures recorded before the tap paired (all but those recorded since,
+    /// which the tap paired): read, they are paired by the interpreter. Paired as the tap
+    /// pairs (the same [`Pairing`], its result stored in the events), each gives the same
+    /// entries: the interpreter reads the method, the latency, the app and what a close left
+    /// unanswered from the events alone.
     #[test]
     fn shipped_captures_read_the_same_paired_by_the_tap_or_when_read() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/captures");
@@ -748,7 +749,9 @@ mod tests {
         for path in paths {
             let r = CaptureReader::open(&path).unwrap();
             let info = r.info().clone();
-            assert!(!info.rpc_paired, "{}", path.display());
+            if info.rpc_paired {
+                continue;
+            }
             let events: Vec<Stamped> = r.map(Result::unwrap).collect();
             let mut tap = Pairing::new();
             let paired: Vec<Stamped> = events

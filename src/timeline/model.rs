@@ -1337,10 +1337,13 @@ impl Timeline {
             });
         // A process that started before the newest generation (a reply that arrived after a
         // cluster reload's new worker began, which runs beside it): the generation before it.
+        // Also when the new worker's pid is already known (on a busy host the recorder's RPC
+        // copies can reach the timeline after the kernel's exec and snapshot of that worker):
+        // no generation has this pid, so the newest is another process's.
         let earlier = idx.is_none()
             && a.generations
                 .last()
-                .is_some_and(|g| g.pid.is_none() && started_before(g, p, started));
+                .is_some_and(|g| started_before(g, p, started));
         let i = match idx {
             Some(i) => i,
             None if earlier => {
