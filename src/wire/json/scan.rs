@@ -1213,6 +1213,23 @@ mod tests {
         assert!(validate(b"\"\xff\"").is_err(), "invalid UTF-8");
     }
 
+    /// `b` with each edit applied: at a position (modulo the length), a byte of `table`
+    /// put in place of the one there (0), inserted (1), or the one there removed (2).
+    fn damage(b: &mut Vec<u8>, edits: &[(usize, u8, u8)], table: &[u8]) {
+        for &(at, op, byte) in edits {
+            let at = at % (b.len() + 1);
+            let byte = table[byte as usize % table.len()];
+            match op {
+                0 if at < b.len() => b[at] = byte,
+                1 => b.insert(at, byte),
+                _ if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => {}
+            }
+        }
+    }
+
     proptest::proptest! {
         /// On JSON texts with a byte changed, inserted or removed, the validator agrees with
         /// serde_json (at depths serde_json's recursion limit allows), and the walks agree
@@ -1223,17 +1240,7 @@ mod tests {
             edits in proptest::collection::vec((proptest::prelude::any::<usize>(), 0u8..3, proptest::prelude::any::<u8>()), 0..3),
         ) {
             let mut b = serde_json::to_vec(&v).unwrap();
-            for (at, op, byte) in edits {
-                let at = at % (b.len() + 1);
-                let table = b"{}[]\",:0-eE.tfn \\u\x01";
-                let byte = table[byte as usize % table.len()];
-                match op {
-                    0 if at < b.len() => b[at] = byte,
-                    1 => b.insert(at, byte),
-                    _ if at < b.len() => { b.remove(at); }
-                    _ => {}
-                }
-            }
+            damage(&mut b, &edits, b"{}[]\",:0-eE.tfn \\u\x01");
             // As a raw value (what was kept before this scanner): numbers out of f64's range
             // are valid JSON, as serde_json says of them.
             let serde = serde_json::from_slice::<&serde_json::value::RawValue>(&b);
@@ -1476,17 +1483,7 @@ mod tests {
             edits in proptest::collection::vec((proptest::prelude::any::<usize>(), 0u8..3, proptest::prelude::any::<u8>()), 0..3),
         ) {
             let mut b = format!("{}{text}{}", " ".repeat(pad), " ".repeat(pad % 7)).into_bytes();
-            for (at, op, byte) in edits {
-                let at = at % (b.len() + 1);
-                let table = b"{}[]\",:0-+eE.tfnu\\/ \t\n\x00\x1f\x7f\x80\xc3\xed\xff";
-                let byte = table[byte as usize % table.len()];
-                match op {
-                    0 if at < b.len() => b[at] = byte,
-                    1 => b.insert(at, byte),
-                    _ if at < b.len() => { b.remove(at); }
-                    _ => {}
-                }
-            }
+            damage(&mut b, &edits, b"{}[]\",:0-+eE.tfnu\\/ \t\n\x00\x1f\x7f\x80\xc3\xed\xff");
             let serde = serde_json::from_slice::<&serde_json::value::RawValue>(&b);
             let ours = validate(&b);
             proptest::prop_assert_eq!(ours.is_ok(), serde.is_ok(), "{}", String::from_utf8_lossy(&b));
