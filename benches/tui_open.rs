@@ -144,6 +144,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // As `pm2-trace tui` does (src/main.rs).
+    pm2_trace::alloc::keep_freed_memory();
     let nums: Vec<u64> = std::env::args()
         .skip(1)
         .filter(|a| a.chars().all(|c| c.is_ascii_digit()) && !a.is_empty())

@@ -20,6 +20,7 @@
 //! filesystem operation inside a directory another user may write, and
 //! [`views::terminal_safe`] for every piece of untrusted text shown on a terminal.
 pub mod addr;
+pub mod alloc;
 pub mod capture;
 pub mod event;
 pub mod explain;

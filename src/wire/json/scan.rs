@@ -68,6 +68,15 @@ fn specials16(b: &[u8], i: usize) -> u32 {
     }
 }
 
+/// [`specials16`] of the 64 bytes of `block`: bit k for byte k.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn specials64(block: &[u8; 64]) -> u64 {
+    (0..4).fold(0u64, |mask, k| {
+        mask | (specials16(block, 16 * k) as u64) << (16 * k)
+    })
+}
+
 /// Position of the first quote, backslash or control byte at or after `i` (or `b.len()`):
 /// sixteen bytes at a time with SSE2 (every x86-64 has it), then eight at a time.
 #[inline(always)]
@@ -154,11 +163,24 @@ impl Specials {
     fn load(&mut self, b: &[u8], i: usize) {
         self.base = i;
         #[cfg(target_arch = "x86_64")]
-        if i + 64 <= b.len() {
-            self.mask = (0..4).fold(0u64, |mask, k| {
-                mask | (specials16(b, i + 16 * k) as u64) << (16 * k)
-            });
+        if let Some(block) = b.get(i..i + 64) {
+            // As an array: the sixteen-byte loads need no bound checks.
+            self.mask = specials64(block.try_into().expect("64 bytes"));
             return;
+        }
+        self.mask = Specials::tail(b, i);
+    }
+
+    /// The mask of the last bytes of the text, from `i` (fewer than 64).
+    #[inline(never)]
+    fn tail(b: &[u8], i: usize) -> u64 {
+        // From the 64 bytes that end the text, when it has as many (a text's end is most
+        // often inside its last block): the bytes before `i` shifted out.
+        #[cfg(target_arch = "x86_64")]
+        if b.len() >= 64 && i < b.len() {
+            let n = b.len() - i;
+            let last = specials64(b[b.len() - 64..].try_into().expect("64 bytes"));
+            return last >> (64 - n) | 1 << n;
         }
         let rest = b.get(i..).unwrap_or(&[]);
         let n = rest.len().min(64);
@@ -186,7 +208,7 @@ impl Specials {
         if n < 64 {
             mask |= 1 << n;
         }
-        self.mask = mask;
+        mask
     }
 }
 
@@ -240,54 +262,64 @@ fn string_from(b: &[u8], mut i: usize, sp: &mut Specials) -> Result<usize, Inval
     }
 }
 
-/// Validate the number starting at `i`; the position after it.
-fn number(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
-    let digits = |b: &[u8], mut i: usize| {
-        let from = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
+/// The end of the run of ASCII digits from `i`: eight bytes at a time while eight are
+/// left (pids, times and sizes are most of a payload's numbers), then byte by byte.
+#[inline(always)]
+fn digits_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(w) = b.get(i..i + 8) {
+        // A byte is a digit when its XOR with '0' is at most 9: adding 0x76 sets bit 7 of
+        // the others (those already at 0x80 or more have it set in `x`). A carry only
+        // reaches bytes above a flagged one, so the lowest flagged byte is a true one.
+        let x = u64::from_le_bytes(w.try_into().expect("eight bytes")) ^ (ONES * b'0' as u64);
+        let other = (x.wrapping_add(ONES * 0x76) | x) & HIGHS;
+        if other != 0 {
+            return i + (other.trailing_zeros() / 8) as usize;
         }
-        (i, i > from)
-    };
-    let start = i;
-    if b.get(i) == Some(&b'-') {
+        i += 8;
+    }
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
         i += 1;
     }
+    i
+}
+
+/// Validate the number starting at `start`; the position after it.
+#[inline(always)]
+fn number(b: &[u8], start: usize) -> Result<usize, Invalid> {
+    let bad = |offset| {
+        Err(Invalid {
+            offset,
+            what: "invalid number",
+        })
+    };
+    let i = start + usize::from(b.get(start) == Some(&b'-'));
+    let mut i = match b.get(i) {
+        Some(b'0') => i + 1,
+        Some(b'1'..=b'9') => digits_end(b, i + 1),
+        _ => return bad(start),
+    };
+    // Most numbers are whole: they end here.
     match b.get(i) {
-        Some(b'0') => i += 1,
-        Some(b'1'..=b'9') => i = digits(b, i).0,
-        _ => {
-            return Err(Invalid {
-                offset: start,
-                what: "invalid number",
-            })
+        Some(b'.') => {
+            let j = digits_end(b, i + 1);
+            if j == i + 1 {
+                return bad(i);
+            }
+            i = j;
+            if !matches!(b.get(i), Some(b'e' | b'E')) {
+                return Ok(i);
+            }
         }
+        Some(b'e' | b'E') => {}
+        _ => return Ok(i),
     }
-    if b.get(i) == Some(&b'.') {
-        let (j, any) = digits(b, i + 1);
-        if !any {
-            return Err(Invalid {
-                offset: i,
-                what: "invalid number",
-            });
-        }
-        i = j;
+    // An exponent at `i`.
+    let from = i + 1 + usize::from(matches!(b.get(i + 1), Some(b'+' | b'-')));
+    let j = digits_end(b, from);
+    if j == from {
+        return bad(i);
     }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        let mut j = i + 1;
-        if matches!(b.get(j), Some(b'+' | b'-')) {
-            j += 1;
-        }
-        let (j, any) = digits(b, j);
-        if !any {
-            return Err(Invalid {
-                offset: i,
-                what: "invalid number",
-            });
-        }
-        i = j;
-    }
-    Ok(i)
+    Ok(j)
 }
 
 /// One replacement for [`Doc::splice`]: a byte range of the text, the JSON text that takes
@@ -1181,6 +1213,23 @@ mod tests {
         assert!(validate(b"\"\xff\"").is_err(), "invalid UTF-8");
     }
 
+    /// `b` with each edit applied: at a position (modulo the length), a byte of `table`
+    /// put in place of the one there (0), inserted (1), or the one there removed (2).
+    fn damage(b: &mut Vec<u8>, edits: &[(usize, u8, u8)], table: &[u8]) {
+        for &(at, op, byte) in edits {
+            let at = at % (b.len() + 1);
+            let byte = table[byte as usize % table.len()];
+            match op {
+                0 if at < b.len() => b[at] = byte,
+                1 => b.insert(at, byte),
+                _ if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => {}
+            }
+        }
+    }
+
     proptest::proptest! {
         /// On JSON texts with a byte changed, inserted or removed, the validator agrees with
         /// serde_json (at depths serde_json's recursion limit allows), and the walks agree
@@ -1191,17 +1240,7 @@ mod tests {
             edits in proptest::collection::vec((proptest::prelude::any::<usize>(), 0u8..3, proptest::prelude::any::<u8>()), 0..3),
         ) {
             let mut b = serde_json::to_vec(&v).unwrap();
-            for (at, op, byte) in edits {
-                let at = at % (b.len() + 1);
-                let table = b"{}[]\",:0-eE.tfn \\u\x01";
-                let byte = table[byte as usize % table.len()];
-                match op {
-                    0 if at < b.len() => b[at] = byte,
-                    1 => b.insert(at, byte),
-                    _ if at < b.len() => { b.remove(at); }
-                    _ => {}
-                }
-            }
+            damage(&mut b, &edits, b"{}[]\",:0-eE.tfn \\u\x01");
             // As a raw value (what was kept before this scanner): numbers out of f64's range
             // are valid JSON, as serde_json says of them.
             let serde = serde_json::from_slice::<&serde_json::value::RawValue>(&b);
@@ -1253,6 +1292,257 @@ mod tests {
         let deep = "[".repeat(1_000_000) + &"]".repeat(1_000_000);
         assert!(ok(&deep));
         assert!(!ok(&deep[..deep.len() - 1]));
+    }
+
+    /// Numbers as the validator first read them, a byte at a time: the reference the
+    /// eight-digits-at-a-time reading is held to, end and error offset alike.
+    fn number_by_bytes(b: &[u8], mut i: usize) -> Result<usize, Invalid> {
+        let digits = |b: &[u8], mut i: usize| {
+            let from = i;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            (i, i > from)
+        };
+        let bad = |offset| {
+            Err(Invalid {
+                offset,
+                what: "invalid number",
+            })
+        };
+        let start = i;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = digits(b, i).0,
+            _ => return bad(start),
+        }
+        if b.get(i) == Some(&b'.') {
+            let (j, any) = digits(b, i + 1);
+            if !any {
+                return bad(i);
+            }
+            i = j;
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            let mut j = i + 1;
+            if matches!(b.get(j), Some(b'+' | b'-')) {
+                j += 1;
+            }
+            let (j, any) = digits(b, j);
+            if !any {
+                return bad(i);
+            }
+            i = j;
+        }
+        Ok(i)
+    }
+
+    /// Every text of up to four bytes from the characters that matter to a number, and
+    /// runs of up to 40 digits with any of them (or a byte next to the digits in ASCII, or
+    /// one above 0x7f) anywhere: read to the same end, or refused at the same offset, as
+    /// the reference reads them; and whole texts accepted as serde_json accepts them.
+    #[test]
+    fn numbers_read_as_the_reference_reads_them() {
+        let alphabet: &[u8] = b"0019-+.eE/:a \xff";
+        let mut texts: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last = texts.clone();
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|t| {
+                    alphabet.iter().map(move |&c| {
+                        let mut t = t.clone();
+                        t.push(c);
+                        t
+                    })
+                })
+                .collect();
+            texts.extend(last.iter().cloned());
+        }
+        for n in 1..=40 {
+            let run: Vec<u8> = (0..n).map(|k| b'1' + (k % 9) as u8).collect();
+            for at in 0..=n {
+                for &c in b"./:e-a,}\x80\xff 0" {
+                    let mut t = run.clone();
+                    t.insert(at, c);
+                    texts.push(t.clone());
+                    texts.push([b"-".as_slice(), &t].concat());
+                    texts.push([b"0.".as_slice(), &t].concat());
+                    texts.push([b"1e".as_slice(), &t].concat());
+                }
+            }
+        }
+        for t in &texts {
+            for from in 0..t.len().min(3) {
+                assert_eq!(
+                    number(t, from),
+                    number_by_bytes(t, from),
+                    "{:?} from {from}",
+                    String::from_utf8_lossy(t)
+                );
+            }
+            let serde = serde_json::from_slice::<&serde_json::value::RawValue>(t).is_ok();
+            assert_eq!(
+                validate(t).is_ok(),
+                serde,
+                "{:?}",
+                String::from_utf8_lossy(t)
+            );
+        }
+    }
+
+    /// Raw JSON text (not written by serde_json): strings with every escape, valid and
+    /// lone surrogates, multi-byte characters and runs longer than a 64-byte block;
+    /// numbers at the edges of every reading (signs, zeros, exponents, 8 digits and
+    /// around, beyond u64 and f64); whitespace of every kind between tokens.
+    fn raw_json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        const NUMBERS: &[&str] = &[
+            "0",
+            "-0",
+            "0.0",
+            "-0.0e-0",
+            "1E+2",
+            "2e-3",
+            "1e400",
+            "-1e-400",
+            "1234567",
+            "12345678",
+            "123456789",
+            "1764086502063",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "1.7976931348623157e308",
+            "5e-324",
+            "0.1234567890123",
+        ];
+        const PIECES: &[&str] = &[
+            "a",
+            "é",
+            "😀",
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\b",
+            "\\f",
+            "\\n",
+            "\\r",
+            "\\t",
+            "\\u00e9",
+            "\\uD83D\\uDE00",
+            "\\ud800",
+            "\\uDFFF",
+            "\u{7f}",
+            "GET /api/items/637 200 55 ms",
+            "{}[],:",
+            "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ];
+        const SPACES: &[&str] = &["", "", "", " ", "\n", "\t ", "\r\n  "];
+        let string = proptest::collection::vec(proptest::sample::select(PIECES), 0..5)
+            .prop_map(|p| format!("\"{}\"", p.concat()));
+        let leaf = prop_oneof![
+            proptest::sample::select(NUMBERS).prop_map(str::to_owned),
+            proptest::sample::select(&["true", "false", "null"][..]).prop_map(str::to_owned),
+            string.clone(),
+        ];
+        let ws = proptest::sample::select(SPACES);
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            let item =
+                (ws.clone(), inner.clone(), ws.clone()).prop_map(|(a, v, b)| format!("{a}{v}{b}"));
+            prop_oneof![
+                proptest::collection::vec(item.clone(), 0..6)
+                    .prop_map(|items| format!("[{}]", items.join(","))),
+                proptest::collection::vec((string.clone(), ws.clone(), item), 0..6).prop_map(
+                    |members| {
+                        let m: Vec<String> = members
+                            .iter()
+                            .map(|(k, w, v)| format!("{k}{w}:{v}"))
+                            .collect();
+                        format!("{{{}}}", m.join(","))
+                    }
+                ),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Raw texts, whole or damaged (a byte changed, inserted or removed: structure,
+        /// escapes, digits, control bytes, bytes that are not UTF-8), at any offset from
+        /// a 64-byte block: accepted exactly when serde_json accepts them, and read by the
+        /// walks as serde_json reads them.
+        #[test]
+        fn agrees_with_serde_json_on_raw_and_damaged_texts(
+            text in raw_json(),
+            pad in 0usize..70,
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), 0u8..3, proptest::prelude::any::<u8>()), 0..3),
+        ) {
+            let mut b = format!("{}{text}{}", " ".repeat(pad), " ".repeat(pad % 7)).into_bytes();
+            damage(&mut b, &edits, b"{}[]\",:0-+eE.tfnu\\/ \t\n\x00\x1f\x7f\x80\xc3\xed\xff");
+            let serde = serde_json::from_slice::<&serde_json::value::RawValue>(&b);
+            let ours = validate(&b);
+            proptest::prop_assert_eq!(ours.is_ok(), serde.is_ok(), "{}", String::from_utf8_lossy(&b));
+            match ours {
+                Ok((text, tape)) => {
+                    for &(s, e) in &tape {
+                        proptest::prop_assert_eq!(skip(text.as_bytes(), s as usize), e as usize);
+                    }
+                    if let Ok(tree) = serde_json::from_slice::<serde_json::Value>(&b) {
+                        proptest::prop_assert_eq!(walk_to_tree(Doc::new(text, &tape), text), tree);
+                    }
+                }
+                Err(e) => proptest::prop_assert!(e.offset <= b.len()),
+            }
+        }
+    }
+
+    /// Errors at depth, after long strings and numbers, and in the last bytes of a text
+    /// (fewer than a block) are told at their byte.
+    #[test]
+    fn errors_deep_and_at_the_end_say_where() {
+        let n = 100_000;
+        let deep = "[".repeat(n) + "1,]" + &"]".repeat(n);
+        assert_eq!(
+            validate(deep.as_bytes()),
+            Err(Invalid {
+                offset: n + 2,
+                what: "expected a value"
+            })
+        );
+        let long = format!("{{\"a\":\"{}\",\"b\":12345678901234567x}}", "y".repeat(100));
+        let at = long.find('x').unwrap();
+        assert_eq!(
+            validate(long.as_bytes()),
+            Err(Invalid {
+                offset: at,
+                what: "expected ',' or '}'"
+            })
+        );
+        for len in 60..140 {
+            let mut t = format!("[\"{}\u{1}\"]", "z".repeat(len));
+            assert_eq!(
+                validate(t.as_bytes()),
+                Err(Invalid {
+                    offset: len + 2,
+                    what: "control character in a string"
+                }),
+                "{len}"
+            );
+            t.truncate(len + 2);
+            assert_eq!(
+                validate(t.as_bytes()),
+                Err(Invalid {
+                    offset: len + 2,
+                    what: "unterminated string"
+                }),
+                "{len}"
+            );
+        }
     }
 
     #[test]
