@@ -935,6 +935,23 @@ mod tests {
         }
     }
 
+    /// Each key's member in `picked` is the one [`Node::get`] finds in `n`.
+    fn assert_picked_as_get<const N: usize>(
+        set: &KeySet<N>,
+        n: &Node,
+        picked: &[Option<Node>; N],
+        what: &str,
+    ) {
+        for (key, got) in set.keys().iter().zip(picked) {
+            let want = n.get(key);
+            assert_eq!(
+                got.as_ref().map(Node::raw),
+                want.as_ref().map(Node::raw),
+                "{key} in {what}"
+            );
+        }
+    }
+
     /// A set of keys read in one walk gives each key's member as a lookup by name does (the
     /// last of a name wins; nested objects' members are not the object's), also for keys
     /// that share a length with many others or with none of the set's, keys too long for the
@@ -964,14 +981,7 @@ mod tests {
             let j = Json::parse(t.as_bytes()).unwrap();
             let n = j.node();
             let picked = n.pick_set_after(&SET, &mut Walks::new()).expect("walked");
-            for (key, got) in SET.keys().iter().zip(&picked) {
-                let want = n.get(key);
-                assert_eq!(
-                    got.as_ref().map(Node::raw),
-                    want.as_ref().map(Node::raw),
-                    "{key} in {t}"
-                );
-            }
+            assert_picked_as_get(&SET, &n, &picked, t);
         }
         for declined in [
             r#"{"st\u0061tus":1}"#,
@@ -1102,14 +1112,7 @@ mod tests {
             match picked {
                 Some(picked) => {
                     assert!(!escaped && n.is_object(), "round {round}: {text}");
-                    for (key, got) in SET.keys().iter().zip(&picked) {
-                        let want = n.get(key);
-                        assert_eq!(
-                            got.as_ref().map(Node::raw),
-                            want.as_ref().map(Node::raw),
-                            "round {round}: {key} in {text}"
-                        );
-                    }
+                    assert_picked_as_get(&SET, &n, &picked, &format!("round {round}: {text}"));
                     taken += 1;
                     let repeats = SET
                         .keys()
