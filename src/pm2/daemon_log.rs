@@ -141,22 +141,42 @@ pub(crate) struct LogPrefix {
 /// Longest date prefix accepted before `: PM2 <level>: `.
 const MAX_STAMP: usize = 64;
 
-/// Split a `pm2.log` line into its prefix (if it has one) and its message.
+/// The levels of a `pm2.log` prefix, in the order they are looked for, with their markers.
+const LEVELS: [(&str, &str); 4] = [
+    ("log", ": PM2 log: "),
+    ("error", ": PM2 error: "),
+    ("warn", ": PM2 warn: "),
+    ("info", ": PM2 info: "),
+];
+
+/// Split a `pm2.log` line into its prefix (if it has one) and its message: the first level
+/// (in [`LEVELS`]' order) whose marker's first place in the line ends a stamp of at most
+/// [`MAX_STAMP`] bytes on one line.
 pub(crate) fn split_prefix(line: &str) -> (Option<LogPrefix>, &str) {
-    for level in ["log", "error", "warn", "info"] {
-        let marker = format!(": PM2 {level}: ");
-        if let Some(pos) = line.find(&marker) {
-            if pos > 0 && pos <= MAX_STAMP && !line[..pos].contains(['\n', '\r']) {
-                let stamp = line[..pos].to_owned();
-                let rest = &line[pos + marker.len()..];
-                return (
-                    Some(LogPrefix {
-                        stamp,
-                        level: level.to_owned(),
-                    }),
-                    rest,
-                );
-            }
+    // A marker's first place, when it is at most MAX_STAMP bytes in, is inside these bytes;
+    // when it is further, the line has no prefix of that level either way. Most lines the
+    // bus carries have none: told without looking for each level.
+    let head = &line.as_bytes()[..line.len().min(MAX_STAMP + ": PM2 error: ".len())];
+    if !head.windows(6).any(|w| w == b": PM2 ") {
+        return (None, line);
+    }
+    for (level, marker) in LEVELS {
+        let Some(pos) = head
+            .windows(marker.len())
+            .position(|w| w == marker.as_bytes())
+        else {
+            continue;
+        };
+        if pos > 0 && pos <= MAX_STAMP && !line[..pos].contains(['\n', '\r']) {
+            let stamp = line[..pos].to_owned();
+            let rest = &line[pos + marker.len()..];
+            return (
+                Some(LogPrefix {
+                    stamp,
+                    level: level.to_owned(),
+                }),
+                rest,
+            );
         }
     }
     (None, line)
@@ -541,6 +561,62 @@ impl DaemonLogLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `pm2.log` prefix is split as looking for each level's marker in the whole line
+    /// splits it (what [`split_prefix`] did before it looked only at the line's head): for
+    /// the real daemons' pm2.log lines and lines with markers beyond the longest stamp, at
+    /// its edge, twice, after a newline, after other characters, or none.
+    #[test]
+    fn prefixes_split_as_by_whole_line_search() {
+        fn by_whole_line(line: &str) -> (Option<LogPrefix>, &str) {
+            for level in ["log", "error", "warn", "info"] {
+                let marker = format!(": PM2 {level}: ");
+                if let Some(pos) = line.find(&marker) {
+                    if pos > 0 && pos <= MAX_STAMP && !line[..pos].contains(['\n', '\r']) {
+                        let prefix = LogPrefix {
+                            stamp: line[..pos].to_owned(),
+                            level: level.to_owned(),
+                        };
+                        return (Some(prefix), &line[pos + marker.len()..]);
+                    }
+                }
+            }
+            (None, line)
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let mut lines: Vec<String> = ["pm2-5.4.3.pm2.log", "pm2-7.0.4.pm2.log"]
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(root.join(f)).expect("a fixture pm2.log");
+                text.lines().map(str::to_owned).collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(lines.len() > 20, "{}", lines.len());
+        for level in ["log", "error", "warn", "info", "debug"] {
+            let marker = format!(": PM2 {level}: ");
+            for at in [
+                0,
+                1,
+                MAX_STAMP - 1,
+                MAX_STAMP,
+                MAX_STAMP + 1,
+                MAX_STAMP + 20,
+            ] {
+                let stamp = "2".repeat(at);
+                lines.push(format!("{stamp}{marker}App [web:0] online"));
+                lines.push(format!("{stamp}{marker}x{marker}y"));
+                lines.push(format!("é{stamp}{marker}z"));
+                lines.push(format!("{stamp}\n{marker}z"));
+                lines.push(format!("{stamp}: PM2 warn: a: PM2 log: b"));
+                lines.push(format!("{stamp}{marker}"));
+                lines.push(stamp[..at.min(3)].to_owned() + &marker[..marker.len() - 1]);
+            }
+        }
+        lines.extend(["".into(), ": PM2 log: ".into(), "App [web:0] online".into()]);
+        for l in &lines {
+            assert_eq!(split_prefix(l), by_whole_line(l), "{l:?}");
+        }
+    }
     use proptest::prelude::*;
 
     #[test]
