@@ -23,7 +23,7 @@
 
 use super::daemon_log::{self, DaemonLogLine};
 use crate::wire::amp::Message;
-use crate::wire::json::{scan, Json, Node};
+use crate::wire::json::{scan, Json, KeySet, Node};
 use crate::wire::rpc::Call;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -386,10 +386,10 @@ fn member_text<'a>(obj: &Node<'a>, key: &str) -> Option<(Node<'a>, &'a str)> {
     Some((v, text))
 }
 
-/// The fingerprint of app `pm_id`'s environment, `pm2_env`'s member `env` (None: no such
+/// The fingerprint of app `pm_id`'s environment, `pm2_env`'s member `env` (None: not an
 /// object).
-fn env_of_app(pm_id: Option<u64>, pm2_env: &Node) -> Option<Arc<EnvFingerprint>> {
-    let (env, text) = member_text(pm2_env, "env")?;
+fn env_of_app(pm_id: Option<u64>, env: &Node) -> Option<Arc<EnvFingerprint>> {
+    let text = env.raw();
     let fresh = || env.members().map(|m| Arc::new(env_fingerprint(m)));
     match pm_id {
         Some(id) => ENV_MEMO.with_borrow_mut(|memo| memo.read(id, text, fresh)),
@@ -465,13 +465,13 @@ pub struct RestartSettings {
 }
 
 impl RestartSettings {
-    pub(crate) fn from_env(env: Option<&Node>) -> RestartSettings {
-        let get = |k: &str| env.and_then(|e| e.get(k));
+    fn from_fields(f: &Pm2EnvFields) -> RestartSettings {
+        let get = |k: K| f.get(k);
         RestartSettings {
-            restart_delay: u64_of(get("restart_delay")).filter(|d| *d > 0),
-            exp_backoff_restart_delay: u64_of(get("exp_backoff_restart_delay")).filter(|d| *d > 0),
-            max_memory_restart: u64_of(get("max_memory_restart")).filter(|d| *d > 0),
-            watch: get("watch").and_then(|w| match w.items() {
+            restart_delay: u64_of(get(K::RestartDelay)).filter(|d| *d > 0),
+            exp_backoff_restart_delay: u64_of(get(K::ExpBackoffRestartDelay)).filter(|d| *d > 0),
+            max_memory_restart: u64_of(get(K::MaxMemoryRestart)).filter(|d| *d > 0),
+            watch: get(K::Watch).and_then(|w| match w.items() {
                 Some(a) => Some(!a.is_empty()),
                 None => match w.scalar()? {
                     Value::Bool(b) => Some(b),
@@ -479,9 +479,82 @@ impl RestartSettings {
                     _ => None,
                 },
             }),
-            min_uptime: u64_of(get("min_uptime")),
-            max_restarts: u64_of(get("max_restarts")),
+            min_uptime: u64_of(get(K::MinUptime)),
+            max_restarts: u64_of(get(K::MaxRestarts)),
         }
+    }
+}
+
+/// Declares [`K`], the members of a `pm2_env` the timeline reads, and [`PM2_ENV_KEYS`], their
+/// names in the same order.
+macro_rules! pm2_env_keys {
+    ($($k:ident = $name:literal),* $(,)?) => {
+        /// A member of a `pm2_env` (or of a `process:event`'s `process`: the same object
+        /// without `env`) that the timeline reads.
+        #[derive(Debug, Clone, Copy)]
+        enum K { $($k),* }
+        /// How many members [`K`] names.
+        const PM2_ENV_N: usize = [$($name),*].len();
+        /// The names of [`K`]'s members, in its order.
+        const PM2_ENV_KEYS: KeySet<PM2_ENV_N> = KeySet::new([$($name),*]);
+    };
+}
+
+pm2_env_keys! {
+    PmId = "pm_id",
+    Name = "name",
+    Status = "status",
+    RestartTime = "restart_time",
+    UnstableRestarts = "unstable_restarts",
+    PmUptime = "pm_uptime",
+    CreatedAt = "created_at",
+    ExecMode = "exec_mode",
+    KillTimeout = "kill_timeout",
+    Treekill = "treekill",
+    MinUptime = "min_uptime",
+    MaxRestarts = "max_restarts",
+    WaitReady = "wait_ready",
+    ListenTimeout = "listen_timeout",
+    ExecPath = "pm_exec_path",
+    Cwd = "pm_cwd",
+    Interpreter = "exec_interpreter",
+    RestartDelay = "restart_delay",
+    ExpBackoffRestartDelay = "exp_backoff_restart_delay",
+    MaxMemoryRestart = "max_memory_restart",
+    Watch = "watch",
+    Env = "env",
+    ExitCode = "exit_code",
+    Signal = "signal",
+    ExitSignal = "exit_signal",
+    TreePids = "_tree_pids",
+}
+
+/// The [`K`] members of a `pm2_env` (each the last of its name, as [`Node::get`] finds it).
+/// A `pm2_env` carries every environment variable of the app (a hundred members and more)
+/// and is read again whenever any of its values changed: its members are found in one walk
+/// ([`Node::pick_set`]) instead of a member list and a lookup per name.
+struct Pm2EnvFields<'a>([Option<Node<'a>>; PM2_ENV_N]);
+
+impl<'a> Pm2EnvFields<'a> {
+    /// The members of `obj` (none when there is no object).
+    fn of(obj: Option<&Node<'a>>) -> Pm2EnvFields<'a> {
+        match obj {
+            Some(o) => o
+                .pick_set(&PM2_ENV_KEYS)
+                .map(Pm2EnvFields)
+                .unwrap_or_else(|| Pm2EnvFields::by_name(o)),
+            None => Pm2EnvFields(std::array::from_fn(|_| None)),
+        }
+    }
+
+    /// The members of `obj`, each looked up by name (the general path, for objects
+    /// [`Node::pick_set`] does not read).
+    fn by_name(obj: &Node<'a>) -> Pm2EnvFields<'a> {
+        Pm2EnvFields(PM2_ENV_KEYS.keys().map(|k| obj.get(k)))
+    }
+
+    fn get(&self, k: K) -> Option<Node<'a>> {
+        self.0[k as usize].clone()
     }
 }
 
@@ -566,28 +639,33 @@ impl MonitorProc {
 
     /// What a process object's `pm2_env` says of app `pm_id` (its ids left out).
     fn from_pm2_env(pm_id: Option<u64>, env: Option<&Node>) -> MonitorProc {
-        let env_get = |k: &str| env.and_then(|e| e.get(k));
+        MonitorProc::from_fields(pm_id, &Pm2EnvFields::of(env))
+    }
+
+    /// [`MonitorProc::from_pm2_env`] of the members read.
+    fn from_fields(pm_id: Option<u64>, f: &Pm2EnvFields) -> MonitorProc {
+        let env_get = |k: K| f.get(k);
         MonitorProc {
             pm_id: None,
             name: None,
             pid: None,
-            status: str_of(env_get("status")),
-            restart_time: u64_of(env_get("restart_time")),
-            unstable_restarts: u64_of(env_get("unstable_restarts")),
-            pm_uptime: i64_of(env_get("pm_uptime")),
-            created_at: i64_of(env_get("created_at")),
-            exec_mode: str_of(env_get("exec_mode")),
-            kill_timeout: u64_of(env_get("kill_timeout")),
-            treekill: bool_of(env_get("treekill")),
-            min_uptime: u64_of(env_get("min_uptime")),
-            max_restarts: u64_of(env_get("max_restarts")),
-            wait_ready: bool_of(env_get("wait_ready")),
-            listen_timeout: u64_of(env_get("listen_timeout")),
-            exec_path: str_of(env_get("pm_exec_path")),
-            cwd: str_of(env_get("pm_cwd")),
-            interpreter: str_of(env_get("exec_interpreter")),
-            restarts: RestartSettings::from_env(env),
-            env: env.and_then(|e| env_of_app(pm_id, e)),
+            status: str_of(env_get(K::Status)),
+            restart_time: u64_of(env_get(K::RestartTime)),
+            unstable_restarts: u64_of(env_get(K::UnstableRestarts)),
+            pm_uptime: i64_of(env_get(K::PmUptime)),
+            created_at: i64_of(env_get(K::CreatedAt)),
+            exec_mode: str_of(env_get(K::ExecMode)),
+            kill_timeout: u64_of(env_get(K::KillTimeout)),
+            treekill: bool_of(env_get(K::Treekill)),
+            min_uptime: u64_of(env_get(K::MinUptime)),
+            max_restarts: u64_of(env_get(K::MaxRestarts)),
+            wait_ready: bool_of(env_get(K::WaitReady)),
+            listen_timeout: u64_of(env_get(K::ListenTimeout)),
+            exec_path: str_of(env_get(K::ExecPath)),
+            cwd: str_of(env_get(K::Cwd)),
+            interpreter: str_of(env_get(K::Interpreter)),
+            restarts: RestartSettings::from_fields(f),
+            env: env_get(K::Env).and_then(|e| env_of_app(pm_id, &e)),
         }
     }
 
@@ -814,7 +892,6 @@ impl BusEvent {
         }
         let at = i64_of(payload.get("at"));
         let proc_ = payload.get("process");
-        let field = |k: &str| proc_.as_ref().and_then(|p| p.get(k));
         match name {
             "process:event" => {
                 let Some(ev) = payload.get("event").map(|e| e.text()) else {
@@ -823,7 +900,9 @@ impl BusEvent {
                         payload: payload.to_json(),
                     };
                 };
-                let tree_pids = field("_tree_pids")
+                let fields = Pm2EnvFields::of(proc_.as_ref());
+                let field = |k: K| fields.get(k);
+                let tree_pids = field(K::TreePids)
                     .and_then(|t| t.items())
                     .map(|a| {
                         a.into_iter()
@@ -832,7 +911,7 @@ impl BusEvent {
                             .collect()
                     })
                     .unwrap_or_default();
-                let (pm_id, old) = pm_id_of(field("pm_id"));
+                let (pm_id, old) = pm_id_of(field(K::PmId));
                 BusEvent::ProcessEvent(Box::new(ProcessEvent {
                     event: ProcessEventKind::parse(&ev),
                     manually: payload
@@ -842,17 +921,17 @@ impl BusEvent {
                     at,
                     pm_id,
                     old,
-                    name: str_of(field("name")),
-                    status: str_of(field("status")),
-                    exit_code: i64_of(field("exit_code")),
-                    signal: str_of(field("signal")).or_else(|| str_of(field("exit_signal"))),
-                    restart_time: u64_of(field("restart_time")),
-                    unstable_restarts: u64_of(field("unstable_restarts")),
-                    pm_uptime: i64_of(field("pm_uptime")),
+                    name: str_of(field(K::Name)),
+                    status: str_of(field(K::Status)),
+                    exit_code: i64_of(field(K::ExitCode)),
+                    signal: str_of(field(K::Signal)).or_else(|| str_of(field(K::ExitSignal))),
+                    restart_time: u64_of(field(K::RestartTime)),
+                    unstable_restarts: u64_of(field(K::UnstableRestarts)),
+                    pm_uptime: i64_of(field(K::PmUptime)),
                     tree_pids,
-                    exec_path: str_of(field("pm_exec_path")),
-                    cwd: str_of(field("pm_cwd")),
-                    restarts: Box::new(RestartSettings::from_env(proc_.as_ref())),
+                    exec_path: str_of(field(K::ExecPath)),
+                    cwd: str_of(field(K::Cwd)),
+                    restarts: Box::new(RestartSettings::from_fields(&fields)),
                 }))
             }
             "log:out" | "log:err" => {
@@ -967,6 +1046,73 @@ mod tests {
         };
         assert!(walked(&payloads[0]) && walked(&payloads[1]) && walked(&payloads[2]));
         assert!(!walked(&payloads[3]) && !walked(&payloads[10]));
+    }
+
+    /// Every object of the shipped captures (their `pm2_env`s, `process:event` processes,
+    /// replies) and objects that differ from them (members repeated, escaped, nested,
+    /// missing) give the same `pm2_env` members read in one walk as looked up by name; the
+    /// captures' `pm2_env`s take the walk.
+    #[test]
+    fn pm2_env_members_read_in_one_walk_as_by_name() {
+        fn objects<'a>(n: &Node<'a>, out: &mut Vec<Node<'a>>) {
+            if let Some(members) = n.members() {
+                out.push(n.clone());
+                for (_, v) in members {
+                    objects(&v, out);
+                }
+            } else if let Some(items) = n.items() {
+                for v in &items {
+                    objects(v, out);
+                }
+            }
+        }
+        let mut texts: Vec<String> = vec![
+            r#"{"status":"online","status":"errored","pm_id":3,"env":{"status":"inner"}}"#.into(),
+            r#"{"st\u0061tus":"escaped","status":"plain","restart_time":2}"#.into(),
+            r#"{"status":"plain","st\u0061tus":"escaped"}"#.into(),
+            r#"{"STATUS":"x","name":7,"watch":["a"],"_tree_pids":[1,2],"exit_code":-1}"#.into(),
+            r#"{}"#.into(),
+        ];
+        for path in crate::capture::shipped_captures() {
+            for ev in crate::capture::CaptureReader::open(&path).unwrap() {
+                let msg = match ev.unwrap().event {
+                    crate::event::Event::BusMessage { msg } => msg,
+                    crate::event::Event::RpcMessage { msg, .. } => msg,
+                    _ => continue,
+                };
+                for a in &msg.0.args {
+                    if let Arg::Json(j) = a {
+                        texts.push(j.text().to_owned());
+                    }
+                }
+            }
+        }
+        let (mut checked, mut walked_envs) = (0, 0);
+        for t in &texts {
+            let j = Json::parse(t.as_bytes()).unwrap();
+            let mut all = Vec::new();
+            objects(&j.node(), &mut all);
+            for o in &all {
+                let (of, by_name) = (Pm2EnvFields::of(Some(o)), Pm2EnvFields::by_name(o));
+                for (a, b) in of.0.iter().zip(&by_name.0) {
+                    assert_eq!(
+                        a.as_ref().map(Node::raw),
+                        b.as_ref().map(Node::raw),
+                        "{}",
+                        o.raw()
+                    );
+                }
+                checked += 1;
+                if let Some(env) = o.get("pm2_env") {
+                    assert!(env.pick_set(&PM2_ENV_KEYS).is_some(), "{}", env.raw());
+                    walked_envs += 1;
+                }
+            }
+        }
+        assert!(
+            checked > 1000 && walked_envs > 100,
+            "{checked} objects, {walked_envs} pm2_envs"
+        );
     }
 
     /// Whole numbers read in place give what the tree gives; the rest still reads through

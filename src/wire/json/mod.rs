@@ -406,6 +406,69 @@ impl MemberIndex {
     }
 }
 
+/// Keys to read from an object in one walk ([`Node::pick_set`]), by their length: a member's
+/// key is compared with the few keys of its length only (at most [`KeySet::PER_LENGTH`], all
+/// shorter than [`KeySet::MAX_LEN`] bytes: checked when the set is made, at compile time).
+pub(crate) struct KeySet<const N: usize> {
+    keys: [&'static str; N],
+    /// Per length, the positions of the keys of that length, one a byte from the lowest
+    /// (`0xff`: no more).
+    by_len: [u32; KeySet::<0>::MAX_LEN],
+}
+
+impl<const N: usize> KeySet<N> {
+    /// Keys are shorter than this.
+    const MAX_LEN: usize = 64;
+    /// At most this many keys have one length.
+    const PER_LENGTH: usize = 4;
+
+    pub(crate) const fn new(keys: [&'static str; N]) -> KeySet<N> {
+        assert!(N < 0xff, "too many keys");
+        let mut by_len = [u32::MAX; KeySet::<0>::MAX_LEN];
+        let mut i = 0;
+        while i < N {
+            let len = keys[i].len();
+            assert!(len < KeySet::<N>::MAX_LEN, "a key too long for a KeySet");
+            let mut shift = 0;
+            while by_len[len] >> shift & 0xff != 0xff {
+                shift += 8;
+                assert!(
+                    shift < 8 * KeySet::<N>::PER_LENGTH,
+                    "too many keys of one length"
+                );
+            }
+            by_len[len] &= !(0xff << shift);
+            by_len[len] |= (i as u32) << shift;
+            i += 1;
+        }
+        KeySet { keys, by_len }
+    }
+
+    /// The keys, in the order [`Node::pick_set`] gives their members.
+    pub(crate) fn keys(&self) -> &[&'static str; N] {
+        &self.keys
+    }
+
+    /// The position of key text `k` (between the quotes, as written) in the set.
+    #[inline]
+    fn slot(&self, k: &str) -> Option<usize> {
+        let candidates = *self.by_len.get(k.len())?;
+        for n in 0..KeySet::<N>::PER_LENGTH {
+            let j = (candidates >> (8 * n) & 0xff) as usize;
+            if j == 0xff {
+                return None;
+            }
+            // Most keys of a `pm2_env` are environment variables: their first byte tells
+            // them apart from the set's without a call to compare.
+            let key = self.keys[j].as_bytes();
+            if key.first() == k.as_bytes().first() && key == k.as_bytes() {
+                return Some(j);
+            }
+        }
+        None
+    }
+}
+
 /// A view of one JSON value inside a payload's validated text: an object's members are
 /// found by one walk over its text (kept), scalars are read when asked for.
 #[derive(Clone)]
@@ -506,6 +569,32 @@ impl<'a> Node<'a> {
                 found[j] = Some(v);
             } else if k.as_bytes().contains(&b'\\') {
                 // An escaped key may stand for one of `keys`.
+                return None;
+            }
+        }
+        Some(found.map(|v| v.map(|v| Node::new(self.doc, v))))
+    }
+
+    /// Members `set` of an object, each the last of its name as [`Node::get`] finds it, read
+    /// in one walk that keeps no member list and tells most other keys apart by their length
+    /// alone: for a large object read once for a dozen of its members (a `pm2_env` of a
+    /// hundred or more, read again whenever one of its values changed). None when this is
+    /// not an object or any of its keys has an escape: ask [`Node::get`] then.
+    pub(crate) fn pick_set<const N: usize>(
+        &self,
+        set: &KeySet<N>,
+    ) -> Option<[Option<Node<'a>>; N]> {
+        if !self.is_object() {
+            return None;
+        }
+        let mut found: [Option<&'a str>; N] = [None; N];
+        for (k, v) in self.doc.members(self.raw) {
+            let k = key_inner(k);
+            if let Some(j) = set.slot(k) {
+                found[j] = Some(v);
+            } else if k.bytes().fold(false, |any, c| any | (c == b'\\')) {
+                // An escaped key may stand for one of the set's. (Keys are short: a loop
+                // without branches, not a search call per key.)
                 return None;
             }
         }
@@ -680,6 +769,63 @@ mod tests {
             assert_eq!(n.get("eA").is_some(), escaped);
             assert_eq!(n.members().unwrap().count(), tree.len() + 1);
         }
+    }
+
+    /// A set of keys read in one walk gives each key's member as a lookup by name does (the
+    /// last of a name wins; nested objects' members are not the object's), also for keys
+    /// that share a length with many others or with none of the set's, keys too long for the
+    /// set and non-objects; with an escaped key anywhere the walk declines.
+    #[test]
+    fn pick_set_reads_as_get_would() {
+        const SET: KeySet<9> = KeySet::new([
+            "status",
+            "pm_cwd",
+            "signal",
+            "ab",
+            "ba",
+            "",
+            "x",
+            "kill_timeout",
+            "env",
+        ]);
+        let texts = [
+            r#"{"status":"online","pm_cwd":"/srv","signal":null,"ab":1,"ba":2,"":3,"x":{"status":"inner"},"kill_timeout":1600,"env":{"A":"1"}}"#,
+            r#"{"STATUS":"no","status":"a","status":"b","PM_CWD":"/x","aa":1,"bb":2,"abc":3,"kill_timeouts":4,"kill_timeoux":5}"#,
+            r#"{"x":[{"ab":1}],"envy":2,"en":3,"e":4,"ab":"last","ab":"lasting"}"#,
+            r#"{"a_key_much_longer_than_sixty_three_bytes_that_no_key_set_can_hold_at_all":1,"ab":7}"#,
+            r#"{}"#,
+            r#"{"a":"back\\slash \"quoted\"","ab":"\u00e9"}"#,
+        ];
+        for t in texts {
+            let j = Json::parse(t.as_bytes()).unwrap();
+            let n = j.node();
+            let picked = n.pick_set(&SET).expect("walked");
+            for (key, got) in SET.keys().iter().zip(&picked) {
+                let want = n.get(key);
+                assert_eq!(
+                    got.as_ref().map(Node::raw),
+                    want.as_ref().map(Node::raw),
+                    "{key} in {t}"
+                );
+            }
+        }
+        for declined in [
+            r#"{"st\u0061tus":1}"#,
+            r#"{"ab":1,"\n":2}"#,
+            "[1]",
+            "7",
+            r#""ab""#,
+        ] {
+            let j = Json::parse(declined.as_bytes()).unwrap();
+            assert!(j.node().pick_set(&SET).is_none(), "{declined}");
+        }
+    }
+
+    /// A key set holds at most four keys of one length.
+    #[test]
+    #[should_panic(expected = "too many keys of one length")]
+    fn a_key_set_refuses_five_keys_of_one_length() {
+        KeySet::new(["a", "b", "c", "d", "e"]);
     }
 
     /// Whatever is asked first (text, tree, tape, a clone, the serialized form, a new
