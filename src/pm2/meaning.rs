@@ -23,7 +23,7 @@
 
 use super::daemon_log::{self, DaemonLogLine};
 use crate::wire::amp::Message;
-use crate::wire::json::{scan, Json, KeySet, Node};
+use crate::wire::json::{scan, Json, KeySet, Node, Walks};
 use crate::wire::rpc::Call;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -342,6 +342,13 @@ thread_local! {
     static ENV_MEMO: RefCell<Memo<Arc<EnvFingerprint>>> = RefCell::new(Memo::new());
 }
 
+thread_local! {
+    /// The last `pm2_env`s read (getMonitorData entries, replies), for [`Pm2EnvFields::of`].
+    static PM2_ENV_WALKS: RefCell<Walks<PM2_ENV_N>> = const { RefCell::new(Walks::new()) };
+    /// The last `process` objects of `process:event`s read.
+    static PROCESS_WALKS: RefCell<Walks<PM2_ENV_N>> = const { RefCell::new(Walks::new()) };
+}
+
 /// `process` objects of app output lines remembered, and the longest one remembered.
 const LINE_PROCS: usize = 8;
 const LINE_PROC_MAX: usize = 1024;
@@ -532,15 +539,19 @@ pm2_env_keys! {
 /// The [`K`] members of a `pm2_env` (each the last of its name, as [`Node::get`] finds it).
 /// A `pm2_env` carries every environment variable of the app (a hundred members and more)
 /// and is read again whenever any of its values changed: its members are found in one walk
-/// ([`Node::pick_set`]) instead of a member list and a lookup per name.
+/// ([`Node::pick_set_after`]) instead of a member list and a lookup per name.
 struct Pm2EnvFields<'a>([Option<Node<'a>>; PM2_ENV_N]);
 
 impl<'a> Pm2EnvFields<'a> {
-    /// The members of `obj` (none when there is no object).
-    fn of(obj: Option<&Node<'a>>) -> Pm2EnvFields<'a> {
+    /// The members of `obj` (none when there is no object), walked only where it differs
+    /// from the objects read before with `walks` ([`Node::pick_set_after`]).
+    fn of(
+        obj: Option<&Node<'a>>,
+        walks: &'static std::thread::LocalKey<RefCell<Walks<PM2_ENV_N>>>,
+    ) -> Pm2EnvFields<'a> {
         match obj {
-            Some(o) => o
-                .pick_set(&PM2_ENV_KEYS)
+            Some(o) => walks
+                .with_borrow_mut(|w| o.pick_set_after(&PM2_ENV_KEYS, w))
                 .map(Pm2EnvFields)
                 .unwrap_or_else(|| Pm2EnvFields::by_name(o)),
             None => Pm2EnvFields(std::array::from_fn(|_| None)),
@@ -548,7 +559,7 @@ impl<'a> Pm2EnvFields<'a> {
     }
 
     /// The members of `obj`, each looked up by name (the general path, for objects
-    /// [`Node::pick_set`] does not read).
+    /// [`Node::pick_set_after`] does not read).
     fn by_name(obj: &Node<'a>) -> Pm2EnvFields<'a> {
         Pm2EnvFields(PM2_ENV_KEYS.keys().map(|k| obj.get(k)))
     }
@@ -639,7 +650,7 @@ impl MonitorProc {
 
     /// What a process object's `pm2_env` says of app `pm_id` (its ids left out).
     fn from_pm2_env(pm_id: Option<u64>, env: Option<&Node>) -> MonitorProc {
-        MonitorProc::from_fields(pm_id, &Pm2EnvFields::of(env))
+        MonitorProc::from_fields(pm_id, &Pm2EnvFields::of(env, &PM2_ENV_WALKS))
     }
 
     /// [`MonitorProc::from_pm2_env`] of the members read.
@@ -900,7 +911,7 @@ impl BusEvent {
                         payload: payload.to_json(),
                     };
                 };
-                let fields = Pm2EnvFields::of(proc_.as_ref());
+                let fields = Pm2EnvFields::of(proc_.as_ref(), &PROCESS_WALKS);
                 let field = |k: K| fields.get(k);
                 let tree_pids = field(K::TreePids)
                     .and_then(|t| t.items())
@@ -1048,10 +1059,15 @@ mod tests {
         assert!(!walked(&payloads[3]) && !walked(&payloads[10]));
     }
 
+    thread_local! {
+        static TEST_WALKS: RefCell<Walks<PM2_ENV_N>> = const { RefCell::new(Walks::new()) };
+    }
+
     /// Every object of the shipped captures (their `pm2_env`s, `process:event` processes,
-    /// replies) and objects that differ from them (members repeated, escaped, nested,
-    /// missing) give the same `pm2_env` members read in one walk as looked up by name; the
-    /// captures' `pm2_env`s take the walk.
+    /// replies), read in the captures' order, each walked where it differs from the objects
+    /// read before it, and objects that differ from them (members repeated, escaped, nested,
+    /// missing) give the same `pm2_env` members as looked up by name; the captures'
+    /// `pm2_env`s take the walk.
     #[test]
     fn pm2_env_members_read_in_one_walk_as_by_name() {
         fn objects<'a>(n: &Node<'a>, out: &mut Vec<Node<'a>>) {
@@ -1093,7 +1109,10 @@ mod tests {
             let mut all = Vec::new();
             objects(&j.node(), &mut all);
             for o in &all {
-                let (of, by_name) = (Pm2EnvFields::of(Some(o)), Pm2EnvFields::by_name(o));
+                let (of, by_name) = (
+                    Pm2EnvFields::of(Some(o), &TEST_WALKS),
+                    Pm2EnvFields::by_name(o),
+                );
                 for (a, b) in of.0.iter().zip(&by_name.0) {
                     assert_eq!(
                         a.as_ref().map(Node::raw),
@@ -1104,7 +1123,12 @@ mod tests {
                 }
                 checked += 1;
                 if let Some(env) = o.get("pm2_env") {
-                    assert!(env.pick_set(&PM2_ENV_KEYS).is_some(), "{}", env.raw());
+                    let mut fresh = Walks::new();
+                    assert!(
+                        env.pick_set_after(&PM2_ENV_KEYS, &mut fresh).is_some(),
+                        "{}",
+                        env.raw()
+                    );
                     walked_envs += 1;
                 }
             }

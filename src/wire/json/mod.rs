@@ -406,7 +406,7 @@ impl MemberIndex {
     }
 }
 
-/// Keys to read from an object in one walk ([`Node::pick_set`]), by their length: a member's
+/// Keys to read from an object in one walk ([`Node::pick_set_after`]), by their length: a member's
 /// key is compared with the few keys of its length only (at most [`KeySet::PER_LENGTH`], all
 /// shorter than [`KeySet::MAX_LEN`] bytes: checked when the set is made, at compile time).
 pub(crate) struct KeySet<const N: usize> {
@@ -444,7 +444,7 @@ impl<const N: usize> KeySet<N> {
         KeySet { keys, by_len }
     }
 
-    /// The keys, in the order [`Node::pick_set`] gives their members.
+    /// The keys, in the order [`Node::pick_set_after`] gives their members.
     pub(crate) fn keys(&self) -> &[&'static str; N] {
         &self.keys
     }
@@ -467,6 +467,68 @@ impl<const N: usize> KeySet<N> {
         }
         None
     }
+}
+
+/// Objects a [`Walks`] remembers, and the longest text it keeps.
+const WALKS_KEPT: usize = 2;
+const WALK_TEXT_MAX: usize = 1 << 20;
+
+/// The last few objects [`Node::pick_set_after`] read for one [`KeySet`] (the latest first).
+pub(crate) struct Walks<const N: usize>(Vec<Walked<N>>);
+
+impl<const N: usize> Walks<N> {
+    pub(crate) const fn new() -> Walks<N> {
+        Walks(Vec::new())
+    }
+}
+
+/// What a walk of an object for a [`KeySet`] found: its text, where each member starts (its
+/// key's opening quote), and where each key of the set is (its member's number and its
+/// value's range), all counted from the object's first byte.
+struct Walked<const N: usize> {
+    text: String,
+    starts: Vec<u32>,
+    found: [Option<(u32, u32, u32)>; N],
+    /// A key of the set is there more than once: its other members were not kept, so this
+    /// object cannot lend its members to the next.
+    repeats: bool,
+}
+
+/// How many bytes `a` and `b` share at their start (sixteen at a time first).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 16 <= n {
+        let x = u128::from_le_bytes(a[i..i + 16].try_into().expect("sixteen bytes"));
+        let y = u128::from_le_bytes(b[i..i + 16].try_into().expect("sixteen bytes"));
+        if x != y {
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 16;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+/// How many bytes `a` and `b` share at their end (sixteen at a time first).
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut i = n;
+    while i >= 16 {
+        let x = u128::from_le_bytes(a[i - 16..i].try_into().expect("sixteen bytes"));
+        let y = u128::from_le_bytes(b[i - 16..i].try_into().expect("sixteen bytes"));
+        if x != y {
+            return n - i + ((x ^ y).leading_zeros() / 8) as usize;
+        }
+        i -= 16;
+    }
+    while i > 0 && a[i - 1] == b[i - 1] {
+        i -= 1;
+    }
+    n - i
 }
 
 /// A view of one JSON value inside a payload's validated text: an object's members are
@@ -577,28 +639,130 @@ impl<'a> Node<'a> {
 
     /// Members `set` of an object, each the last of its name as [`Node::get`] finds it, read
     /// in one walk that keeps no member list and tells most other keys apart by their length
-    /// alone: for a large object read once for a dozen of its members (a `pm2_env` of a
-    /// hundred or more, read again whenever one of its values changed). None when this is
-    /// not an object or any of its keys has an escape: ask [`Node::get`] then.
-    pub(crate) fn pick_set<const N: usize>(
+    /// alone: for a large object read for a dozen of its members (a `pm2_env` of a hundred or
+    /// more, read again whenever one of its values changed). An object like one read before
+    /// (the next text of an app's `pm2_env`, in which a few values changed) is walked only
+    /// where it differs: the members it shares with the most similar of the objects `walks`
+    /// remembers, byte for byte at their start and at their end, are taken from that
+    /// object's walk. The object is remembered in turn. None when this is not an object or
+    /// any of its keys has an escape: ask [`Node::get`] then.
+    pub(crate) fn pick_set_after<const N: usize>(
         &self,
         set: &KeySet<N>,
+        walks: &mut Walks<N>,
     ) -> Option<[Option<Node<'a>>; N]> {
         if !self.is_object() {
             return None;
         }
-        let mut found: [Option<&'a str>; N] = [None; N];
-        for (k, v) in self.doc.members(self.raw) {
-            let k = key_inner(k);
-            if let Some(j) = set.slot(k) {
-                found[j] = Some(v);
-            } else if k.bytes().fold(false, |any, c| any | (c == b'\\')) {
-                // An escaped key may stand for one of the set's. (Keys are short: a loop
-                // without branches, not a search call per key.)
+        let new = self.raw.as_bytes();
+        // The remembered object sharing the most bytes with this one at its two ends.
+        let best = walks
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let old = w.text.as_bytes();
+                let p = common_prefix(old, new);
+                (i, p, common_suffix(&old[p..], &new[p..]))
+            })
+            .max_by_key(|&(_, p, s)| p + s);
+        let walked = self.walk_set(set, best.map(|(i, p, s)| (&walks.0[i], p, s)));
+        let lent = best.map(|(i, ..)| walks.0.remove(i));
+        let mut walked = walked?;
+        let found = walked
+            .found
+            .map(|f| f.map(|(_, vs, ve)| Node::new(self.doc, &self.raw[vs as usize..ve as usize])));
+        if !walked.repeats && self.raw.len() <= WALK_TEXT_MAX {
+            // The text is kept in the buffer of the object it replaces.
+            walked.text = lent.map(|w| w.text).unwrap_or_default();
+            walked.text.clear();
+            walked.text.push_str(self.raw);
+            walks.0.truncate(WALKS_KEPT - 1);
+            walks.0.insert(0, walked);
+        }
+        Some(found)
+    }
+
+    /// The walk of [`Node::pick_set_after`]: every member, or (`old`: an object read before,
+    /// with the number of bytes this one shares with it at its start and at its end) only
+    /// the members not inside those bytes. None when a key walked has an escape.
+    fn walk_set<const N: usize>(
+        &self,
+        set: &KeySet<N>,
+        old: Option<(&Walked<N>, usize, usize)>,
+    ) -> Option<Walked<N>> {
+        let new = self.raw;
+        let at = self.doc.offset(new);
+        // Only an object read without repeated keys of the set can lend its members.
+        let old = old.filter(|(w, ..)| !w.repeats);
+        // The old members that end inside the shared start, and the one after them, which
+        // starts there too (before the first byte that differs): this object has it at the
+        // same place, and is walked from it.
+        let first_walked = old.and_then(|(w, p, _)| {
+            w.starts
+                .partition_point(|&st| (st as usize) < p)
+                .checked_sub(1)
+        });
+        let (members, mut starts) = match (old, first_walked) {
+            (Some((w, ..)), Some(a)) => (
+                self.doc.members_from(new, w.starts[a] as usize),
+                w.starts[..a].to_vec(),
+            ),
+            _ => (self.doc.members(new), Vec::new()),
+        };
+        let kept_before = starts.len();
+        let mut found: [Option<(u32, u32, u32)>; N] = [None; N];
+        let mut seen = [0u8; N];
+        if let Some((w, ..)) = old {
+            for (j, f) in w.found.iter().enumerate() {
+                if let Some(f) = f.filter(|f| (f.0 as usize) < kept_before) {
+                    found[j] = Some(f);
+                    seen[j] += 1;
+                }
+            }
+        }
+        // Where the walk meets the old object's members again, inside the shared end (their
+        // number there): the rest are the same.
+        let mut resumed = None;
+        for (k, v) in members {
+            let start = self.doc.offset(k) - at;
+            if let Some((w, _, s)) = old {
+                if start >= new.len() - s {
+                    let old_start = start + w.text.len() - new.len();
+                    if let Ok(b) = w.starts.binary_search(&(old_start as u32)) {
+                        resumed = Some(b);
+                        break;
+                    }
+                }
+            }
+            let number = starts.len() as u32;
+            starts.push(start as u32);
+            let key = key_inner(k);
+            if let Some(j) = set.slot(key) {
+                let vs = (self.doc.offset(v) - at) as u32;
+                found[j] = Some((number, vs, vs + v.len() as u32));
+                seen[j] = seen[j].saturating_add(1);
+            } else if key.bytes().fold(false, |any, c| any | (c == b'\\')) {
                 return None;
             }
         }
-        Some(found.map(|v| v.map(|v| Node::new(self.doc, v))))
+        if let (Some((w, ..)), Some(b)) = (old, resumed) {
+            let shift = |x: u32| (x as usize + new.len() - w.text.len()) as u32;
+            let renumber = starts.len() as u32;
+            for (j, f) in w.found.iter().enumerate() {
+                if let Some((n, vs, ve)) = f.filter(|f| f.0 as usize >= b) {
+                    found[j] = Some((renumber + n - b as u32, shift(vs), shift(ve)));
+                    seen[j] = seen[j].saturating_add(1);
+                }
+            }
+            starts.extend(w.starts[b..].iter().map(|&st| shift(st)));
+        }
+        Some(Walked {
+            text: String::new(),
+            starts,
+            found,
+            repeats: seen.iter().any(|&n| n > 1),
+        })
     }
 
     /// An array's items (None for anything else).
@@ -799,7 +963,7 @@ mod tests {
         for t in texts {
             let j = Json::parse(t.as_bytes()).unwrap();
             let n = j.node();
-            let picked = n.pick_set(&SET).expect("walked");
+            let picked = n.pick_set_after(&SET, &mut Walks::new()).expect("walked");
             for (key, got) in SET.keys().iter().zip(&picked) {
                 let want = n.get(key);
                 assert_eq!(
@@ -817,8 +981,155 @@ mod tests {
             r#""ab""#,
         ] {
             let j = Json::parse(declined.as_bytes()).unwrap();
-            assert!(j.node().pick_set(&SET).is_none(), "{declined}");
+            assert!(
+                j.node().pick_set_after(&SET, &mut Walks::new()).is_none(),
+                "{declined}"
+            );
         }
+    }
+
+    /// Objects read one after the other, each walked only where it differs from the ones
+    /// read before, give each key's member as a lookup by name does: values changed (longer,
+    /// shorter, to and from containers) at the start, middle and end, members added,
+    /// removed, moved, repeated (also a key of the set) and escaped, whitespace around
+    /// members, texts alternating, empty objects and non-objects between.
+    #[test]
+    fn pick_set_after_objects_read_before_reads_as_get_would() {
+        const SET: KeySet<6> = KeySet::new(["status", "pm_id", "env", "a", "watch", "name"]);
+        let keys = [
+            "status",
+            "pm_id",
+            "env",
+            "a",
+            "watch",
+            "name",
+            "PATH",
+            "HOME",
+            "b",
+            "stat",
+            "x_y",
+            "st\\u0061tus",
+        ];
+        let values = [
+            "1",
+            "22",
+            "\"s\"",
+            "\"longer, with a comma\"",
+            "{\"status\":3}",
+            "[1,{\"a\":2}]",
+            "null",
+            "-1.5",
+            "\"\\\"q\\\"\"",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut members: Vec<(usize, usize)> = (0..30).map(|i| (6 + i % 5, i % 8)).collect();
+        members.extend([(0, 0), (1, 1), (2, 4), (3, 2), (4, 5), (5, 3)]);
+        let mut walks = Walks::new();
+        let (mut taken, mut lent, mut texts) = (0, 0, Vec::new());
+        for round in 0..3000 {
+            match next(10) {
+                0 | 1 | 2 => {
+                    let i = next(members.len().max(1));
+                    if let Some(m) = members.get_mut(i) {
+                        m.1 = next(values.len());
+                    }
+                }
+                3 => {
+                    // Mostly keys not in the set; now and then one of the set's again.
+                    let key = if next(10) == 0 { next(6) } else { 6 + next(5) };
+                    let at = next(members.len() + 1);
+                    members.insert(at, (key, next(values.len())));
+                }
+                7 => {
+                    // Repeated keys of the set removed (the last one kept).
+                    let mut seen = Vec::new();
+                    for i in (0..members.len()).rev() {
+                        if members[i].0 < 6 {
+                            if seen.contains(&members[i].0) {
+                                members.remove(i);
+                            } else {
+                                seen.push(members[i].0);
+                            }
+                        }
+                    }
+                }
+                4 if !members.is_empty() => {
+                    members.remove(next(members.len()));
+                }
+                5 if members.len() > 1 => {
+                    let (i, j) = (next(members.len()), next(members.len()));
+                    members.swap(i, j);
+                }
+                6 if next(4) == 0 => {
+                    let at = next(members.len() + 1);
+                    members.insert(at, (keys.len() - 1, next(values.len())));
+                }
+                6 => members.retain(|m| m.0 != keys.len() - 1),
+                _ => {}
+            }
+            let spaced = next(5) == 0;
+            let text = format!(
+                "{{{}}}",
+                members
+                    .iter()
+                    .map(|&(k, v)| if spaced {
+                        let pad = " ".repeat(next(3));
+                        format!("{pad} \"{}\" : {} ", keys[k], values[v])
+                    } else {
+                        format!("\"{}\":{}", keys[k], values[v])
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            texts.push(text.clone());
+            // Now and then an older text again, an empty object or not an object at all.
+            let text = match next(20) {
+                0 => texts[next(texts.len())].clone(),
+                1 => "{}".to_owned(),
+                2 => "[1]".to_owned(),
+                _ => text,
+            };
+            let j = Json::parse(text.as_bytes()).expect(&text);
+            let n = j.node();
+            let picked = n.pick_set_after(&SET, &mut walks);
+            let escaped = text.contains("st\\u0061tus");
+            match picked {
+                Some(picked) => {
+                    assert!(!escaped && n.is_object(), "round {round}: {text}");
+                    for (key, got) in SET.keys().iter().zip(&picked) {
+                        let want = n.get(key);
+                        assert_eq!(
+                            got.as_ref().map(Node::raw),
+                            want.as_ref().map(Node::raw),
+                            "round {round}: {key} in {text}"
+                        );
+                    }
+                    taken += 1;
+                    let repeats = SET
+                        .keys()
+                        .iter()
+                        .any(|k| n.members().unwrap().filter(|(m, _)| m == k).count() > 1);
+                    // Remembered for the next, unless a key of the set repeats.
+                    assert_eq!(
+                        walks.0.first().is_some_and(|w| w.text == text),
+                        !repeats,
+                        "round {round}: {text}"
+                    );
+                    lent += usize::from(!repeats);
+                }
+                None => assert!(escaped || !n.is_object(), "round {round}: {text}"),
+            }
+        }
+        assert!(
+            taken > 1000 && lent > 1000,
+            "{taken} read, {lent} remembered"
+        );
     }
 
     /// A key set holds at most four keys of one length.

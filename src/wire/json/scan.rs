@@ -809,6 +809,17 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// The members of object `v` from the one whose key starts `from` bytes into `v` (where
+    /// an earlier walk found a member start), as [`Doc::members`] gives them.
+    pub(crate) fn members_from(&self, v: &'a str, from: usize) -> Members<'a> {
+        let at = self.offset(v);
+        Members {
+            doc: *self,
+            i: at + from,
+            end: at + v.len(),
+        }
+    }
+
     /// The member of each item of array `v` (a slice of the text starting with `[`) whose
     /// items are all objects of one member, read from the bytes of compact text (no
     /// whitespace: `[{"s":"log:out"},{"j":{...}}]`, as pm2-trace stores a message) without
