@@ -859,7 +859,7 @@ fn bus_message_as_written(json: &[u8], tape: &mut scan::Tape) -> Option<Stamped>
     let payload = rest[name_end..]
         .strip_prefix(b"\"},{\"j\":")?
         .strip_suffix(b"}]}")?;
-    let text = scan::validate_into(payload, tape).ok()?;
+    let text = scan::validate_into_remembering(payload, tape).ok()?;
     // The payload alone, without whitespace around it.
     if text.len() != payload.len() {
         return None;

@@ -347,25 +347,84 @@ const TAPE_MIN: usize = 32;
 /// Validate one value starting at `i` (no leading whitespace); the position after it.
 /// The bytes must already be known to be UTF-8 (strings are not checked for it here).
 /// Containers are recorded in `tape` (when positions fit in 32 bits).
-fn value_at(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
+fn value_at<const REMEMBER: bool>(b: &[u8], i: usize, tape: &mut Tape) -> Result<usize, Invalid> {
     thread_local! {
         /// The stack of open containers, kept for the next value (one per record read).
         static STACK: std::cell::Cell<Vec<(bool, usize, usize)>> =
             const { std::cell::Cell::new(Vec::new()) };
+        /// The object remembered for the next text (when validating with `REMEMBER`).
+        static REMEMBERED: std::cell::Cell<Remembered> =
+            const { std::cell::Cell::new(Remembered { text: Vec::new(), tape: Vec::new() }) };
     }
     let mut stack = STACK.take();
     stack.clear();
-    let end = containers(b, i, tape, &mut stack);
+    let end = if REMEMBER {
+        let mut remembered = REMEMBERED.take();
+        let end = containers::<true>(b, i, tape, &mut stack, &mut remembered);
+        REMEMBERED.set(remembered);
+        end
+    } else {
+        containers::<false>(b, i, tape, &mut stack, &mut Remembered::default())
+    };
     STACK.set(stack);
     end
 }
 
-/// [`value_at`] with its stack of open containers.
-fn containers(
+/// The first object inside the last text validated on this thread that held one (at most
+/// [`REMEMBERED_MAX`] bytes), with its tape: the same bytes met again at the same place (an
+/// app's `process` object in each of its output lines, as a busy app writes them one after
+/// another) are that same valid object, taken whole instead of validated again. Text equal
+/// to a valid JSON value is that value wherever it stands (a value's end is told by its own
+/// bytes), so what is accepted, refused and taped does not change.
+#[derive(Default)]
+struct Remembered {
+    text: Vec<u8>,
+    /// Its containers' tape, counted from its start.
+    tape: Tape,
+}
+
+impl Remembered {
+    /// When the text at `i` starts with the remembered object: the position after it, its
+    /// tape placed in `tape` (when the text is taped).
+    #[inline(never)]
+    fn at(&self, b: &[u8], i: usize, tape: Option<&mut Tape>) -> Option<usize> {
+        if self.text.is_empty() || !b[i..].starts_with(&self.text) {
+            return None;
+        }
+        if let Some(tape) = tape {
+            let at = i as u32;
+            tape.extend(self.tape.iter().map(|&(s, e)| (s + at, e + at)));
+        }
+        Some(i + self.text.len())
+    }
+
+    /// Remember `text`, an object just validated at `start`, with `tape`, its part of the
+    /// text's tape (when it is not too long).
+    #[inline(never)]
+    fn keep(&mut self, text: &[u8], tape: &[(u32, u32)], start: usize) {
+        if text.len() > REMEMBERED_MAX {
+            return;
+        }
+        self.text.clear();
+        self.text.extend_from_slice(text);
+        self.tape.clear();
+        let at = start as u32;
+        self.tape
+            .extend(tape.iter().map(|&(s, e)| (s - at, e - at)));
+    }
+}
+
+/// Longer objects are not remembered (comparing them would cost much of validating them).
+const REMEMBERED_MAX: usize = 256;
+
+/// [`value_at`] with its stack of open containers (and, when `REMEMBER`, the remembered
+/// object: not for every text, as it slows the validation of large ones a little).
+fn containers<const REMEMBER: bool>(
     b: &[u8],
     i: usize,
     tape: &mut Tape,
     stack: &mut Vec<(bool, usize, usize)>,
+    remembered: &mut Remembered,
 ) -> Result<usize, Invalid> {
     let taped = u32::try_from(b.len()).is_ok();
     // Open containers: (is an object, start, its entry in the tape).
@@ -375,13 +434,26 @@ fn containers(
             tape.push((at as u32, 0));
         }
     };
+    // The start of the first object inside the outermost container, once met (then
+    // compared with the remembered one, and remembered in its place when it differs).
+    let mut first_inner = usize::MAX;
+    let mut inner_seen = false;
     let mut i = i;
     let sp = &mut Specials::new();
     'value: loop {
         // A value starts at i.
         let end = match b.get(i) {
             Some(b'"') => string(b, i, sp)?,
-            Some(b'{') => {
+            Some(b'{') => 'object: {
+                if REMEMBER && !inner_seen && stack.len() == 1 {
+                    inner_seen = true;
+                    first_inner = i;
+                    if let Some(end) = remembered.at(b, i, taped.then_some(&mut *tape)) {
+                        // Not remembered again.
+                        first_inner = usize::MAX;
+                        break 'object end;
+                    }
+                }
                 let j = skip_ws(b, i + 1);
                 if b.get(j) == Some(&b'}') {
                     j + 1
@@ -462,6 +534,9 @@ fn containers(
                             tape[entry].1 = i as u32;
                         }
                     }
+                    if REMEMBER && first_inner == start && taped {
+                        remembered.keep(&b[start..i], &tape[entry.min(tape.len())..], start);
+                    }
                 }
                 (None, _) => {
                     return Err(Invalid {
@@ -522,7 +597,18 @@ pub(crate) fn validate(b: &[u8]) -> Result<(&str, Tape), Invalid> {
 /// [`validate`], the tape written into `tape` (cleared first), for a reader that validates
 /// one text after another and keeps no tape: no allocation once `tape` has grown.
 pub(crate) fn validate_into<'b>(b: &'b [u8], tape: &mut Tape) -> Result<&'b str, Invalid> {
-    validate_str_into(utf8(b)?, tape)
+    validate_str_into::<false>(utf8(b)?, tape)
+}
+
+/// [`validate_into`] for one small text after another of the same kind (a capture's app
+/// output lines): the first object inside the text, when it repeats the one of the last
+/// such text validated on this thread (an app's `process` object), is compared instead of
+/// validated again (see [`Remembered`]). The same verdicts, offsets and tapes.
+pub(crate) fn validate_into_remembering<'b>(
+    b: &'b [u8],
+    tape: &mut Tape,
+) -> Result<&'b str, Invalid> {
+    validate_str_into::<true>(utf8(b)?, tape)
 }
 
 /// `b` as text, when it is UTF-8. Most texts are ASCII (pm2's payloads, a capture's
@@ -582,15 +668,18 @@ fn all_ascii(b: &[u8]) -> bool {
 /// [`validate`] of a text already known to be UTF-8.
 pub(crate) fn validate_str(text: &str) -> Result<(&str, Tape), Invalid> {
     let mut tape = Tape::new();
-    let valid = validate_str_into(text, &mut tape)?;
+    let valid = validate_str_into::<false>(text, &mut tape)?;
     Ok((valid, tape))
 }
 
-fn validate_str_into<'b>(text: &'b str, tape: &mut Tape) -> Result<&'b str, Invalid> {
+fn validate_str_into<'b, const REMEMBER: bool>(
+    text: &'b str,
+    tape: &mut Tape,
+) -> Result<&'b str, Invalid> {
     tape.clear();
     let b = text.as_bytes();
     let start = skip_ws(b, 0);
-    let end = value_at(b, start, tape)?;
+    let end = value_at::<REMEMBER>(b, start, tape)?;
     let rest = skip_ws(b, end);
     if rest != b.len() {
         return Err(Invalid {
@@ -1508,6 +1597,58 @@ mod tests {
                     }
                 }
                 Err(e) => proptest::prop_assert!(e.offset <= b.len()),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Texts validated one after another remembering their first inner object (texts
+        /// that share it, whole or damaged around it or inside it, at other places, inside
+        /// strings, nested deeper, longer than what is remembered) give exactly what plain
+        /// validation gives: the value, the tape, or the error and its offset.
+        #[test]
+        fn remembering_validates_as_plain_validation(
+            inner in raw_json(),
+            texts in proptest::collection::vec((0u8..6, raw_json(), proptest::collection::vec((proptest::prelude::any::<usize>(), 0u8..3, proptest::prelude::any::<u8>()), 0..2)), 1..8),
+        ) {
+            let object = format!("{{\"pm_id\":0,\"name\":\"web\",\"x\":{inner}}}");
+            let mut tape = Tape::new();
+            for (shape, other, edits) in texts {
+                let text = match shape {
+                    0 => format!("{{\"process\":{object},\"data\":{other},\"at\":1}}"),
+                    1 => format!("[{object},{other}]"),
+                    2 => format!("{{\"a\":{other},\"process\":{object}}}"),
+                    3 => format!("{{\"s\":\"{}\",\"p\":{object}}}", object.replace('"', "\\\"")),
+                    4 => format!("[[{object}],{object}]"),
+                    _ => format!("{{\"process\":{object}{other}}}"),
+                };
+                let mut b = text.into_bytes();
+                damage(&mut b, &edits, b"{}[]\",:0 \\\x01\xff");
+                let plain = validate(&b);
+                let remembering = validate_into_remembering(&b, &mut tape).map(|t| (t, tape.clone()));
+                proptest::prop_assert_eq!(remembering, plain, "{}", String::from_utf8_lossy(&b));
+            }
+        }
+    }
+
+    /// An app's output lines, validated one after another remembering their `process`
+    /// object: each one's tape is the one plain validation makes, whether the object is the
+    /// last one's or another app's, long enough to be taped or not, first or not.
+    #[test]
+    fn output_lines_remembering_their_process_tape_as_plainly() {
+        let web = r#"{"pm_id":0,"name":"web","rev":null,"namespace":"default"}"#;
+        let api = r#"{"pm_id":1,"name":"api","rev":null,"namespace":"default","x":{"nested":"deep enough to be taped"}}"#;
+        let short = r#"{"pm_id":2}"#;
+        let mut tape = Tape::new();
+        for process in [web, web, api, api, web, short, short, api, api] {
+            for line in [
+                format!(r#"{{"process":{process},"data":"GET /x 200 5 ms\n","at":1764086502063}}"#),
+                format!(r#"{{"data":"x","at":1,"process":{process}}}"#),
+                format!(r#"  {{"process":{process},"data":"y"}} "#),
+            ] {
+                let got = validate_into_remembering(line.as_bytes(), &mut tape).unwrap();
+                let (want, want_tape) = validate(line.as_bytes()).unwrap();
+                assert_eq!((got, &tape), (want, &want_tape), "{line}");
             }
         }
     }
