@@ -217,7 +217,12 @@ impl Watcher {
                     self.wake.drain();
                     while let Ok(c) = rx.try_recv() {
                         match c {
-                            Cmd::Stop => return,
+                            Cmd::Stop => {
+                                // What the kernel reported before the stop is kept: the
+                                // datagrams waiting or already read ahead.
+                                self.drain_netlink();
+                                return;
+                            }
                             Cmd::Hint { pid, pm_id, name } => self.on_hint(pid, pm_id, &name),
                             Cmd::Snapshot(r, asked) => {
                                 self.flux();
@@ -237,6 +242,12 @@ impl Watcher {
                 self.scan();
             }
             self.run_queued_snapshots();
+            // Datagrams a long step read ahead (`keep_up`, e.g. in a snapshot) are handled
+            // now: the socket they came from is empty and would not wake the loop for them.
+            while self.netlink.read_ahead() {
+                self.drain_netlink();
+                self.run_queued_snapshots();
+            }
         }
     }
 

@@ -59,6 +59,11 @@ impl NetlinkInbox {
         }
     }
 
+    /// Datagrams read but not handled yet (or an overrun not yet acted on).
+    pub(super) fn read_ahead(&self) -> bool {
+        !self.pending.is_empty() || self.overrun
+    }
+
     /// [`Self::read_waiting`] from inside long work: only this field is borrowed, so it can
     /// run while the table is being iterated. A failure is reported by the next drain.
     pub(super) fn keep_up(&mut self) {

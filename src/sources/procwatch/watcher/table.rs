@@ -279,7 +279,11 @@ impl Watcher {
             return;
         }
         let Some(stat) = procfs::read_stat(&self.proc_root, pid) else {
-            self.lost(format!("hint: pid {pid} ({name}:{pm_id}) is not running"));
+            // A hint about a process whose exit was seen (the recorder decodes the RPC
+            // traffic behind the kernel's events) is late, not a sign of lost events.
+            if !self.exited.contains_key(&pid) {
+                self.lost(format!("hint: pid {pid} ({name}:{pm_id}) is not running"));
+            }
             return;
         };
         if !self.track(pid, Some(stat), None, None) {
