@@ -166,6 +166,28 @@ impl App {
     }
 
     /// The whole capture is read: show all of it (unless the user moved meanwhile).
+    /// The view of a capture that `loader` is still reading (see [`Model::open`]).
+    pub fn loading(model: Model, loader: Loader, color: bool) -> App {
+        let mut a = App::new(model, color);
+        a.loader = Some(loader);
+        a
+    }
+
+    /// One turn of a loading capture: take what the loader produced for at most
+    /// [`super::LOAD_PUMP`]. True once it has all been read (and the findings made); the
+    /// view is then [`App::loaded`]. False also when nothing is loading.
+    pub fn pump_loader(&mut self) -> bool {
+        let Some(loader) = self.loader.as_mut() else {
+            return false;
+        };
+        let done = self.model.pump(loader, super::LOAD_PUMP);
+        if done {
+            self.loader = None;
+            self.loaded();
+        }
+        done
+    }
+
     pub fn loaded(&mut self) {
         if !self.fitted {
             self.fit_all();
