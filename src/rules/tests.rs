@@ -271,3 +271,43 @@ fn a_reload_whose_rpc_copies_arrive_late_gives_no_finding() {
         .collect();
     assert_eq!(pids, vec![Some(2889), Some(3209)]);
 }
+
+/// A restart recorded on a busy host (`captures/drain-child-loaded-5.4.3`: the
+/// drain-child restart of `findings_live`, recorded while two busy loops held the machine's
+/// cores): the getMonitorData reply the CLI asked for before `pm2 restart` reached the
+/// timeline after the daemon had stopped the running generation (whose pid no event had
+/// named yet). The reply's process is that generation's, not a new one after it (which took
+/// the old pid into the restart's first generation: "the new generation (pid 23674)", one
+/// start too few, and no descendant-outlived-stop).
+#[test]
+fn a_reply_that_arrives_after_its_generation_ended_is_about_that_generation() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("captures/drain-child-loaded-5.4.3.bin");
+    let reader = crate::capture::reader::CaptureReader::open(&path).unwrap();
+    let info = reader.info().clone();
+    let events: Vec<crate::event::Stamped> = reader.map(Result::unwrap).collect();
+    // The order that matters: an RPC reply after a later bus event.
+    let late = events.windows(2).any(|w| {
+        matches!(w[0].event, crate::event::Event::BusMessage { .. })
+            && matches!(w[1].event, crate::event::Event::RpcMessage { .. })
+            && w[1].t + 5_000_000 < w[0].t
+    });
+    assert!(late, "the capture no longer shows RPC copies arriving late");
+    let tl = crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
+    let kinds: Vec<String> = analyze(&tl).into_iter().map(|f| f.kind).collect();
+    for k in [
+        "address-held-by-previous-generation",
+        "crash-loop-errored",
+        "descendant-outlived-stop",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "no {k}: {kinds:?}");
+    }
+    let pids: Vec<Option<i64>> = tl
+        .app(0)
+        .unwrap()
+        .generations
+        .iter()
+        .map(|g| g.pid)
+        .collect();
+    assert_eq!(pids[..2], [Some(23674), Some(23730)], "{pids:?}");
+}

@@ -1319,7 +1319,9 @@ impl Timeline {
             return;
         };
         // The generation this process belongs to: the one the request started, the
-        // current one if it has no pid yet, or a new one (its start was not seen).
+        // current one if it has no pid yet (also when it has ended since: a reply from
+        // before its end whose copy reached the timeline late, on a busy host), or a new one
+        // (its start was not seen).
         let idx = req
             .and_then(|r| {
                 a.generations
@@ -1331,7 +1333,9 @@ impl Timeline {
                 a.generations
                     .last()
                     .filter(|g| {
-                        g.pid.is_none() && g.exit.is_none() && !started_before(g, p, started)
+                        g.pid.is_none()
+                            && g.exit.as_ref().is_none_or(|x| x.at.t > t)
+                            && !started_before(g, p, started)
                     })
                     .map(|_| a.generations.len() - 1)
             });
