@@ -230,6 +230,30 @@ fn a_start_before_the_recording_is_not_judged_for_a_held_address() {
     assert!(kinds.iter().any(|k| k == "crash-loop-errored"), "{kinds:?}");
 }
 
+/// The timeline of shipped capture `name` (recorded on a busy host), after checking that it
+/// still shows what it was kept for: an RPC copy filed after a later event that `later`
+/// accepts (5 ms and more later).
+fn timeline_of_late_rpc(
+    name: &str,
+    later: impl Fn(&crate::event::Event) -> bool,
+) -> crate::timeline::Timeline {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("captures/{name}.bin"));
+    let reader = crate::capture::reader::CaptureReader::open(&path).unwrap();
+    let info = reader.info().clone();
+    let events: Vec<crate::event::Stamped> = reader.map(Result::unwrap).collect();
+    let late = events.windows(2).any(|w| {
+        later(&w[0].event)
+            && matches!(
+                w[1].event,
+                crate::event::Event::RpcConnect { .. } | crate::event::Event::RpcMessage { .. }
+            )
+            && w[1].t + 5_000_000 < w[0].t
+    });
+    assert!(late, "{name} no longer shows RPC copies arriving late");
+    crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap()
+}
+
 /// A cluster reload recorded on a busy host (`captures/reload-ready-cluster-loaded-7.0.4`:
 /// the reload of `reload-ready-cluster-7.0.4`, recorded while two busy loops held the
 /// machine's cores): the recorder's RPC copies, decoded in the idle class, reached the
@@ -240,22 +264,10 @@ fn a_start_before_the_recording_is_not_judged_for_a_held_address() {
 /// outlived it: a false descendant-outlived-stop). A clean reload: no finding.
 #[test]
 fn a_reload_whose_rpc_copies_arrive_late_gives_no_finding() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("captures/reload-ready-cluster-loaded-7.0.4.bin");
-    let reader = crate::capture::reader::CaptureReader::open(&path).unwrap();
-    let info = reader.info().clone();
-    let events: Vec<crate::event::Stamped> = reader.map(Result::unwrap).collect();
     // The order that matters: an RPC copy after a later process-watcher event.
-    let late = events.windows(2).any(|w| {
-        matches!(w[0].event, crate::event::Event::Proc(_))
-            && matches!(
-                w[1].event,
-                crate::event::Event::RpcConnect { .. } | crate::event::Event::RpcMessage { .. }
-            )
-            && w[1].t + 5_000_000 < w[0].t
+    let tl = timeline_of_late_rpc("reload-ready-cluster-loaded-7.0.4", |e| {
+        matches!(e, crate::event::Event::Proc(_))
     });
-    assert!(late, "the capture no longer shows RPC copies arriving late");
-    let tl = crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
     let found: Vec<String> = analyze(&tl)
         .into_iter()
         .map(|f| format!("{} {}", f.kind, f.summary))
@@ -281,19 +293,10 @@ fn a_reload_whose_rpc_copies_arrive_late_gives_no_finding() {
 /// start too few, and no descendant-outlived-stop).
 #[test]
 fn a_reply_that_arrives_after_its_generation_ended_is_about_that_generation() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("captures/drain-child-loaded-5.4.3.bin");
-    let reader = crate::capture::reader::CaptureReader::open(&path).unwrap();
-    let info = reader.info().clone();
-    let events: Vec<crate::event::Stamped> = reader.map(Result::unwrap).collect();
-    // The order that matters: an RPC reply after a later bus event.
-    let late = events.windows(2).any(|w| {
-        matches!(w[0].event, crate::event::Event::BusMessage { .. })
-            && matches!(w[1].event, crate::event::Event::RpcMessage { .. })
-            && w[1].t + 5_000_000 < w[0].t
+    // The order that matters: an RPC copy after a later bus event.
+    let tl = timeline_of_late_rpc("drain-child-loaded-5.4.3", |e| {
+        matches!(e, crate::event::Event::BusMessage { .. })
     });
-    assert!(late, "the capture no longer shows RPC copies arriving late");
-    let tl = crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap();
     let kinds: Vec<String> = analyze(&tl).into_iter().map(|f| f.kind).collect();
     for k in [
         "address-held-by-previous-generation",
