@@ -165,7 +165,6 @@ impl App {
         a
     }
 
-    /// The whole capture is read: show all of it (unless the user moved meanwhile).
     /// The view of a capture that `loader` is still reading (see [`Model::open`]).
     pub fn loading(model: Model, loader: Loader, color: bool) -> App {
         let mut a = App::new(model, color);
@@ -188,6 +187,7 @@ impl App {
         done
     }
 
+    /// The whole capture is read: show all of it (unless the user moved meanwhile).
     pub fn loaded(&mut self) {
         if !self.fitted {
             self.fit_all();
