@@ -254,6 +254,16 @@ fn timeline_of_late_rpc(
     crate::timeline::replay(&info, events, |_| Ok::<(), ()>(())).unwrap()
 }
 
+/// The pids of app 0's generations, in order.
+fn generation_pids(tl: &crate::timeline::Timeline) -> Vec<Option<i64>> {
+    tl.app(0)
+        .unwrap()
+        .generations
+        .iter()
+        .map(|g| g.pid)
+        .collect()
+}
+
 /// A cluster reload recorded on a busy host (`captures/reload-ready-cluster-loaded-7.0.4`:
 /// the reload of `reload-ready-cluster-7.0.4`, recorded while two busy loops held the
 /// machine's cores): the recorder's RPC copies, decoded in the idle class, reached the
@@ -274,13 +284,7 @@ fn a_reload_whose_rpc_copies_arrive_late_gives_no_finding() {
         .collect();
     assert!(found.is_empty(), "{found:#?}");
     // The old worker's generation comes before the new one's.
-    let pids: Vec<Option<i64>> = tl
-        .app(0)
-        .unwrap()
-        .generations
-        .iter()
-        .map(|g| g.pid)
-        .collect();
+    let pids = generation_pids(&tl);
     assert_eq!(pids, vec![Some(2889), Some(3209)]);
 }
 
@@ -305,12 +309,6 @@ fn a_reply_that_arrives_after_its_generation_ended_is_about_that_generation() {
     ] {
         assert!(kinds.iter().any(|x| x == k), "no {k}: {kinds:?}");
     }
-    let pids: Vec<Option<i64>> = tl
-        .app(0)
-        .unwrap()
-        .generations
-        .iter()
-        .map(|g| g.pid)
-        .collect();
+    let pids = generation_pids(&tl);
     assert_eq!(pids[..2], [Some(23674), Some(23730)], "{pids:?}");
 }
