@@ -276,6 +276,31 @@ impl LaneCells {
     }
 }
 
+/// `xs.partition_point(pred)` for `pred` true of a prefix of `xs`, searched from `*from` on
+/// (galloping) when `pred` holds just before it, else in all of `xs`; `*from` is left at
+/// the answer. The generations of a lane are drawn in time order and ask for bounds that
+/// grow: each search then reads a few nearby items instead of a binary search's far ones
+/// (statuses and processes are up to 40k items of 80 bytes and more: a frame of the
+/// whole capture spent half its time in those searches' cache misses).
+fn seek<T>(xs: &[T], from: &mut usize, pred: impl Fn(&T) -> bool) -> usize {
+    let n = xs.len();
+    let mut lo = (*from).min(n);
+    let p = if lo > 0 && !pred(&xs[lo - 1]) {
+        xs.partition_point(&pred)
+    } else {
+        // xs[..lo] satisfy `pred`: probe lo, lo + 1, lo + 3, lo + 7, ...
+        let mut step = 1;
+        while lo + step <= n && pred(&xs[lo + step - 1]) {
+            lo += step;
+            step *= 2;
+        }
+        let hi = (lo + step - 1).min(n);
+        lo + xs[lo..hi].partition_point(&pred)
+    };
+    *from = p;
+    p
+}
+
 /// Start and end of a generation, as drawn (`None`: open on that side).
 fn gen_bounds(gens: &[Generation], i: usize) -> (Option<f64>, Option<f64>) {
     let g = &gens[i];
@@ -431,10 +456,10 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 lane.span(ca, cb, '─', s);
                 lane.put(ca, '├', s, P_MARK);
                 lane.put(cb, if r.answered.is_some() { '┤' } else { '▸' }, s, P_MARK);
-                let name = if r.error.is_some() {
-                    format!("{} ✗", r.method)
+                let name: Cow<str> = if r.error.is_some() {
+                    format!("{} ✗", r.method).into()
                 } else {
-                    r.method.clone()
+                    r.method.as_str().into()
                 };
                 if cb - ca > name.chars().count() as i64 {
                     lane.label(ca + 1, &name, s);
@@ -443,9 +468,12 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                     lane.label(ca + 1, &short, s);
                 }
             }
-            ev_lane_of_request.push((r.asked, k));
-            if let Some(x) = r.answered {
-                ev_lane_of_request.push((x, k));
+            // Only the evidence below looks these up.
+            if !app.evidence.is_empty() {
+                ev_lane_of_request.push((r.asked, k));
+                if let Some(x) = r.answered {
+                    ev_lane_of_request.push((x, k));
+                }
             }
         }
         let used = ends
@@ -461,12 +489,11 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
         let mut lane = LaneCells::new(w);
         let lo_t = t0.max(0.0) as u64;
         let d = &model.daemon;
-        let lo = d.partition_point(|&i| model.row(i as usize).tk < lo_t);
+        let lo = d.partition_point(|r| r.tk < lo_t);
         let hi_t = t1.max(0.0) as u64;
-        let hi = d.partition_point(|&i| model.row(i as usize).tk <= hi_t);
+        let hi = d.partition_point(|r| r.tk <= hi_t);
         let mut best: Vec<(Mark, Tone)> = vec![(Mark::None, Tone::Quiet); w];
-        for &i in &d[lo..hi] {
-            let r = model.row(i as usize);
+        for r in &d[lo..hi] {
             if app.filter_app.is_some_and(|a| r.app != a) {
                 continue;
             }
@@ -560,7 +587,12 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
     // Main pids of each app's generations, made when a child needs telling apart.
     let mut main_pids: std::collections::HashMap<u64, std::collections::HashSet<i64>> =
         std::collections::HashMap::new();
+    // A lane's marks, reused from one generation to the next.
+    let mut marks: Vec<(f64, Mark, Role, Option<Cow<'static, str>>)> = Vec::new();
     for group in groups.iter().skip(top).take(shown_n) {
+        // Where the last generation's searches ended: a group's generations follow each
+        // other, so the next search starts there (see `seek`).
+        let (mut proc_from, mut status_from) = (0, 0);
         let pm_id = &group[0].0;
         let at = &model.timeline.apps[pm_id];
         let gens = &at.generations;
@@ -594,9 +626,9 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
             if gen_bounds(gens, gi).1.is_some() && ev <= t1 {
                 let child_s = style(color, Role::Warn);
                 // Processes are kept in the order they were first seen.
-                let from = at
-                    .processes
-                    .partition_point(|p| (p.first_seen.t as f64) < sv);
+                let from = seek(&at.processes, &mut proc_from, |p| {
+                    (p.first_seen.t as f64) < sv
+                });
                 for p in &at.processes[from..] {
                     let a = p.first_seen.t as f64;
                     if a > ev {
@@ -619,7 +651,7 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                     tails.push((col(ev), p.pid));
                 }
             }
-            let mut marks: Vec<(f64, Mark, Role, Option<Cow<'static, str>>)> = Vec::new();
+            marks.clear();
             if let Some(r) = g.starting {
                 marks.push((r.t as f64, Mark::Spawn, Role::Spawn, None));
             }
@@ -636,12 +668,15 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
             }
             if let Some(s) = &g.stop {
                 // A cluster reload's outgoing worker, parked as `_old_<id>`.
-                let what = if g.parked_by.is_some() {
-                    Cow::Owned(format!("SIGINT (reload: _old_{pm_id})"))
+                // A lane too dense for words gets none: they are not made.
+                let what = if dense {
+                    None
+                } else if g.parked_by.is_some() {
+                    Some(Cow::Owned(format!("SIGINT (reload: _old_{pm_id})")))
                 } else {
-                    Cow::Borrowed("SIGINT")
+                    Some(Cow::Borrowed("SIGINT"))
                 };
-                marks.push((s.requested.t as f64, Mark::Stop, Role::Warn, Some(what)));
+                marks.push((s.requested.t as f64, Mark::Stop, Role::Warn, what));
                 if let Some(k) = s.sigkill {
                     marks.push((
                         k.t as f64,
@@ -653,19 +688,24 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
             }
             let exit_at = g.exit.as_ref().map(|x| x.at.t).or(g.os_exit.map(|r| r.t));
             if let Some(xt) = exit_at {
-                let (label, bad) = match &g.exit {
+                let (label, bad): (Cow<'static, str>, bool) = match &g.exit {
                     Some(x) if x.signal.as_deref() == Some("SIGKILL") => ("SIGKILL".into(), true),
                     Some(x) => match x.code {
-                        Some(c) => (format!("code {c}"), c != 0),
+                        Some(c) if dense => ("".into(), c != 0),
+                        Some(c) => (format!("code {c}").into(), c != 0),
                         None => ("exit".into(), false),
                     },
                     None => (
-                        g.os_exit_status.clone().unwrap_or_else(|| "exit".into()),
+                        match &g.os_exit_status {
+                            Some(st) if !dense => st.clone().into(),
+                            Some(_) => "".into(),
+                            None => "exit".into(),
+                        },
                         g.os_exit_status.as_deref().is_some_and(|s| s != "code 0"),
                     ),
                 };
                 let role = if bad { Role::Bad } else { Role::Warn };
-                marks.push((xt as f64, Mark::Exit, role, Some(Cow::Owned(label))));
+                marks.push((xt as f64, Mark::Exit, role, Some(label)));
             }
             // Errored while this generation was the current one.
             let next_start = gens
@@ -673,7 +713,7 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 .and_then(|n| n.started())
                 .map_or(f64::MAX, |r| r.t as f64);
             let lo = sv.max(t0);
-            let from = at.statuses.partition_point(|st| (st.at.t as f64) < lo);
+            let from = seek(&at.statuses, &mut status_from, |st| (st.at.t as f64) < lo);
             for st in &at.statuses[from..] {
                 let t = st.at.t as f64;
                 if t >= next_start || t > t1 {
@@ -713,8 +753,24 @@ fn draw_timeline(f: &mut Frame, app: &mut App, area: Rect, label_w: u16) {
                 .unwrap_or_else(|| "?".into());
             format!("{who} #{} {pid}", first.seq)
         } else {
-            let seqs: Vec<String> = group.iter().map(|x| gens[x.1].seq.to_string()).collect();
-            format!("{who} #{}", seqs.join(","))
+            // Only as much as the lane's label shows (`fit` cuts it to `label_w`; digits and
+            // commas are kept as they are by `terminal_safe`): the whole list of a lane
+            // of a thousand generations was made for every frame.
+            let mut label = format!("{who} #");
+            let mut chars = label.chars().count();
+            for (k, x) in group.iter().enumerate() {
+                if chars > label_w as usize {
+                    break;
+                }
+                if k > 0 {
+                    label.push(',');
+                    chars += 1;
+                }
+                let before = label.len();
+                crate::event::push_u64(&mut label, u64::from(gens[x.1].seq));
+                chars += label.len() - before;
+            }
+            label
         };
         let members = group.iter().map(|x| x.1).collect();
         let lref = LaneRef::Gen {

@@ -103,7 +103,16 @@ pub struct Row {
     pub(crate) source: Source,
     pub(crate) tone: Tone,
     pub(crate) kind: RowKind,
+}
+
+/// A row of the daemon lane: its instants, app, marker and tone (those of its [`Row`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DaemonMark {
+    pub(crate) t: MonoNs,
+    pub(crate) tk: MonoNs,
+    pub(crate) app: u32,
     pub(crate) mark: Mark,
+    pub(crate) tone: Tone,
 }
 
 /// Reading a capture in the background, in two threads: one reads and decodes the events
@@ -169,8 +178,10 @@ pub struct Model {
     app_ix: HashMap<u64, u32>,
     /// The last app found in `app_ix` (pm_id, index): runs of rows name the same app.
     last_app: Option<(u64, u32)>,
-    /// Rows of the daemon lane, in order.
-    pub(crate) daemon: Vec<u32>,
+    /// The daemon lane's rows, in order, with what the lane draws of them: a frame of the
+    /// whole capture reads every one, and reading them here rather than among the million
+    /// rows (40 bytes each, a cache miss apiece) took most of a frame's time.
+    pub(crate) daemon: Vec<DaemonMark>,
     /// The row of each ask not yet answered, with its instant and number, in time order.
     /// The pairing is the recorder's (or, for an older capture, the interpreter's); this
     /// only finds the row an answer names, by the instant and number of its ask (numbers
@@ -426,8 +437,15 @@ impl Model {
             e.describe_into(&mut self.words);
             let (text_at, text_len) = keep_text(&mut self.text, &self.words);
             let tk = self.rows.last().map_or(e.t, |r| r.tk.max(e.t));
+            let tone = e.tone();
             if kind == RowKind::Daemon {
-                self.daemon.push(idx);
+                self.daemon.push(DaemonMark {
+                    t: e.t,
+                    tk,
+                    app,
+                    mark,
+                    tone,
+                });
             }
             self.rows.push(Row {
                 t: e.t,
@@ -438,9 +456,8 @@ impl Model {
                 pair,
                 app,
                 source: e.source,
-                tone: e.tone(),
+                tone,
                 kind,
-                mark,
             });
         }
         self.stale_findings = true;
