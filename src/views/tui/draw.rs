@@ -1234,3 +1234,35 @@ fn draw_help(f: &mut Frame, app: &mut App, area: Rect) {
         .collect();
     f.render_widget(Paragraph::new(lines).scroll((app.help_scroll, 0)), inner);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::seek;
+
+    /// `seek` answers what `partition_point` does, from any cursor: one a later search
+    /// left (galloping on from it), one past the answer (searching all again), or none.
+    #[test]
+    fn seek_is_partition_point_from_any_cursor() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for n in [0usize, 1, 2, 3, 7, 64, 1000] {
+            let mut xs: Vec<u64> = (0..n).map(|_| next() % 500).collect();
+            xs.sort_unstable();
+            let mut from = 0;
+            for _ in 0..300 {
+                let bound = next() % 520;
+                if next() % 4 == 0 {
+                    from = (next() % (n as u64 + 3)) as usize;
+                }
+                let want = xs.partition_point(|&x| x < bound);
+                assert_eq!(seek(&xs, &mut from, |&x| x < bound), want, "{n} {bound}");
+                assert_eq!(from, want);
+            }
+        }
+    }
+}

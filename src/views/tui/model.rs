@@ -641,9 +641,10 @@ fn interp_thread(
                     b
                 }));
                 let mut batch = spare.pop().unwrap_or_default();
-                for (offset, ev) in &items {
+                let mut items = items;
+                for (offset, ev) in &mut items {
                     let before = batch.entries.len();
-                    interp.push_into(ev, &mut batch.entries);
+                    interp.push_taking(ev, &mut batch.entries);
                     let n = batch.entries.len() - before;
                     if n > 0 {
                         batch.events.push((*offset, n));
