@@ -707,6 +707,9 @@ mod tests {
                 gid: 0,
             }),
         });
-        assert_eq!(opened.describe(), "client connected (conn 2, pid -1 uid 1000)");
+        assert_eq!(
+            opened.describe(),
+            "client connected (conn 2, pid -1 uid 1000)"
+        );
     }
 }
