@@ -196,6 +196,7 @@ impl Pair {
 
     /// Socket `k` is ready (poll said so): read it if its direction may, then write what
     /// either direction has pending.
+    #[allow(clippy::needless_range_loop)]
     fn step(&mut self, ready: [bool; 2]) {
         for i in 0..2 {
             if ready[i] && self.open[i] && self.pending[i].0 == self.pending[i].1 {
@@ -240,7 +241,11 @@ fn poll_pair(s: [UnixStream; 2]) {
         // A socket waited for by neither direction is left out (a peer's hang-up would
         // otherwise wake the loop again and again).
         let mut fds = [0, 1].map(|k| libc::pollfd {
-            fd: if p.interest(k) == 0 { -1 } else { p.s[k].as_raw_fd() },
+            fd: if p.interest(k) == 0 {
+                -1
+            } else {
+                p.s[k].as_raw_fd()
+            },
             events: p.interest(k),
             revents: 0,
         });
@@ -254,6 +259,7 @@ fn poll_pair(s: [UnixStream; 2]) {
 
 /// A bare forwarder with one thread for all connections, on epoll (level-triggered), with the
 /// recorder's short slice; the accept is on the same thread.
+#[allow(clippy::needless_range_loop)]
 fn epoll_forwarder(listen: &Path, target: &Path) {
     use std::os::fd::AsRawFd;
     let l = std::os::unix::net::UnixListener::bind(listen).expect("bind");
@@ -268,10 +274,22 @@ fn epoll_forwarder(listen: &Path, target: &Path) {
             libc::epoll_ctl(ep, op, fd, &mut ev);
         };
         let to_epoll = |e: i16| {
-            (if e & libc::POLLIN != 0 { libc::EPOLLIN as u32 } else { 0 })
-                | (if e & libc::POLLOUT != 0 { libc::EPOLLOUT as u32 } else { 0 })
+            (if e & libc::POLLIN != 0 {
+                libc::EPOLLIN as u32
+            } else {
+                0
+            }) | (if e & libc::POLLOUT != 0 {
+                libc::EPOLLOUT as u32
+            } else {
+                0
+            })
         };
-        ctl(libc::EPOLL_CTL_ADD, l.as_raw_fd(), libc::EPOLLIN as u32, u64::MAX);
+        ctl(
+            libc::EPOLL_CTL_ADD,
+            l.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            u64::MAX,
+        );
         let mut conns: std::collections::HashMap<u64, (Pair, [i16; 2])> = Default::default();
         let mut next = 0u64;
         let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
@@ -288,13 +306,20 @@ fn epoll_forwarder(listen: &Path, target: &Path) {
                     let id = next;
                     next += 1;
                     for k in 0..2 {
-                        ctl(libc::EPOLL_CTL_ADD, p.s[k].as_raw_fd(), libc::EPOLLIN as u32, id * 2 + k as u64);
+                        ctl(
+                            libc::EPOLL_CTL_ADD,
+                            p.s[k].as_raw_fd(),
+                            libc::EPOLLIN as u32,
+                            id * 2 + k as u64,
+                        );
                     }
                     conns.insert(id, (p, [libc::POLLIN; 2]));
                     continue;
                 }
                 let (id, k) = (token / 2, (token % 2) as usize);
-                let Some((p, was)) = conns.get_mut(&id) else { continue };
+                let Some((p, was)) = conns.get_mut(&id) else {
+                    continue;
+                };
                 let mut ready = [false; 2];
                 ready[k] = true;
                 p.step(ready);
