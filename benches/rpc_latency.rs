@@ -4,15 +4,15 @@
 //!
 //! And the runtime question of docs/architecture.md (threads or tokio for the proxy): two
 //! bare forwarders in this process, same sockets, nothing recorded: two threads per
-//! connection with blocking reads (the recorder's design), and tokio (multi-thread runtime,
+//! connection with blocking reads (the recorder's design until issue #16's last stop), and tokio (multi-thread runtime,
 //! 2 workers, `copy_bidirectional` per connection), and the threads forwarder again with the
 //! recorder's short slice (`pm2_trace::sched::short_slice`). Also the recorder's threads per client
 //! connection (from /proc/<pid>/task).
 //!
-//! And, for the next design question (issue #16: a round trip wakes both of a connection's
-//! forwarding threads), two more bare forwarders with the short slice: one thread per
-//! connection polling both sockets (non-blocking, a pending buffer per direction), and one
-//! thread for all connections on epoll.
+//! And, for the design question of issue #16 (with two threads per connection a round trip
+//! wakes both), two more bare forwarders with the short slice: one thread per connection
+//! polling both sockets (non-blocking, a pending buffer per direction: the recorder's design
+//! now), and one thread for all connections on epoll.
 //!
 //! Run: `cargo bench --bench rpc_latency` (prints a table; asserts nothing).
 //! `PM2_TRACE_BENCH_RECORDER=PATH` runs another `pm2-trace` binary as the recorder (for
@@ -99,9 +99,8 @@ fn socat(args: &[&str], listen: &Path, target: &Path) -> std::process::Child {
     c
 }
 
-/// A bare forwarder: two threads per connection, each a blocking copy one way; with `slice`,
-/// each asks for the kernel's shortest slice first, as the recorder's forwarding threads do.
-fn thread_forwarder(listen: &Path, target: &Path, slice: bool) {
+/// Accept clients on `listen`, connect each to `target` and hand the two sockets to `pair`.
+fn forwarder(listen: &Path, target: &Path, pair: impl Fn(UnixStream, UnixStream) + Send + 'static) {
     let l = std::os::unix::net::UnixListener::bind(listen).expect("bind");
     let target = target.to_owned();
     std::thread::spawn(move || {
@@ -110,48 +109,48 @@ fn thread_forwarder(listen: &Path, target: &Path, slice: bool) {
             let Ok(d) = UnixStream::connect(&target) else {
                 continue;
             };
-            let (mut c2, mut d2) = (c.try_clone().unwrap(), d.try_clone().unwrap());
-            let (mut c, mut d) = (c, d);
-            std::thread::spawn(move || {
-                if slice {
-                    assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
-                }
-                let _ = std::io::copy(&mut c, &mut d);
-                let _ = d.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                if slice {
-                    pm2_trace::sched::short_slice();
-                }
-                let _ = std::io::copy(&mut d2, &mut c2);
-                let _ = c2.shutdown(std::net::Shutdown::Write);
-            });
+            pair(c, d);
         }
     });
     wait_for(listen);
+}
+
+/// A bare forwarder: two threads per connection, each a blocking copy one way; with `slice`,
+/// each asks for the kernel's shortest slice first, as the recorder's forwarding threads did.
+fn thread_forwarder(listen: &Path, target: &Path, slice: bool) {
+    forwarder(listen, target, move |c, d| {
+        let (mut c2, mut d2) = (c.try_clone().unwrap(), d.try_clone().unwrap());
+        let (mut c, mut d) = (c, d);
+        std::thread::spawn(move || {
+            if slice {
+                assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
+            }
+            let _ = std::io::copy(&mut c, &mut d);
+            let _ = d.shutdown(std::net::Shutdown::Write);
+        });
+        std::thread::spawn(move || {
+            if slice {
+                pm2_trace::sched::short_slice();
+            }
+            let _ = std::io::copy(&mut d2, &mut c2);
+            let _ = c2.shutdown(std::net::Shutdown::Write);
+        });
+    });
 }
 
 /// A bare forwarder with one thread per connection (not one per direction), with the
 /// recorder's short slice: both sockets non-blocking, one `poll` on the two, and per
 /// direction a buffer of bytes read and not yet written (the direction's reads pause while it
 /// holds any, so a blocked direction never blocks the other). A round trip wakes this one
-/// thread twice instead of two threads once each.
+/// thread twice instead of two threads once each. The recorder's own proxy is of this design
+/// (`sources::proxy::forward`).
 fn poll_forwarder(listen: &Path, target: &Path) {
-    let l = std::os::unix::net::UnixListener::bind(listen).expect("bind");
-    let target = target.to_owned();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(c) = c else { continue };
-            let Ok(d) = UnixStream::connect(&target) else {
-                continue;
-            };
-            std::thread::spawn(move || {
-                assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
-                poll_pair([c, d]);
-            });
-        }
+    forwarder(listen, target, |c, d| {
+        std::thread::spawn(move || {
+            assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
+            poll_pair([c, d]);
+        });
     });
-    wait_for(listen);
 }
 
 /// One connection forwarded both ways by a single thread: direction `i` reads `s[i]` and
