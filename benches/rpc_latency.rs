@@ -4,12 +4,19 @@
 //!
 //! And the runtime question of docs/architecture.md (threads or tokio for the proxy): two
 //! bare forwarders in this process, same sockets, nothing recorded: two threads per
-//! connection with blocking reads (the recorder's design), and tokio (multi-thread runtime,
+//! connection with blocking reads (the recorder's design until issue #16's last stop), and tokio (multi-thread runtime,
 //! 2 workers, `copy_bidirectional` per connection), and the threads forwarder again with the
 //! recorder's short slice (`pm2_trace::sched::short_slice`). Also the recorder's threads per client
 //! connection (from /proc/<pid>/task).
 //!
+//! And, for the design question of issue #16 (with two threads per connection a round trip
+//! wakes both), two more bare forwarders with the short slice: one thread per connection
+//! polling both sockets (non-blocking, a pending buffer per direction: the recorder's design
+//! now), and one thread for all connections on epoll.
+//!
 //! Run: `cargo bench --bench rpc_latency` (prints a table; asserts nothing).
+//! `PM2_TRACE_BENCH_RECORDER=PATH` runs another `pm2-trace` binary as the recorder (for
+//! A/B runs against an earlier build, interleaved run by run).
 
 #[path = "../tests/support/pm2.rs"]
 mod pm2;
@@ -92,9 +99,8 @@ fn socat(args: &[&str], listen: &Path, target: &Path) -> std::process::Child {
     c
 }
 
-/// A bare forwarder: two threads per connection, each a blocking copy one way; with `slice`,
-/// each asks for the kernel's shortest slice first, as the recorder's forwarding threads do.
-fn thread_forwarder(listen: &Path, target: &Path, slice: bool) {
+/// Accept clients on `listen`, connect each to `target` and hand the two sockets to `pair`.
+fn forwarder(listen: &Path, target: &Path, pair: impl Fn(UnixStream, UnixStream) + Send + 'static) {
     let l = std::os::unix::net::UnixListener::bind(listen).expect("bind");
     let target = target.to_owned();
     std::thread::spawn(move || {
@@ -103,22 +109,243 @@ fn thread_forwarder(listen: &Path, target: &Path, slice: bool) {
             let Ok(d) = UnixStream::connect(&target) else {
                 continue;
             };
-            let (mut c2, mut d2) = (c.try_clone().unwrap(), d.try_clone().unwrap());
-            let (mut c, mut d) = (c, d);
-            std::thread::spawn(move || {
-                if slice {
-                    assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
+            pair(c, d);
+        }
+    });
+    wait_for(listen);
+}
+
+/// A bare forwarder: two threads per connection, each a blocking copy one way; with `slice`,
+/// each asks for the kernel's shortest slice first, as the recorder's forwarding threads did.
+fn thread_forwarder(listen: &Path, target: &Path, slice: bool) {
+    forwarder(listen, target, move |c, d| {
+        let (mut c2, mut d2) = (c.try_clone().unwrap(), d.try_clone().unwrap());
+        let (mut c, mut d) = (c, d);
+        std::thread::spawn(move || {
+            if slice {
+                assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
+            }
+            let _ = std::io::copy(&mut c, &mut d);
+            let _ = d.shutdown(std::net::Shutdown::Write);
+        });
+        std::thread::spawn(move || {
+            if slice {
+                pm2_trace::sched::short_slice();
+            }
+            let _ = std::io::copy(&mut d2, &mut c2);
+            let _ = c2.shutdown(std::net::Shutdown::Write);
+        });
+    });
+}
+
+/// A bare forwarder with one thread per connection (not one per direction), with the
+/// recorder's short slice: both sockets non-blocking, one `poll` on the two, and per
+/// direction a buffer of bytes read and not yet written (the direction's reads pause while it
+/// holds any, so a blocked direction never blocks the other). A round trip wakes this one
+/// thread twice instead of two threads once each. The recorder's own proxy is of this design
+/// (`sources::proxy::forward`).
+fn poll_forwarder(listen: &Path, target: &Path) {
+    forwarder(listen, target, |c, d| {
+        std::thread::spawn(move || {
+            assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
+            poll_pair([c, d]);
+        });
+    });
+}
+
+/// One connection forwarded both ways by a single thread: direction `i` reads `s[i]` and
+/// writes `s[1 - i]`, both sockets non-blocking, each direction with its bytes read and not
+/// yet written (`buf[i][from..to]`); a direction reads again only once those are written.
+struct Pair {
+    s: [UnixStream; 2],
+    buf: [Vec<u8>; 2],
+    pending: [(usize, usize); 2],
+    open: [bool; 2],
+}
+
+impl Pair {
+    fn new(s: [UnixStream; 2]) -> Pair {
+        for x in &s {
+            x.set_nonblocking(true).unwrap();
+        }
+        Pair {
+            s,
+            buf: [vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]],
+            pending: [(0, 0); 2],
+            open: [true; 2],
+        }
+    }
+
+    /// The poll events socket `k` waits for: readable while its direction may read,
+    /// writable while the other direction has bytes for it.
+    fn interest(&self, k: usize) -> i16 {
+        let mut e = 0;
+        if self.open[k] && self.pending[k].0 == self.pending[k].1 {
+            e |= libc::POLLIN;
+        }
+        if self.pending[1 - k].0 < self.pending[1 - k].1 {
+            e |= libc::POLLOUT;
+        }
+        e
+    }
+
+    fn done(&self) -> bool {
+        (0..2).all(|k| self.interest(k) == 0)
+    }
+
+    /// Socket `k` is ready (poll said so): read it if its direction may, then write what
+    /// either direction has pending.
+    #[allow(clippy::needless_range_loop)]
+    fn step(&mut self, ready: [bool; 2]) {
+        for i in 0..2 {
+            if ready[i] && self.open[i] && self.pending[i].0 == self.pending[i].1 {
+                match (&self.s[i]).read(&mut self.buf[i]) {
+                    Ok(0) => {
+                        self.open[i] = false;
+                        let _ = self.s[1 - i].shutdown(std::net::Shutdown::Write);
+                    }
+                    Ok(n) => self.pending[i] = (0, n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.open[i] = false;
+                        let _ = self.s[1 - i].shutdown(std::net::Shutdown::Write);
+                    }
                 }
-                let _ = std::io::copy(&mut c, &mut d);
-                let _ = d.shutdown(std::net::Shutdown::Write);
-            });
-            std::thread::spawn(move || {
-                if slice {
-                    pm2_trace::sched::short_slice();
+            }
+            while self.pending[i].0 < self.pending[i].1 {
+                let (a, b) = self.pending[i];
+                match (&self.s[1 - i]).write(&self.buf[i][a..b]) {
+                    Ok(n) => self.pending[i].0 += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        // The writing side is gone: drop what is pending, stop reading.
+                        self.pending[i] = (0, 0);
+                        self.open[i] = false;
+                        let _ = self.s[i].shutdown(std::net::Shutdown::Read);
+                    }
                 }
-                let _ = std::io::copy(&mut d2, &mut c2);
-                let _ = c2.shutdown(std::net::Shutdown::Write);
-            });
+            }
+        }
+    }
+}
+
+/// Forward both ways on the calling thread, with `poll` on the two sockets, until both
+/// directions ended.
+fn poll_pair(s: [UnixStream; 2]) {
+    use std::os::fd::AsRawFd;
+    let mut p = Pair::new(s);
+    while !p.done() {
+        // A socket waited for by neither direction is left out (a peer's hang-up would
+        // otherwise wake the loop again and again).
+        let mut fds = [0, 1].map(|k| libc::pollfd {
+            fd: if p.interest(k) == 0 {
+                -1
+            } else {
+                p.s[k].as_raw_fd()
+            },
+            events: p.interest(k),
+            revents: 0,
+        });
+        // SAFETY: two initialized pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
+        p.step([fds[0].revents != 0, fds[1].revents != 0]);
+    }
+}
+
+/// A bare forwarder with one thread for all connections, on epoll (level-triggered), with the
+/// recorder's short slice; the accept is on the same thread.
+#[allow(clippy::needless_range_loop)]
+fn epoll_forwarder(listen: &Path, target: &Path) {
+    use std::os::fd::AsRawFd;
+    let l = std::os::unix::net::UnixListener::bind(listen).expect("bind");
+    let target = target.to_owned();
+    std::thread::spawn(move || {
+        assert!(pm2_trace::sched::short_slice(), "sched_setattr refused");
+        // SAFETY: epoll calls on fds this thread owns; events are initialized.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0);
+        let ctl = |op, fd, events: u32, token: u64| unsafe {
+            let mut ev = libc::epoll_event { events, u64: token };
+            libc::epoll_ctl(ep, op, fd, &mut ev);
+        };
+        let to_epoll = |e: i16| {
+            (if e & libc::POLLIN != 0 {
+                libc::EPOLLIN as u32
+            } else {
+                0
+            }) | (if e & libc::POLLOUT != 0 {
+                libc::EPOLLOUT as u32
+            } else {
+                0
+            })
+        };
+        ctl(
+            libc::EPOLL_CTL_ADD,
+            l.as_raw_fd(),
+            libc::EPOLLIN as u32,
+            u64::MAX,
+        );
+        let mut conns: std::collections::HashMap<u64, (Pair, [i16; 2])> = Default::default();
+        let mut next = 0u64;
+        let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+        loop {
+            let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), evs.len() as i32, -1) };
+            for ev in evs.iter().take(n.max(0) as usize) {
+                let token = ev.u64;
+                if token == u64::MAX {
+                    let Ok((c, _)) = l.accept() else { continue };
+                    let Ok(d) = UnixStream::connect(&target) else {
+                        continue;
+                    };
+                    let p = Pair::new([c, d]);
+                    let id = next;
+                    next += 1;
+                    for k in 0..2 {
+                        ctl(
+                            libc::EPOLL_CTL_ADD,
+                            p.s[k].as_raw_fd(),
+                            libc::EPOLLIN as u32,
+                            id * 2 + k as u64,
+                        );
+                    }
+                    conns.insert(id, (p, [libc::POLLIN; 2]));
+                    continue;
+                }
+                let (id, k) = (token / 2, (token % 2) as usize);
+                let Some((p, was)) = conns.get_mut(&id) else {
+                    continue;
+                };
+                let mut ready = [false; 2];
+                ready[k] = true;
+                p.step(ready);
+                if p.done() {
+                    for k in 0..2 {
+                        if was[k] != 0 {
+                            ctl(libc::EPOLL_CTL_DEL, p.s[k].as_raw_fd(), 0, 0);
+                        }
+                    }
+                    conns.remove(&id);
+                    continue;
+                }
+                for k in 0..2 {
+                    let now = p.interest(k);
+                    if now != was[k] {
+                        // Waited for by neither direction: out of the set (a hang-up would
+                        // otherwise be reported again and again).
+                        let op = match (was[k], now) {
+                            (_, 0) => libc::EPOLL_CTL_DEL,
+                            (0, _) => libc::EPOLL_CTL_ADD,
+                            _ => libc::EPOLL_CTL_MOD,
+                        };
+                        ctl(op, p.s[k].as_raw_fd(), to_epoll(now), id * 2 + k as u64);
+                        was[k] = now;
+                    }
+                }
+            }
         }
     });
     wait_for(listen);
@@ -197,7 +424,12 @@ fn main() {
     let pm2 = pm2::Pm2::start("7.0.4");
     let rpc_sock = pm2.rpc_sock();
     let cap = pm2.home().join("bench.bin");
-    let mut rec = Command::new(env!("CARGO_BIN_EXE_pm2-trace"))
+    // PM2_TRACE_BENCH_RECORDER=PATH measures another build of pm2-trace (a copy of an earlier
+    // release binary), for A/B runs of this bench interleaved with the current one.
+    let recorder = std::env::var_os("PM2_TRACE_BENCH_RECORDER")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_pm2-trace").into());
+    eprintln!("recorder: {}", Path::new(&recorder).display());
+    let mut rec = Command::new(&recorder)
         .args(["record", "--quiet", "--force", "--pm2-home"])
         .arg(pm2.home())
         .arg("-o")
@@ -225,6 +457,10 @@ fn main() {
     let slice_path = pm2.home().join("slice.sock");
     thread_forwarder(&slice_path, &daemon, true);
     let rt = tokio_forwarder(&tokio_path, &daemon);
+    let poll_path = pm2.home().join("poll.sock");
+    poll_forwarder(&poll_path, &daemon);
+    let epoll_path = pm2.home().join("epoll.sock");
+    epoll_forwarder(&epoll_path, &daemon);
 
     let names = [
         "direct",
@@ -234,8 +470,10 @@ fn main() {
         "threads (bare)",
         "tokio (bare)",
         "threads, 0.1 ms slice",
+        "1 thread/conn, poll",
+        "1 thread, epoll",
     ];
-    const PATHS: usize = 7;
+    const PATHS: usize = 9;
     let idle_threads = threads_of(rec.id());
     let mut clients = [
         Client::connect(&daemon),
@@ -245,6 +483,8 @@ fn main() {
         Client::connect(&threads_path),
         Client::connect(&tokio_path),
         Client::connect(&slice_path),
+        Client::connect(&poll_path),
+        Client::connect(&epoll_path),
     ];
     // The recorder's threads for 10 more open client connections.
     let extra: Vec<Client> = (0..10).map(|_| Client::connect(&rpc_sock)).collect();
@@ -314,6 +554,11 @@ fn main() {
     let (sl_med, sl_p99) = added(6);
     println!(
         "| bare forwarder, threads: added median / p99 | | {th_med:.1} / {th_p99:.1} µs | tokio (2 workers): {tk_med:.1} / {tk_p99:.1} µs; threads with a 0.1 ms slice: {sl_med:.1} / {sl_p99:.1} µs |"
+    );
+    let (po_med, po_p99) = added(7);
+    let (ep_med, ep_p99) = added(8);
+    println!(
+        "| bare forwarder, one thread per connection (poll), 0.1 ms slice: added median / p99 | | {po_med:.1} / {po_p99:.1} µs | one thread for all connections (epoll), 0.1 ms slice: {ep_med:.1} / {ep_p99:.1} µs |"
     );
     println!(
         "| recorder threads per client connection | | {per_conn:.1} | {idle_threads} threads idle |"

@@ -121,8 +121,9 @@ fn forwarding_stays_normal_and_the_recorders_work_is_idle_class_in_every_session
         let mut client = UnixStream::connect(pm2.rpc_sock()).expect("connect through the proxy");
         get_version(&mut client);
         let forwarding = threads_named("proxy-");
+        // The accept thread and this connection's forwarding thread (one per connection).
         assert!(
-            forwarding.len() >= 3,
+            forwarding.len() >= 2,
             "session {n}: accept and forwarding threads: {forwarding:?}"
         );
         for (tid, name) in &forwarding {

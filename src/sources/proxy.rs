@@ -1,13 +1,14 @@
 //! The transparent RPC proxy in front of the daemon's `rpc.sock`.
 //!
-//! Each accepted client gets its own connection to the daemon and two forwarding threads.
-//! A thread reads a chunk, writes it on at once, and only then offers a copy to the
+//! Each accepted client gets its own connection to the daemon and one forwarding thread,
+//! which waits on both sockets (`poll`; both non-blocking). It reads a chunk, writes it on at
+//! once, and only then offers a copy to the
 //! recorder through a bounded, non-blocking tap: a slow recorder loses copies (and says
 //! so), never delays or alters the traffic. Nothing is decoded here.
 
 use crate::event::{mono_now, Direction, MonoNs, PeerCred};
 use crate::safe_dir::SocketRef;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -622,35 +623,15 @@ fn spawn_pair(
     tap: TapSender,
     active: Active,
 ) -> io::Result<()> {
-    let (c2, d2) = (client.try_clone()?, daemon.try_clone()?);
     let handles = [client.try_clone()?, daemon.try_clone()?];
     if let Ok(mut a) = active.lock() {
         a.insert(conn, handles);
     }
-    let unregister = |active: &Active| {
-        if let Some(pair) = active.lock().ok().and_then(|mut a| a.remove(&conn)) {
-            for s in &pair {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    };
-    let tap2 = tap.clone();
-    let up = match std::thread::Builder::new()
-        .name(format!("proxy-{conn}-up"))
-        .spawn(move || pump(client, daemon, conn, Direction::ToDaemon, &tap2))
-    {
-        Ok(t) => t,
-        Err(e) => {
-            unregister(&active);
-            return Err(e);
-        }
-    };
     let closing = active.clone();
     let spawned = std::thread::Builder::new()
-        .name(format!("proxy-{conn}-down"))
+        .name(format!("proxy-{conn}"))
         .spawn(move || {
-            let down = pump(d2, c2, conn, Direction::ToClient, &tap);
-            let up = up.join().unwrap_or(0);
+            let [down, up] = forward(client, daemon, conn, &tap);
             tap.send(Tap::Close {
                 t: mono_now(),
                 conn,
@@ -662,49 +643,168 @@ fn spawn_pair(
             }
         });
     if let Err(e) = spawned {
-        // Without a reader of the daemon's side the connection is useless: end it.
-        unregister(&active);
+        // Without a thread to forward it the connection is useless: end it.
+        if let Some(pair) = active.lock().ok().and_then(|mut a| a.remove(&conn)) {
+            for s in &pair {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
         return Err(e);
     }
     Ok(())
 }
 
-/// Copy `from` to `to` until EOF or error; returns the bytes forwarded.
-fn pump(from: UnixStream, mut to: UnixStream, conn: u64, dir: Direction, tap: &TapSender) -> u64 {
-    // Woken by the peer's bytes, take the CPU at once (see `sched::short_slice`).
-    crate::sched::short_slice();
-    // Read into the spare capacity of an empty buffer: a new buffer (the last one went to
-    // the recorder) is never zeroed first, and holds only the bytes of its own read.
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
-    let mut total = 0u64;
-    let mut tapping = true;
-    loop {
-        buf.clear();
-        let n = match rustix::io::read(&from, rustix::buffer::spare_capacity(&mut buf)) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => break,
-        };
-        // The instant the bytes were seen; then forward them, and only then record.
-        let t = mono_now();
-        if to.write_all(&buf[..n]).is_err() {
-            break;
+/// One direction of a connection: the bytes of its last read until they are all written on.
+struct Way {
+    dir: Direction,
+    /// The last read's bytes (`buf.len()`); empty when the direction may read again.
+    buf: Vec<u8>,
+    /// Of those, the bytes written on so far.
+    written: usize,
+    /// When they were read.
+    t: MonoNs,
+    /// Its reading side has not ended (EOF or error) yet.
+    open: bool,
+    /// Bytes forwarded.
+    total: u64,
+    tapping: bool,
+}
+
+impl Way {
+    fn new(dir: Direction) -> Way {
+        Way {
+            dir,
+            // Read into the spare capacity of an empty buffer: a new buffer (the last one went
+            // to the recorder) is never zeroed first, and holds only the bytes of its own read.
+            buf: Vec::with_capacity(CHUNK),
+            written: 0,
+            t: 0,
+            open: true,
+            total: 0,
+            tapping: true,
         }
-        total += n as u64;
+    }
+
+    fn pending(&self) -> bool {
+        self.written < self.buf.len()
+    }
+
+    /// Whether it waits for its source to be readable.
+    fn reads(&self) -> bool {
+        self.open && !self.pending()
+    }
+
+    /// The direction ends: nothing more is read from `from` nor written to `to` (the other
+    /// side sees the half-close), and what was read and not yet written is dropped.
+    fn end(&mut self, from: &UnixStream, to: &UnixStream) {
+        if self.open || self.pending() {
+            let _ = to.shutdown(std::net::Shutdown::Write);
+            let _ = from.shutdown(std::net::Shutdown::Read);
+        }
+        self.open = false;
+        self.buf.clear();
+        self.written = 0;
+    }
+
+    /// Read what `from` has (it said it was ready), if this direction may read.
+    fn read(&mut self, from: &UnixStream, to: &UnixStream) {
+        if !self.reads() {
+            return;
+        }
+        self.buf.clear();
+        self.written = 0;
+        match rustix::io::read(from, rustix::buffer::spare_capacity(&mut self.buf)) {
+            Ok(0) => self.end(from, to),
+            // The instant the bytes were seen.
+            Ok(_) => self.t = mono_now(),
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+            Err(_) => self.end(from, to),
+        }
+    }
+
+    /// Write on what is pending, as much as `to` takes now; once all of a read is forwarded,
+    /// and only then, offer the recorder a copy.
+    fn write(&mut self, from: &UnixStream, to: &UnixStream, conn: u64, tap: &TapSender) {
+        while self.pending() {
+            match rustix::io::write(to, &self.buf[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return self.end(from, to),
+            }
+        }
+        let n = self.buf.len();
+        if n == 0 {
+            return;
+        }
+        self.total += n as u64;
         // Record after.
-        if tapping && !tap.data(t, conn, dir, &mut buf, n) {
-            tapping = false;
+        if self.tapping && !tap.data(self.t, conn, self.dir, &mut self.buf, n) {
+            self.tapping = false;
             tap.send(Tap::Gap {
                 t: mono_now(),
                 conn,
-                dir,
+                dir: self.dir,
             });
         }
+        self.buf.clear();
+        self.written = 0;
     }
-    let _ = to.shutdown(std::net::Shutdown::Write);
-    let _ = from.shutdown(std::net::Shutdown::Read);
-    total
+}
+
+/// Forward both ways between `client` and `daemon` on the calling thread until both
+/// directions ended; returns the bytes forwarded to the client and to the daemon.
+///
+/// One thread per connection, not one per direction: a round trip wakes one thread twice
+/// rather than two threads once each (issue #16: on 2 cores each wake-up may wait on a run
+/// queue). Both sockets are non-blocking and one `poll` waits on the two; a direction reads
+/// again only once its last read is all written on, so a direction whose receiver does not
+/// read holds one buffer and pauses, and never blocks the other.
+fn forward(client: UnixStream, daemon: UnixStream, conn: u64, tap: &TapSender) -> [u64; 2] {
+    // Woken by the peer's bytes, take the CPU at once (see `sched::short_slice`).
+    crate::sched::short_slice();
+    // Way `i` reads `s[i]` and writes `s[1 - i]`.
+    let s = [client, daemon];
+    let mut ways = [Way::new(Direction::ToDaemon), Way::new(Direction::ToClient)];
+    for (i, x) in s.iter().enumerate() {
+        if x.set_nonblocking(true).is_err() {
+            ways[i].end(&s[i], &s[1 - i]);
+        }
+    }
+    loop {
+        let events = |k: usize| -> i16 {
+            let mut e = 0;
+            if ways[k].reads() {
+                e |= libc::POLLIN;
+            }
+            if ways[1 - k].pending() {
+                e |= libc::POLLOUT;
+            }
+            e
+        };
+        // A socket neither direction waits on is left out: a peer's hang-up would otherwise
+        // be reported again and again.
+        let mut fds = [0, 1].map(|k| libc::pollfd {
+            fd: if events(k) == 0 { -1 } else { s[k].as_raw_fd() },
+            events: events(k),
+            revents: 0,
+        });
+        if fds.iter().all(|f| f.fd < 0) {
+            break;
+        }
+        // SAFETY: poll on two initialized pollfds of sockets this thread owns.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
+        for i in 0..2 {
+            let (from, to) = (&s[i], &s[1 - i]);
+            if fds[i].revents != 0 {
+                ways[i].read(from, to);
+            }
+            ways[i].write(from, to, conn, tap);
+        }
+    }
+    [ways[1].total, ways[0].total]
 }
 
 #[cfg(test)]
@@ -804,6 +904,156 @@ mod tests {
             .flat_map(|k| (0..500).map(move |i| k * 1000 + i))
             .collect();
         assert_eq!(times, sent);
+    }
+
+    /// A connection forwarded by [`forward`] on a thread of its own, between two socket
+    /// pairs: returns the client's and the daemon's ends, the proxy's two ends (clones, as
+    /// `active` keeps them), the thread, and the tap's receiver.
+    #[allow(clippy::type_complexity)]
+    fn forwarded() -> (
+        UnixStream,
+        UnixStream,
+        [UnixStream; 2],
+        std::thread::JoinHandle<[u64; 2]>,
+        TapReceiver,
+    ) {
+        let (client, proxy_c) = UnixStream::pair().unwrap();
+        let (proxy_d, daemon) = UnixStream::pair().unwrap();
+        let handles = [proxy_c.try_clone().unwrap(), proxy_d.try_clone().unwrap()];
+        let (tx, rx) = tap_channel(1 << 16, 1024 * CHUNK);
+        let t = std::thread::spawn(move || forward(proxy_c, proxy_d, 7, &tx));
+        (client, daemon, handles, t, rx)
+    }
+
+    /// Every tap until the sender is gone.
+    fn all_taps(rx: TapReceiver) -> Vec<Tap> {
+        let mut got = Vec::new();
+        while rx.recv_batch(&mut got) {}
+        got
+    }
+
+    /// The bytes of the `Data` taps of one direction, in order.
+    fn copied(taps: &[Tap], want: Direction) -> Vec<u8> {
+        taps.iter()
+            .filter_map(|t| match t {
+                Tap::Data { dir, bytes, .. } if *dir == want => Some(bytes.to_vec()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// A client that shuts down its writing side still gets the daemon's reply: the daemon
+    /// sees the end of the request, answers, and closes; both directions' bytes are counted
+    /// and copied.
+    #[test]
+    fn a_half_close_passes_through_and_the_reply_still_comes_back() {
+        use std::io::{Read, Write};
+        let (mut client, mut daemon, _handles, t, rx) = forwarded();
+        client.write_all(b"request").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut asked = Vec::new();
+        daemon.read_to_end(&mut asked).unwrap();
+        assert_eq!(
+            asked, b"request",
+            "the daemon sees the request, then its end"
+        );
+        daemon.write_all(b"the reply").unwrap();
+        drop(daemon);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"the reply");
+        assert_eq!(
+            t.join().unwrap(),
+            [9, 7],
+            "bytes to the client, to the daemon"
+        );
+        let taps = all_taps(rx);
+        assert_eq!(copied(&taps, Direction::ToDaemon), b"request");
+        assert_eq!(copied(&taps, Direction::ToClient), b"the reply");
+    }
+
+    /// A daemon that reads nothing holds up only what is sent to it: the proxy reads the
+    /// client until the daemon's socket is full, holds one read pending, and meanwhile
+    /// forwards the daemon's bytes to the client as they come.
+    #[test]
+    fn a_blocked_direction_never_blocks_the_other() {
+        use std::io::{Read, Write};
+        let (client, mut daemon, handles, t, rx) = forwarded();
+        let mut client_w = client.try_clone().unwrap();
+        let mut client_r = client;
+        let flood = std::thread::spawn(move || {
+            // Far more than the sockets' buffers hold: this blocks until the daemon reads.
+            let chunk = vec![b'q'; CHUNK];
+            let mut sent = 0usize;
+            while sent < 64 * CHUNK {
+                if client_w.write_all(&chunk).is_err() {
+                    break;
+                }
+                sent += CHUNK;
+            }
+            sent
+        });
+        // Let the flood fill the daemon's socket and the proxy's pending read.
+        std::thread::sleep(Duration::from_millis(200));
+        client_r
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        for i in 0..50u8 {
+            daemon.write_all(&[i; 100]).unwrap();
+            let mut got = [0u8; 100];
+            client_r
+                .read_exact(&mut got)
+                .expect("the reply direction flows");
+            assert_eq!(got, [i; 100]);
+        }
+        // Now the daemon reads all of it; the flood ends.
+        let reader = std::thread::spawn(move || {
+            let mut n = 0usize;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match daemon.read(&mut buf) {
+                    Ok(0) | Err(_) => return n,
+                    Ok(k) => n += k,
+                }
+            }
+        });
+        let sent = flood.join().unwrap();
+        client_r.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(
+            reader.join().unwrap(),
+            sent,
+            "every byte forwarded, in full"
+        );
+        drop(client_r);
+        drop(handles);
+        let [down, up] = t.join().unwrap();
+        assert_eq!((down, up), (5000, sent as u64));
+        let taps = all_taps(rx);
+        assert_eq!(copied(&taps, Direction::ToDaemon).len(), sent);
+    }
+
+    /// Shutting the proxy's own ends down (what `cut_all` does with the handles `active`
+    /// keeps) ends the forwarding at once, even with a read pending in one direction.
+    #[test]
+    fn cutting_the_proxys_sockets_ends_the_forwarding() {
+        use std::io::Write;
+        let (mut client, daemon, handles, t, _rx) = forwarded();
+        client.write_all(&vec![b'x'; 4 * CHUNK]).unwrap_or(());
+        std::thread::sleep(Duration::from_millis(50));
+        for s in &handles {
+            s.shutdown(std::net::Shutdown::Both).unwrap();
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while !t.is_finished() {
+            assert!(
+                std::time::Instant::now() < end,
+                "still forwarding after the cut"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        t.join().unwrap();
+        drop((client, daemon));
     }
 
     fn take(rx: &TapReceiver) -> Chunk {
