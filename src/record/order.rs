@@ -6,7 +6,7 @@
 //! they arrived in: a sequence number breaks ties, so a capture's records always stand in the
 //! order their bytes arrived, on every run.
 
-use crate::event::{Event, EventReceiver, Stamped};
+use crate::event::{mono_now, Event, EventReceiver, MonoNs, Stamped};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -84,20 +84,22 @@ impl Intake {
         self.held.push(ev);
     }
 
-    /// Wait up to `timeout` for events, then take the whole burst. `Err(true)` when nothing
-    /// came, `Err(false)` when every source is gone.
+    /// Wait up to `timeout` for events, then take the whole burst; returns the instant
+    /// before the burst was taken: every event sent before it is held now. `Err(true)` when
+    /// nothing came, `Err(false)` when every source is gone.
     pub(super) fn receive(
         &mut self,
         rx: &mut EventReceiver,
         timeout: Duration,
-    ) -> Result<(), bool> {
+    ) -> Result<MonoNs, bool> {
         let first = rx.recv_timeout(timeout)?;
         self.take(first);
         std::thread::sleep(BURST_SETTLE);
+        let taken_at = mono_now();
         while let Some(ev) = rx.try_recv() {
             self.take(ev);
         }
-        Ok(())
+        Ok(taken_at)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::safe_dir::{SafeDir, SocketRef};
 use crate::sources::bus::BusSubscriber;
 use crate::sources::guardian::Interposition;
 use crate::sources::procwatch::{ProcWatcher, WatcherHandle};
-use crate::sources::proxy::{Access, Proxy, Tap};
+use crate::sources::proxy::{Access, Proxy, Tap, TapProgress};
 use crate::wire::amp::{Decoder, Message};
 use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
@@ -29,6 +29,26 @@ use std::time::{Duration, Instant};
 /// different delays (the tap decoder, the kernel), and this window puts them back in order.
 const REORDER_WINDOW_NS: u64 = 200_000_000;
 const PIDFD_REORDER_WINDOW_NS: u64 = 2_500_000_000;
+/// Longest an event is held back for tapped copies still to be decoded (see
+/// [`write_upto`]): on a host so busy that the tap decoder gets no CPU for longer, events
+/// go on, and its late RPC events are written out of time order.
+const MAX_HOLD_NS: u64 = 5_000_000_000;
+
+/// The youngest instant whose events can be written once the sources' events sent before
+/// `taken` are held: older than the reorder window before `taken`, and older than
+/// `tap_floor` (from [`crate::sources::proxy::TapProgress`]: the oldest tapped copy not yet
+/// decoded, or the instant its reading began), unless that holds them beyond
+/// [`MAX_HOLD_NS`]. Both are instants read before the events were taken, not after: the
+/// recorder's loop runs in the idle class, and on a busy host the time between taking
+/// events and writing them was seen to exceed the window, which then let younger events out
+/// before older ones still on their way.
+fn write_upto(taken: event::MonoNs, window: u64, tap_floor: event::MonoNs) -> event::MonoNs {
+    taken.saturating_sub(window).min(
+        tap_floor
+            .saturating_sub(1)
+            .max(taken.saturating_sub(MAX_HOLD_NS)),
+    )
+}
 
 /// What one recording session works with, handed from the caller to the recorder's thread.
 pub(super) struct Session<'a> {
@@ -83,6 +103,7 @@ pub(super) fn record_interposed(
         .map_err(|e| give_back(anyhow::anyhow!("{e}")))?;
     let access = Access::of_socket(&upstream);
     let (tap, tap_rx) = crate::sources::proxy::tap_channel(1 << 16, 256 << 20);
+    let tap_progress = tap_rx.progress();
     let tap_thread = {
         let sink = sink.clone();
         let max = opts.max_message;
@@ -106,7 +127,7 @@ pub(super) fn record_interposed(
             .name("recorder".into())
             .spawn_scoped(scope, move || {
                 crate::sched::idle_class();
-                record_loop(session, proxy, tap_thread, bus)
+                record_loop(session, proxy, (tap_thread, tap_progress), bus)
             })?;
         recorder
             .join()
@@ -119,7 +140,7 @@ pub(super) fn record_interposed(
 fn record_loop(
     session: Session,
     proxy: Proxy,
-    tap_thread: std::thread::JoinHandle<u64>,
+    (tap_thread, tap_progress): (std::thread::JoinHandle<u64>, TapProgress),
     bus: BusSubscriber,
 ) -> anyhow::Result<RecordOutcome> {
     let Session {
@@ -268,14 +289,18 @@ fn record_loop(
                 daemon_exited = Some(format!("the PM2 daemon (pid {pid}) exited"));
             }
         }
-        match intake.receive(&mut rx, Duration::from_millis(50)) {
-            Ok(()) | Err(true) => {}
+        // Before taking the sources' events: the events of every older copy are sent by
+        // then, and copies taken from here on are younger.
+        let before = event::mono_now();
+        let tap_floor = tap_progress.oldest_pending().map_or(before, |p| p.min(before));
+        let taken = match intake.receive(&mut rx, Duration::from_millis(50)) {
+            Ok(taken) => taken,
+            Err(true) => before,
             Err(false) => break, // every source is gone
-        }
-        let now = event::mono_now();
+        };
         write_out(
             &mut intake.held,
-            now.saturating_sub(reorder_window),
+            write_upto(taken, reorder_window, tap_floor),
             writer,
             &mut events,
             &mut write_failed,
@@ -635,6 +660,20 @@ impl<S: HintSink> TapDecoder<S> {
 
 #[cfg(test)]
 mod tests {
+    /// Events wait for tapped copies older than them, within the reorder window's rule
+    /// and at most [`MAX_HOLD_NS`].
+    #[test]
+    fn events_wait_for_older_copies_still_to_decode() {
+        let taken = 10_000_000_000;
+        let w = REORDER_WINDOW_NS;
+        // Nothing pending, the events taken at once.
+        assert_eq!(write_upto(taken, w, taken - 1_000_000), taken - w);
+        // A copy 700 ms old still to decode; or the loop starved for 700 ms before taking.
+        assert_eq!(write_upto(taken, w, taken - 700_000_000), taken - 700_000_001);
+        assert_eq!(write_upto(taken, w, 1), taken - MAX_HOLD_NS);
+        assert_eq!(write_upto(5, w, 1), 0);
+    }
+
     use super::*;
     use crate::capture::{CaptureReader, CaptureWriter};
     use crate::event::Asked;

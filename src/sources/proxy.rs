@@ -218,6 +218,16 @@ struct TapQueue {
     max_in_flight: usize,
     max_items: usize,
     lost: AtomicU64,
+    /// The stamp of the oldest tap sent since the receiver last took this value
+    /// (`u64::MAX`: none): lowered by every sender before it sends.
+    floor: AtomicU64,
+    /// The stamp of the oldest tap the receiver has taken and not yet finished with (`u64::MAX`:
+    /// none). Written by the receiver only. See [`TapProgress`].
+    taken: AtomicU64,
+    /// One per direction of a connection being forwarded (claimed while it runs, [`FREE`]
+    /// otherwise): the stamp of the bytes it read and has not queued yet, or [`IDLE`]. See
+    /// [`Forwarding`].
+    forwarding: Box<[AtomicU64]>,
     /// Buffers the recorder gave back: a forwarding thread reads into one, forwards, and
     /// queues that very buffer, so forwarding neither copies nor allocates once the
     /// recording is warm.
@@ -270,6 +280,36 @@ pub struct TapReceiver {
     rx: std::sync::mpsc::Receiver<Tap>,
 }
 
+/// How far the tapped copies have been turned into events, read by the recorder's loop:
+/// it writes no event younger than a copy still to be decoded. The tap decoder runs in the
+/// idle class and on a busy host falls behind by hundreds of ms (seen: 500 ms at load 9),
+/// more than the recorder's reorder window: a `restartProcessId` was written after the new
+/// generation's start, which then had no request that started it.
+pub struct TapProgress {
+    queue: Arc<TapQueue>,
+}
+
+impl TapProgress {
+    /// The stamp of the oldest tap sent and not yet finished with by the receiver, or of
+    /// bytes a forwarding thread has stamped and not yet sent (None: none). Read before
+    /// taking the receiver's events: the events of every older tap have been sent by then.
+    pub fn oldest_pending(&self) -> Option<MonoNs> {
+        let q = &self.queue;
+        // In the order a copy goes: in a forwarding thread's hand, sent, taken.
+        let in_hand = q
+            .forwarding
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst))
+            .filter(|&t| t != FREE)
+            .min()
+            .unwrap_or(IDLE);
+        let sent = q.floor.load(Ordering::SeqCst);
+        let taken = q.taken.load(Ordering::SeqCst);
+        let oldest = in_hand.min(sent).min(taken);
+        (oldest != u64::MAX).then_some(oldest)
+    }
+}
+
 /// How long a woken receiver lets a burst accumulate before draining it.
 const TAP_BATCH: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -285,6 +325,9 @@ pub fn tap_channel(max_items: usize, max_in_flight: usize) -> (TapSender, TapRec
         max_in_flight,
         max_items,
         lost: AtomicU64::new(0),
+        floor: AtomicU64::new(u64::MAX),
+        taken: AtomicU64::new(u64::MAX),
+        forwarding: (0..FORWARDING_SLOTS).map(|_| AtomicU64::new(FREE)).collect(),
         pool: Default::default(),
     });
     (
@@ -330,7 +373,63 @@ impl Drop for TapSender {
     }
 }
 
+/// Directions whose bytes in hand [`TapProgress`] sees (two per connection); one beyond
+/// them forwards and records as the others, but is unseen between reading and queueing.
+const FORWARDING_SLOTS: usize = 256;
+/// A slot no forwarding thread holds.
+const FREE: u64 = 0;
+/// A slot whose thread has no bytes in hand.
+const IDLE: u64 = u64::MAX;
+
+/// A direction's slot: the stamp of the bytes it has read and not yet queued for the
+/// recorder (it forwards them first), so that the recorder's loop waits for their events
+/// too. Under load a forwarding thread was seen to queue a copy more than 150 ms after
+/// stamping it, longer than the reorder window; a receiver that does not read holds a
+/// direction's bytes for as long as it likes.
+pub(crate) struct Forwarding {
+    queue: Arc<TapQueue>,
+    slot: Option<usize>,
+}
+
+impl Forwarding {
+    /// Bytes stamped `t` are in hand.
+    fn begin(&self, t: MonoNs) {
+        if let Some(i) = self.slot {
+            self.queue.forwarding[i].store(t, Ordering::SeqCst);
+        }
+    }
+
+    /// They are queued (or will not be).
+    fn end(&self) {
+        if let Some(i) = self.slot {
+            self.queue.forwarding[i].store(IDLE, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            self.queue.forwarding[i].store(FREE, Ordering::Release);
+        }
+    }
+}
+
 impl TapSender {
+    /// A slot for one direction of a connection (none when all are held).
+    pub(crate) fn forwarding(&self) -> Forwarding {
+        let slots = &self.queue.forwarding;
+        let slot = (0..slots.len()).find(|&i| {
+            slots[i]
+                .compare_exchange(FREE, IDLE, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
+        Forwarding {
+            queue: self.queue.clone(),
+            slot,
+        }
+    }
+
     fn send(&self, tap: Tap) -> bool {
         let q = &self.queue;
         if q.queued.fetch_add(1, Ordering::SeqCst) >= q.max_items {
@@ -338,6 +437,8 @@ impl TapSender {
             q.lost.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        // Counted, then its stamp, then sent: see `TapReceiver::recv_batch`.
+        q.floor.fetch_min(tap.time(), Ordering::SeqCst);
         if self.tx.as_ref().is_none_or(|tx| tx.send(tap).is_err()) {
             // The receiver is gone.
             q.queued.fetch_sub(1, Ordering::SeqCst);
@@ -399,12 +500,19 @@ impl TapSender {
 impl TapReceiver {
     /// Move every queued tap into `out`, waiting for some if there are none. False once every
     /// sender is gone and nothing is left. Always called from one thread (it is the one
-    /// the senders wake).
+    /// the senders wake), and only once what the last call returned is finished with: its
+    /// events sent on (see [`TapProgress`]).
     pub fn recv_batch(&self, out: &mut Vec<Tap>) -> bool {
         let q = &self.queue;
         let me = q.receiver.get_or_init(std::thread::current);
         debug_assert_eq!(me.id(), std::thread::current().id());
         loop {
+            // What the last call took is finished with. What is queued now is covered by
+            // `taken` from here until the next call: first by the floor as it stands, then
+            // by the floor taken, which senders lower again from the swap on.
+            q.taken.store(q.floor.load(Ordering::SeqCst), Ordering::SeqCst);
+            let floor = q.floor.swap(u64::MAX, Ordering::SeqCst);
+            q.taken.store(floor, Ordering::SeqCst);
             let before = out.len();
             loop {
                 match self.rx.try_recv() {
@@ -417,6 +525,7 @@ impl TapReceiver {
                     }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        q.taken.store(u64::MAX, Ordering::SeqCst);
                         return out.len() > before;
                     }
                 }
@@ -424,6 +533,13 @@ impl TapReceiver {
             if out.len() > before {
                 return true;
             }
+            // Nothing taken. A tap counted but not in the channel yet (its sender is between
+            // the two) keeps its stamp in the floor; with nothing counted, the floor taken
+            // was only of taps already finished with.
+            if q.queued.load(Ordering::SeqCst) > 0 {
+                q.floor.fetch_min(floor, Ordering::SeqCst);
+            }
+            q.taken.store(u64::MAX, Ordering::SeqCst);
             // Park, unless a tap was sent meanwhile (its sender sees `parked` or this sees
             // `queued`: both are sequentially consistent).
             q.parked.store(true, Ordering::SeqCst);
@@ -443,6 +559,13 @@ impl TapReceiver {
                 continue;
             }
             std::thread::sleep(TAP_BATCH);
+        }
+    }
+
+    /// How far the receiver has got, for another thread to read.
+    pub fn progress(&self) -> TapProgress {
+        TapProgress {
+            queue: self.queue.clone(),
         }
     }
 
@@ -668,10 +791,12 @@ struct Way {
     /// Bytes forwarded.
     total: u64,
     tapping: bool,
+    /// Tells the recorder's loop the stamp of bytes read and not yet queued for it.
+    in_hand: Forwarding,
 }
 
 impl Way {
-    fn new(dir: Direction) -> Way {
+    fn new(dir: Direction, in_hand: Forwarding) -> Way {
         Way {
             dir,
             // Read into the spare capacity of an empty buffer: a new buffer (the last one went
@@ -682,6 +807,7 @@ impl Way {
             open: true,
             total: 0,
             tapping: true,
+            in_hand,
         }
     }
 
@@ -704,6 +830,7 @@ impl Way {
         self.open = false;
         self.buf.clear();
         self.written = 0;
+        self.in_hand.end();
     }
 
     /// Read what `from` has (it said it was ready), if this direction may read.
@@ -716,7 +843,12 @@ impl Way {
         match rustix::io::read(from, rustix::buffer::spare_capacity(&mut self.buf)) {
             Ok(0) => self.end(from, to),
             // The instant the bytes were seen.
-            Ok(_) => self.t = mono_now(),
+            Ok(_) => {
+                self.t = mono_now();
+                if self.tapping {
+                    self.in_hand.begin(self.t);
+                }
+            }
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
             Err(_) => self.end(from, to),
         }
@@ -749,6 +881,7 @@ impl Way {
         }
         self.buf.clear();
         self.written = 0;
+        self.in_hand.end();
     }
 }
 
@@ -765,7 +898,10 @@ fn forward(client: UnixStream, daemon: UnixStream, conn: u64, tap: &TapSender) -
     crate::sched::short_slice();
     // Way `i` reads `s[i]` and writes `s[1 - i]`.
     let s = [client, daemon];
-    let mut ways = [Way::new(Direction::ToDaemon), Way::new(Direction::ToClient)];
+    let mut ways = [
+        Way::new(Direction::ToDaemon, tap.forwarding()),
+        Way::new(Direction::ToClient, tap.forwarding()),
+    ];
     for (i, x) in s.iter().enumerate() {
         if x.set_nonblocking(true).is_err() {
             ways[i].end(&s[i], &s[1 - i]);
@@ -863,6 +999,71 @@ mod tests {
             rx.recycle(Vec::with_capacity(CHUNK));
         }
         assert_eq!(rx.queue.pool.lock().unwrap().kept.len(), 1500);
+    }
+
+    fn gap(t: MonoNs) -> Tap {
+        Tap::Gap {
+            t,
+            conn: 1,
+            dir: Direction::ToDaemon,
+        }
+    }
+
+    /// The oldest tap not yet finished with: queued, then taken, until the receiver asks for
+    /// more; none once it waits with nothing queued.
+    #[test]
+    fn progress_names_the_oldest_tap_not_finished_with() {
+        let (tx, rx) = tap_channel(16, 1 << 20);
+        let p = rx.progress();
+        // The receiver takes a batch each time it is told to (always the same thread).
+        let (go, step) = std::sync::mpsc::channel::<()>();
+        let (took, taken) = std::sync::mpsc::channel::<(bool, usize)>();
+        let receiver = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            while step.recv().is_ok() {
+                out.clear();
+                let more = rx.recv_batch(&mut out);
+                took.send((more, out.len())).unwrap();
+            }
+        });
+        let take = || {
+            go.send(()).unwrap();
+            taken.recv().unwrap()
+        };
+        assert_eq!(p.oldest_pending(), None);
+        // Bytes a forwarding thread has in hand, forwarded before they are queued.
+        let in_hand = tx.forwarding();
+        assert_eq!(p.oldest_pending(), None);
+        in_hand.begin(10);
+        assert_eq!(p.oldest_pending(), Some(10), "in hand");
+        assert!(tx.send(gap(20)) && tx.send(gap(10)));
+        in_hand.end();
+        assert_eq!(p.oldest_pending(), Some(10), "queued");
+        assert_eq!(take(), (true, 2));
+        assert_eq!(p.oldest_pending(), Some(10), "taken, its events not sent yet");
+        assert!(tx.send(gap(30)));
+        assert_eq!(p.oldest_pending(), Some(10));
+        assert_eq!(take(), (true, 1));
+        assert_eq!(p.oldest_pending(), Some(30), "the first batch is finished with");
+        // Finished with that too, the receiver waits: nothing pending.
+        go.send(()).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while p.oldest_pending().is_some() {
+            assert!(std::time::Instant::now() < end, "{:?}", p.oldest_pending());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A tap sent while it waits is pending until its batch is finished with.
+        assert!(tx.send(gap(40)));
+        assert_eq!(taken.recv().unwrap(), (true, 1));
+        assert_eq!(p.oldest_pending(), Some(40));
+        in_hand.begin(50);
+        assert_eq!(p.oldest_pending(), Some(40));
+        drop(in_hand);
+        drop(tx);
+        assert_eq!(take(), (false, 0));
+        assert_eq!(p.oldest_pending(), None);
+        drop(go);
+        receiver.join().unwrap();
     }
 
     /// A receiver parked on another thread gets every tap sent by several senders, and
