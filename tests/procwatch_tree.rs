@@ -394,17 +394,16 @@ fn netlink_and_pidfd_see_the_same_exits() {
     // is marked as found gone by a scan: status unknown, its exit known to an interval.
     for (_, e) in proc_events(&r.pf) {
         if let ProcEvent::Exit {
-            via, status, timing, ..
+            via,
+            status,
+            timing,
+            ..
         } = e
         {
             let gone_before_pidfd = *via == Via::ProcScan
                 && matches!(status, ExitStatus::Unknown { .. })
                 && matches!(timing, Timing::Between { .. });
-            assert!(
-                *via == Via::Pidfd || gone_before_pidfd,
-                "{}",
-                e.summary()
-            );
+            assert!(*via == Via::Pidfd || gone_before_pidfd, "{}", e.summary());
         }
     }
 }

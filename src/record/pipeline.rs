@@ -292,7 +292,9 @@ fn record_loop(
         // Before taking the sources' events: the events of every older copy are sent by
         // then, and copies taken from here on are younger.
         let before = event::mono_now();
-        let tap_floor = tap_progress.oldest_pending().map_or(before, |p| p.min(before));
+        let tap_floor = tap_progress
+            .oldest_pending()
+            .map_or(before, |p| p.min(before));
         let taken = match intake.receive(&mut rx, Duration::from_millis(50)) {
             Ok(taken) => taken,
             Err(true) => before,
@@ -669,7 +671,10 @@ mod tests {
         // Nothing pending, the events taken at once.
         assert_eq!(write_upto(taken, w, taken - 1_000_000), taken - w);
         // A copy 700 ms old still to decode; or the loop starved for 700 ms before taking.
-        assert_eq!(write_upto(taken, w, taken - 700_000_000), taken - 700_000_001);
+        assert_eq!(
+            write_upto(taken, w, taken - 700_000_000),
+            taken - 700_000_001
+        );
         assert_eq!(write_upto(taken, w, 1), taken - MAX_HOLD_NS);
         assert_eq!(write_upto(5, w, 1), 0);
     }

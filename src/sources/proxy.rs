@@ -327,7 +327,9 @@ pub fn tap_channel(max_items: usize, max_in_flight: usize) -> (TapSender, TapRec
         lost: AtomicU64::new(0),
         floor: AtomicU64::new(u64::MAX),
         taken: AtomicU64::new(u64::MAX),
-        forwarding: (0..FORWARDING_SLOTS).map(|_| AtomicU64::new(FREE)).collect(),
+        forwarding: (0..FORWARDING_SLOTS)
+            .map(|_| AtomicU64::new(FREE))
+            .collect(),
         pool: Default::default(),
     });
     (
@@ -510,7 +512,8 @@ impl TapReceiver {
             // What the last call took is finished with. What is queued now is covered by
             // `taken` from here until the next call: first by the floor as it stands, then
             // by the floor taken, which senders lower again from the swap on.
-            q.taken.store(q.floor.load(Ordering::SeqCst), Ordering::SeqCst);
+            q.taken
+                .store(q.floor.load(Ordering::SeqCst), Ordering::SeqCst);
             let floor = q.floor.swap(u64::MAX, Ordering::SeqCst);
             q.taken.store(floor, Ordering::SeqCst);
             let before = out.len();
@@ -1040,11 +1043,19 @@ mod tests {
         in_hand.end();
         assert_eq!(p.oldest_pending(), Some(10), "queued");
         assert_eq!(take(), (true, 2));
-        assert_eq!(p.oldest_pending(), Some(10), "taken, its events not sent yet");
+        assert_eq!(
+            p.oldest_pending(),
+            Some(10),
+            "taken, its events not sent yet"
+        );
         assert!(tx.send(gap(30)));
         assert_eq!(p.oldest_pending(), Some(10));
         assert_eq!(take(), (true, 1));
-        assert_eq!(p.oldest_pending(), Some(30), "the first batch is finished with");
+        assert_eq!(
+            p.oldest_pending(),
+            Some(30),
+            "the first batch is finished with"
+        );
         // Finished with that too, the receiver waits: nothing pending.
         go.send(()).unwrap();
         let end = std::time::Instant::now() + Duration::from_secs(10);
