@@ -109,6 +109,88 @@ fn generate(path: &Path, n: u64, per_cycle_logs: u64) -> u64 {
     written
 }
 
+/// What opening a capture as the TUI does took.
+struct Opened {
+    app: App,
+    term: Terminal<TestBackend>,
+    open: Duration,
+    first_rows: Option<Duration>,
+    frames_while_loading: u32,
+    /// CPU time of the whole process during the open, and of this (the view's) thread.
+    cpu: f64,
+    main_cpu: f64,
+}
+
+/// Open `path` as `pm2-trace tui` does (`run_file`, `run_loop` in src/views/tui/mod.rs):
+/// one turn of the loader, a frame when STREAM_REDRAW has passed since the last one,
+/// again; the last frame once everything is loaded. The loop never waits for keys while
+/// it loads.
+fn open(path: &Path) -> Opened {
+    let cpu0 = cpu_s();
+    let main0 = thread_cpu_s();
+    let t = Instant::now();
+    let (model, loader) = Model::open(path).expect("open");
+    let mut first_rows = None;
+    let mut frames_while_loading = 0;
+    let mut term = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
+    let mut app = App::loading(model, loader, true);
+    let mut last_draw: Option<Instant> = None;
+    loop {
+        let done = app.pump_loader();
+        if first_rows.is_none() && !app.model.is_empty() {
+            first_rows = Some(t.elapsed());
+        }
+        if done || last_draw.is_none_or(|d| d.elapsed() >= STREAM_REDRAW) {
+            term.draw(|f| draw::draw(f, &mut app)).expect("draw");
+            last_draw = Some(Instant::now());
+            if done {
+                break;
+            }
+            frames_while_loading += 1;
+        }
+    }
+    Opened {
+        app,
+        term,
+        open: t.elapsed(),
+        first_rows,
+        frames_while_loading,
+        cpu: cpu_s() - cpu0,
+        main_cpu: thread_cpu_s() - main0,
+    }
+}
+
+/// The open alone, in a new process of this benchmark (`PM2_TRACE_BENCH_OPEN_ONLY`): as
+/// `pm2-trace tui` starts, with none of the memory the passes before it used. In this
+/// process the allocator keeps that memory (`keep_freed_memory`), so the open measured
+/// after them never waits for the kernel to zero fresh pages; `pm2-trace tui` does (a
+/// fifth of its samples on this machine). (seconds, CPU seconds, of which the kernel's.)
+fn open_in_a_fresh_process(path: &Path) -> (f64, f64, f64) {
+    let out = std::process::Command::new(std::env::current_exe().expect("this benchmark"))
+        .env("PM2_TRACE_BENCH_OPEN_ONLY", path)
+        .output()
+        .expect("run the benchmark again");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums[..] {
+        [secs, cpu, sys] => (secs, cpu, sys),
+        _ => panic!("the fresh process said {text:?}"),
+    }
+}
+
+/// In the new process: open, then print seconds, CPU seconds and the kernel's share.
+fn open_only(path: &Path) {
+    let o = open(path);
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let sys = u.ru_stime.tv_sec as f64 + u.ru_stime.tv_usec as f64 / 1e6;
+    println!("{} {} {sys}", o.open.as_secs_f64(), o.cpu);
+}
+
 fn rss_mb() -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -146,6 +228,10 @@ fn main() {
     }
     // As `pm2-trace tui` does (src/main.rs).
     pm2_trace::alloc::keep_freed_memory();
+    pm2_trace::alloc::no_huge_pages();
+    if let Some(path) = std::env::var_os("PM2_TRACE_BENCH_OPEN_ONLY") {
+        return open_only(Path::new(&path));
+    }
     let nums: Vec<u64> = std::env::args()
         .skip(1)
         .filter(|a| a.chars().all(|c| c.is_ascii_digit()) && !a.is_empty())
@@ -256,35 +342,15 @@ fn measure(path: &Path, what: &str) {
     );
 
     // Open: read + index + rules + first frame.
-    let cpu0 = cpu_s();
-    let main0 = thread_cpu_s();
-    let t = Instant::now();
-    let (model, loader) = Model::open(path).expect("open");
-    let mut first_rows = None;
-    let mut frames_while_loading = 0;
-    let mut term = Terminal::new(TestBackend::new(120, 40)).expect("terminal");
-    // As `pm2-trace tui` does (`run_file`, `run_loop` in src/views/tui/mod.rs): one turn of
-    // the loader, a frame when STREAM_REDRAW has passed since the last one, again; the last
-    // frame once everything is loaded. The loop never waits for keys while it loads.
-    let mut app = App::loading(model, loader, true);
-    let mut last_draw: Option<Instant> = None;
-    loop {
-        let done = app.pump_loader();
-        if first_rows.is_none() && !app.model.is_empty() {
-            first_rows = Some(t.elapsed());
-        }
-        if done || last_draw.is_none_or(|d| d.elapsed() >= STREAM_REDRAW) {
-            term.draw(|f| draw::draw(f, &mut app)).expect("draw");
-            last_draw = Some(Instant::now());
-            if done {
-                break;
-            }
-            frames_while_loading += 1;
-        }
-    }
-    let open = t.elapsed();
-    let cpu = cpu_s() - cpu0;
-    let main_cpu = thread_cpu_s() - main0;
+    let Opened {
+        mut app,
+        mut term,
+        open,
+        first_rows,
+        frames_while_loading,
+        cpu,
+        main_cpu,
+    } = open(path);
     let t_rules = Instant::now();
     std::hint::black_box(pm2_trace::rules::analyze(&app.model.timeline));
     let rules_time = t_rules.elapsed();
@@ -299,6 +365,11 @@ fn measure(path: &Path, what: &str) {
         ms(open),
         first_rows.map_or(0.0, ms),
         rss_mb()
+    );
+    let (fresh, fresh_cpu, fresh_sys) = open_in_a_fresh_process(path);
+    println!(
+        "open in a fresh process, as `pm2-trace tui` starts: {:.0} ms, {fresh_cpu:.2} s CPU ({fresh_sys:.2} s of it the kernel's)",
+        fresh * 1e3
     );
 
     // Keys: each one's work and a redraw.
@@ -371,7 +442,7 @@ fn measure(path: &Path, what: &str) {
     println!("| figure | target | measured | reference |");
     println!("|---|---|---|---|");
     println!(
-        "| TUI open of {}k events ({:.0} MB, {what}): first rows shown / fully indexed with findings | ~1 s | {:.0} ms / {:.1} s | reading + decoding alone {:.1} s ({:.1} s CPU); {cpu:.1} s CPU, {main_cpu:.1} s of it on the view's thread |",
+        "| TUI open of {}k events ({:.0} MB, {what}): first rows shown / fully indexed with findings | ~1 s | {:.0} ms / {:.1} s; in a fresh process, as `pm2-trace tui` starts: {fresh:.1} s | reading + decoding alone {:.1} s ({:.1} s CPU); {cpu:.1} s CPU, {main_cpu:.1} s of it on the view's thread; in the fresh process {fresh_cpu:.1} s CPU, {fresh_sys:.1} s of it the kernel's |",
         rows / 1000,
         size as f64 / 1e6,
         first_rows.map_or(0.0, ms),

@@ -627,8 +627,10 @@ fn main() -> ExitCode {
         Command::Replay(a) => run_replay(a),
         Command::Explain(a) => run_explain(a),
         Command::Tui { file, window } => window.window().and_then(|w| {
-            // A viewer that exits when closed: freed memory stays for reuse (src/alloc.rs).
+            // A viewer that exits when closed: freed memory stays for reuse, and fresh memory
+            // comes in small pages (src/alloc.rs).
             pm2_trace::alloc::keep_freed_memory();
+            pm2_trace::alloc::no_huge_pages();
             if file.is_dir() {
                 pm2_trace::views::tui::run_dir(&file, &w)
             } else {

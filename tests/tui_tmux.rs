@@ -25,6 +25,28 @@ fn capture() -> PathBuf {
     p
 }
 
+/// The pid of the `pm2-trace tui` this file's tests run on [`capture`].
+fn viewer_pid() -> u32 {
+    let want = [
+        bin().into_os_string().into_encoded_bytes(),
+        b"tui".to_vec(),
+        capture().into_os_string().into_encoded_bytes(),
+    ];
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|&b| b == 0)
+                    .take(3)
+                    .map(<[u8]>::to_vec)
+                    .eq(want.iter().cloned())
+            })
+        })
+        .expect("the pm2-trace tui process")
+}
+
 fn shell_quote(p: &std::path::Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
@@ -45,6 +67,9 @@ fn navigate_to_a_finding_in_a_real_terminal() {
     });
     assert!(s.contains("Timeline"), "{s}");
     assert!(s.contains("web:0 #1"), "a lane per generation: {s}");
+    // The viewer faults its memory in 4 KiB pages (src/alloc.rs): huge pages are off for it.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", viewer_pid())).unwrap();
+    assert!(status.contains("THP_enabled:\t0"), "{status}");
 
     assert!(s.contains("Findings 1/3"), "three findings listed: {s}");
     assert!(s.contains("address-held-by-previous-generation"), "{s}");
