@@ -20,7 +20,7 @@ use serde_json::Value;
 const V5: &str = "5.4.3";
 const V7: &str = "7.0.4";
 
-fn run(name: &str, version: &str) -> (tempfile::TempDir, Run) {
+fn run(name: &str, version: &str) -> (scenarios::RunDir, Run) {
     scenarios::run_live(name, version)
 }
 

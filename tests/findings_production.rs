@@ -33,7 +33,7 @@ const V5: &str = "5.4.3";
 const V6: &str = "6.0.14";
 const V7: &str = "7.0.4";
 
-fn run(name: &str, version: &str) -> (tempfile::TempDir, Run) {
+fn run(name: &str, version: &str) -> (scenarios::RunDir, Run) {
     scenarios::run_live(name, version)
 }
 

@@ -956,10 +956,44 @@ pub fn run_with(
 
 /// Run scenario `name` on pm2 `version` with `fast` settings into a throw-away directory,
 /// print what it found and check what every finding must have ([`Run::report_and_check`]).
-pub fn run_live(name: &str, version: &str) -> (tempfile::TempDir, Run) {
+pub fn run_live(name: &str, version: &str) -> (RunDir, Run) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join(format!("{name}-{version}.bin"));
-    let r = run(name, version, &path, true);
+    let capture = dir.path().join(format!("{name}-{version}.bin"));
+    let r = run(name, version, &capture, true);
+    let dir = RunDir { _dir: dir, capture };
     r.report_and_check();
     (dir, r)
+}
+
+/// A live run's directory, removed with it; when the test fails, its capture is first
+/// copied to `target/failed-captures/` (a failure seen once under load can only be
+/// understood from the recording that shows it).
+pub struct RunDir {
+    /// Kept until after `drop` has copied the capture out of it.
+    _dir: tempfile::TempDir,
+    capture: PathBuf,
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/failed-captures");
+        let Some(stem) = self.capture.file_stem() else {
+            return;
+        };
+        let to = out.join(format!(
+            "{}-{}.bin",
+            stem.to_string_lossy(),
+            std::process::id()
+        ));
+        match std::fs::create_dir_all(&out).and_then(|()| std::fs::copy(&self.capture, &to)) {
+            Ok(_) => eprintln!("the failed run's capture is kept: {}", to.display()),
+            Err(e) => eprintln!(
+                "the failed run's capture {} could not be kept: {e}",
+                self.capture.display()
+            ),
+        }
+    }
 }
