@@ -163,8 +163,9 @@ fn open(path: &Path) -> Opened {
 /// The open alone, in a new process of this benchmark (`PM2_TRACE_BENCH_OPEN_ONLY`): as
 /// `pm2-trace tui` starts, with none of the memory the passes before it used. In this
 /// process the allocator keeps that memory (`keep_freed_memory`), so the open measured
-/// after them never waits for the kernel to zero fresh pages; `pm2-trace tui` does (a
-/// fifth of its samples on this machine). (seconds, CPU seconds, of which the kernel's.)
+/// after them never waits for the kernel to zero fresh pages; `pm2-trace tui` does (with
+/// huge pages, a fifth of its samples on this machine). (seconds, CPU seconds, of which the
+/// kernel's.)
 fn open_in_a_fresh_process(path: &Path) -> (f64, f64, f64) {
     let out = std::process::Command::new(std::env::current_exe().expect("this benchmark"))
         .env("PM2_TRACE_BENCH_OPEN_ONLY", path)
@@ -177,17 +178,18 @@ fn open_in_a_fresh_process(path: &Path) -> (f64, f64, f64) {
         .collect();
     match nums[..] {
         [secs, cpu, sys] => (secs, cpu, sys),
-        _ => panic!("the fresh process said {text:?}"),
+        _ => panic!(
+            "the fresh process said {text:?} ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
     }
 }
 
 /// In the new process: open, then print seconds, CPU seconds and the kernel's share.
 fn open_only(path: &Path) {
     let o = open(path);
-    // SAFETY: getrusage writes into the struct we pass.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let sys = u.ru_stime.tv_sec as f64 + u.ru_stime.tv_usec as f64 / 1e6;
+    let (_, sys) = user_sys_s();
     println!("{} {} {sys}", o.open.as_secs_f64(), o.cpu);
 }
 
@@ -202,11 +204,17 @@ fn rss_mb() -> f64 {
 
 /// CPU time used by this process so far (user + system), in seconds.
 fn cpu_s() -> f64 {
+    let (user, sys) = user_sys_s();
+    user + sys
+}
+
+/// CPU time used by this process so far: (user, system), in seconds.
+fn user_sys_s() -> (f64, f64) {
     // SAFETY: getrusage writes into the struct we pass.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(u.ru_utime) + tv(u.ru_stime)
+    (tv(u.ru_utime), tv(u.ru_stime))
 }
 
 /// CPU time used by the calling thread so far, in seconds (what the breakdown reports: wall

@@ -528,8 +528,12 @@ impl TapReceiver {
                     }
                     Err(std::sync::mpsc::TryRecvError::Empty) => break,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        q.taken.store(u64::MAX, Ordering::SeqCst);
-                        return out.len() > before;
+                        // What was taken before the end stays covered until the next call.
+                        let took = out.len() > before;
+                        if !took {
+                            q.taken.store(u64::MAX, Ordering::SeqCst);
+                        }
+                        return took;
                     }
                 }
             }
